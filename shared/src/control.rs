@@ -1,0 +1,226 @@
+//! The local control protocol: vrrpd's Unix socket, spoken by the `status` CLI and by lbd.
+//!
+//! Framing is line-delimited JSON: one message per `\n`-terminated line, at most
+//! [`MAX_LINE`] bytes, so a broken or hostile peer can't make the daemon buffer without
+//! bound. Clients send [`Request`]s. The daemon answers each with one [`Response`], except
+//! `subscribe`, after which it streams [`StateEvent`]s, each with a sequence number that
+//! increases by one per event on that connection. The subscriber acknowledges events with
+//! `{"cmd":"ack","seq":N}` (cumulative), which is how vrrpd knows lbd has acted on a
+//! state change before it claims the VIP.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Longest line either side accepts.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Default path of vrrpd's control socket.
+pub const DEFAULT_VRRPD_SOCKET: &str = "/run/lbpair/vrrpd.sock";
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// One status snapshot.
+    Status,
+    /// Start the ordered state stream on this connection.
+    Subscribe {
+        /// Who is subscribing, for logs (e.g. "lbd").
+        client: String,
+    },
+    /// Cumulative acknowledgement of every event up to `seq`.
+    Ack { seq: u64 },
+}
+
+/// The daemon's answer to a non-streaming request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Status(DaemonStatus),
+    /// `subscribe` accepted: the snapshot of current states follows as events.
+    Subscribed { next_seq: u64 },
+    Error { message: String },
+}
+
+/// A state change of one instance, as streamed to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateEvent {
+    pub seq: u64,
+    pub instance: String,
+    pub vrid: u8,
+    pub interface: String,
+    /// "initialize", "backup", "master" or "fault".
+    pub state: String,
+    pub priority: u8,
+    /// VIPs as "address/prefix".
+    pub vips: Vec<String>,
+    pub reason: String,
+}
+
+/// `vrrpd status` output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub config_path: String,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One VRRP instance's state and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub state: String,
+    /// The priority in use now (after tracking adjustments).
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// Who this node believes is master (itself when master).
+    pub master_addr: Option<Ipv4Addr>,
+    /// The advert interval in effect: ours as master, the master's as backup.
+    pub advert_interval_cs: u16,
+    pub time_in_state_ms: u64,
+    pub vips: Vec<String>,
+    pub counters: InstanceCounters,
+}
+
+/// Per-instance counters, all monotonic since the instance started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceCounters {
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    pub transitions: u64,
+    pub became_master: u64,
+    /// Timers that fired more than half an advert interval late.
+    pub late_timers: u64,
+    /// Received packets dropped, by reason (ttl, checksum, vrid, ...).
+    pub discards: BTreeMap<String, u64>,
+    /// Valid adverts by the checksum mode the peer used.
+    pub checksum_modes: BTreeMap<String, u64>,
+    pub garps_sent: u64,
+    pub send_errors: u64,
+}
+
+/// Errors of the control protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("control message longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("malformed control message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("daemon answered with an error: {0}")]
+    Remote(String),
+    #[error("unexpected answer from daemon")]
+    Unexpected,
+}
+
+/// Write one message as a JSON line.
+pub async fn write_message<W, T>(writer: &mut W, message: &T) -> Result<(), ControlError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    writer.write_all(&line).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Read one JSON line; `Ok(None)` at a clean end of stream. Lines over [`MAX_LINE`] are an
+/// error rather than an allocation.
+pub async fn read_message<R, T>(reader: &mut R) -> Result<Option<T>, ControlError>
+where
+    R: AsyncBufRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut line = Vec::new();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(ControlError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+            };
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if line.len() + chunk.len() > MAX_LINE {
+            return Err(ControlError::LineTooLong);
+        }
+        line.extend_from_slice(chunk);
+        let consumed = done.unwrap_or(chunk.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            return Ok(Some(serde_json::from_slice(&line)?));
+        }
+    }
+}
+
+/// One request, one answer: what `vrrpd status` does.
+pub async fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (read, mut write) = stream.into_split();
+    write_message(&mut write, req).await?;
+    let mut reader = BufReader::new(read);
+    match read_message::<_, Response>(&mut reader).await? {
+        Some(Response::Error { message }) => Err(ControlError::Remote(message)),
+        Some(resp) => Ok(resp),
+        None => Err(ControlError::Unexpected),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let ack = serde_json::to_string(&Request::Ack { seq: 7 }).unwrap();
+        assert_eq!(ack, r#"{"cmd":"ack","seq":7}"#);
+        let sub: Request = serde_json::from_str(r#"{"cmd":"subscribe","client":"lbd"}"#).unwrap();
+        assert_eq!(
+            sub,
+            Request::Subscribe {
+                client: "lbd".into()
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn lines_round_trip_and_oversize_is_rejected() {
+        let mut buf = Vec::new();
+        write_message(&mut buf, &Request::Status).await.unwrap();
+        write_message(&mut buf, &Request::Ack { seq: 1 }).await.unwrap();
+        let mut r = BufReader::new(&buf[..]);
+        assert_eq!(read_message::<_, Request>(&mut r).await.unwrap(), Some(Request::Status));
+        assert_eq!(
+            read_message::<_, Request>(&mut r).await.unwrap(),
+            Some(Request::Ack { seq: 1 })
+        );
+        assert_eq!(read_message::<_, Request>(&mut r).await.unwrap(), None);
+
+        let huge = vec![b'x'; MAX_LINE + 10];
+        let mut r = BufReader::new(&huge[..]);
+        assert!(matches!(
+            read_message::<_, Request>(&mut r).await,
+            Err(ControlError::LineTooLong)
+        ));
+        let mut r = BufReader::new(&b"{not json}\n"[..]);
+        assert!(matches!(
+            read_message::<_, Request>(&mut r).await,
+            Err(ControlError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,15 @@
+//! shared: the library both lbpair daemons stand on.
+//!
+//! Layout:
+//! - [`wire`]      VRRPv3 packet view and `Repr::parse/emit`, the Internet checksum.
+//! - [`config`]    reading TOML with file:line:column errors, collecting every validation error.
+//! - [`control`]   the local control protocol between vrrpd, lbd and the CLI (line-delimited JSON).
+//! - [`telemetry`] tracing setup, plain or JSON.
+//! - [`shutdown`]  signals mapped to one shutdown path: SIGTERM drains, SIGINT is fast.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod shutdown;
+pub mod telemetry;
+pub mod wire;
