@@ -1,0 +1,956 @@
+//! vrrpd's configuration, loaded in three stages (see `shared::config`).
+//!
+//! 1. [`FileConfig`] / [`FileGlobal`] / [`FileInstance`]: plain serde structs with
+//!    `deny_unknown_fields`. Numbers are read as `i64`, enumerations and addresses as
+//!    strings, and required keys as `Option`, so that a bad value is not a serde error that
+//!    stops at the first problem but a validation error next to all the others.
+//! 2. [`validate`] walks them with a [`Validator`], which records *every* problem with the
+//!    key, the bad value and the valid values, and finds each key's line and column.
+//! 3. The result is the typed runtime [`VrrpConfig`]: `Ipv4Addr`, prefix `u8`, `Duration`,
+//!    [`ChecksumMode`], [`LogFormat`]. Nothing downstream parses strings again.
+//!
+//! Every default and limit is a documented `DEFAULT_*` / `MIN_*` / `MAX_*` constant; the
+//! operator reference in `doc/vrrpd.md` lists the same values.
+//!
+//! Rules that are not obvious from the RFC:
+//! - A VIP is written `a.b.c.d/len` with `len` in 1..=32: a prefix is required because the
+//!   kernel needs one to add the address, and `/0` would claim a default route's worth of
+//!   on-link addresses. The network and broadcast addresses of a /1../30 subnet are rejected.
+//! - A VIP label is at most 15 bytes: the kernel keeps labels in an `IFNAMSIZ` (16 byte,
+//!   NUL-terminated) buffer and its netlink policy rejects longer ones ("Attribute failed
+//!   policy validation"). It must also start with the interface name (`eth0:web` on `eth0`):
+//!   current kernels accept any label, but iproute2 before 6.x and busybox `ip` refuse
+//!   others, and the `ifconfig` alias view (`eth0:web`) only makes sense with the prefix.
+//! - An interface name follows the kernel's `dev_valid_name`: 1..=15 bytes, no `/`, `:` or
+//!   whitespace, not `.` or `..`.
+//! - A VIP may belong to only one instance: two virtual routers claiming one address would
+//!   flap it between interfaces or fight over ARP.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared::config::{ConfigError, Source, Validator};
+pub use shared::telemetry::LogFormat;
+pub use shared::wire::vrrp::ChecksumMode;
+
+use crate::fsm::FsmConfig;
+
+/// Where `vrrpd run` and `vrrpd status` look for the config by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/lbpair/vrrpd.toml";
+
+// ----- [global] -----
+
+/// `global.control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = shared::control::DEFAULT_VRRPD_SOCKET;
+/// Longest Unix socket path: `sun_path` is 108 bytes including the NUL.
+pub const MAX_SOCKET_PATH_LEN: usize = 107;
+/// `global.log_format`.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Plain;
+/// `global.log_level`: a tracing filter; the `LBPAIR_LOG` env var overrides it.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// `global.realtime`: SCHED_FIFO + mlockall. Off by default because it needs
+/// CAP_SYS_NICE / CAP_IPC_LOCK and a sane memlock limit.
+pub const DEFAULT_REALTIME: bool = false;
+/// `global.realtime_priority`, used when `realtime = true`.
+pub const DEFAULT_REALTIME_PRIORITY: u8 = 10;
+pub const MIN_REALTIME_PRIORITY: u8 = 1;
+/// Highest SCHED_FIFO priority on Linux.
+pub const MAX_REALTIME_PRIORITY: u8 = 99;
+
+// ----- [[instance]] -----
+
+/// Longest instance name; names are `[A-Za-z0-9_-]`.
+pub const MAX_NAME_LEN: usize = 32;
+/// Longest interface name and VIP label (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+pub const MIN_VRID: u8 = 1;
+pub const MAX_VRID: u8 = 255;
+pub const MIN_PRIORITY: u8 = 1;
+/// 255 is the address owner (RFC 5798 §5.2.4): it becomes Master at once.
+pub const MAX_PRIORITY: u8 = 255;
+/// `advert_interval_cs`: 1 s, the RFC default.
+pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 100;
+pub const MIN_ADVERT_INTERVAL_CS: u16 = 1;
+/// The advert's interval field is 12 bits.
+pub const MAX_ADVERT_INTERVAL_CS: u16 = 4095;
+/// `preempt`: RFC 5798's Preempt_Mode default.
+pub const DEFAULT_PREEMPT: bool = true;
+/// `preempt_delay_ms`.
+pub const DEFAULT_PREEMPT_DELAY_MS: u64 = 0;
+/// One hour: longer is almost certainly a unit mistake.
+pub const MAX_PREEMPT_DELAY_MS: u64 = 3_600_000;
+/// `checksum_mode`: what keepalived and FRR send.
+pub const DEFAULT_CHECKSUM_MODE: ChecksumMode = ChecksumMode::PseudoHeader;
+/// Most unicast peers per instance.
+pub const MAX_UNICAST_PEERS: usize = 32;
+/// `garp_count`: gratuitous ARPs sent on becoming Master.
+pub const DEFAULT_GARP_COUNT: u16 = 5;
+pub const MIN_GARP_COUNT: u16 = 1;
+pub const MAX_GARP_COUNT: u16 = 100;
+/// `garp_interval_ms`: spacing of that burst.
+pub const DEFAULT_GARP_INTERVAL_MS: u64 = 200;
+pub const MIN_GARP_INTERVAL_MS: u64 = 10;
+pub const MAX_GARP_INTERVAL_MS: u64 = 10_000;
+/// `garp_refresh_s`: 0 = no periodic GARP while Master.
+pub const DEFAULT_GARP_REFRESH_S: u64 = 0;
+/// One day.
+pub const MAX_GARP_REFRESH_S: u64 = 86_400;
+/// Most VIPs per instance (keeps an advert well inside one Ethernet frame).
+pub const MAX_VIPS: usize = 20;
+
+const CHECKSUM_MODES: &str = "\"pseudo-header\" or \"no-pseudo-header\"";
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+// ===== stage 1: file structs =====
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub global: FileGlobal,
+    #[serde(default)]
+    pub instance: Vec<FileInstance>,
+}
+
+/// `[global]`. New sections (notify hooks, lbd coupling) are added as new optional keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGlobal {
+    pub control_socket: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub realtime: Option<bool>,
+    pub realtime_priority: Option<i64>,
+}
+
+/// One `[[instance]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInstance {
+    pub name: Option<String>,
+    pub interface: Option<String>,
+    pub vrid: Option<i64>,
+    pub priority: Option<i64>,
+    pub advert_interval_cs: Option<i64>,
+    pub preempt: Option<bool>,
+    pub preempt_delay_ms: Option<i64>,
+    pub checksum_mode: Option<String>,
+    pub unicast_peers: Option<Vec<String>>,
+    pub garp_count: Option<i64>,
+    pub garp_interval_ms: Option<i64>,
+    pub garp_refresh_s: Option<i64>,
+    /// Each entry is `"a.b.c.d/len"` or `{ address = "a.b.c.d/len", label = "eth0:x" }`.
+    /// Kept as raw TOML values so that each bad entry gets its own positioned error
+    /// (an untagged serde enum would only say "did not match any variant").
+    pub vips: Option<Vec<toml::Value>>,
+}
+
+// ===== stage 3: runtime config =====
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    pub global: GlobalConfig,
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// Daemon-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalConfig {
+    pub control_socket: PathBuf,
+    pub log_format: LogFormat,
+    /// A tracing env-filter string.
+    pub log_level: String,
+    pub realtime: bool,
+    /// SCHED_FIFO priority, 1..=99.
+    pub realtime_priority: u8,
+}
+
+/// One virtual router. `PartialEq` lets a reload tell changed instances from unchanged ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    /// 1..=255; 255 = address owner.
+    pub priority: u8,
+    /// 1..=4095 centiseconds.
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub checksum_mode: ChecksumMode,
+    /// Empty = multicast to 224.0.0.18.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// 1..=100.
+    pub garp_count: u16,
+    pub garp_interval: Duration,
+    /// `None` = no periodic GARP while Master.
+    pub garp_refresh: Option<Duration>,
+    /// At least one, at most [`MAX_VIPS`], no address twice.
+    pub vips: Vec<VipConfig>,
+}
+
+/// One virtual address with its prefix and optional label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VipConfig {
+    pub address: Ipv4Addr,
+    /// 1..=32.
+    pub prefix_len: u8,
+    pub label: Option<String>,
+}
+
+impl fmt::Display for VipConfig {
+    /// `a.b.c.d/len`, the form used in status output and state events.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            log_format: DEFAULT_LOG_FORMAT,
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            realtime: DEFAULT_REALTIME,
+            realtime_priority: DEFAULT_REALTIME_PRIORITY,
+        }
+    }
+}
+
+impl VrrpConfig {
+    /// Read, parse and validate a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<VrrpConfig, ConfigError> {
+        validate(&Source::read(path)?)
+    }
+
+    /// The instance with this name.
+    pub fn instance(&self, name: &str) -> Option<&InstanceConfig> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+}
+
+impl InstanceConfig {
+    /// The VIP addresses without prefix or label.
+    pub fn vip_addrs(&self) -> Vec<Ipv4Addr> {
+        self.vips.iter().map(|v| v.address).collect()
+    }
+
+    /// Our advert interval as a `Duration`.
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.advert_interval_cs) * 10)
+    }
+
+    /// The state machine's configuration, given the interface's primary address.
+    pub fn fsm_config(&self, primary_addr: Ipv4Addr) -> FsmConfig {
+        FsmConfig {
+            vrid: self.vrid,
+            priority: self.priority,
+            advert_interval_cs: self.advert_interval_cs,
+            preempt: self.preempt,
+            preempt_delay: self.preempt_delay,
+            primary_addr,
+            vips: self.vip_addrs(),
+            fast_takeover_on_zero: false,
+        }
+    }
+}
+
+// ===== stage 2: validation =====
+
+/// Parse and validate a config text, reporting every problem at once.
+pub fn validate(source: &Source) -> Result<VrrpConfig, ConfigError> {
+    let file: FileConfig = source.parse()?;
+    file.validate(source)
+}
+
+impl FileConfig {
+    /// Check every field; on success the typed config, else all errors with positions.
+    pub fn validate(&self, source: &Source) -> Result<VrrpConfig, ConfigError> {
+        let mut v = Validator::new(source);
+        let global = validate_global(&mut v, &self.global);
+        if self.instance.is_empty() {
+            v.error(
+                "instance",
+                "no [[instance]] defined (at least one virtual router is required)",
+            );
+        }
+        let instances: Vec<InstanceConfig> = self
+            .instance
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| validate_instance(&mut v, i, inst))
+            .collect();
+        check_cross_instance(&mut v, &instances);
+        v.finish()?;
+        Ok(VrrpConfig { global, instances })
+    }
+}
+
+fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalConfig {
+    let mut out = GlobalConfig::default();
+    if let Some(path) = &g.control_socket {
+        let key = "global.control_socket";
+        if path.is_empty() || !path.starts_with('/') {
+            v.error(
+                key,
+                format!("{path:?} is not an absolute path (e.g. \"{DEFAULT_CONTROL_SOCKET}\")"),
+            );
+        } else if path.len() > MAX_SOCKET_PATH_LEN || path.ends_with('/') {
+            v.error(
+                key,
+                format!("{path:?} is not a usable socket path (a file path of at most {MAX_SOCKET_PATH_LEN} bytes)"),
+            );
+        } else {
+            out.control_socket = PathBuf::from(path);
+        }
+    }
+    if let Some(format) = &g.log_format {
+        match format.as_str() {
+            "plain" => out.log_format = LogFormat::Plain,
+            "json" => out.log_format = LogFormat::Json,
+            other => v.error(
+                "global.log_format",
+                format!(
+                    "{other:?} is not a log format (valid: {})",
+                    LogFormat::VALID
+                ),
+            ),
+        }
+    }
+    if let Some(level) = &g.log_level {
+        match check_log_filter(level) {
+            Ok(()) => out.log_level = level.clone(),
+            Err(why) => v.error(
+                "global.log_level",
+                format!(
+                    "{level:?} is not a log filter: {why} (valid: one of {} or a tracing filter such as \"info,vrrpd::rx=debug\")",
+                    LOG_LEVELS.join(", ")
+                ),
+            ),
+        }
+    }
+    out.realtime = g.realtime.unwrap_or(DEFAULT_REALTIME);
+    out.realtime_priority = int_or_default(
+        v,
+        "global.realtime_priority",
+        g.realtime_priority,
+        DEFAULT_REALTIME_PRIORITY,
+        MIN_REALTIME_PRIORITY,
+        MAX_REALTIME_PRIORITY,
+    );
+    out
+}
+
+/// A bare word must be a level (a typo like "infoo" would otherwise be read by env-filter
+/// as "everything from target `infoo`", silently logging nothing); anything else must parse
+/// as an env-filter.
+fn check_log_filter(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    let is_word = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if is_word && !LOG_LEVELS.contains(&s.to_ascii_lowercase().as_str()) {
+        return Err("not a level".into());
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn validate_instance(v: &mut Validator<'_>, i: usize, f: &FileInstance) -> InstanceConfig {
+    let k = |field: &str| format!("instance[{i}].{field}");
+
+    let name = match &f.name {
+        None => {
+            v.error(
+                k("name"),
+                "missing (required: 1..=32 characters of A-Z a-z 0-9 _ -)",
+            );
+            format!("instance{i}")
+        }
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name.len() <= MAX_NAME_LEN
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                v.error(
+                    k("name"),
+                    format!("{name:?} is not a valid name (valid: 1..={MAX_NAME_LEN} characters of A-Z a-z 0-9 _ -)"),
+                );
+            }
+            name.clone()
+        }
+    };
+
+    let interface = match &f.interface {
+        None => {
+            v.error(
+                k("interface"),
+                "missing (required: an interface name such as \"eth0\")",
+            );
+            String::new()
+        }
+        Some(ifname) => {
+            if let Err(why) = check_ifname(ifname) {
+                v.error(
+                    k("interface"),
+                    format!("{ifname:?} is not a valid interface name: {why} (valid: 1..={MAX_IFNAME_LEN} bytes without '/', ':' or whitespace)"),
+                );
+                String::new()
+            } else {
+                ifname.clone()
+            }
+        }
+    };
+
+    let vrid = required_int(v, &k("vrid"), f.vrid, MIN_VRID, MAX_VRID).unwrap_or(MIN_VRID);
+    let priority = required_int(v, &k("priority"), f.priority, MIN_PRIORITY, MAX_PRIORITY)
+        .unwrap_or(MIN_PRIORITY);
+    let advert_interval_cs = int_or_default(
+        v,
+        &k("advert_interval_cs"),
+        f.advert_interval_cs,
+        DEFAULT_ADVERT_INTERVAL_CS,
+        MIN_ADVERT_INTERVAL_CS,
+        MAX_ADVERT_INTERVAL_CS,
+    );
+    let preempt = f.preempt.unwrap_or(DEFAULT_PREEMPT);
+    let preempt_delay = Duration::from_millis(int_or_default(
+        v,
+        &k("preempt_delay_ms"),
+        f.preempt_delay_ms,
+        DEFAULT_PREEMPT_DELAY_MS,
+        0,
+        MAX_PREEMPT_DELAY_MS,
+    ));
+    let checksum_mode = match f.checksum_mode.as_deref() {
+        None => DEFAULT_CHECKSUM_MODE,
+        Some("pseudo-header") => ChecksumMode::PseudoHeader,
+        Some("no-pseudo-header") => ChecksumMode::NoPseudoHeader,
+        Some(other) => {
+            v.error(
+                k("checksum_mode"),
+                format!("{other:?} is not a checksum mode (valid: {CHECKSUM_MODES})"),
+            );
+            DEFAULT_CHECKSUM_MODE
+        }
+    };
+    let garp_count = int_or_default(
+        v,
+        &k("garp_count"),
+        f.garp_count,
+        DEFAULT_GARP_COUNT,
+        MIN_GARP_COUNT,
+        MAX_GARP_COUNT,
+    );
+    let garp_interval = Duration::from_millis(int_or_default(
+        v,
+        &k("garp_interval_ms"),
+        f.garp_interval_ms,
+        DEFAULT_GARP_INTERVAL_MS,
+        MIN_GARP_INTERVAL_MS,
+        MAX_GARP_INTERVAL_MS,
+    ));
+    let garp_refresh_s = int_or_default(
+        v,
+        &k("garp_refresh_s"),
+        f.garp_refresh_s,
+        DEFAULT_GARP_REFRESH_S,
+        0,
+        MAX_GARP_REFRESH_S,
+    );
+    let garp_refresh = (garp_refresh_s > 0).then(|| Duration::from_secs(garp_refresh_s));
+
+    let vips = validate_vips(v, i, f.vips.as_deref(), &interface);
+    let unicast_peers = validate_peers(v, i, f.unicast_peers.as_deref().unwrap_or(&[]), &vips);
+
+    InstanceConfig {
+        name,
+        interface,
+        vrid,
+        priority,
+        advert_interval_cs,
+        preempt,
+        preempt_delay,
+        checksum_mode,
+        unicast_peers,
+        garp_count,
+        garp_interval,
+        garp_refresh,
+        vips,
+    }
+}
+
+fn validate_vips(
+    v: &mut Validator<'_>,
+    i: usize,
+    raw: Option<&[toml::Value]>,
+    interface: &str,
+) -> Vec<VipConfig> {
+    let key = format!("instance[{i}].vips");
+    let Some(raw) = raw else {
+        v.error(
+            key,
+            format!("missing (required: 1..={MAX_VIPS} addresses such as \"192.0.2.10/24\")"),
+        );
+        return Vec::new();
+    };
+    if raw.is_empty() || raw.len() > MAX_VIPS {
+        v.error(
+            key.clone(),
+            format!("{} VIPs given (valid: 1..={MAX_VIPS})", raw.len()),
+        );
+    }
+    let mut out: Vec<VipConfig> = Vec::new();
+    for (j, value) in raw.iter().enumerate() {
+        let vkey = format!("{key}[{j}]");
+        let Some(vip) = parse_vip_entry(v, &vkey, value, interface) else {
+            continue;
+        };
+        if out.iter().any(|o| o.address == vip.address) {
+            v.error(
+                vkey,
+                format!(
+                    "{} is listed twice in this instance (each VIP once)",
+                    vip.address
+                ),
+            );
+            continue;
+        }
+        out.push(vip);
+    }
+    out
+}
+
+/// One `vips` entry: a string, or an inline table with `address` and optional `label`.
+fn parse_vip_entry(
+    v: &mut Validator<'_>,
+    key: &str,
+    value: &toml::Value,
+    interface: &str,
+) -> Option<VipConfig> {
+    let (address, label) = match value {
+        toml::Value::String(s) => (s.as_str(), None),
+        toml::Value::Table(t) => {
+            let mut bad = false;
+            for unknown in t.keys().filter(|k| *k != "address" && *k != "label") {
+                v.error(
+                    format!("{key}.{unknown}"),
+                    format!("unknown key `{unknown}` (valid: `address`, `label`)"),
+                );
+                bad = true;
+            }
+            let address = match t.get("address") {
+                Some(toml::Value::String(s)) => Some(s.as_str()),
+                Some(other) => {
+                    v.error(
+                        format!("{key}.address"),
+                        format!(
+                            "expected a string \"a.b.c.d/len\", found {}",
+                            other.type_str()
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    v.error(
+                        key.to_string(),
+                        "missing `address` (required: \"a.b.c.d/len\")",
+                    );
+                    None
+                }
+            };
+            let label = match t.get("label") {
+                None => None,
+                Some(toml::Value::String(s)) => {
+                    if let Err(why) = check_label(s, interface) {
+                        v.error(format!("{key}.label"), format!("{s:?} {why}"));
+                        bad = true;
+                    }
+                    Some(s.clone())
+                }
+                Some(other) => {
+                    v.error(
+                        format!("{key}.label"),
+                        format!(
+                            "expected a string such as \"eth0:web\", found {}",
+                            other.type_str()
+                        ),
+                    );
+                    bad = true;
+                    None
+                }
+            };
+            match address {
+                Some(a) if !bad => (a, label),
+                Some(a) => {
+                    // Still check the address so its problems are reported too.
+                    let _ = parse_vip_address(v, &format!("{key}.address"), a);
+                    return None;
+                }
+                None => return None,
+            }
+        }
+        other => {
+            v.error(
+                key.to_string(),
+                format!(
+                    "expected \"a.b.c.d/len\" or {{ address = \"a.b.c.d/len\", label = \"...\" }}, found {}",
+                    other.type_str()
+                ),
+            );
+            return None;
+        }
+    };
+    let addr_key = if value.is_table() {
+        format!("{key}.address")
+    } else {
+        key.to_string()
+    };
+    let (address, prefix_len) = parse_vip_address(v, &addr_key, address)?;
+    Some(VipConfig {
+        address,
+        prefix_len,
+        label,
+    })
+}
+
+fn parse_vip_address(v: &mut Validator<'_>, key: &str, s: &str) -> Option<(Ipv4Addr, u8)> {
+    match parse_cidr(s) {
+        Ok(pair) => Some(pair),
+        Err(why) => {
+            v.error(key.to_string(), format!("{s:?} {why}"));
+            None
+        }
+    }
+}
+
+/// `a.b.c.d/len` with len 1..=32, a unicast address that is not its subnet's network or
+/// broadcast address.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    const FORM: &str =
+        "(valid: an IPv4 address with a prefix length 1..=32, e.g. \"192.0.2.10/24\")";
+    let Some((addr, len)) = s.split_once('/') else {
+        return Err(format!("has no prefix length {FORM}"));
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("is not an IPv4 address {FORM}"))?;
+    let len: u8 = match len.parse() {
+        Ok(l) if (1..=32).contains(&l) => l,
+        _ => return Err(format!("has a bad prefix length {len:?} {FORM}")),
+    };
+    if let Some(why) = not_unicast(addr) {
+        return Err(format!("is {why} (valid: a unicast IPv4 address)"));
+    }
+    if len <= 30 {
+        let mask = u32::MAX << (32 - u32::from(len));
+        let bits = u32::from(addr);
+        if bits & !mask == 0 {
+            return Err(format!(
+                "is the network address of its /{len} subnet (valid: a host address in the subnet)"
+            ));
+        }
+        if bits & !mask == !mask {
+            return Err(format!(
+                "is the broadcast address of its /{len} subnet (valid: a host address in the subnet)"
+            ));
+        }
+    }
+    Ok((addr, len))
+}
+
+/// Why `addr` can't be a VIP or a unicast peer, if it can't.
+fn not_unicast(addr: Ipv4Addr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("the unspecified address")
+    } else if addr.is_loopback() {
+        Some("a loopback address")
+    } else if addr.is_multicast() {
+        Some("a multicast address")
+    } else if addr.is_broadcast() {
+        Some("the broadcast address")
+    } else if addr.octets()[0] >= 240 {
+        Some("a reserved (class E) address")
+    } else if addr.octets()[0] == 0 {
+        Some("in 0.0.0.0/8 (\"this network\")")
+    } else {
+        None
+    }
+}
+
+fn validate_peers(
+    v: &mut Validator<'_>,
+    i: usize,
+    raw: &[String],
+    vips: &[VipConfig],
+) -> Vec<Ipv4Addr> {
+    let key = format!("instance[{i}].unicast_peers");
+    if raw.len() > MAX_UNICAST_PEERS {
+        v.error(
+            key.clone(),
+            format!(
+                "{} peers given (valid: 0..={MAX_UNICAST_PEERS}; empty = multicast)",
+                raw.len()
+            ),
+        );
+    }
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for (j, s) in raw.iter().enumerate() {
+        let pkey = format!("{key}[{j}]");
+        let addr: Ipv4Addr = match s.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                v.error(
+                    pkey,
+                    format!("{s:?} is not an IPv4 address (valid: a peer's primary address such as \"192.0.2.2\", no prefix)"),
+                );
+                continue;
+            }
+        };
+        if let Some(why) = not_unicast(addr) {
+            v.error(
+                pkey,
+                format!("{s:?} is {why} (valid: a unicast IPv4 address)"),
+            );
+            continue;
+        }
+        if out.contains(&addr) {
+            v.error(pkey, format!("{addr} is listed twice (each peer once)"));
+            continue;
+        }
+        if vips.iter().any(|vip| vip.address == addr) {
+            v.error(
+                pkey,
+                format!(
+                    "{addr} is one of this instance's VIPs (valid: the peer's own primary address)"
+                ),
+            );
+            continue;
+        }
+        out.push(addr);
+    }
+    out
+}
+
+/// Checks across instances: names, (interface, VRID) pairs and VIPs are unique.
+fn check_cross_instance(v: &mut Validator<'_>, instances: &[InstanceConfig]) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut vrids: HashMap<(&str, u8), usize> = HashMap::new();
+    let mut vips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    for (i, inst) in instances.iter().enumerate() {
+        if let Some(&first) = names.get(inst.name.as_str()) {
+            v.error(
+                format!("instance[{i}].name"),
+                format!(
+                    "{:?} is already the name of instance[{first}] (valid: a name not used by another instance)",
+                    inst.name
+                ),
+            );
+        } else {
+            names.insert(&inst.name, i);
+        }
+        // An invalid interface was already reported and left empty.
+        if !inst.interface.is_empty() {
+            match vrids.get(&(inst.interface.as_str(), inst.vrid)) {
+                Some(&first) => v.error(
+                    format!("instance[{i}].vrid"),
+                    format!(
+                        "VRID {} is already used on {} by instance {:?} (valid: a VRID 1..=255 unique per interface)",
+                        inst.vrid, inst.interface, instances[first].name
+                    ),
+                ),
+                None => {
+                    vrids.insert((&inst.interface, inst.vrid), i);
+                }
+            }
+        }
+        for (j, vip) in inst.vips.iter().enumerate() {
+            match vips.get(&vip.address) {
+                Some(&first) if first != i => v.error(
+                    format!("instance[{i}].vips[{j}]"),
+                    format!(
+                        "{} is already a VIP of instance {:?} (valid: each address in one instance only)",
+                        vip.address, instances[first].name
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    vips.insert(vip.address, i);
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's `dev_valid_name`, which also bounds the name by IFNAMSIZ.
+fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Err("it is too long");
+    }
+    if name == "." || name == ".." {
+        return Err("it is reserved");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err("it contains a forbidden character");
+    }
+    Ok(())
+}
+
+/// See the module docs for why the interface-name prefix is required.
+fn check_label(label: &str, interface: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > MAX_IFNAME_LEN {
+        return Err(format!(
+            "is {} bytes long (valid: 1..={MAX_IFNAME_LEN} bytes, e.g. \"{}:vip\")",
+            label.len(),
+            if interface.is_empty() {
+                "eth0"
+            } else {
+                interface
+            }
+        ));
+    }
+    if !label.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("contains whitespace or non-ASCII characters (valid: printable ASCII)".into());
+    }
+    if !interface.is_empty() && !label.starts_with(interface) {
+        return Err(format!(
+            "does not start with the interface name {interface:?} (valid: e.g. \"{interface}:vip\")"
+        ));
+    }
+    Ok(())
+}
+
+/// The limits are small constants; saturate rather than panic if one ever isn't.
+fn to_i64<T>(x: T) -> i64
+where
+    i64: TryFrom<T>,
+{
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
+/// An optional integer with a default, range-checked; the default is kept on error so
+/// validation can go on and report the other fields.
+fn int_or_default<T>(
+    v: &mut Validator<'_>,
+    key: &str,
+    value: Option<i64>,
+    default: T,
+    min: T,
+    max: T,
+) -> T
+where
+    T: Copy + TryFrom<i64>,
+    i64: TryFrom<T>,
+{
+    match value {
+        None => default,
+        Some(x) => {
+            if v.check_range(key.to_string(), x, to_i64(min), to_i64(max)) {
+                T::try_from(x).unwrap_or(default)
+            } else {
+                default
+            }
+        }
+    }
+}
+
+/// A required integer, range-checked; `None` after recording an error.
+fn required_int<T>(
+    v: &mut Validator<'_>,
+    key: &str,
+    value: Option<i64>,
+    min: T,
+    max: T,
+) -> Option<T>
+where
+    T: Copy + TryFrom<i64> + fmt::Display,
+    i64: TryFrom<T>,
+{
+    match value {
+        None => {
+            v.error(
+                key.to_string(),
+                format!("missing (required: {min}..={max})"),
+            );
+            None
+        }
+        Some(x) => {
+            if v.check_range(key.to_string(), x, to_i64(min), to_i64(max)) {
+                T::try_from(x).ok()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_rules() {
+        assert_eq!(
+            parse_cidr("192.0.2.10/24"),
+            Ok((Ipv4Addr::new(192, 0, 2, 10), 24))
+        );
+        assert_eq!(parse_cidr("192.0.2.0/31").map(|p| p.1), Ok(31));
+        assert_eq!(parse_cidr("192.0.2.7/32").map(|p| p.1), Ok(32));
+        for bad in [
+            "192.0.2.10",
+            "192.0.2.10/0",
+            "192.0.2.10/33",
+            "192.0.2.10/x",
+            "192.0.2/24",
+            "192.0.2.0/24",
+            "192.0.2.255/24",
+            "224.0.0.18/32",
+            "127.0.0.1/8",
+            "0.0.0.0/32",
+            "255.255.255.255/32",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn log_filters() {
+        assert!(check_log_filter("info").is_ok());
+        assert!(check_log_filter("DEBUG").is_ok());
+        assert!(check_log_filter("info,vrrpd::rx=debug").is_ok());
+        assert!(check_log_filter("infoo").is_err());
+        assert!(check_log_filter("").is_err());
+        assert!(check_log_filter("vrrpd=loud").is_err());
+    }
+
+    #[test]
+    fn labels_and_ifnames() {
+        assert!(check_label("eth0:web", "eth0").is_ok());
+        assert!(check_label("eth0", "eth0").is_ok());
+        assert!(check_label("web", "eth0").is_err());
+        assert!(check_label("eth0:abcdefghijk", "eth0").is_err());
+        assert!(check_label("eth0: x", "eth0").is_err());
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("enp0s31f6.100").is_ok());
+        for bad in ["", ".", "..", "eth0:1", "a/b", "a b", "abcdefghijklmnop"] {
+            assert!(check_ifname(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
