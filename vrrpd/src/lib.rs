@@ -4,6 +4,7 @@
 //! - [`config`]   TOML file structs -> `validate()` -> typed [`config::VrrpConfig`].
 //! - [`timers`]   RFC 5798 timer formulas (Skew_Time, Master_Down_Interval) in centiseconds.
 //! - [`fsm`]      the pure, sans-IO state machine: time in, actions out. No sockets, no clock.
+//! - [`rx`]       RFC 5798 §7.1 receive validation; each discard reason is a counter label.
 //! - [`net`]      everything that touches the kernel: the raw protocol-112 socket, VIPs over
 //!   netlink, gratuitous ARP, link events. `net::sys` is the only `unsafe` code.
 //! - [`instance`] the async shell that drives one FSM with tokio time and the socket.

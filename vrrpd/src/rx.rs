@@ -4,8 +4,8 @@
 //! payload) and who this virtual router is ([`Expect`], plus an optional [`Policy`] in
 //! [`validate_with`]), and returns either the [`Advert`] to feed to the FSM with the
 //! [`ChecksumMode`] it verified in, or the one [`Discard`] reason, whose [`Discard::as_str`]
-//! is the counter label. No IO, no clock, no
-//! logging: the caller logs discards at debug and counts them ([`DiscardCounters`]).
+//! is the counter label. No IO, no clock, no logging: the caller logs discards at debug and
+//! counts them ([`DiscardCounters`]).
 //!
 //! `shared::wire` checks *form* (lengths, checksum); this module checks *meaning*, in the
 //! order of §7.1: TTL, version, type, completeness and checksum, then VRID, then the rest.
@@ -14,7 +14,8 @@
 //! - **Interval.** In VRRPv3 a Backup *learns* Master_Adver_Interval from the master
 //!   (§6.4.2), so an interval different from ours is not a discard; the FSM counts it as
 //!   `interval_mismatch` (keepalived logs it). Only an interval of 0 is discarded
-//!   ([`Discard::Interval`]): it would make a Backup's Master_Down_Interval zero.
+//!   ([`Discard::Interval`]): no real master sends it, and learning it would shrink a
+//!   Backup's Master_Down_Interval to a few centiseconds (the FSM clamps it to 1 cs).
 //! - **Address list.** §7.1 says a receiver MAY check the list against its own and, if it
 //!   differs, SHOULD log it and continue. That is the default ([`Policy::strict_addrs`]
 //!   `None`; the FSM counts `addr_mismatch`). Discarding (keepalived's behaviour) can turn a

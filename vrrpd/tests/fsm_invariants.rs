@@ -35,6 +35,16 @@ enum Op {
     },
 }
 
+fn advert() -> impl Strategy<Value = Op> {
+    let priority = prop_oneof![Just(0u8), Just(255u8), any::<u8>()];
+    let interval = prop_oneof![Just(100u16), 0..=4095u16];
+    (0..3usize, priority, interval).prop_map(|(peer, priority, interval)| Op::Advert {
+        peer,
+        priority,
+        interval,
+    })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Startup),
@@ -44,8 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Fault),
         1 => Just(Op::FaultCleared),
         1 => any::<u8>().prop_map(Op::Priority),
-        8 => (0..3usize, prop_oneof![Just(0u8), Just(255u8), any::<u8>()], prop_oneof![Just(100u16), 0..=4095u16])
-            .prop_map(|(peer, priority, interval)| Op::Advert { peer, priority, interval }),
+        8 => advert(),
     ]
 }
 
@@ -141,7 +150,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn invariants_hold(cfg in config(), ops in proptest::collection::vec((0..3000u64, op()), 1..80)) {
+    fn invariants_hold(
+        cfg in config(),
+        ops in proptest::collection::vec((0..3000u64, op()), 1..80),
+    ) {
         let mut f = Fsm::new(cfg);
         let mut obs = Observer {
             state: StateKind::Initialize,

@@ -220,7 +220,12 @@ impl Fsm {
         }
         if !matches!(self.state, State::Backup { .. } | State::Master { .. }) {
             self.counters.adverts_ignored += 1;
-            debug!(vrid = self.cfg.vrid, state = %self.state.kind(), src = %adv.src, "advert ignored in this state");
+            debug!(
+                vrid = self.cfg.vrid,
+                state = %self.state.kind(),
+                src = %adv.src,
+                "advert ignored in this state"
+            );
             return;
         }
         self.counters.adverts_received += 1;
