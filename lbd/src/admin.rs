@@ -1,0 +1,467 @@
+//! The admin listener (default 127.0.0.1:9100): `/metrics`, `/healthz`, `/readyz`,
+//! `/backends` (state table) and `POST /backends/drain|undrain?pool=P&backend=ADDR`.
+//!
+//! Separate from the proxy listeners so scraping never competes with client limits, and bound
+//! to loopback by default because the metrics name every backend and the drain endpoints have
+//! no authentication.
+//!
+//! `/metrics` renders the *current* runtime snapshot: a backend removed by a reload disappears
+//! from the output; a kept one keeps its counters (see `server.rs`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::error::ErrorKind;
+use crate::metrics::{get, Exposition, STATUS_CLASSES};
+use crate::server::{Phase, Shared};
+
+/// Bind the admin listener and serve it in the background; returns the bound address.
+pub async fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                });
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
+                    debug!(error = %e, "admin connection error");
+                }
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/backends/drain") => set_drained(shared, req.uri().query(), true),
+        (&Method::POST, "/backends/undrain") => set_drained(shared, req.uri().query(), false),
+        (_, "/backends") => text(StatusCode::OK, backends(shared)),
+        (_, path) => route_get(shared, path),
+    }
+}
+
+fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => text(StatusCode::OK, render(shared)),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match *shared.phase.borrow() {
+            Phase::Serving => text(StatusCode::OK, "serving\n"),
+            p => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{p:?}\n").to_lowercase(),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// One line per backend: pool, address and its state flags.
+fn backends(shared: &Shared) -> String {
+    let rt = shared.runtime();
+    let mut out = String::from("pool backend up healthy ejected drained in_flight\n");
+    for p in &rt.pools {
+        for b in &p.pool.backends {
+            out.push_str(&format!(
+                "{} {} {} {} {} {} {}\n",
+                p.name(),
+                b.addr,
+                u8::from(b.is_available()),
+                u8::from(b.is_healthy()),
+                u8::from(b.is_ejected()),
+                u8::from(b.is_drained()),
+                b.in_flight()
+            ));
+        }
+    }
+    out
+}
+
+/// `POST /backends/drain?pool=P&backend=ADDR`: stop sending new requests to a backend (in-flight
+/// ones finish); `/backends/undrain` reverses it. `pool` may be omitted to act on every pool.
+fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<Full<Bytes>> {
+    let mut pool = None;
+    let mut backend = None;
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("pool", v)) => pool = Some(v),
+            Some(("backend", v)) => backend = Some(v),
+            _ => {}
+        }
+    }
+    let Some(backend) = backend.and_then(|b| b.parse::<SocketAddr>().ok()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "usage: POST /backends/drain?pool=NAME&backend=IP:PORT\n",
+        );
+    };
+    let rt = shared.runtime();
+    let mut changed = 0;
+    for p in rt
+        .pools
+        .iter()
+        .filter(|p| pool.is_none_or(|n| n == p.name()))
+    {
+        for b in p.pool.backends.iter().filter(|b| b.addr == backend) {
+            b.set_drained(drained);
+            tracing::info!(pool = p.name(), backend = %b.addr, drained, "admin changed backend drain state");
+            changed += 1;
+        }
+    }
+    if changed == 0 {
+        return text(StatusCode::NOT_FOUND, "no such backend\n");
+    }
+    let verb = if drained { "drained" } else { "undrained" };
+    text(StatusCode::OK, format!("{verb} {changed} backend(s)\n"))
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render(shared: &Shared) -> String {
+    let rt = shared.runtime();
+    let s = &shared.stats;
+    let mut e = Exposition::new();
+
+    e.family(
+        "lbd_client_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    e.sample(
+        "lbd_client_connections",
+        &[],
+        s.client_conns_active.load(Ordering::Relaxed),
+    );
+    e.family(
+        "lbd_client_connections_total",
+        "counter",
+        "Accepted client connections.",
+    );
+    e.sample(
+        "lbd_client_connections_total",
+        &[],
+        get(&s.client_conns_total),
+    );
+    e.family("lbd_requests_total", "counter", "Client requests received.");
+    e.sample("lbd_requests_total", &[], get(&s.requests_total));
+    e.family(
+        "lbd_responses_total",
+        "counter",
+        "Responses sent to clients by status class.",
+    );
+    for (i, class) in STATUS_CLASSES.iter().enumerate() {
+        e.sample(
+            "lbd_responses_total",
+            &[("class", class)],
+            get(&s.responses[i]),
+        );
+    }
+    e.family(
+        "lbd_proxy_errors_total",
+        "counter",
+        "Requests lbd answered itself, by error kind and blamed side.",
+    );
+    for k in ErrorKind::ALL {
+        e.sample(
+            "lbd_proxy_errors_total",
+            &[("kind", k.as_str()), ("side", k.side().as_str())],
+            get(&s.errors[k.index()]),
+        );
+    }
+    e.family(
+        "lbd_retries_total",
+        "counter",
+        "Requests retried on another backend.",
+    );
+    e.sample("lbd_retries_total", &[], get(&s.retries_total));
+    e.family(
+        "lbd_retry_budget_exhausted_total",
+        "counter",
+        "Retries refused by the retry budget.",
+    );
+    e.sample(
+        "lbd_retry_budget_exhausted_total",
+        &[],
+        get(&s.retry_budget_exhausted),
+    );
+    e.family(
+        "lbd_upgrades_total",
+        "counter",
+        "Upgraded (WebSocket) tunnels opened.",
+    );
+    e.sample("lbd_upgrades_total", &[], get(&s.upgrades_total));
+    e.family(
+        "lbd_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer fell behind.",
+    );
+    e.sample(
+        "lbd_access_log_dropped_total",
+        &[],
+        crate::access_log::dropped(),
+    );
+    e.family(
+        "lbd_config_reloads_total",
+        "counter",
+        "Config reloads by result.",
+    );
+    e.sample(
+        "lbd_config_reloads_total",
+        &[("result", "ok")],
+        get(&s.reloads_ok),
+    );
+    e.sample(
+        "lbd_config_reloads_total",
+        &[("result", "error")],
+        get(&s.reloads_failed),
+    );
+    e.family(
+        "lbd_config_generation",
+        "gauge",
+        "Generation of the config in use.",
+    );
+    e.sample("lbd_config_generation", &[], rt.generation);
+
+    e.family(
+        "lbd_pool_queue_depth",
+        "gauge",
+        "Requests waiting for a backend below max_conns.",
+    );
+    for p in &rt.pools {
+        e.sample(
+            "lbd_pool_queue_depth",
+            &[("pool", p.name())],
+            p.stats.queue_depth.load(Ordering::Relaxed),
+        );
+    }
+    for (name, help, pick) in [
+        (
+            "lbd_pool_queue_full_total",
+            "Requests refused because the queue was full.",
+            0usize,
+        ),
+        (
+            "lbd_pool_queue_timeouts_total",
+            "Requests that waited in the queue too long.",
+            1,
+        ),
+        ("lbd_pool_retries_total", "Retries within the pool.", 2),
+        (
+            "lbd_pool_no_healthy_backend_total",
+            "Requests refused because no backend was available.",
+            3,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        for p in &rt.pools {
+            let v = match pick {
+                0 => get(&p.stats.queue_full),
+                1 => get(&p.stats.queue_timeouts),
+                2 => get(&p.stats.retries),
+                _ => get(&p.stats.no_healthy),
+            };
+            e.sample(name, &[("pool", p.name())], v);
+        }
+    }
+
+    let backends = || {
+        rt.pools.iter().flat_map(|p| {
+            p.pool
+                .backends
+                .iter()
+                .zip(&p.conns)
+                .map(move |(b, c)| (p.name(), b, c))
+        })
+    };
+    e.family(
+        "lbd_backend_up",
+        "gauge",
+        "1 when the backend may receive traffic (healthy, not ejected, not drained).",
+    );
+    for (pool, b, _) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_up",
+            &[("pool", pool), ("backend", &addr)],
+            u8::from(b.is_available()),
+        );
+    }
+    e.family(
+        "lbd_backend_healthy",
+        "gauge",
+        "Active health check verdict.",
+    );
+    for (pool, b, _) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_healthy",
+            &[("pool", pool), ("backend", &addr)],
+            u8::from(b.is_healthy()),
+        );
+    }
+    e.family("lbd_backend_ejected", "gauge", "1 while passively ejected.");
+    for (pool, b, _) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_ejected",
+            &[("pool", pool), ("backend", &addr)],
+            u8::from(b.is_ejected()),
+        );
+    }
+    e.family(
+        "lbd_backend_in_flight",
+        "gauge",
+        "Requests in progress on the backend.",
+    );
+    for (pool, b, _) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_in_flight",
+            &[("pool", pool), ("backend", &addr)],
+            b.in_flight(),
+        );
+    }
+    e.family(
+        "lbd_backend_connections",
+        "gauge",
+        "Open upstream connections (busy or idle).",
+    );
+    for (pool, b, _) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_connections",
+            &[("pool", pool), ("backend", &addr)],
+            b.active_conns(),
+        );
+    }
+    e.family(
+        "lbd_backend_idle_connections",
+        "gauge",
+        "Idle pooled upstream connections.",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_idle_connections",
+            &[("pool", pool), ("backend", &addr)],
+            c.idle_count(),
+        );
+    }
+    e.family(
+        "lbd_backend_responses_total",
+        "counter",
+        "Backend responses by status class.",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            e.sample(
+                "lbd_backend_responses_total",
+                &[("pool", pool), ("backend", &addr), ("class", class)],
+                get(&c.stats.responses[i]),
+            );
+        }
+    }
+    e.family(
+        "lbd_backend_failures_total",
+        "counter",
+        "Attempts that got no response (connect error, reset, timeout).",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_failures_total",
+            &[("pool", pool), ("backend", &addr)],
+            get(&c.stats.failures),
+        );
+    }
+    e.family(
+        "lbd_backend_probe_failures_total",
+        "counter",
+        "Failed active health probes.",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_probe_failures_total",
+            &[("pool", pool), ("backend", &addr)],
+            get(&c.stats.probe_failures),
+        );
+    }
+    e.family(
+        "lbd_backend_connections_opened_total",
+        "counter",
+        "Upstream connections opened.",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_connections_opened_total",
+            &[("pool", pool), ("backend", &addr)],
+            get(&c.stats.conns_new),
+        );
+    }
+    e.family(
+        "lbd_backend_connections_reused_total",
+        "counter",
+        "Requests sent on a pooled keep-alive connection (reuse share = reused / (reused + opened)).",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.sample(
+            "lbd_backend_connections_reused_total",
+            &[("pool", pool), ("backend", &addr)],
+            get(&c.stats.conns_reused),
+        );
+    }
+    e.family(
+        "lbd_backend_response_seconds",
+        "histogram",
+        "Time from sending the request to the backend's response head.",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        e.histogram(
+            "lbd_backend_response_seconds",
+            &[("pool", pool), ("backend", &addr)],
+            &c.stats.latency,
+        );
+    }
+    e.finish()
+}

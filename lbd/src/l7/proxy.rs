@@ -1,0 +1,674 @@
+//! The HTTP reverse proxy: one client request in, one backend exchange out.
+//!
+//! [`handle`] is the hyper service. For each request it:
+//! 1. loads the runtime snapshot once (kept until the response body ends, so a reload never
+//!    changes the rules mid-request);
+//! 2. enforces `limits` (414 / 431) and routes (404 without route or default pool);
+//! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
+//!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
+//! 4. picks a backend ([`acquire`]): fast 503 when none is available, else waits in the pool's
+//!    bounded queue while every backend is at `max_conns`;
+//! 5. sends on a pooled or new connection ([`crate::upstream::pool`]) under
+//!    `backend_response_ms`, retrying on another backend when that is safe:
+//!    - connect failures: always (nothing reached the backend);
+//!    - a pooled connection that died before the request was written: always, on a fresh
+//!      connection, and not counted as a backend failure (keep-alive race);
+//!    - reset before any response byte: only idempotent requests whose body is buffered;
+//!    - a response timeout: never (the backend may still be acting on it).
+//!
+//!    Every retry also needs the [`super::retry::RetryBudget`].
+//! 6. reports the outcome to passive health, and wraps the response body in [`ProxyBody`],
+//!    which returns the connection to the pool, releases the backend and writes the access
+//!    log line when the body ends.
+//!
+//! WebSocket (any `Connection: upgrade`): the upgrade headers are forwarded, and on a 101 both
+//! sides are upgraded and joined with `copy_bidirectional` in a tracked task.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::access_log::{now_rfc3339, Record};
+use crate::config::PoolConfig;
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::retry::is_idempotent;
+use crate::listener::{ActiveRequest, ConnCtx};
+use crate::metrics::{inc, status_class};
+use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
+use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
+use crate::upstream::balance::PickContext;
+use crate::upstream::health::Outcome;
+use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
+
+/// The hyper service: never fails; every error becomes a short response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let rt = shared.runtime();
+    inc(&shared.stats.requests_total);
+    rt.retry_budget.deposit();
+    // Dropped with the future if the client abandons the request, so the connection's idle
+    // accounting never leaks.
+    let active = conn.begin();
+    let log = rt.access_log.enabled().then(|| LogInfo {
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
+    });
+    // The client's protocol version, not the backend's, goes on the response (hyper would
+    // otherwise write an HTTP/1.0 backend's status line to an HTTP/1.1 client).
+    let client_version = req.version();
+    let mut meta = Meta::default();
+    let result = forward(&shared, &rt, &conn, req, &mut meta).await;
+    let mut fin = Finish {
+        shared: Arc::clone(&shared),
+        rt: Arc::clone(&rt),
+        active,
+        started,
+        status: 0,
+        bytes: 0,
+        upstream: None,
+        lease: None,
+        log,
+        pool: meta.pool,
+        backend: meta.backend,
+        error: "-",
+    };
+    match result {
+        Ok(f) => {
+            let (mut parts, body) = f.resp.into_parts();
+            parts.version = client_version;
+            let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
+            let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(u) = upgrade {
+                    headers::set_upgrade(&mut parts.headers, u);
+                }
+                Inner::Local(None)
+            } else {
+                Inner::Upstream(body)
+            };
+            let policy = &rt.config.headers;
+            if policy.via {
+                headers::add_via(&mut parts.headers, &policy.via_value);
+            }
+            fin.status = parts.status.as_u16();
+            fin.upstream = f.keep;
+            fin.lease = f.lease;
+            Response::from_parts(
+                parts,
+                ProxyBody {
+                    inner: body,
+                    fin: Some(fin),
+                },
+            )
+        }
+        Err(e) => {
+            let pool = meta
+                .pool
+                .and_then(|i| rt.pools.get(i))
+                .map_or("-", |p| p.name());
+            let backend = meta.backend.map(|b| b.to_string());
+            let backend = backend.as_deref().unwrap_or("-");
+            match e.side {
+                Side::Client => {
+                    info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
+                }
+                _ => {
+                    warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
+                }
+            }
+            shared.stats.error(e.kind);
+            fin.status = e.kind.status().as_u16();
+            fin.error = e.kind.as_str();
+            error_response(e.kind, fin)
+        }
+    }
+}
+
+fn error_response(kind: ErrorKind, fin: Finish) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody {
+        inner: Inner::Local(Some(Bytes::from_static(kind.body().as_bytes()))),
+        fin: Some(fin),
+    });
+    *resp.status_mut() = kind.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if kind.side() == Side::Client {
+        // After a framing problem the rest of the byte stream cannot be trusted.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Facts about a request collected on the way, for logs.
+#[derive(Default)]
+struct Meta {
+    pool: Option<usize>,
+    backend: Option<SocketAddr>,
+}
+
+struct LogInfo {
+    method: String,
+    path: String,
+}
+
+/// A backend's answer plus what must live as long as its body.
+struct Forwarded {
+    resp: Response<Incoming>,
+    /// The connection, returned to the pool when the body ends cleanly.
+    keep: Option<(Sender, Arc<ConnPool>)>,
+    lease: Option<Lease>,
+}
+
+/// A backend reserved for one request: counts as in-flight load, and wakes the pool's queue
+/// when released.
+pub struct Lease {
+    guard: Option<InFlightGuard>,
+    released: Arc<Notify>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Decrement in-flight first, so the woken waiter sees the free slot.
+        drop(self.guard.take());
+        self.released.notify_one();
+    }
+}
+
+fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
+    let guard = backend.begin_request();
+    (
+        Arc::clone(backend),
+        Lease {
+            guard: Some(guard),
+            released: Arc::clone(&pool.released),
+        },
+    )
+}
+
+/// Could any backend take this request if it had capacity?
+fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
+    pool.pool
+        .backends
+        .iter()
+        .any(|b| b.weight > 0 && b.is_available() && !exclude.contains(&b.id))
+}
+
+/// Decrements the queue depth gauge on drop.
+struct QueueSlot<'a>(&'a PoolRt);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Pick a backend, waiting in the pool's queue while all usable backends are full.
+async fn acquire(
+    pool: &PoolRt,
+    pcfg: &PoolConfig,
+    ctx: &PickContext<'_>,
+) -> Result<(Arc<Backend>, Lease), ProxyError> {
+    if let Some(b) = pool.pool.pick(ctx) {
+        return Ok(lease(pool, b));
+    }
+    if !any_usable(pool, ctx.exclude) {
+        inc(&pool.stats.no_healthy);
+        return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
+    }
+    let depth = pool.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+    let _slot = QueueSlot(pool);
+    if depth >= i64::from(pcfg.queue_size) {
+        inc(&pool.stats.queue_full);
+        return Err(ProxyError::new(ErrorKind::QueueFull));
+    }
+    let wait = async {
+        loop {
+            // Register before checking, so a release between the check and the await
+            // is not lost.
+            let notified = pool.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = pool.pool.pick(ctx) {
+                return Ok(lease(pool, b));
+            }
+            if !any_usable(pool, ctx.exclude) {
+                return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
+            }
+            notified.await;
+        }
+    };
+    match tokio::time::timeout(pcfg.queue_timeout, wait).await {
+        Ok(r) => r,
+        Err(_) => {
+            inc(&pool.stats.queue_timeouts);
+            Err(ProxyError::new(ErrorKind::QueueTimeout))
+        }
+    }
+}
+
+/// Feed passive health and log a resulting change.
+fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
+    if let Some(change) = backend.record_result(outcome, clock()) {
+        log_health_change(pool.name(), backend, change);
+    }
+}
+
+/// Does the client ask for a protocol upgrade (WebSocket)?
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) => Uri::builder()
+            .path_and_query(pq.clone())
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("/")),
+        None => Uri::from_static("/"),
+    }
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    conn: &ConnCtx,
+    mut req: Request<Incoming>,
+    meta: &mut Meta,
+) -> Result<Forwarded, ProxyError> {
+    let cfg = &rt.config;
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::new(ErrorKind::BadRequest));
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    if target_len > cfg.limits.max_request_line {
+        return Err(ProxyError::new(ErrorKind::UriTooLong));
+    }
+    if headers::head_size(req.headers()) > cfg.limits.max_header_bytes {
+        return Err(ProxyError::new(ErrorKind::HeadersTooLarge));
+    }
+    let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    // RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host; several is an attack on
+    // whoever picks a different one than we route by.
+    let host_headers = parts.headers.get_all(header::HOST).iter().count();
+    if host_headers > 1
+        || (host_headers == 0
+            && parts.version == Version::HTTP_11
+            && parts.uri.authority().is_none())
+    {
+        return Err(ProxyError::new(ErrorKind::BadRequest));
+    }
+
+    let pool_index = rt
+        .router
+        .route_parts(&parts)
+        .map(|m| m.pool.0)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let pool = rt
+        .pools
+        .get(pool_index)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    meta.pool = Some(pool_index);
+    let pcfg = rt.pool_config(pool);
+
+    // The router matched the URI authority when there is one (absolute-form, HTTP/2), so
+    // that is the host the backend must see too (RFC 9112 §3.2.2), never a different Host.
+    let host = match parts.uri.authority() {
+        Some(a) => {
+            let a = a.as_str();
+            let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
+            HeaderValue::from_str(a).ok()
+        }
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(
+        &mut parts.headers,
+        &cfg.headers,
+        &ForwardCtx {
+            client_ip: conn.peer.ip(),
+            proto: conn.proto,
+            host: host.as_ref(),
+        },
+    );
+    if let Some(h) = host {
+        parts.headers.insert(header::HOST, h);
+    }
+    if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
+        headers::set_upgrade(&mut parts.headers, u);
+    }
+    parts.uri = origin_form(&parts.uri);
+    parts.version = Version::HTTP_11;
+
+    // The body: buffered when small and the request could be replayed, else streamed.
+    let idempotent = is_idempotent(&parts.method);
+    let max_retries = cfg.retries.attempts;
+    let (body, replay_bytes): (UpstreamBody, Option<Bytes>) = if body.is_end_stream() {
+        (Either::Left(Full::new(Bytes::new())), Some(Bytes::new()))
+    } else if max_retries > 0
+        && idempotent
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= cfg.retries.max_body_bytes as u64)
+    {
+        let collect = Limited::new(body, cfg.retries.max_body_bytes).collect();
+        let bytes = match tokio::time::timeout(cfg.timeouts.client_idle, collect).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) => {
+                return Err(ProxyError::new(ErrorKind::ClientBody).with_source(e));
+            }
+            Err(_) => return Err(ProxyError::new(ErrorKind::ClientBody)),
+        };
+        (Either::Left(Full::new(bytes.clone())), Some(bytes))
+    } else {
+        (Either::Right(body), None)
+    };
+    let replayable = idempotent && replay_bytes.is_some();
+
+    let mut pending = Some((parts, body));
+    let mut exclude: Vec<BackendId> = Vec::new();
+    let mut retries = 0u32;
+    let mut stale = 0u32;
+    let mut last_err: Option<ProxyError> = None;
+    let now_ms = || clock().as_millis() as u64;
+    let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
+        if retries >= max_retries || !any_usable(pool, exclude) {
+            return false;
+        }
+        if rt.retry_budget.try_withdraw(now_ms()) {
+            inc(&pool.stats.retries);
+            inc(&shared.stats.retries_total);
+            true
+        } else {
+            inc(&shared.stats.retry_budget_exhausted);
+            false
+        }
+    };
+    loop {
+        let Some((parts, body)) = pending.take() else {
+            return Err(ProxyError::new(ErrorKind::BackendIo));
+        };
+        let (backend, lease) = {
+            let ctx = PickContext::new(conn.peer.ip())
+                .with_headers(&parts.headers)
+                .with_exclude(&exclude);
+            match acquire(pool, pcfg, &ctx).await {
+                Ok(picked) => picked,
+                // A retry that finds no other backend reports the failure that caused it.
+                Err(e) => return Err(last_err.take().unwrap_or(e)),
+            }
+        };
+        meta.backend = Some(backend.addr);
+        let Some(conns) = pool.conns.get(backend.id.0) else {
+            return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
+        };
+        let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, stale > 0).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(backend = %backend.addr, error = %e, "connect failed");
+                inc(&conns.stats.failures);
+                report(pool, &backend, Outcome::ConnectFailure);
+                exclude.push(backend.id);
+                drop(lease);
+                if may_retry(retries, &exclude) {
+                    retries += 1;
+                    pending = Some((parts, body));
+                    last_err = Some(e);
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        if reused {
+            inc(&conns.stats.conns_reused);
+        }
+        let replay = (replayable && retries < max_retries).then(|| {
+            let bytes = replay_bytes.clone().unwrap_or_default();
+            (parts.clone(), Either::Left(Full::new(bytes)))
+        });
+        let sent_at = Instant::now();
+        let request = Request::from_parts(parts, body);
+        match tokio::time::timeout(cfg.timeouts.backend_response, tx.try_send_request(request))
+            .await
+        {
+            Ok(Ok(mut resp)) => {
+                let status = resp.status();
+                conns
+                    .stats
+                    .record_response(status.as_u16(), sent_at.elapsed());
+                let outcome = if status.is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                report(pool, &backend, outcome);
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    // A 101 nobody asked for would leave the connection in an unknown protocol.
+                    let Some(client) = client_upgrade else {
+                        return Err(ProxyError::new(ErrorKind::BackendIo)
+                            .with_source("unsolicited 101 Switching Protocols"));
+                    };
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    inc(&shared.stats.upgrades_total);
+                    shared.tracker.spawn(
+                        async move {
+                            let _lease = lease;
+                            match tokio::try_join!(client, upstream) {
+                                Ok((c, u)) => {
+                                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                                    match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                                        Ok((up, down)) => debug!(up, down, "tunnel closed"),
+                                        Err(e) => debug!(error = %e, "tunnel ended"),
+                                    }
+                                }
+                                Err(e) => debug!(error = %e, "upgrade failed"),
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                    return Ok(Forwarded {
+                        resp,
+                        keep: None,
+                        lease: None,
+                    });
+                }
+                return Ok(Forwarded {
+                    resp,
+                    keep: Some((tx, Arc::clone(conns))),
+                    lease: Some(lease),
+                });
+            }
+            Ok(Err(mut e)) => {
+                drop(lease);
+                if let Some(unsent) = e.take_message() {
+                    // The pooled connection died before our request was written: resend on
+                    // a fresh connection; not the backend's fault.
+                    debug!(backend = %backend.addr, error = %e.error(), "stale pooled connection");
+                    stale += 1;
+                    if stale > 2 {
+                        return Err(
+                            ProxyError::new(ErrorKind::BackendIo).with_source(e.into_error())
+                        );
+                    }
+                    pending = Some(unsent.into_parts());
+                    continue;
+                }
+                let err = e.into_error();
+                debug!(backend = %backend.addr, error = %err, reused, "backend failed before responding");
+                inc(&conns.stats.failures);
+                // A reused connection closing under us is usually the keep-alive race, not a
+                // sick backend.
+                if !reused {
+                    report(pool, &backend, Outcome::ConnectFailure);
+                }
+                exclude.push(backend.id);
+                let e = ProxyError::new(ErrorKind::BackendIo).with_source(err);
+                if let Some(r) = replay {
+                    if may_retry(retries, &exclude) {
+                        retries += 1;
+                        pending = Some(r);
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                inc(&conns.stats.failures);
+                report(pool, &backend, Outcome::Timeout);
+                return Err(ProxyError::new(ErrorKind::ResponseTimeout));
+            }
+        }
+    }
+}
+
+/// What to do when a response body ends: pool the connection, release the backend, count,
+/// and log.
+struct Finish {
+    shared: Arc<Shared>,
+    /// Keeps the request's snapshot alive until the body ends.
+    rt: Arc<Runtime>,
+    active: ActiveRequest,
+    started: Instant,
+    status: u16,
+    bytes: u64,
+    upstream: Option<(Sender, Arc<ConnPool>)>,
+    lease: Option<Lease>,
+    log: Option<LogInfo>,
+    pool: Option<usize>,
+    backend: Option<SocketAddr>,
+    error: &'static str,
+}
+
+impl Finish {
+    fn run(self, complete: bool) {
+        if complete {
+            if let Some((tx, pool)) = self.upstream {
+                pool.checkin(tx);
+            }
+        }
+        drop(self.lease);
+        let conn_peer = self.active.conn().peer;
+        drop(self.active);
+        inc(&self.shared.stats.responses[status_class(self.status)]);
+        if let Some(log) = self.log {
+            self.rt.access_log.write(&Record {
+                time: now_rfc3339(),
+                client: conn_peer,
+                method: log.method,
+                path: log.path,
+                status: self.status,
+                bytes: self.bytes,
+                pool: self
+                    .pool
+                    .and_then(|i| self.rt.pools.get(i))
+                    .map_or_else(|| "-".to_string(), |p| p.name().to_string()),
+                backend: self
+                    .backend
+                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
+                duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                error: self.error,
+            });
+        }
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+/// The response body sent to the client: the backend's body streamed through, or a local
+/// one; runs [`Finish`] exactly once (end of stream, error, or drop).
+pub struct ProxyBody {
+    inner: Inner,
+    fin: Option<Finish>,
+}
+
+impl ProxyBody {
+    fn finish(&mut self, complete: bool) {
+        if let Some(fin) = self.fin.take() {
+            fin.run(complete);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = match &mut this.inner {
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Inner::Local(b) => b.take().map(|d| Ok(Frame::data(d))),
+        };
+        match &res {
+            Some(Ok(frame)) => {
+                if let (Some(d), Some(fin)) = (frame.data_ref(), this.fin.as_mut()) {
+                    fin.bytes += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Some(Err(_)) => this.finish(false),
+            None => this.finish(true),
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper drops a body without polling it when `is_end_stream` says it is empty
+        // (HEAD, 204, 304); otherwise a drop before the end means the client went away.
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}

@@ -1,0 +1,33 @@
+//! lbd: the L7 HTTP / L4 TCP reverse proxy of the lbpair pair.
+//!
+//! Layout (a request flows top to bottom):
+//! - [`listener`]   bound sockets (IP_FREEBIND for VIPs), accept loop with the client
+//!   connection limit, a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
+//!   header timeout and size limits, graceful close on drain and idleness.
+//! - [`l7`]         the HTTP layer: [`l7::proxy`] (the hyper service: route, pick, forward,
+//!   retry, WebSocket tunnel), [`l7::router`] (host/path/header/method rules and splits),
+//!   [`l7::headers`] (hop-by-hop stripping, X-Forwarded-*/Forwarded/Via), [`l7::retry`]
+//!   (retry budget, idempotency).
+//! - [`upstream`]   the backend side: [`upstream::backend`] (lock-free per-backend state and
+//!   pools), [`upstream::balance`] (algorithms), [`upstream::health`] (pure rise/fall and
+//!   ejection), [`upstream::checker`] (the async probe loop feeding it), [`upstream::pool`]
+//!   (keep-alive connections on hyper's low-level http1 client).
+//! - [`server`]     the `ArcSwap<Runtime>` snapshot, SIGHUP reload with state carry-over,
+//!   listener start/stop, SIGTERM drain, lifecycle phases.
+//! - [`config`]     TOML file structs → `validate()` (every error, with file:line:col) →
+//!   [`config::LbConfig`].
+//! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener;
+//!   [`metrics`] holds the atomics and the exposition writer.
+//! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
+//!   retryable }` and the status each kind maps to.
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod l7;
+pub mod listener;
+pub mod metrics;
+pub mod server;
+pub mod upstream;

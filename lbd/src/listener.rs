@@ -1,0 +1,377 @@
+//! Accepting client connections and serving HTTP on them.
+//!
+//! A [`RunningListener`] is one bound socket with its accept loop; it can be started and
+//! stopped at runtime (reload, and later vrrpd's Master/Backup transitions). Sockets are made
+//! with socket2 so `freebind = true` can bind an address that is not local yet (a VIP still
+//! held by the peer) through IP_FREEBIND.
+//!
+//! Each accepted connection:
+//! 1. takes a permit of `global.max_client_conns` *before* `accept`, so over the limit the
+//!    kernel backlog queues new clients instead of lbd accepting and dropping them;
+//! 2. gets a tracing span carrying `client.addr` and the listener name;
+//! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1 with
+//!    hyper's header read timeout (slowloris), `max_header_size` (431) and upgrades;
+//! 4. is shut down gracefully on SIGTERM (hyper finishes the request in progress) or when it
+//!    has been idle for `timeouts.client_idle_ms`.
+//!
+//! Note: hyper's header read timer also runs while a keep-alive connection waits for its next
+//! request, so the effective keep-alive idle limit is `min(client_idle, request_header)`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::config::ListenerConfig;
+use crate::server::{clock, Shared};
+
+const BACKLOG: i32 = 1024;
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Bind a listening socket (SO_REUSEADDR, optional IP_FREEBIND).
+pub fn bind(cfg: &ListenerConfig) -> std::io::Result<TcpListener> {
+    let addr = cfg.address;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if cfg.freebind {
+        if addr.is_ipv4() {
+            socket.set_freebind(true)?;
+        } else {
+            socket.set_freebind_ipv6(true)?;
+        }
+    }
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A listener accepting connections until [`RunningListener::stop`].
+pub struct RunningListener {
+    pub cfg: ListenerConfig,
+    pub local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl RunningListener {
+    /// Stop accepting; the socket closes once the accept loop notices. Open connections
+    /// are not affected.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for RunningListener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Bind and spawn the accept loop.
+pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<RunningListener> {
+    let listener = bind(&cfg)?;
+    let local_addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let name: Arc<str> = Arc::from(cfg.name.as_str());
+    tokio::spawn(accept_loop(shared, listener, name, stop.clone()));
+    Ok(RunningListener {
+        cfg,
+        local_addr,
+        stop,
+    })
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    name: Arc<str>,
+    stop: CancellationToken,
+) {
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&shared.conn_limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.cancelled() => return,
+            _ = shutdown.triggered() => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
+            _ = shutdown.triggered() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared2 = Arc::clone(&shared);
+                let span = info_span!("conn", client.addr = %peer, listener = %name);
+                let name = Arc::clone(&name);
+                shared
+                    .tracker
+                    .spawn(serve_connection(shared2, stream, peer, name, permit).instrument(span));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a failing accept.
+                warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Per-connection state the proxy updates (for the idle timeout and the access log).
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    /// "http" (later "https" behind TLS termination).
+    pub proto: &'static str,
+    active: AtomicU32,
+    last_activity_ms: AtomicU64,
+}
+
+impl ConnCtx {
+    pub fn new(peer: SocketAddr, listener: Arc<str>) -> Self {
+        ConnCtx {
+            peer,
+            listener,
+            proto: "http",
+            active: AtomicU32::new(0),
+            last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
+        }
+    }
+
+    /// A request started on this connection; it counts as active until the guard drops
+    /// (end of the response body, or the request being abandoned by the client).
+    pub fn begin(self: &Arc<Self>) -> ActiveRequest {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(Arc::clone(self))
+    }
+
+    /// How long the connection has had no request in progress (`None` while busy).
+    fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(
+            (clock().as_millis() as u64).saturating_sub(last),
+        ))
+    }
+}
+
+/// One request in progress on a client connection (see [`ConnCtx::begin`]).
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<ConnCtx>);
+
+impl ActiveRequest {
+    pub fn conn(&self) -> &ConnCtx {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.last_activity_ms
+            .store(clock().as_millis() as u64, Ordering::Relaxed);
+        c.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the connection has been idle for `limit`.
+async fn idle_expired(ctx: &ConnCtx, limit: Duration) {
+    loop {
+        let wait = match ctx.idle_for() {
+            Some(idle) if idle >= limit => return,
+            Some(idle) => limit - idle,
+            None => limit,
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Is this the HTTP/2 prior-knowledge preface? Peeks without consuming.
+async fn sniff_h2(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: peek returns the same bytes at once, so wait for more.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Drive a hyper connection future with graceful shutdown on SIGTERM and on idleness.
+macro_rules! drive {
+    ($conn:expr, $shared:expr, $ctx:expr, $idle:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let shutdown = $shared.shutdown.clone();
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(error = %e, "client connection ended with an error");
+                    }
+                    break;
+                }
+                _ = shutdown.triggered(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = idle_expired(&$ctx, $idle), if !closing => {
+                    debug!("client connection idle, closing");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = shutdown.fast() => break,
+            }
+        }
+    }};
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    _permit: OwnedSemaphorePermit,
+) {
+    shared
+        .stats
+        .client_conns_active
+        .fetch_add(1, Ordering::Relaxed);
+    crate::metrics::inc(&shared.stats.client_conns_total);
+    let _gauge = ActiveGauge(Arc::clone(&shared));
+    let _ = stream.set_nodelay(true);
+    let rt = shared.runtime();
+    let timeouts = rt.config.timeouts.clone();
+    let limits = rt.config.limits.clone();
+    drop(rt);
+
+    let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
+        Ok(Ok(h2)) => h2,
+        Ok(Err(e)) => {
+            debug!(error = %e, "client connection failed before a request");
+            return;
+        }
+        Err(_) => {
+            debug!("no request within the header timeout, closing");
+            return;
+        }
+    };
+    let ctx = Arc::new(ConnCtx::new(peer, listener));
+    let svc = {
+        let shared = Arc::clone(&shared);
+        let ctx = Arc::clone(&ctx);
+        service_fn(move |req| {
+            let shared = Arc::clone(&shared);
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, Infallible>(crate::l7::proxy::handle(shared, ctx, req).await) }
+        })
+    };
+    let io = TokioIo::new(stream);
+    if is_h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
+            .serve_connection(io, svc);
+        drive!(conn, shared, ctx, timeouts.client_idle);
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.request_header)
+            // The whole head (request line + headers); the proxy checks each part against
+            // its own limit to answer 414 or 431.
+            .max_header_size(limits.max_header_bytes + limits.max_request_line)
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .with_upgrades();
+        drive!(conn, shared, ctx, timeouts.client_idle);
+    }
+}
+
+/// Decrements the active client connection gauge on drop.
+struct ActiveGauge(Arc<Shared>);
+
+impl Drop for ActiveGauge {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .client_conns_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(address: &str, freebind: bool) -> ListenerConfig {
+        ListenerConfig {
+            name: "t".into(),
+            address: address.parse().expect("addr"),
+            freebind,
+        }
+    }
+
+    #[tokio::test]
+    async fn freebind_binds_an_address_that_is_not_local() {
+        // TEST-NET-1: never configured on this machine. Binding sends no traffic.
+        let listener = bind(&cfg("192.0.2.123:0", true)).expect("IP_FREEBIND bind");
+        assert_eq!(
+            listener.local_addr().expect("addr").ip().to_string(),
+            "192.0.2.123"
+        );
+        let nonlocal_allowed = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|v| v.trim() == "1");
+        if !nonlocal_allowed {
+            assert!(bind(&cfg("192.0.2.123:0", false)).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn h2_preface_is_sniffed_without_consuming() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        for (payload, want) in [
+            (&H2_PREFACE[..], true),
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], false),
+        ] {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            let (mut s, _) = l.accept().await.expect("accept");
+            // Send the preface in two pieces to exercise the partial-preface wait.
+            c.write_all(&payload[..3]).await.expect("write");
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                c.write_all(&payload[3..]).await.expect("write");
+                c
+            });
+            assert_eq!(sniff_h2(&s).await.expect("sniff"), want);
+            let _c = writer.await.expect("join");
+            let mut first = [0u8; 3];
+            s.read_exact(&mut first).await.expect("read");
+            assert_eq!(&first, &payload[..3], "peek must not consume");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Counters, gauges and histograms, and their Prometheus text exposition.
+//!
+//! Everything is a relaxed atomic: metrics are read rarely (a scrape) and written on every
+//! request, so the write path must not take a lock. The exposition is hand-written
+//! ([`Exposition`]) rather than pulling in a metrics crate; `admin.rs` walks the current
+//! runtime snapshot and emits one family at a time.
+//!
+//! Per-backend stats ([`BackendStats`]) live next to the backend's connection pool and are
+//! carried over a reload for an unchanged address, so counters keep increasing across
+//! reloads as Prometheus expects.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::ErrorKind;
+
+/// Latency bucket upper bounds in seconds (Prometheus `le`).
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A cumulative latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            d.as_micros().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Status classes counted per backend: index 0..=4 for 1xx..5xx.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// Per-backend counters.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Responses received from this backend, by status class.
+    pub responses: [AtomicU64; 5],
+    /// Attempts that failed without a response (connect, reset, timeout).
+    pub failures: AtomicU64,
+    /// Time to the response head.
+    pub latency: Histogram,
+    /// Upstream connections opened.
+    pub conns_new: AtomicU64,
+    /// Requests sent on a pooled (reused) connection.
+    pub conns_reused: AtomicU64,
+    /// Active health probes that failed.
+    pub probe_failures: AtomicU64,
+}
+
+impl BackendStats {
+    pub fn record_response(&self, status: u16, latency: Duration) {
+        self.responses[status_class(status)].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(latency);
+    }
+}
+
+/// Per-pool counters and gauges.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Requests waiting for a backend below `max_conns`.
+    pub queue_depth: AtomicI64,
+    pub queue_full: AtomicU64,
+    pub queue_timeouts: AtomicU64,
+    pub retries: AtomicU64,
+    pub no_healthy: AtomicU64,
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct GlobalStats {
+    pub client_conns_active: AtomicI64,
+    pub client_conns_total: AtomicU64,
+    pub requests_total: AtomicU64,
+    /// Responses sent to clients, by status class.
+    pub responses: [AtomicU64; 5],
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    pub retries_total: AtomicU64,
+    pub retry_budget_exhausted: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub upgrades_total: AtomicU64,
+}
+
+impl GlobalStats {
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Builds a Prometheus text exposition, one metric family at a time.
+#[derive(Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `# HELP` and `# TYPE` lines; call once per family before its samples.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample; `labels` as `(name, value)` pairs, values escaped here.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// The `_bucket`, `_sum` and `_count` samples of a histogram.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let mut cumulative = 0u64;
+        let bucket = format!("{name}_bucket");
+        for (i, slot) in h.buckets.iter().enumerate() {
+            cumulative += slot.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let mut l: Vec<(&str, &str)> = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, cumulative);
+        }
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, cumulative);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Read a counter.
+pub fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Add one to a counter.
+pub fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_labels_are_escaped() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(7));
+        h.observe(Duration::from_secs(60));
+        let mut e = Exposition::new();
+        e.family("x_seconds", "histogram", "test");
+        e.histogram("x_seconds", &[("b", "a\"b")], &h);
+        let text = e.finish();
+        assert!(
+            text.contains("x_seconds_bucket{b=\"a\\\"b\",le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.01\"} 2\n"), "{text}");
+        assert!(text.contains("le=\"10\"} 2\n"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_count{b=\"a\\\"b\"} 3\n"), "{text}");
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), 0);
+        assert_eq!(status_class(204), 1);
+        assert_eq!(status_class(503), 4);
+        assert_eq!(status_class(999), 4);
+    }
+}

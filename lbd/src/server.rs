@@ -1,0 +1,508 @@
+//! The running proxy: the runtime snapshot, reload, listeners, drain.
+//!
+//! ## Snapshots
+//! Everything a request needs (router, pools with their balancers and connection pools,
+//! limits, header policy, retry budget) is one immutable [`Runtime`] behind an
+//! `ArcSwap`. A request loads the snapshot once and keeps that `Arc` until its response body
+//! ends, so a reload never changes the rules under a request in flight; new requests see the
+//! new snapshot as soon as it is stored.
+//!
+//! ## Reload (SIGHUP)
+//! [`Server::reload`] reads and validates the file; on any error it logs every problem and
+//! keeps serving the old snapshot. On success it builds a new [`Runtime`] *carrying over*
+//! state keyed by (pool name, backend address): the `Arc<Backend>` itself (health and
+//! ejection state, in-flight counters) when the backend is otherwise unchanged, and always
+//! its [`ConnPool`] (idle keep-alive connections and per-backend metrics), the pool's queue
+//! and its stats. The old snapshot's health-check tasks stop when it is retired.
+//! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
+//!
+//! ## Lifecycle
+//! [`Phase`] is published on a watch channel (Starting → Serving → Draining → Stopped) and on
+//! `/readyz`. SIGTERM stops accepting, lets in-flight requests finish up to
+//! `global.drain_timeout_ms`, then exits 0; SIGINT exits at once.
+//!
+//! ## Seams for later issues
+//! Listeners are started and stopped at runtime ([`Server::start_listener`],
+//! [`Server::stop_listener`]) and can bind with IP_FREEBIND, which is what serving a VIP only
+//! while vrrpd is Master needs. TLS would wrap the accepted stream in `listener.rs` before
+//! hyper sees it; an L4 listener would replace `serve_connection` with a copy loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use shared::config::ConfigError;
+use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals, TaskTracker};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::access_log::AccessLog;
+use crate::config::{LbConfig, ListenerConfig};
+use crate::l7::retry::RetryBudget;
+use crate::l7::router::Router;
+use crate::listener::RunningListener;
+use crate::metrics::{GlobalStats, PoolStats};
+use crate::upstream::backend::{Backend, BackendId, Pool};
+use crate::upstream::health::{Change, HealthTracker};
+use crate::upstream::pool::ConnPool;
+
+/// Monotonic time since process start: the epoch of the pure health machines.
+pub fn clock() -> Duration {
+    start().elapsed()
+}
+
+/// The instant [`clock`] counts from.
+pub fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Lifecycle phase, published for tests and `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Serving,
+    Draining,
+    Stopped,
+}
+
+/// One pool at runtime: the core [`Pool`] plus what the proxy adds per backend.
+#[derive(Debug)]
+pub struct PoolRt {
+    pub pool: Pool,
+    /// Index into `Runtime::config.pools`.
+    pub index: usize,
+    /// Parallel to `pool.backends`.
+    pub conns: Vec<Arc<ConnPool>>,
+    pub stats: Arc<PoolStats>,
+    /// Woken whenever a request of this pool releases its backend (the max_conns queue).
+    pub released: Arc<Notify>,
+}
+
+impl PoolRt {
+    pub fn name(&self) -> &str {
+        &self.pool.name
+    }
+}
+
+/// An immutable snapshot of everything a request needs.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<LbConfig>,
+    pub router: Router,
+    pub pools: Vec<PoolRt>,
+    pub retry_budget: RetryBudget,
+    pub access_log: AccessLog,
+    pub generation: u64,
+    /// Cancelled when this snapshot is replaced; stops its health-check tasks.
+    pub retired: CancellationToken,
+}
+
+/// Why a runtime could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("routes: {0}")]
+    Router(String),
+    #[error("pool {0:?}: {1}")]
+    Pool(String, String),
+}
+
+impl Runtime {
+    /// Build a snapshot, carrying state over from `previous` (see the module docs).
+    pub fn build(
+        config: LbConfig,
+        previous: Option<&Runtime>,
+        generation: u64,
+    ) -> Result<Runtime, BuildError> {
+        let router = Router::new(config.routes.clone(), config.default_pool).map_err(|errs| {
+            BuildError::Router(
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for (index, pc) in config.pools.iter().enumerate() {
+            let old = previous.and_then(|p| p.pools.iter().find(|o| o.name() == pc.name));
+            let mut backends = Vec::with_capacity(pc.backends.len());
+            let mut conns = Vec::with_capacity(pc.backends.len());
+            for (i, spec) in pc.backends.iter().enumerate() {
+                let old_at = old.and_then(|o| {
+                    o.pool
+                        .backends
+                        .iter()
+                        .position(|b| b.addr == spec.addr)
+                        .map(|j| (o, j))
+                });
+                let reuse = old_at.and_then(|(o, j)| {
+                    let b = &o.pool.backends[j];
+                    let same_name = b.name == spec.name
+                        || (spec.name.is_empty() && b.name == spec.addr.to_string());
+                    // The balancers return indices, so only a backend at the same index with the
+                    // same static fields can be shared as-is.
+                    (j == i
+                        && same_name
+                        && b.weight == spec.weight
+                        && b.max_conns == spec.max_conns)
+                        .then(|| Arc::clone(b))
+                });
+                let backend = reuse.unwrap_or_else(|| {
+                    Arc::new(Backend::new(
+                        BackendId(i),
+                        spec.clone(),
+                        HealthTracker::new(pc.health.active, pc.ejection),
+                    ))
+                });
+                let conn = match old_at {
+                    Some((o, j)) => {
+                        let c = Arc::clone(&o.conns[j]);
+                        c.configure(pc.idle_max, pc.idle_timeout);
+                        c
+                    }
+                    None => Arc::new(ConnPool::new(spec.addr, pc.idle_max, pc.idle_timeout)),
+                };
+                backends.push(backend);
+                conns.push(conn);
+            }
+            let pool = Pool::from_backends(pc.name.clone(), backends, pc.algorithm.clone())
+                .map_err(|e| BuildError::Pool(pc.name.clone(), e.to_string()))?;
+            pool.balancer.warm(&pool.backends);
+            pools.push(PoolRt {
+                pool,
+                index,
+                conns,
+                stats: old.map_or_else(Default::default, |o| Arc::clone(&o.stats)),
+                released: old.map_or_else(Default::default, |o| Arc::clone(&o.released)),
+            });
+        }
+        let now_ms = clock().as_millis() as u64;
+        Ok(Runtime {
+            retry_budget: RetryBudget::new(
+                config.retries.budget_percent,
+                config.retries.min_per_sec,
+                now_ms,
+            ),
+            access_log: AccessLog {
+                format: config.global.access_log,
+            },
+            config: Arc::new(config),
+            router,
+            pools,
+            generation,
+            retired: CancellationToken::new(),
+        })
+    }
+
+    pub fn pool_config(&self, pool: &PoolRt) -> &crate::config::PoolConfig {
+        &self.config.pools[pool.index]
+    }
+}
+
+/// Log a backend's health change at info (transitions are operator-relevant events).
+pub fn log_health_change(pool: &str, backend: &Backend, change: Change) {
+    match change {
+        Change::BecameHealthy { probes } => {
+            info!(pool, backend = %backend.addr, probes, "backend is healthy")
+        }
+        Change::BecameUnhealthy { probes } => {
+            warn!(pool, backend = %backend.addr, probes, "backend is unhealthy")
+        }
+        Change::Ejected {
+            duration,
+            ejections,
+            ..
+        } => warn!(
+            pool,
+            backend = %backend.addr,
+            eject_ms = duration.as_millis() as u64,
+            ejections,
+            "backend ejected after consecutive failures"
+        ),
+        Change::Reinstated => info!(pool, backend = %backend.addr, "backend ejection ended"),
+    }
+}
+
+/// State shared by every task of the process.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub stats: GlobalStats,
+    pub shutdown: Shutdown,
+    /// Client connections and tunnels: what a drain waits for.
+    pub tracker: TaskTracker,
+    /// `global.max_client_conns`, taken before each accept.
+    pub conn_limit: Arc<Semaphore>,
+    pub phase: watch::Sender<Phase>,
+}
+
+impl Shared {
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    #[error("listener {name:?}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin listener: cannot bind {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// The proxy process.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    config_path: PathBuf,
+    listeners: Mutex<HashMap<String, RunningListener>>,
+    admin_addr: SocketAddr,
+}
+
+impl Server {
+    /// Build the first runtime, bind the admin and proxy listeners, start health checks.
+    pub async fn start(config_path: &Path, config: LbConfig) -> Result<Server, StartError> {
+        let _ = start();
+        let listener_cfgs = config.listeners.clone();
+        let admin = config.global.admin;
+        let max_conns = config.global.max_client_conns as usize;
+        let runtime = Arc::new(Runtime::build(config, None, 1)?);
+        let (phase, _) = watch::channel(Phase::Starting);
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::new(Arc::clone(&runtime)),
+            stats: GlobalStats::default(),
+            shutdown: Shutdown::new(),
+            tracker: TaskTracker::new(),
+            conn_limit: Arc::new(Semaphore::new(max_conns)),
+            phase,
+        });
+        let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
+            .await
+            .map_err(|source| StartError::Admin {
+                addr: admin,
+                source,
+            })?;
+        crate::upstream::checker::spawn_all(&runtime);
+        let server = Server {
+            shared,
+            config_path: config_path.to_path_buf(),
+            listeners: Mutex::new(HashMap::new()),
+            admin_addr,
+        };
+        for l in &listener_cfgs {
+            server
+                .start_listener(l)
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.address,
+                    source,
+                })?;
+        }
+        server.shared.phase.send_replace(Phase::Serving);
+        info!(
+            listeners = listener_cfgs.len(),
+            admin = %admin_addr,
+            pools = runtime.pools.len(),
+            "lbd serving"
+        );
+        Ok(server)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningListener>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Start accepting on a listener (idempotent for an identical running listener).
+    pub fn start_listener(&self, cfg: &ListenerConfig) -> std::io::Result<SocketAddr> {
+        let mut map = self.listeners();
+        if let Some(running) = map.get(&cfg.name) {
+            if running.cfg == *cfg {
+                return Ok(running.local_addr);
+            }
+        }
+        if let Some(old) = map.remove(&cfg.name) {
+            old.stop();
+        }
+        let running = crate::listener::start(Arc::clone(&self.shared), cfg.clone())?;
+        let addr = running.local_addr;
+        info!(listener = %cfg.name, address = %addr, "listening");
+        map.insert(cfg.name.clone(), running);
+        Ok(addr)
+    }
+
+    /// Stop accepting on a listener; its open connections finish normally.
+    pub fn stop_listener(&self, name: &str) -> bool {
+        match self.listeners().remove(name) {
+            Some(l) => {
+                info!(listener = name, "listener stopped");
+                l.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reload the config file: validate, build, swap; keep the old snapshot on any error.
+    pub fn reload(&self) -> Result<u64, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(generation) => {
+                crate::metrics::inc(&self.shared.stats.reloads_ok);
+                info!(generation, path = %self.config_path.display(), "config reloaded");
+            }
+            Err(e) => {
+                crate::metrics::inc(&self.shared.stats.reloads_failed);
+                error!("config reload rejected, still serving the previous config:\n{e}");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<u64, String> {
+        let config = LbConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = self.shared.runtime();
+        for (what, changed) in [
+            (
+                "global.admin",
+                config.global.admin != old.config.global.admin,
+            ),
+            (
+                "global.max_client_conns",
+                config.global.max_client_conns != old.config.global.max_client_conns,
+            ),
+            (
+                "global.log_format/log_level",
+                config.global.log_format != old.config.global.log_format
+                    || config.global.log_level != old.config.global.log_level,
+            ),
+        ] {
+            if changed {
+                warn!(
+                    setting = what,
+                    "changed setting needs a restart; keeping the current value"
+                );
+            }
+        }
+        let listeners = config.listeners.clone();
+        let new = Arc::new(
+            Runtime::build(config, Some(&old), old.generation + 1).map_err(|e| e.to_string())?,
+        );
+        // Bind new listeners before swapping so a bind failure keeps the old config whole.
+        let running: Vec<(String, ListenerConfig)> = self
+            .listeners()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.cfg.clone()))
+            .collect();
+        for l in &listeners {
+            if !running.iter().any(|(_, r)| r == l) {
+                self.start_listener(l).map_err(|e| {
+                    format!("listener {:?}: cannot bind {}: {e}", l.name, l.address)
+                })?;
+            }
+        }
+        let generation = new.generation;
+        self.shared.runtime.store(Arc::clone(&new));
+        old.retired.cancel();
+        // Backends that disappeared: close their idle connections now.
+        for op in &old.pools {
+            for c in &op.conns {
+                let kept = new
+                    .pools
+                    .iter()
+                    .any(|np| np.conns.iter().any(|n| Arc::ptr_eq(n, c)));
+                if !kept {
+                    c.clear();
+                }
+            }
+        }
+        crate::upstream::checker::spawn_all(&new);
+        for (name, _) in running {
+            if !listeners.iter().any(|l| l.name == name) {
+                self.stop_listener(&name);
+            }
+        }
+        Ok(generation)
+    }
+
+    /// Serve until a terminating signal; returns the process exit code.
+    pub async fn serve(&self, mut signals: Signals) -> i32 {
+        loop {
+            match signals.recv().await {
+                Signal::Reload => {
+                    info!("SIGHUP: reloading config");
+                    let _ = self.reload();
+                }
+                Signal::Terminate => {
+                    info!("SIGTERM: draining");
+                    return self.drain().await;
+                }
+                Signal::Interrupt => {
+                    info!("SIGINT: exiting now");
+                    self.shared.shutdown.trigger(ShutdownMode::Fast);
+                    self.shared.phase.send_replace(Phase::Stopped);
+                    return 130;
+                }
+            }
+        }
+    }
+
+    /// Stop accepting, let in-flight requests finish up to the drain timeout.
+    pub async fn drain(&self) -> i32 {
+        self.shared.phase.send_replace(Phase::Draining);
+        self.shared.shutdown.trigger(ShutdownMode::Graceful);
+        let names: Vec<String> = self.listeners().keys().cloned().collect();
+        for name in names {
+            self.stop_listener(&name);
+        }
+        let grace = self.shared.runtime().config.global.drain_timeout;
+        let clean = shared::shutdown::drain(&self.shared.tracker, grace).await;
+        if clean {
+            info!("drained, exiting");
+        } else {
+            warn!(
+                drain_timeout_ms = grace.as_millis() as u64,
+                "drain timeout: closing remaining connections"
+            );
+        }
+        self.shared.phase.send_replace(Phase::Stopped);
+        0
+    }
+}
+
+/// `lbd run`: load, start, serve until a signal. Returns the exit code.
+pub async fn run(config_path: &Path) -> Result<i32, StartError> {
+    let config = LbConfig::load(config_path)?;
+    let signals = Signals::install().map_err(StartError::Signals)?;
+    let server = Server::start(config_path, config).await?;
+    Ok(server.serve(signals).await)
+}
+
+/// Wait until `phase` reaches `want` (tests, embedding).
+pub async fn wait_phase(mut rx: watch::Receiver<Phase>, want: Phase) {
+    let _ = rx.wait_for(|p| *p == want).await;
+}

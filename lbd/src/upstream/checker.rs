@@ -1,0 +1,148 @@
+//! The async half of health checking: probes backends and feeds the pure machines.
+//!
+//! One task per backend per runtime snapshot. Every `interval` it probes (TCP connect, or an
+//! HTTP request whose status must fall in `expect_status`) under `timeout`, and feeds the
+//! result to [`Backend::record_probe`] (rise/fall in `health.rs`). The same loop also wakes at
+//! [`Backend::health_deadline`] to end passive ejections on time, and reaps expired idle
+//! connections. Transitions are logged at info/warn by [`log_health_change`].
+//!
+//! The task ends when its snapshot is retired by a reload; the next snapshot's task carries on
+//! with the same `Arc<Backend>` when the backend was kept, so rise/fall streaks survive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+use crate::config::{HealthCheckConfig, ProbeKind};
+use crate::metrics::inc;
+use crate::server::{clock, log_health_change, start, Runtime};
+use crate::upstream::backend::Backend;
+use crate::upstream::pool::ConnPool;
+
+/// How often the loop wakes at least (idle connection reaping).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Spawn the checkers of every backend of a snapshot.
+pub fn spawn_all(rt: &Arc<Runtime>) {
+    for pool in &rt.pools {
+        let hc = rt.pool_config(pool).health.clone();
+        for (backend, conns) in pool.pool.backends.iter().zip(&pool.conns) {
+            let span = tracing::info_span!("health", pool = %pool.name(), backend = %backend.addr);
+            tokio::spawn(
+                run(
+                    pool.name().to_string(),
+                    Arc::clone(backend),
+                    Arc::clone(conns),
+                    hc.clone(),
+                    rt.retired.clone(),
+                )
+                .instrument(span),
+            );
+        }
+    }
+}
+
+async fn run(
+    pool: String,
+    backend: Arc<Backend>,
+    conns: Arc<ConnPool>,
+    hc: HealthCheckConfig,
+    retired: CancellationToken,
+) {
+    let mut next_probe = Instant::now();
+    loop {
+        let mut wake = Instant::now() + HOUSEKEEPING;
+        if hc.kind != ProbeKind::None {
+            wake = wake.min(next_probe);
+        }
+        if let Some(d) = backend.health_deadline() {
+            wake = wake.min(start() + d);
+        }
+        tokio::select! {
+            _ = retired.cancelled() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        conns.reap();
+        if let Some(change) = backend.poll_health(clock()) {
+            log_health_change(&pool, &backend, change);
+        }
+        if hc.kind == ProbeKind::None || Instant::now() < next_probe {
+            continue;
+        }
+        next_probe = Instant::now() + hc.interval;
+        let ok = tokio::select! {
+            _ = retired.cancelled() => return,
+            ok = probe(&backend, &hc) => ok,
+        };
+        if !ok {
+            inc(&conns.stats.probe_failures);
+        }
+        for change in backend.record_probe(ok, clock()) {
+            log_health_change(&pool, &backend, change);
+        }
+    }
+}
+
+/// One probe under the configured timeout.
+pub async fn probe(backend: &Backend, hc: &HealthCheckConfig) -> bool {
+    match tokio::time::timeout(hc.timeout, probe_inner(backend, &hc.kind)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(reason)) => {
+            debug!(%reason, "probe failed");
+            false
+        }
+        Err(_) => {
+            debug!("probe timed out");
+            false
+        }
+    }
+}
+
+async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), String> {
+    let stream = TcpStream::connect(backend.addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let ProbeKind::Http {
+        method,
+        path,
+        host,
+        expect,
+    } = kind
+    else {
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let host = host.clone().unwrap_or_else(|| backend.addr.to_string());
+    let req = Request::builder()
+        .method(method.clone())
+        .uri(path.as_str())
+        .header(
+            header::HOST,
+            HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+        )
+        .header(header::USER_AGENT, "lbd-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let result = tx.send_request(req).await;
+    driver.abort();
+    let resp = result.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    if (expect.0..=expect.1).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("status {status} outside {}-{}", expect.0, expect.1))
+    }
+}

@@ -1,0 +1,15 @@
+//! Upstream side: the backends lbd forwards to.
+//!
+//! - [`backend`] per-backend runtime state shared by the proxy and the balancers (atomics, no locks
+//!   on the pick path) and the [`backend::Pool`] that groups backends with a balancer.
+//! - [`balance`] the balancing algorithms (round robin, smooth weighted, least connections,
+//!   power of two choices, IP hash, Maglev).
+//! - [`health`]  the pure (sans-IO, no clock) active rise/fall and passive ejection state machines.
+//! - [`pool`]    keep-alive connections per backend on hyper's low-level http1 client.
+//! - [`checker`] the async probe loop that feeds [`health`] through [`backend::Backend`].
+
+pub mod backend;
+pub mod balance;
+pub mod checker;
+pub mod health;
+pub mod pool;

@@ -1,0 +1,468 @@
+//! Shared harness for lbd's integration tests.
+//!
+//! - [`TestBackend`]: a small hyper server on 127.0.0.1 that answers with its own name and
+//!   echoes the request headers; `/healthz` follows [`TestBackend::set_healthy`],
+//!   `/slow/MS` sleeps, `/status/NNN` answers that status, `/ws` upgrades and echoes bytes.
+//!   [`TestBackend::stop`] closes the listener *and* every open connection, like a killed
+//!   process.
+//! - [`Lbd`]: the real `lbd` binary with a temp config; killed on drop, its log printed when
+//!   a test fails.
+//! - [`eventually`]: poll a condition until a deadline (scaled by `LBD_TEST_PATIENCE`), never
+//!   a fixed sleep.
+//! - HTTP helpers: [`request`] over a fresh connection, [`raw`] for hand-written bytes,
+//!   [`metric`] to read one series from `/metrics`.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Multiplier for every deadline (slow CI machines): `LBD_TEST_PATIENCE=3`.
+pub fn patience() -> u32 {
+    std::env::var("LBD_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Poll `f` until it returns true; panic with `what` after `timeout` (× patience).
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout * patience();
+    loop {
+        if f().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr")
+}
+
+/// An in-process HTTP backend.
+#[derive(Clone)]
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Requests served (not counting /healthz).
+    pub hits: Arc<AtomicU64>,
+    /// Every request path seen (not counting /healthz).
+    pub paths: Arc<Mutex<Vec<String>>>,
+    healthy: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl TestBackend {
+    pub async fn start(name: &str) -> TestBackend {
+        Self::start_on(name, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    pub async fn start_on(name: &str, addr: SocketAddr) -> TestBackend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        let b = TestBackend {
+            name: name.to_string(),
+            addr: listener.local_addr().expect("addr"),
+            hits: Arc::new(AtomicU64::new(0)),
+            paths: Arc::new(Mutex::new(Vec::new())),
+            healthy: Arc::new(AtomicBool::new(true)),
+            failing: Arc::new(AtomicBool::new(false)),
+            stop: CancellationToken::new(),
+        };
+        let me = b.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                    _ = me.stop.cancelled() => return,
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let me2 = me.clone();
+                    let svc = service_fn(move |req| {
+                        let me = me2.clone();
+                        async move { Ok::<_, Infallible>(me.handle(req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = conn => {}
+                        // Dropping the connection closes the socket: a killed process.
+                        _ = me.stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        b
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Answer 500 to every request but /healthz.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Close the listener and every connection.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        if path == "/healthz" {
+            let status = if self.healthy.load(Ordering::SeqCst) {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return reply(status, &self.name, "health\n".into());
+        }
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut p) = self.paths.lock() {
+            p.push(path.clone());
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &self.name,
+                "failing\n".into(),
+            );
+        }
+        if let Some(ms) = path.strip_prefix("/slow/") {
+            let ms: u64 = ms.parse().unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if path == "/hop" {
+            // Hop-by-hop headers a proxy must not pass on to its client.
+            let mut r = reply(StatusCode::OK, &self.name, "hop\n".into());
+            let h = r.headers_mut();
+            h.insert(http::header::CONNECTION, "x-secret".parse().expect("value"));
+            h.insert("x-secret", "1".parse().expect("value"));
+            h.insert("keep-alive", "timeout=5".parse().expect("value"));
+            h.insert("x-kept", "1".parse().expect("value"));
+            return r;
+        }
+        if let Some(code) = path.strip_prefix("/status/") {
+            let status = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
+            return reply(status, &self.name, format!("{}\n", self.name));
+        }
+        if path == "/ws" && req.headers().contains_key(http::header::UPGRADE) {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, &self.name, String::new());
+            r.headers_mut()
+                .insert(http::header::CONNECTION, "upgrade".parse().expect("value"));
+            r.headers_mut()
+                .insert(http::header::UPGRADE, "websocket".parse().expect("value"));
+            return r;
+        }
+        let mut body = format!("{}\n", self.name);
+        for (k, v) in req.headers() {
+            body.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        // Read (and count) the request body so chunked uploads complete.
+        if let Ok(collected) = req.into_body().collect().await {
+            let n = collected.to_bytes().len();
+            body.push_str(&format!("body-bytes: {n}\n"));
+        }
+        reply(StatusCode::OK, &self.name, body)
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        // Clones share the token; only the last one standing matters, and stopping twice is fine.
+        if Arc::strong_count(&self.hits) == 1 {
+            self.stop.cancel();
+        }
+    }
+}
+
+fn reply(status: StatusCode, name: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("x-backend", name.parse().expect("header value"));
+    r
+}
+
+/// A response as the tests see it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn backend(&self) -> &str {
+        self.headers
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Resp, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut b = Request::builder().method(method).uri(path);
+    let mut has_host = false;
+    for (k, v) in headers {
+        has_host |= k.eq_ignore_ascii_case("host");
+        b = b.header(*k, *v);
+    }
+    if !has_host {
+        b = b.header("host", "test.local");
+    }
+    let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(15), tx.send_request(req))
+        .await
+        .map_err(|_| "request timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
+    request(addr, "GET", path, &[]).await
+}
+
+/// Write raw bytes, then read until the peer closes or `wait` passes. Returns what was read
+/// and whether the peer closed.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_until_close(&mut s, wait).await
+}
+
+pub async fn read_until_close(s: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// `/metrics` text.
+pub async fn metrics(admin: SocketAddr) -> String {
+    get(admin, "/metrics")
+        .await
+        .map(|r| r.body)
+        .unwrap_or_default()
+}
+
+/// The value of one series, e.g. `lbd_backend_up{pool="web",backend="127.0.0.1:1"}`.
+pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let text = metrics(admin).await;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// A running `lbd` process.
+pub struct Lbd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    pub listen: SocketAddr,
+    log: PathBuf,
+}
+
+/// A config with one listener and the admin address filled in, then `body`.
+pub fn config_with(listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
+    format!("{body}\n[[listener]]\nname = \"http\"\naddress = \"{listen}\"\n",).replacen(
+        "#GLOBAL",
+        &format!("admin = \"{admin}\"\ndrain_timeout_ms = 5000"),
+        1,
+    )
+}
+
+impl Lbd {
+    /// Start lbd with `body` (which must contain a `[global]` table with the `#GLOBAL`
+    /// marker line; the listener and admin address are added) and wait until it is ready.
+    pub async fn start(body: &str) -> Lbd {
+        let listen = free_addr();
+        let admin = free_addr();
+        let text = config_with(listen, admin, body);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("lbd.toml");
+        std::fs::write(&config, text).expect("write config");
+        let log = dir.path().join("lbd.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");
+        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("LBPAIR_LOG", "info,lbd=debug")
+            .stdout(access)
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn lbd");
+        let mut lbd = Lbd {
+            child,
+            dir,
+            config,
+            admin,
+            listen,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10) * patience();
+        loop {
+            if let Ok(Some(status)) = lbd.child.try_wait() {
+                panic!("lbd exited during startup ({status}):\n{}", lbd.log_text());
+            }
+            if get(admin, "/readyz").await.is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("lbd did not become ready:\n{}", lbd.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lbd
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What lbd wrote to stdout (the access log).
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Send a signal by name (TERM, HUP, INT) to this process only.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Rewrite the config file (same listener/admin) for a reload.
+    pub fn write_config(&self, body: &str) {
+        std::fs::write(&self.config, config_with(self.listen, self.admin, body))
+            .expect("write config");
+    }
+
+    /// Wait for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout * patience();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("lbd did not exit:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- lbd log ----\n{}", self.log_text());
+        }
+    }
+}
+
+/// A pool of `backends` with the given extra pool keys.
+pub fn pool(name: &str, backends: &[&TestBackend], extra: &str) -> String {
+    let mut s = format!("[[pool]]\nname = \"{name}\"\n{extra}\n");
+    for b in backends {
+        s.push_str(&format!("[[pool.backend]]\naddress = \"{}\"\n", b.addr));
+    }
+    s
+}
