@@ -122,7 +122,7 @@ impl Source {
                 path: self.path.clone(),
                 errors: vec![FieldError {
                     key: String::new(),
-                    message: e.message().trim().to_string(),
+                    message: describe_toml_error(&e),
                     line,
                     column,
                 }],
@@ -216,6 +216,21 @@ fn split_key_path(path: &str) -> Vec<Segment<'_>> {
         }
     }
     out
+}
+
+/// toml's short message, or (when it has none, as for `key =` with no value) the last
+/// line of its long form, which says what was expected.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    let short = e.message().trim();
+    if !short.is_empty() {
+        return short.to_string();
+    }
+    let long = e.to_string();
+    long.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+        .map_or_else(|| "invalid TOML".to_string(), str::to_string)
 }
 
 /// 1-based line and column of a byte offset.
@@ -335,7 +350,12 @@ mod tests {
         assert!(err.contains("f.toml:2:1"), "{err}");
         assert!(err.contains("unknown field `colour`, expected `name`"), "{err}");
         let src = Source::from_text("f.toml", "name = \n");
-        let err = src.parse::<F>().unwrap_err().to_string();
-        assert!(err.contains("f.toml:1:"), "{err}");
+        let err = src.parse::<F>().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("f.toml:1:"), "{text}");
+        assert!(
+            err.errors().iter().all(|e| !e.message.is_empty()),
+            "a syntax error must say what is wrong: {text}"
+        );
     }
 }

@@ -7,6 +7,19 @@
 //! increases by one per event on that connection. The subscriber acknowledges events with
 //! `{"cmd":"ack","seq":N}` (cumulative), which is how vrrpd knows lbd has acted on a
 //! state change before it claims the VIP.
+//!
+//! The pair protocol between vrrpd and lbd, on one subscribed connection:
+//! - vrrpd -> lbd: [`StateEvent`]s. `master` means "start serving this instance's VIPs";
+//!   lbd binds its listeners (IP_FREEBIND, so the VIP need not be present yet) and acks;
+//!   only then does vrrpd add the VIP and send GARP. `backup`/`fault`/`initialize` come
+//!   after vrrpd removed the VIP; lbd stops accepting and drains. An event with
+//!   `draining: true` asks lbd to drain the instance's connections (answer with
+//!   `Connection: close`, wait for in-flight requests, bounded) and ack when done; that is
+//!   the first step of a planned switchover.
+//! - lbd -> vrrpd: acks, and a [`Heartbeat`] every interval saying whether lbd can serve
+//!   (`able`), whether it is ready to take over (`ready`: listeners up, healthy backends),
+//!   and which instances' VIPs it is serving. vrrpd acts at once on a disconnect, a missed
+//!   heartbeat or `able: false`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -34,6 +47,35 @@ pub enum Request {
     },
     /// Cumulative acknowledgement of every event up to `seq`.
     Ack { seq: u64 },
+    /// lbd's periodic health report, on its subscribed connection. No answer.
+    Heartbeat(Heartbeat),
+    /// Planned switchover: drain lbd, then hand mastership to the peer, make-before-break.
+    /// `instance: None` means every instance that is master here.
+    Switchover {
+        #[serde(default)]
+        instance: Option<String>,
+    },
+    /// Lift the hold a switchover leaves (so this node may preempt again).
+    Resume {
+        #[serde(default)]
+        instance: Option<String>,
+    },
+}
+
+/// What lbd reports about itself, several times a second.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// lbd can serve traffic (its configured "unable" conditions are all false).
+    pub able: bool,
+    /// lbd is ready to take over: listeners can bind and every pool has a healthy backend
+    /// (later also: peer state synced). A backup preempts only when ready.
+    pub ready: bool,
+    /// Instances whose VIP listeners lbd has bound right now.
+    #[serde(default)]
+    pub serving: Vec<String>,
+    /// Why lbd is not able or not ready, for logs and status.
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 /// The daemon's answer to a non-streaming request.
@@ -43,6 +85,8 @@ pub enum Response {
     Status(DaemonStatus),
     /// `subscribe` accepted: the snapshot of current states follows as events.
     Subscribed { next_seq: u64 },
+    /// A command was carried out.
+    Done { message: String },
     Error { message: String },
 }
 
@@ -59,6 +103,13 @@ pub struct StateEvent {
     /// VIPs as "address/prefix".
     pub vips: Vec<String>,
     pub reason: String,
+    /// For `master`: drain this instance's connections, then ack (planned switchover).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
+    /// How long this node's backup would wait before taking over a silent master. lbd stops
+    /// serving a VIP if it loses vrrpd for this long, because by then the peer holds it.
+    #[serde(default)]
+    pub master_down_ms: u64,
 }
 
 /// `vrrpd status` output.
@@ -87,6 +138,26 @@ pub struct InstanceStatus {
     pub time_in_state_ms: u64,
     pub vips: Vec<String>,
     pub counters: InstanceCounters,
+    /// The local lbd as vrrpd sees it (absent when the coupling is off).
+    #[serde(default)]
+    pub lbd: Option<LbdView>,
+    /// A planned switchover is under way (master resigning, keeping its VIP meanwhile).
+    #[serde(default)]
+    pub resigning: bool,
+    /// After a switchover this node doesn't preempt until `vrrpd resume`.
+    #[serde(default)]
+    pub switchover_hold: bool,
+}
+
+/// vrrpd's view of its local lbd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbdView {
+    pub connected: bool,
+    pub able: bool,
+    pub ready: bool,
+    /// What tracking does about it now: "ok", "fault" or "priority -N".
+    pub effect: String,
+    pub reasons: Vec<String>,
 }
 
 /// Per-instance counters, all monotonic since the instance started.

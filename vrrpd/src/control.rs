@@ -52,15 +52,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared::control::{
-    read_message, write_message, ControlError, DaemonStatus, Request, Response, StateEvent,
-    MAX_LINE,
+    read_message, write_message, ControlError, DaemonStatus, Heartbeat, Request, Response,
+    StateEvent, MAX_LINE,
 };
 use shared::shutdown::Shutdown;
 use tokio::io::BufReader;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 /// Connections served at once.
@@ -83,7 +83,26 @@ pub struct ControlHandle {
     /// the server renumbers per connection. The server keeps only a weak reference, so the
     /// channel closes (and subscribers are told by EOF) once the daemon drops its senders.
     pub events: broadcast::Sender<StateEvent>,
+    /// Where operator commands (switchover, resume) go; `None` answers them with an error.
+    pub admin: Option<mpsc::Sender<AdminRequest>>,
 }
+
+/// An operator command for the daemon, with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct AdminRequest {
+    pub command: AdminCommand,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Operator commands that change the daemon's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    Switchover { instance: Option<String> },
+    Resume { instance: Option<String> },
+}
+
+/// How long a CLI command may take: a switchover drains lbd first.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One subscriber's progress, as seen by the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +115,9 @@ pub struct SubscriberInfo {
     pub acked_seq: u64,
     /// Highest daemon event id covered by the acknowledgements.
     pub acked_event: u64,
+    /// The latest heartbeat (lbd's health report) and when it arrived.
+    pub heartbeat: Option<Heartbeat>,
+    pub heartbeat_at: Option<tokio::time::Instant>,
 }
 
 /// The live subscribers, keyed by connection number. Cheap to clone; the daemon gets one
@@ -252,7 +274,11 @@ pub fn serve(
     handle: ControlHandle,
     shutdown: Shutdown,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let ControlHandle { status, events } = handle;
+    let ControlHandle {
+        status,
+        events,
+        admin,
+    } = handle;
     let cache = Arc::new(StateCache::new(events.subscribe()));
     let wake = events.subscribe();
     let ctx = Arc::new(ConnCtx {
@@ -260,6 +286,7 @@ pub fn serve(
         events: events.downgrade(),
         cache: Arc::clone(&cache),
         subscribers: listener.subscribers.clone(),
+        admin,
     });
     // Only the weak reference stays: the daemon's senders decide when the stream ends.
     drop(events);
@@ -333,6 +360,7 @@ struct ConnCtx {
     events: broadcast::WeakSender<StateEvent>,
     cache: Arc<StateCache>,
     subscribers: Subscribers,
+    admin: Option<mpsc::Sender<AdminRequest>>,
 }
 
 /// The last broadcast event of every instance, for the subscribe snapshot.
@@ -417,6 +445,8 @@ impl StateCache {
                     state: e.state.clone(),
                     vips: e.vips.clone(),
                     reason: SNAPSHOT_REASON.into(),
+                    draining: e.draining,
+                    master_down_ms: e.master_down_ms,
                 },
                 None => StateEvent {
                     seq: 0,
@@ -427,6 +457,8 @@ impl StateCache {
                     priority: inst.priority,
                     vips: inst.vips.clone(),
                     reason: SNAPSHOT_REASON.into(),
+                    draining: false,
+                    master_down_ms: 0,
                 },
             };
             out.push(ev);
@@ -572,7 +604,7 @@ async fn connection(
                     Some(Inbound::Malformed(why)) => {
                         debug!(error = %why, "malformed control request");
                         send(&mut write, &error(format!(
-                            "malformed request: {why} (valid: {{\"cmd\":\"status\"}}, {{\"cmd\":\"subscribe\",\"client\":NAME}}, {{\"cmd\":\"ack\",\"seq\":N}})"
+                            "malformed request: {why} (valid: {{\"cmd\":\"status\"}}, {{\"cmd\":\"subscribe\",\"client\":NAME}}, {{\"cmd\":\"ack\",\"seq\":N}}, {{\"cmd\":\"heartbeat\",...}}, {{\"cmd\":\"switchover\"}}, {{\"cmd\":\"resume\"}})"
                         ))).await
                     }
                     Some(Inbound::Request(req)) => {
@@ -643,6 +675,8 @@ async fn handle_request(
                         acked_seq: 0,
                         // Nothing to acknowledge yet means caught up.
                         acked_event: if snapshot.is_empty() { snapshot_id } else { 0 },
+                        heartbeat: None,
+                        heartbeat_at: None,
                     },
                 );
             });
@@ -698,7 +732,40 @@ async fn handle_request(
             });
             true
         }
+        Request::Heartbeat(hb) => {
+            if sub.is_none() {
+                return send(write, &error("heartbeat without subscribe")).await;
+            }
+            let now = tokio::time::Instant::now();
+            ctx.subscribers.update(conn, |info| {
+                info.heartbeat = Some(hb);
+                info.heartbeat_at = Some(now);
+            });
+            true
+        }
+        Request::Switchover { instance } => {
+            admin(ctx, write, AdminCommand::Switchover { instance }).await
+        }
+        Request::Resume { instance } => admin(ctx, write, AdminCommand::Resume { instance }).await,
     }
+}
+
+/// Pass an operator command to the daemon and answer with its outcome.
+async fn admin(ctx: &ConnCtx, write: &mut OwnedWriteHalf, command: AdminCommand) -> bool {
+    let Some(tx) = ctx.admin.as_ref() else {
+        return send(write, &error("this daemon does not take commands")).await;
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx.send(AdminRequest { command, reply }).await.is_err() {
+        return send(write, &error("vrrpd is shutting down")).await;
+    }
+    let response = match tokio::time::timeout(ADMIN_TIMEOUT, answer).await {
+        Ok(Ok(Ok(message))) => Response::Done { message },
+        Ok(Ok(Err(message))) => Response::Error { message },
+        Ok(Err(_)) => error("the daemon dropped the command"),
+        Err(_) => error("the command did not finish in time"),
+    };
+    send(write, &response).await
 }
 
 /// Number an event for this connection, remember its daemon id, and write it.

@@ -1,9 +1,11 @@
 //! The daemon: starts every configured instance, serves the control socket, and handles
 //! signals.
 //!
-//! - SIGTERM and SIGINT both stop every instance the same way: a master resigns with
-//!   priority 0 (so its backup takes over after Skew_Time) and removes its VIPs. SIGINT only
-//!   shortens how long we wait for that. Exit code 0.
+//! - SIGTERM is a planned handover: each master first drains lbd and resigns
+//!   make-before-break (like `vrrpd switchover`), bounded by Master_Down_Interval; then every
+//!   instance stops, a master sending priority 0 and removing its VIPs. Exit code 0.
+//! - SIGINT skips the handover: priority 0 and VIP removal at once.
+//! - `vrrpd switchover` / `vrrpd resume` arrive from the control socket as admin commands.
 //! - SIGHUP reloads: the new file is validated first and a bad one is rejected with the old
 //!   config still running. Instances whose config is unchanged keep running untouched (no
 //!   re-election, no VIP flap); changed ones are stopped and started again; removed ones
@@ -17,13 +19,14 @@ use std::time::Duration;
 
 use shared::control::{DaemonStatus, StateEvent};
 use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{InstanceConfig, VrrpConfig};
-use crate::control;
-use crate::instance::{self, InstanceHandle, Shared};
+use crate::control::{self, AdminCommand, AdminRequest};
+use crate::instance::{self, InstanceHandle, LbdShared, Shared};
+use crate::lbd_link::LbdMonitor;
 use crate::net::link::{LinkEvent, LinkWatcher};
 use crate::net::vip::VipManager;
 
@@ -61,6 +64,7 @@ struct Daemon {
     status: watch::Sender<DaemonStatus>,
     shutdown: Shutdown,
     signals: Signals,
+    admin: mpsc::Receiver<AdminRequest>,
 }
 
 impl Daemon {
@@ -76,11 +80,39 @@ impl Daemon {
         }
         let (events, _) = broadcast::channel::<StateEvent>(1024);
         let (links, _) = broadcast::channel::<LinkEvent>(256);
+        let (status, status_rx) = watch::channel(empty_status(&config_path));
+        let shutdown = Shutdown::new();
+        let (admin_tx, admin) = mpsc::channel(8);
+
+        // The control socket comes first: lbd may reconnect the moment it exists, and a
+        // restarted vrrpd needs lbd's report before it decides to resume as master.
+        let listener = control::bind(&config.global.control_socket)?;
+        let subscribers = listener.subscribers();
+        tokio::spawn(control::serve(
+            listener,
+            control::ControlHandle {
+                status: status_rx,
+                events: events.clone(),
+                admin: Some(admin_tx),
+            },
+            shutdown.clone(),
+        ));
+        let lbd = config.lbd.clone().map(|lbd_config| {
+            let (monitor, health) = LbdMonitor::new(lbd_config.clone(), subscribers.clone());
+            tokio::spawn(monitor.run());
+            LbdShared {
+                config: lbd_config,
+                health,
+                subscribers,
+            }
+        });
         let shared = Shared {
             epoch: Instant::now(),
             vips: Arc::new(VipManager::new()?),
             events,
             links: links.clone(),
+            next_event_id: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            lbd,
         };
         let mut watcher = LinkWatcher::new().await?;
         tokio::spawn(async move {
@@ -97,13 +129,20 @@ impl Daemon {
             }
         });
 
+        // Instances start concurrently: a restarted vrrpd's resume check waits for lbd,
+        // and instances must not queue behind each other for that.
+        let started = futures::future::join_all(
+            config
+                .instances
+                .iter()
+                .map(|ic| instance::spawn(ic.clone(), shared.clone())),
+        )
+        .await;
         let mut instances = BTreeMap::new();
-        for ic in &config.instances {
-            let handle = instance::spawn(ic.clone(), shared.clone()).await?;
-            instances.insert(ic.name.clone(), handle);
+        for handle in started {
+            let handle = handle?;
+            instances.insert(handle.config.name.clone(), handle);
         }
-        let (status, _) = watch::channel(empty_status(&config_path));
-        let shutdown = Shutdown::new();
         let daemon = Daemon {
             config_path,
             config,
@@ -112,22 +151,11 @@ impl Daemon {
             status,
             shutdown,
             signals,
+            admin,
         };
         daemon.refresh_status();
-        daemon.serve_control()?;
         info!(instances = daemon.instances.len(), "vrrpd started");
         Ok(daemon)
-    }
-
-    fn serve_control(&self) -> anyhow::Result<()> {
-        let path = self.config.global.control_socket.clone();
-        let handle = control::ControlHandle {
-            status: self.status.subscribe(),
-            events: self.shared.events.clone(),
-        };
-        let listener = control::bind(&path)?;
-        tokio::spawn(control::serve(listener, handle, self.shutdown.clone()));
-        Ok(())
     }
 
     async fn serve(mut self) -> ExitCode {
@@ -140,6 +168,7 @@ impl Daemon {
                     Signal::Interrupt => return self.stop(ShutdownMode::Fast).await,
                 },
                 _ = refresh.tick() => self.refresh_status(),
+                Some(req) = self.admin.recv() => self.admin(req),
             }
         }
     }
@@ -155,7 +184,72 @@ impl Daemon {
         self.status.send_replace(status);
     }
 
+    /// Carry out an operator command without blocking the signal loop: a switchover takes
+    /// as long as lbd's drain plus the peer's Skew_Time.
+    fn admin(&self, req: AdminRequest) {
+        let (targets, unknown) = match &req.command {
+            AdminCommand::Switchover { instance } | AdminCommand::Resume { instance } => {
+                self.targets(instance.as_deref())
+            }
+        };
+        if let Some(name) = unknown {
+            let _ = req.reply.send(Err(format!("no instance named {name:?}")));
+            return;
+        }
+        match req.command {
+            AdminCommand::Resume { .. } => {
+                let handles: Vec<_> = targets.iter().map(|h| h.commands()).collect();
+                tokio::spawn(async move {
+                    for tx in &handles {
+                        let _ = tx.send(instance::Command::Resume).await;
+                    }
+                    let _ = req.reply.send(Ok(format!("resumed {} instance(s)", handles.len())));
+                });
+            }
+            AdminCommand::Switchover { instance } => {
+                // Without a name, every instance that is master here hands over.
+                let masters: Vec<_> = targets
+                    .into_iter()
+                    .filter(|h| instance.is_some() || h.state() == "master")
+                    .map(|h| h.commands())
+                    .collect();
+                if masters.is_empty() {
+                    let _ = req.reply.send(Err("no instance is master here".into()));
+                    return;
+                }
+                tokio::spawn(async move {
+                    let results = futures::future::join_all(
+                        masters.iter().map(instance::switchover_via),
+                    )
+                    .await;
+                    let failed: Vec<String> =
+                        results.iter().filter_map(|r| r.clone().err()).collect();
+                    let done: Vec<String> = results.into_iter().filter_map(Result::ok).collect();
+                    let _ = req.reply.send(if failed.is_empty() {
+                        Ok(done.join("; "))
+                    } else {
+                        Err(failed.join("; "))
+                    });
+                });
+            }
+        }
+    }
+
+    /// The instances a command names (all of them for `None`), or the unknown name.
+    fn targets(&self, name: Option<&str>) -> (Vec<&InstanceHandle>, Option<String>) {
+        match name {
+            None => (self.instances.values().collect(), None),
+            Some(n) => match self.instances.get(n) {
+                Some(h) => (vec![h], None),
+                None => (Vec::new(), Some(n.to_string())),
+            },
+        }
+    }
+
     async fn stop(mut self, mode: ShutdownMode) -> ExitCode {
+        if mode == ShutdownMode::Graceful {
+            self.hand_over_before_stop().await;
+        }
         info!(?mode, "stopping: masters resign with priority 0 and remove their VIPs");
         self.shutdown.trigger(mode);
         let timeout = match mode {
@@ -167,6 +261,33 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.config.global.control_socket);
         info!("vrrpd stopped");
         ExitCode::SUCCESS
+    }
+
+    /// SIGTERM on a master: drain lbd and hand over make-before-break, bounded by the
+    /// time a peer needs to notice (a lone node gives up and stops anyway).
+    async fn hand_over_before_stop(&mut self) {
+        let masters: Vec<_> = self
+            .instances
+            .values()
+            .filter(|h| h.state() == "master")
+            .map(|h| {
+                let patience = instance::handover_patience(h.config.priority, h.config.advert_interval_cs)
+                    + self.config.lbd.as_ref().map_or(Duration::ZERO, |l| l.drain_timeout + l.ack_timeout);
+                (h.config.name.clone(), h.commands(), patience)
+            })
+            .collect();
+        if masters.is_empty() {
+            return;
+        }
+        info!(instances = masters.len(), "SIGTERM on a master: handing over before stopping");
+        let outcomes = futures::future::join_all(masters.iter().map(|(name, tx, patience)| async move {
+            match tokio::time::timeout(*patience, instance::switchover_via(tx)).await {
+                Ok(Ok(msg)) => info!(instance = %name, "{msg}"),
+                Ok(Err(msg)) => warn!(instance = %name, "handover before stop failed: {msg}"),
+                Err(_) => warn!(instance = %name, "handover before stop timed out"),
+            }
+        }));
+        outcomes.await;
     }
 
     async fn reload(&mut self) {

@@ -9,6 +9,8 @@
 //!   netlink, gratuitous ARP, link events. `net::sys` is the only `unsafe` code.
 //! - [`instance`] the async shell that drives one FSM with tokio time and the socket.
 //! - [`control`]  the Unix control socket: status, and the ordered state stream for lbd.
+//! - [`lbd_link`] vrrpd's view of the local lbd (connected, heartbeats, able, ready).
+//! - [`notify`]   keepalived-style notify hooks: one ordered, bounded queue per instance.
 //! - [`daemon`]   starts instances, handles signals, reload and shutdown.
 #![deny(unsafe_code)]
 
@@ -17,6 +19,8 @@ pub mod control;
 pub mod daemon;
 pub mod fsm;
 pub mod instance;
+pub mod lbd_link;
 pub mod net;
+pub mod notify;
 pub mod rx;
 pub mod timers;

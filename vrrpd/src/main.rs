@@ -343,6 +343,9 @@ mod tests {
                 time_in_state_ms: 5_000,
                 vips: vec!["192.0.2.10/24".into()],
                 counters,
+                lbd: None,
+                resigning: false,
+                switchover_hold: false,
             }],
         };
         let text = render_status(&s);

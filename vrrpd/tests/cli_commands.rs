@@ -137,6 +137,9 @@ fn fake_status(config: &Path) -> DaemonStatus {
             time_in_state_ms: 12_300,
             vips: vec!["192.0.2.10/24".into()],
             counters,
+            lbd: None,
+            resigning: false,
+            switchover_hold: false,
         }],
     }
 }
@@ -164,6 +167,7 @@ async fn status_talks_to_the_daemon_socket() {
         ControlHandle {
             status: status_rx,
             events: events.clone(),
+            admin: None,
         },
         shutdown.clone(),
     ));

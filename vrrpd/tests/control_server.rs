@@ -31,6 +31,9 @@ fn instance(name: &str, vrid: u8, state: &str) -> InstanceStatus {
         time_in_state_ms: 0,
         vips: vec![format!("192.0.2.{vrid}/24")],
         counters: InstanceCounters::default(),
+        lbd: None,
+        resigning: false,
+        switchover_hold: false,
     }
 }
 
@@ -53,6 +56,8 @@ fn event(id: u64, name: &str, vrid: u8, state: &str) -> StateEvent {
         priority: 100,
         vips: vec![format!("192.0.2.{vrid}/24")],
         reason: "test".into(),
+        draining: false,
+        master_down_ms: 0,
     }
 }
 
@@ -80,6 +85,7 @@ async fn start_with(capacity: usize, max_connections: usize) -> Server {
     let handle = ControlHandle {
         status: status_rx,
         events: events.clone(),
+        admin: None,
     };
     let task = tokio::spawn(control::serve(listener, handle, shutdown.clone()));
     Server {

@@ -39,6 +39,9 @@ pub use shared::wire::vrrp::ChecksumMode;
 
 use crate::fsm::FsmConfig;
 
+mod pair;
+pub use pair::*;
+
 /// Where `vrrpd run` and `vrrpd status` look for the config by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/lbpair/vrrpd.toml";
 
@@ -113,6 +116,8 @@ const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"]
 pub struct FileConfig {
     #[serde(default)]
     pub global: FileGlobal,
+    /// Present when vrrpd is coupled to a local lbd.
+    pub lbd: Option<FileLbd>,
     #[serde(default)]
     pub instance: Vec<FileInstance>,
 }
@@ -144,6 +149,11 @@ pub struct FileInstance {
     pub garp_count: Option<i64>,
     pub garp_interval_ms: Option<i64>,
     pub garp_refresh_s: Option<i64>,
+    pub track_lbd: Option<String>,
+    pub track_lbd_weight: Option<i64>,
+    pub fast_takeover: Option<bool>,
+    pub notify: Option<Vec<String>>,
+    pub notify_timeout_ms: Option<i64>,
     /// Each entry is `"a.b.c.d/len"` or `{ address = "a.b.c.d/len", label = "eth0:x" }`.
     /// Kept as raw TOML values so that each bad entry gets its own positioned error
     /// (an untagged serde enum would only say "did not match any variant").
@@ -156,6 +166,8 @@ pub struct FileInstance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpConfig {
     pub global: GlobalConfig,
+    /// The coupling to the local lbd, if `[lbd]` is present.
+    pub lbd: Option<LbdConfig>,
     pub instances: Vec<InstanceConfig>,
 }
 
@@ -193,6 +205,8 @@ pub struct InstanceConfig {
     pub garp_refresh: Option<Duration>,
     /// At least one, at most [`MAX_VIPS`], no address twice.
     pub vips: Vec<VipConfig>,
+    /// lbd tracking, fast takeover, notify hook.
+    pub pair: InstancePair,
 }
 
 /// One virtual address with its prefix and optional label.
@@ -256,7 +270,7 @@ impl InstanceConfig {
             preempt_delay: self.preempt_delay,
             primary_addr,
             vips: self.vip_addrs(),
-            fast_takeover_on_zero: false,
+            fast_takeover_on_zero: self.pair.fast_takeover,
         }
     }
 }
@@ -274,6 +288,7 @@ impl FileConfig {
     pub fn validate(&self, source: &Source) -> Result<VrrpConfig, ConfigError> {
         let mut v = Validator::new(source);
         let global = validate_global(&mut v, &self.global);
+        let lbd = self.lbd.as_ref().map(|f| pair::validate_lbd(&mut v, f));
         if self.instance.is_empty() {
             v.error(
                 "instance",
@@ -284,11 +299,15 @@ impl FileConfig {
             .instance
             .iter()
             .enumerate()
-            .map(|(i, inst)| validate_instance(&mut v, i, inst))
+            .map(|(i, inst)| validate_instance(&mut v, i, inst, lbd.is_some()))
             .collect();
         check_cross_instance(&mut v, &instances);
         v.finish()?;
-        Ok(VrrpConfig { global, instances })
+        Ok(VrrpConfig {
+            global,
+            lbd,
+            instances,
+        })
     }
 }
 
@@ -365,7 +384,12 @@ fn check_log_filter(s: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn validate_instance(v: &mut Validator<'_>, i: usize, f: &FileInstance) -> InstanceConfig {
+fn validate_instance(
+    v: &mut Validator<'_>,
+    i: usize,
+    f: &FileInstance,
+    lbd_coupled: bool,
+) -> InstanceConfig {
     let k = |field: &str| format!("instance[{i}].{field}");
 
     let name = match &f.name {
@@ -488,6 +512,19 @@ fn validate_instance(v: &mut Validator<'_>, i: usize, f: &FileInstance) -> Insta
         garp_interval,
         garp_refresh,
         vips,
+        pair: pair::validate_instance_pair(
+            v,
+            i,
+            &FileInstancePair {
+                track_lbd: f.track_lbd.clone(),
+                track_lbd_weight: f.track_lbd_weight,
+                fast_takeover: f.fast_takeover,
+                notify: f.notify.clone(),
+                notify_timeout_ms: f.notify_timeout_ms,
+            },
+            lbd_coupled,
+            priority,
+        ),
     }
 }
 
@@ -847,7 +884,7 @@ where
 
 /// An optional integer with a default, range-checked; the default is kept on error so
 /// validation can go on and report the other fields.
-fn int_or_default<T>(
+pub(crate) fn int_or_default<T>(
     v: &mut Validator<'_>,
     key: &str,
     value: Option<i64>,

@@ -10,21 +10,31 @@
 //! Layout:
 //! - `types` (re-exported here): the inputs and outputs, [`FsmConfig`], [`Advert`], [`Action`],
 //!   [`StateKind`], [`TransitionReason`], [`FaultReason`], [`FsmCounters`];
-//! - `State` (private): the deadlines live inside the variants (`Backup { master_down_at }`,
-//!   `Master { next_advert_at }`), so a Backup with an advert timer cannot exist;
-//! - [`Fsm`]: the handlers, and `Fsm::transition`, the one function through which every
-//!   state change goes (exit actions, `Transition` action, counters, log, entry actions).
+//! - this file: `State` (private) and [`Fsm`] itself: construction, accessors, outputs, and
+//!   `Fsm::transition`, the one function through which every state change goes (exit
+//!   actions, `Transition` action, counters, log, entry actions);
+//! - `events`: the RFC 5798 events (startup, shutdown, adverts, timers, link, faults,
+//!   tracking priority);
+//! - `pair`: what the HA pair adds (issue 4): the readiness gate on preemption, the
+//!   make-before-break switchover with its preemption hold, and resuming after a restart.
 //!
-//! The full table of states, events and actions is in `doc/vrrpd-LIFECYCLE.md`.
+//! The deadlines live inside the `State` variants (`Backup { master_down_at }`,
+//! `Master { next_advert_at, resign_deadline }`), so a Backup with an advert timer cannot
+//! exist. The full table of states, events and actions is in `doc/vrrpd-LIFECYCLE.md`.
 //!
 //! Choices the RFC leaves open, made here:
 //! - `preempt_delay` (keepalived's meaning): after startup (and after a restart from Fault),
 //!   a Backup does not preempt a lower-priority master until `preempt_delay` has elapsed; in
 //!   that window a lower-priority advert is accepted as if preemption were off. It never
-//!   delays taking over from a master that went silent or resigned.
+//!   delays taking over from a master that went silent or resigned. Readiness
+//!   ([`Fsm::set_ready`]) and the switchover hold gate preemption the same way.
 //! - RFC 9568 change 5: a Master that hears a worse advert (lower priority, or equal priority
 //!   from a lower address) advertises at once, so the other side yields without waiting.
 //! - A Master whose effective priority changes advertises at once, so backups learn it now.
+//! - A priority-0 advert never postpones a Backup's takeover: the timer becomes Skew_Time
+//!   from now only if that is sooner than the running deadline. (A resigning master repeats
+//!   priority 0 every interval; with jitter, a repeat could otherwise keep pushing the
+//!   takeover of a low-priority backup, whose Skew_Time is nearly one interval, back.)
 //! - Adverts whose max advert interval or address list differ from ours are accepted (the
 //!   Backup learns the interval, RFC 5798 §6.4.2) and counted in `interval_mismatch` /
 //!   `addr_mismatch`.
@@ -33,10 +43,12 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::timers;
 
+mod events;
+mod pair;
 mod types;
 
 pub use types::{
@@ -44,13 +56,20 @@ pub use types::{
     OWNER_PRIORITY, RESIGN_PRIORITY,
 };
 
-/// The state with its deadline. Private: the deadline is only set by `Fsm::transition` and
+/// The state with its deadlines. Private: the deadlines are only set by `Fsm::transition` and
 /// the handlers, so the variants cannot be built with a timer the state does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Initialize,
-    Backup { master_down_at: Duration },
-    Master { next_advert_at: Duration },
+    Backup {
+        master_down_at: Duration,
+    },
+    Master {
+        next_advert_at: Duration,
+        /// `Some` while resigning (switchover): priority 0 is advertised, and at this instant
+        /// the switchover is abandoned if nobody has taken over.
+        resign_deadline: Option<Duration>,
+    },
     Fault,
 }
 
@@ -63,6 +82,15 @@ impl State {
             Self::Fault => StateKind::Fault,
         }
     }
+}
+
+/// A lower-priority advert a preempting Backup discarded: if preemption becomes forbidden
+/// (readiness lost) the Backup accepts it after the fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Discarded {
+    at: Duration,
+    src: Ipv4Addr,
+    interval_cs: u16,
 }
 
 /// One virtual router's state machine.
@@ -85,6 +113,14 @@ pub struct Fsm {
     /// We discarded a lower-priority advert since the last accepted one: if master-down fires
     /// now, it is a preemption.
     preempting: bool,
+    /// The last advert discarded while `preempting`.
+    last_discard: Option<Discarded>,
+    /// The local services are ready (lbd): a Backup may preempt. True by default, so a vrrpd
+    /// without lbd behaves as plain VRRP.
+    ready: bool,
+    /// Set by a completed switchover: do not take mastership back by preemption until
+    /// `clear_switchover_hold`.
+    switchover_hold: bool,
     actions: VecDeque<Action>,
     counters: FsmCounters,
 }
@@ -94,9 +130,7 @@ impl Fsm {
     /// interval to 1..=4095 cs); config validation should have rejected them already.
     pub fn new(mut cfg: FsmConfig) -> Fsm {
         cfg.priority = cfg.priority.max(1);
-        cfg.advert_interval_cs = cfg
-            .advert_interval_cs
-            .clamp(timers::MIN_ADVER_INT_CS, timers::MAX_ADVER_INT_CS);
+        cfg.advert_interval_cs = clamp_interval(cfg.advert_interval_cs);
         Fsm {
             priority: cfg.priority,
             master_adver_interval_cs: cfg.advert_interval_cs,
@@ -109,6 +143,9 @@ impl Fsm {
             fault: None,
             preempt_not_before: Duration::ZERO,
             preempting: false,
+            last_discard: None,
+            ready: true,
+            switchover_hold: false,
             actions: VecDeque::new(),
             counters: FsmCounters::default(),
         }
@@ -168,7 +205,10 @@ impl Fsm {
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.state {
             State::Backup { master_down_at } => Some(master_down_at),
-            State::Master { next_advert_at } => Some(next_advert_at),
+            State::Master {
+                next_advert_at,
+                resign_deadline,
+            } => Some(resign_deadline.map_or(next_advert_at, |d| d.min(next_advert_at))),
             State::Initialize | State::Fault => None,
         }
     }
@@ -178,258 +218,18 @@ impl Fsm {
         self.actions.pop_front()
     }
 
-    // ----- inputs -----
-
-    /// The Startup event (RFC 5798 §6.4.1). Ignored if already started. If the link is down
-    /// or a fault is active, the machine starts when they clear.
-    pub fn handle_startup(&mut self, now: Duration) {
-        if self.started {
-            debug!(vrid = self.cfg.vrid, "startup ignored: already started");
-            return;
-        }
-        self.started = true;
-        if self.state == State::Initialize && self.can_run() {
-            self.start(now);
-        }
-    }
-
-    /// The Shutdown event. A Master resigns with a priority-0 advert first (§6.4.3), then
-    /// removes its VIPs; Backup goes to Initialize; Fault stays Fault (but is no longer
-    /// started, so clearing the fault does not restart it).
-    pub fn handle_shutdown(&mut self, now: Duration) {
-        self.started = false;
-        if self.state == State::Fault {
-            // Nothing runs in Fault; staying there keeps "Fault iff the link is down or a
-            // fault is active", so a later link-up lands in Initialize, not started.
-            return;
-        }
-        if matches!(self.state, State::Master { .. }) {
-            self.send_advert(RESIGN_PRIORITY);
-        }
-        self.transition(StateKind::Initialize, TransitionReason::Shutdown, now);
-    }
-
-    /// A validated advert for our VRID (§6.4.2 in Backup, §6.4.3 in Master).
-    pub fn handle_advert(&mut self, adv: &Advert, now: Duration) {
-        // rx filters our own adverts already; a second check costs nothing and keeps a looped
-        // back packet from ever making us yield to ourselves.
-        if adv.src == self.cfg.primary_addr {
-            self.counters.adverts_ignored += 1;
-            debug!(vrid = self.cfg.vrid, "ignored our own advert");
-            return;
-        }
-        if !matches!(self.state, State::Backup { .. } | State::Master { .. }) {
-            self.counters.adverts_ignored += 1;
-            debug!(
-                vrid = self.cfg.vrid,
-                state = %self.state.kind(),
-                src = %adv.src,
-                "advert ignored in this state"
-            );
-            return;
-        }
-        self.counters.adverts_received += 1;
-        if adv.max_adver_int_cs != self.cfg.advert_interval_cs {
-            self.counters.interval_mismatch += 1;
-            debug!(vrid = self.cfg.vrid, src = %adv.src, theirs = adv.max_adver_int_cs,
-                ours = self.cfg.advert_interval_cs, "advert interval differs from ours");
-        }
-        if !same_addrs(&adv.addrs, &self.cfg.vips) {
-            self.counters.addr_mismatch += 1;
-            debug!(vrid = self.cfg.vrid, src = %adv.src, "advert address list differs from ours");
-        }
-        if adv.priority == RESIGN_PRIORITY {
-            self.counters.priority_zero_received += 1;
-        }
-        match self.state {
-            State::Backup { .. } => self.backup_advert(adv, now),
-            State::Master { .. } => self.master_advert(adv, now),
-            State::Initialize | State::Fault => {}
-        }
-    }
-
-    /// Fires the deadline from [`Fsm::poll_timeout`] if `now` has reached it; else no-op.
-    pub fn handle_timeout(&mut self, now: Duration) {
-        match self.state {
-            State::Backup { master_down_at } if now >= master_down_at => {
-                self.counters.master_down_expired += 1;
-                let reason = if self.preempting {
-                    TransitionReason::PreemptLowerPriority
-                } else {
-                    TransitionReason::MasterDown
-                };
-                self.transition(StateKind::Master, reason, now);
-            }
-            State::Master { next_advert_at } if now >= next_advert_at => {
-                self.send_advert(self.priority);
-                // Rescheduled from `now`, not from the missed deadline: a late wakeup must
-                // not turn into a burst of catch-up adverts.
-                self.reset_advert_timer(now);
-            }
-            _ => {}
-        }
-    }
-
-    /// The interface went down: Fault. A Master removes its VIPs; it cannot advertise.
-    pub fn handle_link_down(&mut self, now: Duration) {
-        if !self.link_up {
-            return;
-        }
-        self.link_up = false;
-        self.transition(StateKind::Fault, TransitionReason::LinkDown, now);
-    }
-
-    /// The interface came back: Fault -> Initialize, then the startup logic if started.
-    pub fn handle_link_up(&mut self, now: Duration) {
-        if self.link_up {
-            return;
-        }
-        self.link_up = true;
-        self.leave_fault(TransitionReason::LinkUp, now);
-    }
-
-    /// A local fault (tracking): Fault. A Master resigns with a priority-0 advert first, since
-    /// the link is still up and the backup can take over after Skew_Time instead of
-    /// Master_Down_Interval. Faults are not counted: the caller aggregates its sources.
-    pub fn handle_fault(&mut self, reason: FaultReason, now: Duration) {
-        if self.fault.is_some() {
-            self.fault = Some(reason);
-            return;
-        }
-        self.fault = Some(reason);
-        if matches!(self.state, State::Master { .. }) {
-            self.send_advert(RESIGN_PRIORITY);
-        }
-        self.transition(StateKind::Fault, TransitionReason::Fault(reason), now);
-    }
-
-    /// The local fault cleared: Fault -> Initialize, then the startup logic if started and
-    /// the link is up.
-    pub fn handle_fault_cleared(&mut self, now: Duration) {
-        if self.fault.take().is_none() {
-            return;
-        }
-        self.leave_fault(TransitionReason::FaultCleared, now);
-    }
-
-    /// Tracking changed our priority. Kept in 1..=254 (255 only when configured as owner,
-    /// to restore it). A Master advertises the new priority at once.
-    pub fn set_effective_priority(&mut self, priority: u8, now: Duration) {
-        let priority = if priority == OWNER_PRIORITY && self.cfg.priority == OWNER_PRIORITY {
-            OWNER_PRIORITY
-        } else {
-            priority.clamp(1, OWNER_PRIORITY - 1)
-        };
-        if priority == self.priority {
-            return;
-        }
-        info!(
-            vrid = self.cfg.vrid,
-            from = self.priority,
-            to = priority,
-            "vrrp priority change"
-        );
-        self.priority = priority;
-        self.counters.priority_changes += 1;
-        if matches!(self.state, State::Master { .. }) {
-            self.send_advert(priority);
-            self.reset_advert_timer(now);
-        }
-    }
-
-    // ----- internals -----
+    // ----- internals shared by `events` and `pair` -----
 
     fn can_run(&self) -> bool {
         self.link_up && self.fault.is_none()
     }
 
-    /// §6.4.1: the Initialize state's Startup logic.
-    fn start(&mut self, now: Duration) {
-        self.preempt_not_before = now + self.cfg.preempt_delay;
-        if self.priority == OWNER_PRIORITY {
-            self.transition(StateKind::Master, TransitionReason::AddressOwner, now);
+    /// The priority a Master puts in its adverts: 0 while resigning.
+    fn advertised_priority(&self) -> u8 {
+        if self.is_resigning() {
+            RESIGN_PRIORITY
         } else {
-            self.master_adver_interval_cs = self.cfg.advert_interval_cs;
-            self.transition(StateKind::Backup, TransitionReason::Startup, now);
-        }
-    }
-
-    fn leave_fault(&mut self, reason: TransitionReason, now: Duration) {
-        if self.state != State::Fault || !self.can_run() {
-            return;
-        }
-        self.transition(StateKind::Initialize, reason, now);
-        if self.started {
-            self.start(now);
-        }
-    }
-
-    /// §6.4.2, Backup receiving an advert.
-    fn backup_advert(&mut self, adv: &Advert, now: Duration) {
-        if adv.priority == RESIGN_PRIORITY {
-            if self.master_addr == Some(adv.src) {
-                self.master_addr = None;
-            }
-            // Whoever we were about to preempt resigned: what follows is a plain takeover.
-            self.preempting = false;
-            if self.cfg.fast_takeover_on_zero {
-                self.transition(
-                    StateKind::Master,
-                    TransitionReason::PriorityZeroReceived,
-                    now,
-                );
-            } else {
-                let skew = timers::skew_time(self.priority, self.master_adver_interval_cs);
-                self.state = State::Backup {
-                    master_down_at: now + skew,
-                };
-            }
-            return;
-        }
-        let may_preempt = self.cfg.preempt && now >= self.preempt_not_before;
-        if !may_preempt || adv.priority >= self.priority {
-            self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
-            self.master_addr = Some(adv.src);
-            self.preempting = false;
-            self.reset_master_down_timer(now);
-        } else {
-            // Lower priority and we may preempt: let the master-down timer run out.
-            self.counters.preempt_discards += 1;
-            self.preempting = true;
-            debug!(vrid = self.cfg.vrid, src = %adv.src, theirs = adv.priority,
-                ours = self.priority, "discarded lower-priority advert to preempt");
-        }
-    }
-
-    /// §6.4.3, Master receiving an advert (with RFC 9568 change 5).
-    fn master_advert(&mut self, adv: &Advert, now: Duration) {
-        if adv.priority == RESIGN_PRIORITY {
-            // Another master resigned; make sure everyone hears the real one now.
-            self.send_advert(self.priority);
-            self.reset_advert_timer(now);
-            return;
-        }
-        let reason = if adv.priority > self.priority {
-            Some(TransitionReason::HigherPriorityAdvert)
-        } else if adv.priority == self.priority
-            && u32::from(adv.src) > u32::from(self.cfg.primary_addr)
-        {
-            Some(TransitionReason::EqualPriorityHigherAddress)
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
-                self.master_addr = Some(adv.src);
-                self.transition(StateKind::Backup, reason, now);
-            }
-            None => {
-                // RFC 9568 change 5: answer a worse master at once so it yields now rather
-                // than after our next scheduled advert.
-                self.send_advert(self.priority);
-                self.reset_advert_timer(now);
-            }
+            self.priority
         }
     }
 
@@ -442,7 +242,7 @@ impl Fsm {
     }
 
     fn reset_advert_timer(&mut self, now: Duration) {
-        if let State::Master { next_advert_at } = &mut self.state {
+        if let State::Master { next_advert_at, .. } = &mut self.state {
             *next_advert_at = now + timers::adver_interval(self.cfg.advert_interval_cs);
         }
     }
@@ -473,6 +273,7 @@ impl Fsm {
             .push_back(Action::Transition { from, to, reason });
         self.state_since = now;
         self.preempting = false;
+        self.last_discard = None;
         // Entry actions.
         self.state = match to {
             StateKind::Initialize => {
@@ -503,6 +304,7 @@ impl Fsm {
                 self.actions.push_back(Action::SendGarp);
                 State::Master {
                     next_advert_at: now + timers::adver_interval(self.cfg.advert_interval_cs),
+                    resign_deadline: None,
                 }
             }
         };

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Priority of the IP address owner: it starts as Master and never waits.
 pub const OWNER_PRIORITY: u8 = 255;
-/// Priority sent by a Master that resigns (shutdown, local fault).
+/// Priority sent by a Master that resigns (shutdown, local fault, switchover).
 pub const RESIGN_PRIORITY: u8 = 0;
 
 /// Static configuration of one virtual router.
@@ -142,6 +142,11 @@ pub enum TransitionReason {
     Fault(FaultReason),
     /// Fault -> Initialize: the local fault was cleared.
     FaultCleared,
+    /// Master -> Backup: we were resigning (switchover) and a new master advertised.
+    SwitchoverComplete,
+    /// Initialize -> Master at once: the daemon restarted and found its VIPs still served
+    /// (`Fsm::handle_startup_resume`).
+    Resumed,
 }
 
 impl TransitionReason {
@@ -160,6 +165,8 @@ impl TransitionReason {
             Self::Fault(FaultReason::Tracking) => "fault_tracking",
             Self::Fault(FaultReason::Admin) => "fault_admin",
             Self::FaultCleared => "fault_cleared",
+            Self::SwitchoverComplete => "switchover_complete",
+            Self::Resumed => "resumed",
         }
     }
 }
@@ -197,4 +204,10 @@ pub struct FsmCounters {
     pub master_down_expired: u64,
     /// Effective priority changes.
     pub priority_changes: u64,
+    /// Switchovers started (`Fsm::handle_switchover` accepted by a Master).
+    pub switchovers: u64,
+    /// Switchovers abandoned because no new master advertised before the deadline.
+    pub switchover_aborted: u64,
+    /// Startups that resumed as Master (`Fsm::handle_startup_resume`).
+    pub resumes: u64,
 }

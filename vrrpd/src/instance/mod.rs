@@ -6,6 +6,11 @@
 //! After each step it publishes a status snapshot and, on transitions, a state event for
 //! the control socket's subscribers.
 //!
+//! The pair (see [`pair`]): before claiming a VIP the instance waits, bounded, for lbd to
+//! acknowledge the `master` event; lbd's health feeds tracking (FAULT or lower priority);
+//! lbd's readiness gates preemption; a planned switchover drains lbd, then resigns
+//! make-before-break; a restarted vrrpd that finds its VIP served by lbd resumes as master.
+//!
 //! Starvation: when a timer fires, the adverts already queued in the socket are handled
 //! *before* the timer, so a backup that was not scheduled for a while sees the master's
 //! adverts that arrived meanwhile instead of declaring it dead. A timer that fires more
@@ -22,8 +27,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+mod announce;
+mod pair;
+
 use crate::config::InstanceConfig;
-use crate::fsm::{Action, Fsm, FsmConfig, StateKind};
+use crate::fsm::{Action, Fsm, StateKind};
+use crate::lbd_link::LbdHealth;
+use crate::notify::Notifier;
 use crate::net::garp::GarpSender;
 use crate::net::link::{self, LinkEvent};
 use crate::net::socket::{VrrpSocket, MAX_DATAGRAM};
@@ -36,6 +46,15 @@ pub enum Command {
     /// Stop: a master resigns with priority 0 and removes its VIPs. The reply is sent
     /// once the VIPs are gone.
     Stop { done: oneshot::Sender<()> },
+    /// Planned switchover: drain lbd, then resign make-before-break. The reply comes when
+    /// the peer has taken over (Ok) or nobody did (Err).
+    Switchover {
+        done: oneshot::Sender<Result<String, String>>,
+    },
+    /// Lift the hold a completed switchover leaves.
+    Resume,
+    /// Internal: lbd has drained (or the drain timed out); resign now.
+    Drained { event_id: u64 },
 }
 
 /// The daemon's handle on a running instance.
@@ -55,14 +74,40 @@ impl InstanceHandle {
             let _ = tokio::time::timeout(timeout, wait).await;
         }
         // The task ends on its own after Stop; aborting covers a task stuck in netlink.
-        if tokio::time::timeout(Duration::from_millis(500), &mut { self.task })
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_millis(500), &mut task)
             .await
             .is_err()
         {
             warn!(instance = %self.config.name, "instance task did not end; aborting it");
+            task.abort();
         }
     }
+
+    /// The instance's command queue, for work that must not hold a borrow of the handle.
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// The state in the last published status.
+    pub fn state(&self) -> String {
+        self.status.borrow().state.clone()
+    }
 }
+
+/// Start a planned switchover through an instance's command queue; resolves when it has
+/// completed or failed.
+pub async fn switchover_via(commands: &mpsc::Sender<Command>) -> Result<String, String> {
+    let (done, wait) = oneshot::channel();
+    commands
+        .send(Command::Switchover { done })
+        .await
+        .map_err(|_| "instance is stopping".to_string())?;
+    wait.await
+        .unwrap_or_else(|_| Err("instance stopped during the switchover".into()))
+}
+
+pub use pair::handover_patience;
 
 /// What every instance shares with the daemon.
 #[derive(Clone)]
@@ -72,6 +117,18 @@ pub struct Shared {
     pub vips: Arc<VipManager>,
     pub events: broadcast::Sender<StateEvent>,
     pub links: broadcast::Sender<LinkEvent>,
+    /// Daemon-wide event ids, put in `StateEvent::seq` so acks can be matched to events.
+    pub next_event_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The coupling to lbd, if configured.
+    pub lbd: Option<LbdShared>,
+}
+
+/// What instances need for the lbd coupling.
+#[derive(Clone)]
+pub struct LbdShared {
+    pub config: crate::config::LbdConfig,
+    pub health: watch::Receiver<LbdHealth>,
+    pub subscribers: crate::control::Subscribers,
 }
 
 /// Start an instance: open its socket, clear VIPs left by a crash, enter Backup (or Fault
@@ -93,16 +150,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
     let garp = GarpSender::open()
         .map_err(|e| anyhow::anyhow!("instance {}: ARP socket: {e}", config.name))?;
 
-    let fsm = Fsm::new(FsmConfig {
-        vrid: config.vrid,
-        priority: config.priority,
-        advert_interval_cs: config.advert_interval_cs,
-        preempt: config.preempt,
-        preempt_delay: config.preempt_delay,
-        primary_addr: primary,
-        vips: vip_addrs.clone(),
-        fast_takeover_on_zero: false,
-    });
+    let fsm = Fsm::new(config.fsm_config(primary));
     let vips: Vec<Vip> = config.vips.iter().map(to_vip).collect();
     let (status_tx, status_rx) = watch::channel(InstanceStatus {
         name: config.name.clone(),
@@ -116,6 +164,9 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
         time_in_state_ms: 0,
         vips: config.vips.iter().map(|v| v.to_string()).collect(),
         counters: InstanceCounters::default(),
+        lbd: None,
+        resigning: false,
+        switchover_hold: false,
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(4);
     let links = shared.links.subscribe();
@@ -134,11 +185,19 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
         counters: InstanceCounters::default(),
         garp_task: None,
         last_published: None,
+        last_event_id: 0,
+        notifier: config.pair.notify.clone().map(Notifier::new),
+        commands: cmd_tx.downgrade(),
+        switchover: None,
+        lbd_effect: pair::LbdEffect::None,
     };
     let task = tokio::spawn(
         async move {
-            driver.clear_stale_vips().await;
-            driver.start(iface.up).await;
+            let resume = driver.should_resume().await;
+            if !resume {
+                driver.clear_stale_vips().await;
+            }
+            driver.start(iface.up, resume).await;
             driver.run(cmd_rx, links).await;
         }
         .instrument(span),
@@ -175,6 +234,16 @@ struct Driver {
     garp_task: Option<JoinHandle<()>>,
     /// The state last published as an event, so only real changes are streamed.
     last_published: Option<StateKind>,
+    /// The daemon-wide id of the last event published; lbd acks it before VIPs go up.
+    last_event_id: u64,
+    notifier: Option<Notifier>,
+    /// Our own command queue, for the drain task to report back (weak: it must not keep
+    /// the instance alive).
+    commands: mpsc::WeakSender<Command>,
+    /// A planned switchover under way, and the operator waiting for it.
+    switchover: Option<pair::PendingSwitchover>,
+    /// What lbd tracking currently does to this instance.
+    lbd_effect: pair::LbdEffect,
 }
 
 impl Driver {
@@ -202,9 +271,15 @@ impl Driver {
         }
     }
 
-    async fn start(&mut self, link_up: bool) {
+    async fn start(&mut self, link_up: bool, resume: bool) {
         let now = self.now();
-        if link_up {
+        // Apply lbd's health before the first election, so a node whose lbd is down
+        // doesn't win it only to resign a moment later.
+        self.on_lbd_health().await;
+        if link_up && resume {
+            info!("VIPs found on the interface and served by lbd: resuming as master");
+            self.fsm.handle_startup_resume(now);
+        } else if link_up {
             self.fsm.handle_startup(now);
         } else {
             info!("interface is down at startup");
@@ -221,17 +296,33 @@ impl Driver {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         // Refresh time-in-state in the published status even when nothing happens.
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut lbd_health = self.shared.lbd.as_ref().map(|l| l.health.clone());
         loop {
             let deadline = self.deadline();
             tokio::select! {
                 biased;
-                cmd = commands.recv() => {
-                    let done = cmd.map(|Command::Stop { done }| done);
-                    self.stop().await;
-                    if let Some(done) = done {
-                        let _ = done.send(());
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Stop { .. }) => {
+                        self.stop().await;
+                        if let Some(Command::Stop { done }) = cmd {
+                            let _ = done.send(());
+                        }
+                        return;
                     }
-                    return;
+                    Some(Command::Switchover { done }) => self.begin_switchover(done).await,
+                    Some(Command::Drained { event_id }) => self.resign_after_drain(event_id).await,
+                    Some(Command::Resume) => {
+                        let now = self.now();
+                        self.fsm.clear_switchover_hold(now);
+                        self.apply_actions().await;
+                    }
+                },
+                changed = pair::wait_changed(&mut lbd_health) => {
+                    if changed {
+                        self.on_lbd_health().await;
+                    } else {
+                        lbd_health = None;
+                    }
                 }
                 event = links.recv() => match event {
                     Ok(ev) if ev.ifindex == self.ifindex => self.on_link(ev.up).await,
@@ -369,7 +460,10 @@ impl Driver {
         while let Some(action) = self.fsm.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
-                Action::AddVips => self.add_vips().await,
+                Action::AddVips => {
+                    self.wait_lbd_ack().await;
+                    self.add_vips().await;
+                }
                 Action::RemoveVips => {
                     self.stop_garp();
                     self.remove_vips().await;
@@ -380,10 +474,18 @@ impl Driver {
                         self.stop_garp();
                     }
                     debug!(%from, %to, %reason, "transition applied");
-                    self.publish_event(to, reason.as_str());
+                    self.publish_event(to, reason.as_str(), false);
+                    if let Some(notifier) = &self.notifier {
+                        notifier.notify(
+                            &self.config.name,
+                            crate::notify::state_name(to),
+                            self.fsm.priority(),
+                        );
+                    }
                 }
             }
         }
+        self.check_switchover_outcome();
         self.publish_status();
     }
 
@@ -418,87 +520,6 @@ impl Driver {
                 warn!(vip = %vip.addr, error = %e, "could not remove VIP");
             }
         }
-    }
-
-    /// Send the GARP burst (and the optional periodic refresh) in a task of its own, so the
-    /// spacing between GARPs never delays an advert.
-    fn start_garp(&mut self) {
-        self.stop_garp();
-        let count = self.config.garp_count;
-        let interval = self.config.garp_interval;
-        let refresh = self.config.garp_refresh;
-        let garp = Arc::clone(&self.garp);
-        let (ifindex, mac) = (self.ifindex, self.mac);
-        let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
-        self.counters.garps_sent += u64::from(count) * vips.len() as u64;
-        self.garp_task = Some(tokio::spawn(
-            async move {
-                let send_all = |garp: &GarpSender| {
-                    for vip in &vips {
-                        if let Err(e) = garp.send(ifindex, mac, *vip) {
-                            warn!(vip = %vip, error = %e, "gratuitous ARP failed");
-                        }
-                    }
-                };
-                for i in 0..count {
-                    if i > 0 {
-                        tokio::time::sleep(interval).await;
-                    }
-                    send_all(&garp);
-                }
-                if let Some(every) = refresh {
-                    let mut tick = tokio::time::interval(every);
-                    tick.tick().await;
-                    loop {
-                        tick.tick().await;
-                        send_all(&garp);
-                    }
-                }
-            }
-            .in_current_span(),
-        ));
-    }
-
-    fn stop_garp(&mut self) {
-        if let Some(task) = self.garp_task.take() {
-            task.abort();
-        }
-    }
-
-    fn publish_event(&mut self, state: StateKind, reason: &str) {
-        if self.last_published == Some(state) {
-            return;
-        }
-        self.last_published = Some(state);
-        // No subscriber is fine: the control server snapshots state for late joiners.
-        let _ = self.shared.events.send(StateEvent {
-            seq: 0,
-            instance: self.config.name.clone(),
-            vrid: self.config.vrid,
-            interface: self.config.interface.clone(),
-            state: state.as_str().to_string(),
-            priority: self.fsm.priority(),
-            vips: self.config.vips.iter().map(|v| v.to_string()).collect(),
-            reason: reason.to_string(),
-        });
-    }
-
-    fn publish_status(&self) {
-        let now = self.now();
-        let fc = self.fsm.counters();
-        let mut counters = self.counters.clone();
-        counters.adverts_sent = fc.adverts_sent;
-        counters.adverts_received = fc.adverts_received;
-        counters.transitions = fc.transitions;
-        counters.became_master = fc.became_master;
-        self.status.send_modify(|s| {
-            s.state = self.fsm.state().as_str().to_string();
-            s.priority = self.fsm.priority();
-            s.master_addr = self.fsm.master_addr();
-            s.advert_interval_cs = self.fsm.master_adver_interval_cs();
-            s.time_in_state_ms = now.saturating_sub(self.fsm.state_since()).as_millis() as u64;
-            s.counters = counters;
-        });
     }
 }
 

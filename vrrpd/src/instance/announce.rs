@@ -1,0 +1,105 @@
+//! What an instance tells the world: gratuitous ARP bursts on the LAN, state events to
+//! the control socket's subscribers, and the status snapshot.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use shared::control::StateEvent;
+use tracing::{warn, Instrument};
+
+use super::Driver;
+use crate::fsm::StateKind;
+use crate::net::garp::GarpSender;
+use crate::timers;
+
+impl Driver {
+    /// Send the GARP burst (and the optional periodic refresh) in a task of its own, so the
+    /// spacing between GARPs never delays an advert.
+    pub(super) fn start_garp(&mut self) {
+        self.stop_garp();
+        let count = self.config.garp_count;
+        let interval = self.config.garp_interval;
+        let refresh = self.config.garp_refresh;
+        let garp = Arc::clone(&self.garp);
+        let (ifindex, mac) = (self.ifindex, self.mac);
+        let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
+        self.counters.garps_sent += u64::from(count) * vips.len() as u64;
+        self.garp_task = Some(tokio::spawn(
+            async move {
+                let send_all = |garp: &GarpSender| {
+                    for vip in &vips {
+                        if let Err(e) = garp.send(ifindex, mac, *vip) {
+                            warn!(vip = %vip, error = %e, "gratuitous ARP failed");
+                        }
+                    }
+                };
+                for i in 0..count {
+                    if i > 0 {
+                        tokio::time::sleep(interval).await;
+                    }
+                    send_all(&garp);
+                }
+                if let Some(every) = refresh {
+                    let mut tick = tokio::time::interval(every);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        send_all(&garp);
+                    }
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+
+    pub(super) fn stop_garp(&mut self) {
+        if let Some(task) = self.garp_task.take() {
+            task.abort();
+        }
+    }
+
+    /// Stream a state to subscribers (lbd). `draining` re-sends `master` as a drain request.
+    pub(super) fn publish_event(&mut self, state: StateKind, reason: &str, draining: bool) {
+        if self.last_published == Some(state) && !draining {
+            return;
+        }
+        self.last_published = Some(state);
+        self.last_event_id = self.shared.next_event_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let master_down = timers::master_down_interval(self.fsm.priority(), self.fsm.master_adver_interval_cs());
+        // No subscriber is fine: the control server snapshots state for late joiners.
+        let _ = self.shared.events.send(StateEvent {
+            seq: self.last_event_id,
+            instance: self.config.name.clone(),
+            vrid: self.config.vrid,
+            interface: self.config.interface.clone(),
+            state: state.as_str().to_string(),
+            priority: self.fsm.priority(),
+            vips: self.config.vips.iter().map(|v| v.to_string()).collect(),
+            reason: reason.to_string(),
+            draining,
+            master_down_ms: master_down.as_millis() as u64,
+        });
+    }
+
+    pub(super) fn publish_status(&self) {
+        let now = self.now();
+        let fc = self.fsm.counters();
+        let mut counters = self.counters.clone();
+        counters.adverts_sent = fc.adverts_sent;
+        counters.adverts_received = fc.adverts_received;
+        counters.transitions = fc.transitions;
+        counters.became_master = fc.became_master;
+        self.status.send_modify(|s| {
+            s.state = self.fsm.state().as_str().to_string();
+            s.priority = self.fsm.priority();
+            s.master_addr = self.fsm.master_addr();
+            s.advert_interval_cs = self.fsm.master_adver_interval_cs();
+            s.time_in_state_ms = now.saturating_sub(self.fsm.state_since()).as_millis() as u64;
+            s.counters = counters;
+            s.lbd = self.lbd_view();
+            s.resigning = self.fsm.is_resigning();
+            s.switchover_hold = self.fsm.switchover_hold();
+        });
+    }
+}

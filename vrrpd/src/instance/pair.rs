@@ -1,0 +1,252 @@
+//! The instance's side of the vrrpd↔lbd coupling.
+//!
+//! - **Ack before VIP.** On becoming master the `master` event goes to lbd first; the VIP is
+//!   added only once lbd has acknowledged it (it has bound its listeners), or after
+//!   `ack_timeout` with a warning, so the VIP is never held by a node whose lbd isn't
+//!   serving it.
+//! - **Tracking.** lbd down (disconnected, silent, or unable) puts the instance in FAULT or
+//!   lowers its priority, per `track_lbd`. The FSM makes a master advertise at once (priority
+//!   0 when it faults), so the peer takes over after Skew_Time, not Master_Down_Interval.
+//! - **Readiness.** lbd's `ready` gates preemption (a returning node waits for its lbd).
+//! - **Switchover.** Drain lbd (it answers with `Connection: close` and waits for in-flight
+//!   requests), then resign make-before-break: keep the VIP until the peer is master.
+//! - **Resume.** A restarted vrrpd that finds its VIP still up and served by lbd resumes as
+//!   master instead of dropping the VIP.
+
+use std::time::Duration;
+
+use shared::control::LbdView;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{Command, Driver};
+use crate::config::TrackLbd;
+use crate::fsm::{FaultReason, StateKind};
+use crate::lbd_link::{LbdHealth, LBD_CLIENT};
+use crate::timers;
+
+/// What lbd tracking is doing to the instance right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LbdEffect {
+    None,
+    Fault,
+    Priority(u8),
+}
+
+/// A switchover in progress.
+pub(super) struct PendingSwitchover {
+    reply: oneshot::Sender<Result<String, String>>,
+    /// False while lbd drains; true once the FSM is resigning.
+    resigning: bool,
+}
+
+impl Driver {
+    fn lbd_health(&self) -> LbdHealth {
+        match &self.shared.lbd {
+            Some(lbd) => lbd.health.borrow().clone(),
+            None => LbdHealth::uncoupled(),
+        }
+    }
+
+    /// Apply lbd's current health: tracking and the preemption gate.
+    pub(super) async fn on_lbd_health(&mut self) {
+        let health = self.lbd_health();
+        let now = self.now();
+        self.fsm.set_ready(health.ready, now);
+        let wanted = match (health.is_down(), self.config.pair.track_lbd) {
+            (false, _) | (_, TrackLbd::Off) => LbdEffect::None,
+            (true, TrackLbd::Fault) => LbdEffect::Fault,
+            (true, TrackLbd::Priority(weight)) => LbdEffect::Priority(weight),
+        };
+        if wanted != self.lbd_effect {
+            match self.lbd_effect {
+                LbdEffect::Fault => self.fsm.handle_fault_cleared(now),
+                LbdEffect::Priority(_) => self.fsm.set_effective_priority(self.config.priority, now),
+                LbdEffect::None => {}
+            }
+            match wanted {
+                LbdEffect::Fault => {
+                    warn!(reasons = ?health.reasons, "lbd is down: FAULT");
+                    self.fsm.handle_fault(FaultReason::Tracking, now);
+                }
+                LbdEffect::Priority(weight) => {
+                    let lowered = self.config.priority.saturating_sub(weight).max(1);
+                    warn!(reasons = ?health.reasons, priority = lowered, "lbd is down: lowering priority");
+                    self.fsm.set_effective_priority(lowered, now);
+                }
+                LbdEffect::None => info!("lbd is back: tracking cleared"),
+            }
+            self.lbd_effect = wanted;
+        }
+        self.apply_actions().await;
+    }
+
+    /// Wait (bounded) for lbd to acknowledge the last event before the VIP goes up.
+    pub(super) async fn wait_lbd_ack(&mut self) {
+        let Some(lbd) = &self.shared.lbd else { return };
+        if !lbd.health.borrow().connected {
+            warn!("claiming the VIP without lbd's ack: lbd is not connected");
+            return;
+        }
+        let id = self.last_event_id;
+        let wait = lbd.subscribers.wait_acked(LBD_CLIENT, id);
+        if tokio::time::timeout(lbd.config.ack_timeout, wait).await.is_err() {
+            warn!(
+                event = id,
+                timeout_ms = lbd.config.ack_timeout.as_millis() as u64,
+                "lbd did not ack the master event in time; claiming the VIP anyway"
+            );
+        }
+    }
+
+    /// At startup: are this instance's VIPs still up and served by lbd (vrrpd crashed and
+    /// was restarted)? Then resume as master rather than drop them.
+    pub(super) async fn should_resume(&mut self) -> bool {
+        let Some(lbd) = self.shared.lbd.clone() else {
+            return false;
+        };
+        let mut present = true;
+        for vip in &self.vips {
+            present &= matches!(self.shared.vips.present(self.ifindex, vip).await, Ok(true));
+        }
+        if !present {
+            return false;
+        }
+        // lbd reconnects within moments of vrrpd's restart; wait for its report, but not so
+        // long that the peer's Master_Down_Interval runs out first.
+        let mdi = timers::master_down_interval(self.config.priority, self.config.advert_interval_cs);
+        let patience = lbd.config.startup_grace.min(mdi / 2);
+        let name = self.config.name.clone();
+        let mut health = lbd.health.clone();
+        let served = tokio::time::timeout(
+            patience,
+            health.wait_for(|h| h.up && h.serving.contains(&name)),
+        )
+        .await;
+        let resume = matches!(served, Ok(Ok(_)));
+        if !resume {
+            info!(
+                waited_ms = patience.as_millis() as u64,
+                "VIPs are on the interface but lbd doesn't report serving them: removing them"
+            );
+        }
+        resume
+    }
+
+    /// `vrrpd switchover`: drain lbd, then resign make-before-break.
+    pub(super) async fn begin_switchover(&mut self, reply: oneshot::Sender<Result<String, String>>) {
+        if self.fsm.state() != StateKind::Master || self.fsm.is_resigning() {
+            let _ = reply.send(Err(format!(
+                "{}: not master (state {}), nothing to hand over",
+                self.config.name,
+                self.fsm.state()
+            )));
+            return;
+        }
+        if self.switchover.is_some() {
+            let _ = reply.send(Err(format!("{}: a switchover is already under way", self.config.name)));
+            return;
+        }
+        self.switchover = Some(PendingSwitchover {
+            reply,
+            resigning: false,
+        });
+        let Some(lbd) = self.shared.lbd.clone().filter(|l| l.health.borrow().connected) else {
+            // Nothing to drain: resign now.
+            self.resign_after_drain(self.last_event_id).await;
+            return;
+        };
+        info!("switchover: asking lbd to drain");
+        self.publish_event(StateKind::Master, "switchover", true);
+        let id = self.last_event_id;
+        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
+                .await
+                .is_err()
+            {
+                warn!(timeout_ms = limit.as_millis() as u64, "lbd did not finish draining in time; handing over anyway");
+            }
+            if let Some(tx) = commands.upgrade() {
+                let _ = tx.send(Command::Drained { event_id: id }).await;
+            }
+        });
+    }
+
+    /// lbd has drained: send priority 0 but keep the VIP until the peer is master.
+    pub(super) async fn resign_after_drain(&mut self, event_id: u64) {
+        let now = self.now();
+        let Some(pending) = self.switchover.as_mut() else {
+            return;
+        };
+        if self.fsm.handle_switchover(now) {
+            info!(drained_event = event_id, "switchover: resigning, keeping the VIP until the peer is master");
+            pending.resigning = true;
+        } else if let Some(p) = self.switchover.take() {
+            let _ = p.reply.send(Err(format!(
+                "{}: no longer master, nothing to hand over",
+                self.config.name
+            )));
+        }
+        self.apply_actions().await;
+    }
+
+    /// After each step: has the switchover completed or been aborted?
+    pub(super) fn check_switchover_outcome(&mut self) {
+        let Some(pending) = &self.switchover else { return };
+        if !pending.resigning {
+            return;
+        }
+        let outcome = if self.fsm.state() != StateKind::Master {
+            Ok(format!(
+                "{}: handed over to {} (now {})",
+                self.config.name,
+                self.fsm
+                    .master_addr()
+                    .map_or_else(|| "the peer".to_string(), |a| a.to_string()),
+                self.fsm.state()
+            ))
+        } else if !self.fsm.is_resigning() {
+            Err(format!(
+                "{}: no peer took over; still master",
+                self.config.name
+            ))
+        } else {
+            return;
+        };
+        if let Some(p) = self.switchover.take() {
+            let _ = p.reply.send(outcome);
+        }
+    }
+
+    pub(super) fn lbd_view(&self) -> Option<LbdView> {
+        self.shared.lbd.as_ref()?;
+        let health = self.lbd_health();
+        Some(LbdView {
+            connected: health.connected,
+            able: health.up,
+            ready: health.ready,
+            effect: match self.lbd_effect {
+                LbdEffect::None => "ok".into(),
+                LbdEffect::Fault => "fault".into(),
+                LbdEffect::Priority(w) => format!("priority -{w}"),
+            },
+            reasons: health.reasons,
+        })
+    }
+}
+
+/// Resolves when the watched value changes (true) or its sender is gone (false); never
+/// resolves when there is nothing to watch.
+pub(super) async fn wait_changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a SIGTERM'd master waits for its peer to take over before giving up.
+pub fn handover_patience(priority: u8, interval_cs: u16) -> Duration {
+    timers::master_down_interval(priority, interval_cs) + timers::adver_interval(interval_cs)
+}
