@@ -331,6 +331,39 @@ impl Daemon {
     }
 }
 
+/// Remove every configured VIP from its interface: the systemd failure handler's job when
+/// vrrpd is dead for good. Missing interfaces and absent VIPs are not errors.
+pub async fn release_vips(config: &VrrpConfig) -> ExitCode {
+    let vips = match VipManager::new() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vrrpd release-vips: netlink: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for ic in &config.instances {
+        let Ok(ifindex) = nix::net::if_::if_nametoindex(ic.interface.as_str()) else {
+            continue;
+        };
+        for v in &ic.vips {
+            let vip = crate::net::vip::Vip::new(v.address, v.prefix_len);
+            match vips.remove(ifindex, &vip).await {
+                Ok(()) => println!("{}: released {}", ic.interface, v),
+                Err(e) => {
+                    eprintln!("{}: could not release {v}: {e}", ic.interface);
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn empty_status(config_path: &Path) -> DaemonStatus {
     DaemonStatus {
         pid: std::process::id(),

@@ -4,6 +4,11 @@
 //! - `vrrpd check-config [FILE]`: validate a config and print every problem as
 //!   `FILE:LINE:COL: `key`: message`; exit 1 if there is any.
 //! - `vrrpd status [--json] [--socket PATH | --config FILE]`: ask the running daemon.
+//! - `vrrpd switchover [INSTANCE]`: drain lbd, then hand mastership to the peer
+//!   make-before-break; `vrrpd resume [INSTANCE]` lets this node preempt again.
+//! - `vrrpd release-vips [--config FILE]`: remove every configured VIP from its interface.
+//!   The systemd unit's failure handler runs it when vrrpd is dead for good, so a node whose
+//!   vrrpd can't run never keeps answering for a VIP.
 //!
 //! Exit codes: 0 success, 1 a failure the message explains (bad config, daemon
 //! unreachable), 2 a usage error (clap's).
@@ -56,6 +61,28 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Planned switchover: drain lbd, then hand mastership to the peer (make-before-break).
+    Switchover {
+        /// Only this instance (default: every instance that is master here).
+        instance: Option<String>,
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Lift the hold a switchover leaves, so this node may preempt again.
+    Resume {
+        instance: Option<String>,
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Remove every configured VIP from its interface (systemd failure handler).
+    ReleaseVips {
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +95,72 @@ fn main() -> ExitCode {
             socket,
             config,
         } => status(json, socket, config),
+        Command::Switchover {
+            instance,
+            socket,
+            config,
+        } => admin(Request::Switchover { instance }, socket, config),
+        Command::Resume {
+            instance,
+            socket,
+            config,
+        } => admin(Request::Resume { instance }, socket, config),
+        Command::ReleaseVips { config } => release_vips(&config),
+    }
+}
+
+/// Send an operator command and print the daemon's answer.
+fn admin(req: Request, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    let socket = match socket_path(socket, config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vrrpd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A switchover drains lbd first; the daemon bounds it, this only guards a hung daemon.
+    let answer = rt.block_on(tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        control::request(&socket, &req),
+    ));
+    match answer {
+        Ok(Ok(Response::Done { message })) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(other)) => {
+            eprintln!("vrrpd: unexpected answer: {other:?}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("vrrpd: {}: {e}", socket.display());
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("vrrpd: no answer from {} in time", socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn release_vips(config: &Path) -> ExitCode {
+    let cfg = match VrrpConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime() {
+        Ok(rt) => rt.block_on(vrrpd::daemon::release_vips(&cfg)),
+        Err(e) => {
+            eprintln!("vrrpd: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
