@@ -73,7 +73,10 @@ impl Daemon {
         if config.global.realtime {
             let outcome = crate::net::realtime::enable_realtime(config.global.realtime_priority);
             if outcome.is_complete() {
-                info!(priority = config.global.realtime_priority, "running with SCHED_FIFO and locked memory");
+                info!(
+                    priority = config.global.realtime_priority,
+                    "running with SCHED_FIFO and locked memory"
+                );
             } else {
                 warn!(?outcome, "could not fully enable realtime scheduling");
             }
@@ -203,7 +206,9 @@ impl Daemon {
                     for tx in &handles {
                         let _ = tx.send(instance::Command::Resume).await;
                     }
-                    let _ = req.reply.send(Ok(format!("resumed {} instance(s)", handles.len())));
+                    let _ = req
+                        .reply
+                        .send(Ok(format!("resumed {} instance(s)", handles.len())));
                 });
             }
             AdminCommand::Switchover { instance } => {
@@ -218,10 +223,9 @@ impl Daemon {
                     return;
                 }
                 tokio::spawn(async move {
-                    let results = futures::future::join_all(
-                        masters.iter().map(instance::switchover_via),
-                    )
-                    .await;
+                    let results =
+                        futures::future::join_all(masters.iter().map(instance::switchover_via))
+                            .await;
                     let failed: Vec<String> =
                         results.iter().filter_map(|r| r.clone().err()).collect();
                     let done: Vec<String> = results.into_iter().filter_map(Result::ok).collect();
@@ -250,7 +254,10 @@ impl Daemon {
         if mode == ShutdownMode::Graceful {
             self.hand_over_before_stop().await;
         }
-        info!(?mode, "stopping: masters resign with priority 0 and remove their VIPs");
+        info!(
+            ?mode,
+            "stopping: masters resign with priority 0 and remove their VIPs"
+        );
         self.shutdown.trigger(mode);
         let timeout = match mode {
             ShutdownMode::Graceful => STOP_TIMEOUT,
@@ -271,22 +278,31 @@ impl Daemon {
             .values()
             .filter(|h| h.state() == "master")
             .map(|h| {
-                let patience = instance::handover_patience(h.config.priority, h.config.advert_interval_cs)
-                    + self.config.lbd.as_ref().map_or(Duration::ZERO, |l| l.drain_timeout + l.ack_timeout);
+                let patience =
+                    instance::handover_patience(h.config.priority, h.config.advert_interval_cs)
+                        + self
+                            .config
+                            .lbd
+                            .as_ref()
+                            .map_or(Duration::ZERO, |l| l.drain_timeout + l.ack_timeout);
                 (h.config.name.clone(), h.commands(), patience)
             })
             .collect();
         if masters.is_empty() {
             return;
         }
-        info!(instances = masters.len(), "SIGTERM on a master: handing over before stopping");
-        let outcomes = futures::future::join_all(masters.iter().map(|(name, tx, patience)| async move {
-            match tokio::time::timeout(*patience, instance::switchover_via(tx)).await {
-                Ok(Ok(msg)) => info!(instance = %name, "{msg}"),
-                Ok(Err(msg)) => warn!(instance = %name, "handover before stop failed: {msg}"),
-                Err(_) => warn!(instance = %name, "handover before stop timed out"),
-            }
-        }));
+        info!(
+            instances = masters.len(),
+            "SIGTERM on a master: handing over before stopping"
+        );
+        let outcomes =
+            futures::future::join_all(masters.iter().map(|(name, tx, patience)| async move {
+                match tokio::time::timeout(*patience, instance::switchover_via(tx)).await {
+                    Ok(Ok(msg)) => info!(instance = %name, "{msg}"),
+                    Ok(Err(msg)) => warn!(instance = %name, "handover before stop failed: {msg}"),
+                    Err(_) => warn!(instance = %name, "handover before stop timed out"),
+                }
+            }));
         outcomes.await;
     }
 
@@ -322,7 +338,9 @@ impl Daemon {
                 Ok(handle) => {
                     self.instances.insert(ic.name.clone(), handle);
                 }
-                Err(e) => error!(instance = %ic.name, error = %e, "could not start instance after reload"),
+                Err(e) => {
+                    error!(instance = %ic.name, error = %e, "could not start instance after reload")
+                }
             }
         }
         self.config.instances = new.instances;

@@ -70,7 +70,10 @@ pub struct LbdMonitor {
 const TICKS_PER_TIMEOUT: u32 = 4;
 
 impl LbdMonitor {
-    pub fn new(config: LbdConfig, subscribers: Subscribers) -> (LbdMonitor, watch::Receiver<LbdHealth>) {
+    pub fn new(
+        config: LbdConfig,
+        subscribers: Subscribers,
+    ) -> (LbdMonitor, watch::Receiver<LbdHealth>) {
         let started = Instant::now();
         let initial = evaluate(&config, &subscribers, started, started);
         let (tx, rx) = watch::channel(initial);
@@ -88,7 +91,8 @@ impl LbdMonitor {
     /// Run until every receiver is gone.
     pub async fn run(self) {
         let mut changes = self.subscribers.watch();
-        let tick = (self.config.heartbeat_timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(5));
+        let tick =
+            (self.config.heartbeat_timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(5));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -96,7 +100,12 @@ impl LbdMonitor {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = ticker.tick() => {}
             }
-            let health = evaluate(&self.config, &self.subscribers, self.started, Instant::now());
+            let health = evaluate(
+                &self.config,
+                &self.subscribers,
+                self.started,
+                Instant::now(),
+            );
             let previous = self.tx.borrow().clone();
             if health != previous {
                 log_change(&previous, &health);
@@ -123,7 +132,12 @@ fn log_change(old: &LbdHealth, new: &LbdHealth) {
 }
 
 /// The pure part: health from the subscriber table at `now`.
-fn evaluate(config: &LbdConfig, subscribers: &Subscribers, started: Instant, now: Instant) -> LbdHealth {
+fn evaluate(
+    config: &LbdConfig,
+    subscribers: &Subscribers,
+    started: Instant,
+    now: Instant,
+) -> LbdHealth {
     let subs = subscribers.list();
     // The freshest lbd connection wins (a reconnect may briefly overlap the old one).
     let lbd = subs
@@ -152,7 +166,10 @@ fn evaluate(config: &LbdConfig, subscribers: &Subscribers, started: Instant, now
     let fresh = age <= config.heartbeat_timeout;
     let mut reasons = hb.reasons.clone();
     if !fresh {
-        reasons.insert(0, format!("no heartbeat from lbd for {} ms", age.as_millis()));
+        reasons.insert(
+            0,
+            format!("no heartbeat from lbd for {} ms", age.as_millis()),
+        );
     }
     if !hb.able && hb.reasons.is_empty() {
         reasons.push("lbd reports it cannot serve".into());
@@ -162,7 +179,11 @@ fn evaluate(config: &LbdConfig, subscribers: &Subscribers, started: Instant, now
         up: fresh && hb.able,
         ready: fresh && hb.able && hb.ready,
         starting: false,
-        serving: if fresh { hb.serving.clone() } else { Vec::new() },
+        serving: if fresh {
+            hb.serving.clone()
+        } else {
+            Vec::new()
+        },
         reasons,
     }
 }

@@ -108,7 +108,12 @@ fn ms(v: &mut Validator<'_>, key: &str, value: Option<i64>, default: u64) -> Dur
 
 pub(super) fn validate_lbd(v: &mut Validator<'_>, f: &FileLbd) -> LbdConfig {
     LbdConfig {
-        ack_timeout: ms(v, "lbd.ack_timeout_ms", f.ack_timeout_ms, DEFAULT_ACK_TIMEOUT_MS),
+        ack_timeout: ms(
+            v,
+            "lbd.ack_timeout_ms",
+            f.ack_timeout_ms,
+            DEFAULT_ACK_TIMEOUT_MS,
+        ),
         heartbeat_timeout: ms(
             v,
             "lbd.heartbeat_timeout_ms",

@@ -66,7 +66,8 @@ impl Driver {
         }
         self.last_published = Some(state);
         self.last_event_id = self.shared.next_event_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let master_down = timers::master_down_interval(self.fsm.priority(), self.fsm.master_adver_interval_cs());
+        let master_down =
+            timers::master_down_interval(self.fsm.priority(), self.fsm.master_adver_interval_cs());
         // No subscriber is fine: the control server snapshots state for late joiners.
         let _ = self.shared.events.send(StateEvent {
             seq: self.last_event_id,

@@ -33,11 +33,11 @@ mod pair;
 use crate::config::InstanceConfig;
 use crate::fsm::{Action, Fsm, StateKind};
 use crate::lbd_link::LbdHealth;
-use crate::notify::Notifier;
 use crate::net::garp::GarpSender;
 use crate::net::link::{self, LinkEvent};
 use crate::net::socket::{VrrpSocket, MAX_DATAGRAM};
 use crate::net::vip::{Vip, VipManager};
+use crate::notify::Notifier;
 use crate::rx;
 
 /// What the daemon can ask of a running instance.
@@ -135,9 +135,15 @@ pub struct LbdShared {
 /// if the link is down), and run until stopped.
 pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<InstanceHandle> {
     let vip_addrs: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
-    let iface = link::interface_info_excluding(&config.interface, &vip_addrs).await.map_err(|e| {
-        anyhow::anyhow!("instance {}: interface {}: {e}", config.name, config.interface)
-    })?;
+    let iface = link::interface_info_excluding(&config.interface, &vip_addrs)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "instance {}: interface {}: {e}",
+                config.name,
+                config.interface
+            )
+        })?;
     let primary = iface.primary_v4.ok_or_else(|| {
         anyhow::anyhow!(
             "instance {}: interface {} has no IPv4 address to send adverts from",
@@ -170,7 +176,8 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(4);
     let links = shared.links.subscribe();
-    let span = info_span!("vrrp", instance = %config.name, vrid = config.vrid, iface = %config.interface);
+    let span =
+        info_span!("vrrp", instance = %config.name, vrid = config.vrid, iface = %config.interface);
     let mut driver = Driver {
         config: config.clone(),
         ifindex: iface.index,

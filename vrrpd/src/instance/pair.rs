@@ -61,7 +61,9 @@ impl Driver {
         if wanted != self.lbd_effect {
             match self.lbd_effect {
                 LbdEffect::Fault => self.fsm.handle_fault_cleared(now),
-                LbdEffect::Priority(_) => self.fsm.set_effective_priority(self.config.priority, now),
+                LbdEffect::Priority(_) => {
+                    self.fsm.set_effective_priority(self.config.priority, now)
+                }
                 LbdEffect::None => {}
             }
             match wanted {
@@ -90,7 +92,10 @@ impl Driver {
         }
         let id = self.last_event_id;
         let wait = lbd.subscribers.wait_acked(LBD_CLIENT, id);
-        if tokio::time::timeout(lbd.config.ack_timeout, wait).await.is_err() {
+        if tokio::time::timeout(lbd.config.ack_timeout, wait)
+            .await
+            .is_err()
+        {
             warn!(
                 event = id,
                 timeout_ms = lbd.config.ack_timeout.as_millis() as u64,
@@ -114,7 +119,8 @@ impl Driver {
         }
         // lbd reconnects within moments of vrrpd's restart; wait for its report, but not so
         // long that the peer's Master_Down_Interval runs out first.
-        let mdi = timers::master_down_interval(self.config.priority, self.config.advert_interval_cs);
+        let mdi =
+            timers::master_down_interval(self.config.priority, self.config.advert_interval_cs);
         let patience = lbd.config.startup_grace.min(mdi / 2);
         let name = self.config.name.clone();
         let mut health = lbd.health.clone();
@@ -134,7 +140,10 @@ impl Driver {
     }
 
     /// `vrrpd switchover`: drain lbd, then resign make-before-break.
-    pub(super) async fn begin_switchover(&mut self, reply: oneshot::Sender<Result<String, String>>) {
+    pub(super) async fn begin_switchover(
+        &mut self,
+        reply: oneshot::Sender<Result<String, String>>,
+    ) {
         if self.fsm.state() != StateKind::Master || self.fsm.is_resigning() {
             let _ = reply.send(Err(format!(
                 "{}: not master (state {}), nothing to hand over",
@@ -144,14 +153,22 @@ impl Driver {
             return;
         }
         if self.switchover.is_some() {
-            let _ = reply.send(Err(format!("{}: a switchover is already under way", self.config.name)));
+            let _ = reply.send(Err(format!(
+                "{}: a switchover is already under way",
+                self.config.name
+            )));
             return;
         }
         self.switchover = Some(PendingSwitchover {
             reply,
             resigning: false,
         });
-        let Some(lbd) = self.shared.lbd.clone().filter(|l| l.health.borrow().connected) else {
+        let Some(lbd) = self
+            .shared
+            .lbd
+            .clone()
+            .filter(|l| l.health.borrow().connected)
+        else {
             // Nothing to drain: resign now.
             self.resign_after_drain(self.last_event_id).await;
             return;
@@ -166,7 +183,10 @@ impl Driver {
                 .await
                 .is_err()
             {
-                warn!(timeout_ms = limit.as_millis() as u64, "lbd did not finish draining in time; handing over anyway");
+                warn!(
+                    timeout_ms = limit.as_millis() as u64,
+                    "lbd did not finish draining in time; handing over anyway"
+                );
             }
             if let Some(tx) = commands.upgrade() {
                 let _ = tx.send(Command::Drained { event_id: id }).await;
@@ -181,7 +201,10 @@ impl Driver {
             return;
         };
         if self.fsm.handle_switchover(now) {
-            info!(drained_event = event_id, "switchover: resigning, keeping the VIP until the peer is master");
+            info!(
+                drained_event = event_id,
+                "switchover: resigning, keeping the VIP until the peer is master"
+            );
             pending.resigning = true;
         } else if let Some(p) = self.switchover.take() {
             let _ = p.reply.send(Err(format!(
@@ -194,7 +217,9 @@ impl Driver {
 
     /// After each step: has the switchover completed or been aborted?
     pub(super) fn check_switchover_outcome(&mut self) {
-        let Some(pending) = &self.switchover else { return };
+        let Some(pending) = &self.switchover else {
+            return;
+        };
         if !pending.resigning {
             return;
         }
