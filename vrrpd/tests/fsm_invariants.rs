@@ -5,7 +5,11 @@
 //!   in `state()`; no state change happens without one;
 //! - VIPs are added only when absent and removed only when present, and are present exactly
 //!   while Master; `SendGarp` only follows `AddVips`;
-//! - a non-zero advert is only sent as Master, a priority-0 advert only when leaving Master;
+//! - a non-zero advert is only sent as Master, a priority-0 advert only when leaving Master
+//!   or while resigning (switchover), and a resigning Master sends nothing but priority 0;
+//! - only a Master resigns; a switchover completes only from Master to Backup and leaves the
+//!   hold set; a resume only leaves Initialize;
+//! - a preemption (`preempt_lower_priority`) happens only while ready and not held;
 //! - `poll_timeout()` exists exactly in Backup and Master and is never in the past;
 //! - `master_addr()` is our own address exactly while Master;
 //! - the counters agree with the actions that came out.
@@ -14,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind};
+use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason};
 
 const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const PEERS: [Ipv4Addr; 3] = [US, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9)];
@@ -28,6 +32,10 @@ enum Op {
     Fault(bool),
     FaultCleared,
     Priority(u8),
+    Ready(bool),
+    Switchover,
+    ClearHold,
+    Resume,
     Advert {
         peer: usize,
         priority: u8,
@@ -54,6 +62,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Fault),
         1 => Just(Op::FaultCleared),
         1 => any::<u8>().prop_map(Op::Priority),
+        1 => any::<bool>().prop_map(Op::Ready),
+        2 => Just(Op::Switchover),
+        1 => Just(Op::ClearHold),
+        1 => Just(Op::Resume),
         8 => advert(),
     ]
 }
@@ -85,15 +97,31 @@ struct Observer {
     transitions: u64,
     became_master: u64,
     adverts: u64,
+    resumes: u64,
 }
 
 impl Observer {
     fn drain(&mut self, f: &mut Fsm) -> Result<(), TestCaseError> {
         let mut last: Option<Action> = None;
         let mut pending_zero = false;
+        let mut nonzero_advert = false;
         while let Some(a) = f.poll_action() {
             match a {
-                Action::Transition { from, to, .. } => {
+                Action::Transition { from, to, reason } => {
+                    match reason {
+                        TransitionReason::SwitchoverComplete => {
+                            prop_assert_eq!((from, to), (StateKind::Master, StateKind::Backup));
+                            prop_assert!(f.switchover_hold());
+                        }
+                        TransitionReason::Resumed => {
+                            prop_assert_eq!((from, to), (StateKind::Initialize, StateKind::Master));
+                            self.resumes += 1;
+                        }
+                        TransitionReason::PreemptLowerPriority => {
+                            prop_assert!(f.is_ready() && !f.switchover_hold());
+                        }
+                        _ => {}
+                    }
                     prop_assert_eq!(from, self.state);
                     prop_assert_ne!(from, to);
                     if pending_zero {
@@ -125,13 +153,25 @@ impl Observer {
                     if priority == 0 {
                         pending_zero = true;
                     } else {
+                        nonzero_advert = true;
                         prop_assert_eq!(priority, f.priority());
                     }
                 }
             }
             last = Some(a);
         }
-        prop_assert!(!pending_zero, "priority-0 advert without leaving Master");
+        prop_assert!(
+            !pending_zero || f.is_resigning(),
+            "priority-0 advert without leaving Master or resigning"
+        );
+        if f.is_resigning() {
+            prop_assert_eq!(f.state(), StateKind::Master);
+            prop_assert!(
+                !nonzero_advert,
+                "a resigning master advertised its priority"
+            );
+            prop_assert!(f.resign_deadline().is_some());
+        }
         prop_assert_eq!(self.state, f.state());
         prop_assert_eq!(self.vips, f.state() == StateKind::Master);
         prop_assert_eq!(f.master_addr() == Some(US), f.state() == StateKind::Master);
@@ -139,6 +179,8 @@ impl Observer {
         prop_assert_eq!(c.transitions, self.transitions);
         prop_assert_eq!(c.became_master, self.became_master);
         prop_assert_eq!(c.adverts_sent, self.adverts);
+        prop_assert_eq!(c.resumes, self.resumes);
+        prop_assert!(c.switchover_aborted <= c.switchovers);
         prop_assert!(f.priority() >= 1);
         let timed = matches!(f.state(), StateKind::Backup | StateKind::Master);
         prop_assert_eq!(f.poll_timeout().is_some(), timed);
@@ -161,6 +203,7 @@ proptest! {
             transitions: 0,
             became_master: 0,
             adverts: 0,
+            resumes: 0,
         };
         let mut now = Duration::ZERO;
         for (dt, op) in ops {
@@ -187,6 +230,16 @@ proptest! {
                 ),
                 Op::FaultCleared => f.handle_fault_cleared(now),
                 Op::Priority(p) => f.set_effective_priority(p, now),
+                Op::Ready(ready) => f.set_ready(ready, now),
+                Op::Switchover => {
+                    let was_master = f.state() == StateKind::Master;
+                    prop_assert_eq!(f.handle_switchover(now), was_master);
+                }
+                Op::ClearHold => f.clear_switchover_hold(now),
+                Op::Resume => {
+                    let resumed = f.handle_startup_resume(now);
+                    prop_assert_eq!(resumed, f.state() == StateKind::Master && f.counters().resumes > obs.resumes);
+                }
                 Op::Advert { peer, priority, interval } => f.handle_advert(
                     &Advert {
                         src: PEERS[peer],

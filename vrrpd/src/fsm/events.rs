@@ -1,6 +1,7 @@
 //! The RFC 5798 §6.4 events: startup, shutdown, adverts, timers, link, local faults and the
 //! tracking priority. Each handler changes state only through `Fsm::transition`.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tracing::{debug, info};
@@ -217,6 +218,18 @@ impl Fsm {
     /// §6.4.2, Backup receiving an advert.
     fn backup_advert(&mut self, adv: &Advert, now: Duration) {
         if adv.priority == RESIGN_PRIORITY {
+            // Only the resignation of the master we follow (or of any master when we follow
+            // none, or of the one we were preempting) matters. A late priority 0 from a router
+            // that already handed over (a switchover repeats it every interval) must not make
+            // us take over from the master we now follow.
+            let relevant = self.master_addr.is_none()
+                || self.master_addr == Some(adv.src)
+                || self.last_discard.is_some_and(|d| d.src == adv.src);
+            if !relevant {
+                debug!(vrid = self.cfg.vrid, src = %adv.src, master = ?self.master_addr,
+                    "ignored priority 0 from a router that is not our master");
+                return;
+            }
             if self.master_addr == Some(adv.src) {
                 self.master_addr = None;
             }
@@ -256,12 +269,7 @@ impl Fsm {
     }
 
     /// A Backup accepts `src` as its master, as of an advert received at `at`.
-    pub(super) fn accept_master(
-        &mut self,
-        src: std::net::Ipv4Addr,
-        interval_cs: u16,
-        at: Duration,
-    ) {
+    pub(super) fn accept_master(&mut self, src: Ipv4Addr, interval_cs: u16, at: Duration) {
         self.master_adver_interval_cs = clamp_interval(interval_cs);
         self.master_addr = Some(src);
         self.preempting = false;

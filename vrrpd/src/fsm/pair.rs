@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::{Fsm, State, StateKind, TransitionReason, RESIGN_PRIORITY};
+use super::{clamp_interval, Advert, Fsm, State, StateKind, TransitionReason, RESIGN_PRIORITY};
 use crate::timers;
 
 impl Fsm {
@@ -153,7 +153,7 @@ impl Fsm {
     // ----- internals -----
 
     /// A resigning Master receiving an advert.
-    pub(super) fn resigning_advert(&mut self, adv: &super::Advert, now: Duration) {
+    pub(super) fn resigning_advert(&mut self, adv: &Advert, now: Duration) {
         if adv.priority == RESIGN_PRIORITY {
             // Another resigning master. Not answered: two resigning masters answering each
             // other's priority 0 at once would never stop.
@@ -162,14 +162,10 @@ impl Fsm {
         }
         // Whatever its priority, someone else now advertises as master: it holds the VIPs
         // (it added them before advertising), so releasing ours leaves no gap.
-        self.master_adver_interval_cs = super::clamp_interval(adv.max_adver_int_cs);
+        self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
         self.master_addr = Some(adv.src);
         self.switchover_hold = true;
-        self.transition(
-            StateKind::Backup,
-            TransitionReason::SwitchoverComplete,
-            now,
-        );
+        self.transition(StateKind::Backup, TransitionReason::SwitchoverComplete, now);
     }
 
     /// The resign deadline passed with nobody taking over: stay Master, advertise for real.

@@ -285,7 +285,10 @@ impl Driver {
         self.on_lbd_health().await;
         if link_up && resume {
             info!("VIPs found on the interface and served by lbd: resuming as master");
-            self.fsm.handle_startup_resume(now);
+            if !self.fsm.handle_startup_resume(now) {
+                // A fault keeps us from resuming: the VIPs must not stay without a master.
+                self.remove_vips().await;
+            }
         } else if link_up {
             self.fsm.handle_startup(now);
         } else {
@@ -460,6 +463,10 @@ impl Driver {
         // Whatever the state, no VIP may outlive the instance.
         self.remove_vips().await;
         self.publish_status();
+        // Let the final STOP hook run, but never hold up the exit for long.
+        if let Some(notifier) = &self.notifier {
+            let _ = tokio::time::timeout(Duration::from_secs(2), notifier.wait_idle()).await;
+        }
     }
 
     /// Carry out every pending FSM action, in order.
