@@ -1,0 +1,138 @@
+//! kill -9 of vrrpd on the master, supervised like `deploy/systemd/vrrpd.service`:
+//! (a) restarted by the supervisor: it finds its VIP still up and served by lbd and resumes
+//!     as master: no failed request, and the VIP never has two holders;
+//! (b) dead for good: the failure handler (`vrrpd release-vips`) removes the VIP, the peer
+//!     serves within Master_Down_Interval, and the dead node's lbd stops serving the VIP
+//!     (it has lost vrrpd for master_down_ms), so no answer comes from it after the
+//!     takeover plus one advert interval.
+#![allow(clippy::disallowed_types)]
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use netns_tests::pair::report::{self, RefKind};
+use netns_tests::pair::scenario::{listening, measure, never_two_holders};
+use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::{margin, NodeId, Signal};
+
+const INTERVALS: [u16; 2] = [100, 10];
+
+#[test]
+fn kill_9_of_vrrpd_restarted_by_the_supervisor_keeps_serving() -> anyhow::Result<()> {
+    let id = "01-kill9-vrrpd-restart";
+    let mut rows = Vec::new();
+    for cs in INTERVALS {
+        let cfg = PairConfig::coupled(cs);
+        let mut pair = PairTopology::new(id, cfg.clone())?;
+        let vip = pair.vip(0);
+        // After the restart, watch this long more for a second holder or a lost VIP.
+        let settle = cfg.advert() * 3 + margin(Duration::from_millis(300));
+        let mut resumed_at: Option<Duration> = None;
+        let m = measure(
+            &mut pair,
+            vip,
+            false,
+            NodeId::A,
+            |p| p.a.vrrpd.signal(Signal::SIGKILL),
+            |p, since| {
+                never_two_holders(p, vip)?;
+                if p.holders(vip)? != [NodeId::A] {
+                    bail!("A dropped {vip} after {since:?}: holders {:?}", p.holders(vip)?);
+                }
+                if resumed_at.is_none()
+                    && p.a.vrrpd.starts() >= 2
+                    && p.state(NodeId::A, "web").ok().as_deref() == Some("master")
+                {
+                    resumed_at = Some(since);
+                }
+                Ok(resumed_at.is_some_and(|r| since >= r + settle))
+            },
+            Duration::from_secs(10),
+            Duration::ZERO,
+        )?;
+        eprintln!(
+            "kill -9 vrrpd (restart) at {cs} cs: resumed after {resumed_at:?}; {}",
+            m.summary.one_line()
+        );
+        assert_eq!(m.summary.failed, 0, "failed requests: {:?}", m.summary);
+        assert_eq!(
+            m.summary.by_node.get("b"),
+            None,
+            "B answered although A resumed: {:?}",
+            m.summary
+        );
+        pair.await_state(NodeId::B, "web", "backup", Duration::from_secs(1))?;
+        rows.push(m.row(id, "kill -9 vrrpd, supervisor restarts it", &cfg, Some(Duration::ZERO)));
+    }
+    report::record(id, &rows)?;
+    Ok(())
+}
+
+#[test]
+fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Result<()> {
+    let id = "02-kill9-vrrpd-dead";
+    let mut rows = Vec::new();
+    for cs in INTERVALS {
+        let cfg = PairConfig::coupled(cs);
+        let mut pair = PairTopology::new(id, cfg.clone())?;
+        let vip = pair.vip(0);
+        let bound = cfg.mdi() + margin(Duration::from_millis(300));
+        let mut b_holds = None;
+        let mut a_stopped = None;
+        let m = measure(
+            &mut pair,
+            vip,
+            false,
+            NodeId::A,
+            |p| p.a.vrrpd.fail_for_good(),
+            |p, since| {
+                if b_holds.is_none() && p.holders(vip)?.contains(&NodeId::B) {
+                    b_holds = Some(since);
+                }
+                if a_stopped.is_none() && !listening(p, NodeId::A, vip)? {
+                    a_stopped = Some(since);
+                }
+                Ok(b_holds.is_some() && a_stopped.is_some())
+            },
+            cfg.mdi() * 3 + Duration::from_secs(3),
+            cfg.advert() * 2,
+        )?;
+        assert_eq!(pair.a.vrrpd.await_handler(Duration::from_secs(2))?, true);
+        assert!(!pair.lan.has_addr(NodeId::A, vip)?, "release-vips left {vip} on A");
+        let takeover = m
+            .first_answer_after_fault(NodeId::B)
+            .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
+        let last_a = m.run.last_answer_from("a").map_or(0.0, |r| r.t_ms) - m.fault_ms;
+        eprintln!(
+            "kill -9 vrrpd (dead) at {cs} cs: B holds the VIP after {b_holds:?}, B answers after \
+             {takeover:.0} ms (bound {bound:?}), A's lbd stopped listening after {a_stopped:?}, \
+             last answer from A {last_a:.0} ms after the fault; {}",
+            m.summary.one_line()
+        );
+        assert!(
+            takeover <= bound.as_secs_f64() * 1000.0,
+            "B answered {takeover:.0} ms after the kill (bound {bound:?})"
+        );
+        let stop_bound = Duration::from_secs_f64(takeover / 1000.0)
+            + cfg.advert()
+            + margin(Duration::from_millis(300));
+        let a_stopped = a_stopped.ok_or_else(|| anyhow!("A's lbd kept listening"))?;
+        assert!(
+            a_stopped <= stop_bound,
+            "A's lbd still listened on {vip} {a_stopped:?} after the kill (bound {stop_bound:?})"
+        );
+        assert!(
+            last_a <= stop_bound.as_secs_f64() * 1000.0,
+            "A answered {last_a:.0} ms after the kill (bound {stop_bound:?})"
+        );
+        rows.push(m.row_ref(
+            id,
+            "kill -9 vrrpd, dead for good (failure handler releases the VIP)",
+            &cfg,
+            Some(bound),
+            RefKind::NodeLoss,
+        ));
+    }
+    report::record(id, &rows)?;
+    Ok(())
+}
