@@ -1,4 +1,5 @@
 //! The admin listener (default 127.0.0.1:9100): `/metrics`, `/healthz`, `/readyz`,
+//! `/status` (JSON: node, phase, the vrrpd coupling; what `lbd status` reads),
 //! `/backends` (state table) and `POST /backends/drain|undrain?pool=P&backend=ADDR`.
 //!
 //! Separate from the proxy listeners so scraping never competes with client limits, and bound
@@ -82,6 +83,14 @@ fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => text(StatusCode::OK, render(shared)),
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/status" => {
+            let mut r = text(StatusCode::OK, status_json(shared));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         "/readyz" => match *shared.phase.borrow() {
             Phase::Serving => text(StatusCode::OK, "serving\n"),
             p => text(
@@ -91,6 +100,21 @@ fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/status`: the node, the lifecycle phase and the vrrpd coupling, as one JSON object.
+pub fn status_json(shared: &Shared) -> String {
+    let rt = shared.runtime();
+    let phase = format!("{:?}", *shared.phase.borrow()).to_lowercase();
+    let body = serde_json::json!({
+        "node": rt.config.global.node_name,
+        "phase": phase,
+        "generation": rt.generation,
+        "vrrp": shared.vrrp.status(),
+    });
+    let mut out = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
+    out.push('\n');
+    out
 }
 
 /// One line per backend: pool, address and its state flags.
@@ -257,6 +281,40 @@ pub fn render(shared: &Shared) -> String {
         "Generation of the config in use.",
     );
     e.sample("lbd_config_generation", &[], rt.generation);
+
+    let v = shared.vrrp.status();
+    if v.enabled {
+        e.family(
+            "lbd_vrrp_connected",
+            "gauge",
+            "1 while subscribed to vrrpd's state stream.",
+        );
+        e.sample("lbd_vrrp_connected", &[], u8::from(v.connected));
+        e.family(
+            "lbd_vrrp_heartbeats_sent_total",
+            "counter",
+            "Heartbeats sent to vrrpd.",
+        );
+        e.sample("lbd_vrrp_heartbeats_sent_total", &[], v.heartbeats_sent);
+        e.family(
+            "lbd_vrrp_events_total",
+            "counter",
+            "State events received from vrrpd.",
+        );
+        e.sample("lbd_vrrp_events_total", &[], v.events);
+        e.family(
+            "lbd_vrrp_instance_serving",
+            "gauge",
+            "1 while the instance's VIP listeners are bound.",
+        );
+        for i in &v.instances {
+            e.sample(
+                "lbd_vrrp_instance_serving",
+                &[("instance", &i.name)],
+                u8::from(i.serving),
+            );
+        }
+    }
 
     e.family(
         "lbd_pool_queue_depth",

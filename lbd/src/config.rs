@@ -10,7 +10,7 @@
 //! Every later stage (router, balancers, proxy) can then trust the config without re-checking.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -48,6 +48,16 @@ pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
 pub const DEFAULT_RETRY_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_VIA_NAME: &str = "lbd";
+/// Response header naming the node that served (`headers.node_header`; "" turns it off).
+pub const DEFAULT_NODE_HEADER: &str = "x-lbpair-node";
+/// Node name when neither `global.node_name` nor the hostname is available.
+pub const FALLBACK_NODE_NAME: &str = "lbd";
+// [vrrp]: the coupling to vrrpd (doc/lbd.md "Pair with vrrpd").
+pub const DEFAULT_VRRP_HEARTBEAT_INTERVAL_MS: u64 = 100;
+pub const DEFAULT_VRRP_RECONNECT_INTERVAL_MS: u64 = 50;
+/// Lost-vrrpd timeout when no event has carried `master_down_ms` yet.
+pub const DEFAULT_VRRP_LOST_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_VRRP_DRAIN_TIMEOUT_MS: u64 = 5_000;
 
 const MS_MAX: u64 = 3_600_000;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -71,6 +81,8 @@ pub struct FileConfig {
     pub headers: FileHeaders,
     #[serde(default)]
     pub retries: FileRetries,
+    /// Absent: lbd runs standalone and serves every listener all the time.
+    pub vrrp: Option<FileVrrp>,
     #[serde(default)]
     pub listener: Vec<FileListener>,
     #[serde(default)]
@@ -88,6 +100,8 @@ pub struct FileGlobal {
     pub drain_timeout_ms: Option<u64>,
     pub max_client_conns: Option<u32>,
     pub access_log: Option<String>,
+    /// This balancer's name in the node header and `/status` (default: the hostname).
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +131,28 @@ pub struct FileHeaders {
     pub via_name: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Response header carrying `global.node_name`; "" disables it.
+    pub node_header: Option<String>,
+}
+
+/// `[vrrp]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVrrp {
+    pub socket: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub reconnect_interval_ms: Option<u64>,
+    pub lost_timeout_ms: Option<u64>,
+    pub unable_when_no_healthy_backend: Option<BoolOrList>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// `true`/`false` or a list of names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrList {
+    Bool(bool),
+    List(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +171,8 @@ pub struct FileListener {
     pub address: Option<String>,
     /// Bind even if the address is not (yet) local: a VIP held by the peer (IP_FREEBIND).
     pub freebind: Option<bool>,
+    /// Bind only while vrrpd is Master for this instance (needs `[vrrp]`).
+    pub vrrp_instance: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +277,8 @@ pub struct GlobalConfig {
     pub drain_timeout: Duration,
     pub max_client_conns: u32,
     pub access_log: AccessLogFormat,
+    /// Names this balancer in the node header and `/status`.
+    pub node_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +364,9 @@ pub struct HeaderPolicy {
     pub via_value: HeaderValue,
     /// Peers allowed to send us X-Forwarded-For; from anyone else it is replaced.
     pub trusted_proxies: Vec<Cidr>,
+    /// Added to every response: which balancer answered (clients and the failover suite
+    /// tell the nodes apart by it). `None` when `headers.node_header = ""`.
+    pub node_header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Default for HeaderPolicy {
@@ -336,6 +379,7 @@ impl Default for HeaderPolicy {
             via: true,
             via_value: HeaderValue::from_static("1.1 lbd"),
             trusted_proxies: Vec::new(),
+            node_header: None,
         }
     }
 }
@@ -357,6 +401,36 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub freebind: bool,
+    /// Bound only while vrrpd is Master for this instance (`None`: always bound).
+    pub vrrp_instance: Option<String>,
+}
+
+/// When lbd tells vrrpd it cannot serve because a pool has no healthy backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnableWhen {
+    /// Never for backend reasons.
+    Never,
+    /// Any pool without a healthy backend.
+    AnyPool,
+    /// One of these pools (by name) without a healthy backend.
+    Pools(Vec<String>),
+}
+
+/// `[vrrp]`: the coupling to the local vrrpd (see `crate::vrrp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    /// vrrpd's control socket.
+    pub socket: PathBuf,
+    pub heartbeat_interval: Duration,
+    /// Pause between connection attempts while vrrpd is unreachable.
+    pub reconnect_interval: Duration,
+    /// Stop serving after losing vrrpd this long; `None`: the instance's `master_down_ms`
+    /// from its last event (else [`DEFAULT_VRRP_LOST_TIMEOUT_MS`]).
+    pub lost_timeout: Option<Duration>,
+    pub unable_when_no_healthy_backend: UnableWhen,
+    /// How long a switchover drain waits for in-flight requests (and a stopped listener's
+    /// connections get to finish).
+    pub drain_timeout: Duration,
 }
 
 /// The active probe of a pool.
@@ -406,6 +480,8 @@ pub struct LbConfig {
     pub limits: Limits,
     pub headers: HeaderPolicy,
     pub retries: RetryPolicy,
+    /// `None`: standalone, every listener always bound.
+    pub vrrp: Option<VrrpConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
     /// Routing rules in match order, pools as indices into `pools`.
@@ -537,6 +613,16 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
             AccessLogFormat::Off
         }
     };
+    let node_name = match g.node_name.as_deref() {
+        Some(n) => n.trim().to_string(),
+        None => hostname(),
+    };
+    if node_name.is_empty() || HeaderValue::from_str(&node_name).is_err() {
+        v.error(
+            "global.node_name",
+            format!("{node_name:?} must be non-empty visible ASCII (it goes in a header)"),
+        );
+    }
     let global = GlobalConfig {
         log_format,
         log_level,
@@ -544,6 +630,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         drain_timeout,
         max_client_conns,
         access_log,
+        node_name,
     };
 
     // [timeouts]
@@ -635,6 +722,21 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
             Err(e) => v.error(format!("headers.trusted_proxies[{i}]"), e),
         }
     }
+    let node_header = h.node_header.as_deref().unwrap_or(DEFAULT_NODE_HEADER);
+    if !node_header.is_empty() {
+        match (
+            HeaderName::from_bytes(node_header.as_bytes()),
+            HeaderValue::from_str(&global.node_name),
+        ) {
+            (Ok(name), Ok(value)) => headers.node_header = Some((name, value)),
+            (Err(_), _) => v.error(
+                "headers.node_header",
+                format!("{node_header:?} is not a valid header name (\"\" turns it off)"),
+            ),
+            // Reported at global.node_name.
+            (_, Err(_)) => {}
+        }
+    }
 
     // [retries]
     let r = &file.retries;
@@ -689,11 +791,30 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
                 );
             }
         }
+        let vrrp_instance = l.vrrp_instance.as_ref().map(|i| i.trim().to_string());
+        if let Some(inst) = &vrrp_instance {
+            if file.vrrp.is_none() {
+                v.error(
+                    format!("{key}.vrrp_instance"),
+                    "needs a [vrrp] table (the coupling to vrrpd)",
+                );
+            } else if inst.is_empty() {
+                v.error(format!("{key}.vrrp_instance"), "must not be empty");
+            }
+            if l.freebind == Some(false) {
+                v.error(
+                    format!("{key}.freebind"),
+                    "must be true for a vrrp_instance listener: it is bound before vrrpd adds the VIP",
+                );
+            }
+        }
         if let (Some(name), Some(address)) = (name, addr) {
             listeners.push(ListenerConfig {
                 name: name.to_string(),
                 address,
-                freebind: l.freebind.unwrap_or(false),
+                // A VIP listener binds before the VIP is on the interface.
+                freebind: l.freebind.unwrap_or(vrrp_instance.is_some()),
+                vrrp_instance,
             });
         }
     }
@@ -866,6 +987,63 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         .and_then(|name| find_pool(&mut v, "default_pool", name))
         .map(PoolId);
 
+    // [vrrp]
+    let vrrp = file.vrrp.as_ref().map(|f| {
+        let unable = match &f.unable_when_no_healthy_backend {
+            None | Some(BoolOrList::Bool(false)) => UnableWhen::Never,
+            Some(BoolOrList::Bool(true)) => UnableWhen::AnyPool,
+            Some(BoolOrList::List(names)) => {
+                for (i, n) in names.iter().enumerate() {
+                    find_pool(
+                        &mut v,
+                        &format!("vrrp.unable_when_no_healthy_backend[{i}]"),
+                        n,
+                    );
+                }
+                UnableWhen::Pools(names.clone())
+            }
+        };
+        let socket = f
+            .socket
+            .clone()
+            .unwrap_or_else(|| shared::control::DEFAULT_VRRPD_SOCKET.to_string());
+        if socket.trim().is_empty() {
+            v.error("vrrp.socket", "must not be empty");
+        }
+        VrrpConfig {
+            socket: PathBuf::from(socket),
+            heartbeat_interval: check_ms(
+                &mut v,
+                "vrrp.heartbeat_interval_ms",
+                f.heartbeat_interval_ms,
+                DEFAULT_VRRP_HEARTBEAT_INTERVAL_MS,
+                10,
+                10_000,
+            ),
+            reconnect_interval: check_ms(
+                &mut v,
+                "vrrp.reconnect_interval_ms",
+                f.reconnect_interval_ms,
+                DEFAULT_VRRP_RECONNECT_INTERVAL_MS,
+                10,
+                60_000,
+            ),
+            lost_timeout: f.lost_timeout_ms.map(|t| {
+                v.check_range("vrrp.lost_timeout_ms", t, 10, MS_MAX);
+                ms(t)
+            }),
+            unable_when_no_healthy_backend: unable,
+            drain_timeout: check_ms(
+                &mut v,
+                "vrrp.drain_timeout_ms",
+                f.drain_timeout_ms,
+                DEFAULT_VRRP_DRAIN_TIMEOUT_MS,
+                0,
+                MS_MAX,
+            ),
+        }
+    });
+
     v.finish()?;
     Ok(LbConfig {
         global,
@@ -873,11 +1051,22 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         limits,
         headers,
         retries,
+        vrrp,
         listeners,
         pools,
         routes,
         default_pool,
     })
+}
+
+/// The kernel's hostname, the default `global.node_name`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| FALLBACK_NODE_NAME.to_string())
 }
 
 fn parse_algorithm(
@@ -1447,6 +1636,95 @@ methods = ["G E T"]
             let mut bytes = GOOD.as_bytes().to_vec();
             bytes[pos] = byte;
             let _ = load(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn vrrp_table_and_vip_listeners() {
+        let base = "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n";
+        // Standalone: no [vrrp], every listener always bound; the node header is on.
+        let c = load(&format!(
+            "[global]\nnode_name = \"lb-a\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n{base}"
+        ))
+        .expect("valid");
+        assert_eq!(c.vrrp, None);
+        assert_eq!(c.global.node_name, "lb-a");
+        let (name, value) = c
+            .headers
+            .node_header
+            .clone()
+            .expect("node header on by default");
+        assert_eq!(
+            (name.as_str(), value.to_str().ok()),
+            ("x-lbpair-node", Some("lb-a"))
+        );
+
+        let c = load(&format!(
+            "[headers]\nnode_header = \"\"\n[vrrp]\nunable_when_no_healthy_backend = [\"p\"]\n\
+             [[listener]]\nname = \"vip\"\naddress = \"192.0.2.1:80\"\nvrrp_instance = \"web\"\n{base}"
+        ))
+        .expect("valid");
+        assert_eq!(c.headers.node_header, None);
+        let v = c.vrrp.expect("vrrp");
+        assert_eq!(
+            v.socket,
+            PathBuf::from(shared::control::DEFAULT_VRRPD_SOCKET)
+        );
+        assert_eq!(v.heartbeat_interval, ms(DEFAULT_VRRP_HEARTBEAT_INTERVAL_MS));
+        assert_eq!(v.reconnect_interval, ms(DEFAULT_VRRP_RECONNECT_INTERVAL_MS));
+        assert_eq!(v.drain_timeout, ms(DEFAULT_VRRP_DRAIN_TIMEOUT_MS));
+        assert_eq!(v.lost_timeout, None);
+        assert_eq!(
+            v.unable_when_no_healthy_backend,
+            UnableWhen::Pools(vec!["p".into()])
+        );
+        assert_eq!(c.listeners[0].vrrp_instance.as_deref(), Some("web"));
+        assert!(
+            c.listeners[0].freebind,
+            "a VIP listener binds with IP_FREEBIND by default"
+        );
+
+        let c = load(&format!(
+            "[vrrp]\nunable_when_no_healthy_backend = true\nlost_timeout_ms = 700\n\
+             [[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n{base}"
+        ))
+        .expect("valid");
+        let v = c.vrrp.expect("vrrp");
+        assert_eq!(v.unable_when_no_healthy_backend, UnableWhen::AnyPool);
+        assert_eq!(v.lost_timeout, Some(ms(700)));
+
+        for (text, needle) in [
+            (
+                "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\nvrrp_instance = \"web\"\n",
+                "`listener[0].vrrp_instance`: needs a [vrrp] table",
+            ),
+            (
+                "[vrrp]\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\nvrrp_instance = \"web\"\nfreebind = false\n",
+                "`listener[0].freebind`: must be true for a vrrp_instance listener",
+            ),
+            (
+                "[vrrp]\nunable_when_no_healthy_backend = [\"nope\"]\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+                "`vrrp.unable_when_no_healthy_backend[0]`: unknown pool \"nope\"",
+            ),
+            (
+                "[vrrp]\nheartbeat_interval_ms = 1\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+                "`vrrp.heartbeat_interval_ms`: 1 is out of range",
+            ),
+            (
+                "[vrrp]\nbeat = 1\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+                "unknown field `beat`",
+            ),
+            (
+                "[global]\nnode_name = \"\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+                "`global.node_name`",
+            ),
+            (
+                "[headers]\nnode_header = \"a b\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+                "`headers.node_header`: \"a b\" is not a valid header name",
+            ),
+        ] {
+            let e = errors(&format!("{text}{base}"));
+            assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
         }
     }
 

@@ -18,6 +18,9 @@
 //!   [`config::LbConfig`].
 //! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener;
 //!   [`metrics`] holds the atomics and the exposition writer.
+//! - [`vrrp`]       the coupling to vrrpd: subscribe to its state stream, bind a VIP's
+//!   listeners only while Master (ack after binding), drain on switchover, heartbeat
+//!   able/ready/serving, stop serving when vrrpd is lost for its Master_Down_Interval.
 //! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
 //!   retryable }` and the status each kind maps to.
 #![forbid(unsafe_code)]
@@ -31,3 +34,4 @@ pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod upstream;
+pub mod vrrp;

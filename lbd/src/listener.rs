@@ -10,7 +10,8 @@
 //!    kernel backlog queues new clients instead of lbd accepting and dropping them;
 //! 2. gets a tracing span carrying `client.addr` and the listener name;
 //! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1 with
-//!    hyper's header read timeout (slowloris), `max_header_size` (431) and upgrades;
+//!    hyper's header read timeout (slowloris), `max_header_size` (431) and upgrades, through
+//!    [`FramingIo`], which records the request framing hyper hides (CL+TE) for the proxy;
 //! 4. is shut down gracefully on SIGTERM (hyper finishes the request in progress) or when it
 //!    has been idle for `timeouts.client_idle_ms`.
 //!
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::ListenerConfig;
+use crate::l7::framing::{FramingIo, FramingVerdicts};
 use crate::server::{clock, Shared};
 
 const BACKLOG: i32 = 1024;
@@ -62,6 +64,8 @@ pub struct RunningListener {
     pub cfg: ListenerConfig,
     pub local_addr: SocketAddr,
     stop: CancellationToken,
+    /// Its sender lives as long as the accept loop (and with it the socket).
+    closed: tokio::sync::watch::Receiver<()>,
 }
 
 impl RunningListener {
@@ -69,6 +73,14 @@ impl RunningListener {
     /// are not affected.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Resolves once the accept loop has ended and the socket is closed: after it, a
+    /// connection attempt is refused and the address can be bound again. The vrrp coupling
+    /// acks "stopped serving" only then.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.clone();
+        async move { while rx.changed().await.is_ok() {} }
     }
 }
 
@@ -84,11 +96,18 @@ pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<Runnin
     let local_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let name: Arc<str> = Arc::from(cfg.name.as_str());
-    tokio::spawn(accept_loop(shared, listener, name, stop.clone()));
+    let (closed_tx, closed) = tokio::sync::watch::channel(());
+    let accepting = accept_loop(shared, listener, name, stop.clone());
+    tokio::spawn(async move {
+        // accept_loop owns the socket: it is closed when the loop returns.
+        accepting.await;
+        drop(closed_tx);
+    });
     Ok(RunningListener {
         cfg,
         local_addr,
         stop,
+        closed,
     })
 }
 
@@ -138,6 +157,8 @@ pub struct ConnCtx {
     pub listener: Arc<str>,
     /// "http" (later "https" behind TLS termination).
     pub proto: &'static str,
+    /// Framing verdicts of this connection's requests (HTTP/1 only), asked once per request.
+    pub framing: Arc<FramingVerdicts>,
     active: AtomicU32,
     last_activity_ms: AtomicU64,
 }
@@ -148,6 +169,7 @@ impl ConnCtx {
             peer,
             listener,
             proto: "http",
+            framing: Arc::new(FramingVerdicts::new()),
             active: AtomicU32::new(0),
             last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
         }
@@ -289,20 +311,23 @@ async fn serve_connection(
             async move { Ok::<_, Infallible>(crate::l7::proxy::handle(shared, ctx, req).await) }
         })
     };
-    let io = TokioIo::new(stream);
     if is_h2 {
+        let io = TokioIo::new(stream);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
             .serve_connection(io, svc);
         drive!(conn, shared, ctx, timeouts.client_idle);
     } else {
+        // The whole head (request line + headers); the proxy checks each part against
+        // its own limit to answer 414 or 431.
+        let max_head = limits.max_header_bytes + limits.max_request_line;
+        // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
+        let io = TokioIo::new(FramingIo::new(stream, Arc::clone(&ctx.framing), max_head));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.request_header)
-            // The whole head (request line + headers); the proxy checks each part against
-            // its own limit to answer 414 or 431.
-            .max_header_size(limits.max_header_bytes + limits.max_request_line)
+            .max_header_size(max_head)
             .keep_alive(true)
             .serve_connection(io, svc)
             .with_upgrades();
@@ -331,6 +356,7 @@ mod tests {
             name: "t".into(),
             address: address.parse().expect("addr"),
             freebind,
+            vrrp_instance: None,
         }
     }
 

@@ -1,8 +1,12 @@
-//! `lbd run --config FILE` serves; `lbd check-config FILE` validates and exits.
+//! `lbd run --config FILE` serves; `lbd check-config FILE` validates and exits;
+//! `lbd status [--json]` prints the admin listener's `/status` (node, phase, vrrpd coupling).
 #![forbid(unsafe_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lbd::config::LbConfig;
@@ -31,11 +35,126 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Show the running lbd's status (read from its admin listener's `/status`).
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// The admin listener to ask (default: `global.admin` of --config, else 127.0.0.1:9100).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Read the admin address from this config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// GET `/status` from the admin listener: HTTP/1.0, so the server closes after answering.
+fn fetch_status(admin: SocketAddr) -> Result<String, String> {
+    let timeout = Duration::from_secs(2);
+    let mut s = TcpStream::connect_timeout(&admin, timeout)
+        .map_err(|e| format!("cannot reach lbd's admin listener {admin}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: lbd\r\n\r\n")
+        .map_err(|e| format!("{admin}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("{admin}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{admin}: not an HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "{admin}: {}",
+            head.lines().next().unwrap_or("no status line")
+        ));
+    }
+    Ok(body.to_string())
+}
+
+/// A few lines for people; `--json` has everything.
+fn print_status(json: &str) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("malformed /status answer: {e}"))?;
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    println!("node {}  phase {}", s(&v["node"]), s(&v["phase"]));
+    let vr = &v["vrrp"];
+    if vr["enabled"].as_bool() != Some(true) {
+        println!("vrrp: not coupled (standalone: every listener is bound)");
+        return Ok(());
+    }
+    println!(
+        "vrrp: {} {}  events {}  acked seq {}  heartbeats {}",
+        s(&vr["socket"]),
+        if vr["connected"].as_bool() == Some(true) {
+            "connected".to_string()
+        } else {
+            format!(
+                "DISCONNECTED for {} ms",
+                vr["disconnected_ms"].as_u64().unwrap_or(0)
+            )
+        },
+        vr["events"],
+        vr["acked_seq"],
+        vr["heartbeats_sent"],
+    );
+    println!("  able {}  ready {}", vr["able"], vr["ready"]);
+    for r in vr["reasons"].as_array().into_iter().flatten() {
+        println!("    {}", s(r));
+    }
+    for i in vr["instances"].as_array().into_iter().flatten() {
+        println!(
+            "  instance {:<12} state {:<10} serving {:<5} draining {:<5} listeners {}",
+            s(&i["name"]),
+            s(&i["state"]),
+            i["serving"],
+            i["draining"],
+            i["listeners"],
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status {
+            json,
+            admin,
+            config,
+        } => {
+            let admin = match (admin, config) {
+                (Some(a), _) => a,
+                (None, Some(path)) => match LbConfig::load(&path) {
+                    Ok(c) => c.global.admin,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                (None, None) => match lbd::config::DEFAULT_ADMIN.parse() {
+                    Ok(a) => a,
+                    Err(_) => return ExitCode::from(1),
+                },
+            };
+            let result = fetch_status(admin).and_then(|body| {
+                if json {
+                    print!("{body}");
+                    Ok(())
+                } else {
+                    print_status(&body)
+                }
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lbd status: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::CheckConfig { file } => match LbConfig::load(&file) {
             Ok(cfg) => {
                 println!(

@@ -10,10 +10,11 @@
 //! ## Reload (SIGHUP)
 //! [`Server::reload`] reads and validates the file; on any error it logs every problem and
 //! keeps serving the old snapshot. On success it builds a new [`Runtime`] *carrying over*
-//! state keyed by (pool name, backend address): the `Arc<Backend>` itself (health and
-//! ejection state, in-flight counters) when the backend is otherwise unchanged, and always
-//! its [`ConnPool`] (idle keep-alive connections and per-backend metrics), the pool's queue
-//! and its stats. The old snapshot's health-check tasks stop when it is retired.
+//! state keyed by (pool name, backend address): the `Arc<Backend>` itself when the backend is
+//! otherwise unchanged (same position, fields and health settings), else a new `Backend`
+//! that continues its health, ejection, drain flag and in-flight counters
+//! ([`Backend::with_health_of`]) under the new thresholds; and always its [`ConnPool`] (idle
+//! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
 //!
 //! ## Lifecycle
@@ -128,8 +129,21 @@ impl Runtime {
             )
         })?;
         let mut pools = Vec::with_capacity(config.pools.len());
+        let now = clock();
         for (index, pc) in config.pools.iter().enumerate() {
-            let old = previous.and_then(|p| p.pools.iter().find(|o| o.name() == pc.name));
+            let old = previous.and_then(|p| {
+                p.pools
+                    .iter()
+                    .find(|o| o.name() == pc.name)
+                    .map(|o| (o, p.pool_config(o)))
+            });
+            let probed = pc.health.kind != crate::config::ProbeKind::None;
+            let same_health = old.is_some_and(|(_, oc)| {
+                oc.health.active == pc.health.active
+                    && (oc.health.kind != crate::config::ProbeKind::None) == probed
+                    && oc.ejection == pc.ejection
+            });
+            let old = old.map(|(o, _)| o);
             let mut backends = Vec::with_capacity(pc.backends.len());
             let mut conns = Vec::with_capacity(pc.backends.len());
             for (i, spec) in pc.backends.iter().enumerate() {
@@ -140,25 +154,39 @@ impl Runtime {
                         .position(|b| b.addr == spec.addr)
                         .map(|j| (o, j))
                 });
-                let reuse = old_at.and_then(|(o, j)| {
-                    let b = &o.pool.backends[j];
-                    let same_name = b.name == spec.name
-                        || (spec.name.is_empty() && b.name == spec.addr.to_string());
-                    // The balancers return indices, so only a backend at the same index with the
-                    // same static fields can be shared as-is.
-                    (j == i
-                        && same_name
-                        && b.weight == spec.weight
-                        && b.max_conns == spec.max_conns)
-                        .then(|| Arc::clone(b))
-                });
-                let backend = reuse.unwrap_or_else(|| {
-                    Arc::new(Backend::new(
+                // Health is kept per (pool, address) whatever else changed.
+                let backend = match old_at {
+                    Some((o, j)) => {
+                        let b = &o.pool.backends[j];
+                        let same_name = b.name == spec.name
+                            || (spec.name.is_empty() && b.name == spec.addr.to_string());
+                        // The balancers return indices and the static fields are immutable,
+                        // so only a backend at the same index with the same fields and health
+                        // settings is shared as-is (the old snapshot keeps serving until the
+                        // swap, and may be kept if the reload fails later).
+                        if j == i
+                            && same_name
+                            && same_health
+                            && b.weight == spec.weight
+                            && b.max_conns == spec.max_conns
+                        {
+                            Arc::clone(b)
+                        } else {
+                            let nb = Backend::with_health_of(BackendId(i), spec.clone(), b);
+                            for change in
+                                nb.reconfigure_health(pc.health.active, pc.ejection, probed, now)
+                            {
+                                log_health_change(&pc.name, &nb, change);
+                            }
+                            Arc::new(nb)
+                        }
+                    }
+                    None => Arc::new(Backend::new(
                         BackendId(i),
                         spec.clone(),
                         HealthTracker::new(pc.health.active, pc.ejection),
-                    ))
-                });
+                    )),
+                };
                 let conn = match old_at {
                     Some((o, j)) => {
                         let c = Arc::clone(&o.conns[j]);
@@ -238,6 +266,8 @@ pub struct Shared {
     /// `global.max_client_conns`, taken before each accept.
     pub conn_limit: Arc<Semaphore>,
     pub phase: watch::Sender<Phase>,
+    /// The coupling to vrrpd (inert without `[vrrp]`): listener gates, status.
+    pub vrrp: crate::vrrp::Coupling,
 }
 
 impl Shared {
@@ -285,6 +315,7 @@ impl Server {
         let listener_cfgs = config.listeners.clone();
         let admin = config.global.admin;
         let max_conns = config.global.max_client_conns as usize;
+        let vrrp = crate::vrrp::Coupling::new(config.vrrp.as_ref());
         let runtime = Arc::new(Runtime::build(config, None, 1)?);
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
@@ -294,6 +325,7 @@ impl Server {
             tracker: TaskTracker::new(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             phase,
+            vrrp,
         });
         let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
             .await
@@ -308,7 +340,8 @@ impl Server {
             listeners: Mutex::new(HashMap::new()),
             admin_addr,
         };
-        for l in &listener_cfgs {
+        // A VIP listener is bound only once vrrpd says Master (crate::vrrp).
+        for l in listener_cfgs.iter().filter(|l| l.vrrp_instance.is_none()) {
             server
                 .start_listener(l)
                 .map_err(|source| StartError::Bind {
@@ -355,16 +388,26 @@ impl Server {
         Ok(addr)
     }
 
+    /// Is the listener bound and accepting?
+    pub fn listener_running(&self, name: &str) -> bool {
+        self.listeners().contains_key(name)
+    }
+
     /// Stop accepting on a listener; its open connections finish normally.
     pub fn stop_listener(&self, name: &str) -> bool {
-        match self.listeners().remove(name) {
-            Some(l) => {
-                info!(listener = name, "listener stopped");
-                l.stop();
-                true
-            }
-            None => false,
-        }
+        self.stop_listener_closed(name).is_some()
+    }
+
+    /// Like [`Server::stop_listener`], returning a future that resolves once the socket is
+    /// closed (`None` when the listener wasn't running).
+    pub fn stop_listener_closed(
+        &self,
+        name: &str,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let l = self.listeners().remove(name)?;
+        info!(listener = name, "listener stopped");
+        l.stop();
+        Some(l.closed())
     }
 
     /// Reload the config file: validate, build, swap; keep the old snapshot on any error.
@@ -400,6 +443,7 @@ impl Server {
                 config.global.log_format != old.config.global.log_format
                     || config.global.log_level != old.config.global.log_level,
             ),
+            ("vrrp", config.vrrp != old.config.vrrp),
         ] {
             if changed {
                 warn!(
@@ -413,12 +457,20 @@ impl Server {
             Runtime::build(config, Some(&old), old.generation + 1).map_err(|e| e.to_string())?,
         );
         // Bind new listeners before swapping so a bind failure keeps the old config whole.
+        // The vrrp task starts and stops VIP listeners under this same lock, so the set of
+        // instances it serves can't change under the reconciliation.
+        let vrrp_active = self.shared.vrrp.active();
+        let wanted = |l: &ListenerConfig| {
+            l.vrrp_instance
+                .as_ref()
+                .is_none_or(|i| vrrp_active.contains(i))
+        };
         let running: Vec<(String, ListenerConfig)> = self
             .listeners()
             .iter()
             .map(|(k, v)| (k.clone(), v.cfg.clone()))
             .collect();
-        for l in &listeners {
+        for l in listeners.iter().filter(|l| wanted(l)) {
             if !running.iter().any(|(_, r)| r == l) {
                 self.start_listener(l).map_err(|e| {
                     format!("listener {:?}: cannot bind {}: {e}", l.name, l.address)
@@ -442,10 +494,11 @@ impl Server {
         }
         crate::upstream::checker::spawn_all(&new);
         for (name, _) in running {
-            if !listeners.iter().any(|l| l.name == name) {
+            if !listeners.iter().any(|l| l.name == name && wanted(l)) {
                 self.stop_listener(&name);
             }
         }
+        drop(vrrp_active);
         Ok(generation)
     }
 
@@ -474,6 +527,16 @@ impl Server {
     /// Stop accepting, let in-flight requests finish up to the drain timeout.
     pub async fn drain(&self) -> i32 {
         self.shared.phase.send_replace(Phase::Draining);
+        // Coupled to vrrpd: keep serving the VIPs until vrrpd has moved them away, so no
+        // client meets a VIP whose listener is already closed.
+        if let Some(v) = self.shared.runtime().config.vrrp.as_ref() {
+            if !self.shared.vrrp.hand_over(v.drain_timeout).await {
+                warn!(
+                    timeout_ms = v.drain_timeout.as_millis() as u64,
+                    "vrrpd did not release the VIPs in time; stopping anyway"
+                );
+            }
+        }
         self.shared.shutdown.trigger(ShutdownMode::Graceful);
         let names: Vec<String> = self.listeners().keys().cloned().collect();
         for name in names {
@@ -498,7 +561,11 @@ impl Server {
 pub async fn run(config_path: &Path) -> Result<i32, StartError> {
     let config = LbConfig::load(config_path)?;
     let signals = Signals::install().map_err(StartError::Signals)?;
-    let server = Server::start(config_path, config).await?;
+    let vrrp = config.vrrp.clone();
+    let server = Arc::new(Server::start(config_path, config).await?);
+    if let Some(cfg) = vrrp {
+        tokio::spawn(crate::vrrp::link::run(Arc::clone(&server), cfg));
+    }
     Ok(server.serve(signals).await)
 }
 

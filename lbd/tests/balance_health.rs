@@ -1,5 +1,6 @@
 //! Health state machines: rise/fall, passive ejection with growing back-off, decay, recovery,
-//! and how a Backend mirrors them into its lock-free availability flag.
+//! how a Backend mirrors them into its lock-free availability flag, and how that state is
+//! carried into a reloaded Backend under new settings.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -276,4 +277,144 @@ fn backend_mirrors_health_into_its_flags() {
     assert!(!b.is_available() && b.is_healthy() && !b.is_ejected());
     b.set_drained(false);
     assert!(b.is_available());
+}
+
+#[test]
+fn reset_after_send_counts_toward_ejection() {
+    let mut p = PassiveHealth::new(ejection());
+    assert!(Outcome::ResetAfterSend.is_failure());
+    assert_eq!(p.record_result(Outcome::ResetAfterSend, s(1)), None);
+    assert_eq!(p.record_result(Outcome::ConnectFailure, s(1)), None);
+    assert!(matches!(
+        p.record_result(Outcome::ResetAfterSend, s(1)),
+        Some(Change::Ejected { ejections: 1, .. })
+    ));
+}
+
+fn spec(addr: &str, weight: u32) -> BackendSpec {
+    BackendSpec {
+        name: String::new(),
+        addr: addr.parse::<SocketAddr>().expect("addr"),
+        weight,
+        max_conns: 0,
+    }
+}
+
+fn active(rise: u32, fall: u32) -> ActiveConfig {
+    ActiveConfig {
+        rise,
+        fall,
+        initial: HealthState::Healthy,
+    }
+}
+
+#[test]
+fn reconfigure_keeps_state_and_applies_new_thresholds() {
+    // Down after 3 failures, 1 of 3 successes towards rising.
+    let mut h = HealthTracker::new(active(3, 3), ejection());
+    for t in 1..=3 {
+        h.record_probe(false, s(t));
+    }
+    assert!(!h.active.is_healthy());
+    h.record_probe(true, s(4));
+    h.reconfigure(active(2, 5), ejection());
+    assert!(!h.active.is_healthy(), "still down after the reload");
+    assert_eq!(
+        h.record_probe(true, s(5)),
+        Some(Change::BecameHealthy { probes: 2 }),
+        "the streak carries over under the new rise"
+    );
+    // Healthy with a 3-failure streak, then fall lowered to 2: the next failure flips it
+    // (clamped), not the reload itself.
+    let mut h = HealthTracker::new(active(2, 5), ejection());
+    for t in 1..=3 {
+        assert_eq!(h.record_probe(false, s(t)), None);
+    }
+    h.reconfigure(active(2, 2), ejection());
+    assert!(h.active.is_healthy());
+    assert_eq!(
+        h.record_probe(false, s(4)),
+        Some(Change::BecameUnhealthy { probes: 2 })
+    );
+}
+
+#[test]
+fn reconfigure_passive_keeps_ejection_unless_disabled() {
+    let mut p = PassiveHealth::new(ejection());
+    fail(&mut p, 3, s(1));
+    assert!(p.is_ejected(s(2)));
+    p.reconfigure(EjectionConfig {
+        consecutive_failures: 1,
+        ..ejection()
+    });
+    assert!(p.is_ejected(s(2)), "a running ejection is kept");
+    assert_eq!(p.poll(s(11)), Some(Change::Reinstated));
+    // Two failures in a row, then the threshold drops to 2: the next failure ejects.
+    let mut p = PassiveHealth::new(ejection());
+    fail(&mut p, 2, s(1));
+    p.reconfigure(EjectionConfig {
+        consecutive_failures: 2,
+        ..ejection()
+    });
+    assert!(matches!(
+        p.record_result(Outcome::ServerError, s(2)),
+        Some(Change::Ejected { .. })
+    ));
+    // Disabling passive ejection ends the ejection at once.
+    p.reconfigure(EjectionConfig {
+        consecutive_failures: 0,
+        ..ejection()
+    });
+    assert!(!p.is_ejected(s(3)));
+    assert_eq!(p.record_result(Outcome::ServerError, s(3)), None);
+}
+
+#[test]
+fn with_health_of_carries_state_and_shares_load() {
+    let old = std::sync::Arc::new(Backend::new(
+        BackendId(0),
+        spec("127.0.0.1:1", 1),
+        HealthTracker::new(active(2, 1), ejection()),
+    ));
+    old.record_probe(false, s(1));
+    for _ in 0..3 {
+        old.record_result(Outcome::ConnectFailure, s(1));
+    }
+    old.set_drained(true);
+    let in_flight = old.begin_request();
+    assert!(!old.is_healthy() && old.is_ejected());
+
+    let new = Backend::with_health_of(BackendId(3), spec("127.0.0.1:1", 7), &old);
+    assert_eq!((new.id, new.weight), (BackendId(3), 7));
+    assert!(!new.is_healthy() && new.is_ejected() && new.is_drained());
+    assert_eq!(new.health_deadline(), old.health_deadline());
+    assert_eq!(
+        new.in_flight(),
+        1,
+        "requests on the old snapshot still count"
+    );
+    drop(in_flight);
+    assert_eq!(new.in_flight(), 0);
+    // The copy moves on its own: one good probe is not enough under rise = 2 ...
+    assert!(new.record_probe(true, s(2)).is_empty());
+    // ... and new thresholds apply to the kept state.
+    let changes = new.reconfigure_health(active(1, 1), ejection(), true, s(2));
+    assert!(changes.is_empty());
+    assert_eq!(
+        new.record_probe(true, s(3)),
+        [Change::BecameHealthy { probes: 1 }]
+    );
+    assert!(!old.is_healthy(), "the old backend is not changed");
+    // Without active checks a down backend comes back (nothing could raise it), and
+    // disabling passive ejection ends the running ejection.
+    let down = Backend::with_health_of(BackendId(0), spec("127.0.0.1:1", 1), &old);
+    let off = EjectionConfig {
+        consecutive_failures: 0,
+        ..ejection()
+    };
+    assert_eq!(
+        down.reconfigure_health(active(2, 2), off, false, s(5)),
+        [Change::BecameHealthy { probes: 0 }, Change::Reinstated]
+    );
+    assert!(down.is_healthy() && !down.is_ejected());
 }

@@ -1,4 +1,8 @@
 //! Request smuggling and slow clients, end to end over raw TCP.
+//!
+//! hyper rejects most ambiguous framing itself; Content-Length together with
+//! Transfer-Encoding and identical duplicate Content-Length lines are caught by lbd's framing
+//! tracker (`l7::framing`) and answered by the proxy.
 
 mod common;
 
@@ -59,6 +63,26 @@ async fn ambiguous_framing_is_rejected_with_400() {
             "obsolete line folding",
             "GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
         ),
+        (
+            "Content-Length then Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding then Content-Length",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding then an invalid Content-Length",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "identical duplicate Content-Length",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        ),
+        (
+            "Content-Length list",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\nabcd",
+        ),
     ];
     for (what, bytes) in cases {
         let (text, closed) = raw(lbd.listen, bytes.as_bytes(), Duration::from_secs(5)).await;
@@ -75,9 +99,8 @@ async fn ambiguous_framing_is_rejected_with_400() {
 async fn content_length_with_transfer_encoding_cannot_smuggle_a_second_request() {
     let (web, lbd) = start().await;
     // A front end honouring Content-Length would see one request whose body hides
-    // "GET /smuggled"; a back end honouring chunked would see two. lbd reads the body as
-    // chunked (RFC 9112 §6.1), never forwards both headers, and closes the connection after
-    // the response, so the trailing bytes are never parsed as a request.
+    // "GET /smuggled"; a back end honouring chunked would see two. lbd answers 400 before
+    // routing (RFC 9112 §6.3), closes the connection, and forwards neither.
     for order in [
         "Content-Length: 44\r\nTransfer-Encoding: chunked\r\n",
         "Transfer-Encoding: chunked\r\nContent-Length: 44\r\n",
@@ -86,6 +109,7 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_second_request()
             "POST /front HTTP/1.1\r\nHost: x\r\n{order}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
         );
         let (text, closed) = raw(lbd.listen, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{order:?}: {text}");
         assert!(closed, "connection must close after CL+TE: {text}");
         assert_eq!(
             text.matches("HTTP/1.1 ").count(),
@@ -93,21 +117,50 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_second_request()
             "exactly one response: {text}"
         );
         assert!(
-            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 400"),
+            text.to_ascii_lowercase().contains("connection: close"),
             "{text}"
         );
-        assert!(!text.contains("content-length: 44"), "{text}");
     }
-    let paths = web.paths.lock().expect("paths").clone();
+    assert_eq!(web.hits(), 0, "the backend never sees a CL+TE request");
+    let log = lbd.log_text();
     assert!(
-        !paths.iter().any(|p| p == "/smuggled"),
-        "smuggled request reached the backend: {paths:?}"
+        log.contains("request rejected")
+            && log.contains("client side")
+            && log.contains("both Content-Length and Transfer-Encoding"),
+        "log line naming the client side:\n{log}"
     );
-    for p in &paths {
-        assert_eq!(p, "/front");
-    }
-    // The backend saw a chunked (or empty) body, never the conflicting Content-Length.
-    assert!(web.hits() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_keep_their_own_verdicts() {
+    let (web, lbd) = start().await;
+    // Clean requests with every body framing, pipelined in one write, then a CL+TE one: the
+    // tracker must stay in step with hyper so only the last is refused.
+    let stream = concat!(
+        "POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 26\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n",
+        "GET /get HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        "GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let (text, closed) = raw(lbd.listen, stream.as_bytes(), Duration::from_secs(5)).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200", "400"], "{text}");
+    assert!(closed, "closed after the 400: {text}");
+    assert!(
+        text.contains("body-bytes: 26"),
+        "CL body forwarded whole: {text}"
+    );
+    assert!(
+        text.contains("body-bytes: 5"),
+        "chunked body forwarded: {text}"
+    );
+    let paths = web.paths.lock().expect("paths").clone();
+    assert_eq!(paths, ["/cl", "/chunked", "/get"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

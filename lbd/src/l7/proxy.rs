@@ -6,7 +6,7 @@
 //! 2. enforces `limits` (414 / 431) and routes (404 without route or default pool);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
 //!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
-//! 4. picks a backend ([`acquire`]): fast 503 when none is available, else waits in the pool's
+//! 4. picks a backend (`acquire`): fast 503 when none is available, else waits in the pool's
 //!    bounded queue while every backend is at `max_conns`;
 //! 5. sends on a pooled or new connection ([`crate::upstream::pool`]) under
 //!    `backend_response_ms`, retrying on another backend when that is safe:
@@ -23,6 +23,12 @@
 //!
 //! WebSocket (any `Connection: upgrade`): the upgrade headers are forwarded, and on a 101 both
 //! sides are upgraded and joined with `copy_bidirectional` in a tracked task.
+//!
+//! Pair coupling ([`crate::vrrp`]): every response names the node that served it
+//! (`headers.node_header`), and a request on a VIP listener holds that listener's gate until
+//! its body ends; while the gate drains (switchover, or vrrpd left Master) HTTP/1 responses
+//! carry `Connection: close`, so hyper closes the connection after them and keep-alive reuse
+//! stops.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,7 +38,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -52,6 +58,7 @@ use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::PickContext;
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
+use crate::vrrp::gate::GateGuard;
 
 /// The hyper service: never fails; every error becomes a short response.
 pub async fn handle(
@@ -66,6 +73,7 @@ pub async fn handle(
     // Dropped with the future if the client abandons the request, so the connection's idle
     // accounting never leaks.
     let active = conn.begin();
+    let gate = shared.vrrp.gates.enter(&conn.listener);
     let log = rt.access_log.enabled().then(|| LogInfo {
         method: req.method().to_string(),
         path: req
@@ -91,6 +99,7 @@ pub async fn handle(
         pool: meta.pool,
         backend: meta.backend,
         error: "-",
+        gate,
     };
     match result {
         Ok(f) => {
@@ -108,6 +117,10 @@ pub async fn handle(
             let policy = &rt.config.headers;
             if policy.via {
                 headers::add_via(&mut parts.headers, &policy.via_value);
+            }
+            // A 101 keeps its `Connection: upgrade`; the tunnel isn't a keep-alive.
+            if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                pair_headers(&mut parts.headers, &rt, &fin, client_version);
             }
             fin.status = parts.status.as_u16();
             fin.upstream = f.keep;
@@ -138,8 +151,24 @@ pub async fn handle(
             shared.stats.error(e.kind);
             fin.status = e.kind.status().as_u16();
             fin.error = e.kind.as_str();
-            error_response(e.kind, fin)
+            let mut h = HeaderMap::new();
+            pair_headers(&mut h, &rt, &fin, client_version);
+            let mut resp = error_response(e.kind, fin);
+            resp.headers_mut().extend(h);
+            resp
         }
+    }
+}
+
+/// The node header, and `Connection: close` while the request's listener drains. HTTP/2
+/// has no `Connection` header (its connection drains with GOAWAY on shutdown instead).
+fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, version: Version) {
+    if let Some((name, value)) = &rt.config.headers.node_header {
+        h.insert(name.clone(), value.clone());
+    }
+    let draining = fin.gate.as_ref().is_some_and(|g| g.is_draining());
+    if draining && version <= Version::HTTP_11 {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
@@ -302,6 +331,10 @@ async fn forward(
     meta: &mut Meta,
 ) -> Result<Forwarded, ProxyError> {
     let cfg = &rt.config;
+    // Framing hyper accepted but hid (CL+TE, duplicate CL): asked once per request, in order.
+    if let Some(why) = conn.framing.next_request() {
+        return Err(ProxyError::new(ErrorKind::BadRequest).with_source(why.as_str()));
+    }
     if req.method() == Method::CONNECT {
         return Err(ProxyError::new(ErrorKind::BadRequest));
     }
@@ -527,7 +560,7 @@ async fn forward(
                 // A reused connection closing under us is usually the keep-alive race, not a
                 // sick backend.
                 if !reused {
-                    report(pool, &backend, Outcome::ConnectFailure);
+                    report(pool, &backend, Outcome::ResetAfterSend);
                 }
                 exclude.push(backend.id);
                 let e = ProxyError::new(ErrorKind::BackendIo).with_source(err);
@@ -566,6 +599,9 @@ struct Finish {
     pool: Option<usize>,
     backend: Option<SocketAddr>,
     error: &'static str,
+    /// The VIP listener's gate: the request counts as in flight for a drain until the body
+    /// ends.
+    gate: Option<GateGuard>,
 }
 
 impl Finish {
@@ -578,6 +614,7 @@ impl Finish {
         drop(self.lease);
         let conn_peer = self.active.conn().peer;
         drop(self.active);
+        drop(self.gate);
         inc(&self.shared.stats.responses[status_class(self.status)]);
         if let Some(log) = self.log {
             self.rt.access_log.write(&Record {
@@ -607,7 +644,7 @@ enum Inner {
 }
 
 /// The response body sent to the client: the backend's body streamed through, or a local
-/// one; runs [`Finish`] exactly once (end of stream, error, or drop).
+/// one; runs `Finish` exactly once (end of stream, error, or drop).
 pub struct ProxyBody {
     inner: Inner,
     fin: Option<Finish>,

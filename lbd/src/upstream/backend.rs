@@ -12,6 +12,12 @@
 //!
 //! A [`Pool`] is a named list of backends plus a [`Balancer`]; [`BackendId`] is the index of a
 //! backend in its pool and [`PoolId`] the index of a pool in the runtime's pool list.
+//!
+//! Across a config reload, a backend whose address stays in its pool but whose position or
+//! static fields change becomes a new [`Backend`] built with [`Backend::with_health_of`]: it
+//! continues the old one's health (rise/fall streaks, ejection), drain flag and load counters
+//! (requests still running on the old snapshot keep counting against the same
+//! `in_flight`), and [`Backend::reconfigure_health`] then applies the new thresholds.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -52,14 +58,21 @@ pub struct Backend {
     pub max_conns: u32,
     /// Stable hash of `name`, precomputed for the hashing balancers.
     pub(crate) name_hash: u64,
-    /// Requests (or L4 sessions) currently using this backend: the load the balancers compare.
-    in_flight: AtomicU32,
-    /// Open upstream connections (busy or idle), a gauge for metrics and the pool.
-    active_conns: AtomicU32,
+    /// Shared with the previous snapshot's backend of the same address (see module docs).
+    load: Arc<Load>,
     healthy: AtomicBool,
     ejected: AtomicBool,
     drained: AtomicBool,
     health: Mutex<HealthTracker>,
+}
+
+/// Counters that belong to the backend's address rather than to one config snapshot.
+#[derive(Debug, Default)]
+struct Load {
+    /// Requests (or L4 sessions) currently using this backend: the load the balancers compare.
+    in_flight: AtomicU32,
+    /// Open upstream connections (busy or idle), a gauge for metrics and the pool.
+    active_conns: AtomicU32,
 }
 
 impl Backend {
@@ -77,13 +90,58 @@ impl Backend {
             addr: spec.addr,
             weight: spec.weight,
             max_conns: spec.max_conns,
-            in_flight: AtomicU32::new(0),
-            active_conns: AtomicU32::new(0),
+            load: Arc::default(),
             healthy: AtomicBool::new(healthy),
             ejected: AtomicBool::new(false),
             drained: AtomicBool::new(false),
             health: Mutex::new(health),
         }
+    }
+
+    /// A new backend (new position and static fields, e.g. across a reload) that continues
+    /// `old`'s state: a copy of its health tracker and flags (up/down, ejected, drained), and
+    /// the *same* load counters. Call [`Self::reconfigure_health`] to apply new thresholds.
+    pub fn with_health_of(id: BackendId, spec: BackendSpec, old: &Backend) -> Self {
+        let health = old
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut b = Self::new(id, spec, health);
+        b.load = Arc::clone(&old.load);
+        b.ejected = AtomicBool::new(old.is_ejected());
+        b.drained = AtomicBool::new(old.is_drained());
+        b
+    }
+
+    /// Apply new health settings keeping the current state ([`HealthTracker::reconfigure`]).
+    /// Without active checks (`probed == false`) nothing could ever raise a down backend, so
+    /// its active state returns to `active.initial`. Returns the transitions this causes.
+    pub fn reconfigure_health(
+        &self,
+        active: ActiveConfig,
+        ejection: EjectionConfig,
+        probed: bool,
+        now: Duration,
+    ) -> Vec<Change> {
+        self.with_health(now, |h| {
+            let was_healthy = h.active.is_healthy();
+            let was_ejected = h.passive.is_ejected(now);
+            h.reconfigure(active, ejection);
+            if !probed {
+                h.active.reset();
+            }
+            let mut changes = Vec::new();
+            match (was_healthy, h.active.is_healthy()) {
+                (false, true) => changes.push(Change::BecameHealthy { probes: 0 }),
+                (true, false) => changes.push(Change::BecameUnhealthy { probes: 0 }),
+                _ => {}
+            }
+            if was_ejected && !h.passive.is_ejected(now) {
+                changes.push(Change::Reinstated);
+            }
+            changes
+        })
     }
 
     /// Healthy AND not ejected AND not admin-drained.
@@ -117,16 +175,16 @@ impl Backend {
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.load.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn active_conns(&self) -> u32 {
-        self.active_conns.load(Ordering::Relaxed)
+        self.load.active_conns.load(Ordering::Relaxed)
     }
 
     /// Count one request (or L4 session) until the guard drops; the balancers see it as load.
     pub fn begin_request(self: &Arc<Self>) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
             backend: Arc::clone(self),
         }
@@ -134,7 +192,7 @@ impl Backend {
 
     /// Count one open upstream connection until the guard drops.
     pub fn conn_opened(self: &Arc<Self>) -> ConnGuard {
-        self.active_conns.fetch_add(1, Ordering::Relaxed);
+        self.load.active_conns.fetch_add(1, Ordering::Relaxed);
         ConnGuard {
             backend: Arc::clone(self),
         }
@@ -195,7 +253,7 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.load.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -207,7 +265,10 @@ pub struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.backend.active_conns.fetch_sub(1, Ordering::Relaxed);
+        self.backend
+            .load
+            .active_conns
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -128,6 +128,29 @@ impl ActiveHealth {
 
     /// Feed one probe result. `now` is accepted for symmetry with the passive machine and
     /// future use (e.g. probe-age checks); the rise/fall logic only counts.
+    /// Apply new thresholds (a config reload) keeping the current state. A streak already at
+    /// or past a lowered threshold is clamped so the *next* disagreeing probe flips the state,
+    /// rather than flipping on the reload itself. `initial` only matters for a new machine.
+    pub fn reconfigure(&mut self, cfg: ActiveConfig) {
+        self.cfg = ActiveConfig {
+            rise: cfg.rise.max(1),
+            fall: cfg.fall.max(1),
+            initial: cfg.initial,
+        };
+        let threshold = match self.state {
+            HealthState::Healthy => self.cfg.fall,
+            HealthState::Unhealthy => self.cfg.rise,
+        };
+        self.streak = self.streak.min(threshold - 1);
+    }
+
+    /// Back to the initial state (used when active checks are turned off: nothing could
+    /// ever move a backend out of Unhealthy again).
+    pub fn reset(&mut self) {
+        self.state = self.cfg.initial;
+        self.streak = 0;
+    }
+
     pub fn record_probe(&mut self, ok: bool, _now: Duration) -> Option<Change> {
         // A probe agreeing with the current state clears any streak toward the other state:
         // rise/fall count *consecutive* results.
@@ -166,6 +189,10 @@ pub enum Outcome {
     Success,
     /// TCP connect (or TLS handshake) to the backend failed.
     ConnectFailure,
+    /// The connection failed after the request was sent and before any response byte (reset,
+    /// EOF or a garbled head). Counted like a connect failure; the proxy reports it only for
+    /// fresh connections, since a reused one closing under us is usually the keep-alive race.
+    ResetAfterSend,
     /// The backend did not answer in time.
     Timeout,
     /// The backend answered with a 5xx status.
@@ -223,6 +250,20 @@ impl PassiveHealth {
             ejections: 0,
             ejected_until: None,
             quiet_since: Duration::ZERO,
+        }
+    }
+
+    /// Apply new settings (a config reload) keeping the failure streak and the ejection count.
+    /// A streak at or past a lowered threshold is clamped so the next failure ejects. A
+    /// running ejection keeps its end time unless passive ejection is now disabled, which
+    /// ends it at once (the operator turned the mechanism off).
+    pub fn reconfigure(&mut self, cfg: EjectionConfig) {
+        self.cfg = cfg;
+        if cfg.consecutive_failures == 0 {
+            self.consecutive_failures = 0;
+            self.ejected_until = None;
+        } else {
+            self.consecutive_failures = self.consecutive_failures.min(cfg.consecutive_failures - 1);
         }
     }
 
@@ -337,6 +378,13 @@ impl HealthTracker {
             active: ActiveHealth::new(active),
             passive: PassiveHealth::new(passive),
         }
+    }
+
+    /// Apply new settings (a config reload) keeping the current health and ejection state,
+    /// so a backend that was down stays down and one that was up stays up.
+    pub fn reconfigure(&mut self, active: ActiveConfig, ejection: EjectionConfig) {
+        self.active.reconfigure(active);
+        self.passive.reconfigure(ejection);
     }
 
     /// Usable at `now`: actively Healthy and not ejected.

@@ -1,0 +1,241 @@
+//! The connection to vrrpd: subscribe, follow the ordered event stream, ack, heartbeat.
+//!
+//! One task does it all, so events are acted on strictly in order. Reading happens in a
+//! helper task (a line read is not cancel-safe, so it can't sit in a `select!`); the main
+//! loop selects over the next message, the heartbeat tick, a watchdog tick and a running
+//! switchover drain. While a drain runs, no further event is taken (they wait, in order, in
+//! the channel) but heartbeats go on, so vrrpd never mistakes a drain for a dead lbd.
+//!
+//! The session ends on EOF, an I/O error or timeout, a malformed line, or a seq gap; the
+//! task then reconnects every `reconnect_interval`, and the controller's lost timer runs
+//! from the moment the connection went away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::control::{read_message, write_message, ControlError, Request, Response, StateEvent};
+use tokio::io::BufReader;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use super::controller::{Controller, Drain, Next};
+use crate::config::VrrpConfig;
+use crate::server::Server;
+
+/// The client name vrrpd expects from lbd.
+pub const CLIENT: &str = "lbd";
+/// Longest wait for connect + the `subscribed` answer, and for one write.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the lost timer and drain-mode expiry are checked.
+const WATCHDOG_TICK: Duration = Duration::from_millis(10);
+
+/// Why a subscription ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot connect to vrrpd: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("vrrpd closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("timed out talking to vrrpd")]
+    Timeout,
+    #[error("vrrpd refused the subscription: {0}")]
+    Refused(String),
+    #[error("event seq {got} where {want} was expected: events were lost, resubscribing")]
+    SeqGap { want: u64, got: u64 },
+    #[error("lbd is shutting down")]
+    Shutdown,
+}
+
+/// Follow vrrpd until fast shutdown. Spawned by `server::run` when `[vrrp]` is configured.
+pub async fn run(server: Arc<Server>, cfg: VrrpConfig) {
+    let mut ctl = Controller::new(server, cfg);
+    let shutdown = ctl.shared().shutdown.clone();
+    // Start of the current outage (None before the first attempt and while subscribed).
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let e = session(&mut ctl).await;
+        if matches!(e, LinkError::Shutdown) {
+            return;
+        }
+        let now = Instant::now();
+        if matches!(e, LinkError::SeqGap { .. }) {
+            ctl.update_status(|s| s.seq_gaps += 1);
+        }
+        let was_connected = ctl.shared().vrrp.status().connected;
+        if was_connected || down_since.is_none() {
+            // Logged once per outage, not on every retry.
+            warn!(error = %e, socket = %ctl.config().socket.display(), "vrrpd link down");
+            down_since = Some(now);
+            ctl.on_disconnect(now);
+        } else {
+            debug!(error = %e, "vrrpd still unreachable");
+        }
+        ctl.update_status(|s| {
+            s.connected = false;
+            s.disconnected_ms =
+                down_since.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+        });
+        let pause = tokio::time::sleep(ctl.config().reconnect_interval);
+        tokio::pin!(pause);
+        let mut tick = tokio::time::interval(WATCHDOG_TICK);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+                _ = shutdown.fast() => return,
+            }
+        }
+    }
+}
+
+/// Aborts the reader task when the session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type Incoming = Result<Option<Value>, ControlError>;
+
+async fn send(write: &mut OwnedWriteHalf, req: &Request) -> Result<(), LinkError> {
+    match tokio::time::timeout(IO_TIMEOUT, write_message(write, req)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(LinkError::Timeout),
+    }
+}
+
+/// One subscription, from connect to its end (it always ends with an error).
+async fn session(ctl: &mut Controller) -> LinkError {
+    match subscribed(ctl).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, LinkError> {
+    let shutdown = ctl.shared().shutdown.clone();
+    let socket = ctl.config().socket.clone();
+    let stream = match tokio::time::timeout(IO_TIMEOUT, UnixStream::connect(&socket)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(LinkError::Connect(e)),
+        Err(_) => return Err(LinkError::Timeout),
+    };
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Incoming>(64);
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        let mut reader = BufReader::new(read);
+        loop {
+            let msg = read_message::<_, Value>(&mut reader).await;
+            let end = !matches!(msg, Ok(Some(_)));
+            if tx.send(msg).await.is_err() || end {
+                return;
+            }
+        }
+    }));
+    send(
+        &mut write,
+        &Request::Subscribe {
+            client: CLIENT.into(),
+        },
+    )
+    .await?;
+    let first = match tokio::time::timeout(IO_TIMEOUT, rx.recv()).await {
+        Ok(Some(m)) => m?.ok_or(LinkError::Closed)?,
+        Ok(None) => return Err(LinkError::Closed),
+        Err(_) => return Err(LinkError::Timeout),
+    };
+    let mut expected = match serde_json::from_value::<Response>(first) {
+        Ok(Response::Subscribed { next_seq }) => next_seq,
+        Ok(Response::Error { message }) => return Err(LinkError::Refused(message)),
+        Ok(_) => return Err(ControlError::Unexpected.into()),
+        Err(e) => return Err(ControlError::Malformed(e).into()),
+    };
+    info!(socket = %socket.display(), "subscribed to vrrpd");
+    ctl.update_status(|s| {
+        s.connected = true;
+        s.disconnected_ms = None;
+        s.connects += 1;
+        s.last_seq = 0;
+        s.acked_seq = 0;
+    });
+    let hb = ctl.heartbeat();
+    send(&mut write, &Request::Heartbeat(hb)).await?;
+    ctl.update_status(|s| s.heartbeats_sent += 1);
+
+    let mut heartbeat = tokio::time::interval(ctl.config().heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    heartbeat.reset();
+    let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+    watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut drain: Option<(u64, Drain)> = None;
+    let shared = Arc::clone(ctl.shared());
+    let kick = &shared.vrrp;
+    loop {
+        tokio::select! {
+            msg = rx.recv(), if drain.is_none() => {
+                let Some(msg) = msg else { return Err(LinkError::Closed) };
+                let Some(value) = msg? else { return Err(LinkError::Closed) };
+                if value.get("type").is_some() {
+                    // An answer to something we sent (an error: we send nothing else that
+                    // gets one); log it, the stream goes on.
+                    match serde_json::from_value::<Response>(value) {
+                        Ok(Response::Error { message }) => warn!(message, "vrrpd reported an error"),
+                        Ok(other) => debug!(?other, "unexpected answer from vrrpd"),
+                        Err(e) => return Err(ControlError::Malformed(e).into()),
+                    }
+                    continue;
+                }
+                let ev: StateEvent = serde_json::from_value(value).map_err(ControlError::Malformed)?;
+                if ev.seq != expected {
+                    return Err(LinkError::SeqGap { want: expected, got: ev.seq });
+                }
+                expected += 1;
+                info!(seq = ev.seq, instance = %ev.instance, state = %ev.state, draining = ev.draining,
+                    reason = %ev.reason, "vrrpd event");
+                ctl.update_status(|s| { s.last_seq = ev.seq; s.events += 1; });
+                match ctl.handle(&ev).await {
+                    Next::Ack => {
+                        // The heartbeat first, so vrrpd already sees what we serve when it
+                        // reads the ack.
+                        let hb = ctl.heartbeat();
+                        send(&mut write, &Request::Heartbeat(hb)).await?;
+                        send(&mut write, &Request::Ack { seq: ev.seq }).await?;
+                        ctl.update_status(|s| { s.acked_seq = ev.seq; s.heartbeats_sent += 1; });
+                    }
+                    Next::AckAfter(fut) => drain = Some((ev.seq, fut)),
+                }
+            }
+            _ = async {
+                match drain.as_mut() {
+                    Some((_, fut)) => { fut.await; }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if drain.is_some() => {
+                if let Some((seq, _)) = drain.take() {
+                    send(&mut write, &Request::Ack { seq }).await?;
+                    ctl.update_status(|s| s.acked_seq = seq);
+                }
+            }
+            _ = heartbeat.tick() => {
+                let hb = ctl.heartbeat();
+                send(&mut write, &Request::Heartbeat(hb)).await?;
+                ctl.update_status(|s| s.heartbeats_sent += 1);
+            }
+            _ = watchdog.tick() => ctl.check_deadlines(Instant::now()).await,
+            _ = kick.kicked() => {
+                let hb = ctl.heartbeat();
+                send(&mut write, &Request::Heartbeat(hb)).await?;
+                ctl.update_status(|s| s.heartbeats_sent += 1);
+            }
+            _ = shutdown.fast() => return Err(LinkError::Shutdown),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What lbd tells vrrpd about itself: *able* to serve, and *ready* to take over.
+//!
+//! Both are lists of named conditions rather than two booleans, so a later condition (issue:
+//! "state synced with the peer") is one more entry, and `/status` can say which one fails.
+//! - able: `shutdown` (not draining out of the process), `listeners_bound` (every listener
+//!   of an instance that is master here is bound), and, per `[vrrp]
+//!   unable_when_no_healthy_backend`, `backends` for the listed pools.
+//! - ready: `listeners` (every configured listener is bound or could be bound now) and
+//!   `backends` (every pool has at least one available backend).
+
+use serde::Serialize;
+
+use crate::config::UnableWhen;
+use crate::server::Runtime;
+
+/// One named check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Why it fails (empty when ok).
+    pub reason: String,
+}
+
+impl Condition {
+    pub fn ok(name: &'static str) -> Condition {
+        Condition {
+            name,
+            ok: true,
+            reason: String::new(),
+        }
+    }
+
+    pub fn failing(name: &'static str, reason: impl Into<String>) -> Condition {
+        Condition {
+            name,
+            ok: false,
+            reason: reason.into(),
+        }
+    }
+
+    /// `ok` unless `problems` is non-empty, whose entries become the reason.
+    pub fn from_problems(name: &'static str, problems: &[String]) -> Condition {
+        if problems.is_empty() {
+            Condition::ok(name)
+        } else {
+            Condition::failing(name, problems.join("; "))
+        }
+    }
+}
+
+/// A set of conditions that all must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub conditions: Vec<Condition>,
+}
+
+impl Readiness {
+    pub fn holds(&self) -> bool {
+        self.conditions.iter().all(|c| c.ok)
+    }
+
+    /// The reasons of the failing conditions, as "name: reason".
+    pub fn reasons(&self) -> impl Iterator<Item = String> + '_ {
+        self.conditions
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.reason))
+    }
+}
+
+/// Pools (by name) that have no available backend right now.
+pub fn pools_without_backend(rt: &Runtime) -> Vec<String> {
+    rt.pools
+        .iter()
+        .filter(|p| {
+            !p.pool
+                .backends
+                .iter()
+                .any(|b| b.weight > 0 && b.is_available())
+        })
+        .map(|p| p.name().to_string())
+        .collect()
+}
+
+/// The `backends` condition of *able*, per `unable_when_no_healthy_backend`; `None` when
+/// backend health doesn't affect ability.
+pub fn able_backends(rt: &Runtime, when: &UnableWhen) -> Option<Condition> {
+    let empty = pools_without_backend(rt);
+    let failing: Vec<String> = match when {
+        UnableWhen::Never => return None,
+        UnableWhen::AnyPool => empty,
+        UnableWhen::Pools(names) => empty.into_iter().filter(|p| names.contains(p)).collect(),
+    };
+    let problems: Vec<String> = failing
+        .iter()
+        .map(|p| format!("pool {p:?} has no healthy backend"))
+        .collect();
+    Some(Condition::from_problems("backends", &problems))
+}
+
+/// The `backends` condition of *ready*: every pool has an available backend.
+pub fn ready_backends(rt: &Runtime) -> Condition {
+    let problems: Vec<String> = pools_without_backend(rt)
+        .iter()
+        .map(|p| format!("pool {p:?} has no healthy backend"))
+        .collect();
+    Condition::from_problems("backends", &problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_holds_only_when_every_condition_does() {
+        let mut r = Readiness::default();
+        assert!(r.holds(), "no conditions: ready");
+        r.conditions.push(Condition::ok("listeners"));
+        r.conditions.push(Condition::from_problems(
+            "backends",
+            &["pool \"a\" has no healthy backend".to_string()],
+        ));
+        assert!(!r.holds());
+        assert_eq!(
+            r.reasons().collect::<Vec<_>>(),
+            vec!["backends: pool \"a\" has no healthy backend".to_string()]
+        );
+        r.conditions[1] = Condition::from_problems("backends", &[]);
+        assert!(r.holds());
+        assert_eq!(r.reasons().count(), 0);
+    }
+}

@@ -1,0 +1,583 @@
+//! lbd's side of the vrrpd↔lbd coupling, against a fake vrrpd: a real Unix socket speaking
+//! the real `shared::control` protocol, and a real lbd process. (The real vrrpd needs
+//! network namespaces; the netns suite covers the two together.)
+//!
+//! The VIP is emulated by 127.0.0.2 on loopback: the listener is bound only while the fake
+//! says `master`, so "connection refused" means "not serving".
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use shared::control::{read_message, write_message, Heartbeat, Request, Response, StateEvent};
+use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UnixListener};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A fake vrrpd: accepts subscriptions and hands each to the test.
+struct FakeVrrpd {
+    path: PathBuf,
+    conns: mpsc::Receiver<Conn>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FakeVrrpd {
+    fn start(path: &Path) -> FakeVrrpd {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind fake vrrpd socket");
+        let (tx, conns) = mpsc::channel(8);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                let client = match read_message::<_, Request>(&mut reader).await {
+                    Ok(Some(Request::Subscribe { client })) => client,
+                    other => panic!("expected subscribe, got {other:?}"),
+                };
+                write_message(&mut write, &Response::Subscribed { next_seq: 1 })
+                    .await
+                    .expect("write subscribed");
+                let conn = Conn {
+                    reader,
+                    writer: write,
+                    seq: 0,
+                    client,
+                    last_heartbeat: None,
+                };
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+        });
+        FakeVrrpd {
+            path: path.to_path_buf(),
+            conns,
+            accept,
+        }
+    }
+
+    async fn next_conn(&mut self, within: Duration) -> Conn {
+        tokio::time::timeout(within * patience(), self.conns.recv())
+            .await
+            .expect("lbd subscribes in time")
+            .expect("acceptor alive")
+    }
+
+    /// Stop accepting and remove the socket: vrrpd is dead.
+    fn kill(self) {
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One subscribed lbd connection.
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    seq: u64,
+    client: String,
+    last_heartbeat: Option<Heartbeat>,
+}
+
+fn event(seq: u64, instance: &str, state: &str, draining: bool, master_down_ms: u64) -> StateEvent {
+    StateEvent {
+        seq,
+        instance: instance.into(),
+        vrid: 51,
+        interface: "lo".into(),
+        state: state.into(),
+        priority: 100,
+        vips: vec!["127.0.0.2/8".into()],
+        reason: "test".into(),
+        draining,
+        master_down_ms,
+    }
+}
+
+impl Conn {
+    /// Send the next event in sequence; returns its seq.
+    async fn send(&mut self, mut ev: StateEvent) -> u64 {
+        self.seq += 1;
+        ev.seq = self.seq;
+        write_message(&mut self.writer, &ev)
+            .await
+            .expect("write event");
+        self.seq
+    }
+
+    async fn state(&mut self, instance: &str, state: &str, master_down_ms: u64) -> u64 {
+        self.send(event(0, instance, state, false, master_down_ms))
+            .await
+    }
+
+    /// The next message from lbd.
+    async fn recv(&mut self, within: Duration) -> Option<Request> {
+        let msg = tokio::time::timeout(
+            within * patience(),
+            read_message::<_, Request>(&mut self.reader),
+        )
+        .await
+        .expect("lbd talks in time")
+        .expect("well-formed message");
+        if let Some(Request::Heartbeat(hb)) = &msg {
+            self.last_heartbeat = Some(hb.clone());
+        }
+        msg
+    }
+
+    /// Read until the ack of `seq` (heartbeats are remembered on the way).
+    async fn wait_ack(&mut self, seq: u64, within: Duration) -> Instant {
+        let deadline = Instant::now() + within * patience();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no ack of seq {seq} within {within:?}");
+            match self.recv(left).await {
+                Some(Request::Ack { seq: s }) if s >= seq => return Instant::now(),
+                Some(_) => {}
+                None => panic!("lbd closed the connection while we waited for ack {seq}"),
+            }
+        }
+    }
+
+    /// The next heartbeat satisfying `f`.
+    async fn heartbeat_where(&mut self, what: &str, f: impl Fn(&Heartbeat) -> bool) -> Heartbeat {
+        let deadline = Instant::now() + WAIT * patience();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat with {what}; last: {:?}",
+                self.last_heartbeat
+            );
+            if let Some(Request::Heartbeat(hb)) = self.recv(WAIT).await {
+                if f(&hb) {
+                    return hb;
+                }
+            }
+        }
+    }
+
+    /// Until lbd closes this connection (after a seq gap).
+    async fn wait_closed(&mut self, within: Duration) {
+        let deadline = Instant::now() + within * patience();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "lbd kept the connection");
+            match tokio::time::timeout(left, read_message::<_, Request>(&mut self.reader)).await {
+                Ok(Ok(None)) | Ok(Err(_)) => return,
+                Ok(Ok(Some(_))) => {}
+                Err(_) => panic!("lbd kept the connection"),
+            }
+        }
+    }
+}
+
+/// A free port on 127.0.0.2 (the emulated VIP).
+fn vip_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2:0");
+    l.local_addr().expect("addr")
+}
+
+struct Pair {
+    lbd: Lbd,
+    fake: FakeVrrpd,
+    vip: SocketAddr,
+    backend: TestBackend,
+    _sock_dir: tempfile::TempDir,
+}
+
+/// lbd with a `[vrrp]` table pointing at a fake vrrpd, one pool (with active health checks
+/// when `health`), and a VIP listener of instance "web".
+async fn pair(vrrp_extra: &str, health: bool) -> Pair {
+    let backend = TestBackend::start("b1").await;
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let sock = sock_dir.path().join("vrrpd.sock");
+    let fake = FakeVrrpd::start(&sock);
+    let vip = vip_addr();
+    let health = if health {
+        "[pool.health]\nkind = \"http\"\npath = \"/healthz\"\ninterval_ms = 100\ntimeout_ms = 100\nrise = 1\nfall = 2\n"
+    } else {
+        ""
+    };
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\nnode_name = \"node-t\"\n\
+         [vrrp]\nsocket = \"{}\"\nheartbeat_interval_ms = 50\ndrain_timeout_ms = 3000\n{vrrp_extra}\n\
+         {}\n{health}\
+         [[listener]]\nname = \"vip\"\naddress = \"{vip}\"\nvrrp_instance = \"web\"\n",
+        sock.display(),
+        pool("web", &[&backend], ""),
+    );
+    let lbd = Lbd::start(&body).await;
+    Pair {
+        lbd,
+        fake,
+        vip,
+        backend,
+        _sock_dir: sock_dir,
+    }
+}
+
+async fn refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+async fn status(admin: SocketAddr) -> serde_json::Value {
+    let r = get(admin, "/status").await.expect("/status");
+    serde_json::from_str(&r.body).expect("status JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_and_heartbeats_able_ready_serving() {
+    let mut p = pair("unable_when_no_healthy_backend = true", true).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    assert_eq!(conn.client, "lbd");
+    let hb = conn
+        .heartbeat_where("able and ready", |h| h.able && h.ready)
+        .await;
+    assert!(hb.serving.is_empty(), "nothing is master yet: {hb:?}");
+    assert!(hb.reasons.is_empty(), "{hb:?}");
+    // Heartbeats keep coming at the configured interval.
+    let t = Instant::now();
+    for _ in 0..4 {
+        conn.heartbeat_where("any", |_| true).await;
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "4 heartbeats at 50 ms took {:?}",
+        t.elapsed()
+    );
+
+    // The only backend goes down: not ready, and (configured) not able.
+    p.backend.set_healthy(false);
+    let hb = conn
+        .heartbeat_where("able=false ready=false", |h| !h.able && !h.ready)
+        .await;
+    assert!(
+        hb.reasons
+            .iter()
+            .any(|r| r.contains("pool \"web\" has no healthy backend")),
+        "{hb:?}"
+    );
+    p.backend.set_healthy(true);
+    conn.heartbeat_where("able and ready again", |h| h.able && h.ready)
+        .await;
+
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["node"], "node-t");
+    assert_eq!(s["vrrp"]["connected"], true);
+    assert!(
+        s["vrrp"]["heartbeats_sent"].as_u64().unwrap_or(0) >= 5,
+        "{s}"
+    );
+
+    // The CLI reads the same endpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(["status", "--json", "--admin", &p.lbd.admin.to_string()])
+        .output()
+        .expect("run lbd status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(cli["vrrp"]["connected"], true);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(["status", "--admin", &p.lbd.admin.to_string()])
+        .output()
+        .expect("run lbd status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("node node-t") && text.contains("connected"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_binds_before_the_ack_and_backup_stops_accepting() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    conn.heartbeat_where("first heartbeat", |_| true).await;
+    assert!(
+        refused(p.vip).await,
+        "VIP listener must not be bound before master"
+    );
+
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    // The ack means "bound": a request right after it succeeds, no retry.
+    let r = get(p.vip, "/x")
+        .await
+        .expect("VIP answers right after the ack");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.backend(), "b1");
+    assert_eq!(
+        r.headers.get("x-lbpair-node").map(|v| v.as_bytes()),
+        Some(&b"node-t"[..])
+    );
+    // The heartbeat sent with the ack already names the instance.
+    assert_eq!(
+        conn.last_heartbeat.as_ref().map(|h| h.serving.clone()),
+        Some(vec!["web".to_string()])
+    );
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["instances"][0]["state"], "master", "{s}");
+    assert_eq!(s["vrrp"]["instances"][0]["serving"], true, "{s}");
+    // The same event again is idempotent.
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert_eq!(get(p.vip, "/x").await.map(|r| r.status), Ok(200));
+
+    let seq = conn.state("web", "backup", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert!(
+        refused(p.vip).await,
+        "backup: the listener stopped accepting before the ack"
+    );
+    conn.heartbeat_where("serving nothing", |h| h.serving.is_empty())
+        .await;
+
+    // Fault and master again.
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert_eq!(get(p.vip, "/x").await.map(|r| r.status), Ok(200));
+    let seq = conn.state("web", "fault", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert!(refused(p.vip).await);
+}
+
+/// A keep-alive client connection to `addr`.
+async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tx
+}
+
+fn req(path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .uri(path)
+        .header("host", "test.local")
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_master_closes_keepalive_and_acks_after_in_flight_requests() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+
+    // Before the drain a connection is kept alive.
+    let mut ka = client(p.vip).await;
+    let r = ka.send_request(req("/before")).await.expect("response");
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
+    let _ = r.into_body().collect().await;
+
+    // A slow request is in flight on that connection when the drain starts.
+    ka.ready().await.expect("keep-alive connection reusable");
+    let slow_sent = Instant::now();
+    let slow = tokio::spawn(async move {
+        let r = ka
+            .send_request(req("/slow/700"))
+            .await
+            .expect("slow response");
+        let close = r.headers().get("connection").cloned();
+        let body = r.into_body().collect().await.map(|b| b.to_bytes());
+        (body.is_ok(), close)
+    });
+    eventually("slow request reached the backend", WAIT, || {
+        let paths = p.backend.paths.clone();
+        async move {
+            paths
+                .lock()
+                .map(|p| p.iter().any(|x| x == "/slow/700"))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let drain_seq = conn.send(event(0, "web", "master", true, 3000)).await;
+
+    // Make-before-break: new connections are still accepted during the drain, and told to
+    // close.
+    let r = get(p.vip, "/during")
+        .await
+        .expect("accepted during the drain");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+
+    let acked = conn.wait_ack(drain_seq, WAIT).await;
+    let (complete, close) = slow.await.expect("join");
+    assert!(complete, "the in-flight response was delivered whole");
+    assert_eq!(
+        close.as_ref().map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "in-flight response closes the connection"
+    );
+    // The backend answers 700 ms after it got the request; the ack waits for that answer
+    // (but not for the 3 s drain timeout).
+    let waited = acked.duration_since(slow_sent);
+    assert!(
+        waited >= Duration::from_millis(700),
+        "the drain ack came {waited:?} after the slow request, before it finished"
+    );
+    assert!(
+        waited < Duration::from_millis(2500),
+        "the drain ack waited for the timeout ({waited:?}), not for the request"
+    );
+    // Heartbeats kept flowing during the drain (vrrpd would call a silent lbd dead).
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["instances"][0]["draining"], true, "{s}");
+
+    // vrrpd hands over: backup; then master again ends drain mode.
+    let seq = conn.state("web", "backup", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert!(refused(p.vip).await);
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let r = get(p.vip, "/after").await.expect("serving again");
+    assert!(
+        r.headers.get("connection").is_none(),
+        "drain mode ended: {:?}",
+        r.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_vrrpd_restart_keeps_serving_a_dead_vrrpd_stops_it() {
+    let mut p = pair("reconnect_interval_ms = 20", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 600).await;
+    conn.wait_ack(seq, WAIT).await;
+    assert_eq!(get(p.vip, "/").await.map(|r| r.status), Ok(200));
+
+    // vrrpd restarts: the connection drops, lbd keeps serving while it reconnects.
+    drop(conn);
+    let lost_at = Instant::now();
+    let mut conn = p.fake.next_conn(WAIT).await;
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "serving while vrrpd restarts"
+    );
+    // Its snapshot: undecided at first (it waits for lbd to report serving), then master.
+    let mut init = event(0, "web", "initialize", false, 0);
+    init.reason = "snapshot".into();
+    let seq = conn.send(init).await;
+    conn.wait_ack(seq, WAIT).await;
+    let hb = conn
+        .heartbeat_where("a heartbeat after the snapshot", |_| true)
+        .await;
+    assert_eq!(
+        hb.serving,
+        vec!["web".to_string()],
+        "still serving: vrrpd resumes on this"
+    );
+    let seq = conn.state("web", "master", 600).await;
+    conn.wait_ack(seq, WAIT).await;
+    // Past the old master_down_ms: still serving, vrrpd vouched again.
+    tokio::time::sleep_until(lost_at + Duration::from_millis(1000)).await;
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "a quick restart must not stop serving"
+    );
+    assert_eq!(status(p.lbd.admin).await["vrrp"]["connects"], 2);
+
+    // vrrpd dies for good: serving stops after master_down_ms (600), not before.
+    drop(conn);
+    let fake = std::mem::replace(
+        &mut p.fake,
+        FakeVrrpd::start(&p._sock_dir.path().join("unused.sock")),
+    );
+    fake.kill();
+    let died = Instant::now();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "not before the lost timeout"
+    );
+    eventually(
+        "VIP listener stopped after the lost timeout",
+        WAIT,
+        || async { refused(p.vip).await },
+    )
+    .await;
+    let after = died.elapsed();
+    assert!(
+        after >= Duration::from_millis(550),
+        "stopped after {after:?}, before master_down_ms"
+    );
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["connected"], false, "{s}");
+    assert_eq!(s["vrrp"]["instances"][0]["state"], "lost", "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seq_gap_makes_lbd_resubscribe() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    // Skip seq 2.
+    conn.seq += 1;
+    let gap = conn.state("web", "backup", 3000).await;
+    assert_eq!(gap, 3);
+    conn.wait_closed(WAIT).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    // The lost event was never acted on; the fresh snapshot is.
+    assert_eq!(get(p.vip, "/").await.map(|r| r.status), Ok(200));
+    let mut snap = event(0, "web", "backup", false, 3000);
+    snap.reason = "snapshot".into();
+    let seq = conn.send(snap).await;
+    assert_eq!(seq, 1, "a new subscription starts at seq 1");
+    conn.wait_ack(seq, WAIT).await;
+    assert!(refused(p.vip).await);
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["seq_gaps"], 1, "{s}");
+    assert_eq!(s["vrrp"]["connects"], 2, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reports_unable_and_serves_until_vrrpd_moves_the_vip() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    p.lbd.signal("TERM");
+    let hb = conn
+        .heartbeat_where("able=false after SIGTERM", |h| !h.able)
+        .await;
+    assert!(
+        hb.reasons.iter().any(|r| r.contains("shutting down")),
+        "{hb:?}"
+    );
+    assert_eq!(hb.serving, vec!["web".to_string()], "still serving the VIP");
+    // vrrpd hasn't moved the VIP yet: lbd must still answer on it.
+    assert_eq!(get(p.vip, "/").await.map(|r| r.status), Ok(200));
+    // vrrpd faults (VIP removed), lbd stops the listener, acks, and exits.
+    let seq = conn.state("web", "fault", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let status = p.lbd.wait_exit(WAIT).await;
+    assert!(status.success(), "{status}");
+    assert!(refused(p.vip).await);
+}
