@@ -265,6 +265,13 @@ macro_rules! drive {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                // A VIP listener being drained (switchover, or the VIP moved away): close
+                // idle keep-alive connections now instead of at their next request.
+                _ = $shared.vrrp.gates.wait_draining(&$ctx.listener), if !closing => {
+                    debug!("listener draining, closing the client connection gracefully");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 _ = shutdown.fast() => break,
             }
         }

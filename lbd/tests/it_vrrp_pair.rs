@@ -195,6 +195,8 @@ struct Pair {
     fake: FakeVrrpd,
     vip: SocketAddr,
     backend: TestBackend,
+    /// The config body (for a reload with `Lbd::write_config`).
+    body: String,
     _sock_dir: tempfile::TempDir,
 }
 
@@ -225,6 +227,7 @@ async fn pair(vrrp_extra: &str, health: bool) -> Pair {
         fake,
         vip,
         backend,
+        body,
         _sock_dir: sock_dir,
     }
 }
@@ -580,4 +583,39 @@ async fn sigterm_reports_unable_and_serves_until_vrrpd_moves_the_vip() {
     let status = p.lbd.wait_exit(WAIT).await;
     assert!(status.success(), "{status}");
     assert!(refused(p.vip).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_vip_listeners_bound_only_while_master() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let reloads = |admin| async move {
+        metric(admin, "lbd_config_reloads_total{result=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+    };
+    p.lbd.write_config(&p.body);
+    p.lbd.signal("HUP");
+    eventually("reload 1 done", WAIT, || async {
+        reloads(p.lbd.admin).await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "master: a reload keeps the VIP listener"
+    );
+    let seq = conn.state("web", "backup", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    p.lbd.signal("HUP");
+    eventually("reload 2 done", WAIT, || async {
+        reloads(p.lbd.admin).await >= 2.0
+    })
+    .await;
+    assert!(
+        refused(p.vip).await,
+        "backup: a reload must not bind the VIP listener"
+    );
 }

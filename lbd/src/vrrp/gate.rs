@@ -153,19 +153,25 @@ impl Gates {
         out.unwrap_or_default()
     }
 
-    /// Put `gates` into drain mode and wait (at most `limit`) for the requests in flight at
-    /// this moment to finish. Returns whether they all did.
-    pub async fn drain(gates: &[Arc<Gate>], limit: Duration) -> bool {
+    /// Put `gates` into drain mode now, and return a future that waits (at most `limit`)
+    /// for the requests in flight at this moment to finish; it resolves to whether they all
+    /// did. The drain starts here, not when the future is first polled.
+    pub fn drain(
+        gates: &[Arc<Gate>],
+        limit: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let slots: Vec<(Arc<Gate>, usize)> = gates
             .iter()
             .map(|g| (Arc::clone(g), g.begin_drain()))
             .collect();
-        let wait = async {
-            for (g, slot) in &slots {
-                g.wait_slot_empty(*slot).await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
+        async move {
+            let wait = async {
+                for (g, slot) in &slots {
+                    g.wait_slot_empty(*slot).await;
+                }
+            };
+            tokio::time::timeout(limit, wait).await.is_ok()
+        }
     }
 }
 

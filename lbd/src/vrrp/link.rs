@@ -105,6 +105,24 @@ impl Drop for AbortOnDrop {
 
 type Incoming = Result<Option<Value>, ControlError>;
 
+/// Await `fut` for at most [`IO_TIMEOUT`], running the controller's timers meanwhile: a
+/// vrrpd that accepts but doesn't answer must not hold up the lost timeout.
+async fn watched<F: std::future::Future>(
+    ctl: &mut Controller,
+    fut: F,
+) -> Result<F::Output, LinkError> {
+    let deadline = tokio::time::sleep(IO_TIMEOUT);
+    tokio::pin!(deadline, fut);
+    let mut tick = tokio::time::interval(WATCHDOG_TICK);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+            _ = &mut deadline => return Err(LinkError::Timeout),
+        }
+    }
+}
+
 async fn send(write: &mut OwnedWriteHalf, req: &Request) -> Result<(), LinkError> {
     match tokio::time::timeout(IO_TIMEOUT, write_message(write, req)).await {
         Ok(r) => Ok(r?),
@@ -123,11 +141,9 @@ async fn session(ctl: &mut Controller) -> LinkError {
 async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, LinkError> {
     let shutdown = ctl.shared().shutdown.clone();
     let socket = ctl.config().socket.clone();
-    let stream = match tokio::time::timeout(IO_TIMEOUT, UnixStream::connect(&socket)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(LinkError::Connect(e)),
-        Err(_) => return Err(LinkError::Timeout),
-    };
+    let stream = watched(ctl, UnixStream::connect(&socket))
+        .await?
+        .map_err(LinkError::Connect)?;
     let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Incoming>(64);
     let _reader = AbortOnDrop(tokio::spawn(async move {
@@ -147,10 +163,9 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
         },
     )
     .await?;
-    let first = match tokio::time::timeout(IO_TIMEOUT, rx.recv()).await {
-        Ok(Some(m)) => m?.ok_or(LinkError::Closed)?,
-        Ok(None) => return Err(LinkError::Closed),
-        Err(_) => return Err(LinkError::Timeout),
+    let first = match watched(ctl, rx.recv()).await? {
+        Some(m) => m?.ok_or(LinkError::Closed)?,
+        None => return Err(LinkError::Closed),
     };
     let mut expected = match serde_json::from_value::<Response>(first) {
         Ok(Response::Subscribed { next_seq }) => next_seq,
