@@ -238,7 +238,10 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, col)
 }
 
@@ -282,7 +285,10 @@ impl<'a> Validator<'a> {
         T: PartialOrd + fmt::Display + Copy,
     {
         if value < min || value > max {
-            self.error(key, format!("{value} is out of range (valid: {min}..={max})"));
+            self.error(
+                key,
+                format!("{value} is out of range (valid: {min}..={max})"),
+            );
             false
         } else {
             true
@@ -329,12 +335,21 @@ mod tests {
         let mut v = Validator::new(&src);
         assert!(v.check_range("instance[0].vrid", 1u32, 1, 255));
         assert!(!v.check_range("instance[1].vrid", 300u32, 1, 255));
-        v.error("instance[1].vips[1]", "\"bad\" is not an IPv4 address with a prefix");
+        v.error(
+            "instance[1].vips[1]",
+            "\"bad\" is not an IPv4 address with a prefix",
+        );
         let err = v.finish().unwrap_err();
         assert_eq!(err.errors().len(), 2);
         let text = err.to_string();
-        assert!(text.contains("t.toml:10:1: `instance[1].vrid`: 300 is out of range (valid: 1..=255)"), "{text}");
-        assert!(text.contains("t.toml:11:24: `instance[1].vips[1]`"), "{text}");
+        assert!(
+            text.contains("t.toml:10:1: `instance[1].vrid`: 300 is out of range (valid: 1..=255)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t.toml:11:24: `instance[1].vips[1]`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -348,7 +363,10 @@ mod tests {
         let src = Source::from_text("f.toml", "name = \"a\"\ncolour = 1\n");
         let err = src.parse::<F>().unwrap_err().to_string();
         assert!(err.contains("f.toml:2:1"), "{err}");
-        assert!(err.contains("unknown field `colour`, expected `name`"), "{err}");
+        assert!(
+            err.contains("unknown field `colour`, expected `name`"),
+            "{err}"
+        );
         let src = Source::from_text("f.toml", "name = \n");
         let err = src.parse::<F>().unwrap_err();
         let text = err.to_string();

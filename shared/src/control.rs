@@ -84,10 +84,16 @@ pub struct Heartbeat {
 pub enum Response {
     Status(DaemonStatus),
     /// `subscribe` accepted: the snapshot of current states follows as events.
-    Subscribed { next_seq: u64 },
+    Subscribed {
+        next_seq: u64,
+    },
     /// A command was carried out.
-    Done { message: String },
-    Error { message: String },
+    Done {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A state change of one instance, as streamed to subscribers.
@@ -273,9 +279,14 @@ mod tests {
     async fn lines_round_trip_and_oversize_is_rejected() {
         let mut buf = Vec::new();
         write_message(&mut buf, &Request::Status).await.unwrap();
-        write_message(&mut buf, &Request::Ack { seq: 1 }).await.unwrap();
+        write_message(&mut buf, &Request::Ack { seq: 1 })
+            .await
+            .unwrap();
         let mut r = BufReader::new(&buf[..]);
-        assert_eq!(read_message::<_, Request>(&mut r).await.unwrap(), Some(Request::Status));
+        assert_eq!(
+            read_message::<_, Request>(&mut r).await.unwrap(),
+            Some(Request::Status)
+        );
         assert_eq!(
             read_message::<_, Request>(&mut r).await.unwrap(),
             Some(Request::Ack { seq: 1 })
