@@ -205,9 +205,9 @@ fn resume_becomes_master_at_once_and_reannounces() {
         drain(&mut f),
         vec![
             tr(StateKind::Initialize, StateKind::Master, R::Resumed),
-            Action::SendAdvert { priority: 100 },
             Action::AddVips,
             Action::SendGarp,
+            Action::SendAdvert { priority: 100 },
         ]
     );
     assert_eq!(f.poll_timeout(), Some(ms(2000)));

@@ -112,9 +112,9 @@ fn startup_address_owner_becomes_master_at_once() {
         drain(&mut f),
         vec![
             tr(StateKind::Initialize, StateKind::Master, R::AddressOwner),
-            Action::SendAdvert { priority: 255 },
             Action::AddVips,
             Action::SendGarp,
+            Action::SendAdvert { priority: 255 },
         ]
     );
     assert_eq!(f.poll_timeout(), Some(ms(2000)));
@@ -146,9 +146,9 @@ fn backup_master_down_timer_makes_master() {
         drain(&mut f),
         vec![
             tr(StateKind::Backup, StateKind::Master, R::MasterDown),
-            Action::SendAdvert { priority: 100 },
             Action::AddVips,
             Action::SendGarp,
+            Action::SendAdvert { priority: 100 },
         ]
     );
     assert_eq!(f.poll_timeout(), Some(ms(5600)));
@@ -334,9 +334,9 @@ fn fast_takeover_on_zero_becomes_master_at_once() {
                 StateKind::Master,
                 R::PriorityZeroReceived
             ),
-            Action::SendAdvert { priority: 100 },
             Action::AddVips,
             Action::SendGarp,
+            Action::SendAdvert { priority: 100 },
         ]
     );
 }
@@ -582,9 +582,9 @@ fn link_up_owner_becomes_master_again() {
         actions[actions.len() - 4..],
         [
             tr(StateKind::Initialize, StateKind::Master, R::AddressOwner),
-            Action::SendAdvert { priority: 255 },
             Action::AddVips,
             Action::SendGarp,
+            Action::SendAdvert { priority: 255 },
         ]
     );
 }

@@ -299,9 +299,13 @@ impl Fsm {
                 self.counters.became_master += 1;
                 self.master_addr = Some(self.cfg.primary_addr);
                 self.master_adver_interval_cs = self.cfg.advert_interval_cs;
-                self.send_advert(self.priority);
+                // Claim, then announce: the VIP is up and clients are told our MAC before
+                // the advert that makes the old master let go, so a preemption leaves no
+                // instant in which nobody answers (make-before-break; RFC 5798 §6.4.2 lists
+                // these entry actions without requiring an order between them).
                 self.actions.push_back(Action::AddVips);
                 self.actions.push_back(Action::SendGarp);
+                self.send_advert(self.priority);
                 State::Master {
                     next_advert_at: now + timers::adver_interval(self.cfg.advert_interval_cs),
                     resign_deadline: None,

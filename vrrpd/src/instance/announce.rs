@@ -25,27 +25,21 @@ impl Driver {
         let (ifindex, mac) = (self.ifindex, self.mac);
         let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
         self.counters.garps_sent += u64::from(count) * vips.len() as u64;
+        // The first round goes out now, before the advert that follows it in the FSM's
+        // actions: clients must learn our MAC before the old master lets go of the VIP.
+        send_garps(&garp, ifindex, mac, &vips);
         self.garp_task = Some(tokio::spawn(
             async move {
-                let send_all = |garp: &GarpSender| {
-                    for vip in &vips {
-                        if let Err(e) = garp.send(ifindex, mac, *vip) {
-                            warn!(vip = %vip, error = %e, "gratuitous ARP failed");
-                        }
-                    }
-                };
-                for i in 0..count {
-                    if i > 0 {
-                        tokio::time::sleep(interval).await;
-                    }
-                    send_all(&garp);
+                for _ in 1..count {
+                    tokio::time::sleep(interval).await;
+                    send_garps(&garp, ifindex, mac, &vips);
                 }
                 if let Some(every) = refresh {
                     let mut tick = tokio::time::interval(every);
                     tick.tick().await;
                     loop {
                         tick.tick().await;
-                        send_all(&garp);
+                        send_garps(&garp, ifindex, mac, &vips);
                     }
                 }
             }
@@ -102,5 +96,14 @@ impl Driver {
             s.resigning = self.fsm.is_resigning();
             s.switchover_hold = self.fsm.switchover_hold();
         });
+    }
+}
+
+/// One gratuitous ARP per VIP; failures are logged, never fatal (the next round may work).
+fn send_garps(garp: &GarpSender, ifindex: u32, mac: [u8; 6], vips: &[Ipv4Addr]) {
+    for vip in vips {
+        if let Err(e) = garp.send(ifindex, mac, *vip) {
+            warn!(vip = %vip, error = %e, "gratuitous ARP failed");
+        }
     }
 }
