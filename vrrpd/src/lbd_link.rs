@@ -9,6 +9,7 @@
 //!
 //! At startup lbd may not have connected yet; for `startup_grace` that counts as
 //! "starting", not as down, so booting both daemons together doesn't flap the priority.
+//! The grace ends early once lbd has connected: an lbd that connects and then dies is down.
 
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct LbdMonitor {
     config: LbdConfig,
     subscribers: Subscribers,
     started: Instant,
+    /// lbd has been connected at least once; the startup grace no longer applies.
+    seen: bool,
     tx: watch::Sender<LbdHealth>,
 }
 
@@ -75,13 +78,14 @@ impl LbdMonitor {
         subscribers: Subscribers,
     ) -> (LbdMonitor, watch::Receiver<LbdHealth>) {
         let started = Instant::now();
-        let initial = evaluate(&config, &subscribers, started, started);
+        let initial = evaluate(&config, &subscribers, started, started, false);
         let (tx, rx) = watch::channel(initial);
         (
             LbdMonitor {
                 config,
                 subscribers,
                 started,
+                seen: false,
                 tx,
             },
             rx,
@@ -89,7 +93,7 @@ impl LbdMonitor {
     }
 
     /// Run until every receiver is gone.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut changes = self.subscribers.watch();
         let tick =
             (self.config.heartbeat_timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(5));
@@ -105,7 +109,9 @@ impl LbdMonitor {
                 &self.subscribers,
                 self.started,
                 Instant::now(),
+                self.seen,
             );
+            self.seen |= health.connected;
             let previous = self.tx.borrow().clone();
             if health != previous {
                 log_change(&previous, &health);
@@ -137,6 +143,7 @@ fn evaluate(
     subscribers: &Subscribers,
     started: Instant,
     now: Instant,
+    seen: bool,
 ) -> LbdHealth {
     let subs = subscribers.list();
     // The freshest lbd connection wins (a reconnect may briefly overlap the old one).
@@ -145,7 +152,7 @@ fn evaluate(
         .map(|(_, info)| info)
         .filter(|info| info.client == LBD_CLIENT)
         .max_by_key(|info| info.heartbeat_at);
-    let in_grace = now.saturating_duration_since(started) < config.startup_grace;
+    let in_grace = !seen && now.saturating_duration_since(started) < config.startup_grace;
     let Some(info) = lbd else {
         return LbdHealth {
             starting: in_grace,

@@ -123,10 +123,14 @@ fn admin(req: Request, socket: Option<PathBuf>, config: Option<PathBuf>) -> Exit
         }
     };
     // A switchover drains lbd first; the daemon bounds it, this only guards a hung daemon.
-    let answer = rt.block_on(tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        control::request(&socket, &req),
-    ));
+    // The timer must be created inside the runtime, hence the async block.
+    let answer = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(90),
+            control::request(&socket, &req),
+        )
+        .await
+    });
     match answer {
         Ok(Ok(Response::Done { message })) => {
             println!("{message}");

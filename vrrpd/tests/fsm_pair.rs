@@ -246,7 +246,10 @@ fn resumed_master_keeps_mastership_against_a_worse_one() {
     f.handle_startup_resume(ms(0));
     drain(&mut f);
     f.handle_advert(&adv(HIGHER_ADDR, 90), ms(5));
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 100 }]);
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+    );
     assert_eq!(f.state(), StateKind::Master);
 }
 

@@ -167,7 +167,10 @@ fn switchover_aborts_when_nobody_takes_over() {
     assert_eq!(f.counters().switchover_aborted, 1);
     // Normal master again: it answers a worse advert with its real priority.
     f.handle_advert(&adv(LOWER_ADDR, 50), deadline + ms(10));
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 100 }]);
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+    );
 }
 
 #[test]

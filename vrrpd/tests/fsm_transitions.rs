@@ -434,7 +434,11 @@ fn master_answers_equal_priority_with_lower_address_and_stays() {
     let (mut f, since) = master(100);
     let now = since + ms(400);
     f.handle_advert(&adv(LOWER_ADDR, 100), now);
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 100 }]);
+    // Answered at once, and the VIP re-announced: two masters means a split segment.
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+    );
     assert_eq!(f.state(), StateKind::Master);
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)));
 }
@@ -444,7 +448,11 @@ fn master_answers_lower_priority_at_once_rfc9568() {
     let (mut f, since) = master(100);
     let now = since + ms(250);
     f.handle_advert(&adv(HIGHER_ADDR, 99), now);
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 100 }]);
+    // Answered at once, and the VIP re-announced: two masters means a split segment.
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+    );
     assert_eq!(f.state(), StateKind::Master);
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)), "advert timer reset");
     assert_eq!(f.master_addr(), Some(US));
@@ -457,7 +465,11 @@ fn owner_stays_master_against_254() {
     drain(&mut f);
     f.handle_advert(&adv(HIGHER_ADDR, 254), ms(100));
     assert_eq!(f.state(), StateKind::Master);
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 255 }]);
+    // Answered at once, and the VIP re-announced: two masters means a split segment.
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 255 }]
+    );
 }
 
 // ----- own adverts -----

@@ -183,3 +183,18 @@ async fn startup_grace_is_not_down_until_it_runs_out() {
     let h = wait_for(&mut f.health, "down after the grace", |h| h.is_down()).await;
     assert!(!h.starting && !h.connected, "{h:?}");
 }
+
+#[tokio::test]
+async fn an_lbd_that_connects_and_dies_within_the_grace_is_down() {
+    // A long grace: only having seen lbd connect may end it.
+    let mut f = start(Duration::from_secs(60)).await;
+    let mut lbd = FakeLbd::connect(&f).await;
+    lbd.heartbeat(true, true, &["web"]).await;
+    wait_for(&mut f.health, "up", |h| h.up).await;
+    drop(lbd);
+    let h = wait_for(&mut f.health, "down after dying", |h| !h.connected).await;
+    assert!(
+        h.is_down() && !h.starting,
+        "a crash right after startup must count: {h:?}"
+    );
+}

@@ -302,7 +302,10 @@ impl Fsm {
             }
             None => {
                 // RFC 9568 change 5: answer a worse master at once so it yields now rather
-                // than after our next scheduled advert.
+                // than after our next scheduled advert. Two masters means the segment was
+                // split (a partition healing): clients on the other side may have the other
+                // master's MAC for the VIP, so re-announce it too.
+                self.actions.push_back(super::Action::SendGarp);
                 self.send_advert(self.priority);
                 self.reset_advert_timer(now);
             }
