@@ -27,11 +27,26 @@ fn uncoupled_pair_serves_and_fails_over_on_sigterm() -> anyhow::Result<()> {
     let run = pair.finish_load(load, Duration::from_secs(5))?;
     let fault_ms = run.header.at(t_fault);
     let s = run.summary();
-    eprintln!("uncoupled SIGTERM at {} cs: {}", cfg.advert_cs, s.one_line());
+    eprintln!(
+        "uncoupled SIGTERM at {} cs: {}",
+        cfg.advert_cs,
+        s.one_line()
+    );
 
-    assert!(s.by_node.get("a").copied().unwrap_or(0) > 0, "A never answered: {s:?}");
-    assert!(s.by_node.get("b").copied().unwrap_or(0) > 0, "B never answered: {s:?}");
-    assert_eq!(s.by_backend.len(), 3, "round robin over 3 backends: {:?}", s.by_backend);
+    assert!(
+        s.by_node.get("a").copied().unwrap_or(0) > 0,
+        "A never answered: {s:?}"
+    );
+    assert!(
+        s.by_node.get("b").copied().unwrap_or(0) > 0,
+        "B never answered: {s:?}"
+    );
+    assert_eq!(
+        s.by_backend.len(),
+        3,
+        "round robin over 3 backends: {:?}",
+        s.by_backend
+    );
     let first_b = run
         .first_answer_from("b", fault_ms)
         .ok_or_else(|| anyhow::anyhow!("no answer from B after the fault"))?;

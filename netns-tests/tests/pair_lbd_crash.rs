@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use netns_tests::pair::report;
-use netns_tests::pair::scenario::measure;
+use netns_tests::pair::scenario::{measure, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology};
 use netns_tests::{margin, NodeId, Signal};
 
@@ -16,6 +16,7 @@ const INTERVALS: [u16; 2] = [100, 10];
 
 fn lbd_crash(id: &str, fast_takeover: bool) -> anyhow::Result<()> {
     let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
     for cs in INTERVALS {
         let mut cfg = PairConfig::coupled(cs);
         cfg.fast_takeover = fast_takeover;
@@ -54,12 +55,12 @@ fn lbd_crash(id: &str, fast_takeover: bool) -> anyhow::Result<()> {
             m.summary.one_line()
         );
         // The whole outage as the client saw it, not only the first answer from B.
-        assert!(
-            m.summary.outage_ms <= bound.as_secs_f64() * 1000.0,
-            "outage {:.0} ms (bound {bound:?}): {:?}",
-            m.summary.outage_ms,
-            m.summary.windows
-        );
+        verdict.check(m.summary.outage_ms <= bound.as_secs_f64() * 1000.0, || {
+            format!(
+                "outage {:.0} ms (bound {bound:?}): {:?}",
+                m.summary.outage_ms, m.summary.windows
+            )
+        });
         pair.a.lbd.await_starts(2, Duration::from_secs(3))?;
         let desc = if fast_takeover {
             "kill -9 lbd, fast_takeover = true"
@@ -69,7 +70,7 @@ fn lbd_crash(id: &str, fast_takeover: bool) -> anyhow::Result<()> {
         rows.push(m.row(id, desc, &cfg, Some(bound)));
     }
     report::record(id, &rows)?;
-    Ok(())
+    verdict.finish()
 }
 
 #[test]

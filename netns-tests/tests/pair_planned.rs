@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use netns_tests::pair::report::{self, RefKind};
-use netns_tests::pair::scenario::measure;
+use netns_tests::pair::scenario::{measure, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology};
 use netns_tests::{margin, NodeId, Signal};
 
@@ -17,6 +17,7 @@ const INTERVALS: [u16; 2] = [100, 10];
 fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Result<()> {
     let id = "05-sigterm-vrrpd";
     let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
     for cs in INTERVALS {
         let cfg = PairConfig::coupled(cs);
         let bound = cfg.skew() + margin(Duration::from_millis(300));
@@ -40,10 +41,9 @@ fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Resul
             cfg.advert() * 2,
         )?;
         let exits = pair.a.vrrpd.exits();
-        assert!(
-            exits.last().is_some_and(|s| s.success()),
-            "vrrpd on A exited with {exits:?}"
-        );
+        verdict.check(exits.last().is_some_and(|s| s.success()), || {
+            format!("vrrpd on A exited with {exits:?}")
+        });
         let takeover = m
             .first_answer_after_fault(NodeId::B)
             .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
@@ -52,12 +52,12 @@ fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Resul
              {takeover:.0} ms; {}",
             m.summary.one_line()
         );
-        assert!(
-            m.summary.outage_ms <= bound.as_secs_f64() * 1000.0,
-            "outage {:.0} ms (bound {bound:?}): {:?}",
-            m.summary.outage_ms,
-            m.summary.windows
-        );
+        verdict.check(m.summary.outage_ms <= bound.as_secs_f64() * 1000.0, || {
+            format!(
+                "outage {:.0} ms (bound {bound:?}): {:?}",
+                m.summary.outage_ms, m.summary.windows
+            )
+        });
         rows.push(m.row_ref(
             id,
             "SIGTERM of vrrpd on the master",
@@ -67,13 +67,14 @@ fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Resul
         ));
     }
     report::record(id, &rows)?;
-    Ok(())
+    verdict.finish()
 }
 
 #[test]
 fn switchover_under_load_fails_no_request() -> anyhow::Result<()> {
     let id = "06-switchover";
     let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
     for cs in INTERVALS {
         let cfg = PairConfig::coupled(cs);
         let mut pair = PairTopology::new(id, cfg.clone())?;
@@ -98,17 +99,20 @@ fn switchover_under_load_fails_no_request() -> anyhow::Result<()> {
             out.trim(),
             m.summary.one_line()
         );
-        assert_eq!(m.summary.failed, 0, "{:?}", m.summary);
-        assert!(
-            m.first_answer_after_fault(NodeId::B).is_some(),
-            "B never answered: {:?}",
-            m.summary
-        );
+        verdict.check(m.summary.failed == 0, || format!("{:?}", m.summary));
+        verdict.check(m.first_answer_after_fault(NodeId::B).is_some(), || {
+            format!("B never answered: {:?}", m.summary)
+        });
         pair.await_state(NodeId::A, "web", "backup", Duration::from_secs(2))?;
-        let mut row = m.row(id, "planned switchover under load (keep-alive client)", &cfg, Some(Duration::ZERO));
+        let mut row = m.row(
+            id,
+            "planned switchover under load (keep-alive client)",
+            &cfg,
+            Some(Duration::ZERO),
+        );
         row.note = format!("{} keep-alive retries", m.summary.retried);
         rows.push(row);
     }
     report::record(id, &rows)?;
-    Ok(())
+    verdict.finish()
 }

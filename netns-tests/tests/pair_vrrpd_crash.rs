@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use netns_tests::pair::report::{self, RefKind};
-use netns_tests::pair::scenario::{listening, measure, never_two_holders};
+use netns_tests::pair::scenario::{listening, measure, never_two_holders, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology};
 use netns_tests::{margin, NodeId, Signal};
 
@@ -21,6 +21,7 @@ const INTERVALS: [u16; 2] = [100, 10];
 fn kill_9_of_vrrpd_restarted_by_the_supervisor_keeps_serving() -> anyhow::Result<()> {
     let id = "01-kill9-vrrpd-restart";
     let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
     for cs in INTERVALS {
         let cfg = PairConfig::coupled(cs);
         let mut pair = PairTopology::new(id, cfg.clone())?;
@@ -37,7 +38,10 @@ fn kill_9_of_vrrpd_restarted_by_the_supervisor_keeps_serving() -> anyhow::Result
             |p, since| {
                 never_two_holders(p, vip)?;
                 if p.holders(vip)? != [NodeId::A] {
-                    bail!("A dropped {vip} after {since:?}: holders {:?}", p.holders(vip)?);
+                    bail!(
+                        "A dropped {vip} after {since:?}: holders {:?}",
+                        p.holders(vip)?
+                    );
                 }
                 if resumed_at.is_none()
                     && p.a.vrrpd.starts() >= 2
@@ -54,24 +58,29 @@ fn kill_9_of_vrrpd_restarted_by_the_supervisor_keeps_serving() -> anyhow::Result
             "kill -9 vrrpd (restart) at {cs} cs: resumed after {resumed_at:?}; {}",
             m.summary.one_line()
         );
-        assert_eq!(m.summary.failed, 0, "failed requests: {:?}", m.summary);
-        assert_eq!(
-            m.summary.by_node.get("b"),
-            None,
-            "B answered although A resumed: {:?}",
-            m.summary
-        );
+        verdict.check(m.summary.failed == 0, || {
+            format!("failed requests: {:?}", m.summary)
+        });
+        verdict.check(!m.summary.by_node.contains_key("b"), || {
+            format!("B answered although A resumed: {:?}", m.summary)
+        });
         pair.await_state(NodeId::B, "web", "backup", Duration::from_secs(1))?;
-        rows.push(m.row(id, "kill -9 vrrpd, supervisor restarts it", &cfg, Some(Duration::ZERO)));
+        rows.push(m.row(
+            id,
+            "kill -9 vrrpd, supervisor restarts it",
+            &cfg,
+            Some(Duration::ZERO),
+        ));
     }
     report::record(id, &rows)?;
-    Ok(())
+    verdict.finish()
 }
 
 #[test]
 fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Result<()> {
     let id = "02-kill9-vrrpd-dead";
     let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
     for cs in INTERVALS {
         let cfg = PairConfig::coupled(cs);
         let mut pair = PairTopology::new(id, cfg.clone())?;
@@ -97,8 +106,12 @@ fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Resu
             cfg.mdi() * 3 + Duration::from_secs(3),
             cfg.advert() * 2,
         )?;
-        assert_eq!(pair.a.vrrpd.await_handler(Duration::from_secs(2))?, true);
-        assert!(!pair.lan.has_addr(NodeId::A, vip)?, "release-vips left {vip} on A");
+        verdict.check(pair.a.vrrpd.await_handler(Duration::from_secs(2))?, || {
+            "the failure handler (vrrpd release-vips) failed: see vrrpd-a's log".to_owned()
+        });
+        verdict.check(!pair.lan.has_addr(NodeId::A, vip)?, || {
+            format!("release-vips left {vip} on A")
+        });
         let takeover = m
             .first_answer_after_fault(NodeId::B)
             .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
@@ -109,22 +122,17 @@ fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Resu
              last answer from A {last_a:.0} ms after the fault; {}",
             m.summary.one_line()
         );
-        assert!(
-            takeover <= bound.as_secs_f64() * 1000.0,
-            "B answered {takeover:.0} ms after the kill (bound {bound:?})"
-        );
+        verdict.check(takeover <= bound.as_secs_f64() * 1000.0, || {
+            format!("B answered {takeover:.0} ms after the kill (bound {bound:?})")
+        });
         let stop_bound = Duration::from_secs_f64(takeover / 1000.0)
             + cfg.advert()
             + margin(Duration::from_millis(300));
         let a_stopped = a_stopped.ok_or_else(|| anyhow!("A's lbd kept listening"))?;
-        assert!(
-            a_stopped <= stop_bound,
-            "A's lbd still listened on {vip} {a_stopped:?} after the kill (bound {stop_bound:?})"
-        );
-        assert!(
-            last_a <= stop_bound.as_secs_f64() * 1000.0,
-            "A answered {last_a:.0} ms after the kill (bound {stop_bound:?})"
-        );
+        verdict.check(a_stopped <= stop_bound, || format!("A's lbd still listened on {vip} {a_stopped:?} after the kill (bound {stop_bound:?})"));
+        verdict.check(last_a <= stop_bound.as_secs_f64() * 1000.0, || {
+            format!("A answered {last_a:.0} ms after the kill (bound {stop_bound:?})")
+        });
         rows.push(m.row_ref(
             id,
             "kill -9 vrrpd, dead for good (failure handler releases the VIP)",
@@ -134,5 +142,5 @@ fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Resu
         ));
     }
     report::record(id, &rows)?;
-    Ok(())
+    verdict.finish()
 }

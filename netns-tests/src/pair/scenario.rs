@@ -128,3 +128,34 @@ pub fn listening(pair: &PairTopology, id: NodeId, vip: Ipv4Addr) -> Result<bool>
     let want = format!("{vip}:{}", super::VIP_PORT);
     Ok(out.split_whitespace().any(|w| w == want))
 }
+
+/// Collects a scenario's violated bounds, so that both advert intervals run and are
+/// written to the report before the test fails with every violation at once.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    failures: Vec<String>,
+}
+
+impl Verdict {
+    /// Notes `msg` as a failure unless `ok`.
+    pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
+        if !ok {
+            let m = msg();
+            eprintln!("VIOLATION: {m}");
+            self.failures.push(m);
+        }
+    }
+
+    /// Fails with every noted violation.
+    pub fn finish(self) -> Result<()> {
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            bail!(
+                "{} violation(s):\n- {}",
+                self.failures.len(),
+                self.failures.join("\n- ")
+            )
+        }
+    }
+}

@@ -268,7 +268,10 @@ fn watch(spec: &Spec, state: &Mutex<State>) {
         }
         if had_child {
             let status = st.exits.last().copied();
-            log_line(spec, &format!("{} exited: {status:?} (mode {:?})", spec.label, st.mode));
+            log_line(
+                spec,
+                &format!("{} exited: {status:?} (mode {:?})", spec.label, st.mode),
+            );
             match st.mode {
                 Mode::Restart => restart_at = Some(Instant::now() + RESTART_SEC),
                 Mode::FailForGood => {
@@ -347,13 +350,12 @@ impl Drop for Supervisor {
         }
         // Reap, bounded: a SIGKILLed process can take a moment (NETNS-NOTES).
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut st = self.lock();
-        while st.child.is_some() && Instant::now() < deadline {
-            if live_pid(&mut st).is_some() {
-                drop(st);
-                thread::sleep(POLL);
-                st = self.lock();
+        loop {
+            let running = live_pid(&mut self.lock()).is_some();
+            if !running || Instant::now() >= deadline {
+                break;
             }
+            thread::sleep(POLL);
         }
     }
 }
