@@ -24,7 +24,12 @@ fn partition_then_heal_leaves_one_master_that_reannounces() -> anyhow::Result<()
     let mut rows = Vec::new();
     let mut verdict = Verdict::default();
     for cs in INTERVALS {
-        let cfg = PairConfig::coupled(cs);
+        // The pair mode, as shipped in configs/node-*: a master that yields after the heal
+        // tells the winner (priority 0), which re-announces the VIP with GARP.
+        let cfg = PairConfig {
+            fast_takeover: true,
+            ..PairConfig::coupled(cs)
+        };
         let mut pair = PairTopology::new(id, cfg.clone())?;
         let vip = pair.vip(0);
         pair.await_past_startup_grace();

@@ -125,7 +125,12 @@ impl Observer {
                     prop_assert_ne!(from, to);
                     if pending_zero {
                         prop_assert_eq!(from, StateKind::Master);
-                        prop_assert_ne!(to, StateKind::Backup);
+                        // A resign (shutdown, fault) leaves for Initialize or Fault; only a
+                        // pair's master yielding to a better one leaves for Backup.
+                        prop_assert!(
+                            to != StateKind::Backup || f.config().fast_takeover_on_zero,
+                            "priority 0 before {from} -> {to}"
+                        );
                         pending_zero = false;
                     }
                     self.state = to;

@@ -365,7 +365,11 @@ fn master_answers_priority_zero_at_once() {
     let (mut f, since) = master(100);
     let now = since + ms(300);
     f.handle_advert(&adv(HIGHER_ADDR, 0), now);
-    assert_eq!(drain(&mut f), vec![Action::SendAdvert { priority: 100 }]);
+    // The resigner may have been master on the other side of a partition: re-announce.
+    assert_eq!(
+        drain(&mut f),
+        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+    );
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)));
     assert_eq!(f.state(), StateKind::Master);
 }
@@ -774,4 +778,30 @@ fn out_of_range_config_is_clamped() {
     assert_eq!(f.priority(), 1);
     // Interval 1 cs, priority 1: skew = 255/256 = 0, MDI = 3 cs.
     assert_eq!(f.poll_timeout(), Some(ms(30)));
+}
+
+/// A pair's master that yields to a better one (a partition healing) says so with one
+/// priority-0 advert, so the winner knows to re-announce the VIP to clients on our side.
+#[test]
+fn pair_master_yielding_sends_priority_zero_first() {
+    let mut f = backup_with(FsmConfig {
+        fast_takeover_on_zero: true,
+        ..cfg(100)
+    });
+    let at = f.poll_timeout().expect("master-down deadline");
+    f.handle_timeout(at);
+    drain(&mut f);
+    f.handle_advert(&adv(LOWER_ADDR, 150), at + ms(300));
+    assert_eq!(
+        drain(&mut f),
+        vec![
+            Action::SendAdvert { priority: 0 },
+            Action::RemoveVips,
+            tr(
+                StateKind::Master,
+                StateKind::Backup,
+                R::HigherPriorityAdvert
+            ),
+        ]
+    );
 }

@@ -11,7 +11,8 @@
 //! [[instance]]
 //! track_lbd = "fault"         # "fault" | "priority" | "off"
 //! track_lbd_weight = 50       # with "priority": subtract this while lbd is down
-//! fast_takeover = false       # take over at once on priority 0 (two-node pairs only)
+//! fast_takeover = false       # two-node pair mode: take over at once on priority 0, and a
+//!                             # master yielding to a better one says so with priority 0
 //! notify = ["/usr/local/sbin/lbpair-notify"]   # command and leading arguments
 //! notify_timeout_ms = 5000
 //! ```

@@ -280,7 +280,10 @@ impl Fsm {
     /// §6.4.3, a (non-resigning) Master receiving an advert (with RFC 9568 change 5).
     fn master_advert(&mut self, adv: &Advert, now: Duration) {
         if adv.priority == RESIGN_PRIORITY {
-            // Another master resigned; make sure everyone hears the real one now.
+            // Another master resigned: make sure everyone hears the real one now, and
+            // re-announce the VIP, since clients may have the resigner's MAC for it (it is
+            // what a master that yields to us sends; see below).
+            self.actions.push_back(super::Action::SendGarp);
             self.send_advert(self.priority);
             self.reset_advert_timer(now);
             return;
@@ -296,6 +299,16 @@ impl Fsm {
         };
         match reason {
             Some(reason) => {
+                // Two masters: a partition is healing. If the better master's advert
+                // crossed first, it never hears one of ours and wouldn't know that clients
+                // on our side still have our MAC for the VIP. In a two-node pair one
+                // priority-0 advert as we step down tells it, and it re-announces (the
+                // branch above). Not with three or more routers: a backup that still
+                // follows us would take the priority 0 as its cue to take over, and the
+                // seeded simulation shows convergence slowing past Master_Down_Interval.
+                if self.cfg.fast_takeover_on_zero {
+                    self.send_advert(RESIGN_PRIORITY);
+                }
                 self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
                 self.master_addr = Some(adv.src);
                 self.transition(StateKind::Backup, reason, now);
