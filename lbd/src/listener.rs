@@ -1,9 +1,9 @@
 //! Accepting client connections and serving HTTP on them.
 //!
-//! A [`RunningListener`] is one bound socket with its accept loop; it can be started and
-//! stopped at runtime (reload, and later vrrpd's Master/Backup transitions). Sockets are made
-//! with socket2 so `freebind = true` can bind an address that is not local yet (a VIP still
-//! held by the peer) through IP_FREEBIND.
+//! A [`RunningListener`] is one bound socket with an accept loop on every worker runtime; it
+//! can be started and stopped at runtime (reload, and vrrpd's Master/Backup transitions):
+//! stopping ends every worker's loop. Sockets are made with socket2 so `freebind = true` can
+//! bind an address that is not local yet (a VIP still held by the peer) through IP_FREEBIND.
 //!
 //! Each accepted connection:
 //! 1. takes a permit of `global.max_client_conns` *before* `accept`, so over the limit the
@@ -19,11 +19,15 @@
 //! request, so the effective keep-alive idle limit is `min(client_idle, request_header)`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -90,19 +94,50 @@ impl Drop for RunningListener {
     }
 }
 
-/// Bind and spawn the accept loop.
+/// Bind and spawn the accept loops: one per worker runtime ([`Shared::workers`]), or one on
+/// the current runtime when there are none.
+///
+/// All workers accept from the *same* socket (one `dup` each, registered in each worker's
+/// own epoll) rather than from one SO_REUSEPORT socket each: the global
+/// `max_client_conns` permit is taken before `accept`, and with per-worker sockets a worker
+/// holding the last permit would sit on its own socket while clients the kernel hashed to
+/// another worker's socket waited, unaccepted, for a permit. One shared accept queue has no
+/// such corner, and binding once keeps address conflicts an error as before. Connections are
+/// long-lived keep-alives, so the accept wake-ups it shares between workers are rare.
 pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<RunningListener> {
     let listener = bind(&cfg)?;
     let local_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let name: Arc<str> = Arc::from(cfg.name.as_str());
     let (closed_tx, closed) = tokio::sync::watch::channel(());
-    let accepting = accept_loop(shared, listener, name, stop.clone());
-    tokio::spawn(async move {
-        // accept_loop owns the socket: it is closed when the loop returns.
-        accepting.await;
-        drop(closed_tx);
-    });
+    // Every accept loop holds a clone; the channel closes once the last loop has returned.
+    let closed_tx = Arc::new(closed_tx);
+    if shared.workers.is_empty() {
+        let accepting = accept_loop(Arc::clone(&shared), listener, name, stop.clone());
+        tokio::spawn(async move {
+            // accept_loop owns the socket: it is closed when the loop returns.
+            accepting.await;
+            drop(closed_tx);
+        });
+    } else {
+        let std_listener = listener.into_std()?;
+        let mut per_worker = Vec::with_capacity(shared.workers.len());
+        for handle in &shared.workers {
+            let dup = std_listener.try_clone()?;
+            // Registers the socket with this worker's reactor.
+            let _entered = handle.enter();
+            per_worker.push((handle.clone(), TcpListener::from_std(dup)?));
+        }
+        drop(std_listener);
+        for (handle, l) in per_worker {
+            let accepting = accept_loop(Arc::clone(&shared), l, Arc::clone(&name), stop.clone());
+            let closed_tx = Arc::clone(&closed_tx);
+            handle.spawn(async move {
+                accepting.await;
+                drop(closed_tx);
+            });
+        }
+    }
     Ok(RunningListener {
         cfg,
         local_addr,
@@ -159,6 +194,8 @@ pub struct ConnCtx {
     pub proto: &'static str,
     /// Framing verdicts of this connection's requests (HTTP/1 only), asked once per request.
     pub framing: Arc<FramingVerdicts>,
+    /// `peer`'s IP as a header value, rendered once for every request's X-Forwarded-For.
+    pub client_ip_value: http::HeaderValue,
     active: AtomicU32,
     last_activity_ms: AtomicU64,
 }
@@ -170,6 +207,7 @@ impl ConnCtx {
             listener,
             proto: "http",
             framing: Arc::new(FramingVerdicts::new()),
+            client_ip_value: crate::l7::headers::ip_value(peer.ip()),
             active: AtomicU32::new(0),
             last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
         }
@@ -241,38 +279,93 @@ async fn sniff_h2(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// Wakes a connection task on behalf of its control futures (shutdown, idleness, drain),
+/// and records that one of them, not the connection, asked for the poll.
+///
+/// Why: a keep-alive connection's task is woken several times per request (client readable,
+/// upstream response ready, writable...). Polling every control future on each of those
+/// wake-ups (as `select!` does) costs a Notify lock per watch channel and a timer check each
+/// time; with this flag they are polled only when one of them was actually woken.
+#[derive(Default)]
+struct ControlWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for ControlWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// What ended one poll of a driven connection.
+enum Drive<T> {
+    Done(T),
+    /// Start a graceful close (SIGTERM, idleness). A draining VIP listener is not one: its
+    /// connections, new ones included, are told `Connection: close` on their next response
+    /// (make-before-break); a graceful close would drop a request still being read.
+    Close(&'static str),
+    /// SIGINT: drop the connection now.
+    Fast,
+}
+
 /// Drive a hyper connection future with graceful shutdown on SIGTERM and on idleness.
 macro_rules! drive {
     ($conn:expr, $shared:expr, $ctx:expr, $idle:expr) => {{
         let conn = $conn;
-        tokio::pin!(conn);
+        let mut conn = pin!(conn);
         let shutdown = $shared.shutdown.clone();
+        let mut triggered = pin!(shutdown.triggered());
+        let mut fast = pin!(shutdown.fast());
+        let mut idle = pin!(idle_expired(&$ctx, $idle));
+        let control = Arc::new(ControlWake::default());
+        // The first poll must register every control future.
+        control.woken.store(true, Ordering::Relaxed);
+        let control_waker = Waker::from(Arc::clone(&control));
         let mut closing = false;
         loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+            let step = std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Drive::Done(res));
+                }
+                control.task.register(cx.waker());
+                if !control.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                let mut ccx = Context::from_waker(&control_waker);
+                if fast.as_mut().poll(&mut ccx).is_ready() {
+                    return Poll::Ready(Drive::Fast);
+                }
+                // Each of these is polled until it completes once, then never again.
+                if !closing {
+                    if triggered.as_mut().poll(&mut ccx).is_ready() {
+                        return Poll::Ready(Drive::Close("shutdown"));
+                    }
+                    if idle.as_mut().poll(&mut ccx).is_ready() {
+                        return Poll::Ready(Drive::Close("idle"));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match step {
+                Drive::Done(res) => {
                     if let Err(e) = res {
                         debug!(error = %e, "client connection ended with an error");
                     }
                     break;
                 }
-                _ = shutdown.triggered(), if !closing => {
+                Drive::Close(why) => {
+                    debug!(why, "closing the client connection gracefully");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = idle_expired(&$ctx, $idle), if !closing => {
-                    debug!("client connection idle, closing");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                // A VIP listener being drained (switchover, or the VIP moved away): close
-                // idle keep-alive connections now instead of at their next request.
-                _ = $shared.vrrp.gates.wait_draining(&$ctx.listener), if !closing => {
-                    debug!("listener draining, closing the client connection gracefully");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = shutdown.fast() => break,
+                Drive::Fast => break,
             }
         }
     }};

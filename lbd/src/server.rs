@@ -22,6 +22,18 @@
 //! `/readyz`. SIGTERM stops accepting, lets in-flight requests finish up to
 //! `global.drain_timeout_ms`, then exits 0; SIGINT exits at once.
 //!
+//! ## Threads
+//! `lbd run` starts `--workers N` worker threads (default: the CPUs the process may run on),
+//! each a single-threaded tokio runtime ([`spawn_workers`]), and serves everything else on a
+//! single-threaded control runtime on the main thread: signals, reload, the admin listener,
+//! health checks and the vrrpd link. Every listener socket is accepted from on every worker
+//! ([`crate::listener::start`]); a client connection, its requests and the upstream
+//! connections they use then stay on that worker, and each worker keeps its own idle
+//! upstream connections ([`crate::upstream::pool`]). What is shared between threads is only
+//! what has to be: the snapshot behind the `ArcSwap`, backend health and load (atomics and
+//! short locks), metrics, the global client connection semaphore, the shutdown and vrrp
+//! gate signals.
+//!
 //! ## Seams for later issues
 //! Listeners are started and stopped at runtime ([`Server::start_listener`],
 //! [`Server::stop_listener`]) and can bind with IP_FREEBIND, which is what serving a VIP only
@@ -268,6 +280,9 @@ pub struct Shared {
     pub phase: watch::Sender<Phase>,
     /// The coupling to vrrpd (inert without `[vrrp]`): listener gates, status.
     pub vrrp: crate::vrrp::Coupling,
+    /// The worker runtimes client connections run on (see [`spawn_workers`]); empty means
+    /// the runtime that starts the listener (tests, embedding).
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -310,7 +325,11 @@ pub struct Server {
 
 impl Server {
     /// Build the first runtime, bind the admin and proxy listeners, start health checks.
-    pub async fn start(config_path: &Path, config: LbConfig) -> Result<Server, StartError> {
+    pub async fn start(
+        config_path: &Path,
+        config: LbConfig,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Result<Server, StartError> {
         let _ = start();
         let listener_cfgs = config.listeners.clone();
         let admin = config.global.admin;
@@ -326,6 +345,7 @@ impl Server {
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             phase,
             vrrp,
+            workers,
         });
         let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
             .await
@@ -558,15 +578,78 @@ impl Server {
 }
 
 /// `lbd run`: load, start, serve until a signal. Returns the exit code.
-pub async fn run(config_path: &Path) -> Result<i32, StartError> {
+pub async fn run(
+    config_path: &Path,
+    workers: Vec<tokio::runtime::Handle>,
+) -> Result<i32, StartError> {
     let config = LbConfig::load(config_path)?;
     let signals = Signals::install().map_err(StartError::Signals)?;
     let vrrp = config.vrrp.clone();
-    let server = Arc::new(Server::start(config_path, config).await?);
+    let server = Arc::new(Server::start(config_path, config, workers).await?);
     if let Some(cfg) = vrrp {
         tokio::spawn(crate::vrrp::link::run(Arc::clone(&server), cfg));
     }
     Ok(server.serve(signals).await)
+}
+
+/// How many tasks a worker runs between two non-blocking checks for I/O events (tokio's
+/// default is 61). Under load every check is an `epoll_wait` that finds a few events; checking
+/// less often finds more per call. 256 measured 1.6% less CPU per request on the L7
+/// benchmark (4 of 4 interleaved rounds); a worker still checks as soon as it runs out of
+/// tasks, so an idle or lightly loaded worker reacts as before.
+const EVENT_INTERVAL: u32 = 256;
+
+/// The default worker count: the CPUs this process may run on (`sched_getaffinity`, which
+/// `available_parallelism` reads on Linux), so a proxy pinned with `taskset -c 1` gets one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Start `n` worker threads, each running its own single-threaded tokio runtime, and return
+/// their handles.
+///
+/// Why one current_thread runtime per thread rather than one multi_thread runtime: a client
+/// connection, the requests on it and the upstream connections they use then stay on one
+/// thread, so the hand-offs between hyper's server task, its client dispatch channel and the
+/// upstream connection task are same-thread wake-ups with no work stealing or cross-CPU
+/// notification. Measured on the L7 benchmark (BENCHMARKS.md): multi_thread with one
+/// worker cost about 18% more CPU per request than current_thread, and made wrk and the
+/// backend spend more too. Every listener socket is served by all workers (see
+/// [`crate::listener::start`]), and each worker keeps its own idle upstream connections
+/// ([`crate::upstream::pool`]).
+///
+/// The threads run until the process exits: `main` returns without joining them.
+pub fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    let n = n.max(1);
+    crate::upstream::pool::set_worker_count(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("lbd-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .event_interval(EVENT_INTERVAL)
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                crate::upstream::pool::set_worker_slot(i);
+                let _ = tx.send(Ok(rt.handle().clone()));
+                // block_on is what drives this runtime's tasks; nothing ever completes it.
+                rt.block_on(std::future::pending::<()>());
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("worker thread ended during startup"))??;
+        handles.push(handle);
+    }
+    Ok(handles)
 }
 
 /// Wait until `phase` reaches `want` (tests, embedding).

@@ -42,20 +42,31 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// Remove hop-by-hop headers and the ones `Connection` lists. Returns whether the message
 /// asked for a protocol upgrade (`Connection: upgrade` with an `Upgrade` header), and the
 /// `Upgrade` value so the caller can re-add it for a tunnel.
+///
+/// Runs twice per proxied request, so it looks at the few headers present instead of
+/// removing all nine names blindly (each `remove` hashes its name), and matches `Connection`
+/// tokens against the present names instead of parsing each token into a `HeaderName` (an
+/// allocation for a non-standard name). A message without hop-by-hop headers costs one scan.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut doomed: Vec<HeaderName> = Vec::new();
     let mut upgrade_requested = false;
-    // Collect the names listed in Connection first: removing while iterating the map is not
-    // possible, and these lists are tiny.
-    let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(s) = value.to_str() else { continue };
         for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if token.eq_ignore_ascii_case("upgrade") {
                 upgrade_requested = true;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+            // Names in the map are lowercase; tokens may be in any case.
+            for name in headers.keys() {
+                if name.as_str().eq_ignore_ascii_case(token) && !doomed.contains(name) {
+                    doomed.push(name.clone());
+                }
             }
+        }
+    }
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) && !doomed.contains(name) {
+            doomed.push(name.clone());
         }
     }
     let upgrade = if upgrade_requested {
@@ -63,10 +74,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     } else {
         None
     };
-    for name in &named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    for name in &doomed {
         headers.remove(name);
     }
     upgrade
@@ -86,6 +94,17 @@ pub struct ForwardCtx<'a> {
     pub proto: &'static str,
     /// The Host the client asked for (Host header or the URI authority).
     pub host: Option<&'a HeaderValue>,
+    /// `client_ip` already rendered as a header value ([`ip_value`]); the proxy renders it
+    /// once per client connection instead of once per request.
+    pub client_ip_value: Option<&'a HeaderValue>,
+}
+
+/// An IP address as a header value (`192.0.2.7`, `2001:db8::1`).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut buf = String::with_capacity(40);
+    let _ = write!(buf, "{ip}");
+    // An IP address is always a valid header value.
+    HeaderValue::from_str(&buf).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Add X-Forwarded-*, Forwarded and Via according to `policy`.
@@ -95,12 +114,22 @@ pub fn add_forwarding(headers: &mut HeaderMap, policy: &HeaderPolicy, ctx: &Forw
         .iter()
         .any(|c| c.contains(ctx.client_ip));
     if policy.x_forwarded_for {
-        let ip = ctx.client_ip.to_string();
-        let value = match joined(headers, &X_FORWARDED_FOR) {
-            Some(prev) if trusted => format!("{prev}, {ip}"),
-            _ => ip,
+        let ours = ctx
+            .client_ip_value
+            .cloned()
+            .unwrap_or_else(|| ip_value(ctx.client_ip));
+        // Only a trusted peer's list is kept, so only then is it read.
+        let prev = if trusted {
+            joined(headers, &X_FORWARDED_FOR)
+        } else {
+            None
         };
-        set(headers, &X_FORWARDED_FOR, &value);
+        match (prev, ours.to_str()) {
+            (Some(prev), Ok(ip)) => set(headers, &X_FORWARDED_FOR, &format!("{prev}, {ip}")),
+            _ => {
+                headers.insert(X_FORWARDED_FOR.clone(), ours);
+            }
+        }
     }
     if policy.x_forwarded_proto && !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(
@@ -259,6 +288,7 @@ mod tests {
             client_ip: ip.parse().expect("ip"),
             proto: "http",
             host: Some(&host),
+            client_ip_value: None,
         };
         let incoming = [
             ("x-forwarded-for", "1.1.1.1"),
@@ -295,6 +325,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pre_rendered_client_ip_is_used_as_is() {
+        let ours = ip_value("2001:db8::7".parse().expect("ip"));
+        assert_eq!(ours, "2001:db8::7");
+        let ctx = ForwardCtx {
+            client_ip: "2001:db8::7".parse().expect("ip"),
+            proto: "http",
+            host: None,
+            client_ip_value: Some(&ours),
+        };
+        let mut h = map(&[("x-forwarded-for", "spoofed")]);
+        add_forwarding(&mut h, &policy(&[]), &ctx);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
+        add_forwarding(&mut h, &policy(&["2001:db8::/32"]), &ctx);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 2001:db8::7");
+    }
+
+    #[test]
+    fn connection_tokens_remove_the_named_headers_in_any_case() {
+        let mut h = map(&[
+            ("connection", "Keep-Alive, X-Secret , close"),
+            ("connection", "X-OTHER"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("te", "trailers"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "3");
+        // Nothing hop-by-hop: left untouched.
+        let mut h = map(&[("host", "a"), ("accept", "*/*")]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
     fn disabled_headers_are_left_alone() {
         let p = HeaderPolicy {
             x_forwarded_for: false,
@@ -309,6 +377,7 @@ mod tests {
             client_ip: "192.0.2.1".parse().expect("ip"),
             proto: "http",
             host: None,
+            client_ip_value: None,
         };
         add_forwarding(&mut h, &p, &ctx);
         assert_eq!(h.len(), 1);

@@ -66,7 +66,6 @@ pub async fn handle(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let rt = shared.runtime();
     inc(&shared.stats.requests_total);
     rt.retry_budget.deposit();
@@ -74,7 +73,9 @@ pub async fn handle(
     // accounting never leaks.
     let active = conn.begin();
     let gate = shared.vrrp.gates.enter(&conn.listener);
+    // Only the access log needs the request's start time, method and path.
     let log = rt.access_log.enabled().then(|| LogInfo {
+        started: Instant::now(),
         method: req.method().to_string(),
         path: req
             .uri()
@@ -90,7 +91,6 @@ pub async fn handle(
         shared: Arc::clone(&shared),
         rt: Arc::clone(&rt),
         active,
-        started,
         status: 0,
         bytes: 0,
         upstream: None,
@@ -195,6 +195,7 @@ struct Meta {
 }
 
 struct LogInfo {
+    started: Instant,
     method: String,
     path: String,
 }
@@ -373,13 +374,15 @@ async fn forward(
 
     // The router matched the URI authority when there is one (absolute-form, HTTP/2), so
     // that is the host the backend must see too (RFC 9112 §3.2.2), never a different Host.
-    let host = match parts.uri.authority() {
+    // `host_from_uri`: the Host header must be (re)written from the authority; otherwise the
+    // client's own Host header stays where it is (re-inserting it costs a hash and a move).
+    let (host, host_from_uri) = match parts.uri.authority() {
         Some(a) => {
             let a = a.as_str();
             let a = a.rsplit_once('@').map_or(a, |(_, h)| h);
-            HeaderValue::from_str(a).ok()
+            (HeaderValue::from_str(a).ok(), true)
         }
-        None => parts.headers.get(header::HOST).cloned(),
+        None => (parts.headers.get(header::HOST).cloned(), false),
     };
     let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarding(
@@ -389,15 +392,22 @@ async fn forward(
             client_ip: conn.peer.ip(),
             proto: conn.proto,
             host: host.as_ref(),
+            client_ip_value: Some(&conn.client_ip_value),
         },
     );
+    // (A `Connection: host` from the client must not remove it.)
     if let Some(h) = host {
-        parts.headers.insert(header::HOST, h);
+        if host_from_uri || !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, h);
+        }
     }
     if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
         headers::set_upgrade(&mut parts.headers, u);
     }
-    parts.uri = origin_form(&parts.uri);
+    // Most requests already arrive in origin form (HTTP/1.1 without a proxy in front).
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = origin_form(&parts.uri);
+    }
     parts.version = Version::HTTP_11;
 
     // The body: buffered when small and the request could be replayed, else streamed.
@@ -483,7 +493,11 @@ async fn forward(
         if reused {
             inc(&conns.stats.conns_reused);
         }
-        let replay = (replayable && retries < max_retries).then(|| {
+        // A copy to resend after a failure, made only when a resend could happen: a retry
+        // goes to another backend (this one is excluded first), so a single-backend pool
+        // never needs one, and cloning the head on every request is measurable.
+        let other_backends = pool.pool.backends.len() > 1;
+        let replay = (replayable && retries < max_retries && other_backends).then(|| {
             let bytes = replay_bytes.clone().unwrap_or_default();
             (parts.clone(), Either::Left(Full::new(bytes)))
         });
@@ -590,7 +604,6 @@ struct Finish {
     /// Keeps the request's snapshot alive until the body ends.
     rt: Arc<Runtime>,
     active: ActiveRequest,
-    started: Instant,
     status: u16,
     bytes: u64,
     upstream: Option<(Sender, Arc<ConnPool>)>,
@@ -631,7 +644,7 @@ impl Finish {
                 backend: self
                     .backend
                     .map_or_else(|| "-".to_string(), |b| b.to_string()),
-                duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms: log.started.elapsed().as_secs_f64() * 1000.0,
                 error: self.error,
             });
         }

@@ -6,6 +6,14 @@
 //! backend has a [`ConnPool`]: a LIFO stack of idle [`SendRequest`]s, bounded by `idle_max`,
 //! each dropped once idle longer than `idle_timeout`.
 //!
+//! Per worker: the stack is split into one slot per worker thread
+//! ([`crate::server::spawn_workers`]), and a worker only takes from and returns to its own
+//! slot. A connection's driver task runs on the worker that opened it, so keeping it on that
+//! worker keeps every hand-off between the request and the connection on one thread (no
+//! cross-thread wake-up per request). `idle_max` bounds each slot. The slot mutexes are
+//! therefore uncontended on the request path; the checker's reaping and a reload's clearing
+//! take them from the control thread.
+//!
 //! Rules that keep reuse safe:
 //! - A connection goes back only after its response body was read to the end without error
 //!   ([`ConnPool::checkin`] is called by the response body wrapper in `l7/proxy.rs`). A
@@ -16,8 +24,9 @@
 //!   back when the connection died before it was written, and the proxy then resends it on a
 //!   fresh connection without treating it as a backend failure.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +51,24 @@ const READY_WAIT: Duration = Duration::from_millis(100);
 /// A connection ready to carry one request.
 pub type Sender = SendRequest<UpstreamBody>;
 
+/// How many idle slots a new [`ConnPool`] has: the number of worker threads.
+static WORKER_COUNT: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's slot; threads that are not workers (control, tests) use slot 0.
+    static WORKER_SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Set before any pool is built: one idle slot per worker thread.
+pub fn set_worker_count(n: usize) {
+    WORKER_COUNT.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Called once on each worker thread with its index.
+pub fn set_worker_slot(i: usize) {
+    WORKER_SLOT.with(|s| s.set(i));
+}
+
 struct Idle {
     tx: Sender,
     since: Instant,
@@ -50,7 +77,8 @@ struct Idle {
 /// Idle keep-alive connections to one backend address.
 pub struct ConnPool {
     pub addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    /// One LIFO stack per worker thread (see the module docs).
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Settings are atomics so a reload can change them on a pool that is carried over.
     idle_max: AtomicU32,
     idle_timeout_ms: AtomicU64,
@@ -67,10 +95,26 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
+    /// A pool with one idle slot per worker thread ([`set_worker_count`]).
     pub fn new(addr: SocketAddr, idle_max: u32, idle_timeout: Duration) -> Self {
+        Self::with_slots(
+            addr,
+            idle_max,
+            idle_timeout,
+            WORKER_COUNT.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A pool with `slots` idle slots (tests: without touching the process-wide count).
+    pub fn with_slots(
+        addr: SocketAddr,
+        idle_max: u32,
+        idle_timeout: Duration,
+        slots: usize,
+    ) -> Self {
         ConnPool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: BackendStats::default(),
@@ -87,13 +131,15 @@ impl ConnPool {
         Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// The calling worker's slot.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // The vector is consistent after every operation, so a poisoned lock is still usable.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        let i = WORKER_SLOT.with(Cell::get) % self.idle.len();
+        lock(&self.idle[i])
     }
 
+    /// Idle connections over every worker's slot.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|m| lock(m).len()).sum()
     }
 
     /// The most recently used idle connection that is still open and not expired.
@@ -138,13 +184,16 @@ impl ConnPool {
     pub fn reap(&self) {
         let timeout = self.idle_timeout();
         let now = Instant::now();
-        self.lock()
-            .retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
+        for slot in self.idle.iter() {
+            lock(slot).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
+        }
     }
 
     /// Drop every idle connection (backend removed by a reload).
     pub fn clear(&self) {
-        self.lock().clear();
+        for slot in self.idle.iter() {
+            lock(slot).clear();
+        }
     }
 
     /// A ready pooled connection (`reused = true`), else a new one. `fresh` skips the pool
@@ -208,6 +257,11 @@ impl ConnPool {
     }
 }
 
+fn lock(slot: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    // The vector is consistent after every operation, so a poisoned lock is still usable.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +309,52 @@ mod tests {
         tokio::time::advance(Duration::from_millis(250)).await;
         assert!(pool.checkout().is_none(), "expired");
         assert_eq!(pool.idle_count(), 0);
+        accept.abort();
+    }
+
+    #[tokio::test]
+    async fn each_worker_reuses_only_its_own_idle_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let backend = Arc::new(Backend::new(
+            crate::upstream::backend::BackendId(0),
+            crate::upstream::backend::BackendSpec {
+                name: String::new(),
+                addr,
+                weight: 1,
+                max_conns: 0,
+            },
+            Default::default(),
+        ));
+        let pool = Arc::new(ConnPool::with_slots(addr, 4, Duration::from_secs(60), 2));
+        let tx = pool
+            .connect(&backend, Duration::from_secs(1))
+            .await
+            .expect("connect");
+        // This test's thread is not a worker: slot 0.
+        pool.checkin(tx);
+        assert_eq!(pool.idle_count(), 1);
+        let other = Arc::clone(&pool);
+        let seen_by_worker_1 = std::thread::spawn(move || {
+            set_worker_slot(1);
+            other.checkout().is_some()
+        })
+        .join()
+        .expect("join");
+        assert!(
+            !seen_by_worker_1,
+            "worker 1 must not take worker 0's connection"
+        );
+        assert_eq!(pool.idle_count(), 1);
+        assert!(pool.checkout().is_some(), "worker 0 reuses its own");
         accept.abort();
     }
 }
