@@ -18,6 +18,7 @@
 //! Note: hyper's header read timer also runs while a keep-alive connection waits for its next
 //! request, so the effective keep-alive idle limit is `min(client_idle, request_header)`.
 
+use futures::FutureExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -159,29 +160,61 @@ async fn accept_loop(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = stop.cancelled() => return,
-            _ = shutdown.triggered() => return,
+            _ = stop.cancelled() => return drain_backlog(&shared, &listener, &name),
+            _ = shutdown.triggered() => return drain_backlog(&shared, &listener, &name),
         };
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = stop.cancelled() => return,
-            _ = shutdown.triggered() => return,
+            _ = stop.cancelled() => return drain_backlog(&shared, &listener, &name),
+            _ = shutdown.triggered() => return drain_backlog(&shared, &listener, &name),
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let shared2 = Arc::clone(&shared);
-                let span = info_span!("conn", client.addr = %peer, listener = %name);
-                let name = Arc::clone(&name);
-                shared
-                    .tracker
-                    .spawn(serve_connection(shared2, stream, peer, name, permit).instrument(span));
-            }
+            Ok((stream, peer)) => spawn_connection(&shared, stream, peer, &name, permit),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a failing accept.
                 warn!(listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+fn spawn_connection(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &Arc<str>,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = info_span!("conn", client.addr = %peer, listener = %name);
+    shared.tracker.spawn(
+        serve_connection(Arc::clone(shared), stream, peer, Arc::clone(name), permit)
+            .instrument(span),
+    );
+}
+
+/// Most connections a stopping listener takes from its backlog.
+const BACKLOG_DRAIN_MAX: usize = 1024;
+
+/// A stopping listener first takes the connections the kernel has already completed: closing
+/// it with them queued would reset them. (vrrpd removes the VIP before it tells lbd to stop,
+/// so no new ones arrive meanwhile.) They are served like any other, and get
+/// `Connection: close` from the drain.
+fn drain_backlog(shared: &Arc<Shared>, listener: &TcpListener, name: &Arc<str>) {
+    let mut taken = 0;
+    while taken < BACKLOG_DRAIN_MAX {
+        let Some(Ok((stream, peer))) = listener.accept().now_or_never() else {
+            break;
+        };
+        // Over the global cap there is nothing better to do than let it go.
+        let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
+            break;
+        };
+        spawn_connection(shared, stream, peer, name, permit);
+        taken += 1;
+    }
+    if taken > 0 {
+        debug!(listener = %name, taken, "took queued connections before closing the listener");
     }
 }
 
