@@ -115,12 +115,8 @@ fn admin(req: Request, socket: Option<PathBuf>, config: Option<PathBuf>) -> Exit
         Ok(p) => p,
         Err(code) => return code,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vrrpd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime_or_report() else {
+        return ExitCode::FAILURE;
     };
     // A switchover drains lbd first; the daemon bounds it, this only guards a hung daemon.
     // The timer must be created inside the runtime, hence the async block.
@@ -177,6 +173,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The runtime for a one-shot command, or the reason printed.
+fn runtime_or_report() -> Option<tokio::runtime::Runtime> {
+    runtime()
+        .map_err(|e| eprintln!("vrrpd: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 fn run(config: PathBuf) -> ExitCode {
     match runtime() {
         Ok(rt) => rt.block_on(vrrpd::daemon::run(config)),
@@ -218,12 +221,8 @@ fn status(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> ExitC
         Ok(p) => p,
         Err(code) => return code,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vrrpd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime_or_report() else {
+        return ExitCode::FAILURE;
     };
     let answer = rt.block_on(async {
         tokio::time::timeout(

@@ -4,67 +4,10 @@
 //! resigning, and two machines back to back checking make-before-break. Times are
 //! milliseconds since an arbitrary epoch.
 
-use std::net::Ipv4Addr;
-use std::time::Duration;
+mod fsm_support;
 
+use fsm_support::*;
 use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason as R};
-
-const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
-const LOWER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const HIGHER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn cfg(priority: u8) -> FsmConfig {
-    FsmConfig {
-        vrid: 7,
-        priority,
-        advert_interval_cs: 100,
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        primary_addr: US,
-        vips: vec![VIP],
-        fast_takeover_on_zero: false,
-    }
-}
-
-fn adv(src: Ipv4Addr, priority: u8) -> Advert {
-    Advert {
-        src,
-        priority,
-        max_adver_int_cs: 100,
-        addrs: vec![VIP],
-    }
-}
-
-fn drain(f: &mut Fsm) -> Vec<Action> {
-    std::iter::from_fn(|| f.poll_action()).collect()
-}
-
-fn tr(from: StateKind, to: StateKind, reason: R) -> Action {
-    Action::Transition { from, to, reason }
-}
-
-/// A started Backup (at t = 1000 ms), actions drained.
-fn backup_with(c: FsmConfig) -> Fsm {
-    let mut f = Fsm::new(c);
-    f.handle_startup(ms(1000));
-    drain(&mut f);
-    f
-}
-
-/// A Master at priority `p` (master-down at 1000 + MDI), drained; returns when it became one.
-fn master(p: u8) -> (Fsm, Duration) {
-    let mut f = backup_with(cfg(p));
-    let at = f.poll_timeout().expect("backup deadline");
-    f.handle_timeout(at);
-    assert_eq!(f.state(), StateKind::Master);
-    drain(&mut f);
-    (f, at)
-}
 
 // ----- switchover -----
 

@@ -1,72 +1,12 @@
 //! Every transition and action of RFC 5798 §6.4 (with RFC 9568 change 5), driven with
 //! injected time. Times are milliseconds since an arbitrary epoch.
 
+mod fsm_support;
+
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
+use fsm_support::*;
 use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason as R};
-
-const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
-const LOWER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const HIGHER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn cfg(priority: u8) -> FsmConfig {
-    FsmConfig {
-        vrid: 7,
-        priority,
-        advert_interval_cs: 100,
-        preempt: true,
-        preempt_delay: Duration::ZERO,
-        primary_addr: US,
-        vips: vec![VIP],
-        fast_takeover_on_zero: false,
-    }
-}
-
-fn adv(src: Ipv4Addr, priority: u8) -> Advert {
-    Advert {
-        src,
-        priority,
-        max_adver_int_cs: 100,
-        addrs: vec![VIP],
-    }
-}
-
-fn drain(f: &mut Fsm) -> Vec<Action> {
-    std::iter::from_fn(|| f.poll_action()).collect()
-}
-
-fn tr(from: StateKind, to: StateKind, reason: R) -> Action {
-    Action::Transition { from, to, reason }
-}
-
-/// A started Backup at priority `p`, actions drained. Started at t=1000 ms.
-fn backup(p: u8) -> Fsm {
-    backup_with(cfg(p))
-}
-
-fn backup_with(c: FsmConfig) -> Fsm {
-    let mut f = Fsm::new(c);
-    f.handle_startup(ms(1000));
-    assert_eq!(f.state(), StateKind::Backup);
-    drain(&mut f);
-    f
-}
-
-/// A Master at priority `p` (became master by master-down at t = 1000 + MDI), drained.
-fn master(p: u8) -> (Fsm, Duration) {
-    let mut f = backup(p);
-    let at = f.poll_timeout().expect("backup has a master-down deadline");
-    f.handle_timeout(at);
-    assert_eq!(f.state(), StateKind::Master);
-    drain(&mut f);
-    (f, at)
-}
 
 // ----- Initialize -----
 
