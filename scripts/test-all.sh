@@ -24,9 +24,15 @@ step "systemd units"
 ./scripts/check-units.sh
 
 step "unit and integration tests (shared, vrrpd, lbd)"
-cargo test -p shared -p vrrpd -p lbd
+cargo test -p shared -p vrrpd -p lbd --no-fail-fast
 
+# Real daemons, real time, one test at a time. A timing test that fails is run once more:
+# nextest then reports it as FLAKY (visible below), and a test that fails twice fails CI.
 step "network-namespace suites (root, serial)"
-cargo test -p netns-tests -- --test-threads=1
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p netns-tests --test-threads 1 --retries 1 --no-fail-fast
+else
+  cargo test -p netns-tests --no-fail-fast -- --test-threads=1
+fi
 
 step "all tests passed"
