@@ -66,18 +66,7 @@ step() { printf '\n=== %s\n' "$*"; }
 step "installing dependencies (scripts/install-deps.sh)"
 ./scripts/install-deps.sh
 
-# A Rust toolchain: cargo on PATH, or rustup's default place, or install rustup (Debian's
-# own cargo is too old for the workspace's dependencies).
-if ! command -v cargo >/dev/null 2>&1; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    step "installing a Rust toolchain (rustup, minimal profile)"
-    command -v curl >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q curl ca-certificates; }
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-    export PATH="$HOME/.cargo/bin:$PATH"
-  fi
-fi
+. ./scripts/ensure-rust.sh
 [ "$interrupted" -eq 0 ] || exit 130
 
 step "building the workspace (cargo build --workspace)"

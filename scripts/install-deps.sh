@@ -18,6 +18,8 @@ declare -A NEED=(
   [pgrep]=procps
   [fuser]=psmisc
   [setsid]=util-linux
+  [taskset]=util-linux
+  [systemd-analyze]=systemd
 )
 
 missing=()

@@ -9,6 +9,7 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "installing test dependencies"
 ./scripts/install-deps.sh
+. ./scripts/ensure-rust.sh
 
 export CARGO_TERM_COLOR=never
 step "cargo fmt --check"
