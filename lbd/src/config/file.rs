@@ -1,0 +1,198 @@
+//! Stage 1: the file as written (serde, `deny_unknown_fields`).
+
+use serde::Deserialize;
+
+// ---- stage 1: file structs ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Pool used when no route matches; absent means 404.
+    pub default_pool: Option<String>,
+    #[serde(default)]
+    pub global: FileGlobal,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub headers: FileHeaders,
+    #[serde(default)]
+    pub retries: FileRetries,
+    /// Absent: lbd runs standalone and serves every listener all the time.
+    pub vrrp: Option<FileVrrp>,
+    #[serde(default)]
+    pub listener: Vec<FileListener>,
+    #[serde(default)]
+    pub pool: Vec<FilePool>,
+    #[serde(default)]
+    pub route: Vec<FileRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGlobal {
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub admin: Option<String>,
+    pub drain_timeout_ms: Option<u64>,
+    pub max_client_conns: Option<u32>,
+    pub access_log: Option<String>,
+    /// This balancer's name in the node header and `/status` (default: the hostname).
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub connect_ms: Option<u64>,
+    pub request_header_ms: Option<u64>,
+    pub backend_response_ms: Option<u64>,
+    pub client_idle_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_header_bytes: Option<usize>,
+    pub max_request_line: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaders {
+    pub x_forwarded_for: Option<bool>,
+    pub x_forwarded_proto: Option<bool>,
+    pub x_forwarded_host: Option<bool>,
+    pub forwarded: Option<bool>,
+    pub via: Option<bool>,
+    pub via_name: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Response header carrying `global.node_name`; "" disables it.
+    pub node_header: Option<String>,
+}
+
+/// `[vrrp]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVrrp {
+    pub socket: Option<String>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub reconnect_interval_ms: Option<u64>,
+    pub lost_timeout_ms: Option<u64>,
+    pub unable_when_no_healthy_backend: Option<BoolOrList>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// `true`/`false` or a list of names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrList {
+    Bool(bool),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetries {
+    pub attempts: Option<u32>,
+    pub budget_percent: Option<u32>,
+    pub min_per_sec: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    /// Bind even if the address is not (yet) local: a VIP held by the peer (IP_FREEBIND).
+    pub freebind: Option<bool>,
+    /// Bind only while vrrpd is Master for this instance (needs `[vrrp]`).
+    pub vrrp_instance: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub name: Option<String>,
+    pub algorithm: Option<String>,
+    pub hash_key: Option<String>,
+    pub queue_size: Option<u32>,
+    pub queue_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub keepalive: FileKeepalive,
+    #[serde(default)]
+    pub backend: Vec<FileBackend>,
+    pub health: Option<FileHealth>,
+    #[serde(default)]
+    pub passive: FilePassive,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKeepalive {
+    pub idle_max: Option<u32>,
+    pub idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub weight: Option<u32>,
+    pub max_conns: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub kind: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// Start backends Unhealthy until `rise` probes pass (default: start Healthy).
+    pub start_unhealthy: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassive {
+    pub consecutive_failures: Option<u32>,
+    pub base_eject_ms: Option<u64>,
+    pub max_eject_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path_exact: Option<String>,
+    pub path_prefix: Option<String>,
+    pub header: Option<FileHeaderMatch>,
+    pub methods: Option<Vec<String>>,
+    pub pool: Option<String>,
+    pub split: Option<Vec<FileSplit>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderMatch {
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSplit {
+    pub pool: Option<String>,
+    pub weight: Option<u32>,
+}

@@ -1,0 +1,321 @@
+//! lbd's config: TOML file structs → [`validate`] → typed [`LbConfig`].
+//!
+//! Stage 1 ([`FileConfig`] and friends) is plain serde with `deny_unknown_fields`. Enumerated
+//! values (algorithms, health kinds, log formats) are read as strings on purpose: serde would stop
+//! at the first bad enum, while [`validate`] reports *every* problem in one run, each with its
+//! file, line, key and the valid values (see [`shared::config`]).
+//!
+//! Stage 2 turns names into indices (routes point at pools by [`PoolId`]-style indices), strings
+//! into `SocketAddr`/`Duration`/[`Algorithm`], and applies the documented `DEFAULT_*` constants.
+//! Every later stage (router, balancers, proxy) can then trust the config without re-checking.
+//!
+//! Layout: `file` (stage 1 structs), `validate` (stage 2: global, listeners, routes),
+//! `pools` (stage 2: pools, balancing, health), and the typed runtime config here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use shared::config::{ConfigError, Source};
+use shared::telemetry::LogFormat;
+
+use crate::l7::router::RouteRule;
+use crate::upstream::backend::{BackendSpec, PoolId};
+use crate::upstream::balance::Algorithm;
+use crate::upstream::health::{ActiveConfig, EjectionConfig};
+
+// ---- defaults and clamps (documented in doc/lbd.md) ----
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9100";
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_CLIENT_CONNS: u32 = 10_000;
+pub const DEFAULT_CONNECT_MS: u64 = 2_000;
+pub const DEFAULT_REQUEST_HEADER_MS: u64 = 10_000;
+pub const DEFAULT_BACKEND_RESPONSE_MS: u64 = 30_000;
+pub const DEFAULT_CLIENT_IDLE_MS: u64 = 60_000;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+pub const DEFAULT_QUEUE_SIZE: u32 = 0;
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_IDLE_MAX: u32 = 32;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
+pub const DEFAULT_RETRY_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_VIA_NAME: &str = "lbd";
+/// Response header naming the node that served (`headers.node_header`; "" turns it off).
+pub const DEFAULT_NODE_HEADER: &str = "x-lbpair-node";
+/// Node name when neither `global.node_name` nor the hostname is available.
+pub const FALLBACK_NODE_NAME: &str = "lbd";
+// [vrrp]: the coupling to vrrpd (doc/lbd.md "Pair with vrrpd").
+pub const DEFAULT_VRRP_HEARTBEAT_INTERVAL_MS: u64 = 100;
+pub const DEFAULT_VRRP_RECONNECT_INTERVAL_MS: u64 = 50;
+/// Lost-vrrpd timeout when no event has carried `master_down_ms` yet.
+pub const DEFAULT_VRRP_LOST_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_VRRP_DRAIN_TIMEOUT_MS: u64 = 5_000;
+
+const MS_MAX: u64 = 3_600_000;
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+const ALGORITHMS: &str = "\"round_robin\", \"weighted_round_robin\" (alias \"swrr\"), \
+     \"least_conn\", \"p2c\", \"ip_hash\" or \"maglev\"";
+// ---- stage 2: the typed runtime config ----
+
+/// Access log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Off,
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub admin: SocketAddr,
+    pub drain_timeout: Duration,
+    pub max_client_conns: u32,
+    pub access_log: AccessLogFormat,
+    /// Names this balancer in the node header and `/status`.
+    pub node_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request_header: Duration,
+    pub backend_response: Duration,
+    pub client_idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Sum of `name: value\r\n` sizes above which the request gets 431.
+    pub max_header_bytes: usize,
+    /// Request-target length above which the request gets 414.
+    pub max_request_line: usize,
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4-mapped IPv6 peer (dual-stack socket) is compared as IPv4.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP network (e.g. \"10.0.0.0/8\")"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("{s:?}: prefix must be 0..={max}")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Which forwarding headers the proxy adds, and whose X-Forwarded-For it believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPolicy {
+    pub x_forwarded_for: bool,
+    pub x_forwarded_proto: bool,
+    pub x_forwarded_host: bool,
+    pub forwarded: bool,
+    pub via: bool,
+    /// `Via: 1.1 NAME` (pre-built value).
+    pub via_value: HeaderValue,
+    /// Peers allowed to send us X-Forwarded-For; from anyone else it is replaced.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Added to every response: which balancer answered (clients and the failover suite
+    /// tell the nodes apart by it). `None` when `headers.node_header = ""`.
+    pub node_header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Default for HeaderPolicy {
+    fn default() -> Self {
+        HeaderPolicy {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            forwarded: false,
+            via: true,
+            via_value: HeaderValue::from_static("1.1 lbd"),
+            trusted_proxies: Vec::new(),
+            node_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first (0 disables retries).
+    pub attempts: u32,
+    /// Retries allowed as a percentage of requests (the budget's deposit per request).
+    pub budget_percent: u32,
+    /// Retries always allowed per second regardless of traffic (the budget's floor).
+    pub min_per_sec: u32,
+    /// Request bodies up to this size are buffered so the request can be replayed.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub freebind: bool,
+    /// Bound only while vrrpd is Master for this instance (`None`: always bound).
+    pub vrrp_instance: Option<String>,
+}
+
+/// When lbd tells vrrpd it cannot serve because a pool has no healthy backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnableWhen {
+    /// Never for backend reasons.
+    Never,
+    /// Any pool without a healthy backend.
+    AnyPool,
+    /// One of these pools (by name) without a healthy backend.
+    Pools(Vec<String>),
+}
+
+/// `[vrrp]`: the coupling to the local vrrpd (see `crate::vrrp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpConfig {
+    /// vrrpd's control socket.
+    pub socket: PathBuf,
+    pub heartbeat_interval: Duration,
+    /// Pause between connection attempts while vrrpd is unreachable.
+    pub reconnect_interval: Duration,
+    /// Stop serving after losing vrrpd this long; `None`: the instance's `master_down_ms`
+    /// from its last event (else [`DEFAULT_VRRP_LOST_TIMEOUT_MS`]).
+    pub lost_timeout: Option<Duration>,
+    pub unable_when_no_healthy_backend: UnableWhen,
+    /// How long a switchover drain waits for in-flight requests (and a stopped listener's
+    /// connections get to finish).
+    pub drain_timeout: Duration,
+}
+
+/// The active probe of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// No active checks: backends stay Healthy; only passive ejection applies.
+    None,
+    /// TCP connect succeeds.
+    Tcp,
+    /// An HTTP request whose status lies in `expect`.
+    Http {
+        method: Method,
+        path: String,
+        host: Option<String>,
+        expect: (u16, u16),
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub active: ActiveConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub backends: Vec<BackendSpec>,
+    pub health: HealthCheckConfig,
+    pub ejection: EjectionConfig,
+    /// Requests that may wait for a backend below `max_conns` (0: answer 503 at once).
+    pub queue_size: u32,
+    pub queue_timeout: Duration,
+    /// Idle upstream connections kept per backend.
+    pub idle_max: u32,
+    pub idle_timeout: Duration,
+}
+
+/// The validated config lbd runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbConfig {
+    pub global: GlobalConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub headers: HeaderPolicy,
+    pub retries: RetryPolicy,
+    /// `None`: standalone, every listener always bound.
+    pub vrrp: Option<VrrpConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+    /// Routing rules in match order, pools as indices into `pools`.
+    pub routes: Vec<RouteRule>,
+    pub default_pool: Option<PoolId>,
+}
+
+impl LbConfig {
+    /// Read, parse and validate a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<LbConfig, ConfigError> {
+        let source = Source::read(path)?;
+        Self::from_source(&source)
+    }
+
+    pub fn from_source(source: &Source) -> Result<LbConfig, ConfigError> {
+        let file: FileConfig = source.parse()?;
+        validate(source, &file)
+    }
+
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+}
+
+mod file;
+mod pools;
+mod validate;
+
+pub use file::*;
+pub use validate::validate;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,386 @@
+//! Config validation over good and bad configs.
+
+use super::pools::parse_status_range;
+use super::validate::ms;
+use super::*;
+use crate::l7::router::RouteTarget;
+
+const GOOD: &str = r#"
+default_pool = "web"
+
+[global]
+access_log = "json"
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:8080"
+
+[[pool]]
+name = "web"
+algorithm = "least_conn"
+[[pool.backend]]
+address = "127.0.0.1:9001"
+[[pool.backend]]
+address = "127.0.0.1:9002"
+weight = 3
+[pool.health]
+kind = "http"
+path = "/healthz"
+expect_status = "200-299"
+
+[[pool]]
+name = "canary"
+[[pool.backend]]
+address = "127.0.0.1:9003"
+
+[[route]]
+name = "api"
+host = "api.example.com"
+path_prefix = "/v1/"
+split = [{ pool = "web", weight = 95 }, { pool = "canary", weight = 5 }]
+"#;
+
+fn load(text: &str) -> Result<LbConfig, ConfigError> {
+    LbConfig::from_source(&Source::from_text("t.toml", text))
+}
+
+fn errors(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn good_config_is_typed() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.global.access_log, AccessLogFormat::Json);
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools[0].algorithm, Algorithm::LeastConnections);
+    assert_eq!(c.pools[0].backends[1].weight, 3);
+    assert_eq!(
+        c.pools[0].health.kind,
+        ProbeKind::Http {
+            method: Method::GET,
+            path: "/healthz".into(),
+            host: None,
+            expect: (200, 299)
+        }
+    );
+    assert_eq!(
+        c.routes[0].target,
+        RouteTarget::Split(vec![(PoolId(0), 95), (PoolId(1), 5)])
+    );
+    assert_eq!(c.default_pool, Some(PoolId(0)));
+    assert_eq!(c.timeouts.connect, ms(DEFAULT_CONNECT_MS));
+}
+
+#[test]
+fn every_error_is_reported_with_position_and_valid_values() {
+    let text = r#"
+default_pool = "nope"
+
+[global]
+access_log = "xml"
+max_client_conns = 0
+
+[[listener]]
+name = "http"
+address = "not-an-addr"
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:1"
+
+[[pool]]
+name = "web"
+algorithm = "fastest"
+[[pool.backend]]
+address = "127.0.0.1:99999"
+weight = 20000
+[pool.health]
+interval_ms = 1000
+timeout_ms = 5000
+expect_status = "600"
+
+[[pool]]
+name = "web"
+
+[[route]]
+pool = "missing"
+methods = ["G E T"]
+"#;
+    let e = errors(text);
+    for needle in [
+        "t.toml:2:1: `default_pool`: unknown pool \"nope\" (defined pools: \"web\", \"web\")",
+        "t.toml:5:1: `global.access_log`: \"xml\" is not an access log format (valid: \"off\", \"plain\", \"json\")",
+        "`global.max_client_conns`: 0 is out of range (valid: 1..=1000000)",
+        "`listener[0].address`: \"not-an-addr\" is not an IP:port address",
+        "`listener[1].name`: duplicate listener name \"http\"",
+        "`pool[0].algorithm`: \"fastest\" is not an algorithm (valid: \"round_robin\"",
+        "`pool[0].backend[0].address`: \"127.0.0.1:99999\"",
+        "`pool[0].backend[0].weight`: 20000 is out of range",
+        "`pool[0].health.timeout_ms`: 5000 is out of range (valid: 10..=1000)",
+        "`pool[0].health.expect_status`: \"600\"",
+        "`pool[1].name`: duplicate pool name \"web\"",
+        "`pool[1].backend`: a pool needs at least one",
+        "`route[0].pool`: unknown pool \"missing\"",
+        "`route[0].methods[0]`: \"G E T\" is not an HTTP method",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn bad_configs_are_rejected() {
+    let base = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n";
+    let cases: &[(&str, &str)] = &[
+        ("", "at least one [[listener]]"),
+        (
+            "[[listener]]\nname=\"l\"\naddress=\"127.0.0.1:1\"\n",
+            "at least one [[pool]]",
+        ),
+        ("[global]\ncolour = 1\n", "unknown field `colour`"),
+        ("[global]\nlog_format = \"xml\"\n", "`global.log_format`"),
+        ("[global]\nlog_level = \"loud\"\n", "`global.log_level`"),
+        (
+            "[global]\nadmin = \"127.0.0.1:8080\"\n",
+            "is the admin address",
+        ),
+        (
+            "[timeouts]\nconnect_ms = 0\n",
+            "`timeouts.connect_ms`: 0 is out of range",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 10\n",
+            "`limits.max_header_bytes`",
+        ),
+        (
+            "[limits]\nmax_request_line = 1000000\n",
+            "`limits.max_request_line`",
+        ),
+        (
+            "[headers]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "prefix must be 0..=32",
+        ),
+        ("[headers]\nvia_name = \"a b\"\n", "`headers.via_name`"),
+        ("[retries]\nattempts = 9\n", "`retries.attempts`"),
+        (
+            "[[route]]\npool = \"p\"\nsplit = [{pool = \"p\"}]\n",
+            "set pool or split, not both",
+        ),
+        (
+            "[[route]]\nname = \"r\"\n",
+            "a route needs `pool` or `split`",
+        ),
+        (
+            "[[route]]\npool = \"p\"\npath_exact = \"a\"\n",
+            "`route[0].path_exact`: route \"route0\": path \"a\" must start with \"/\"",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nhost = \"*a.com\"\n",
+            "`route[0].host`: route \"route0\": host wildcard",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nheader = { name = \"a b\" }\n",
+            "is not a valid header name",
+        ),
+        (
+            "[[route]]\nsplit = [{pool = \"p\", weight = 0}]\n",
+            "`route[0].split[0].weight`: 0 is out of range",
+        ),
+        ("[[route]]\nsplit = []\n", "must list at least one"),
+        (
+            "[[route]]\nname = \"a\"\npool = \"p\"\n[[route]]\nname = \"a\"\npool = \"p\"\n",
+            "duplicate route name",
+        ),
+    ];
+    for (extra, needle) in cases {
+        // Cases about missing sections stand alone; the others extend a valid base.
+        let text = if extra.starts_with("[[listener]]") || extra.is_empty() {
+            extra.to_string()
+        } else {
+            format!("{base}{extra}")
+        };
+        let e = errors(&text);
+        assert!(
+            e.contains(needle),
+            "missing {needle:?} for {extra:?} in:\n{e}"
+        );
+    }
+    let pool_cases: &[(&str, &str)] = &[
+        (
+            "hash_key = \"header:x-user\"\n",
+            "only applies to algorithm = \"maglev\"",
+        ),
+        (
+            "algorithm = \"maglev\"\nhash_key = \"ear:x\"\n",
+            "is not a hash key",
+        ),
+        ("queue_size = 1000000\n", "`pool[0].queue_size`"),
+        (
+            "[pool.keepalive]\nidle_timeout_ms = 1\n",
+            "`pool[0].keepalive.idle_timeout_ms`",
+        ),
+        (
+            "[pool.health]\nkind = \"udp\"\n",
+            "is not a health check kind",
+        ),
+        (
+            "[pool.health]\nkind = \"tcp\"\npath = \"/x\"\n",
+            "only applies to kind = \"http\"",
+        ),
+        ("[pool.health]\nrise = 0\n", "`pool[0].health.rise`"),
+        (
+            "[pool.passive]\nbase_eject_ms = 5000\nmax_eject_ms = 1000\n",
+            "is below base_eject_ms",
+        ),
+        (
+            "[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n",
+            "is listed twice",
+        ),
+        (
+            "[[pool.backend]]\nweight = 1\n",
+            "`pool[0].backend[1].address`: is required",
+        ),
+    ];
+    for (extra, needle) in pool_cases {
+        // Keys of the pool table must come before its sub-tables.
+        let text = if extra.starts_with('[') {
+            format!("{base}{extra}")
+        } else {
+            format!("[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n[[pool]]\nname = \"p\"\n{extra}[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n")
+        };
+        let e = errors(&text);
+        assert!(
+            e.contains(needle),
+            "missing {needle:?} for {extra:?} in:\n{e}"
+        );
+    }
+}
+
+proptest::proptest! {
+    /// The loader must turn any text into a config or errors, never a panic.
+    #[test]
+    fn loader_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+        let _ = load(&text);
+    }
+
+    /// Same for near-valid files: the good config with one byte replaced.
+    #[test]
+    fn loader_never_panics_on_mutated_configs(pos in 0usize..GOOD.len(), byte in 0u8..128) {
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes[pos] = byte;
+        let _ = load(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[test]
+fn vrrp_table_and_vip_listeners() {
+    let base = "[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n";
+    // Standalone: no [vrrp], every listener always bound; the node header is on.
+    let c = load(&format!(
+        "[global]\nnode_name = \"lb-a\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n{base}"
+    ))
+    .expect("valid");
+    assert_eq!(c.vrrp, None);
+    assert_eq!(c.global.node_name, "lb-a");
+    let (name, value) = c
+        .headers
+        .node_header
+        .clone()
+        .expect("node header on by default");
+    assert_eq!(
+        (name.as_str(), value.to_str().ok()),
+        ("x-lbpair-node", Some("lb-a"))
+    );
+
+    let c = load(&format!(
+        "[headers]\nnode_header = \"\"\n[vrrp]\nunable_when_no_healthy_backend = [\"p\"]\n\
+         [[listener]]\nname = \"vip\"\naddress = \"192.0.2.1:80\"\nvrrp_instance = \"web\"\n{base}"
+    ))
+    .expect("valid");
+    assert_eq!(c.headers.node_header, None);
+    let v = c.vrrp.expect("vrrp");
+    assert_eq!(
+        v.socket,
+        PathBuf::from(shared::control::DEFAULT_VRRPD_SOCKET)
+    );
+    assert_eq!(v.heartbeat_interval, ms(DEFAULT_VRRP_HEARTBEAT_INTERVAL_MS));
+    assert_eq!(v.reconnect_interval, ms(DEFAULT_VRRP_RECONNECT_INTERVAL_MS));
+    assert_eq!(v.drain_timeout, ms(DEFAULT_VRRP_DRAIN_TIMEOUT_MS));
+    assert_eq!(v.lost_timeout, None);
+    assert_eq!(
+        v.unable_when_no_healthy_backend,
+        UnableWhen::Pools(vec!["p".into()])
+    );
+    assert_eq!(c.listeners[0].vrrp_instance.as_deref(), Some("web"));
+    assert!(
+        c.listeners[0].freebind,
+        "a VIP listener binds with IP_FREEBIND by default"
+    );
+
+    let c = load(&format!(
+        "[vrrp]\nunable_when_no_healthy_backend = true\nlost_timeout_ms = 700\n\
+         [[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n{base}"
+    ))
+    .expect("valid");
+    let v = c.vrrp.expect("vrrp");
+    assert_eq!(v.unable_when_no_healthy_backend, UnableWhen::AnyPool);
+    assert_eq!(v.lost_timeout, Some(ms(700)));
+
+    for (text, needle) in [
+        (
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\nvrrp_instance = \"web\"\n",
+            "`listener[0].vrrp_instance`: needs a [vrrp] table",
+        ),
+        (
+            "[vrrp]\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\nvrrp_instance = \"web\"\nfreebind = false\n",
+            "`listener[0].freebind`: must be true for a vrrp_instance listener",
+        ),
+        (
+            "[vrrp]\nunable_when_no_healthy_backend = [\"nope\"]\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+            "`vrrp.unable_when_no_healthy_backend[0]`: unknown pool \"nope\"",
+        ),
+        (
+            "[vrrp]\nheartbeat_interval_ms = 1\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+            "`vrrp.heartbeat_interval_ms`: 1 is out of range",
+        ),
+        (
+            "[vrrp]\nbeat = 1\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+            "unknown field `beat`",
+        ),
+        (
+            "[global]\nnode_name = \"\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+            "`global.node_name`",
+        ),
+        (
+            "[headers]\nnode_header = \"a b\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:1\"\n",
+            "`headers.node_header`: \"a b\" is not a valid header name",
+        ),
+    ] {
+        let e = errors(&format!("{text}{base}"));
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn cidr_matching() {
+    let c: Cidr = "10.1.0.0/16".parse().expect("cidr");
+    assert!(c.contains("10.1.2.3".parse().expect("ip")));
+    assert!(!c.contains("10.2.0.1".parse().expect("ip")));
+    assert!(c.contains("::ffff:10.1.0.9".parse().expect("ip")));
+    let all: Cidr = "0.0.0.0/0".parse().expect("cidr");
+    assert!(all.contains("192.0.2.1".parse().expect("ip")));
+    let one: Cidr = "::1".parse().expect("cidr");
+    assert!(one.contains("::1".parse().expect("ip")));
+    assert!("10.0.0.0/x".parse::<Cidr>().is_err());
+}
+
+#[test]
+fn status_ranges() {
+    assert_eq!(parse_status_range("200-399"), Some((200, 399)));
+    assert_eq!(parse_status_range("204"), Some((204, 204)));
+    assert_eq!(parse_status_range("399-200"), None);
+    assert_eq!(parse_status_range("abc"), None);
+}
