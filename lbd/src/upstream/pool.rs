@@ -266,13 +266,12 @@ fn lock(slot: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_connections_are_reused_lifo_bounded_and_expire() {
+    /// A backend on loopback that accepts and holds connections open without answering.
+    async fn silent_backend() -> (SocketAddr, Arc<Backend>, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        // Accept and hold connections open without answering.
         let accept = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((s, _)) = listener.accept().await {
@@ -289,6 +288,12 @@ mod tests {
             },
             Default::default(),
         ));
+        (addr, backend, accept)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_lifo_bounded_and_expire() {
+        let (addr, backend, accept) = silent_backend().await;
         let pool = ConnPool::new(addr, 2, Duration::from_millis(200));
         let mut conns = Vec::new();
         for _ in 0..3 {
@@ -314,26 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_worker_reuses_only_its_own_idle_connections() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accept = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
-            }
-        });
-        let backend = Arc::new(Backend::new(
-            crate::upstream::backend::BackendId(0),
-            crate::upstream::backend::BackendSpec {
-                name: String::new(),
-                addr,
-                weight: 1,
-                max_conns: 0,
-            },
-            Default::default(),
-        ));
+        let (addr, backend, accept) = silent_backend().await;
         let pool = Arc::new(ConnPool::with_slots(addr, 4, Duration::from_secs(60), 2));
         let tx = pool
             .connect(&backend, Duration::from_secs(1))
