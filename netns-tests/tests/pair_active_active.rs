@@ -8,10 +8,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::anyhow;
 use netns_tests::pair::report::{self, RefKind, Row};
 use netns_tests::pair::scenario::Verdict;
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 #[test]
 fn active_active_survivor_serves_both_and_each_returns_home() -> anyhow::Result<()> {

@@ -9,10 +9,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use netns_tests::pair::report;
 use netns_tests::pair::scenario::{measure, Verdict};
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId, Signal};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 fn lbd_crash(id: &str, fast_takeover: bool) -> anyhow::Result<()> {
     let mut rows = Vec::new();

@@ -8,10 +8,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use netns_tests::pair::report::{self, RefKind};
 use netns_tests::pair::scenario::{measure, never_two_holders, Verdict};
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 #[test]
 fn master_link_down_backup_serves_within_master_down_interval() -> anyhow::Result<()> {

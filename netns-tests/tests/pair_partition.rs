@@ -13,10 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use netns_tests::pair::report::{self, Row};
 use netns_tests::pair::scenario::Verdict;
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{eventually_until, margin, NodeId};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 #[test]
 fn partition_then_heal_leaves_one_master_that_reannounces() -> anyhow::Result<()> {

@@ -8,10 +8,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use netns_tests::pair::report::{self, RefKind};
 use netns_tests::pair::scenario::{measure, Verdict};
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId, Signal};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 #[test]
 fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Result<()> {

@@ -12,10 +12,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use netns_tests::pair::report::{self, RefKind};
 use netns_tests::pair::scenario::{listening, measure, never_two_holders, Verdict};
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId, Signal};
-
-const INTERVALS: [u16; 2] = [100, 10];
 
 #[test]
 fn kill_9_of_vrrpd_restarted_by_the_supervisor_keeps_serving() -> anyhow::Result<()> {

@@ -347,13 +347,13 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = sleep_until_opt(deadline) => self.on_timer(deadline).await,
+                _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
                 _ = status_tick.tick() => self.publish_status(),
             }
         }
     }
 
-    async fn on_timer(&mut self, deadline: Option<Instant>) {
+    async fn on_timer(&mut self, deadline: Option<Instant>, buf: &mut [u8]) {
         let now_instant = Instant::now();
         if let Some(deadline) = deadline {
             let late = now_instant.saturating_duration_since(deadline);
@@ -369,10 +369,9 @@ impl Driver {
         }
         // Adverts that arrived while we were not scheduled go first: they may cancel
         // the expiry we are about to handle.
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         for _ in 0..64 {
-            match self.socket.try_recv(&mut buf) {
-                Ok(Some(r)) => self.on_datagram(&buf, r).await,
+            match self.socket.try_recv(buf) {
+                Ok(Some(r)) => self.on_datagram(buf, r).await,
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "draining the socket before a timer failed");
