@@ -745,3 +745,30 @@ fn pair_master_yielding_sends_priority_zero_first() {
         ]
     );
 }
+
+// ----- primary address changes -----
+
+#[test]
+fn a_new_primary_address_decides_equal_priority_ties_and_own_adverts() {
+    let between = Ipv4Addr::new(10, 0, 0, 7);
+    let new_primary = Ipv4Addr::new(10, 0, 0, 8);
+
+    // With the old address (10.0.0.5), an equal-priority advert from 10.0.0.7 wins.
+    let (mut old, at) = master(100);
+    old.handle_advert(&adv(between, 100), at + ms(10));
+    assert_eq!(old.state(), StateKind::Backup);
+
+    // After the interface is readdressed to 10.0.0.8, the same advert loses the tie.
+    let (mut f, at) = master(100);
+    f.set_primary_addr(new_primary);
+    assert_eq!(f.config().primary_addr, new_primary);
+    assert_eq!(f.master_addr(), Some(new_primary));
+    f.handle_advert(&adv(between, 100), at + ms(10));
+    assert_eq!(f.state(), StateKind::Master);
+
+    // An advert from the new address is our own (looped back), whatever its priority.
+    let ignored = f.counters().adverts_ignored;
+    f.handle_advert(&adv(new_primary, 255), at + ms(20));
+    assert_eq!(f.state(), StateKind::Master);
+    assert_eq!(f.counters().adverts_ignored, ignored + 1);
+}

@@ -194,6 +194,20 @@ impl Fsm {
         self.link_up
     }
 
+    /// The interface's primary address changed (after a link flap or a readdress). It is
+    /// what our adverts are recognised by and what breaks priority ties (RFC 5798 §6.4.3),
+    /// so it must follow the address the socket now sends from. While Master, the address
+    /// we report as the master's changes with it.
+    pub fn set_primary_addr(&mut self, addr: Ipv4Addr) {
+        if self.cfg.primary_addr == addr {
+            return;
+        }
+        if self.master_addr == Some(self.cfg.primary_addr) {
+            self.master_addr = Some(addr);
+        }
+        self.cfg.primary_addr = addr;
+    }
+
     /// The active local fault, if any.
     pub fn fault(&self) -> Option<FaultReason> {
         self.fault

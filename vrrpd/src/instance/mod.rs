@@ -450,6 +450,7 @@ impl Driver {
                     info!(old = %self.primary, new = %p, "primary address changed");
                     self.primary = p;
                     self.socket.set_source(p);
+                    self.fsm.set_primary_addr(p);
                 }
             }
         }
