@@ -94,6 +94,10 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// vrrpd's answer to each heartbeat on a subscribed connection: proof of life. Without
+    /// it, a vrrpd that hangs with its socket still open looks exactly like one with nothing
+    /// to say, and lbd would go on serving after the peer has taken the VIP.
+    Alive,
 }
 
 /// A state change of one instance, as streamed to subscribers.

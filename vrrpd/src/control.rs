@@ -741,7 +741,8 @@ async fn handle_request(
                 info.heartbeat = Some(hb);
                 info.heartbeat_at = Some(now);
             });
-            true
+            // Proof of life for lbd, which cannot otherwise tell a hung vrrpd from a quiet one.
+            send(write, &Response::Alive).await
         }
         Request::Switchover { instance } => {
             admin(ctx, write, AdminCommand::Switchover { instance }).await

@@ -362,6 +362,16 @@ async fn bad_requests_get_an_error_and_the_connection_stays() {
     c.send_raw(b"\xff\xfe\n").await;
     let r: Response = c.recv().await;
     assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    // A heartbeat on a subscribed connection is answered with proof of life.
+    c.send(&Request::Heartbeat(shared::control::Heartbeat {
+        able: true,
+        ready: true,
+        serving: vec![],
+        reasons: vec![],
+    }))
+    .await;
+    let r: Response = c.recv().await;
+    assert_eq!(r, Response::Alive);
     srv.events
         .send(event(1, "web", 51, "master"))
         .expect("subscribed");
