@@ -619,3 +619,53 @@ async fn a_reload_keeps_vip_listeners_bound_only_while_master() {
         "backup: a reload must not bind the VIP listener"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_vrrpd_with_its_socket_open_is_lost() {
+    let mut p = pair("reconnect_interval_ms = 20", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 600).await;
+    conn.wait_ack(seq, WAIT).await;
+    // A live vrrpd answers every heartbeat.
+    let mut answered = 0;
+    for _ in 0..200 {
+        if answered >= 5 {
+            break;
+        }
+        if let Some(Request::Heartbeat(_)) = conn.recv(WAIT).await {
+            write_message(&mut conn.writer, &Response::Alive)
+                .await
+                .expect("write alive");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 5, "lbd heartbeats");
+    assert_eq!(get(p.vip, "/").await.map(|r| r.status), Ok(200));
+
+    // vrrpd hangs: its socket stays open (we keep `conn`), it answers nothing and accepts
+    // no new connection.
+    let fake = std::mem::replace(
+        &mut p.fake,
+        FakeVrrpd::start(&p._sock_dir.path().join("unused.sock")),
+    );
+    fake.kill();
+    let hung = Instant::now();
+    eventually("lbd notices the silent vrrpd", WAIT, || async {
+        status(p.lbd.admin).await["vrrp"]["connected"] == false
+    })
+    .await;
+    let noticed = hung.elapsed();
+    let limit = lbd::vrrp::link::silence_limit(Duration::from_millis(50));
+    assert!(
+        noticed + Duration::from_millis(100) >= limit,
+        "dropped after {noticed:?}, before the silence limit {limit:?}"
+    );
+    // Then, as for a dead vrrpd, serving stops after master_down_ms.
+    eventually("VIP listener stopped", WAIT, || async {
+        refused(p.vip).await
+    })
+    .await;
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["instances"][0]["state"], "lost", "{s}");
+    drop(conn);
+}

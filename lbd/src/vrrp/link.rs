@@ -6,11 +6,18 @@
 //! switchover drain. While a drain runs, no further event is taken (they wait, in order, in
 //! the channel) but heartbeats go on, so vrrpd never mistakes a drain for a dead lbd.
 //!
-//! The session ends on EOF, an I/O error or timeout, a malformed line, or a seq gap; the
-//! task then reconnects every `reconnect_interval`, and the controller's lost timer runs
-//! from the moment the connection went away.
+//! vrrpd answers every heartbeat with `alive`. Once it has done so in a session, a silence
+//! longer than [`silence_limit`] ends the session as if the socket had closed: a vrrpd that
+//! hangs (stopped, deadlocked) keeps its socket open, and without this lbd would serve on
+//! after the peer took the VIP. (A vrrpd that never says `alive`, an older one, is not
+//! held to it.) The reader task notes the time of every line and swallows `alive`, so a
+//! long switchover drain, during which events wait in the channel, can't look like silence.
+//!
+//! The session ends on EOF, an I/O error or timeout, a malformed line, a seq gap or that
+//! silence; the task then reconnects every `reconnect_interval`, and the controller's lost
+//! timer runs from the moment the connection went away.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,6 +32,28 @@ use tracing::{debug, info, warn};
 use super::controller::{Controller, Drain, Next};
 use crate::config::VrrpConfig;
 use crate::server::Server;
+
+/// When vrrpd last said anything on this session, and whether it ever said `alive`.
+#[derive(Debug, Default)]
+struct Heard {
+    at: Option<Instant>,
+    alive: bool,
+}
+
+impl Heard {
+    fn silent(&self, now: Instant, limit: Duration) -> bool {
+        self.alive
+            && self
+                .at
+                .is_some_and(|t| now.saturating_duration_since(t) > limit)
+    }
+}
+
+/// How long a vrrpd that answers heartbeats may stay silent: ten heartbeats, at least a
+/// second, so a vrrpd that is merely slow (a busy machine) is not dropped.
+pub fn silence_limit(heartbeat_interval: Duration) -> Duration {
+    (heartbeat_interval * 10).max(Duration::from_secs(1))
+}
 
 /// The client name vrrpd expects from lbd.
 pub const CLIENT: &str = "lbd";
@@ -48,6 +77,8 @@ pub enum LinkError {
     Refused(String),
     #[error("event seq {got} where {want} was expected: events were lost, resubscribing")]
     SeqGap { want: u64, got: u64 },
+    #[error("vrrpd said nothing for {0:?} (hung?)")]
+    Silent(Duration),
     #[error("lbd is shutting down")]
     Shutdown,
 }
@@ -146,16 +177,27 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
         .map_err(LinkError::Connect)?;
     let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Incoming>(64);
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let heard_by_reader = Arc::clone(&heard);
     let _reader = AbortOnDrop(tokio::spawn(async move {
         let mut reader = BufReader::new(read);
         loop {
             let msg = read_message::<_, Value>(&mut reader).await;
+            let alive = matches!(&msg, Ok(Some(v)) if v.get("type").and_then(Value::as_str) == Some("alive"));
+            if let Ok(mut h) = heard_by_reader.lock() {
+                h.at = Some(Instant::now());
+                h.alive |= alive;
+            }
+            if alive {
+                continue;
+            }
             let end = !matches!(msg, Ok(Some(_)));
             if tx.send(msg).await.is_err() || end {
                 return;
             }
         }
     }));
+    let silence = silence_limit(ctl.config().heartbeat_interval);
     send(
         &mut write,
         &Request::Subscribe {
@@ -244,7 +286,13 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
                 send(&mut write, &Request::Heartbeat(hb)).await?;
                 ctl.update_status(|s| s.heartbeats_sent += 1);
             }
-            _ = watchdog.tick() => ctl.check_deadlines(Instant::now()).await,
+            _ = watchdog.tick() => {
+                let now = Instant::now();
+                if heard.lock().map(|h| h.silent(now, silence)).unwrap_or(false) {
+                    return Err(LinkError::Silent(silence));
+                }
+                ctl.check_deadlines(now).await;
+            }
             _ = kick.kicked() => {
                 let hb = ctl.heartbeat();
                 send(&mut write, &Request::Heartbeat(hb)).await?;
