@@ -295,6 +295,25 @@ fn weight_zero_and_full_backends_are_never_picked() {
 }
 
 #[test]
+fn round_robin_retries_do_not_take_a_turn() {
+    // Backend 0 fails every request; each failure is retried on the other one. The next
+    // request must still start on backend 1, so only every other request pays the failure.
+    let p = pool(&[1, 1], Algorithm::RoundRobin);
+    let ctx = PickContext::new(ip(1));
+    let mut first_picks = vec![0; 2];
+    for _ in 0..100 {
+        let first = p.pick(&ctx).expect("eligible").id;
+        first_picks[first.0] += 1;
+        if first == BackendId(0) {
+            let tried = [first];
+            let retry = p.pick(&ctx.with_exclude(&tried)).expect("one left").id;
+            assert_eq!(retry, BackendId(1));
+        }
+    }
+    assert_eq!(first_picks, [50, 50]);
+}
+
+#[test]
 fn exclude_list_is_honoured() {
     for algorithm in all_algorithms() {
         let p = pool(&[1, 1, 1], algorithm.clone());

@@ -22,8 +22,16 @@ impl RoundRobin {
         if k == 0 {
             return None;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed) % k;
-        nth_eligible(backends, ctx, n)
+        // A retry (something excluded) doesn't advance the rotation: its request already
+        // took a turn. Otherwise, with one failing backend of two, every request's first pick
+        // plus its retry would advance by two and each new request would start on the
+        // failing backend again.
+        let turn = if ctx.exclude.is_empty() {
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.counter.load(Ordering::Relaxed)
+        };
+        nth_eligible(backends, ctx, turn % k)
     }
 }
 
