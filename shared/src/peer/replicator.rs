@@ -1,0 +1,1082 @@
+//! The peer link's sans-IO protocol: one [`Replicator`] per node, kept across reconnects.
+//!
+//! It owns no socket and no clock. The driver (lbd's `peer` module) feeds it bytes and the
+//! time, and writes out what it returns:
+//!
+//! ```text
+//! connect(role, nonce, now)           a TCP connection is up; our HELLO is queued
+//! handle_bytes(data, store, now)?     bytes read from the socket (Err: close the connection)
+//! note_local_changes(store, now)      pull the store's changed keys into the dirty set
+//! poll_transmit(store, now)           next frame to write, until None
+//! poll_timeout() / handle_timeout(now)?   when to wake up, and what to do then
+//! disconnected(now)                   the connection is gone
+//! ```
+//!
+//! # Lifecycle of a connection
+//!
+//! 1. `Link::AwaitHello`: both sides send a HELLO at once (MAC'd with the cluster's HELLO
+//!    key). Any other frame before the peer's HELLO is a protocol error. The HELLO is checked
+//!    (cluster, node ids, schema) by [`super::auth::open_hello`] before anything changes.
+//! 2. `Link::Up` unconfirmed: session keys are derived from both nonces; each side sends a
+//!    PING as its first session frame. Nothing from the peer's HELLO (its boot id, its RESUME
+//!    claim) is applied until a frame MAC'd with the session key arrives, because a recorded
+//!    HELLO can be replayed by anyone, but only the peer can follow it up.
+//! 3. `Link::Up` confirmed: if the peer resumes (same peer boot as last time, and it holds
+//!    our stream up to seq N of our current boot), dirty entries ≤ N are dropped and the rest
+//!    resent. Otherwise a full resync: SYNC_START, every key of the store paced at
+//!    `resync_rate_per_s` (values read at send time), live updates interleaved, SYNC_DONE.
+//!
+//! # The sequence space and the dirty set
+//!
+//! Each local change gets a per-boot sequence number (`next_seq`, from 1). The dirty set
+//! holds at most one entry per key (key → latest seq, and seq → key), so its size is bounded
+//! by the store's distinct keys however long the peer is away (keys that left the store
+//! are pruned from it in amortised passes). Entries are sent in seq order
+//! with the value the store holds *at send time*, and dropped when a cumulative ACK covers
+//! them. Since a TCP stream delivers in order, "the peer received seq s" implies it received
+//! every earlier entry sent on that connection, which is what makes a cumulative ACK and the
+//! RESUME claim sound despite the gaps coalescing leaves in the sequence.
+//!
+//! Full-resync records travel with seq 0 ([`frame::SEQ_RESYNC`]) and are never acked: the
+//! receiver only claims RESUME once it has seen SYNC_DONE, so an interrupted resync is
+//! simply restarted on the next connection.
+//!
+//! # Phase
+//!
+//! What this node reports about its own state: `Cold` from creation until the peer's
+//! SYNC_DONE arrives, `Learning` while connected and receiving a resync, `Warm` after that
+//! (or when the driver calls [`Replicator::mark_warm_without_peer`]). Warm never goes back:
+//! a warm node that receives a resync from a restarted peer is still warm.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use super::auth::{self, AuthError, HelloPolicy, MacKey, Psk, Role, Session};
+use super::frame::{
+    self, Frame, FrameError, Hello, Kind, Resume, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN,
+    SEQ_RESYNC, UPDATE_OVERHEAD,
+};
+use super::{Digest, RecordKey, ReplicaStore};
+
+/// Full resync pace when the config does not say (records per second): 1M entries in 4 s,
+/// inside the 5 s target with room for the link.
+pub const DEFAULT_RESYNC_RATE_PER_S: u32 = 250_000;
+/// Records per UPDATE frame at most.
+pub const DEFAULT_MAX_BATCH: usize = 512;
+/// How long an ACK may wait to be coalesced with later updates.
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(5);
+/// A PING is sent after this long without sending anything.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Dirty-set size below which no pruning pass runs (see `Replicator::prune_dirty`).
+pub const MIN_PRUNE_AT: usize = 1024;
+/// The connection is declared dead after this long without receiving anything.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the HELLO exchange and key confirmation may take.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The replicator's configuration (lbd builds it from `[peer]`).
+#[derive(Clone)]
+pub struct ReplicatorConfig {
+    pub cluster_id: String,
+    pub node_id: String,
+    /// The only node id accepted from the peer.
+    pub peer_node_id: String,
+    /// The pre-shared key (≥ [`auth::MIN_PSK_LEN`] bytes).
+    pub psk: Vec<u8>,
+    /// Random per process start: tells the peer we restarted (and lost our sequence space).
+    pub boot_id: u64,
+    /// Carried in HELLO for the operator (e.g. a config generation); not interpreted.
+    pub epoch: u64,
+    /// Hash of the tables' encodings: two nodes whose records differ in meaning refuse each
+    /// other instead of merging garbage.
+    pub schema_hash: u64,
+    /// Full-resync records per second (0: unpaced).
+    pub resync_rate_per_s: u32,
+    /// Records per UPDATE at most (≥ 1).
+    pub max_batch: usize,
+    pub ack_delay: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl ReplicatorConfig {
+    /// A config with the documented defaults for everything but identity and key.
+    pub fn new(
+        cluster_id: impl Into<String>,
+        node_id: impl Into<String>,
+        peer_node_id: impl Into<String>,
+        psk: Vec<u8>,
+        boot_id: u64,
+    ) -> ReplicatorConfig {
+        ReplicatorConfig {
+            cluster_id: cluster_id.into(),
+            node_id: node_id.into(),
+            peer_node_id: peer_node_id.into(),
+            psk,
+            boot_id,
+            epoch: 0,
+            schema_hash: 0,
+            resync_rate_per_s: DEFAULT_RESYNC_RATE_PER_S,
+            max_batch: DEFAULT_MAX_BATCH,
+            ack_delay: DEFAULT_ACK_DELAY,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplicatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatorConfig")
+            .field("cluster_id", &self.cluster_id)
+            .field("node_id", &self.node_id)
+            .field("peer_node_id", &self.peer_node_id)
+            .field("psk", &"<redacted>")
+            .field("boot_id", &self.boot_id)
+            .field("epoch", &self.epoch)
+            .field("schema_hash", &self.schema_hash)
+            .field("resync_rate_per_s", &self.resync_rate_per_s)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A config the replicator cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Psk(AuthError),
+    #[error("{0} must not be empty")]
+    EmptyId(&'static str),
+    #[error("{field} is {len} bytes, at most {MAX_STRING_LEN} are allowed")]
+    IdTooLong { field: &'static str, len: usize },
+    #[error("node id and peer node id are both {0:?}")]
+    SameNode(String),
+    #[error("max_batch must be at least 1")]
+    ZeroBatch,
+}
+
+/// Why the connection must be closed. Nothing of the offending frame was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("no connection")]
+    NotConnected,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("peer rejected: {0}")]
+    Auth(#[from] AuthError),
+    #[error("{0} frame before the HELLO exchange")]
+    BeforeHello(Kind),
+    #[error("second HELLO on one connection")]
+    DuplicateHello,
+    #[error("peer acknowledged seq {ack}, but we only sent up to {sent}")]
+    AckBeyondSent { ack: u64, sent: u64 },
+    #[error("SYNC_DONE without SYNC_START")]
+    UnexpectedSyncDone,
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("nothing received from the peer for {0:?}")]
+    PeerTimeout(Duration),
+    #[error("peer closed the connection: {0}")]
+    PeerClosed(String),
+}
+
+impl ProtocolError {
+    /// A stable label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProtocolError::NotConnected => "not_connected",
+            ProtocolError::Frame(e) => e.as_str(),
+            ProtocolError::Auth(e) => e.as_str(),
+            ProtocolError::BeforeHello(_) => "before_hello",
+            ProtocolError::DuplicateHello => "duplicate_hello",
+            ProtocolError::AckBeyondSent { .. } => "ack_beyond_sent",
+            ProtocolError::UnexpectedSyncDone => "unexpected_sync_done",
+            ProtocolError::HandshakeTimeout(_) => "handshake_timeout",
+            ProtocolError::PeerTimeout(_) => "peer_timeout",
+            ProtocolError::PeerClosed(_) => "peer_closed",
+        }
+    }
+}
+
+/// This node's own readiness, as reported to vrrpd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Cold,
+    Learning,
+    Warm,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Cold => "cold",
+            Phase::Learning => "learning",
+            Phase::Warm => "warm",
+        }
+    }
+}
+
+/// A snapshot for `/status`, `lbd status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicatorStatus {
+    pub phase: Phase,
+    /// HELLOs exchanged and the peer proved the session key.
+    pub connected: bool,
+    pub peer_node_id: String,
+    /// Boot id of the peer we last had a session with.
+    pub peer_boot_id: Option<u64>,
+    pub peer_epoch: Option<u64>,
+    /// Highest seq of ours sent to the peer.
+    pub seq_sent: u64,
+    /// Highest seq of ours the peer acknowledged.
+    pub seq_acked: u64,
+    /// Keys with a change the peer has not acknowledged yet.
+    pub dirty_len: usize,
+    pub entries_sent: u64,
+    pub entries_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Full resyncs we started towards the peer.
+    pub resyncs: u64,
+    /// Full resyncs we completed receiving from the peer.
+    pub resyncs_received: u64,
+    /// Reconnects where we resumed our stream instead of a full resync.
+    pub resumes: u64,
+    /// Peer records our store refused to merge (dropped).
+    pub merge_errors: u64,
+    /// What the peer's last SYNC_DONE said.
+    pub peer_sync_digest: Option<Digest>,
+    pub last_error: Option<String>,
+    /// Age of the oldest dirty entry not yet acknowledged.
+    pub lag: Option<Duration>,
+}
+
+/// A full resync in progress towards the peer.
+#[derive(Debug)]
+struct Resync {
+    keys: Vec<RecordKey>,
+    pos: usize,
+    /// Records sent (those the store still had at send time).
+    sent: u64,
+    start_sent: bool,
+    /// GCRA theoretical arrival time for pacing.
+    tat: Duration,
+}
+
+#[derive(Debug)]
+struct Conn {
+    session: Session,
+    peer: Hello,
+    /// The peer sent a valid session-keyed frame: its HELLO is now trusted and applied.
+    confirmed: bool,
+    handshake_deadline: Duration,
+    resync: Option<Resync>,
+    ack_due: Option<Duration>,
+    /// Last ACK value sent on this connection.
+    ack_sent: u64,
+    next_ping_at: Duration,
+    last_rx_at: Duration,
+    ping_token: u64,
+}
+
+#[derive(Debug)]
+enum Link {
+    Down,
+    AwaitHello {
+        role: Role,
+        nonce: [u8; NONCE_LEN],
+        deadline: Duration,
+    },
+    Up(Box<Conn>),
+}
+
+#[derive(Debug)]
+struct DirtyEntry {
+    key: RecordKey,
+    /// When this change was noted (for the lag).
+    since: Duration,
+}
+
+/// One node's side of the peer link protocol. See the module docs.
+#[derive(Debug)]
+pub struct Replicator {
+    cfg: ReplicatorConfig,
+    psk: Psk,
+    hello_key: MacKey,
+    policy: HelloPolicy,
+    link: Link,
+    /// Frames already sealed (counters assigned), written before anything new.
+    outbox: VecDeque<Vec<u8>>,
+    rxbuf: Vec<u8>,
+
+    // Our stream (sender side).
+    next_seq: u64,
+    dirty_by_key: HashMap<RecordKey, u64>,
+    dirty_by_seq: BTreeMap<u64, DirtyEntry>,
+    /// Dirty entries with seq ≤ this were sent on the current connection (or acked).
+    sent_upto: u64,
+    max_seq_sent: u64,
+    acked: u64,
+    /// Dirty-set size that triggers the next pruning pass.
+    prune_at: usize,
+
+    // The peer's stream (receiver side).
+    peer_boot: Option<u64>,
+    peer_epoch: Option<u64>,
+    /// Highest seq of the peer's current boot received.
+    rx_seq: u64,
+    /// We received a complete resync (SYNC_DONE) from `peer_boot`, so we may claim RESUME.
+    synced_from_peer: bool,
+    in_resync_from_peer: bool,
+
+    phase: Phase,
+    stats: Stats,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    entries_sent: u64,
+    entries_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    resyncs: u64,
+    resyncs_received: u64,
+    resumes: u64,
+    merge_errors: u64,
+    peer_sync_digest: Option<Digest>,
+}
+
+impl Replicator {
+    pub fn new(cfg: ReplicatorConfig) -> Result<Replicator, ConfigError> {
+        let psk = Psk::new(cfg.psk.clone()).map_err(ConfigError::Psk)?;
+        for (field, v) in [
+            ("cluster id", &cfg.cluster_id),
+            ("node id", &cfg.node_id),
+            ("peer node id", &cfg.peer_node_id),
+        ] {
+            if v.is_empty() {
+                return Err(ConfigError::EmptyId(field));
+            }
+            if v.len() > MAX_STRING_LEN {
+                return Err(ConfigError::IdTooLong {
+                    field,
+                    len: v.len(),
+                });
+            }
+        }
+        if cfg.node_id == cfg.peer_node_id {
+            return Err(ConfigError::SameNode(cfg.node_id.clone()));
+        }
+        if cfg.max_batch == 0 {
+            return Err(ConfigError::ZeroBatch);
+        }
+        let hello_key = MacKey::hello(psk.as_bytes(), &cfg.cluster_id);
+        let policy = HelloPolicy {
+            cluster_id: cfg.cluster_id.clone(),
+            node_id: cfg.node_id.clone(),
+            peer_node_id: cfg.peer_node_id.clone(),
+            schema_hash: cfg.schema_hash,
+        };
+        Ok(Replicator {
+            cfg,
+            psk,
+            hello_key,
+            policy,
+            link: Link::Down,
+            outbox: VecDeque::new(),
+            rxbuf: Vec::new(),
+            next_seq: 1,
+            dirty_by_key: HashMap::new(),
+            dirty_by_seq: BTreeMap::new(),
+            sent_upto: 0,
+            max_seq_sent: 0,
+            acked: 0,
+            prune_at: MIN_PRUNE_AT,
+            peer_boot: None,
+            peer_epoch: None,
+            rx_seq: 0,
+            synced_from_peer: false,
+            in_resync_from_peer: false,
+            phase: Phase::Cold,
+            stats: Stats::default(),
+            last_error: None,
+        })
+    }
+
+    /// A connection is up; `role` says which end we are, `nonce` must be fresh random bytes.
+    /// Queues our HELLO. A previous connection, if any, is dropped first.
+    pub fn connect(&mut self, role: Role, nonce: [u8; NONCE_LEN], now: Duration) {
+        self.disconnected(now);
+        let resume = match (self.synced_from_peer, self.peer_boot) {
+            (true, Some(peer_boot_id)) => Some(Resume {
+                peer_boot_id,
+                last_seq_received: self.rx_seq,
+            }),
+            _ => None,
+        };
+        let hello = Hello {
+            cluster_id: self.cfg.cluster_id.clone(),
+            node_id: self.cfg.node_id.clone(),
+            boot_id: self.cfg.boot_id,
+            epoch: self.cfg.epoch,
+            schema_hash: self.cfg.schema_hash,
+            nonce,
+            resume,
+        };
+        match auth::seal_hello(&hello, &self.hello_key) {
+            Ok(bytes) => self.outbox.push_back(bytes),
+            // Unreachable: `new` checked the ids against the codec's bounds. Stay down.
+            Err(e) => {
+                self.last_error = Some(format!("cannot encode HELLO: {e}"));
+                return;
+            }
+        }
+        self.link = Link::AwaitHello {
+            role,
+            nonce,
+            deadline: now + self.cfg.handshake_timeout,
+        };
+    }
+
+    /// The connection is gone (closed by either side or failed). Keeps the dirty set, the
+    /// sequence state and what we know of the peer, for RESUME.
+    pub fn disconnected(&mut self, _now: Duration) {
+        if matches!(self.link, Link::Down) {
+            return;
+        }
+        self.link = Link::Down;
+        self.outbox.clear();
+        self.rxbuf.clear();
+        self.in_resync_from_peer = false;
+        if self.phase == Phase::Learning {
+            self.phase = Phase::Cold;
+        }
+    }
+
+    /// Whether a connection is open (in any handshake state).
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.link, Link::Down)
+    }
+
+    /// Lbd's fallback when the peer stayed unreachable for its warm timeout.
+    pub fn mark_warm_without_peer(&mut self) {
+        self.phase = Phase::Warm;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Queue a CLOSE with `reason` (truncated to the codec's bound) if a session is up.
+    pub fn close(&mut self, reason: &str) {
+        let mut end = reason.len().min(MAX_STRING_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        if let Link::Up(conn) = &mut self.link {
+            let f = Frame::Close {
+                reason: reason[..end].to_string(),
+            };
+            if let Ok(bytes) = conn.session.seal(&f) {
+                self.outbox.push_back(bytes);
+            }
+        }
+    }
+
+    /// Pull the store's locally changed keys into the dirty set, each with a new sequence
+    /// number (an older pending entry of the same key is replaced, not added to).
+    pub fn note_local_changes(&mut self, store: &mut impl ReplicaStore, now: Duration) {
+        for key in store.take_changes() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if let Some(old) = self.dirty_by_key.insert(key.clone(), seq) {
+                self.dirty_by_seq.remove(&old);
+            }
+            self.dirty_by_seq
+                .insert(seq, DirtyEntry { key, since: now });
+        }
+        if self.dirty_by_key.len() > self.prune_at {
+            self.prune_dirty(store, now);
+        }
+    }
+
+    /// Drop dirty entries whose key the store no longer holds. Without this, keys that come
+    /// and go while the peer is away (a flood of distinct client IPs through an LRU rate
+    /// limiter) would grow the dirty set past the store's own bound. Run when the set has
+    /// doubled since the last pass, so the cost is amortised O(1) per change and the set
+    /// stays within about twice the store's live keys (plus [`MIN_PRUNE_AT`]).
+    fn prune_dirty(&mut self, store: &impl ReplicaStore, now: Duration) {
+        let gone: Vec<u64> = self
+            .dirty_by_seq
+            .iter()
+            .filter(|(_, e)| store.record(&e.key, now).is_none())
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in gone {
+            if let Some(e) = self.dirty_by_seq.remove(&seq) {
+                self.dirty_by_key.remove(&e.key);
+            }
+        }
+        self.prune_at = (2 * self.dirty_by_key.len()).max(MIN_PRUNE_AT);
+    }
+
+    /// Keys with an unacknowledged change.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty_by_key.len()
+    }
+
+    /// Feed bytes read from the connection. Complete frames are processed in order; an `Err`
+    /// means the connection must be closed (the replicator already considers it gone) and
+    /// nothing of the failing frame was applied.
+    pub fn handle_bytes(
+        &mut self,
+        data: &[u8],
+        store: &mut impl ReplicaStore,
+        now: Duration,
+    ) -> Result<(), ProtocolError> {
+        if matches!(self.link, Link::Down) {
+            return Err(ProtocolError::NotConnected);
+        }
+        self.stats.bytes_received += data.len() as u64;
+        let mut buf = std::mem::take(&mut self.rxbuf);
+        buf.extend_from_slice(data);
+        let mut off = 0;
+        let result = loop {
+            let raw = match frame::split(&buf[off..]) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(ProtocolError::Frame(e)),
+            };
+            let len = raw.len();
+            if let Err(e) = self.handle_raw(&raw, store, now) {
+                break Err(e);
+            }
+            off += len;
+            if matches!(self.link, Link::Down) {
+                break Ok(());
+            }
+        };
+        match result {
+            Ok(()) => {
+                buf.drain(..off);
+                self.rxbuf = buf;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e, now)),
+        }
+    }
+
+    fn fail(&mut self, e: ProtocolError, now: Duration) -> ProtocolError {
+        self.last_error = Some(e.to_string());
+        self.disconnected(now);
+        e
+    }
+
+    fn handle_raw(
+        &mut self,
+        raw: &frame::RawFrame<'_>,
+        store: &mut impl ReplicaStore,
+        now: Duration,
+    ) -> Result<(), ProtocolError> {
+        match &mut self.link {
+            Link::Down => Err(ProtocolError::NotConnected),
+            Link::AwaitHello { role, nonce, .. } => {
+                if raw.header.kind != Kind::Hello {
+                    return Err(ProtocolError::BeforeHello(raw.header.kind));
+                }
+                let hello = auth::open_hello(raw, &self.psk, &self.hello_key, &self.policy)?;
+                let (role, ours) = (*role, *nonce);
+                let (nd, na) = match role {
+                    Role::Dialer => (ours, hello.nonce),
+                    Role::Acceptor => (hello.nonce, ours),
+                };
+                let mut session = Session::new(&self.psk, role, &nd, &na);
+                // Key confirmation: our first session frame proves we hold the PSK and saw
+                // this connection's nonces; the peer's proves the same to us.
+                let ping = session.seal(&Frame::Ping { token: 0 })?;
+                self.outbox.push_back(ping);
+                self.link = Link::Up(Box::new(Conn {
+                    session,
+                    peer: hello,
+                    confirmed: false,
+                    handshake_deadline: now + self.cfg.handshake_timeout,
+                    resync: None,
+                    ack_due: None,
+                    ack_sent: 0,
+                    next_ping_at: now + self.cfg.ping_interval,
+                    last_rx_at: now,
+                    ping_token: 1,
+                }));
+                Ok(())
+            }
+            Link::Up(conn) => {
+                if raw.header.kind == Kind::Hello {
+                    return Err(ProtocolError::DuplicateHello);
+                }
+                let frame = conn.session.open(raw)?;
+                conn.last_rx_at = now;
+                if !conn.confirmed {
+                    self.commit_hello(store);
+                }
+                self.handle_frame(frame, store, now)
+            }
+        }
+    }
+
+    /// The peer proved the session key: apply its HELLO (peer boot, RESUME or full resync).
+    fn commit_hello(&mut self, store: &impl ReplicaStore) {
+        let Link::Up(conn) = &mut self.link else {
+            return;
+        };
+        conn.confirmed = true;
+        let peer = &conn.peer;
+        let same_peer_boot = self.peer_boot == Some(peer.boot_id);
+        if !same_peer_boot {
+            // A new incarnation of the peer (or the first): its sequence space starts over
+            // and whatever we had received from its previous boot cannot be resumed.
+            self.rx_seq = 0;
+            self.synced_from_peer = false;
+        }
+        self.peer_boot = Some(peer.boot_id);
+        self.peer_epoch = Some(peer.epoch);
+        let resume = peer.resume.filter(|r| {
+            same_peer_boot
+                && r.peer_boot_id == self.cfg.boot_id
+                && r.last_seq_received >= self.acked
+                && r.last_seq_received <= self.max_seq_sent
+        });
+        match resume {
+            Some(r) => {
+                self.stats.resumes += 1;
+                // Everything up to N arrived; what remains dirty above it is resent.
+                ack_dirty(
+                    &mut self.dirty_by_key,
+                    &mut self.dirty_by_seq,
+                    &mut self.acked,
+                    r.last_seq_received,
+                );
+                self.sent_upto = r.last_seq_received;
+            }
+            None => {
+                self.stats.resyncs += 1;
+                self.sent_upto = self.acked;
+                conn.resync = Some(Resync {
+                    keys: store.keys(),
+                    pos: 0,
+                    sent: 0,
+                    start_sent: false,
+                    tat: Duration::ZERO,
+                });
+            }
+        }
+    }
+
+    fn handle_frame(
+        &mut self,
+        frame: Frame,
+        store: &mut impl ReplicaStore,
+        now: Duration,
+    ) -> Result<(), ProtocolError> {
+        let Link::Up(conn) = &mut self.link else {
+            return Err(ProtocolError::NotConnected);
+        };
+        match frame {
+            Frame::Hello(_) => return Err(ProtocolError::DuplicateHello),
+            Frame::Update { records } => {
+                let mut max_seq = self.rx_seq;
+                for (seq, record) in &records {
+                    match store.merge(record, now) {
+                        Ok(_) => self.stats.entries_received += 1,
+                        // One bad record must not cost the whole session; the store's
+                        // merge changed nothing.
+                        Err(e) => {
+                            self.stats.merge_errors += 1;
+                            self.last_error = Some(format!("dropped peer record: {e}"));
+                        }
+                    }
+                    if *seq != SEQ_RESYNC {
+                        max_seq = max_seq.max(*seq);
+                    }
+                }
+                if max_seq > self.rx_seq {
+                    self.rx_seq = max_seq;
+                    conn.ack_due.get_or_insert(now + self.cfg.ack_delay);
+                }
+            }
+            Frame::Ack { seq } => {
+                if seq > self.max_seq_sent {
+                    return Err(ProtocolError::AckBeyondSent {
+                        ack: seq,
+                        sent: self.max_seq_sent,
+                    });
+                }
+                ack_dirty(
+                    &mut self.dirty_by_key,
+                    &mut self.dirty_by_seq,
+                    &mut self.acked,
+                    seq,
+                );
+            }
+            Frame::SyncStart => {
+                self.in_resync_from_peer = true;
+                // Until SYNC_DONE we do not hold the peer's full state, so a reconnect must
+                // not claim RESUME.
+                self.synced_from_peer = false;
+                if self.phase == Phase::Cold {
+                    self.phase = Phase::Learning;
+                }
+            }
+            Frame::SyncDone { digest, .. } => {
+                if !self.in_resync_from_peer {
+                    return Err(ProtocolError::UnexpectedSyncDone);
+                }
+                self.in_resync_from_peer = false;
+                self.synced_from_peer = true;
+                self.stats.resyncs_received += 1;
+                self.stats.peer_sync_digest = Some(digest);
+                self.phase = Phase::Warm;
+            }
+            Frame::Ping { token } => {
+                let pong = conn.session.seal(&Frame::Pong { token })?;
+                self.outbox.push_back(pong);
+            }
+            Frame::Pong { .. } => {}
+            Frame::Close { reason } => return Err(ProtocolError::PeerClosed(reason)),
+        }
+        Ok(())
+    }
+
+    /// Check the handshake and idle deadlines (call when [`Replicator::poll_timeout`] is due).
+    /// An `Err` means: close the connection.
+    pub fn handle_timeout(&mut self, now: Duration) -> Result<(), ProtocolError> {
+        let err = match &self.link {
+            Link::Down => None,
+            Link::AwaitHello { deadline, .. } => (now >= *deadline)
+                .then_some(ProtocolError::HandshakeTimeout(self.cfg.handshake_timeout)),
+            Link::Up(conn) => {
+                if !conn.confirmed && now >= conn.handshake_deadline {
+                    Some(ProtocolError::HandshakeTimeout(self.cfg.handshake_timeout))
+                } else if now >= conn.last_rx_at + self.cfg.idle_timeout {
+                    Some(ProtocolError::PeerTimeout(self.cfg.idle_timeout))
+                } else {
+                    None
+                }
+            }
+        };
+        match err {
+            Some(e) => Err(self.fail(e, now)),
+            None => Ok(()),
+        }
+    }
+
+    /// The earliest time at which `poll_transmit` or `handle_timeout` has something to do.
+    /// A time ≤ now (e.g. `Duration::ZERO`) means "now". `None`: nothing until more input.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if !self.outbox.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        match &self.link {
+            Link::Down => None,
+            Link::AwaitHello { deadline, .. } => Some(*deadline),
+            Link::Up(conn) => {
+                let idle = conn.last_rx_at + self.cfg.idle_timeout;
+                if !conn.confirmed {
+                    return Some(conn.handshake_deadline.min(idle));
+                }
+                let mut t = idle.min(conn.next_ping_at);
+                if let Some(a) = conn.ack_due {
+                    t = t.min(a);
+                }
+                if self.has_unsent_dirty() {
+                    return Some(Duration::ZERO);
+                }
+                if let Some(r) = &conn.resync {
+                    t = t.min(self.resync_ready_at(r));
+                }
+                Some(t)
+            }
+        }
+    }
+
+    fn has_unsent_dirty(&self) -> bool {
+        self.dirty_by_seq
+            .range(self.sent_upto.saturating_add(1)..)
+            .next()
+            .is_some()
+    }
+
+    /// Pacing: records per burst, and the interval one record costs.
+    fn pacing(&self) -> Option<(u64, Duration)> {
+        let rate = self.cfg.resync_rate_per_s;
+        if rate == 0 {
+            return None;
+        }
+        let interval = Duration::from_nanos(1_000_000_000 / u64::from(rate));
+        if interval.is_zero() {
+            return None;
+        }
+        // Bursts of at most 100 ms worth of records (and one batch), so the rate holds over
+        // any one-second window within one burst.
+        let burst = (u64::from(rate) / 10).clamp(1, self.cfg.max_batch as u64);
+        Some((burst, interval))
+    }
+
+    fn resync_ready_at(&self, r: &Resync) -> Duration {
+        if !r.start_sent || r.pos >= r.keys.len() {
+            return Duration::ZERO;
+        }
+        let Some((burst, interval)) = self.pacing() else {
+            return Duration::ZERO;
+        };
+        let want = burst.min((r.keys.len() - r.pos) as u64);
+        // GCRA: `want` records may go once now ≥ tat - (burst - want) × interval.
+        r.tat.saturating_sub(interval * (burst - want) as u32)
+    }
+
+    /// How many resync records may be sent at `now` (0: not yet).
+    fn resync_allowance(&self, r: &Resync, now: Duration) -> usize {
+        let remaining = r.keys.len() - r.pos;
+        let cap = remaining.min(self.cfg.max_batch);
+        let Some((burst, interval)) = self.pacing() else {
+            return cap;
+        };
+        let want = burst.min(remaining as u64);
+        if now < self.resync_ready_at(r) {
+            return 0;
+        }
+        // Credit available: burst - backlog (in records), backlog = (tat - now) / interval.
+        // Rounded up, so the credit never exceeds the exact one and the rate holds.
+        let backlog = r
+            .tat
+            .saturating_sub(now)
+            .as_nanos()
+            .div_ceil(interval.as_nanos());
+        let credit = u128::from(burst).saturating_sub(backlog);
+        debug_assert!(credit >= u128::from(want));
+        (credit as usize).min(cap)
+    }
+
+    /// The next frame to write, already MAC'd; call until `None`, then wait for
+    /// [`Replicator::poll_timeout`] or more input. Values are read from `store` now, so the
+    /// peer always gets the latest value of a key.
+    pub fn poll_transmit(&mut self, store: &impl ReplicaStore, now: Duration) -> Option<Vec<u8>> {
+        let bytes = self.next_frame(store, now)?;
+        self.stats.bytes_sent += bytes.len() as u64;
+        if let Link::Up(conn) = &mut self.link {
+            conn.next_ping_at = now + self.cfg.ping_interval;
+        }
+        Some(bytes)
+    }
+
+    fn next_frame(&mut self, store: &impl ReplicaStore, now: Duration) -> Option<Vec<u8>> {
+        if let Some(b) = self.outbox.pop_front() {
+            return Some(b);
+        }
+        let rx_seq = self.rx_seq;
+        let Link::Up(conn) = &mut self.link else {
+            return None;
+        };
+        if !conn.confirmed {
+            return None;
+        }
+        // 1. ACKs first: they let the peer shrink its dirty set.
+        if conn.ack_due.is_some_and(|t| now >= t) {
+            conn.ack_due = None;
+            if rx_seq > conn.ack_sent {
+                conn.ack_sent = rx_seq;
+                return self.seal(&Frame::Ack { seq: rx_seq });
+            }
+        }
+        // 2. SYNC_START before any resync record.
+        if let Some(r) = &mut conn.resync {
+            if !r.start_sent {
+                r.start_sent = true;
+                r.tat = now;
+                return self.seal(&Frame::SyncStart);
+            }
+        }
+        // 3. Live updates, unpaced: they are what keeps the peer current.
+        if let Some(f) = self.dirty_batch(store, now) {
+            return self.seal(&f);
+        }
+        // 4. Paced resync records, then SYNC_DONE.
+        if let Some(f) = self.resync_step(store, now) {
+            return self.seal(&f);
+        }
+        // 5. Keepalive.
+        let Link::Up(conn) = &mut self.link else {
+            return None;
+        };
+        if now >= conn.next_ping_at {
+            let token = conn.ping_token;
+            conn.ping_token += 1;
+            return self.seal(&Frame::Ping { token });
+        }
+        None
+    }
+
+    fn seal(&mut self, f: &Frame) -> Option<Vec<u8>> {
+        let Link::Up(conn) = &mut self.link else {
+            return None;
+        };
+        match conn.session.seal(f) {
+            Ok(b) => Some(b),
+            // Unreachable: batches are built under the codec's bounds.
+            Err(e) => {
+                self.last_error = Some(format!("cannot encode {}: {e}", f.kind()));
+                None
+            }
+        }
+    }
+
+    /// Up to `max_batch` unsent dirty entries with their current values.
+    fn dirty_batch(&mut self, store: &impl ReplicaStore, now: Duration) -> Option<Frame> {
+        let mut records = Vec::new();
+        let mut size = UPDATE_OVERHEAD;
+        let mut gone = Vec::new();
+        let mut last = self.sent_upto;
+        for (&seq, entry) in self.dirty_by_seq.range(self.sent_upto.saturating_add(1)..) {
+            if records.len() >= self.cfg.max_batch {
+                break;
+            }
+            match store.record(&entry.key, now) {
+                Some(rec) if frame::check_record(&rec).is_ok() => {
+                    let l = frame::record_wire_len(&rec);
+                    if size + l > MAX_FRAME_PAYLOAD && !records.is_empty() {
+                        break;
+                    }
+                    size += l;
+                    records.push((seq, rec));
+                }
+                // Gone from the store (expired, evicted) or too large to travel: nothing to
+                // send, and the peer's copy, if any, ages out on its own.
+                _ => gone.push(seq),
+            }
+            last = seq;
+        }
+        self.sent_upto = last;
+        for seq in gone {
+            if let Some(e) = self.dirty_by_seq.remove(&seq) {
+                self.dirty_by_key.remove(&e.key);
+            }
+        }
+        if records.is_empty() {
+            return None;
+        }
+        self.max_seq_sent = self.max_seq_sent.max(last);
+        self.stats.entries_sent += records.len() as u64;
+        Some(Frame::Update { records })
+    }
+
+    fn resync_step(&mut self, store: &impl ReplicaStore, now: Duration) -> Option<Frame> {
+        let Link::Up(conn) = &self.link else {
+            return None;
+        };
+        let r = conn.resync.as_ref()?;
+        if r.pos >= r.keys.len() {
+            let done = Frame::SyncDone {
+                count: r.sent,
+                digest: store.digest(),
+            };
+            if let Link::Up(conn) = &mut self.link {
+                conn.resync = None;
+            }
+            return Some(done);
+        }
+        let allowance = self.resync_allowance(r, now);
+        if allowance == 0 {
+            return None;
+        }
+        let pacing = self.pacing();
+        let Link::Up(conn) = &mut self.link else {
+            return None;
+        };
+        let r = conn.resync.as_mut()?;
+        let mut records = Vec::new();
+        let mut size = UPDATE_OVERHEAD;
+        let mut examined = 0usize;
+        while examined < allowance && r.pos < r.keys.len() {
+            let Some(rec) = store.record(&r.keys[r.pos], now) else {
+                r.pos += 1;
+                examined += 1;
+                continue;
+            };
+            if frame::check_record(&rec).is_err() {
+                r.pos += 1;
+                examined += 1;
+                continue;
+            }
+            let l = frame::record_wire_len(&rec);
+            if size + l > MAX_FRAME_PAYLOAD && !records.is_empty() {
+                break;
+            }
+            size += l;
+            records.push((SEQ_RESYNC, rec));
+            r.pos += 1;
+            examined += 1;
+        }
+        if let Some((_, interval)) = pacing {
+            r.tat = r.tat.max(now) + interval * examined as u32;
+        }
+        r.sent += records.len() as u64;
+        self.stats.entries_sent += records.len() as u64;
+        if records.is_empty() {
+            // Every examined key had vanished; the next call continues (or sends SYNC_DONE).
+            return None;
+        }
+        Some(Frame::Update { records })
+    }
+
+    pub fn status(&self, now: Duration) -> ReplicatorStatus {
+        ReplicatorStatus {
+            phase: self.phase,
+            connected: matches!(&self.link, Link::Up(c) if c.confirmed),
+            peer_node_id: self.cfg.peer_node_id.clone(),
+            peer_boot_id: self.peer_boot,
+            peer_epoch: self.peer_epoch,
+            seq_sent: self.max_seq_sent,
+            seq_acked: self.acked,
+            dirty_len: self.dirty_by_key.len(),
+            entries_sent: self.stats.entries_sent,
+            entries_received: self.stats.entries_received,
+            bytes_sent: self.stats.bytes_sent,
+            bytes_received: self.stats.bytes_received,
+            resyncs: self.stats.resyncs,
+            resyncs_received: self.stats.resyncs_received,
+            resumes: self.stats.resumes,
+            merge_errors: self.stats.merge_errors,
+            peer_sync_digest: self.stats.peer_sync_digest,
+            last_error: self.last_error.clone(),
+            lag: self
+                .dirty_by_seq
+                .values()
+                .next()
+                .map(|e| now.saturating_sub(e.since)),
+        }
+    }
+}
+
+/// Drop dirty entries covered by a cumulative ACK of `seq`.
+fn ack_dirty(
+    by_key: &mut HashMap<RecordKey, u64>,
+    by_seq: &mut BTreeMap<u64, DirtyEntry>,
+    acked: &mut u64,
+    seq: u64,
+) {
+    if seq <= *acked {
+        return;
+    }
+    *acked = seq;
+    let keep = by_seq.split_off(&seq.saturating_add(1));
+    for (s, e) in std::mem::replace(by_seq, keep) {
+        // Only remove the key if this is still its pending seq (it always is: a newer
+        // change replaced the old seq in both maps).
+        if by_key.get(&e.key) == Some(&s) {
+            by_key.remove(&e.key);
+        }
+    }
+}
