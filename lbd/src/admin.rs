@@ -1,6 +1,7 @@
 //! The admin listener (default 127.0.0.1:9100): `/metrics`, `/healthz`, `/readyz`,
-//! `/status` (JSON: node, phase, the vrrpd coupling; what `lbd status` reads),
-//! `/backends` (state table) and `POST /backends/drain|undrain?pool=P&backend=ADDR`.
+//! `/status` (JSON: node, phase, the vrrpd coupling, the peer link; what `lbd status` reads),
+//! `/backends` (state table) and `POST /backends/drain|undrain?pool=P&backend=ADDR` (also
+//! recorded in the soft state, so the drain replicates to the peer node).
 //!
 //! Separate from the proxy listeners so scraping never competes with client limits, and bound
 //! to loopback by default because the metrics name every backend and the drain endpoints have
@@ -111,6 +112,7 @@ pub fn status_json(shared: &Shared) -> String {
         "phase": phase,
         "generation": rt.generation,
         "vrrp": shared.vrrp.status(),
+        "peer": crate::peer::status_value(shared),
     });
     let mut out = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
     out.push('\n');
@@ -165,12 +167,23 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
     {
         for b in p.pool.backends.iter().filter(|b| b.addr == backend) {
             b.set_drained(drained);
+            // Recorded in the soft state too, so the peer node (and this node's next
+            // incarnation, through the peer) drains the same backend.
+            shared.soft.set_drained(
+                p.name(),
+                &b.addr.to_string(),
+                drained,
+                crate::server::clock(),
+            );
             tracing::info!(pool = p.name(), backend = %b.addr, drained, "admin changed backend drain state");
             changed += 1;
         }
     }
     if changed == 0 {
         return text(StatusCode::NOT_FOUND, "no such backend\n");
+    }
+    if let Some(peer) = &shared.peer {
+        peer.kick();
     }
     let verb = if drained { "drained" } else { "undrained" };
     text(StatusCode::OK, format!("{verb} {changed} backend(s)\n"))
@@ -315,6 +328,9 @@ pub fn render(shared: &Shared) -> String {
             );
         }
     }
+
+    crate::peer::render_metrics(shared, &mut e);
+    crate::metrics::render_datapath(&mut e, &rt);
 
     e.family(
         "lbd_pool_queue_depth",

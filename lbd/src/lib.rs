@@ -21,6 +21,10 @@
 //! - [`vrrp`]       the coupling to vrrpd: subscribe to its state stream, bind a VIP's
 //!   listeners only while Master (ack after binding), drain on switchover, heartbeat
 //!   able/ready/serving, stop serving when vrrpd is lost for its Master_Down_Interval.
+//! - [`softstate`]  sticky tables, rate-limit buckets and operator drains: the soft state a
+//!   failover should not lose, with merge rules that make replication order-free.
+//! - [`peer`]       the authenticated peer link that replicates [`softstate`] to the other node
+//!   (protocol in `shared::peer`), and the cold/learning/warm readiness it reports.
 //! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
 //!   retryable }` and the status each kind maps to.
 #![forbid(unsafe_code)]
@@ -32,6 +36,8 @@ pub mod error;
 pub mod l7;
 pub mod listener;
 pub mod metrics;
+pub mod peer;
 pub mod server;
+pub mod softstate;
 pub mod upstream;
 pub mod vrrp;

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Worker threads serving connections, each with its own single-threaded runtime
-        /// (default: the number of CPUs this process may run on).
+        /// (default: `global.workers`, else the number of CPUs this process may run on).
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -95,6 +95,7 @@ fn print_status(json: &str) -> Result<(), String> {
         serde_json::from_str(json).map_err(|e| format!("malformed /status answer: {e}"))?;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
     println!("node {}  phase {}", s(&v["node"]), s(&v["phase"]));
+    lbd::peer::print_status(&v);
     let vr = &v["vrrp"];
     if vr["enabled"].as_bool() != Some(true) {
         println!("vrrp: not coupled (standalone: every listener is bound)");
@@ -197,7 +198,11 @@ fn main() -> ExitCode {
                 }
             };
             shared::telemetry::init(cfg.global.log_format, &cfg.global.log_level);
-            let n = workers.unwrap_or_else(lbd::server::default_workers).max(1);
+            // --workers, else `global.workers`, else one per CPU.
+            let n = workers
+                .or(cfg.global.workers)
+                .unwrap_or_else(lbd::server::default_workers)
+                .max(1);
             let worker_handles = match lbd::server::spawn_workers(n) {
                 Ok(h) => h,
                 Err(e) => {

@@ -71,6 +71,11 @@ pub struct BackendStats {
     pub conns_reused: AtomicU64,
     /// Active health probes that failed.
     pub probe_failures: AtomicU64,
+    /// Requests sent to this backend (each attempt, retries included).
+    pub requests: AtomicU64,
+    /// Of those, requests routed by a sticky pin rather than the balancer: the sticky share
+    /// (`sticky_requests / requests`) shows how much stickiness overrides balancing.
+    pub sticky_requests: AtomicU64,
 }
 
 impl BackendStats {
@@ -178,6 +183,50 @@ impl Exposition {
     }
 }
 
+/// The sticky-session and rate-limit families (issue 5); `admin::render` appends them.
+pub fn render_datapath(e: &mut Exposition, rt: &crate::server::Runtime) {
+    for (name, help, sticky) in [
+        (
+            "lbd_backend_requests_total",
+            "Requests sent to the backend (every attempt, retries included).",
+            false,
+        ),
+        (
+            "lbd_backend_sticky_requests_total",
+            "Requests sent to the backend because a sticky cookie pinned them to it (sticky \
+             share = this / lbd_backend_requests_total).",
+            true,
+        ),
+    ] {
+        e.family(name, "counter", help);
+        for p in &rt.pools {
+            for (b, c) in p.pool.backends.iter().zip(&p.conns) {
+                let addr = b.addr.to_string();
+                let v = if sticky {
+                    get(&c.stats.sticky_requests)
+                } else {
+                    get(&c.stats.requests)
+                };
+                e.sample(name, &[("pool", p.name()), ("backend", &addr)], v);
+            }
+        }
+    }
+    if !rt.limiters.all.is_empty() {
+        e.family(
+            "lbd_rate_limited_total",
+            "counter",
+            "Requests answered 429 by a rate limiter.",
+        );
+        for l in &rt.limiters.all {
+            e.sample(
+                "lbd_rate_limited_total",
+                &[("limiter", &l.name)],
+                l.denied.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
 /// Read a counter.
 pub fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
@@ -210,6 +259,36 @@ mod tests {
         assert!(text.contains("le=\"10\"} 2\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count{b=\"a\\\"b\"} 3\n"), "{text}");
+    }
+
+    #[test]
+    fn datapath_families_show_sticky_share_and_denials() {
+        let text = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
+            [[pool]]\nname = \"web\"\n[pool.sticky]\nmode = \"insert\"\n\
+            [[pool.backend]]\naddress = \"127.0.0.1:9001\"\n\
+            [[rate_limit]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\n";
+        let cfg = crate::config::LbConfig::from_source(&shared::config::Source::from_text(
+            "t.toml", text,
+        ))
+        .expect("valid");
+        let rt = crate::server::Runtime::build(cfg, None, 1).expect("runtime");
+        let stats = &rt.pools[0].conns[0].stats;
+        for _ in 0..4 {
+            inc(&stats.requests);
+        }
+        inc(&stats.sticky_requests);
+        rt.limiters.all[0].denied.fetch_add(3, Ordering::Relaxed);
+        let mut e = Exposition::new();
+        render_datapath(&mut e, &rt);
+        let out = e.finish();
+        for line in [
+            "lbd_backend_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 4\n",
+            "lbd_backend_sticky_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 1\n",
+            "lbd_rate_limited_total{limiter=\"per-ip\"} 3\n",
+            "# TYPE lbd_rate_limited_total counter\n",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in:\n{out}");
+        }
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
 //!
+//! ## Soft state
+//! [`Shared::soft`] holds the sticky learn table, the rate-limit buckets and operator drains
+//! (`crate::softstate`), created once at startup with the bounds of the first config
+//! ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
+//! replicated state rather than config. A task sweeps expired entries every second. The
+//! per-snapshot views of it ([`PoolRt::sticky`] with each backend's cookie precomputed,
+//! [`Runtime::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
+//! key comes from `global.cookie_secret_file`, else a random key kept for the process.
+//!
 //! ## Lifecycle
 //! [`Phase`] is published on a watch channel (Starting → Serving → Draining → Stopped) and on
 //! `/readyz`. SIGTERM stops accepting, lets in-flight requests finish up to
@@ -55,11 +64,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::access_log::AccessLog;
+use crate::config::StickyMode;
 use crate::config::{LbConfig, ListenerConfig};
+use crate::l7::ratelimit::Limiters;
 use crate::l7::retry::RetryBudget;
 use crate::l7::router::Router;
+use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::listener::RunningListener;
 use crate::metrics::{GlobalStats, PoolStats};
+use crate::softstate::SoftState;
 use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::health::{Change, HealthTracker};
 use crate::upstream::pool::ConnPool;
@@ -95,6 +108,8 @@ pub struct PoolRt {
     pub stats: Arc<PoolStats>,
     /// Woken whenever a request of this pool releases its backend (the max_conns queue).
     pub released: Arc<Notify>,
+    /// `[pool.sticky]`, precomputed per backend; `None`: the balancer decides every request.
+    pub sticky: Option<StickyRt>,
 }
 
 impl PoolRt {
@@ -110,6 +125,8 @@ pub struct Runtime {
     pub router: Router,
     pub pools: Vec<PoolRt>,
     pub retry_budget: RetryBudget,
+    /// `[[rate_limit]]` tables, listed per route.
+    pub limiters: Limiters,
     pub access_log: AccessLog,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
@@ -123,6 +140,8 @@ pub enum BuildError {
     Router(String),
     #[error("pool {0:?}: {1}")]
     Pool(String, String),
+    #[error(transparent)]
+    CookieKey(#[from] crate::l7::sticky::BadKey),
 }
 
 impl Runtime {
@@ -142,6 +161,10 @@ impl Runtime {
         })?;
         let mut pools = Vec::with_capacity(config.pools.len());
         let now = clock();
+        let cookie_key = match &config.global.cookie_secret {
+            Some(secret) => CookieKey::new(&secret.0)?,
+            None => CookieKey::process_random()?,
+        };
         for (index, pc) in config.pools.iter().enumerate() {
             let old = previous.and_then(|p| {
                 p.pools
@@ -213,16 +236,27 @@ impl Runtime {
             let pool = Pool::from_backends(pc.name.clone(), backends, pc.algorithm.clone())
                 .map_err(|e| BuildError::Pool(pc.name.clone(), e.to_string()))?;
             pool.balancer.warm(&pool.backends);
+            let sticky = pc
+                .sticky
+                .as_ref()
+                .map(|st| StickyRt::new(st, &pc.name, &pool.backends, cookie_key.clone()));
             pools.push(PoolRt {
                 pool,
                 index,
                 conns,
                 stats: old.map_or_else(Default::default, |o| Arc::clone(&o.stats)),
                 released: old.map_or_else(Default::default, |o| Arc::clone(&o.released)),
+                sticky,
             });
         }
         let now_ms = clock().as_millis() as u64;
+        let limiters = Limiters::new(
+            &config.rate_limits,
+            config.routes.len(),
+            previous.map(|p| &p.limiters),
+        );
         Ok(Runtime {
+            limiters,
             retry_budget: RetryBudget::new(
                 config.retries.budget_percent,
                 config.retries.min_per_sec,
@@ -241,6 +275,67 @@ impl Runtime {
 
     pub fn pool_config(&self, pool: &PoolRt) -> &crate::config::PoolConfig {
         &self.config.pools[pool.index]
+    }
+}
+
+/// The soft-state table bounds a config asks for: the learn-mode pools' `max_entries` summed
+/// (one table serves them all), `global.rate_limit_max_keys`. Fixed at startup.
+pub fn soft_limits(config: &LbConfig) -> crate::softstate::Limits {
+    let sticky_max_entries = config
+        .pools
+        .iter()
+        .filter_map(|p| p.sticky.as_ref())
+        .filter(|s| s.mode == StickyMode::Learn)
+        .map(|s| s.max_entries)
+        .sum::<usize>();
+    crate::softstate::Limits {
+        sticky_max_entries: sticky_max_entries.max(1),
+        rate_max_keys: config.global.rate_limit_max_keys,
+        admin_max_entries: crate::softstate::DEFAULT_ADMIN_MAX_ENTRIES,
+    }
+}
+
+/// Drop expired sticky entries and refilled rate buckets once a second, so memory returns
+/// after a burst of distinct keys even when no further traffic sweeps them. Ends with the
+/// soft state.
+fn spawn_soft_sweeper(soft: &Arc<SoftState>) {
+    let soft = Arc::downgrade(soft);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(soft) = soft.upgrade() else { return };
+            soft.sweep(clock());
+        }
+    });
+}
+
+/// Which key signs insert-mode cookies, said once at startup (and when a reload changes it),
+/// with the consequence of a per-process key spelled out.
+fn warn_cookie_key(config: &LbConfig) {
+    let insert_pools: Vec<&str> = config
+        .pools
+        .iter()
+        .filter(|p| {
+            p.sticky
+                .as_ref()
+                .is_some_and(|s| s.mode == StickyMode::Insert)
+        })
+        .map(|p| p.name.as_str())
+        .collect();
+    if insert_pools.is_empty() {
+        return;
+    }
+    if config.global.cookie_secret.is_some() {
+        info!(pools = ?insert_pools, "sticky cookies signed with global.cookie_secret_file");
+    } else {
+        warn!(
+            pools = ?insert_pools,
+            "no global.cookie_secret_file: sticky cookies are signed with a random key of this \
+             process, so they won't survive a restart or a failover to the peer node; give both \
+             nodes the same key file"
+        );
     }
 }
 
@@ -283,6 +378,10 @@ pub struct Shared {
     /// The worker runtimes client connections run on (see [`spawn_workers`]); empty means
     /// the runtime that starts the listener (tests, embedding).
     pub workers: Vec<tokio::runtime::Handle>,
+    /// Sticky tables, rate-limit buckets and operator drains, replicated to the peer node.
+    pub soft: Arc<SoftState>,
+    /// The link to the peer node (`None` without `[peer]`): status, metrics, readiness.
+    pub peer: Option<crate::peer::PeerHandle>,
 }
 
 impl Shared {
@@ -335,6 +434,16 @@ impl Server {
         let admin = config.global.admin;
         let max_conns = config.global.max_client_conns as usize;
         let vrrp = crate::vrrp::Coupling::new(config.vrrp.as_ref());
+        // The soft state's merges tell nodes apart by id: with a peer link that must be the
+        // id the peer knows us by (two nodes may share a hostname, hence a node_name).
+        let soft = Arc::new(SoftState::new(
+            config
+                .peer
+                .as_ref()
+                .map_or(&config.global.node_name, |p| &p.node_id),
+            soft_limits(&config),
+        ));
+        warn_cookie_key(&config);
         let runtime = Arc::new(Runtime::build(config, None, 1)?);
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
@@ -346,6 +455,8 @@ impl Server {
             phase,
             vrrp,
             workers,
+            soft,
+            peer: crate::peer::PeerHandle::from_config(runtime.config.peer.as_ref()),
         });
         let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
             .await
@@ -354,6 +465,10 @@ impl Server {
                 source,
             })?;
         crate::upstream::checker::spawn_all(&runtime);
+        spawn_soft_sweeper(&shared.soft);
+        if let Some(peer) = &shared.peer {
+            peer.spawn(Arc::clone(&shared));
+        }
         let server = Server {
             shared,
             config_path: config_path.to_path_buf(),
@@ -464,6 +579,15 @@ impl Server {
                     || config.global.log_level != old.config.global.log_level,
             ),
             ("vrrp", config.vrrp != old.config.vrrp),
+            ("peer", config.peer != old.config.peer),
+            (
+                "global.workers",
+                config.global.workers != old.config.global.workers,
+            ),
+            (
+                "global.rate_limit_max_keys/pool.sticky.max_entries",
+                soft_limits(&config) != soft_limits(&old.config),
+            ),
         ] {
             if changed {
                 warn!(
@@ -471,6 +595,9 @@ impl Server {
                     "changed setting needs a restart; keeping the current value"
                 );
             }
+        }
+        if config.global.cookie_secret != old.config.global.cookie_secret {
+            warn_cookie_key(&config);
         }
         let listeners = config.listeners.clone();
         let new = Arc::new(

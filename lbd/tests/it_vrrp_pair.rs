@@ -669,3 +669,42 @@ async fn a_hung_vrrpd_with_its_socket_open_is_lost() {
     assert_eq!(s["vrrp"]["instances"][0]["state"], "lost", "{s}");
     drop(conn);
 }
+
+/// With `[peer]`, lbd is not ready (so vrrpd doesn't preempt to it) while its soft state is
+/// cold; here no peer answers, so it turns warm at `warm_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_peer_state_keeps_lbd_unready_until_warm() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let psk = keys.path().join("peer.key");
+    std::fs::write(
+        &psk,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write psk");
+    let extra = format!(
+        "reconnect_interval_ms = 20\n\n[peer]\nnode_id = \"a\"\npeer_node_id = \"b\"\n\
+         cluster_id = \"t\"\nlisten = \"{}\"\npeer = \"{}\"\npsk_file = \"{}\"\n\
+         warm_timeout_ms = 1500\n",
+        free_addr(),
+        free_addr(),
+        psk.display()
+    );
+    let started = Instant::now();
+    let mut p = pair(&extra, false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let cold = conn.heartbeat_where("a heartbeat", |_| true).await;
+    assert!(!cold.ready, "ready while cold: {cold:?}");
+    assert!(
+        cold.reasons.iter().any(|r| r.starts_with("peer_warm")),
+        "{cold:?}"
+    );
+    assert!(cold.able, "cold state must not make lbd unable: {cold:?}");
+    conn.heartbeat_where("ready once warm", |hb| hb.ready).await;
+    let warm_after = started.elapsed();
+    assert!(
+        warm_after >= Duration::from_millis(1400),
+        "ready after {warm_after:?}, before warm_timeout_ms"
+    );
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["peer"]["phase"], "warm", "{s}");
+}

@@ -21,12 +21,16 @@ pub struct FileConfig {
     pub retries: FileRetries,
     /// Absent: lbd runs standalone and serves every listener all the time.
     pub vrrp: Option<FileVrrp>,
+    /// Absent: no peer link; soft state (sticky, rate limits) stays local.
+    pub peer: Option<super::peer::FilePeer>,
     #[serde(default)]
     pub listener: Vec<FileListener>,
     #[serde(default)]
     pub pool: Vec<FilePool>,
     #[serde(default)]
     pub route: Vec<FileRoute>,
+    #[serde(default)]
+    pub rate_limit: Vec<FileRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +44,10 @@ pub struct FileGlobal {
     pub access_log: Option<String>,
     /// This balancer's name in the node header and `/status` (default: the hostname).
     pub node_name: Option<String>,
+    /// Key for the insert-mode sticky cookie MAC; the same file on both nodes.
+    pub cookie_secret_file: Option<String>,
+    pub workers: Option<usize>,
+    pub rate_limit_max_keys: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +136,21 @@ pub struct FilePool {
     pub health: Option<FileHealth>,
     #[serde(default)]
     pub passive: FilePassive,
+    pub sticky: Option<FileSticky>,
+}
+
+/// `[pool.sticky]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSticky {
+    pub mode: Option<String>,
+    pub cookie: Option<String>,
+    pub ttl_s: Option<u64>,
+    pub secure: Option<bool>,
+    pub http_only: Option<bool>,
+    pub same_site: Option<String>,
+    pub path: Option<String>,
+    pub max_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,4 +218,15 @@ pub struct FileHeaderMatch {
 pub struct FileSplit {
     pub pool: Option<String>,
     pub weight: Option<u32>,
+}
+
+/// `[[rate_limit]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub name: Option<String>,
+    pub key: Option<String>,
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    pub routes: Option<Vec<String>>,
 }

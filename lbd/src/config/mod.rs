@@ -58,6 +58,18 @@ pub const DEFAULT_VRRP_RECONNECT_INTERVAL_MS: u64 = 50;
 /// Lost-vrrpd timeout when no event has carried `master_down_ms` yet.
 pub const DEFAULT_VRRP_LOST_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_VRRP_DRAIN_TIMEOUT_MS: u64 = 5_000;
+// Sticky sessions and rate limits (doc/lbd.md "Sticky sessions", "Rate limits").
+/// The cookie lbd sets in insert mode.
+pub const DEFAULT_STICKY_COOKIE: &str = "LBSTICKY";
+pub const DEFAULT_STICKY_TTL_S: u64 = 3_600;
+pub const DEFAULT_STICKY_PATH: &str = "/";
+/// Learn-mode table bound per pool (their sum bounds the shared table).
+pub const DEFAULT_STICKY_MAX_ENTRIES: usize = 100_000;
+/// Rate-limit buckets kept (LRU beyond it).
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+/// Shortest accepted `global.cookie_secret_file` content: an HMAC key below 128 bits is
+/// guessable.
+pub const MIN_COOKIE_SECRET_BYTES: usize = 16;
 
 const MS_MAX: u64 = 3_600_000;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -83,6 +95,91 @@ pub struct GlobalConfig {
     pub access_log: AccessLogFormat,
     /// Names this balancer in the node header and `/status`.
     pub node_name: String,
+    /// The insert-mode cookie key read from `cookie_secret_file`; `None`: a random key per
+    /// process (cookies then don't survive a failover or restart).
+    pub cookie_secret: Option<CookieSecret>,
+    /// Worker threads (`--workers` overrides); `None`: one per CPU.
+    pub workers: Option<usize>,
+    /// Bound on rate-limit buckets (the soft-state table's LRU size).
+    pub rate_limit_max_keys: usize,
+}
+
+/// Key material for the sticky cookie MAC; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CookieSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for CookieSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CookieSecret({} bytes)", self.0.len())
+    }
+}
+
+/// How a pool pins clients to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StickyMode {
+    /// lbd sets its own signed cookie naming the backend.
+    Insert,
+    /// lbd learns the application's session cookie into the soft-state table.
+    Learn,
+}
+
+/// The `SameSite` attribute of the insert-mode cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// `[pool.sticky]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub mode: StickyMode,
+    /// Insert: the cookie lbd sets; learn: the application's cookie it learns.
+    pub cookie: String,
+    /// Insert: the cookie's Max-Age; learn: how long an unused table entry lives.
+    pub ttl: Duration,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    pub path: String,
+    /// Learn: this pool's share of the sticky table bound.
+    pub max_entries: usize,
+}
+
+/// What a rate limiter counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's IP address (the TCP peer).
+    ClientIp,
+    /// The value of this request header; requests without it are not counted by this limiter.
+    Header(HeaderName),
+    /// The matched route's name (one bucket per route).
+    Route,
+}
+
+/// `[[rate_limit]]`: a token bucket per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    pub name: String,
+    pub key: RateKey,
+    /// Tokens added per second.
+    pub rate: f64,
+    /// Bucket size: requests allowed in a burst.
+    pub burst: u32,
+    /// Route names (indices into `LbConfig::routes`) this limiter applies to; empty: every
+    /// request.
+    pub routes: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +371,8 @@ pub struct PoolConfig {
     /// Idle upstream connections kept per backend.
     pub idle_max: u32,
     pub idle_timeout: Duration,
+    /// `None`: no stickiness (the balancer decides every request).
+    pub sticky: Option<StickyConfig>,
 }
 
 /// The validated config lbd runs with.
@@ -286,11 +385,15 @@ pub struct LbConfig {
     pub retries: RetryPolicy,
     /// `None`: standalone, every listener always bound.
     pub vrrp: Option<VrrpConfig>,
+    /// `None`: no peer link.
+    pub peer: Option<peer::PeerConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
     /// Routing rules in match order, pools as indices into `pools`.
     pub routes: Vec<RouteRule>,
     pub default_pool: Option<PoolId>,
+    /// Checked in order; the first denial answers 429.
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 impl LbConfig {
@@ -311,6 +414,7 @@ impl LbConfig {
 }
 
 mod file;
+pub mod peer;
 mod pools;
 mod validate;
 

@@ -305,6 +305,11 @@ pub(super) fn validate_pool(
         decay_after: DEFAULT_EJECT_DECAY_AFTER,
     };
 
+    let sticky = p
+        .sticky
+        .as_ref()
+        .and_then(|st| validate_sticky(v, &key, st));
+
     Some(PoolConfig {
         name: name?.to_string(),
         algorithm,
@@ -315,5 +320,126 @@ pub(super) fn validate_pool(
         queue_timeout,
         idle_max,
         idle_timeout,
+        sticky,
+    })
+}
+
+/// RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
+pub(super) fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `[pool.sticky]`: every problem reported; `None` when unusable.
+fn validate_sticky(v: &mut Validator<'_>, pool_key: &str, st: &FileSticky) -> Option<StickyConfig> {
+    let key = format!("{pool_key}.sticky");
+    let mode = match st.mode.as_deref() {
+        Some("insert") => Some(StickyMode::Insert),
+        Some("learn") => Some(StickyMode::Learn),
+        Some(other) => {
+            v.error(
+                format!("{key}.mode"),
+                format!("{other:?} is not a sticky mode (valid: \"insert\", \"learn\")"),
+            );
+            None
+        }
+        None => {
+            v.error(
+                format!("{key}.mode"),
+                "is required (valid: \"insert\", \"learn\")",
+            );
+            None
+        }
+    };
+    let cookie = match (mode, st.cookie.as_deref()) {
+        (_, Some(c)) => Some(c.to_string()),
+        (Some(StickyMode::Insert), None) => Some(DEFAULT_STICKY_COOKIE.to_string()),
+        (Some(StickyMode::Learn), None) => {
+            v.error(
+                format!("{key}.cookie"),
+                "is required in learn mode: the application's session cookie, e.g. \"JSESSIONID\"",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some(c) = &cookie {
+        if !is_cookie_name(c) {
+            v.error(
+                format!("{key}.cookie"),
+                format!("{c:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+            );
+        }
+    }
+    let ttl_s = st.ttl_s.unwrap_or(DEFAULT_STICKY_TTL_S);
+    v.check_range(format!("{key}.ttl_s"), ttl_s, 1, 366 * 86_400);
+    let secure = st.secure.unwrap_or(false);
+    let same_site = match st.same_site.as_deref() {
+        None | Some("lax") => SameSite::Lax,
+        Some("strict") => SameSite::Strict,
+        Some("none") => {
+            if !secure {
+                v.error(
+                    format!("{key}.same_site"),
+                    "\"none\" needs secure = true (browsers drop SameSite=None cookies without Secure)",
+                );
+            }
+            SameSite::None
+        }
+        Some(other) => {
+            v.error(
+                format!("{key}.same_site"),
+                format!("{other:?} is not a SameSite value (valid: \"strict\", \"lax\", \"none\")"),
+            );
+            SameSite::Lax
+        }
+    };
+    let path = st
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STICKY_PATH.into());
+    // RFC 6265 §4.1.1 path-value: no CTLs and no ';' (it would end the attribute).
+    if !path.starts_with('/') || !path.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';') {
+        v.error(
+            format!("{key}.path"),
+            format!("{path:?} must be an absolute path like \"/\" without spaces or ';'"),
+        );
+    }
+    let max_entries = st.max_entries.unwrap_or(DEFAULT_STICKY_MAX_ENTRIES);
+    v.check_range(format!("{key}.max_entries"), max_entries, 1, 10_000_000);
+    match mode {
+        Some(StickyMode::Insert) if st.max_entries.is_some() => {
+            v.error(
+                format!("{key}.max_entries"),
+                "only applies to mode = \"learn\" (insert mode keeps no table)",
+            );
+        }
+        Some(StickyMode::Learn) => {
+            for (set, field) in [
+                (st.secure.is_some(), "secure"),
+                (st.http_only.is_some(), "http_only"),
+                (st.same_site.is_some(), "same_site"),
+                (st.path.is_some(), "path"),
+            ] {
+                if set {
+                    v.error(
+                        format!("{key}.{field}"),
+                        "only applies to mode = \"insert\" (learn mode sets no cookie)",
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(StickyConfig {
+        mode: mode?,
+        cookie: cookie?,
+        ttl: Duration::from_secs(ttl_s),
+        secure,
+        http_only: st.http_only.unwrap_or(true),
+        same_site,
+        path,
+        max_entries,
     })
 }

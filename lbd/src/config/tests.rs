@@ -384,3 +384,288 @@ fn status_ranges() {
     assert_eq!(parse_status_range("399-200"), None);
     assert_eq!(parse_status_range("abc"), None);
 }
+
+/// A valid base with one pool and two named routes, for sticky and rate-limit cases.
+const SOFT_BASE: &str = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
+    [[route]]\nname = \"api\"\npath_prefix = \"/api/\"\npool = \"p\"\n\
+    [[route]]\nname = \"static\"\npath_prefix = \"/s/\"\npool = \"p\"\n\
+    [[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n";
+
+#[test]
+fn sticky_defaults_and_modes() {
+    let c = load(&format!("{SOFT_BASE}[pool.sticky]\nmode = \"insert\"\n")).expect("valid");
+    let st = c.pools[0].sticky.clone().expect("sticky");
+    assert_eq!(
+        st,
+        StickyConfig {
+            mode: StickyMode::Insert,
+            cookie: DEFAULT_STICKY_COOKIE.into(),
+            ttl: Duration::from_secs(DEFAULT_STICKY_TTL_S),
+            secure: false,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            max_entries: DEFAULT_STICKY_MAX_ENTRIES,
+        }
+    );
+    let c = load(&format!(
+        "{SOFT_BASE}[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\nttl_s = 60\nmax_entries = 5\n"
+    ))
+    .expect("valid");
+    let st = c.pools[0].sticky.clone().expect("sticky");
+    assert_eq!(st.mode, StickyMode::Learn);
+    assert_eq!(st.cookie, "JSESSIONID");
+    assert_eq!(st.ttl, Duration::from_secs(60));
+    assert_eq!(st.max_entries, 5);
+    let c = load(&format!(
+        "{SOFT_BASE}[pool.sticky]\nmode = \"insert\"\ncookie = \"SRV\"\nsecure = true\nsame_site = \"none\"\nhttp_only = false\npath = \"/app\"\n"
+    ))
+    .expect("valid");
+    let st = c.pools[0].sticky.clone().expect("sticky");
+    assert_eq!(
+        (
+            st.cookie.as_str(),
+            st.secure,
+            st.http_only,
+            st.same_site,
+            st.path.as_str()
+        ),
+        ("SRV", true, false, SameSite::None, "/app")
+    );
+    assert_eq!(load(SOFT_BASE).expect("valid").pools[0].sticky, None);
+}
+
+#[test]
+fn bad_sticky_values_are_rejected() {
+    let cases: &[(&str, &str)] = &[
+        ("", "`pool[0].sticky.mode`: is required (valid: \"insert\", \"learn\")"),
+        (
+            "mode = \"sticky\"\n",
+            "`pool[0].sticky.mode`: \"sticky\" is not a sticky mode (valid: \"insert\", \"learn\")",
+        ),
+        (
+            "mode = \"learn\"\n",
+            "`pool[0].sticky.cookie`: is required in learn mode",
+        ),
+        (
+            "mode = \"insert\"\ncookie = \"a b\"\n",
+            "`pool[0].sticky.cookie`: \"a b\" is not a cookie name",
+        ),
+        (
+            "mode = \"insert\"\ncookie = \"\"\n",
+            "`pool[0].sticky.cookie`: \"\" is not a cookie name",
+        ),
+        (
+            "mode = \"insert\"\nttl_s = 0\n",
+            "`pool[0].sticky.ttl_s`: 0 is out of range (valid: 1..=31622400)",
+        ),
+        (
+            "mode = \"insert\"\nsame_site = \"loose\"\n",
+            "`pool[0].sticky.same_site`: \"loose\" is not a SameSite value (valid: \"strict\", \"lax\", \"none\")",
+        ),
+        (
+            "mode = \"insert\"\nsame_site = \"none\"\n",
+            "`pool[0].sticky.same_site`: \"none\" needs secure = true",
+        ),
+        (
+            "mode = \"insert\"\npath = \"app\"\n",
+            "`pool[0].sticky.path`: \"app\" must be an absolute path",
+        ),
+        (
+            "mode = \"insert\"\npath = \"/a;b\"\n",
+            "`pool[0].sticky.path`: \"/a;b\" must be an absolute path",
+        ),
+        (
+            "mode = \"insert\"\nmax_entries = 10\n",
+            "`pool[0].sticky.max_entries`: only applies to mode = \"learn\"",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\nmax_entries = 0\n",
+            "`pool[0].sticky.max_entries`: 0 is out of range",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\nsecure = true\n",
+            "`pool[0].sticky.secure`: only applies to mode = \"insert\"",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\npath = \"/\"\n",
+            "`pool[0].sticky.path`: only applies to mode = \"insert\"",
+        ),
+        ("mode = \"insert\"\ncolour = 1\n", "unknown field `colour`"),
+    ];
+    for (extra, needle) in cases {
+        let e = errors(&format!("{SOFT_BASE}[pool.sticky]\n{extra}"));
+        assert!(
+            e.contains(needle),
+            "missing {needle:?} for {extra:?} in:\n{e}"
+        );
+    }
+    // Every problem at once, each with its line.
+    let e = errors(&format!(
+        "{SOFT_BASE}[pool.sticky]\nmode = \"insert\"\nttl_s = 0\nsame_site = \"x\"\n"
+    ));
+    assert!(e.contains("2 error(s)"), "{e}");
+    assert!(e.contains("t.toml:18:1: `pool[0].sticky.ttl_s`"), "{e}");
+    assert!(e.contains("t.toml:19:1: `pool[0].sticky.same_site`"), "{e}");
+}
+
+#[test]
+fn rate_limits_are_typed() {
+    let c = load(&format!(
+        "{SOFT_BASE}[[rate_limit]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = 10\nburst = 20\n\
+         [[rate_limit]]\nname = \"api-key\"\nkey = \"header:X-Api-Key\"\nrate = 0.5\nburst = 1\nroutes = [\"static\"]\n\
+         [[rate_limit]]\nname = \"per-route\"\nkey = \"route\"\nrate = 100\nburst = 100\nroutes = [\"api\", \"static\"]\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.rate_limits,
+        vec![
+            RateLimitConfig {
+                name: "per-ip".into(),
+                key: RateKey::ClientIp,
+                rate: 10.0,
+                burst: 20,
+                routes: vec![],
+            },
+            RateLimitConfig {
+                name: "api-key".into(),
+                key: RateKey::Header(HeaderName::from_static("x-api-key")),
+                rate: 0.5,
+                burst: 1,
+                routes: vec![1],
+            },
+            RateLimitConfig {
+                name: "per-route".into(),
+                key: RateKey::Route,
+                rate: 100.0,
+                burst: 100,
+                routes: vec![0, 1],
+            },
+        ]
+    );
+    assert_eq!(c.global.rate_limit_max_keys, DEFAULT_RATE_LIMIT_MAX_KEYS);
+    assert_eq!(c.global.workers, None);
+    assert_eq!(c.global.cookie_secret, None);
+}
+
+#[test]
+fn bad_rate_limits_and_globals_are_rejected() {
+    let ok = "name = \"r\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "key = \"client_ip\"\nrate = 1\nburst = 1\n",
+            "`rate_limit[0].name`: is required",
+        ),
+        (
+            "name = \"r\"\nrate = 1\nburst = 1\n",
+            "`rate_limit[0].key`: is required (valid: \"client_ip\", \"header:NAME\", \"route\")",
+        ),
+        (
+            "name = \"r\"\nkey = \"cookie:x\"\nrate = 1\nburst = 1\n",
+            "`rate_limit[0].key`: \"cookie:x\" is not a rate-limit key (valid: \"client_ip\", \"header:NAME\", \"route\")",
+        ),
+        (
+            "name = \"r\"\nkey = \"header:a b\"\nrate = 1\nburst = 1\n",
+            "`rate_limit[0].key`: \"a b\" is not a valid header name",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 0\nburst = 1\n",
+            "`rate_limit[0].rate`: 0 is out of range (valid: tokens per second, > 0",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = -2.5\nburst = 1\n",
+            "`rate_limit[0].rate`: -2.5 is out of range",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nburst = 1\n",
+            "`rate_limit[0].rate`: is required",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 0\n",
+            "`rate_limit[0].burst`: 0 is out of range (valid: 1..=",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\n",
+            "`rate_limit[0].burst`: is required",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nroutes = [\"api\", \"nope\"]\n",
+            "`rate_limit[0].routes[1]`: unknown route \"nope\" (defined routes: \"api\", \"static\")",
+        ),
+        ("name = \"r\"\nkey = \"route\"\nrate = \"fast\"\nburst = 1\n", "invalid type"),
+        ("name = \"r\"\nlimit = 3\n", "unknown field `limit`"),
+    ];
+    for (table, needle) in cases {
+        let e = errors(&format!("{SOFT_BASE}[[rate_limit]]\n{table}"));
+        assert!(
+            e.contains(needle),
+            "missing {needle:?} for {table:?} in:\n{e}"
+        );
+    }
+    let e = errors(&format!(
+        "{SOFT_BASE}[[rate_limit]]\n{ok}[[rate_limit]]\n{ok}"
+    ));
+    assert!(
+        e.contains("`rate_limit[1].name`: duplicate rate_limit name \"r\""),
+        "{e}"
+    );
+    for (global, needle) in [
+        (
+            "workers = 0\n",
+            "`global.workers`: 0 is out of range (valid: 1..=1024)",
+        ),
+        (
+            "rate_limit_max_keys = 0\n",
+            "`global.rate_limit_max_keys`: 0 is out of range",
+        ),
+        (
+            "cookie_secret_file = \"/nonexistent/lbd-secret\"\n",
+            "`global.cookie_secret_file`: cannot read /nonexistent/lbd-secret",
+        ),
+        (
+            "cookie_secret_file = \"\"\n",
+            "`global.cookie_secret_file`: must not be empty",
+        ),
+    ] {
+        let e = errors(&format!("[global]\n{global}{SOFT_BASE}"));
+        assert!(
+            e.contains(needle),
+            "missing {needle:?} for {global:?} in:\n{e}"
+        );
+    }
+}
+
+#[test]
+fn cookie_secret_file_is_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load_in =
+        |text: &str| LbConfig::from_source(&Source::from_text(dir.path().join("lbd.toml"), text));
+    std::fs::write(dir.path().join("short"), "tooshort\n").expect("write");
+    std::fs::write(
+        dir.path().join("good"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("write");
+    let e = load_in(&format!(
+        "[global]\ncookie_secret_file = \"short\"\nworkers = 2\n{SOFT_BASE}"
+    ))
+    .expect_err("short key")
+    .to_string();
+    assert!(
+        e.contains("holds 8 byte(s); the key needs at least 16"),
+        "{e}"
+    );
+    let c = load_in(&format!(
+        "[global]\ncookie_secret_file = \"good\"\nworkers = 2\nrate_limit_max_keys = 7\n{SOFT_BASE}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.global.cookie_secret,
+        Some(CookieSecret(b"0123456789abcdef0123456789abcdef".to_vec())),
+        "trailing newline is not part of the key"
+    );
+    assert_eq!(c.global.workers, Some(2));
+    assert_eq!(c.global.rate_limit_max_keys, 7);
+    // The secret never shows in Debug output (logs of the config).
+    assert!(!format!("{:?}", c.global).contains("0123456789abcdef"));
+}

@@ -134,6 +134,20 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
             format!("{node_name:?} must be non-empty visible ASCII (it goes in a header)"),
         );
     }
+    let cookie_secret = g
+        .cookie_secret_file
+        .as_deref()
+        .and_then(|f| read_cookie_secret(&mut v, f));
+    if let Some(w) = g.workers {
+        v.check_range("global.workers", w, 1, 1024);
+    }
+    let rate_limit_max_keys = g.rate_limit_max_keys.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEYS);
+    v.check_range(
+        "global.rate_limit_max_keys",
+        rate_limit_max_keys,
+        1,
+        10_000_000,
+    );
     let global = GlobalConfig {
         log_format,
         log_level,
@@ -142,6 +156,9 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         max_client_conns,
         access_log,
         node_name,
+        cookie_secret,
+        workers: g.workers,
+        rate_limit_max_keys,
     };
 
     // [timeouts]
@@ -555,6 +572,14 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         }
     });
 
+    let rate_limits = validate_rate_limits(&mut v, &file.rate_limit, file, &routes);
+
+    // [peer]
+    let peer = file
+        .peer
+        .as_ref()
+        .and_then(|f| super::peer::validate_peer(f, &mut v));
+
     v.finish()?;
     Ok(LbConfig {
         global,
@@ -563,9 +588,166 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         headers,
         retries,
         vrrp,
+        peer,
         listeners,
         pools,
         routes,
         default_pool,
+        rate_limits,
     })
+}
+
+/// `global.cookie_secret_file`, relative to the config file's directory. Trailing whitespace
+/// (an editor's final newline) is not part of the key, so `echo`/`openssl rand -hex` output
+/// works as is.
+fn read_cookie_secret(v: &mut Validator<'_>, file: &str) -> Option<CookieSecret> {
+    const KEY: &str = "global.cookie_secret_file";
+    if file.trim().is_empty() {
+        v.error(
+            KEY,
+            "must not be empty (remove it for a random key per process)",
+        );
+        return None;
+    }
+    let path = match v.source().path.parent() {
+        Some(dir) => dir.join(file),
+        None => PathBuf::from(file),
+    };
+    match std::fs::read(&path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                bytes.pop();
+            }
+            if bytes.len() < MIN_COOKIE_SECRET_BYTES {
+                v.error(
+                    KEY,
+                    format!(
+                        "{} holds {} byte(s); the key needs at least {MIN_COOKIE_SECRET_BYTES} \
+                         (e.g. `openssl rand -hex 32 > FILE`)",
+                        path.display(),
+                        bytes.len()
+                    ),
+                );
+                return None;
+            }
+            Some(CookieSecret(bytes))
+        }
+        Err(e) => {
+            v.error(KEY, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+const RATE_KEYS: &str = "\"client_ip\", \"header:NAME\", \"route\"";
+
+/// `[[rate_limit]]`: names unique, keys known, rates positive, routes defined.
+fn validate_rate_limits(
+    v: &mut Validator<'_>,
+    limits: &[FileRateLimit],
+    file: &FileConfig,
+    routes: &[RouteRule],
+) -> Vec<RateLimitConfig> {
+    let mut out = Vec::new();
+    for (i, r) in limits.iter().enumerate() {
+        let key = format!("rate_limit[{i}]");
+        let name = required(v, &format!("{key}.name"), &r.name);
+        if let Some(n) = name {
+            if limits[..i].iter().any(|o| o.name.as_deref() == Some(n)) {
+                v.error(
+                    format!("{key}.name"),
+                    format!("duplicate rate_limit name {n:?}"),
+                );
+            }
+        }
+        let rkey = match r.key.as_deref() {
+            None => {
+                v.error(
+                    format!("{key}.key"),
+                    format!("is required (valid: {RATE_KEYS})"),
+                );
+                None
+            }
+            Some("client_ip") => Some(RateKey::ClientIp),
+            Some("route") => Some(RateKey::Route),
+            Some(k) => match k.strip_prefix("header:") {
+                Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(n) => Some(RateKey::Header(n)),
+                    Err(_) => {
+                        v.error(
+                            format!("{key}.key"),
+                            format!("{h:?} is not a valid header name"),
+                        );
+                        None
+                    }
+                },
+                None => {
+                    v.error(
+                        format!("{key}.key"),
+                        format!("{k:?} is not a rate-limit key (valid: {RATE_KEYS})"),
+                    );
+                    None
+                }
+            },
+        };
+        let rate = match r.rate {
+            None => {
+                v.error(
+                    format!("{key}.rate"),
+                    "is required (tokens per second, > 0)",
+                );
+                None
+            }
+            Some(x) if x.is_finite() && x > 0.0 && x <= 1e9 => Some(x),
+            Some(x) => {
+                v.error(
+                    format!("{key}.rate"),
+                    format!("{x} is out of range (valid: tokens per second, > 0 and <= 1e9)"),
+                );
+                None
+            }
+        };
+        let burst = match r.burst {
+            None => {
+                v.error(format!("{key}.burst"), "is required (requests, >= 1)");
+                None
+            }
+            Some(b) => v
+                .check_range(format!("{key}.burst"), b, 1, 1_000_000_000)
+                .then_some(b),
+        };
+        let mut route_ids = Vec::new();
+        for (j, rn) in r.routes.iter().flatten().enumerate() {
+            match routes.iter().position(|rr| rr.name == *rn) {
+                Some(idx) => route_ids.push(idx),
+                // An invalid route is reported where it is defined.
+                None if file.route.iter().enumerate().any(|(k, fr)| {
+                    fr.name.clone().unwrap_or_else(|| format!("route{k}")) == *rn
+                }) => {}
+                None => {
+                    let defined = if routes.is_empty() {
+                        "no [[route]] is defined".to_string()
+                    } else {
+                        let names: Vec<String> =
+                            routes.iter().map(|rr| format!("{:?}", rr.name)).collect();
+                        format!("defined routes: {}", names.join(", "))
+                    };
+                    v.error(
+                        format!("{key}.routes[{j}]"),
+                        format!("unknown route {rn:?} ({defined})"),
+                    );
+                }
+            }
+        }
+        if let (Some(name), Some(key), Some(rate), Some(burst)) = (name, rkey, rate, burst) {
+            out.push(RateLimitConfig {
+                name: name.to_string(),
+                key,
+                rate,
+                burst,
+                routes: route_ids,
+            });
+        }
+    }
+    out
 }

@@ -6,9 +6,15 @@
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
 //! - [`headers`] hop-by-hop stripping and forwarding headers (pure).
 //! - [`retry`]   retry budget and idempotency rules (pure).
+//! - [`sticky`]  sticky sessions: the signed insert-mode cookie, the learn-mode cookie and
+//!   the per-pool precomputed state (pure; the learn table is [`crate::softstate`]).
+//! - [`ratelimit`] which `[[rate_limit]]` tables apply to a request and its key for each; the
+//!   buckets are [`crate::softstate`].
 
 pub mod framing;
 pub mod headers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod retry;
 pub mod router;
+pub mod sticky;

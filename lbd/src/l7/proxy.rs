@@ -3,11 +3,14 @@
 //! [`handle`] is the hyper service. For each request it:
 //! 1. loads the runtime snapshot once (kept until the response body ends, so a reload never
 //!    changes the rules mid-request);
-//! 2. enforces `limits` (414 / 431) and routes (404 without route or default pool);
+//! 2. enforces `limits` (414 / 431), routes, then checks the `[[rate_limit]]` tables that
+//!    apply ([`super::ratelimit`]; a denial answers 429 with `Retry-After` before any backend
+//!    is touched, and before the 404 of an unrouted request);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
 //!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
-//! 4. picks a backend (`acquire`): fast 503 when none is available, else waits in the pool's
-//!    bounded queue while every backend is at `max_conns`;
+//! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
+//!    passes the balancer's eligibility test, else `acquire`: fast 503 when none is available,
+//!    else waits in the pool's bounded queue while every backend is at `max_conns`;
 //! 5. sends on a pooled or new connection ([`crate::upstream::pool`]) under
 //!    `backend_response_ms`, retrying on another backend when that is safe:
 //!    - connect failures: always (nothing reached the backend);
@@ -17,7 +20,9 @@
 //!    - a response timeout: never (the backend may still be acting on it).
 //!
 //!    Every retry also needs the [`super::retry::RetryBudget`].
-//! 6. reports the outcome to passive health, and wraps the response body in [`ProxyBody`],
+//! 6. reports the outcome to passive health, re-pins a sticky pool's client on the response
+//!    (insert: `Set-Cookie` unless the request's cookie already named this backend; learn:
+//!    the session cookie into the soft-state table), and wraps the response body in [`ProxyBody`],
 //!    which returns the connection to the pool, releases the backend and writes the access
 //!    log line when the body ends.
 //!
@@ -47,15 +52,18 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::access_log::{now_rfc3339, Record};
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, StickyMode};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::ratelimit::{retry_after_secs, Denied, RequestKeys};
 use crate::l7::retry::is_idempotent;
+use crate::l7::sticky::{set_cookie_value, RequestPin, StickyRt};
 use crate::listener::{ActiveRequest, ConnCtx};
 use crate::metrics::{inc, status_class};
 use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
+use crate::softstate::SoftState;
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
-use crate::upstream::balance::PickContext;
+use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
 use crate::vrrp::gate::GateGuard;
@@ -105,6 +113,13 @@ pub async fn handle(
         Ok(f) => {
             let (mut parts, body) = f.resp.into_parts();
             parts.version = client_version;
+            let sticky_pool = meta.pool.and_then(|i| rt.pools.get(i));
+            if let (Some(p), Some(served)) = (sticky_pool, meta.backend_index) {
+                if let Some(st) = &p.sticky {
+                    let pin = meta.pin.as_ref();
+                    sticky_response(st, p.name(), pin, served, &mut parts.headers, &shared.soft);
+                }
+            }
             let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
             let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(u) = upgrade {
@@ -133,7 +148,26 @@ pub async fn handle(
                 },
             )
         }
-        Err(e) => {
+        Err(Local::RateLimited(denied)) => {
+            let limiter = rt.limiters.all.get(denied.limiter);
+            if let Some(l) = limiter {
+                inc(&l.denied);
+            }
+            debug!(
+                limiter = limiter.map_or("-", |l| l.name.as_str()),
+                client = %conn.peer,
+                retry_after_ms = denied.retry_after.as_millis() as u64,
+                "rate limited"
+            );
+            fin.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
+            fin.error = "rate_limited";
+            let mut h = HeaderMap::new();
+            pair_headers(&mut h, &rt, &fin, client_version);
+            let mut resp = rate_limited_response(denied, fin);
+            resp.headers_mut().extend(h);
+            resp
+        }
+        Err(Local::Error(e)) => {
             let pool = meta
                 .pool
                 .and_then(|i| rt.pools.get(i))
@@ -187,11 +221,95 @@ fn error_response(kind: ErrorKind, fin: Finish) -> Response<ProxyBody> {
     resp
 }
 
-/// Facts about a request collected on the way, for logs.
+/// Facts about a request collected on the way, for logs and the response.
 #[derive(Default)]
 struct Meta {
     pool: Option<usize>,
     backend: Option<SocketAddr>,
+    /// The backend's index in its pool.
+    backend_index: Option<usize>,
+    /// What the request said about stickiness (sticky pools only).
+    pin: Option<RequestPin>,
+}
+
+/// Why a request was answered locally.
+enum Local {
+    Error(ProxyError),
+    RateLimited(Denied),
+}
+
+impl From<ProxyError> for Local {
+    fn from(e: ProxyError) -> Local {
+        Local::Error(e)
+    }
+}
+
+/// The request's pin: insert mode checks the cookie's MAC, learn mode asks the table.
+fn request_pin(st: &StickyRt, pool: &str, headers: &HeaderMap, soft: &SoftState) -> RequestPin {
+    match st.mode {
+        StickyMode::Insert => RequestPin {
+            target: st.insert_target(pool, headers),
+            learn_value: None,
+        },
+        StickyMode::Learn => match st.learn_value(headers) {
+            None => RequestPin::default(),
+            Some(value) => RequestPin {
+                target: soft
+                    .sticky_lookup(pool, value, clock())
+                    .and_then(|addr| st.backend_of(&addr)),
+                learn_value: Some(value.to_vec()),
+            },
+        },
+    }
+}
+
+/// Re-pin on the response from backend `served`: insert mode adds lbd's cookie unless the
+/// request already had a valid one for this backend; learn mode records a session cookie the
+/// backend set, else the one the request carried (a new session, a re-pin after its backend
+/// went away, or a refresh of the entry's TTL).
+fn sticky_response(
+    st: &StickyRt,
+    pool: &str,
+    pin: Option<&RequestPin>,
+    served: usize,
+    headers: &mut HeaderMap,
+    soft: &SoftState,
+) {
+    match st.mode {
+        StickyMode::Insert => {
+            let empty = RequestPin::default();
+            if let Some(v) = st.insert_set_cookie(pin.unwrap_or(&empty), served) {
+                headers.append(header::SET_COOKIE, v.clone());
+            }
+        }
+        StickyMode::Learn => {
+            let Some(addr) = st.addr_of(served) else {
+                return;
+            };
+            let value = set_cookie_value(headers, &st.cookie)
+                .or_else(|| pin.and_then(|p| p.learn_value.as_deref()));
+            if let Some(value) = value {
+                soft.sticky_learn(pool, value, addr, st.ttl, clock());
+            }
+        }
+    }
+}
+
+/// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
+/// stays open.
+fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody {
+        inner: Inner::Local(Some(Bytes::from_static(b"429 too many requests\n"))),
+        fin: Some(fin),
+    });
+    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(denied.retry_after)),
+    );
+    resp
 }
 
 struct LogInfo {
@@ -330,22 +448,24 @@ async fn forward(
     conn: &ConnCtx,
     mut req: Request<Incoming>,
     meta: &mut Meta,
-) -> Result<Forwarded, ProxyError> {
+) -> Result<Forwarded, Local> {
     let cfg = &rt.config;
     // Framing hyper accepted but hid (CL+TE, duplicate CL): asked once per request, in order.
     if let Some(why) = conn.framing.next_request() {
-        return Err(ProxyError::new(ErrorKind::BadRequest).with_source(why.as_str()));
+        return Err(Local::from(
+            ProxyError::new(ErrorKind::BadRequest).with_source(why.as_str()),
+        ));
     }
     if req.method() == Method::CONNECT {
-        return Err(ProxyError::new(ErrorKind::BadRequest));
+        return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
     }
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req.uri().authority().map_or(0, |a| a.as_str().len());
     if target_len > cfg.limits.max_request_line {
-        return Err(ProxyError::new(ErrorKind::UriTooLong));
+        return Err(Local::from(ProxyError::new(ErrorKind::UriTooLong)));
     }
     if headers::head_size(req.headers()) > cfg.limits.max_header_bytes {
-        return Err(ProxyError::new(ErrorKind::HeadersTooLarge));
+        return Err(Local::from(ProxyError::new(ErrorKind::HeadersTooLarge)));
     }
     let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -357,12 +477,26 @@ async fn forward(
             && parts.version == Version::HTTP_11
             && parts.uri.authority().is_none())
     {
-        return Err(ProxyError::new(ErrorKind::BadRequest));
+        return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
     }
 
-    let pool_index = rt
-        .router
-        .route_parts(&parts)
+    let matched = rt.router.route_parts(&parts);
+    // Rate limits before anything touches a backend, and before a 404 so the global limiters
+    // also bound a flood of unroutable requests. Without limiters: one empty-slice check.
+    let applicable = rt
+        .limiters
+        .applicable(matched.as_ref().and_then(|m| m.rule));
+    if !applicable.is_empty() {
+        let keys = RequestKeys {
+            client_ip: conn.peer.ip(),
+            headers: &parts.headers,
+            route: matched.as_ref().map_or("-", |m| m.name),
+        };
+        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
+            return Err(Local::RateLimited(denied));
+        }
+    }
+    let pool_index = matched
         .map(|m| m.pool.0)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
     let pool = rt
@@ -371,6 +505,10 @@ async fn forward(
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
     meta.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
+    // Read the pin before the headers are rewritten; a pool without stickiness skips it.
+    if let Some(st) = &pool.sticky {
+        meta.pin = Some(request_pin(st, pool.name(), &parts.headers, &shared.soft));
+    }
 
     // The router matched the URI authority when there is one (absolute-form, HTTP/2), so
     // that is the host the backend must see too (RFC 9112 §3.2.2), never a different Host.
@@ -426,9 +564,11 @@ async fn forward(
         let bytes = match tokio::time::timeout(cfg.timeouts.client_idle, collect).await {
             Ok(Ok(c)) => c.to_bytes(),
             Ok(Err(e)) => {
-                return Err(ProxyError::new(ErrorKind::ClientBody).with_source(e));
+                return Err(Local::from(
+                    ProxyError::new(ErrorKind::ClientBody).with_source(e),
+                ));
             }
-            Err(_) => return Err(ProxyError::new(ErrorKind::ClientBody)),
+            Err(_) => return Err(Local::from(ProxyError::new(ErrorKind::ClientBody))),
         };
         (Either::Left(Full::new(bytes.clone())), Some(bytes))
     } else {
@@ -457,22 +597,41 @@ async fn forward(
     };
     loop {
         let Some((parts, body)) = pending.take() else {
-            return Err(ProxyError::new(ErrorKind::BackendIo));
+            return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
         };
-        let (backend, lease) = {
+        let (backend, lease, pinned) = {
             let ctx = PickContext::new(conn.peer.ip())
                 .with_headers(&parts.headers)
                 .with_exclude(&exclude);
-            match acquire(pool, pcfg, &ctx).await {
-                Ok(picked) => picked,
-                // A retry that finds no other backend reports the failure that caused it.
-                Err(e) => return Err(last_err.take().unwrap_or(e)),
+            // A pin is followed only while its backend passes the balancer's own eligibility
+            // test; otherwise the algorithm picks and the response re-pins.
+            let pinned = meta
+                .pin
+                .as_ref()
+                .and_then(|p| p.target)
+                .and_then(|i| pool.pool.backends.get(i))
+                .filter(|b| eligible(b.id.0, b, &ctx));
+            match pinned {
+                Some(b) => {
+                    let (b, l) = lease(pool, b);
+                    (b, l, true)
+                }
+                None => match acquire(pool, pcfg, &ctx).await {
+                    Ok((b, l)) => (b, l, false),
+                    // A retry that finds no other backend reports the failure that caused it.
+                    Err(e) => return Err(Local::from(last_err.take().unwrap_or(e))),
+                },
             }
         };
         meta.backend = Some(backend.addr);
+        meta.backend_index = Some(backend.id.0);
         let Some(conns) = pool.conns.get(backend.id.0) else {
-            return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
+            return Err(Local::from(ProxyError::new(ErrorKind::NoHealthyBackend)));
         };
+        inc(&conns.stats.requests);
+        if pinned {
+            inc(&conns.stats.sticky_requests);
+        }
         let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, stale > 0).await {
             Ok(c) => c,
             Err(e) => {
@@ -487,7 +646,7 @@ async fn forward(
                     last_err = Some(e);
                     continue;
                 }
-                return Err(e);
+                return Err(Local::from(e));
             }
         };
         if reused {
@@ -520,8 +679,10 @@ async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     // A 101 nobody asked for would leave the connection in an unknown protocol.
                     let Some(client) = client_upgrade else {
-                        return Err(ProxyError::new(ErrorKind::BackendIo)
-                            .with_source("unsolicited 101 Switching Protocols"));
+                        return Err(Local::from(
+                            ProxyError::new(ErrorKind::BackendIo)
+                                .with_source("unsolicited 101 Switching Protocols"),
+                        ));
                     };
                     let upstream = hyper::upgrade::on(&mut resp);
                     inc(&shared.stats.upgrades_total);
@@ -561,9 +722,9 @@ async fn forward(
                     debug!(backend = %backend.addr, error = %e.error(), "stale pooled connection");
                     stale += 1;
                     if stale > 2 {
-                        return Err(
-                            ProxyError::new(ErrorKind::BackendIo).with_source(e.into_error())
-                        );
+                        return Err(Local::from(
+                            ProxyError::new(ErrorKind::BackendIo).with_source(e.into_error()),
+                        ));
                     }
                     pending = Some(unsent.into_parts());
                     continue;
@@ -586,12 +747,12 @@ async fn forward(
                         continue;
                     }
                 }
-                return Err(e);
+                return Err(Local::from(e));
             }
             Err(_) => {
                 inc(&conns.stats.failures);
                 report(pool, &backend, Outcome::Timeout);
-                return Err(ProxyError::new(ErrorKind::ResponseTimeout));
+                return Err(Local::from(ProxyError::new(ErrorKind::ResponseTimeout)));
             }
         }
     }

@@ -393,6 +393,9 @@ impl Controller {
             .conditions
             .push(Condition::from_problems("listeners", &problems));
         ready.conditions.push(readiness::ready_backends(&rt));
+        ready
+            .conditions
+            .extend(readiness::ready_peer(&self.server.shared));
 
         let reasons: Vec<String> = able.reasons().chain(ready.reasons()).collect();
         let hb = Heartbeat {

@@ -5,13 +5,14 @@
 //! - able: `shutdown` (not draining out of the process), `listeners_bound` (every listener
 //!   of an instance that is master here is bound), and, per `[vrrp]
 //!   unable_when_no_healthy_backend`, `backends` for the listed pools.
-//! - ready: `listeners` (every configured listener is bound or could be bound now) and
-//!   `backends` (every pool has at least one available backend).
+//! - ready: `listeners` (every configured listener is bound or could be bound now),
+//!   `backends` (every pool has at least one available backend) and, with `[peer]`,
+//!   `peer_warm` (the soft state has been learned from the peer node, see [`ready_peer`]).
 
 use serde::Serialize;
 
 use crate::config::UnableWhen;
-use crate::server::Runtime;
+use crate::server::{Runtime, Shared};
 
 /// One named check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,6 +109,24 @@ pub fn ready_backends(rt: &Runtime) -> Condition {
     Condition::from_problems("backends", &problems)
 }
 
+/// The `peer_warm` condition of *ready* (`None` without `[peer]`): a node that has not yet
+/// learned the peer's sticky table and rate-limit buckets (cold, or learning during the
+/// full resync) is not ready, so its vrrpd does not preempt and break every pinned session.
+/// The reason is the phase. After `peer.warm_timeout_ms` with no reachable peer the link
+/// reports warm anyway (logged), so a lone node is not kept out forever.
+pub fn ready_peer(shared: &Shared) -> Option<Condition> {
+    let peer = shared.peer.as_ref()?;
+    Some(peer_condition(peer.view().phase))
+}
+
+fn peer_condition(phase: &str) -> Condition {
+    if phase == "warm" {
+        Condition::ok("peer_warm")
+    } else {
+        Condition::failing("peer_warm", phase)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +148,16 @@ mod tests {
         r.conditions[1] = Condition::from_problems("backends", &[]);
         assert!(r.holds());
         assert_eq!(r.reasons().count(), 0);
+    }
+
+    #[test]
+    fn peer_warm_fails_with_the_phase_as_reason() {
+        assert_eq!(peer_condition("warm"), Condition::ok("peer_warm"));
+        for phase in ["cold", "learning"] {
+            let c = peer_condition(phase);
+            assert!(!c.ok);
+            assert_eq!(c.name, "peer_warm");
+            assert_eq!(c.reason, phase);
+        }
     }
 }

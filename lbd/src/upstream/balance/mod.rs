@@ -116,7 +116,7 @@ impl<'a> PickContext<'a> {
 
 /// The value of cookie `name` in the request's `Cookie` header(s) (RFC 6265 §4.2.1:
 /// `name=value; name2=value2`, the value optionally in double quotes). No allocation.
-fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+pub(crate) fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     let name = name.as_bytes();
     headers
         .get_all(http::header::COOKIE)

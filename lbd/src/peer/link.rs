@@ -1,0 +1,590 @@
+//! The link task: one TCP connection to the peer node at a time, pumping bytes between the
+//! socket and the sans-IO [`Replicator`], which owns everything the protocol means (HELLO,
+//! resync, ACK, RESUME, keepalive). This file owns only what touches the OS: sockets,
+//! timers, the tie-break between two simultaneous connections (see the module docs of
+//! [`super`]), and applying drains learned from the peer to the local backends.
+//!
+//! Loop invariants:
+//! - at most one connection (`conn`) is fed to the replicator; any other is closed;
+//! - bytes the replicator produced are written in order from `conn.out`, and new ones are
+//!   asked for only while `out` is below `OUT_HIGH`, so a full resync to a slow peer
+//!   waits on the socket instead of piling up in memory;
+//! - reads and writes are both driven by readiness in one `select!`, so two nodes streaming a
+//!   resync at each other cannot deadlock on full socket buffers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::peer::auth::Role;
+use shared::peer::replicator::{Phase, ReplicatorConfig};
+use shared::peer::ProtocolError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{LinkView, PeerHandle, Replicator};
+use crate::server::{clock, Shared};
+
+/// Ask the replicator for more frames only while fewer bytes than this wait for the socket.
+const OUT_HIGH: usize = 256 * 1024;
+/// How often local changes are collected while connected. A change made by a worker (a sticky
+/// entry learned) reaches the peer within this plus one round trip; an operator drain
+/// [`PeerHandle::kick`]s the link and goes at once.
+const TICK_CONNECTED: Duration = Duration::from_millis(5);
+/// While disconnected, changes only feed the replicator's coalescing dirty set.
+const TICK_IDLE: Duration = Duration::from_millis(100);
+/// While the socket is backed up, how often the replicator's timers are checked anyway.
+const BACKPRESSURE_WAKE: Duration = Duration::from_millis(50);
+/// Read buffer size.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One TCP connection being fed to the replicator.
+struct Conn {
+    stream: TcpStream,
+    role: Role,
+    remote: SocketAddr,
+    /// Bytes produced by the replicator, not yet written.
+    out: Vec<u8>,
+    /// HELLOs exchanged and the session key confirmed (the replicator says connected).
+    established: bool,
+}
+
+/// The link task: runs until a fast shutdown or the end of the process.
+pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
+    let cfg = peer.config().clone();
+    let boot_id: u64 = rand::random();
+    let mut rc = ReplicatorConfig::new(
+        cfg.cluster_id.clone(),
+        cfg.node_id.clone(),
+        cfg.peer_node_id.clone(),
+        cfg.psk.0.clone(),
+        boot_id,
+    );
+    // Not persisted: the boot id already tells the peer we restarted (so it resyncs us).
+    rc.epoch = 0;
+    rc.schema_hash = super::schema_hash();
+    rc.resync_rate_per_s = cfg.resync_rate;
+    rc.ping_interval = cfg.ping;
+    // "A peer silent for 3 × ping_ms is dropped"; the handshake gets the same allowance.
+    rc.idle_timeout = cfg.ping * 3;
+    rc.handshake_timeout = (cfg.ping * 3).max(Duration::from_secs(1));
+    let mut repl = match Replicator::new(rc) {
+        Ok(r) => r,
+        Err(e) => {
+            // The config validation rules out every cause; say so loudly if one slips by.
+            warn!(error = %e, "peer link: cannot start the replicator; link disabled");
+            peer.publish(LinkView {
+                phase: "cold",
+                last_error: Some(format!("replicator: {e}")),
+                ..LinkView::default()
+            });
+            return;
+        }
+    };
+    let mut link = Link {
+        shared,
+        peer,
+        lower: cfg.node_id.as_bytes() < cfg.peer_node_id.as_bytes(),
+        last_phase: Phase::Cold,
+        conn: None,
+        stats: Counters::default(),
+        warm_deadline: Some(Instant::now() + cfg.warm_timeout),
+        warm_by_timeout: false,
+        last_error: None,
+        generation: 0,
+    };
+    let (dial_tx, mut dial_rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
+    let mut dialing = false;
+    let mut dial_failures = 0u32;
+    let mut next_dial = Instant::now();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut tick = tokio::time::interval(TICK_CONNECTED);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_ticks = 0u32;
+    // Not listening (the port is taken) only stops the peer from dialing us; we still dial
+    // it, and the warm timeout still runs. The bind is retried every second.
+    let mut listener: Option<TcpListener> = None;
+    let mut next_bind = Instant::now();
+    let mut bind_failures = 0u32;
+    let mut accept_pause_until = Instant::now();
+    loop {
+        link.pump(&mut repl);
+        link.publish(&repl);
+        let want_write = link.conn.as_ref().is_some_and(|c| !c.out.is_empty());
+        let backpressured = link.conn.as_ref().is_some_and(|c| c.out.len() >= OUT_HIGH);
+        let mut wake = repl
+            .poll_timeout()
+            .map(|at| Instant::now() + at.saturating_sub(clock()));
+        if backpressured {
+            // The replicator has frames ready but we won't take them until the socket drains
+            // (the writable branch); its deadlines (idle, handshake) can wait a little.
+            wake = wake.map(|w| w.max(Instant::now() + BACKPRESSURE_WAKE));
+        }
+        let can_dial = link.conn.is_none() && !dialing;
+        tokio::select! {
+            _ = link.shared.shutdown.fast() => break,
+            _ = tokio::time::sleep_until(next_bind), if listener.is_none() => {
+                match TcpListener::bind(cfg.listen).await {
+                    Ok(l) => {
+                        info!(
+                            node_id = %cfg.node_id,
+                            peer_node_id = %cfg.peer_node_id,
+                            listen = %cfg.listen,
+                            peer = %cfg.peer,
+                            "peer link listening"
+                        );
+                        listener = Some(l);
+                    }
+                    Err(e) => {
+                        if bind_failures.is_multiple_of(60) {
+                            warn!(listen = %cfg.listen, error = %e, "peer link: cannot listen; retrying every second");
+                        }
+                        bind_failures = bind_failures.wrapping_add(1);
+                        link.last_error = Some(format!("cannot listen on {}: {e}", cfg.listen));
+                        next_bind = Instant::now() + Duration::from_secs(1);
+                    }
+                }
+            }
+            accepted = accept(&listener), if Instant::now() >= accept_pause_until => match accepted {
+                Ok((stream, remote)) => link.offer(&mut repl, stream, remote, Role::Acceptor),
+                Err(e) => {
+                    // E.g. out of file descriptors: don't spin on it (the tick wakes us).
+                    warn!(error = %e, "peer link: accept failed");
+                    accept_pause_until = Instant::now() + Duration::from_millis(50);
+                }
+            },
+            _ = tokio::time::sleep_until(next_dial), if can_dial => {
+                dialing = true;
+                let tx = dial_tx.clone();
+                let to = cfg.peer;
+                let limit = cfg.reconnect.max(Duration::from_secs(1));
+                tokio::spawn(async move {
+                    let r = match tokio::time::timeout(limit, TcpStream::connect(to)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        )),
+                    };
+                    let _ = tx.send(r).await;
+                });
+            }
+            dialed = dial_rx.recv() => {
+                dialing = false;
+                next_dial = Instant::now() + cfg.reconnect;
+                match dialed {
+                    Some(Ok(stream)) => {
+                        let remote = stream.peer_addr().unwrap_or(cfg.peer);
+                        dial_failures = 0;
+                        link.offer(&mut repl, stream, remote, Role::Dialer);
+                    }
+                    Some(Err(e)) => {
+                        // Once per outage (and every 100th try), not every reconnect_ms.
+                        if dial_failures.is_multiple_of(100) {
+                            debug!(peer = %cfg.peer, error = %e, failures = dial_failures + 1, "peer link: dial failed");
+                        }
+                        dial_failures = dial_failures.wrapping_add(1);
+                        link.last_error = Some(format!("dial {}: {e}", cfg.peer));
+                    }
+                    None => {}
+                }
+            }
+            readable = readable(&link.conn) => {
+                match readable {
+                    Ok(()) => link.read(&mut repl, &mut buf),
+                    Err(e) => link.close(&mut repl, &format!("read: {e}"), None),
+                }
+                if link.conn.is_none() {
+                    next_dial = Instant::now() + cfg.reconnect;
+                }
+            }
+            writable = writable(&link.conn), if want_write => {
+                match writable {
+                    Ok(()) => link.write(&mut repl),
+                    Err(e) => link.close(&mut repl, &format!("write: {e}"), None),
+                }
+                if link.conn.is_none() {
+                    next_dial = Instant::now() + cfg.reconnect;
+                }
+            }
+            _ = sleep_until_opt(wake) => {
+                if let Err(e) = repl.handle_timeout(clock()) {
+                    link.fail(&mut repl, &e);
+                    next_dial = Instant::now() + cfg.reconnect;
+                }
+            }
+            _ = sleep_until_opt(link.warm_deadline) => {
+                link.warm_deadline = None;
+                if repl.phase() == Phase::Warm {
+                    // Synced in time: nothing to do.
+                } else if link.established() {
+                    // A resync is under way: give it another period rather than report warm
+                    // with half a table. If the link drops, the next deadline finds it down.
+                    link.warm_deadline = Some(Instant::now() + cfg.warm_timeout);
+                } else {
+                    warn!(
+                        warm_timeout_ms = cfg.warm_timeout.as_millis() as u64,
+                        peer = %cfg.peer,
+                        "peer unreachable since start: reporting warm without its state"
+                    );
+                    repl.mark_warm_without_peer();
+                    link.warm_by_timeout = true;
+                }
+            }
+            _ = tick.tick() => {
+                // Off-link, collect changes ten times less often: they only coalesce.
+                idle_ticks = idle_ticks.wrapping_add(1);
+                let every = (TICK_IDLE.as_millis() / TICK_CONNECTED.as_millis()) as u32;
+                if link.established() || idle_ticks.is_multiple_of(every) {
+                    link.note_local_changes(&mut repl);
+                    link.reapply_drains_after_reload();
+                }
+            }
+            _ = link.peer.kicked() => link.note_local_changes(&mut repl),
+        }
+    }
+    if link.conn.is_some() {
+        // Tell the peer why (best effort: one non-blocking write), so it logs a close
+        // rather than waiting for its idle timeout.
+        repl.close("shutting down");
+        link.pump(&mut repl);
+        link.close(&mut repl, "shutting down", None);
+    }
+    info!("peer link stopped");
+}
+
+/// Counters kept at the socket, cumulative over connections.
+#[derive(Default)]
+struct Counters {
+    bytes_sent: u64,
+    bytes_received: u64,
+    connects: u64,
+}
+
+struct Link {
+    shared: Arc<Shared>,
+    peer: PeerHandle,
+    /// Our node id sorts below the peer's: connections we dial win the tie-break.
+    lower: bool,
+    /// The phase last published, to log each change once.
+    last_phase: Phase,
+    conn: Option<Conn>,
+    stats: Counters,
+    warm_deadline: Option<Instant>,
+    warm_by_timeout: bool,
+    last_error: Option<String>,
+    /// The config generation whose backends have the soft state's drains applied.
+    generation: u64,
+}
+
+impl Link {
+    fn established(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.established)
+    }
+
+    /// A new TCP connection (dialed or accepted): keep it, or the current one, by the
+    /// tie-break rule; the loser is closed.
+    fn offer(&mut self, repl: &mut Replicator, stream: TcpStream, remote: SocketAddr, role: Role) {
+        if let Some(cur) = &self.conn {
+            if !keep_newcomer(self.lower, cur.role, cur.established, role) {
+                debug!(%remote, ?role, kept = ?cur.role, "peer link: second connection closed (tie-break)");
+                drop(stream);
+                return;
+            }
+            debug!(%remote, ?role, "peer link: replacing the connection being set up (tie-break)");
+            self.close(repl, "replaced by the tie-break", None);
+        }
+        let _ = stream.set_nodelay(true);
+        debug!(%remote, ?role, "peer link: connection up, sending HELLO");
+        let nonce: [u8; 32] = rand::random();
+        repl.connect(role, nonce, clock());
+        self.conn = Some(Conn {
+            stream,
+            role,
+            remote,
+            out: Vec::new(),
+            established: false,
+        });
+    }
+
+    /// The replicator refused the connection (or timed it out): close and count it.
+    fn fail(&mut self, repl: &mut Replicator, e: &ProtocolError) {
+        let label = super::reject_label(e);
+        self.close(repl, &e.to_string(), label);
+    }
+
+    /// Drop the connection; `reason` is logged and shown in `/status`, `reject` (a label of
+    /// [`super::REJECT_REASONS`]) counts it as a refusal.
+    fn close(&mut self, repl: &mut Replicator, reason: &str, reject: Option<&str>) {
+        let Some(conn) = self.conn.take() else { return };
+        let was = conn.established;
+        repl.disconnected(clock());
+        if let Some(r) = reject {
+            self.peer.reject(r);
+            warn!(remote = %conn.remote, reason = r, error = reason, "peer link: connection refused");
+        } else if was {
+            info!(remote = %conn.remote, reason, "peer link: disconnected");
+        } else {
+            debug!(remote = %conn.remote, reason, "peer link: connection closed");
+        }
+        self.last_error = Some(reason.to_string());
+    }
+
+    fn read(&mut self, repl: &mut Replicator, buf: &mut [u8]) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let n = match conn.stream.try_read(buf) {
+            Ok(0) => {
+                self.close(repl, "peer closed the connection", None);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.close(repl, &format!("read: {e}"), None);
+                return;
+            }
+        };
+        self.stats.bytes_received += n as u64;
+        let now = clock();
+        let before = repl.status(now).entries_received;
+        let result = {
+            let mut store = self.shared.soft.lock();
+            repl.handle_bytes(&buf[..n], &mut store, now)
+        };
+        // Records merged before a failing frame stay merged (each was authenticated).
+        let merged = repl.status(now).entries_received != before;
+        if merged {
+            self.apply_drains();
+        }
+        if let Err(e) = result {
+            self.fail(repl, &e);
+            return;
+        }
+        self.check_established(repl);
+    }
+
+    fn check_established(&mut self, repl: &Replicator) {
+        let connected = repl.status(clock()).connected;
+        if let Some(conn) = self.conn.as_mut() {
+            if connected && !conn.established {
+                conn.established = true;
+                self.stats.connects += 1;
+                self.last_error = None;
+                info!(remote = %conn.remote, role = ?conn.role, "peer link: connected and authenticated");
+            }
+        }
+    }
+
+    fn write(&mut self, repl: &mut Replicator) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match conn.stream.try_write(&conn.out) {
+            Ok(n) => {
+                conn.out.drain(..n);
+                self.stats.bytes_sent += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => self.close(repl, &format!("write: {e}"), None),
+        }
+    }
+
+    /// Collect what the replicator wants to send, up to [`OUT_HIGH`] pending bytes.
+    fn pump(&mut self, repl: &mut Replicator) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        while conn.out.len() < OUT_HIGH {
+            let bytes = {
+                let store = self.shared.soft.lock();
+                repl.poll_transmit(&store, clock())
+            };
+            match bytes {
+                Some(b) => conn.out.extend_from_slice(&b),
+                None => break,
+            }
+        }
+        // Write what we can right away: the common case (a small update) then needs no
+        // second trip through the select.
+        if !conn.out.is_empty() {
+            self.write(repl);
+        }
+    }
+
+    fn note_local_changes(&mut self, repl: &mut Replicator) {
+        let mut store = self.shared.soft.lock();
+        repl.note_local_changes(&mut store, clock());
+    }
+
+    /// Apply operator drains the peer told us about to the local backends, exactly as
+    /// `POST /backends/drain|undrain` would. The soft state hands out only the drains a merge
+    /// *changed*, so a local operator action is never undone by a stale copy.
+    fn apply_drains(&mut self) {
+        let changes = self.shared.soft.take_remote_admin_changes();
+        self.set_backends_drained(&changes);
+    }
+
+    /// After a reload: a backend the new config added starts undrained even if an operator
+    /// (here or on the peer) drained its address; the soft state knows, so apply all of it.
+    /// Backends the reload kept already carry their drain flag over.
+    fn reapply_drains_after_reload(&mut self) {
+        let generation = self.shared.runtime().generation;
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let all = self.shared.soft.drained();
+        self.set_backends_drained(&all);
+    }
+
+    fn set_backends_drained(&self, drains: &[(String, String, bool)]) {
+        if drains.is_empty() {
+            return;
+        }
+        let rt = self.shared.runtime();
+        for (pool, backend, drained) in drains {
+            for p in rt.pools.iter().filter(|p| p.name() == pool) {
+                for b in p
+                    .pool
+                    .backends
+                    .iter()
+                    .filter(|b| b.addr.to_string() == *backend)
+                {
+                    if b.is_drained() != *drained {
+                        b.set_drained(*drained);
+                        info!(pool = %pool, backend = %backend, drained, "drain state from the soft state applied");
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, repl: &Replicator) {
+        let s = repl.status(clock());
+        if s.phase != self.last_phase {
+            info!(
+                "peer link: phase {} -> {}",
+                self.last_phase.as_str(),
+                s.phase.as_str()
+            );
+            self.last_phase = s.phase;
+        }
+        self.peer.publish(LinkView {
+            connected: self.established(),
+            phase: s.phase.as_str(),
+            warm_by_timeout: self.warm_by_timeout,
+            role: self.conn.as_ref().map(|c| match c.role {
+                Role::Dialer => "dialer",
+                Role::Acceptor => "acceptor",
+            }),
+            remote: self.conn.as_ref().map(|c| c.remote.to_string()),
+            // Nothing pending on a live link is no lag; while down, the oldest pending
+            // change's age (or unknown).
+            lag_ms: s
+                .lag
+                .map(|d| d.as_millis() as u64)
+                .or(self.established().then_some(0)),
+            seq_sent: s.seq_sent,
+            seq_acked: s.seq_acked,
+            dirty_len: s.dirty_len as u64,
+            entries_sent: s.entries_sent,
+            entries_received: s.entries_received,
+            bytes_sent: self.stats.bytes_sent,
+            bytes_received: self.stats.bytes_received,
+            resyncs: s.resyncs,
+            resyncs_received: s.resyncs_received,
+            merge_errors: s.merge_errors,
+            resumes: s.resumes,
+            connects: self.stats.connects,
+            last_error: s.last_error.clone().or_else(|| self.last_error.clone()),
+        });
+    }
+}
+
+/// The tie-break: with a connection `cur` already in hand, does a new one replace it?
+/// Only while `cur` is still being set up, and only if the newcomer is the one dialed by the
+/// node with the lower id (ours when `lower`) and `cur` is not. Both nodes apply the same
+/// rule to the same two TCP connections, so they keep the same one.
+fn keep_newcomer(lower: bool, cur_role: Role, cur_established: bool, new_role: Role) -> bool {
+    let preferred = if lower { Role::Dialer } else { Role::Acceptor };
+    !cur_established && cur_role != preferred && new_role == preferred
+}
+
+async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable(conn: &Option<Conn>) -> std::io::Result<()> {
+    match conn {
+        Some(c) => c.stream.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(conn: &Option<Conn>) -> std::io::Result<()> {
+    match conn {
+        Some(c) => c.stream.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection each node keeps when both dial at once, in both arrival orders. A
+    /// connection is named by its dialer; node "a" sorts lower.
+    #[test]
+    fn both_nodes_keep_the_connection_dialed_by_the_lower_id() {
+        // (role on this node, dialed by) for each of the two connections, per node.
+        let keep = |lower: bool, first: Role, second: Role| {
+            if keep_newcomer(lower, first, false, second) {
+                second
+            } else {
+                first
+            }
+        };
+        // On a: its own dial is Dialer (a->b); b's dial arrives as Acceptor (b->a).
+        // On b: its own dial is Dialer (b->a); a's dial arrives as Acceptor (a->b).
+        let dialed_by = |node_is_a: bool, role: Role| match (node_is_a, role) {
+            (true, Role::Dialer) | (false, Role::Acceptor) => "a",
+            _ => "b",
+        };
+        for (a_first, b_first) in [
+            (Role::Dialer, Role::Dialer),
+            (Role::Dialer, Role::Acceptor),
+            (Role::Acceptor, Role::Dialer),
+            (Role::Acceptor, Role::Acceptor),
+        ] {
+            let a_kept = keep(true, a_first, a_first.other());
+            let b_kept = keep(false, b_first, b_first.other());
+            assert_eq!(dialed_by(true, a_kept), "a", "a, first {a_first:?}");
+            assert_eq!(dialed_by(false, b_kept), "a", "b, first {b_first:?}");
+        }
+    }
+
+    #[test]
+    fn an_established_connection_is_never_displaced() {
+        for lower in [true, false] {
+            for cur in [Role::Dialer, Role::Acceptor] {
+                for new in [Role::Dialer, Role::Acceptor] {
+                    assert!(!keep_newcomer(lower, cur, true, new));
+                }
+            }
+        }
+    }
+}

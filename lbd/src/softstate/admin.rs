@@ -1,0 +1,266 @@
+//! Operator drains: (pool, backend) -> drained, replicated so a backend an operator drained
+//! on one node stays drained after a failover.
+//!
+//! Each entry is a last-writer-wins register ordered by `(write time, writer node id,
+//! drained)` (total order, so the merge is a join), with write times travelling as ages like
+//! the sticky table. Entries don't expire: "not drained" is an explicit entry, because an
+//! undrain must outrank the drain it reverses. The table is bounded (LRU on writes) as a
+//! guard against a runaway peer; its default bound is far above any real pool size.
+//!
+//! Drains changed by a *merge* are also collected in a second coalescing set, read through
+//! [`super::SoftState::take_remote_admin_changes`], so the data path can apply them (local
+//! `set_drained` calls are applied by whoever made them).
+//!
+//! Value layout (after the version byte): `drained (u8: 0 or 1) | writer node id (u8 len) |
+//! age ns i64`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use shared::peer::{Digest, MergeError, Table};
+
+use super::codec::{
+    age, decode_key, encode_key, encode_key_into, malformed, put_node_id, stamp, NodeIds, Reader,
+    Stamp, VALUE_VERSION,
+};
+use super::digest::{DigestSum, EntryHasher};
+use super::lru::LruMap;
+
+const TABLE: Table = Table::Admin;
+
+struct Entry {
+    drained: bool,
+    writer: u8,
+    written: Stamp,
+}
+
+pub(crate) struct AdminTable {
+    map: LruMap<Entry>,
+    nodes: NodeIds,
+    changed: HashSet<Box<[u8]>>,
+    remote: HashSet<Box<[u8]>>,
+    scratch: Vec<u8>,
+}
+
+/// Both halves of an admin key as text (keys are validated as UTF-8 before being stored).
+fn split(key: &[u8]) -> Option<(String, String)> {
+    let (pool, backend) = decode_key(TABLE, key).ok()?;
+    Some((
+        std::str::from_utf8(pool).ok()?.to_owned(),
+        std::str::from_utf8(backend).ok()?.to_owned(),
+    ))
+}
+
+impl AdminTable {
+    pub(crate) fn new(node_id: &str, max_entries: usize) -> AdminTable {
+        AdminTable {
+            map: LruMap::new(max_entries),
+            nodes: NodeIds::new(node_id),
+            changed: HashSet::new(),
+            remote: HashSet::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn evicted(&mut self, k: &[u8]) {
+        self.changed.remove(k);
+        self.remote.remove(k);
+    }
+
+    pub(crate) fn set(&mut self, pool: &str, backend: &str, drained: bool, now: Duration) {
+        let now = stamp(now);
+        encode_key_into(&mut self.scratch, pool.as_bytes(), backend.as_bytes());
+        let written = match self.map.peek(&self.scratch) {
+            Some(e) => now.max(e.written.saturating_add(1)),
+            None => now,
+        };
+        let key = std::mem::take(&mut self.scratch);
+        let entry = Entry {
+            drained,
+            writer: NodeIds::LOCAL,
+            written,
+        };
+        if let Some((k, _)) = self.map.insert(&key, entry) {
+            self.evicted(&k);
+        }
+        if !self.changed.contains(&key[..]) {
+            self.changed.insert(key[..].into());
+        }
+        self.scratch = key;
+    }
+
+    pub(crate) fn is_drained(&mut self, pool: &str, backend: &str) -> bool {
+        encode_key_into(&mut self.scratch, pool.as_bytes(), backend.as_bytes());
+        self.map.peek(&self.scratch).is_some_and(|e| e.drained)
+    }
+
+    pub(crate) fn all(&self) -> Vec<(String, String, bool)> {
+        self.map
+            .iter()
+            .filter_map(|(k, e)| split(k).map(|(p, b)| (p, b, e.drained)))
+            .collect()
+    }
+
+    pub(crate) fn take_remote(&mut self) -> Vec<(String, String, bool)> {
+        let keys: Vec<Box<[u8]>> = self.remote.drain().collect();
+        keys.iter()
+            .filter_map(|k| {
+                let drained = self.map.peek(k)?.drained;
+                split(k).map(|(p, b)| (p, b, drained))
+            })
+            .collect()
+    }
+
+    pub(crate) fn record(&self, key: &[u8], now: Duration) -> Option<Vec<u8>> {
+        let now = stamp(now);
+        let e = self.map.peek(key)?;
+        let mut v = Vec::with_capacity(16);
+        v.push(VALUE_VERSION);
+        v.push(u8::from(e.drained));
+        put_node_id(&mut v, self.nodes.name(e.writer));
+        v.extend_from_slice(&age(now, e.written));
+        Some(v)
+    }
+
+    pub(crate) fn merge(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        now: Duration,
+    ) -> Result<bool, MergeError> {
+        let (pool, backend) = decode_key(TABLE, key)?;
+        if std::str::from_utf8(pool).is_err() || std::str::from_utf8(backend).is_err() {
+            return Err(malformed(TABLE, "pool or backend is not UTF-8"));
+        }
+        let mut r = Reader::new(TABLE, value);
+        r.version()?;
+        let drained = match r.u8()? {
+            0 => false,
+            1 => true,
+            x => return Err(malformed(TABLE, format!("drained flag {x}"))),
+        };
+        let writer = r.node_id()?;
+        let age = r.age()?;
+        r.finish()?;
+
+        let written = stamp(now).saturating_sub(age);
+        let was = match self.map.peek(key) {
+            Some(e) => {
+                if (written, writer, drained) <= (e.written, self.nodes.name(e.writer), e.drained) {
+                    return Ok(false);
+                }
+                Some(e.drained)
+            }
+            None => None,
+        };
+        let writer = self.nodes.intern(TABLE, writer)?;
+        let entry = Entry {
+            drained,
+            writer,
+            written,
+        };
+        if let Some((k, _)) = self.map.insert(key, entry) {
+            self.evicted(&k);
+        }
+        if was != Some(drained) && !self.remote.contains(key) {
+            self.remote.insert(key.into());
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+        self.map.iter().map(|(k, _)| k.to_vec()).collect()
+    }
+
+    /// Per entry: key and drained flag.
+    pub(crate) fn digest(&self) -> Digest {
+        let mut d = DigestSum::default();
+        for (k, e) in self.map.iter() {
+            let mut h = EntryHasher::new(TABLE, k);
+            h.u64(u64::from(e.drained));
+            d.add(h.finish());
+        }
+        d.finish()
+    }
+
+    pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
+        self.changed.drain().map(|k| k.into_vec()).collect()
+    }
+}
+
+/// Encode an admin key (for callers building a [`shared::peer::RecordKey`]).
+pub fn key(pool: &str, backend: &str) -> Vec<u8> {
+    encode_key(pool.as_bytes(), backend.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn drains_last_writer_wins() {
+        let k = key("web", "10.0.0.1:80");
+        let mut a = AdminTable::new("a", 10);
+        let mut b = AdminTable::new("b", 10);
+        a.set("web", "10.0.0.1:80", true, 10 * S);
+        assert!(a.is_drained("web", "10.0.0.1:80"));
+        assert!(!a.is_drained("web", "10.0.0.2:80"));
+        // b undrains later (by its clock, mapped through ages).
+        b.set("web", "10.0.0.1:80", false, 20 * S);
+        let ra = a.record(&k, 30 * S).unwrap_or_default(); // age 20 s
+        let rb = b.record(&k, 20 * S).unwrap_or_default(); // age 0
+        assert_eq!(a.merge(&k, &rb, 30 * S), Ok(true));
+        assert!(!a.is_drained("web", "10.0.0.1:80"));
+        assert_eq!(
+            a.take_remote(),
+            vec![("web".into(), "10.0.0.1:80".into(), false)]
+        );
+        assert!(a.take_remote().is_empty(), "taken once");
+        assert_eq!(b.merge(&k, &ra, 20 * S), Ok(false), "older drain loses");
+        assert!(!b.is_drained("web", "10.0.0.1:80"));
+        assert!(b.take_remote().is_empty());
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.merge(&k, &rb, 30 * S), Ok(false), "idempotent");
+        assert_eq!(a.all(), vec![("web".into(), "10.0.0.1:80".into(), false)]);
+        // Local changes are reported, merges not.
+        assert_eq!(a.take_changes(), vec![k.clone()]);
+        assert!(a.take_changes().is_empty());
+    }
+
+    #[test]
+    fn equal_times_tie_break_on_node_id() {
+        let k = key("p", "b");
+        let mut a = AdminTable::new("a", 10);
+        let mut b = AdminTable::new("b", 10);
+        a.set("p", "b", true, 5 * S);
+        b.set("p", "b", false, 5 * S);
+        let ra = a.record(&k, 5 * S).unwrap_or_default();
+        let rb = b.record(&k, 5 * S).unwrap_or_default();
+        assert_eq!(a.merge(&k, &rb, 5 * S), Ok(true));
+        assert_eq!(b.merge(&k, &ra, 5 * S), Ok(false));
+        assert!(!a.is_drained("p", "b") && !b.is_drained("p", "b"));
+    }
+
+    #[test]
+    fn malformed_rejected() {
+        let k = key("p", "b");
+        let mut a = AdminTable::new("a", 10);
+        a.set("p", "b", true, S);
+        let good = a.record(&k, S).unwrap_or_default();
+        let mut b = AdminTable::new("b", 10);
+        for n in 0..good.len() {
+            assert!(b.merge(&k, &good[..n], S).is_err(), "prefix {n}");
+        }
+        let mut flag = good.clone();
+        flag[1] = 2;
+        assert!(b.merge(&k, &flag, S).is_err());
+        assert!(b.merge(&[0, 1, 0xff], &good, S).is_err(), "non-UTF-8 key");
+        assert_eq!(b.len(), 0);
+    }
+}

@@ -1,0 +1,588 @@
+//! Token buckets shared by the two nodes: (limiter, key) -> per-node consumption.
+//!
+//! ## Representation
+//! A bucket of rate `r` and burst `b` is kept as one *component per origin node*:
+//! `(zero_at, count)`, where `zero_at` is the time at which that node's own consumption will
+//! have refilled (a per-node GCRA "theoretical arrival time"), and `count` the tokens that
+//! node took since the component last drained. Only the origin node ever advances its own
+//! component: taking a token sets `zero_at = max(zero_at, now) + 1/r`, `count += 1`.
+//!
+//! The debt of node `n` at time `t` is `r * max(0, zero_at_n - t)` tokens; the bucket's debt
+//! is the **sum over nodes**, and a request is allowed when `debt + 1 <= b`. A `Deny` carries
+//! the time until that holds again (each positive component shrinks at rate 1, so the sum is
+//! piecewise linear and solved exactly), at least 1 ms.
+//!
+//! ## Why the merge is correct
+//! `zero_at` only grows at its origin, so for each node the record with the larger `zero_at`
+//! is the fresher view of it; the merge takes, per node, the larger `(zero_at, count)`. That
+//! is a per-key maximum, i.e. a join on a product of total orders: commutative, associative
+//! and idempotent, and it never double-counts (re-merging a node's component replaces it,
+//! it never adds to it). Decay needs no state: it is implicit in comparing `zero_at` with
+//! `now`, so both nodes decay every component identically. `zero_at` travels as the
+//! remaining time until zero (a remaining TTL), converted back with the receiver's `now`.
+//! A bucket whose components are all in the past is full and is dropped.
+//!
+//! ## What it approximates
+//! Each node's debt refills at `r` independently, so while k nodes hold debt the bucket as
+//! a whole refills at up to `k * r`. In an active/backup pair one node consumes at a time,
+//! so after a failover the inherited debt drains alongside the new node's: at most one extra
+//! burst per failover; a key served by both nodes at once (split brain) gets up to `2r`
+//! sustained with a shared burst. Merged `zero_at` values also absorb the link delay (a
+//! component seen again after a round trip can be later by that delay), which slightly
+//! over-counts, never under-counts. `count` is there for the time-free digest.
+//!
+//! Value layout (after the version byte): `n (u8) | n x (node id (u8 len) | remaining ns u64
+//! | count u64)`; components already refilled are not sent.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use shared::peer::{Digest, MergeError, Table};
+
+use super::codec::{
+    decode_key, encode_key, encode_key_into, malformed, non_negative_diff, offset, put_node_id,
+    stamp, NodeIds, Reader, Stamp, MAX_NODES, VALUE_VERSION,
+};
+use super::digest::{DigestSum, EntryHasher};
+use super::lru::LruMap;
+
+const TABLE: Table = Table::RateLimit;
+/// Refilled buckets removed from the LRU tail per token taken (amortised cleanup).
+const SWEEP_PER_WRITE: usize = 2;
+/// Longest time one token can stand for: a rate of 0 (or garbage) would otherwise mean an
+/// infinite interval; one day is "effectively never" while keeping the arithmetic finite.
+const MAX_INTERVAL_NS: i64 = 86_400 * 1_000_000_000;
+const MIN_RETRY_NS: i64 = 1_000_000;
+
+/// A token bucket's parameters (per limiter, from config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSpec {
+    /// Tokens added per second (refill rate).
+    pub rate_per_s: f64,
+    /// Bucket size: requests allowed back to back from full. 0 is treated as 1.
+    pub burst: u32,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateDecision {
+    Allow,
+    /// Over the limit; one token will be available after `retry_after` (at least 1 ms).
+    Deny {
+        retry_after: Duration,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Component {
+    node: u8,
+    zero_at: Stamp,
+    count: u64,
+}
+
+struct Bucket {
+    parts: Vec<Component>,
+}
+
+impl Bucket {
+    /// The sum of components' remaining times at `now` (nanoseconds of debt at rate 1).
+    fn debt(&self, now: Stamp) -> i64 {
+        self.parts
+            .iter()
+            .map(|c| c.zero_at.saturating_sub(now).max(0))
+            .fold(0i64, i64::saturating_add)
+    }
+
+    fn live(&self, at: Stamp) -> impl Iterator<Item = &Component> {
+        self.parts.iter().filter(move |c| c.zero_at > at)
+    }
+
+    fn is_full(&self, now: Stamp) -> bool {
+        self.live(now).next().is_none()
+    }
+}
+
+/// Nanoseconds one token stands for at `rate_per_s`, clamped to [1 ns, one day].
+fn interval_ns(rate_per_s: f64) -> i64 {
+    if rate_per_s.is_nan() || rate_per_s <= 0.0 {
+        return MAX_INTERVAL_NS;
+    }
+    let ns = 1e9 / rate_per_s;
+    if ns >= MAX_INTERVAL_NS as f64 {
+        MAX_INTERVAL_NS
+    } else {
+        (ns.round() as i64).max(1)
+    }
+}
+
+/// Smallest `d >= 0` with `sum(max(0, rem_i - d)) <= tolerance`. Every positive remaining
+/// time shrinks at rate 1, so walk the breakpoints in increasing order.
+fn time_until_within(rem: &mut [i64], tolerance: i64) -> i64 {
+    rem.sort_unstable();
+    let mut total: i64 = rem.iter().fold(0, |a, &x| a.saturating_add(x));
+    if total <= tolerance {
+        return 0;
+    }
+    let mut prev = 0i64;
+    for (i, &r) in rem.iter().enumerate() {
+        let active = (rem.len() - i) as i64;
+        // On [prev, r], S(d) = total - active * (d - prev), with total = S(prev).
+        let drop_to_r = active.saturating_mul(r - prev);
+        if total.saturating_sub(drop_to_r) <= tolerance {
+            let excess = total - tolerance;
+            // Round up, so after `d` the bucket really has a token.
+            return prev.saturating_add(excess.saturating_add(active - 1) / active);
+        }
+        total = total.saturating_sub(drop_to_r);
+        prev = r;
+    }
+    prev
+}
+
+pub(crate) struct RateTable {
+    map: LruMap<Bucket>,
+    nodes: NodeIds,
+    changed: HashSet<Box<[u8]>>,
+    last_now: Stamp,
+    scratch: Vec<u8>,
+}
+
+impl RateTable {
+    pub(crate) fn new(node_id: &str, max_keys: usize) -> RateTable {
+        RateTable {
+            map: LruMap::new(max_keys),
+            nodes: NodeIds::new(node_id),
+            changed: HashSet::new(),
+            last_now: i64::MIN,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, now: Duration) -> Stamp {
+        let s = stamp(now);
+        self.last_now = self.last_now.max(s);
+        s
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn check(
+        &mut self,
+        limiter: &str,
+        key: &[u8],
+        spec: RateSpec,
+        now: Duration,
+    ) -> RateDecision {
+        let now = self.observe(now);
+        let interval = interval_ns(spec.rate_per_s);
+        let tolerance = interval.saturating_mul(i64::from(spec.burst.max(1)) - 1);
+        encode_key_into(&mut self.scratch, limiter.as_bytes(), key);
+        match self.map.get_mut(&self.scratch) {
+            Some(bucket) => {
+                if bucket.debt(now) > tolerance {
+                    let mut rem = [0i64; MAX_NODES];
+                    let mut n = 0;
+                    for c in bucket.live(now).take(MAX_NODES) {
+                        rem[n] = c.zero_at - now;
+                        n += 1;
+                    }
+                    let wait = time_until_within(&mut rem[..n], tolerance).max(MIN_RETRY_NS);
+                    return RateDecision::Deny {
+                        retry_after: Duration::from_nanos(wait as u64),
+                    };
+                }
+                // Components already refilled carry no debt: drop them so the bucket stays
+                // as small as the set of nodes currently holding debt.
+                bucket.parts.retain(|c| c.zero_at > now);
+                match bucket.parts.iter_mut().find(|c| c.node == NodeIds::LOCAL) {
+                    Some(c) => {
+                        c.zero_at = c.zero_at.max(now).saturating_add(interval);
+                        c.count += 1;
+                    }
+                    None => bucket.parts.push(Component {
+                        node: NodeIds::LOCAL,
+                        zero_at: now.saturating_add(interval),
+                        count: 1,
+                    }),
+                }
+            }
+            None => {
+                let bucket = Bucket {
+                    parts: vec![Component {
+                        node: NodeIds::LOCAL,
+                        zero_at: now.saturating_add(interval),
+                        count: 1,
+                    }],
+                };
+                if let Some((k, _)) = self.map.insert(&self.scratch, bucket) {
+                    self.changed.remove(&k);
+                }
+            }
+        }
+        if !self.changed.contains(&self.scratch[..]) {
+            self.changed.insert(self.scratch[..].into());
+        }
+        self.sweep(now, SWEEP_PER_WRITE);
+        RateDecision::Allow
+    }
+
+    /// Remove up to `budget` full (refilled) buckets from the least-recently-used end.
+    pub(crate) fn sweep(&mut self, now: Stamp, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match self.map.peek_lru() {
+                Some((_, b)) if b.is_full(now) => {}
+                _ => break,
+            }
+            if let Some((k, _)) = self.map.pop_lru() {
+                self.changed.remove(&k);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    pub(crate) fn sweep_at(&mut self, now: Duration, budget: usize) -> usize {
+        let now = self.observe(now);
+        self.sweep(now, budget)
+    }
+
+    pub(crate) fn record(&self, key: &[u8], now: Duration) -> Option<Vec<u8>> {
+        let now = stamp(now);
+        let b = self.map.peek(key)?;
+        let n = b.live(now).count();
+        if n == 0 {
+            return None;
+        }
+        let mut v = Vec::with_capacity(2 + n * 24);
+        v.push(VALUE_VERSION);
+        v.push(n as u8);
+        for c in b.live(now) {
+            put_node_id(&mut v, self.nodes.name(c.node));
+            v.extend_from_slice(&non_negative_diff(c.zero_at, now).to_be_bytes());
+            v.extend_from_slice(&c.count.to_be_bytes());
+        }
+        Some(v)
+    }
+
+    pub(crate) fn merge(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        now: Duration,
+    ) -> Result<bool, MergeError> {
+        decode_key(TABLE, key)?;
+        let mut r = Reader::new(TABLE, value);
+        r.version()?;
+        let n = r.u8()? as usize;
+        if n > MAX_NODES {
+            return Err(malformed(TABLE, format!("{n} components")));
+        }
+        let mut incoming: [(&str, u64, u64); MAX_NODES] = [("", 0, 0); MAX_NODES];
+        for i in 0..n {
+            let node = r.node_id()?;
+            if incoming[..i].iter().any(|(id, _, _)| *id == node) {
+                return Err(malformed(TABLE, format!("node {node:?} twice")));
+            }
+            incoming[i] = (node, r.u64()?, r.u64()?);
+        }
+        r.finish()?;
+
+        let now = self.observe(now);
+        let mut parts = [Component {
+            node: 0,
+            zero_at: 0,
+            count: 0,
+        }; MAX_NODES];
+        let mut live = 0;
+        for &(node, remaining, count) in &incoming[..n] {
+            let zero_at = now.saturating_add(offset(remaining));
+            // An already-refilled component carries no debt: skipping it commutes with the
+            // per-node maximum, since the maximum of two refilled ones is refilled too.
+            if zero_at > now {
+                parts[live] = Component {
+                    node: self.nodes.intern(TABLE, node)?,
+                    zero_at,
+                    count,
+                };
+                live += 1;
+            }
+        }
+        let parts = &parts[..live];
+        let Some(bucket) = self.map.get_mut(key) else {
+            if parts.is_empty() {
+                return Ok(false);
+            }
+            let bucket = Bucket {
+                parts: parts.to_vec(),
+            };
+            if let Some((k, _)) = self.map.insert(key, bucket) {
+                self.changed.remove(&k);
+            }
+            return Ok(true);
+        };
+        let mut changed = false;
+        for inc in parts {
+            match bucket.parts.iter_mut().find(|c| c.node == inc.node) {
+                Some(c) => {
+                    if (inc.zero_at, inc.count) > (c.zero_at, c.count) {
+                        *c = *inc;
+                        changed = true;
+                    }
+                }
+                None => {
+                    bucket.parts.push(*inc);
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+        self.map
+            .iter()
+            .filter(|(_, b)| !b.is_full(self.last_now))
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    /// Per bucket: key and each live component's (node id, count), sorted by node id.
+    pub(crate) fn digest(&self) -> Digest {
+        let mut d = DigestSum::default();
+        for (k, b) in self.map.iter() {
+            let mut parts: [(&str, u64); MAX_NODES] = [("", 0); MAX_NODES];
+            let mut n = 0;
+            for c in b.live(self.last_now).take(MAX_NODES) {
+                parts[n] = (self.nodes.name(c.node), c.count);
+                n += 1;
+            }
+            if n == 0 {
+                continue;
+            }
+            parts[..n].sort_unstable();
+            let mut h = EntryHasher::new(TABLE, k);
+            for (node, count) in &parts[..n] {
+                h.field(node.as_bytes());
+                h.u64(*count);
+            }
+            d.add(h.finish());
+        }
+        d.finish()
+    }
+
+    pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
+        self.changed.drain().map(|k| k.into_vec()).collect()
+    }
+}
+
+/// Encode a rate-limit key (for callers building a [`shared::peer::RecordKey`]).
+pub fn key(limiter: &str, client_key: &[u8]) -> Vec<u8> {
+    encode_key(limiter.as_bytes(), client_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const SPEC: RateSpec = RateSpec {
+        rate_per_s: 10.0,
+        burst: 5,
+    };
+
+    fn deny_after(d: RateDecision) -> Option<Duration> {
+        match d {
+            RateDecision::Allow => None,
+            RateDecision::Deny { retry_after } => Some(retry_after),
+        }
+    }
+
+    #[test]
+    fn burst_then_deny_then_refill_at_rate() {
+        let mut t = RateTable::new("a", 100);
+        let t0 = Duration::from_secs(100);
+        for i in 0..5 {
+            assert_eq!(
+                t.check("l", b"ip", SPEC, t0),
+                RateDecision::Allow,
+                "token {i}"
+            );
+        }
+        // Empty: the next token arrives after one interval (100 ms at 10/s).
+        let wait = deny_after(t.check("l", b"ip", SPEC, t0));
+        assert_eq!(wait, Some(100 * MS));
+        // Other keys and limiters are independent.
+        assert_eq!(t.check("l", b"other", SPEC, t0), RateDecision::Allow);
+        assert_eq!(t.check("m", b"ip", SPEC, t0), RateDecision::Allow);
+        // Just before: still denied, with the remaining time.
+        assert_eq!(
+            deny_after(t.check("l", b"ip", SPEC, t0 + 60 * MS)),
+            Some(40 * MS)
+        );
+        // After one interval exactly one token.
+        assert_eq!(
+            t.check("l", b"ip", SPEC, t0 + 100 * MS),
+            RateDecision::Allow
+        );
+        assert!(deny_after(t.check("l", b"ip", SPEC, t0 + 100 * MS)).is_some());
+        // After a long idle period the bucket is full again (burst, not more).
+        let t1 = t0 + Duration::from_secs(10);
+        for _ in 0..5 {
+            assert_eq!(t.check("l", b"ip", SPEC, t1), RateDecision::Allow);
+        }
+        assert!(deny_after(t.check("l", b"ip", SPEC, t1)).is_some());
+        // Sustained: at 10/s, over 1 s of requests every 10 ms, about 10 are allowed.
+        let t2 = t1 + Duration::from_secs(10);
+        let allowed = (0..100)
+            .filter(|i| t.check("l", b"ip", SPEC, t2 + *i * 10 * MS) == RateDecision::Allow)
+            .count();
+        assert!((5 + 9..=5 + 10).contains(&allowed), "allowed {allowed}");
+    }
+
+    #[test]
+    fn retry_after_has_a_floor_and_zero_rate_is_finite() {
+        let fast = RateSpec {
+            rate_per_s: 1e6,
+            burst: 1,
+        };
+        let mut t = RateTable::new("a", 10);
+        let now = Duration::from_secs(1);
+        assert_eq!(t.check("l", b"k", fast, now), RateDecision::Allow);
+        assert_eq!(deny_after(t.check("l", b"k", fast, now)), Some(MS));
+        let never = RateSpec {
+            rate_per_s: 0.0,
+            burst: 0,
+        };
+        assert_eq!(t.check("z", b"k", never, now), RateDecision::Allow);
+        assert_eq!(
+            deny_after(t.check("z", b"k", never, now)),
+            Some(Duration::from_secs(86_400))
+        );
+        let nan = RateSpec {
+            rate_per_s: f64::NAN,
+            burst: 1,
+        };
+        assert_eq!(t.check("n", b"k", nan, now), RateDecision::Allow);
+    }
+
+    #[test]
+    fn two_nodes_consumption_adds_up_and_merge_is_idempotent() {
+        let spec = RateSpec {
+            rate_per_s: 1.0,
+            burst: 10,
+        };
+        let k = key("l", b"ip");
+        let now = Duration::from_secs(50);
+        let mut a = RateTable::new("a", 10);
+        let mut b = RateTable::new("b", 10);
+        for _ in 0..5 {
+            assert_eq!(a.check("l", b"ip", spec, now), RateDecision::Allow);
+            assert_eq!(b.check("l", b"ip", spec, now), RateDecision::Allow);
+        }
+        let ra = a.record(&k, now).unwrap_or_default();
+        let rb = b.record(&k, now).unwrap_or_default();
+        assert_eq!(a.merge(&k, &rb, now), Ok(true));
+        assert_eq!(b.merge(&k, &ra, now), Ok(true));
+        // Merging again changes nothing: no double count.
+        assert_eq!(a.merge(&k, &rb, now), Ok(false));
+        assert_eq!(b.merge(&k, &ra, now), Ok(false));
+        // Our own component echoed back doesn't add either.
+        assert_eq!(a.merge(&k, &ra, now), Ok(false));
+        assert_eq!(a.digest(), b.digest());
+        for t in [&mut a, &mut b] {
+            // 10 taken of 10: both deny; two components drain in parallel, so a token is
+            // back after half an interval (the documented approximation).
+            assert_eq!(
+                deny_after(t.check("l", b"ip", spec, now)),
+                Some(Duration::from_millis(500))
+            );
+        }
+        // Had the echo been added, a would still be denied after 500 ms.
+        assert_eq!(
+            a.check("l", b"ip", spec, now + Duration::from_millis(500)),
+            RateDecision::Allow
+        );
+    }
+
+    #[test]
+    fn inherited_debt_after_failover() {
+        // Node a limited a client, then died; b learned a's component and keeps denying.
+        let spec = RateSpec {
+            rate_per_s: 1.0,
+            burst: 3,
+        };
+        let k = key("l", b"ip");
+        let mut a = RateTable::new("a", 10);
+        let mut b = RateTable::new("b", 10);
+        let now = Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(a.check("l", b"ip", spec, now), RateDecision::Allow);
+        }
+        let ra = a.record(&k, now).unwrap_or_default();
+        // b's clock is unrelated; the remaining time travels.
+        let bnow = Duration::from_secs(9000);
+        assert_eq!(b.merge(&k, &ra, bnow), Ok(true));
+        assert_eq!(
+            deny_after(b.check("l", b"ip", spec, bnow)),
+            Some(Duration::from_secs(1))
+        );
+        assert!(
+            b.take_changes().is_empty(),
+            "deny and merge are not changes"
+        );
+    }
+
+    #[test]
+    fn bounded_lru_and_full_buckets_dropped() {
+        let mut t = RateTable::new("a", 64);
+        let now = Duration::from_secs(1);
+        for i in 0u32..640 {
+            t.check("l", &i.to_be_bytes(), SPEC, now);
+            assert!(t.len() <= 64);
+        }
+        assert_eq!(t.take_changes().len(), 64);
+        assert!(t.record(&key("l", &639u32.to_be_bytes()), now).is_some());
+        // Refilled after one interval: no record, excluded from keys after time moves on.
+        let later = now + Duration::from_secs(1);
+        assert!(t.record(&key("l", &639u32.to_be_bytes()), later).is_none());
+        assert_eq!(t.sweep_at(later, 1000), 64);
+        assert_eq!(t.len(), 0);
+        assert!(t.keys().is_empty());
+    }
+
+    #[test]
+    fn time_until_within_is_exact() {
+        assert_eq!(time_until_within(&mut [], 0), 0);
+        assert_eq!(time_until_within(&mut [10], 4), 6);
+        assert_eq!(time_until_within(&mut [10, 10], 10), 5);
+        // 2 and 10 with tolerance 4: after 2 the first is gone, sum 8, then 4 more.
+        assert_eq!(time_until_within(&mut [10, 2], 4), 6);
+        assert_eq!(time_until_within(&mut [3, 3, 3], 0), 3);
+        // Absurd values (sums beyond i64) saturate instead of overflowing.
+        assert!(time_until_within(&mut [i64::MAX, i64::MAX], 0) >= i64::MAX / 2);
+    }
+
+    #[test]
+    fn malformed_values_rejected() {
+        let mut a = RateTable::new("a", 10);
+        let now = Duration::from_secs(1);
+        a.check("l", b"k", SPEC, now);
+        let k = key("l", b"k");
+        let good = a.record(&k, now).unwrap_or_default();
+        let mut b = RateTable::new("b", 10);
+        for n in 0..good.len() {
+            assert!(b.merge(&k, &good[..n], now).is_err(), "prefix {n}");
+        }
+        let mut dup = vec![VALUE_VERSION, 2];
+        dup.extend_from_slice(&good[2..]);
+        dup.extend_from_slice(&good[2..]);
+        assert!(b.merge(&k, &dup, now).is_err(), "duplicate node");
+        let mut many = good.clone();
+        many[1] = (MAX_NODES + 1) as u8;
+        assert!(b.merge(&k, &many, now).is_err());
+        assert_eq!(b.len(), 0);
+    }
+}

@@ -1,0 +1,424 @@
+//! Learn-mode sticky table: (pool, application cookie value) -> backend address.
+//!
+//! Each entry is a last-writer-wins register ordered by `(write time, writer node id)`, with
+//! the backend and expiry as final tie-breakers so the order is total and the merge is a
+//! true join (commutative, associative, idempotent). Write times are converted at the
+//! receiver from the record's age (`now - age`), so they carry the link's one-way delay:
+//! two writes to one key less than that delay apart may resolve differently on the two
+//! nodes (the digest then shows it until the key is written again or expires). Outside that
+//! window both nodes keep the same winner.
+//!
+//! Re-learning the backend an entry already has is written (and so replicated) only when it
+//! extends the expiry by at least 1/16 of the TTL: the data path may call `learn` on every
+//! response without turning each request into a peer update.
+//!
+//! `forget` writes a tombstone (empty backend) that keeps the forgotten
+//! entry's expiry, so the deletion replicates and outranks older writes until then.
+//!
+//! Value layout (after the version byte): `writer node id (u8 len) | age ns i64 |
+//! remaining TTL ns u64 | backend (u16 len, UTF-8; empty = tombstone)`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use shared::peer::{Digest, MergeError, Table};
+
+use super::codec::{
+    age, decode_key, encode_key, encode_key_into, malformed, nanos, non_negative_diff, offset,
+    put_node_id, stamp, NodeIds, Reader, Stamp, VALUE_VERSION,
+};
+use super::digest::{DigestSum, EntryHasher};
+use super::lru::LruMap;
+
+const TABLE: Table = Table::Sticky;
+/// Expired entries removed from the LRU tail per mutation, so dead entries don't wait for
+/// eviction pressure to free memory (amortised, bounded work on the request path).
+const SWEEP_PER_WRITE: usize = 2;
+/// Re-learning the same backend is only written when it extends the expiry by at least
+/// `ttl / REFRESH_FRACTION`: TTLs slide in steps instead of per request.
+const REFRESH_FRACTION: i64 = 16;
+
+struct Entry {
+    /// Empty: a tombstone left by `forget`.
+    backend: Box<str>,
+    writer: u8,
+    written: Stamp,
+    expires: Stamp,
+}
+
+pub(crate) struct StickyTable {
+    map: LruMap<Entry>,
+    nodes: NodeIds,
+    changed: HashSet<Box<[u8]>>,
+    /// Latest `now` seen: the time `keys` and `digest` (which get none) judge expiry by.
+    last_now: Stamp,
+    scratch: Vec<u8>,
+}
+
+impl StickyTable {
+    pub(crate) fn new(node_id: &str, max_entries: usize) -> StickyTable {
+        StickyTable {
+            map: LruMap::new(max_entries),
+            nodes: NodeIds::new(node_id),
+            changed: HashSet::new(),
+            last_now: i64::MIN,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, now: Duration) -> Stamp {
+        let s = stamp(now);
+        self.last_now = self.last_now.max(s);
+        s
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn lookup(&mut self, pool: &str, cookie: &[u8], now: Duration) -> Option<String> {
+        let now = self.observe(now);
+        encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
+        let e = self.map.get_mut(&self.scratch)?;
+        if e.expires <= now {
+            // Lazily drop it; not a replicated change: the peer expires it on its own.
+            let key = std::mem::take(&mut self.scratch);
+            self.map.remove(&key);
+            self.changed.remove(&key[..]);
+            self.scratch = key;
+            return None;
+        }
+        if e.backend.is_empty() {
+            None
+        } else {
+            Some(e.backend.to_string())
+        }
+    }
+
+    pub(crate) fn learn(
+        &mut self,
+        pool: &str,
+        cookie: &[u8],
+        backend: &str,
+        ttl: Duration,
+        now: Duration,
+    ) {
+        // Zero TTL would be dead on arrival; an over-long address could not be encoded.
+        if ttl.is_zero() || backend.is_empty() || backend.len() > u16::MAX as usize {
+            return;
+        }
+        let now = self.observe(now);
+        let expires = now.saturating_add(nanos(ttl));
+        encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
+        if let Some(e) = self.map.peek(&self.scratch) {
+            // The data path re-learns on every response to slide the TTL. A refresh that
+            // moves the expiry by less than 1/16 of the TTL is not worth a replicated write
+            // (it would send one update per request); the entry stays as it is.
+            if e.expires > now
+                && *e.backend == *backend
+                && expires.saturating_sub(e.expires) < nanos(ttl) / REFRESH_FRACTION
+            {
+                return;
+            }
+        }
+        self.write(pool, cookie, backend.into(), expires, now);
+    }
+
+    pub(crate) fn forget(&mut self, pool: &str, cookie: &[u8], now: Duration) {
+        let now = self.observe(now);
+        encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
+        let expires = match self.map.peek(&self.scratch) {
+            Some(e) if e.expires > now && !e.backend.is_empty() => e.expires,
+            _ => return,
+        };
+        self.write(pool, cookie, "".into(), expires, now);
+    }
+
+    fn write(&mut self, pool: &str, cookie: &[u8], backend: Box<str>, expires: Stamp, now: Stamp) {
+        encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
+        // A local write must outrank whatever this node holds (it is, here, the latest), and
+        // strictly, so both nodes order it after the entry it replaces.
+        let written = match self.map.peek(&self.scratch) {
+            Some(e) if e.expires > now => now.max(e.written.saturating_add(1)),
+            _ => now,
+        };
+        let entry = Entry {
+            backend,
+            writer: NodeIds::LOCAL,
+            written,
+            expires,
+        };
+        let key = std::mem::take(&mut self.scratch);
+        if let Some((k, _)) = self.map.insert(&key, entry) {
+            self.changed.remove(&k);
+        }
+        if !self.changed.contains(&key[..]) {
+            self.changed.insert(key[..].into());
+        }
+        self.scratch = key;
+        self.sweep(now, SWEEP_PER_WRITE);
+    }
+
+    /// Remove up to `budget` expired entries from the least-recently-used end.
+    pub(crate) fn sweep(&mut self, now: Stamp, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match self.map.peek_lru() {
+                Some((_, e)) if e.expires <= now => {}
+                _ => break,
+            }
+            if let Some((k, _)) = self.map.pop_lru() {
+                self.changed.remove(&k);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    pub(crate) fn sweep_at(&mut self, now: Duration, budget: usize) -> usize {
+        let now = self.observe(now);
+        self.sweep(now, budget)
+    }
+
+    pub(crate) fn record(&self, key: &[u8], now: Duration) -> Option<Vec<u8>> {
+        let now = stamp(now);
+        let e = self.map.peek(key)?;
+        if e.expires <= now {
+            return None;
+        }
+        let mut v = Vec::with_capacity(32 + e.backend.len());
+        v.push(VALUE_VERSION);
+        put_node_id(&mut v, self.nodes.name(e.writer));
+        v.extend_from_slice(&age(now, e.written));
+        v.extend_from_slice(&non_negative_diff(e.expires, now).to_be_bytes());
+        v.extend_from_slice(&(e.backend.len() as u16).to_be_bytes());
+        v.extend_from_slice(e.backend.as_bytes());
+        Some(v)
+    }
+
+    pub(crate) fn merge(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        now: Duration,
+    ) -> Result<bool, MergeError> {
+        decode_key(TABLE, key)?;
+        let mut r = Reader::new(TABLE, value);
+        r.version()?;
+        let writer = r.node_id()?;
+        let age = r.age()?;
+        let remaining = r.u64()?;
+        let blen = r.u16()? as usize;
+        let backend = std::str::from_utf8(r.bytes(blen)?)
+            .map_err(|_| malformed(TABLE, "backend is not UTF-8"))?;
+        r.finish()?;
+
+        let now = self.observe(now);
+        let written = now.saturating_sub(age);
+        let expires = now.saturating_add(offset(remaining));
+        if expires <= now {
+            // Dead on arrival: ignoring it (rather than letting it delete) keeps the merge
+            // independent of the order records arrive in.
+            return Ok(false);
+        }
+        if let Some(e) = self.map.peek(key) {
+            if e.expires > now {
+                let local = (e.written, self.nodes.name(e.writer), &*e.backend, e.expires);
+                if (written, writer, backend, expires) <= local {
+                    return Ok(false);
+                }
+            }
+        }
+        let writer = self.nodes.intern(TABLE, writer)?;
+        let entry = Entry {
+            backend: backend.into(),
+            writer,
+            written,
+            expires,
+        };
+        if let Some((k, _)) = self.map.insert(key, entry) {
+            self.changed.remove(&k);
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+        self.map
+            .iter()
+            .filter(|(_, e)| e.expires > self.last_now)
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    /// Per entry: key, backend and writer (not the times, which differ by the link delay).
+    pub(crate) fn digest(&self) -> Digest {
+        let mut d = DigestSum::default();
+        for (k, e) in self.map.iter().filter(|(_, e)| e.expires > self.last_now) {
+            let mut h = EntryHasher::new(TABLE, k);
+            h.field(e.backend.as_bytes());
+            h.field(self.nodes.name(e.writer).as_bytes());
+            d.add(h.finish());
+        }
+        d.finish()
+    }
+
+    pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
+        self.changed.drain().map(|k| k.into_vec()).collect()
+    }
+}
+
+/// Encode a sticky key (for callers building a [`shared::peer::RecordKey`]).
+pub fn key(pool: &str, cookie: &[u8]) -> Vec<u8> {
+    encode_key(pool.as_bytes(), cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// Rewrite the age field of a record written by a one-letter node id.
+    fn with_age(mut v: Vec<u8>, age: Duration) -> Vec<u8> {
+        let off = 1 + 1 + 1;
+        v[off..off + 8].copy_from_slice(&(age.as_nanos() as u64).to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn learn_lookup_and_ttl_expiry() {
+        let mut t = StickyTable::new("a", 10);
+        t.learn("web", b"c1", "10.0.0.1:80", 10 * S, 100 * S);
+        assert_eq!(
+            t.lookup("web", b"c1", 105 * S).as_deref(),
+            Some("10.0.0.1:80")
+        );
+        assert_eq!(t.lookup("api", b"c1", 105 * S), None, "pools are separate");
+        assert_eq!(t.lookup("web", b"c1", 110 * S), None, "expired at ttl");
+        assert_eq!(t.len(), 0, "expired entry dropped lazily");
+        assert!(t.record(&key("web", b"c1"), 110 * S).is_none());
+    }
+
+    #[test]
+    fn lru_bound_under_ten_times_max() {
+        let mut t = StickyTable::new("a", 50);
+        for i in 0u32..500 {
+            t.learn("p", &i.to_be_bytes(), "b:1", 60 * S, S);
+            assert!(t.len() <= 50);
+        }
+        assert_eq!(t.len(), 50);
+        assert!(t.lookup("p", &499u32.to_be_bytes(), S).is_some());
+        assert!(t.lookup("p", &0u32.to_be_bytes(), S).is_none());
+        // The changed set never exceeds the table: evicted keys leave it.
+        assert_eq!(t.take_changes().len(), 50);
+    }
+
+    #[test]
+    fn refreshes_are_rate_limited() {
+        let mut t = StickyTable::new("a", 10);
+        t.learn("p", b"c", "b:1", 160 * S, 100 * S);
+        assert_eq!(t.take_changes().len(), 1);
+        // 9 s later: extends by 9 s < 160/16 s, no write.
+        t.learn("p", b"c", "b:1", 160 * S, 109 * S);
+        assert!(t.take_changes().is_empty());
+        // A different backend is always written.
+        t.learn("p", b"c", "b:2", 160 * S, 109 * S);
+        assert_eq!(t.take_changes().len(), 1);
+        // 10 s after that write: written, and the expiry slides.
+        t.learn("p", b"c", "b:2", 160 * S, 119 * S);
+        assert_eq!(t.take_changes().len(), 1);
+        assert!(t.lookup("p", b"c", 278 * S).is_some());
+        assert!(t.lookup("p", b"c", 279 * S).is_none());
+    }
+
+    #[test]
+    fn sweep_frees_expired_tail() {
+        let mut t = StickyTable::new("a", 100);
+        for i in 0u32..10 {
+            t.learn("p", &i.to_be_bytes(), "b:1", S, S);
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.sweep_at(3 * S, 100), 10);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn lww_by_age_then_node_id() {
+        let k = key("p", b"c");
+        let mut a = StickyTable::new("a", 10);
+        let mut b = StickyTable::new("b", 10);
+        a.learn("p", b"c", "A:1", 60 * S, 10 * S);
+        b.learn("p", b"c", "B:1", 60 * S, 10 * S);
+        assert_eq!(b.take_changes(), vec![k.clone()]);
+        // Same write time: node "b" > "a", both pick B.
+        let ra = a.record(&k, 10 * S).unwrap_or_default();
+        let rb = b.record(&k, 10 * S).unwrap_or_default();
+        assert_eq!(a.merge(&k, &rb, 10 * S), Ok(true));
+        assert_eq!(b.merge(&k, &ra, 10 * S), Ok(false));
+        assert_eq!(a.lookup("p", b"c", 10 * S).as_deref(), Some("B:1"));
+        assert_eq!(b.lookup("p", b"c", 10 * S).as_deref(), Some("B:1"));
+        assert_eq!(a.digest(), b.digest());
+        // A later write by "a" wins everywhere.
+        a.learn("p", b"c", "A:2", 60 * S, 20 * S);
+        let ra = a.record(&k, 20 * S).unwrap_or_default();
+        assert_eq!(b.merge(&k, &ra, 20 * S), Ok(true));
+        assert_eq!(b.merge(&k, &ra, 20 * S), Ok(false), "idempotent");
+        assert_eq!(b.lookup("p", b"c", 21 * S).as_deref(), Some("A:2"));
+        // An old record (large age) loses.
+        let stale = with_age(b.record(&k, 20 * S).unwrap_or_default(), 100 * S);
+        assert_eq!(b.merge(&k, &stale, 20 * S), Ok(false));
+        // Merges are not local changes.
+        assert!(b.take_changes().is_empty());
+        assert_eq!(a.take_changes(), vec![k]);
+    }
+
+    #[test]
+    fn remaining_ttl_travels() {
+        let k = key("p", b"c");
+        let mut a = StickyTable::new("a", 10);
+        let mut b = StickyTable::new("b", 10);
+        a.learn("p", b"c", "A:1", 10 * S, Duration::ZERO);
+        let r = a.record(&k, 4 * S).unwrap_or_default();
+        // b's clock is far ahead: the entry still has 6 s left there.
+        assert_eq!(b.merge(&k, &r, 1000 * S), Ok(true));
+        assert!(b.lookup("p", b"c", 1005 * S).is_some());
+        assert!(b.lookup("p", b"c", 1006 * S).is_none());
+    }
+
+    #[test]
+    fn forget_replicates_as_tombstone() {
+        let k = key("p", b"c");
+        let mut a = StickyTable::new("a", 10);
+        let mut b = StickyTable::new("b", 10);
+        a.learn("p", b"c", "A:1", 60 * S, S);
+        let r = a.record(&k, S).unwrap_or_default();
+        assert_eq!(b.merge(&k, &r, S), Ok(true));
+        a.forget("p", b"c", 2 * S);
+        assert_eq!(a.lookup("p", b"c", 2 * S), None);
+        let t = a.record(&k, 2 * S).unwrap_or_default();
+        assert_eq!(b.merge(&k, &t, 2 * S), Ok(true));
+        assert_eq!(b.lookup("p", b"c", 2 * S), None);
+        // The older learn (1 s old by now) can't resurrect it.
+        assert_eq!(b.merge(&k, &with_age(r, S), 2 * S), Ok(false));
+    }
+
+    #[test]
+    fn malformed_values_rejected() {
+        let k = key("p", b"c");
+        let mut a = StickyTable::new("a", 10);
+        a.learn("p", b"c", "A:1", 60 * S, S);
+        let good = a.record(&k, S).unwrap_or_default();
+        let mut b = StickyTable::new("b", 10);
+        for n in 0..good.len() {
+            assert!(b.merge(&k, &good[..n], S).is_err(), "prefix {n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(b.merge(&k, &long, S).is_err());
+        let mut badver = good.clone();
+        badver[0] = 9;
+        assert!(b.merge(&k, &badver, S).is_err());
+        assert!(b.merge(b"\x00", &good, S).is_err(), "bad key");
+        assert_eq!(b.len(), 0);
+    }
+}
