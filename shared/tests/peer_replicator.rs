@@ -133,6 +133,27 @@ fn a_restarted_peer_gets_a_full_resync() {
 }
 
 #[test]
+fn a_full_resync_sends_each_pending_key_once() {
+    // Keys changed before the peer was ever reached are dirty; the full resync covers them,
+    // so they must not travel a second time as live updates.
+    let mut p = pair(0, 0);
+    for i in 0..500 {
+        p.a.store.set(rk(Table::Sticky, &format!("k{i}")), b"v");
+    }
+    p.a.rep.note_local_changes(&mut p.a.store, p.now);
+    assert_eq!(p.a.rep.dirty_len(), 500);
+    p.connect();
+    assert!(p.run_until(10 * S, both_warm));
+    let sa = p.a.rep.status(p.now);
+    assert_eq!(sa.entries_sent, 500, "each key once: {sa:?}");
+    assert_eq!(p.a.rep.dirty_len(), 0);
+    assert_eq!(p.a.store.digest(), p.b.store.digest());
+    // A change after the resync started is still delivered live.
+    p.a.store.set(rk(Table::Sticky, "after"), b"w");
+    assert!(p.run_until(S, |p| p.b.store.get(Table::Sticky, "after") == Some(b"w")));
+}
+
+#[test]
 fn an_interrupted_resync_is_restarted_not_resumed() {
     let mut p = pair(2000, 0);
     let mut cfg = config("a", "b", 1);

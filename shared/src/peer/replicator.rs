@@ -663,6 +663,13 @@ impl Replicator {
             }
             None => {
                 self.stats.resyncs += 1;
+                // The resync reads every key the store holds now, at send time: pending
+                // changes are covered by it, and sending them as live updates too would
+                // double the work on both sides (a million keys learned while the peer was
+                // away). Changes from here on are dirty again.
+                self.dirty_by_key.clear();
+                self.dirty_by_seq.clear();
+                self.prune_at = MIN_PRUNE_AT;
                 self.sent_upto = self.acked;
                 conn.resync = Some(Resync {
                     keys: store.keys(),
@@ -819,10 +826,19 @@ impl Replicator {
         if interval.is_zero() {
             return None;
         }
-        // Bursts of at most 100 ms worth of records (and one batch), so the rate holds over
-        // any one-second window within one burst.
-        let burst = (u64::from(rate) / 10).clamp(1, self.cfg.max_batch as u64);
+        // Bursts of at most 50 ms worth of records, sent as several batches back to back,
+        // so the rate holds within 5% over any one-second window. Not one batch: at high
+        // rates a batch is less than a millisecond of records, and the driver's timers
+        // (millisecond resolution) would then cap the rate well below the configured one.
+        let burst = (u64::from(rate) / 20).max(1);
         Some((burst, interval))
+    }
+
+    /// Records worth waking up for: one batch (or what is left). Not the whole burst:
+    /// waiting until the bucket is full again after each burst would add the time spent
+    /// sending it to every period, halving the rate when sending is slow.
+    fn resync_want(&self, burst: u64, remaining: usize) -> u64 {
+        burst.min(self.cfg.max_batch as u64).min(remaining as u64)
     }
 
     fn resync_ready_at(&self, r: &Resync) -> Duration {
@@ -832,7 +848,7 @@ impl Replicator {
         let Some((burst, interval)) = self.pacing() else {
             return Duration::ZERO;
         };
-        let want = burst.min((r.keys.len() - r.pos) as u64);
+        let want = self.resync_want(burst, r.keys.len() - r.pos);
         // GCRA: `want` records may go once now ≥ tat - (burst - want) × interval.
         r.tat.saturating_sub(interval * (burst - want) as u32)
     }
@@ -844,7 +860,7 @@ impl Replicator {
         let Some((burst, interval)) = self.pacing() else {
             return cap;
         };
-        let want = burst.min(remaining as u64);
+        let want = self.resync_want(burst, remaining);
         if now < self.resync_ready_at(r) {
             return 0;
         }
