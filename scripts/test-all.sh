@@ -27,6 +27,12 @@ step "systemd units"
 step "unit and integration tests (shared, vrrpd, lbd)"
 cargo test -p shared -p vrrpd -p lbd --no-fail-fast
 
+# The peer-link benchmark, small and in a debug build: not for its figures (BENCHMARKS.md has
+# those, from scripts/bench-sync.sh), but so it keeps working. It fails if an update never
+# reaches the other node or their digests never match.
+step "peer-link benchmark smoke run"
+cargo run -q -p lbd --example sync_bench -- --seconds 2 --rate 2000 --resync-entries 20000
+
 # Real daemons, real time, one test at a time. A timing test that fails is run once more:
 # nextest then reports it as FLAKY (visible below), and a test that fails twice fails CI.
 step "network-namespace suites (root, serial)"
