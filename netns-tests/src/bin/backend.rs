@@ -1,7 +1,12 @@
-//! A tiny HTTP/1.1 backend for the pair scenarios: `backend NAME ADDR:PORT`.
+//! A tiny HTTP/1.1 backend for the pair scenarios:
+//! `backend NAME ADDR:PORT [--session-cookie COOKIE]`.
 //!
 //! Every request gets `200 OK` with `x-backend: NAME` and the body `NAME\n`, on a
 //! keep-alive connection (closed only when the client asks, or after an idle minute).
+//! With `--session-cookie COOKIE` it behaves like an application server with sessions
+//! (`JSESSIONID`): a request that doesn't carry `COOKIE` gets a new session,
+//! `Set-Cookie: COOKIE=NAME.<boot>.<n>; Path=/`, unique across backends and restarts, which
+//! is what lbd's sticky *learn* mode maps to this backend.
 //! One thread per connection: the proxy keeps a handful of pooled connections open, so
 //! that is a few threads, and plain std keeps this binary free of any runtime that could
 //! itself be the cause of a measured gap.
@@ -12,19 +17,49 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest request head accepted, so a broken client can't make us buffer without bound.
 const MAX_HEAD: usize = 16 * 1024;
 const IDLE: Duration = Duration::from_secs(60);
 
+/// What every connection's thread shares.
+struct App {
+    name: String,
+    /// `--session-cookie`: the session cookie's name, if sessions are on.
+    session_cookie: Option<String>,
+    /// Distinguishes this run's sessions from an earlier run's (a restarted backend).
+    boot: u64,
+    next_session: AtomicU64,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(name), Some(addr)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: backend NAME ADDR:PORT");
+        eprintln!("usage: backend NAME ADDR:PORT [--session-cookie COOKIE]");
         std::process::exit(2);
     };
+    let session_cookie = match args.get(2..).unwrap_or_default() {
+        [] => None,
+        [flag, cookie] if flag == "--session-cookie" && valid_token(cookie) => Some(cookie.clone()),
+        rest => {
+            eprintln!("backend: bad options {rest:?}: usage: backend NAME ADDR:PORT [--session-cookie COOKIE]");
+            std::process::exit(2);
+        }
+    };
+    let boot = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let app = Arc::new(App {
+        name: name.clone(),
+        session_cookie,
+        boot,
+        next_session: AtomicU64::new(1),
+    });
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -43,9 +78,9 @@ fn main() {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                let name = name.clone();
+                let app = Arc::clone(&app);
                 // A connection's failure ends only that connection.
-                let _ = thread::Builder::new().spawn(move || serve(stream, &name));
+                let _ = thread::Builder::new().spawn(move || serve(stream, &app));
             }
             Err(e) => {
                 eprintln!("backend: accept: {e}");
@@ -56,7 +91,8 @@ fn main() {
 }
 
 /// Serves requests on one connection until the client closes it or asks to.
-fn serve(stream: TcpStream, name: &str) {
+fn serve(stream: TcpStream, app: &App) {
+    let name = app.name.as_str();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(IDLE));
     let Ok(mut writer) = stream.try_clone() else {
@@ -82,9 +118,21 @@ fn serve(stream: TcpStream, name: &str) {
             .map(|v| v.eq_ignore_ascii_case("close"))
             .unwrap_or(false)
             || head.lines().next().is_some_and(|l| l.ends_with("HTTP/1.0"));
+        let set_cookie = app
+            .session_cookie
+            .as_deref()
+            .filter(|c| !has_cookie(&head, c))
+            .map(|c| {
+                let n = app.next_session.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "set-cookie: {c}={name}.{}.{n}; Path=/; HttpOnly\r\n",
+                    app.boot
+                )
+            })
+            .unwrap_or_default();
         let response = format!(
             "HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-type: text/plain\r\n\
-             content-length: {}\r\n{}\r\n{body}",
+             content-length: {}\r\n{set_cookie}{}\r\n{body}",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );
@@ -120,4 +168,21 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// Whether the request carries cookie `name` (in any of its `Cookie` headers).
+fn has_cookie(head: &str, name: &str) -> bool {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, v)| v.split(';'))
+        .any(|pair| pair.split_once('=').is_some_and(|(k, _)| k.trim() == name))
+}
+
+/// A cookie name we can put in a header unquoted (RFC 6265 token, conservatively).
+fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

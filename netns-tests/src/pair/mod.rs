@@ -22,10 +22,13 @@
 //! - [`load`]       the load client's records and the outage figures.
 //! - [`report`]     the Markdown table and the SVG timeline under `target/netns-report/`.
 //! - [`scenario`]   load, fault, wait, figures: the shape every scenario shares.
+//! - [`softstate`]  issue 5: sticky sessions, rate limits and the peer link (`[peer]` on
+//!   `peer0`), off unless [`PairConfig::softstate`] is set; HTTP from inside a namespace.
 
 pub mod load;
 pub mod report;
 pub mod scenario;
+pub mod softstate;
 pub mod supervisor;
 
 use std::net::Ipv4Addr;
@@ -42,6 +45,7 @@ use crate::topology::{write_file, ProcId};
 use crate::vrrp::{master_down_interval, vrrpd_bin};
 use crate::wait;
 use load::LoadRun;
+use softstate::SoftStateOpts;
 use supervisor::Supervisor;
 
 /// The backends' port.
@@ -73,6 +77,9 @@ pub struct PairConfig {
     pub preempt_delay_ms: u64,
     /// vrrpd `[lbd] heartbeat_timeout_ms`.
     pub heartbeat_timeout_ms: u64,
+    /// Issue 5's sticky sessions, rate limits and peer link. `None`: none of it, lbd's
+    /// config exactly as issue 4's scenarios had it.
+    pub softstate: Option<SoftStateOpts>,
 }
 
 impl PairConfig {
@@ -92,6 +99,7 @@ impl PairConfig {
             // seen at once anyway (its socket closes), which is what the lbd-crash
             // scenarios measure.
             heartbeat_timeout_ms: 800,
+            softstate: None,
         }
     }
 
@@ -199,7 +207,13 @@ impl PairTopology {
         let subnet = lan.vip(0).octets()[2];
         let br = lan.bridge_ns.clone();
 
-        // Backends on the LAN.
+        // Backends on the LAN; in sticky learn mode they hand out sessions to learn.
+        let session_args: Vec<String> = match &cfg.softstate {
+            Some(s) if s.backends_set_sessions() => {
+                vec!["--session-cookie".into(), softstate::SESSION_COOKIE.into()]
+            }
+            _ => Vec::new(),
+        };
         let mut backends = Vec::new();
         for n in 1..=3u8 {
             let ns = lan.topo.add_namespace(&format!("be{n}"))?;
@@ -217,16 +231,16 @@ impl PairTopology {
                 LAN_IF,
             ])?;
             let listen = format!("{addr}:{BACKEND_PORT}");
-            lan.topo.spawn(
-                &ns,
-                &format!("backend{n}"),
-                &backend,
-                &[&format!("be{n}"), &listen],
-            )?;
+            let name = format!("be{n}");
+            let mut args = vec![name.as_str(), listen.as_str()];
+            args.extend(session_args.iter().map(String::as_str));
+            lan.topo
+                .spawn(&ns, &format!("backend{n}"), &backend, &args)?;
             backends.push(addr);
         }
 
-        // The peer link: a veth straight between A and B, for state sync later.
+        // The peer link: a veth straight between A and B; lbd replicates soft state over it
+        // when `cfg.softstate` sets `[peer]`.
         let ns_a = lan.node(NodeId::A).ns.clone();
         let ns_b = lan.node(NodeId::B).ns.clone();
         cmd::ip(&[
@@ -239,6 +253,9 @@ impl PairTopology {
             cmd::ip(&["-n", ns, "link", "set", "peer0", "up"])?;
         }
 
+        if cfg.softstate.is_some() {
+            softstate::write_secrets(lan.topo.dir())?;
+        }
         let started = Instant::now();
         let a = start_node(&mut lan, &cfg, NodeId::A, &vrrpd, &lbd, &backends)?;
         let b = start_node(&mut lan, &cfg, NodeId::B, &vrrpd, &lbd, &backends)?;
@@ -689,7 +706,8 @@ pub fn lbd_toml(
     let mut t = format!(
         "default_pool = \"app\"\n\n[global]\nlog_format = \"plain\"\nlog_level = \"info\"\n\
          admin = \"127.0.0.1:9100\"\naccess_log = \"off\"\ndrain_timeout_ms = 2000\n\
-         node_name = \"{r}\"\n\n[headers]\nvia_name = \"{r}\"\n\n"
+         node_name = \"{r}\"\n{}\n[headers]\nvia_name = \"{r}\"\n\n",
+        softstate::lbd_toml_global(lan, cfg)
     );
     if cfg.coupled {
         t.push_str(&format!(
@@ -710,16 +728,19 @@ pub fn lbd_toml(
             "[[listener]]\nname = \"any\"\naddress = \"0.0.0.0:{VIP_PORT}\"\n\n"
         ));
     }
+    t.push_str(&softstate::lbd_toml_listeners(lan, cfg, id));
     t.push_str(
         "[[pool]]\nname = \"app\"\nalgorithm = \"round_robin\"\n\n[pool.health]\nkind = \"http\"\n\
          path = \"/\"\ninterval_ms = 300\ntimeout_ms = 250\nrise = 1\nfall = 3\n\n",
     );
+    t.push_str(&softstate::lbd_toml_pool(cfg));
     for (n, b) in backends.iter().enumerate() {
         t.push_str(&format!(
             "[[pool.backend]]\nname = \"be{}\"\naddress = \"{b}:{BACKEND_PORT}\"\n\n",
             n + 1
         ));
     }
+    t.push_str(&softstate::lbd_toml_tail(lan, cfg, id));
     t
 }
 
