@@ -86,3 +86,44 @@ fn check_config_exit_codes_and_messages() {
         .expect("run lbd");
     assert!(!missing.status.success());
 }
+
+/// The node configs carry `[peer]` commented out (the key can't ship in the repo); once
+/// uncommented with a real key, as their comments tell operators to do, they must load, and
+/// the two nodes must name each other.
+#[test]
+fn node_configs_peer_blocks_load_once_uncommented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("peer.key");
+    std::fs::write(&key, "ab".repeat(32)).expect("write key");
+    let mut ids = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let text = std::fs::read_to_string(configs_dir().join(node).join("lbd.toml"))
+            .expect("node config");
+        let mut in_block = false;
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            if line == "# [peer]" {
+                in_block = true;
+            } else if in_block && !line.starts_with('#') {
+                in_block = false;
+            }
+            let line = if in_block && !line.starts_with("# #") {
+                line.trim_start_matches("# ")
+            } else {
+                line
+            };
+            uncommented.push_str(line);
+            uncommented.push('\n');
+        }
+        let uncommented = uncommented.replace("/etc/lbpair/peer.key", &key.display().to_string());
+        let path = dir.path().join(format!("{node}.toml"));
+        std::fs::write(&path, uncommented).expect("write config");
+        let cfg = LbConfig::load(&path).unwrap_or_else(|e| panic!("{node}: {e}"));
+        let peer = cfg
+            .peer
+            .unwrap_or_else(|| panic!("{node}: no [peer] after uncommenting"));
+        ids.push((peer.node_id.clone(), peer.peer_node_id.clone()));
+    }
+    assert_eq!(ids[0].0, ids[1].1, "node B's peer is node A");
+    assert_eq!(ids[1].0, ids[0].1, "node A's peer is node B");
+}
