@@ -291,6 +291,23 @@ async fn a_node_is_cold_until_the_peer_is_reached_then_warm() {
     assert_eq!(digest(a.admin).await, digest(b.admin).await);
     let p = peer_status(a.admin).await;
     assert_eq!(p["ready_condition"]["ok"], true, "{p}");
+
+    // What an operator sees: `lbd status` names the link, its state and its traffic.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(["status", "--admin", &a.admin.to_string()])
+        .output()
+        .expect("run lbd status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "lbd status failed: {text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("peer: "))
+        .unwrap_or_else(|| panic!("no peer line in:\n{text}"));
+    assert!(
+        line.contains("connected as") && line.contains("WARM"),
+        "{text}"
+    );
+    assert!(text.contains("resyncs"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
