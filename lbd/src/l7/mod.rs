@@ -4,6 +4,8 @@
 //!   hides (Content-Length with Transfer-Encoding, duplicate Content-Length) (sans-IO + wrapper).
 //! - [`router`] ordered host/path/header/method rules mapping a request to a backend pool.
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
+//! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
+//!   connection, release the backend and the gate, count, access log).
 //! - [`headers`] hop-by-hop stripping and forwarding headers (pure).
 //! - [`retry`]   retry budget and idempotency rules (pure).
 //! - [`sticky`]  sticky sessions: the signed insert-mode cookie, the learn-mode cookie and
@@ -11,6 +13,7 @@
 //! - [`ratelimit`] which `[[rate_limit]]` tables apply to a request and its key for each; the
 //!   buckets are [`crate::softstate`].
 
+pub mod body;
 pub mod framing;
 pub mod headers;
 pub mod proxy;

@@ -36,37 +36,34 @@
 //! stops.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::access_log::{now_rfc3339, Record};
-use crate::config::{PoolConfig, StickyMode};
+pub use super::body::ProxyBody;
+use super::body::{Finish, Inner, LogInfo};
+use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::ratelimit::{retry_after_secs, Denied, RequestKeys};
 use crate::l7::retry::is_idempotent;
-use crate::l7::sticky::{set_cookie_value, RequestPin, StickyRt};
-use crate::listener::{ActiveRequest, ConnCtx};
-use crate::metrics::{inc, status_class};
+use crate::l7::sticky::RequestPin;
+use crate::listener::ConnCtx;
+use crate::metrics::inc;
 use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
-use crate::softstate::SoftState;
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
-use crate::vrrp::gate::GateGuard;
 
 /// The hyper service: never fails; every error becomes a short response.
 pub async fn handle(
@@ -117,7 +114,7 @@ pub async fn handle(
             if let (Some(p), Some(served)) = (sticky_pool, meta.backend_index) {
                 if let Some(st) = &p.sticky {
                     let pin = meta.pin.as_ref();
-                    sticky_response(st, p.name(), pin, served, &mut parts.headers, &shared.soft);
+                    st.on_response(p.name(), pin, served, &mut parts.headers, &shared.soft);
                 }
             }
             let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
@@ -244,57 +241,6 @@ impl From<ProxyError> for Local {
     }
 }
 
-/// The request's pin: insert mode checks the cookie's MAC, learn mode asks the table.
-fn request_pin(st: &StickyRt, pool: &str, headers: &HeaderMap, soft: &SoftState) -> RequestPin {
-    match st.mode {
-        StickyMode::Insert => RequestPin {
-            target: st.insert_target(pool, headers),
-            learn_value: None,
-        },
-        StickyMode::Learn => match st.learn_value(headers) {
-            None => RequestPin::default(),
-            Some(value) => RequestPin {
-                target: soft
-                    .sticky_lookup(pool, value, clock())
-                    .and_then(|addr| st.backend_of(&addr)),
-                learn_value: Some(value.to_vec()),
-            },
-        },
-    }
-}
-
-/// Re-pin on the response from backend `served`: insert mode adds lbd's cookie unless the
-/// request already had a valid one for this backend; learn mode records a session cookie the
-/// backend set, else the one the request carried (a new session, a re-pin after its backend
-/// went away, or a refresh of the entry's TTL).
-fn sticky_response(
-    st: &StickyRt,
-    pool: &str,
-    pin: Option<&RequestPin>,
-    served: usize,
-    headers: &mut HeaderMap,
-    soft: &SoftState,
-) {
-    match st.mode {
-        StickyMode::Insert => {
-            let empty = RequestPin::default();
-            if let Some(v) = st.insert_set_cookie(pin.unwrap_or(&empty), served) {
-                headers.append(header::SET_COOKIE, v.clone());
-            }
-        }
-        StickyMode::Learn => {
-            let Some(addr) = st.addr_of(served) else {
-                return;
-            };
-            let value = set_cookie_value(headers, &st.cookie)
-                .or_else(|| pin.and_then(|p| p.learn_value.as_deref()));
-            if let Some(value) = value {
-                soft.sticky_learn(pool, value, addr, st.ttl, clock());
-            }
-        }
-    }
-}
-
 /// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
 /// stays open.
 fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
@@ -310,12 +256,6 @@ fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
         HeaderValue::from(retry_after_secs(denied.retry_after)),
     );
     resp
-}
-
-struct LogInfo {
-    started: Instant,
-    method: String,
-    path: String,
 }
 
 /// A backend's answer plus what must live as long as its body.
@@ -507,7 +447,7 @@ async fn forward(
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
     if let Some(st) = &pool.sticky {
-        meta.pin = Some(request_pin(st, pool.name(), &parts.headers, &shared.soft));
+        meta.pin = Some(st.request_pin(pool.name(), &parts.headers, &shared.soft));
     }
 
     // The router matched the URI authority when there is one (absolute-form, HTTP/2), so
@@ -755,131 +695,5 @@ async fn forward(
                 return Err(Local::from(ProxyError::new(ErrorKind::ResponseTimeout)));
             }
         }
-    }
-}
-
-/// What to do when a response body ends: pool the connection, release the backend, count,
-/// and log.
-struct Finish {
-    shared: Arc<Shared>,
-    /// Keeps the request's snapshot alive until the body ends.
-    rt: Arc<Runtime>,
-    active: ActiveRequest,
-    status: u16,
-    bytes: u64,
-    upstream: Option<(Sender, Arc<ConnPool>)>,
-    lease: Option<Lease>,
-    log: Option<LogInfo>,
-    pool: Option<usize>,
-    backend: Option<SocketAddr>,
-    error: &'static str,
-    /// The VIP listener's gate: the request counts as in flight for a drain until the body
-    /// ends.
-    gate: Option<GateGuard>,
-}
-
-impl Finish {
-    fn run(self, complete: bool) {
-        if complete {
-            if let Some((tx, pool)) = self.upstream {
-                pool.checkin(tx);
-            }
-        }
-        drop(self.lease);
-        let conn_peer = self.active.conn().peer;
-        drop(self.active);
-        drop(self.gate);
-        inc(&self.shared.stats.responses[status_class(self.status)]);
-        if let Some(log) = self.log {
-            self.rt.access_log.write(&Record {
-                time: now_rfc3339(),
-                client: conn_peer,
-                method: log.method,
-                path: log.path,
-                status: self.status,
-                bytes: self.bytes,
-                pool: self
-                    .pool
-                    .and_then(|i| self.rt.pools.get(i))
-                    .map_or_else(|| "-".to_string(), |p| p.name().to_string()),
-                backend: self
-                    .backend
-                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
-                duration_ms: log.started.elapsed().as_secs_f64() * 1000.0,
-                error: self.error,
-            });
-        }
-    }
-}
-
-enum Inner {
-    Upstream(Incoming),
-    Local(Option<Bytes>),
-}
-
-/// The response body sent to the client: the backend's body streamed through, or a local
-/// one; runs `Finish` exactly once (end of stream, error, or drop).
-pub struct ProxyBody {
-    inner: Inner,
-    fin: Option<Finish>,
-}
-
-impl ProxyBody {
-    fn finish(&mut self, complete: bool) {
-        if let Some(fin) = self.fin.take() {
-            fin.run(complete);
-        }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let res = match &mut this.inner {
-            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
-            Inner::Local(b) => b.take().map(|d| Ok(Frame::data(d))),
-        };
-        match &res {
-            Some(Ok(frame)) => {
-                if let (Some(d), Some(fin)) = (frame.data_ref(), this.fin.as_mut()) {
-                    fin.bytes += d.len() as u64;
-                }
-                if this.is_end_stream() {
-                    this.finish(true);
-                }
-            }
-            Some(Err(_)) => this.finish(false),
-            None => this.finish(true),
-        }
-        Poll::Ready(res)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
-            Inner::Local(b) => b.as_ref().is_none_or(Bytes::is_empty),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
-            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        // hyper drops a body without polling it when `is_end_stream` says it is empty
-        // (HEAD, 204, 304); otherwise a drop before the end means the client went away.
-        let complete = self.is_end_stream();
-        self.finish(complete);
     }
 }

@@ -37,6 +37,8 @@ use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
 use crate::config::{StickyConfig, StickyMode};
+use crate::server::clock;
+use crate::softstate::SoftState;
 use crate::upstream::backend::Backend;
 use crate::upstream::balance::{find_cookie, hash};
 
@@ -47,7 +49,7 @@ const TOKEN_LEN: usize = 8;
 /// Bytes of the truncated MAC: 128 bits, beyond guessing even at line rate.
 const MAC_LEN: usize = 16;
 const RAW_LEN: usize = TOKEN_LEN + MAC_LEN;
-/// base64url without padding of [`RAW_LEN`] bytes.
+/// Length of the cookie value: base64url, without padding, of the token and the MAC (24 bytes).
 pub const VALUE_LEN: usize = RAW_LEN / 3 * 4;
 /// Separates backend tokens from every other use of [`hash::stable_hash`].
 const SEED_STICKY: u64 = 0x6c62_7374_6963_0003;
@@ -240,6 +242,57 @@ impl StickyRt {
             return None;
         }
         self.set_cookie.get(served).filter(|v| !v.is_empty())
+    }
+
+    /// The request's pin: insert mode checks the cookie's MAC, learn mode asks the table.
+    pub fn request_pin(&self, pool: &str, headers: &HeaderMap, soft: &SoftState) -> RequestPin {
+        match self.mode {
+            StickyMode::Insert => RequestPin {
+                target: self.insert_target(pool, headers),
+                learn_value: None,
+            },
+            StickyMode::Learn => match self.learn_value(headers) {
+                None => RequestPin::default(),
+                Some(value) => RequestPin {
+                    target: soft
+                        .sticky_lookup(pool, value, clock())
+                        .and_then(|addr| self.backend_of(&addr)),
+                    learn_value: Some(value.to_vec()),
+                },
+            },
+        }
+    }
+
+    /// Re-pin on the response from backend `served`: insert mode adds lbd's cookie unless the
+    /// request already had a valid one for this backend; learn mode records a session cookie the
+    /// backend set, else the one the request carried (a new session, a re-pin after its backend
+    /// went away, or a refresh of the entry's TTL).
+    pub fn on_response(
+        &self,
+        pool: &str,
+        pin: Option<&RequestPin>,
+        served: usize,
+        headers: &mut HeaderMap,
+        soft: &SoftState,
+    ) {
+        match self.mode {
+            StickyMode::Insert => {
+                let empty = RequestPin::default();
+                if let Some(v) = self.insert_set_cookie(pin.unwrap_or(&empty), served) {
+                    headers.append(SET_COOKIE, v.clone());
+                }
+            }
+            StickyMode::Learn => {
+                let Some(addr) = self.addr_of(served) else {
+                    return;
+                };
+                let value = set_cookie_value(headers, &self.cookie)
+                    .or_else(|| pin.and_then(|p| p.learn_value.as_deref()));
+                if let Some(value) = value {
+                    soft.sticky_learn(pool, value, addr, self.ttl, clock());
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,157 @@
+//! The response body lbd hands to hyper, and what runs when it ends.
+//!
+//! [`ProxyBody`] streams the backend's body through (or carries a local answer: an error, a
+//! 429) and runs `Finish` exactly once: at the end of the stream, on an error, or when
+//! hyper drops it. `Finish` is where a request's resources are given back: the upstream
+//! connection goes back to the pool only after a complete body, the backend lease and the
+//! VIP listener's gate are released, and the response is counted and logged.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Instant;
+
+use super::proxy::Lease;
+use crate::access_log::{now_rfc3339, Record};
+use crate::listener::ActiveRequest;
+use crate::metrics::{inc, status_class};
+use crate::server::{Runtime, Shared};
+use crate::upstream::pool::{ConnPool, Sender};
+use crate::vrrp::gate::GateGuard;
+
+/// What the access log needs from the request (only when the log is on).
+pub(super) struct LogInfo {
+    pub(super) started: Instant,
+    pub(super) method: String,
+    pub(super) path: String,
+}
+
+/// What to do when a response body ends: pool the connection, release the backend, count,
+/// and log.
+pub(super) struct Finish {
+    pub(super) shared: Arc<Shared>,
+    /// Keeps the request's snapshot alive until the body ends.
+    pub(super) rt: Arc<Runtime>,
+    pub(super) active: ActiveRequest,
+    pub(super) status: u16,
+    pub(super) bytes: u64,
+    pub(super) upstream: Option<(Sender, Arc<ConnPool>)>,
+    pub(super) lease: Option<Lease>,
+    pub(super) log: Option<LogInfo>,
+    pub(super) pool: Option<usize>,
+    pub(super) backend: Option<SocketAddr>,
+    pub(super) error: &'static str,
+    /// The VIP listener's gate: the request counts as in flight for a drain until the body
+    /// ends.
+    pub(super) gate: Option<GateGuard>,
+}
+
+impl Finish {
+    pub(super) fn run(self, complete: bool) {
+        if complete {
+            if let Some((tx, pool)) = self.upstream {
+                pool.checkin(tx);
+            }
+        }
+        drop(self.lease);
+        let conn_peer = self.active.conn().peer;
+        drop(self.active);
+        drop(self.gate);
+        inc(&self.shared.stats.responses[status_class(self.status)]);
+        if let Some(log) = self.log {
+            self.rt.access_log.write(&Record {
+                time: now_rfc3339(),
+                client: conn_peer,
+                method: log.method,
+                path: log.path,
+                status: self.status,
+                bytes: self.bytes,
+                pool: self
+                    .pool
+                    .and_then(|i| self.rt.pools.get(i))
+                    .map_or_else(|| "-".to_string(), |p| p.name().to_string()),
+                backend: self
+                    .backend
+                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
+                duration_ms: log.started.elapsed().as_secs_f64() * 1000.0,
+                error: self.error,
+            });
+        }
+    }
+}
+
+pub(super) enum Inner {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+/// The response body sent to the client: the backend's body streamed through, or a local
+/// one; runs `Finish` exactly once (end of stream, error, or drop).
+pub struct ProxyBody {
+    pub(super) inner: Inner,
+    pub(super) fin: Option<Finish>,
+}
+
+impl ProxyBody {
+    fn finish(&mut self, complete: bool) {
+        if let Some(fin) = self.fin.take() {
+            fin.run(complete);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = match &mut this.inner {
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Inner::Local(b) => b.take().map(|d| Ok(Frame::data(d))),
+        };
+        match &res {
+            Some(Ok(frame)) => {
+                if let (Some(d), Some(fin)) = (frame.data_ref(), this.fin.as_mut()) {
+                    fin.bytes += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Some(Err(_)) => this.finish(false),
+            None => this.finish(true),
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper drops a body without polling it when `is_end_stream` says it is empty
+        // (HEAD, 204, 304); otherwise a drop before the end means the client went away.
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}
