@@ -4,10 +4,12 @@
 //! Layout:
 //! - this file: the seam every side agrees on: [`Table`], [`Record`], [`RecordKey`], [`Digest`]
 //!   and the [`ReplicaStore`] trait that lbd's soft-state store implements.
-//! - `frame`: the versioned, length-checked, MAC'd frame codec (owner: peer-wire).
-//! - `auth`: pre-shared-key session keys, per-frame MAC and replay protection (owner: peer-wire).
-//! - `replicator`: the sans-IO protocol (HELLO, full resync, ACK, RESUME, dirty set)
-//!   (owner: peer-wire).
+//! - [`frame`]: the versioned, length-checked, MAC'd frame codec.
+//! - [`auth`]: pre-shared-key session keys, per-frame MAC and replay protection.
+//! - [`replicator`]: the sans-IO protocol (HELLO, full resync, ACK, RESUME, phases), driven by
+//!   `handle_*(now)` / `poll_*()`; its config, errors and status types are in
+//!   `replicator/types.rs`.
+//! - `dirty`: the sender's coalescing dirty set (one pending entry per key, bounded).
 //!
 //! The frame codec treats a record's key and value as opaque bytes: each table's codec lives
 //! beside the table in lbd (`lbd::softstate`), so adding a table never changes the frame format.
@@ -17,6 +19,7 @@
 use std::time::Duration;
 
 pub mod auth;
+mod dirty;
 pub mod frame;
 pub mod replicator;
 

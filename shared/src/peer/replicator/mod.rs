@@ -28,7 +28,7 @@
 //!
 //! # The sequence space and the dirty set
 //!
-//! Each local change gets a per-boot sequence number (`next_seq`, from 1). The dirty set
+//! Each local change gets a per-boot sequence number (from 1). The dirty set (`dirty.rs`)
 //! holds at most one entry per key (key → latest seq, and seq → key), so its size is bounded
 //! by the store's distinct keys however long the peer is away (keys that left the store
 //! are pruned from it in amortised passes). Entries are sent in seq order
@@ -48,211 +48,19 @@
 //! (or when the driver calls [`Replicator::mark_warm_without_peer`]). Warm never goes back:
 //! a warm node that receives a resync from a restarted peer is still warm.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::auth::{self, AuthError, HelloPolicy, MacKey, Psk, Role, Session};
+use super::auth::{self, HelloPolicy, MacKey, Psk, Role, Session};
+use super::dirty::DirtySet;
 use super::frame::{
-    self, Frame, FrameError, Hello, Kind, Resume, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN,
-    SEQ_RESYNC, UPDATE_OVERHEAD,
+    self, Frame, Hello, Kind, Resume, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN, SEQ_RESYNC,
+    UPDATE_OVERHEAD,
 };
 use super::{Digest, RecordKey, ReplicaStore};
 
-/// Full resync pace when the config does not say (records per second): 1M entries in 4 s,
-/// inside the 5 s target with room for the link.
-pub const DEFAULT_RESYNC_RATE_PER_S: u32 = 250_000;
-/// Records per UPDATE frame at most.
-pub const DEFAULT_MAX_BATCH: usize = 512;
-/// How long an ACK may wait to be coalesced with later updates.
-pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(5);
-/// A PING is sent after this long without sending anything.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
-/// Dirty-set size below which no pruning pass runs (see `Replicator::prune_dirty`).
-pub const MIN_PRUNE_AT: usize = 1024;
-/// The connection is declared dead after this long without receiving anything.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the HELLO exchange and key confirmation may take.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The replicator's configuration (lbd builds it from `[peer]`).
-#[derive(Clone)]
-pub struct ReplicatorConfig {
-    pub cluster_id: String,
-    pub node_id: String,
-    /// The only node id accepted from the peer.
-    pub peer_node_id: String,
-    /// The pre-shared key (≥ [`auth::MIN_PSK_LEN`] bytes).
-    pub psk: Vec<u8>,
-    /// Random per process start: tells the peer we restarted (and lost our sequence space).
-    pub boot_id: u64,
-    /// Carried in HELLO for the operator (e.g. a config generation); not interpreted.
-    pub epoch: u64,
-    /// Hash of the tables' encodings: two nodes whose records differ in meaning refuse each
-    /// other instead of merging garbage.
-    pub schema_hash: u64,
-    /// Full-resync records per second (0: unpaced).
-    pub resync_rate_per_s: u32,
-    /// Records per UPDATE at most (≥ 1).
-    pub max_batch: usize,
-    pub ack_delay: Duration,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    pub handshake_timeout: Duration,
-}
-
-impl ReplicatorConfig {
-    /// A config with the documented defaults for everything but identity and key.
-    pub fn new(
-        cluster_id: impl Into<String>,
-        node_id: impl Into<String>,
-        peer_node_id: impl Into<String>,
-        psk: Vec<u8>,
-        boot_id: u64,
-    ) -> ReplicatorConfig {
-        ReplicatorConfig {
-            cluster_id: cluster_id.into(),
-            node_id: node_id.into(),
-            peer_node_id: peer_node_id.into(),
-            psk,
-            boot_id,
-            epoch: 0,
-            schema_hash: 0,
-            resync_rate_per_s: DEFAULT_RESYNC_RATE_PER_S,
-            max_batch: DEFAULT_MAX_BATCH,
-            ack_delay: DEFAULT_ACK_DELAY,
-            ping_interval: DEFAULT_PING_INTERVAL,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl std::fmt::Debug for ReplicatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicatorConfig")
-            .field("cluster_id", &self.cluster_id)
-            .field("node_id", &self.node_id)
-            .field("peer_node_id", &self.peer_node_id)
-            .field("psk", &"<redacted>")
-            .field("boot_id", &self.boot_id)
-            .field("epoch", &self.epoch)
-            .field("schema_hash", &self.schema_hash)
-            .field("resync_rate_per_s", &self.resync_rate_per_s)
-            .field("max_batch", &self.max_batch)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A config the replicator cannot work with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error(transparent)]
-    Psk(AuthError),
-    #[error("{0} must not be empty")]
-    EmptyId(&'static str),
-    #[error("{field} is {len} bytes, at most {MAX_STRING_LEN} are allowed")]
-    IdTooLong { field: &'static str, len: usize },
-    #[error("node id and peer node id are both {0:?}")]
-    SameNode(String),
-    #[error("max_batch must be at least 1")]
-    ZeroBatch,
-}
-
-/// Why the connection must be closed. Nothing of the offending frame was applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    #[error("no connection")]
-    NotConnected,
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    #[error("peer rejected: {0}")]
-    Auth(#[from] AuthError),
-    #[error("{0} frame before the HELLO exchange")]
-    BeforeHello(Kind),
-    #[error("second HELLO on one connection")]
-    DuplicateHello,
-    #[error("peer acknowledged seq {ack}, but we only sent up to {sent}")]
-    AckBeyondSent { ack: u64, sent: u64 },
-    #[error("SYNC_DONE without SYNC_START")]
-    UnexpectedSyncDone,
-    #[error("handshake not completed within {0:?}")]
-    HandshakeTimeout(Duration),
-    #[error("nothing received from the peer for {0:?}")]
-    PeerTimeout(Duration),
-    #[error("peer closed the connection: {0}")]
-    PeerClosed(String),
-}
-
-impl ProtocolError {
-    /// A stable label for metrics.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ProtocolError::NotConnected => "not_connected",
-            ProtocolError::Frame(e) => e.as_str(),
-            ProtocolError::Auth(e) => e.as_str(),
-            ProtocolError::BeforeHello(_) => "before_hello",
-            ProtocolError::DuplicateHello => "duplicate_hello",
-            ProtocolError::AckBeyondSent { .. } => "ack_beyond_sent",
-            ProtocolError::UnexpectedSyncDone => "unexpected_sync_done",
-            ProtocolError::HandshakeTimeout(_) => "handshake_timeout",
-            ProtocolError::PeerTimeout(_) => "peer_timeout",
-            ProtocolError::PeerClosed(_) => "peer_closed",
-        }
-    }
-}
-
-/// This node's own readiness, as reported to vrrpd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    Cold,
-    Learning,
-    Warm,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Cold => "cold",
-            Phase::Learning => "learning",
-            Phase::Warm => "warm",
-        }
-    }
-}
-
-/// A snapshot for `/status`, `lbd status` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicatorStatus {
-    pub phase: Phase,
-    /// HELLOs exchanged and the peer proved the session key.
-    pub connected: bool,
-    pub peer_node_id: String,
-    /// Boot id of the peer we last had a session with.
-    pub peer_boot_id: Option<u64>,
-    pub peer_epoch: Option<u64>,
-    /// Highest seq of ours sent to the peer.
-    pub seq_sent: u64,
-    /// Highest seq of ours the peer acknowledged.
-    pub seq_acked: u64,
-    /// Keys with a change the peer has not acknowledged yet.
-    pub dirty_len: usize,
-    pub entries_sent: u64,
-    pub entries_received: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    /// Full resyncs we started towards the peer.
-    pub resyncs: u64,
-    /// Full resyncs we completed receiving from the peer.
-    pub resyncs_received: u64,
-    /// Reconnects where we resumed our stream instead of a full resync.
-    pub resumes: u64,
-    /// Peer records our store refused to merge (dropped).
-    pub merge_errors: u64,
-    /// What the peer's last SYNC_DONE said.
-    pub peer_sync_digest: Option<Digest>,
-    pub last_error: Option<String>,
-    /// Age of the oldest dirty entry not yet acknowledged.
-    pub lag: Option<Duration>,
-}
+mod types;
+pub use types::*;
 
 /// A full resync in progress towards the peer.
 #[derive(Debug)]
@@ -293,13 +101,6 @@ enum Link {
     Up(Box<Conn>),
 }
 
-#[derive(Debug)]
-struct DirtyEntry {
-    key: RecordKey,
-    /// When this change was noted (for the lag).
-    since: Duration,
-}
-
 /// One node's side of the peer link protocol. See the module docs.
 #[derive(Debug)]
 pub struct Replicator {
@@ -312,16 +113,8 @@ pub struct Replicator {
     outbox: VecDeque<Vec<u8>>,
     rxbuf: Vec<u8>,
 
-    // Our stream (sender side).
-    next_seq: u64,
-    dirty_by_key: HashMap<RecordKey, u64>,
-    dirty_by_seq: BTreeMap<u64, DirtyEntry>,
-    /// Dirty entries with seq ≤ this were sent on the current connection (or acked).
-    sent_upto: u64,
-    max_seq_sent: u64,
-    acked: u64,
-    /// Dirty-set size that triggers the next pruning pass.
-    prune_at: usize,
+    // Our stream (sender side): sequence numbers, what the peer still lacks.
+    dirty: DirtySet,
 
     // The peer's stream (receiver side).
     peer_boot: Option<u64>,
@@ -389,13 +182,7 @@ impl Replicator {
             link: Link::Down,
             outbox: VecDeque::new(),
             rxbuf: Vec::new(),
-            next_seq: 1,
-            dirty_by_key: HashMap::new(),
-            dirty_by_seq: BTreeMap::new(),
-            sent_upto: 0,
-            max_seq_sent: 0,
-            acked: 0,
-            prune_at: MIN_PRUNE_AT,
+            dirty: DirtySet::new(),
             peer_boot: None,
             peer_epoch: None,
             rx_seq: 0,
@@ -491,42 +278,14 @@ impl Replicator {
     /// number (an older pending entry of the same key is replaced, not added to).
     pub fn note_local_changes(&mut self, store: &mut impl ReplicaStore, now: Duration) {
         for key in store.take_changes() {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            if let Some(old) = self.dirty_by_key.insert(key.clone(), seq) {
-                self.dirty_by_seq.remove(&old);
-            }
-            self.dirty_by_seq
-                .insert(seq, DirtyEntry { key, since: now });
+            self.dirty.note(key, now);
         }
-        if self.dirty_by_key.len() > self.prune_at {
-            self.prune_dirty(store, now);
-        }
-    }
-
-    /// Drop dirty entries whose key the store no longer holds. Without this, keys that come
-    /// and go while the peer is away (a flood of distinct client IPs through an LRU rate
-    /// limiter) would grow the dirty set past the store's own bound. Run when the set has
-    /// doubled since the last pass, so the cost is amortised O(1) per change and the set
-    /// stays within about twice the store's live keys (plus [`MIN_PRUNE_AT`]).
-    fn prune_dirty(&mut self, store: &impl ReplicaStore, now: Duration) {
-        let gone: Vec<u64> = self
-            .dirty_by_seq
-            .iter()
-            .filter(|(_, e)| store.record(&e.key, now).is_none())
-            .map(|(&s, _)| s)
-            .collect();
-        for seq in gone {
-            if let Some(e) = self.dirty_by_seq.remove(&seq) {
-                self.dirty_by_key.remove(&e.key);
-            }
-        }
-        self.prune_at = (2 * self.dirty_by_key.len()).max(MIN_PRUNE_AT);
+        self.dirty.maybe_prune(store, now);
     }
 
     /// Keys with an unacknowledged change.
     pub fn dirty_len(&self) -> usize {
-        self.dirty_by_key.len()
+        self.dirty.len()
     }
 
     /// Feed bytes read from the connection. Complete frames are processed in order; an `Err`
@@ -646,20 +405,14 @@ impl Replicator {
         let resume = peer.resume.filter(|r| {
             same_peer_boot
                 && r.peer_boot_id == self.cfg.boot_id
-                && r.last_seq_received >= self.acked
-                && r.last_seq_received <= self.max_seq_sent
+                && r.last_seq_received >= self.dirty.acked()
+                && r.last_seq_received <= self.dirty.max_seq_sent()
         });
         match resume {
             Some(r) => {
                 self.stats.resumes += 1;
                 // Everything up to N arrived; what remains dirty above it is resent.
-                ack_dirty(
-                    &mut self.dirty_by_key,
-                    &mut self.dirty_by_seq,
-                    &mut self.acked,
-                    r.last_seq_received,
-                );
-                self.sent_upto = r.last_seq_received;
+                self.dirty.resume_from(r.last_seq_received);
             }
             None => {
                 self.stats.resyncs += 1;
@@ -667,10 +420,7 @@ impl Replicator {
                 // changes are covered by it, and sending them as live updates too would
                 // double the work on both sides (a million keys learned while the peer was
                 // away). Changes from here on are dirty again.
-                self.dirty_by_key.clear();
-                self.dirty_by_seq.clear();
-                self.prune_at = MIN_PRUNE_AT;
-                self.sent_upto = self.acked;
+                self.dirty.clear_for_resync();
                 conn.resync = Some(Resync {
                     keys: store.keys(),
                     pos: 0,
@@ -715,18 +465,13 @@ impl Replicator {
                 }
             }
             Frame::Ack { seq } => {
-                if seq > self.max_seq_sent {
+                if seq > self.dirty.max_seq_sent() {
                     return Err(ProtocolError::AckBeyondSent {
                         ack: seq,
-                        sent: self.max_seq_sent,
+                        sent: self.dirty.max_seq_sent(),
                     });
                 }
-                ack_dirty(
-                    &mut self.dirty_by_key,
-                    &mut self.dirty_by_seq,
-                    &mut self.acked,
-                    seq,
-                );
+                self.dirty.ack(seq);
             }
             Frame::SyncStart => {
                 self.in_resync_from_peer = true;
@@ -810,10 +555,7 @@ impl Replicator {
     }
 
     fn has_unsent_dirty(&self) -> bool {
-        self.dirty_by_seq
-            .range(self.sent_upto.saturating_add(1)..)
-            .next()
-            .is_some()
+        self.dirty.has_unsent()
     }
 
     /// Pacing: records per burst, and the interval one record costs.
@@ -954,8 +696,8 @@ impl Replicator {
         let mut records = Vec::new();
         let mut size = UPDATE_OVERHEAD;
         let mut gone = Vec::new();
-        let mut last = self.sent_upto;
-        for (&seq, entry) in self.dirty_by_seq.range(self.sent_upto.saturating_add(1)..) {
+        let mut last = 0;
+        for (seq, entry) in self.dirty.unsent() {
             if records.len() >= self.cfg.max_batch {
                 break;
             }
@@ -974,16 +716,12 @@ impl Replicator {
             }
             last = seq;
         }
-        self.sent_upto = last;
-        for seq in gone {
-            if let Some(e) = self.dirty_by_seq.remove(&seq) {
-                self.dirty_by_key.remove(&e.key);
-            }
-        }
+        self.dirty.mark_sent(last);
+        self.dirty.remove(&gone);
         if records.is_empty() {
             return None;
         }
-        self.max_seq_sent = self.max_seq_sent.max(last);
+        self.dirty.record_sent(last);
         self.stats.entries_sent += records.len() as u64;
         Some(Frame::Update { records })
     }
@@ -1054,9 +792,9 @@ impl Replicator {
             peer_node_id: self.cfg.peer_node_id.clone(),
             peer_boot_id: self.peer_boot,
             peer_epoch: self.peer_epoch,
-            seq_sent: self.max_seq_sent,
-            seq_acked: self.acked,
-            dirty_len: self.dirty_by_key.len(),
+            seq_sent: self.dirty.max_seq_sent(),
+            seq_acked: self.dirty.acked(),
+            dirty_len: self.dirty.len(),
             entries_sent: self.stats.entries_sent,
             entries_received: self.stats.entries_received,
             bytes_sent: self.stats.bytes_sent,
@@ -1067,32 +805,7 @@ impl Replicator {
             merge_errors: self.stats.merge_errors,
             peer_sync_digest: self.stats.peer_sync_digest,
             last_error: self.last_error.clone(),
-            lag: self
-                .dirty_by_seq
-                .values()
-                .next()
-                .map(|e| now.saturating_sub(e.since)),
-        }
-    }
-}
-
-/// Drop dirty entries covered by a cumulative ACK of `seq`.
-fn ack_dirty(
-    by_key: &mut HashMap<RecordKey, u64>,
-    by_seq: &mut BTreeMap<u64, DirtyEntry>,
-    acked: &mut u64,
-    seq: u64,
-) {
-    if seq <= *acked {
-        return;
-    }
-    *acked = seq;
-    let keep = by_seq.split_off(&seq.saturating_add(1));
-    for (s, e) in std::mem::replace(by_seq, keep) {
-        // Only remove the key if this is still its pending seq (it always is: a newer
-        // change replaced the old seq in both maps).
-        if by_key.get(&e.key) == Some(&s) {
-            by_key.remove(&e.key);
+            lag: self.dirty.lag(now),
         }
     }
 }
