@@ -18,7 +18,9 @@
 //! 4. A is powered on (link up, daemons started) and the display runs until A answers again
 //!    (it preempts once its lbd is ready), then for `--after-s`.
 //! 5. The report: outage window and failed requests of the failover and of the return,
-//!    and SVG timelines under `target/netns-report/`.
+//!    SVG timelines under `target/netns-report/`, and (coupled) what the peer link carried:
+//!    the lbds run with `[peer]` and learn-mode sticky sessions, so the returning A resyncs
+//!    B's sessions (its state shows `+cold`/`+learning` until warm) before it preempts.
 //!
 //! The display lags real time by the request timeout: a request's outcome is known only
 //! when it's answered or timed out, and a line is printed once every request sent in its
@@ -46,6 +48,7 @@ use serde_json::Value;
 
 use netns_tests::pair::load::{summarize, Header, LoadRun, Record, Summary};
 use netns_tests::pair::report::{self, RefKind};
+use netns_tests::pair::softstate::{SoftStateOpts, StickyMode};
 use netns_tests::pair::{PairConfig, PairTopology, BACKEND_PORT, VIP_PORT};
 use netns_tests::NodeId;
 
@@ -210,7 +213,16 @@ fn run(o: &Options, stop: &AtomicBool) -> Result<End> {
     // Two-node fast takeover stays off (the default): it acts on a priority-0 advert, and a
     // powered-off master sends none, so the RFC timers are what a power-off shows.
     let cfg = if o.coupled {
-        PairConfig::coupled(o.advert_cs)
+        // With the peer link and learn-mode sticky sessions (every backend answer sets a
+        // session cookie, which lbd learns and replicates): the returning node shows
+        // cold -> learning -> warm before it takes the VIP back.
+        PairConfig {
+            softstate: Some(SoftStateOpts {
+                warm_timeout_ms: 10_000,
+                ..SoftStateOpts::sticky(StickyMode::Learn)
+            }),
+            ..PairConfig::coupled(o.advert_cs)
+        }
     } else {
         PairConfig::uncoupled(o.advert_cs)
     };
@@ -313,6 +325,7 @@ fn show(o: &Options, cfg: &PairConfig, pair: &mut PairTopology, stop: &AtomicBoo
     let run = pair.finish_load(load, Duration::from_secs(5))?;
     live.print_rest()?;
     print_report(o, &run, t_off, t_on, &live.events)?;
+    print_peer_report(pair);
     if came_back == Phase::TimedOut {
         bail!("node A did not serve again within {preempt_budget:?} of power-on");
     }
@@ -470,8 +483,8 @@ impl Live {
         {
             return;
         }
-        let a = vrrp_state(&pair.a.socket);
-        let b = vrrp_state(&pair.b.socket);
+        let a = node_state(pair, NodeId::A, &pair.a.socket);
+        let b = node_state(pair, NodeId::B, &pair.b.socket);
         self.states.push((now, a, b));
     }
 
@@ -645,6 +658,20 @@ impl Live {
     }
 }
 
+/// A node's VRRP state, and with the peer link its lbd's soft-state phase unless warm
+/// (`backup+cold`, `backup+learning`): what a returning node waits for before preempting.
+fn node_state(pair: &PairTopology, id: NodeId, socket: &Path) -> String {
+    let vrrp = vrrp_state(socket);
+    if pair.cfg.softstate.is_none() || vrrp == "down" {
+        return vrrp;
+    }
+    match pair.peer_view(id) {
+        Ok(v) if v.phase == "warm" => vrrp,
+        Ok(v) => format!("{vrrp}+{}", v.phase),
+        Err(_) => format!("{vrrp}+lbd?"),
+    }
+}
+
 /// Instance "web"'s state from a node's vrrpd control socket, right now (`down` when
 /// nothing answers: killed, or not started yet).
 fn vrrp_state(socket: &Path) -> String {
@@ -708,6 +735,34 @@ fn describe(s: &Summary) -> String {
         "outage {:.0} ms{windows}, {} failed{how} of {} requests",
         s.outage_ms, s.failed, s.total
     )
+}
+
+/// With the peer link: what A got back from B after its power cycle, and whether both
+/// nodes now hold the same soft state.
+fn print_peer_report(pair: &PairTopology) {
+    if pair.cfg.softstate.is_none() {
+        return;
+    }
+    match (pair.lbd_status(NodeId::A), pair.peer_view(NodeId::B)) {
+        (Ok(a), Ok(b)) => {
+            let p = &a["peer"];
+            let equal = p["digest"]["count"].as_u64() == Some(b.count)
+                && p["digest"]["hash"].to_string().trim_matches('"') == b.hash;
+            println!(
+                "peer link         A resynced {} sticky/rate/drain entries from B (cold -> warm \
+                 before preempting); now {} on A, {} on B, digests {}",
+                p["entries_received"],
+                p["digest"]["count"],
+                b.count,
+                if equal { "equal" } else { "DIFFERENT" }
+            );
+        }
+        (a, b) => println!(
+            "peer link         status unavailable: A {:?}, B {:?}",
+            a.err(),
+            b.err()
+        ),
+    }
 }
 
 fn print_report(
