@@ -99,7 +99,7 @@ pub fn reject_label(e: &ProtocolError) -> Option<&'static str> {
 /// The record formats' version, hashed into HELLO: two builds whose soft-state encodings
 /// differ refuse each other rather than misread entries. Bump the string when a table's
 /// key or value encoding changes.
-pub const SCHEMA: &str = "lbd-softstate/sticky:1/rate_limit:1/admin:1";
+pub const SCHEMA: &str = "lbd-softstate/sticky:2/rate_limit:1/admin:2";
 
 /// FNV-1a of [`SCHEMA`]: a constant, so both nodes of one release agree.
 pub const fn schema_hash() -> u64 {

@@ -1,9 +1,10 @@
 //! Operator drains: (pool, backend) -> drained, replicated so a backend an operator drained
 //! on one node stays drained after a failover.
 //!
-//! Each entry is a last-writer-wins register ordered by `(write time, writer node id,
-//! drained)` (total order, so the merge is a join), with write times travelling as ages like
-//! the sticky table. Entries don't expire: "not drained" is an explicit entry, because an
+//! Each entry is a last-writer-wins register ordered by `(version, writer node id, drained)`
+//! (total order, so the merge is a join), where `version` is a per-key write counter as in
+//! the sticky table (see there why not write times: they would diverge under link delay).
+//! The write's age travels too, for the record, but orders nothing. Entries don't expire: "not drained" is an explicit entry, because an
 //! undrain must outrank the drain it reverses. The table is bounded (LRU on writes) as a
 //! guard against a runaway peer; its default bound is far above any real pool size.
 //!
@@ -11,8 +12,8 @@
 //! [`super::SoftState::take_remote_admin_changes`], so the data path can apply them (local
 //! `set_drained` calls are applied by whoever made them).
 //!
-//! Value layout (after the version byte): `drained (u8: 0 or 1) | writer node id (u8 len) |
-//! age ns i64`.
+//! Value layout (after the format version byte): `drained (u8: 0 or 1) | writer node id
+//! (u8 len) | version u64 | age ns i64`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -31,6 +32,8 @@ const TABLE: Table = Table::Admin;
 struct Entry {
     drained: bool,
     writer: u8,
+    /// Per-key write counter: what orders writes, with `writer` (see the module docs).
+    version: u64,
     written: Stamp,
 }
 
@@ -74,14 +77,15 @@ impl AdminTable {
     pub(crate) fn set(&mut self, pool: &str, backend: &str, drained: bool, now: Duration) {
         let now = stamp(now);
         encode_key_into(&mut self.scratch, pool.as_bytes(), backend.as_bytes());
-        let written = match self.map.peek(&self.scratch) {
-            Some(e) => now.max(e.written.saturating_add(1)),
-            None => now,
+        let (written, version) = match self.map.peek(&self.scratch) {
+            Some(e) => (now.max(e.written.saturating_add(1)), e.version + 1),
+            None => (now, 1),
         };
         let key = std::mem::take(&mut self.scratch);
         let entry = Entry {
             drained,
             writer: NodeIds::LOCAL,
+            version,
             written,
         };
         if let Some((k, _)) = self.map.insert(&key, entry) {
@@ -122,6 +126,7 @@ impl AdminTable {
         v.push(VALUE_VERSION);
         v.push(u8::from(e.drained));
         put_node_id(&mut v, self.nodes.name(e.writer));
+        v.extend_from_slice(&e.version.to_be_bytes());
         v.extend_from_slice(&age(now, e.written));
         Some(v)
     }
@@ -144,13 +149,14 @@ impl AdminTable {
             x => return Err(malformed(TABLE, format!("drained flag {x}"))),
         };
         let writer = r.node_id()?;
+        let version = r.u64()?;
         let age = r.age()?;
         r.finish()?;
 
         let written = stamp(now).saturating_sub(age);
         let was = match self.map.peek(key) {
             Some(e) => {
-                if (written, writer, drained) <= (e.written, self.nodes.name(e.writer), e.drained) {
+                if (version, writer, drained) <= (e.version, self.nodes.name(e.writer), e.drained) {
                     return Ok(false);
                 }
                 Some(e.drained)
@@ -161,6 +167,7 @@ impl AdminTable {
         let entry = Entry {
             drained,
             writer,
+            version,
             written,
         };
         if let Some((k, _)) = self.map.insert(key, entry) {
@@ -211,9 +218,11 @@ mod tests {
         a.set("web", "10.0.0.1:80", true, 10 * S);
         assert!(a.is_drained("web", "10.0.0.1:80"));
         assert!(!a.is_drained("web", "10.0.0.2:80"));
-        // b undrains later (by its clock, mapped through ages).
-        b.set("web", "10.0.0.1:80", false, 20 * S);
+        // b learns a's drain, then undrains: a later write, whatever the clocks say.
         let ra = a.record(&k, 30 * S).unwrap_or_default(); // age 20 s
+        assert_eq!(b.merge(&k, &ra, 15 * S), Ok(true));
+        assert!(b.take_remote().len() == 1);
+        b.set("web", "10.0.0.1:80", false, 20 * S);
         let rb = b.record(&k, 20 * S).unwrap_or_default(); // age 0
         assert_eq!(a.merge(&k, &rb, 30 * S), Ok(true));
         assert!(!a.is_drained("web", "10.0.0.1:80"));

@@ -4,7 +4,8 @@
 //! Layout:
 //! - this file: [`SoftState`], the thread-safe facade the data path and the peer driver share
 //!   (`Arc<SoftState>`), and [`SoftStateGuard`], its [`ReplicaStore`] view.
-//! - [`sticky`]: (pool, cookie value) -> backend, LRU-bounded with TTL, last writer wins.
+//! - [`sticky`]: (pool, cookie value) -> backend, LRU-bounded with TTL, last writer wins
+//!   (by a per-key version, then node id: the same winner on both nodes whatever the delay).
 //! - [`ratelimit`]: token buckets with one component per node, merged by per-node maximum
 //!   (the design and what it approximates are in that module's doc).
 //! - [`admin`]: (pool, backend) -> drained, last writer wins.

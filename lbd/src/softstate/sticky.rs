@@ -1,12 +1,18 @@
 //! Learn-mode sticky table: (pool, application cookie value) -> backend address.
 //!
-//! Each entry is a last-writer-wins register ordered by `(write time, writer node id)`, with
-//! the backend and expiry as final tie-breakers so the order is total and the merge is a
-//! true join (commutative, associative, idempotent). Write times are converted at the
-//! receiver from the record's age (`now - age`), so they carry the link's one-way delay:
-//! two writes to one key less than that delay apart may resolve differently on the two
-//! nodes (the digest then shows it until the key is written again or expires). Outside that
-//! window both nodes keep the same winner.
+//! Each entry is a last-writer-wins register ordered by `(version, writer node id)`, with the
+//! backend as the final tie-breaker so the order is total and the merge is a true join
+//! (commutative, associative, idempotent). `version` is a per-key write counter: a write is
+//! one more than the version this node held for the key, so a write made after another was
+//! seen (the normal case: one active node, or an operator on either) always outranks it.
+//! Writes made without seeing each other (within the link delay, or on both sides of a
+//! partition) carry equal versions and are ordered by node id, the same way on both nodes.
+//!
+//! Why not order by write time: write times can only travel as ages, which the receiver turns
+//! into `now - age`, so each node sees the other's writes late by the link's one-way delay.
+//! Two writes closer together than that would each look older than the other's on its own
+//! node: both nodes would swap values and stay different (the delayed peer-link fault run
+//! showed it). Ages still carry what needs no agreement: the remaining TTL.
 //!
 //! Re-learning the backend an entry already has is written (and so replicated) only when it
 //! extends the expiry by at least 1/16 of the TTL: the data path may call `learn` on every
@@ -15,8 +21,8 @@
 //! `forget` writes a tombstone (empty backend) that keeps the forgotten
 //! entry's expiry, so the deletion replicates and outranks older writes until then.
 //!
-//! Value layout (after the version byte): `writer node id (u8 len) | age ns i64 |
-//! remaining TTL ns u64 | backend (u16 len, UTF-8; empty = tombstone)`.
+//! Value layout (after the format version byte): `writer node id (u8 len) | version u64 |
+//! age ns i64 | remaining TTL ns u64 | backend (u16 len, UTF-8; empty = tombstone)`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -42,6 +48,8 @@ struct Entry {
     /// Empty: a tombstone left by `forget`.
     backend: Box<str>,
     writer: u8,
+    /// Per-key write counter (see the module docs): what orders writes, with `writer`.
+    version: u64,
     written: Stamp,
     expires: Stamp,
 }
@@ -138,13 +146,15 @@ impl StickyTable {
         encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
         // A local write must outrank whatever this node holds (it is, here, the latest), and
         // strictly, so both nodes order it after the entry it replaces.
-        let written = match self.map.peek(&self.scratch) {
-            Some(e) if e.expires > now => now.max(e.written.saturating_add(1)),
-            _ => now,
+        let (written, version) = match self.map.peek(&self.scratch) {
+            Some(e) if e.expires > now => (now.max(e.written.saturating_add(1)), e.version + 1),
+            Some(e) => (now, e.version + 1),
+            None => (now, 1),
         };
         let entry = Entry {
             backend,
             writer: NodeIds::LOCAL,
+            version,
             written,
             expires,
         };
@@ -189,6 +199,7 @@ impl StickyTable {
         let mut v = Vec::with_capacity(32 + e.backend.len());
         v.push(VALUE_VERSION);
         put_node_id(&mut v, self.nodes.name(e.writer));
+        v.extend_from_slice(&e.version.to_be_bytes());
         v.extend_from_slice(&age(now, e.written));
         v.extend_from_slice(&non_negative_diff(e.expires, now).to_be_bytes());
         v.extend_from_slice(&(e.backend.len() as u16).to_be_bytes());
@@ -206,6 +217,7 @@ impl StickyTable {
         let mut r = Reader::new(TABLE, value);
         r.version()?;
         let writer = r.node_id()?;
+        let version = r.u64()?;
         let age = r.age()?;
         let remaining = r.u64()?;
         let blen = r.u16()? as usize;
@@ -223,8 +235,10 @@ impl StickyTable {
         }
         if let Some(e) = self.map.peek(key) {
             if e.expires > now {
-                let local = (e.written, self.nodes.name(e.writer), &*e.backend, e.expires);
-                if (written, writer, backend, expires) <= local {
+                // The same (version, writer) is the same write seen again: its expiry, an
+                // estimate that differs by the link delay, must not make it "newer".
+                let local = (e.version, self.nodes.name(e.writer), &*e.backend);
+                if (version, writer, backend) <= local {
                     return Ok(false);
                 }
             }
@@ -233,6 +247,7 @@ impl StickyTable {
         let entry = Entry {
             backend: backend.into(),
             writer,
+            version,
             written,
             expires,
         };
@@ -278,9 +293,10 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    /// Rewrite the age field of a record written by a one-letter node id.
+    /// Rewrite the age field of a record written by a one-letter node id (after the value
+    /// version, the node id and the write version).
     fn with_age(mut v: Vec<u8>, age: Duration) -> Vec<u8> {
-        let off = 1 + 1 + 1;
+        let off = 1 + 1 + 1 + 8;
         v[off..off + 8].copy_from_slice(&(age.as_nanos() as u64).to_be_bytes());
         v
     }
@@ -343,14 +359,35 @@ mod tests {
     }
 
     #[test]
-    fn lww_by_age_then_node_id() {
+    fn concurrent_writes_converge_whatever_the_link_delay() {
+        // a and b write the same key 30 ms apart, each before seeing the other's write, over
+        // a link with 50 ms of delay: each receives the other's record aged as if written
+        // *later* than its own. Ordered by age they would swap values and stay different;
+        // ordered by (version, node id) both keep b's.
+        let k = key("p", b"c");
+        let mut a = StickyTable::new("a", 10);
+        let mut b = StickyTable::new("b", 10);
+        a.learn("p", b"c", "A:1", 60 * S, 10 * S);
+        let ms = Duration::from_millis;
+        b.learn("p", b"c", "B:1", 60 * S, 10 * S + ms(30));
+        let ra = a.record(&k, 10 * S).unwrap_or_default(); // sent at once, age 0
+        let rb = b.record(&k, 10 * S + ms(30)).unwrap_or_default();
+        b.merge(&k, &ra, 10 * S + ms(50)).unwrap_or(false); // arrives 50 ms later, age 0
+        a.merge(&k, &rb, 10 * S + ms(80)).unwrap_or(false);
+        assert_eq!(a.lookup("p", b"c", 11 * S).as_deref(), Some("B:1"));
+        assert_eq!(b.lookup("p", b"c", 11 * S).as_deref(), Some("B:1"));
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn lww_by_version_then_node_id() {
         let k = key("p", b"c");
         let mut a = StickyTable::new("a", 10);
         let mut b = StickyTable::new("b", 10);
         a.learn("p", b"c", "A:1", 60 * S, 10 * S);
         b.learn("p", b"c", "B:1", 60 * S, 10 * S);
         assert_eq!(b.take_changes(), vec![k.clone()]);
-        // Same write time: node "b" > "a", both pick B.
+        // Concurrent first writes (version 1 each): node "b" > "a", both pick B.
         let ra = a.record(&k, 10 * S).unwrap_or_default();
         let rb = b.record(&k, 10 * S).unwrap_or_default();
         assert_eq!(a.merge(&k, &rb, 10 * S), Ok(true));
@@ -358,13 +395,13 @@ mod tests {
         assert_eq!(a.lookup("p", b"c", 10 * S).as_deref(), Some("B:1"));
         assert_eq!(b.lookup("p", b"c", 10 * S).as_deref(), Some("B:1"));
         assert_eq!(a.digest(), b.digest());
-        // A later write by "a" wins everywhere.
+        // A write by "a" after it saw B's (version 2) wins everywhere.
         a.learn("p", b"c", "A:2", 60 * S, 20 * S);
         let ra = a.record(&k, 20 * S).unwrap_or_default();
         assert_eq!(b.merge(&k, &ra, 20 * S), Ok(true));
         assert_eq!(b.merge(&k, &ra, 20 * S), Ok(false), "idempotent");
         assert_eq!(b.lookup("p", b"c", 21 * S).as_deref(), Some("A:2"));
-        // An old record (large age) loses.
+        // The same write again, whatever its age, changes nothing.
         let stale = with_age(b.record(&k, 20 * S).unwrap_or_default(), 100 * S);
         assert_eq!(b.merge(&k, &stale, 20 * S), Ok(false));
         // Merges are not local changes.
