@@ -7,8 +7,10 @@
 //! on both admins. Digests are lbd's `/status` "peer.digest" {count, hash}.
 //!
 //! Kernels without `sch_netem` (the Firecracker guests here) get nftables random drops and
-//! a `tbf` queue instead (see `PairTopology::impair_peer_link`); the figures say which ran,
-//! and the run fails if the impairment dropped nothing.
+//! a `tbf` queue instead (see `PairTopology::impair_peer_link`), and the lossy run also sends
+//! the peer link through a `tcpdelay` relay in each namespace that adds 50 ms each way at
+//! the byte-stream level (`SoftStateOpts::peer_delay_ms`); the figures say which ran, and the
+//! run fails if the impairment dropped nothing.
 #![allow(clippy::disallowed_types)]
 
 use std::net::SocketAddrV4;
@@ -25,10 +27,15 @@ const PEER_SETTLE: Duration = Duration::from_secs(20);
 const LOSSY_RUN: Duration = Duration::from_secs(5);
 /// The issue's bound for a partition-and-heal run.
 const HEAL_BOUND: Duration = Duration::from_secs(5);
+/// One-way delay the lossy run adds on the peer link.
+const DELAY_MS: u32 = 50;
 
-fn pair(id: &str) -> Result<PairTopology> {
+fn pair(id: &str, peer_delay_ms: Option<u32>) -> Result<PairTopology> {
     let cfg = PairConfig {
-        softstate: Some(SoftStateOpts::sticky(StickyMode::Learn)),
+        softstate: Some(SoftStateOpts {
+            peer_delay_ms,
+            ..SoftStateOpts::sticky(StickyMode::Learn)
+        }),
         ..PairConfig::coupled(ADVERT_CS)
     };
     let pair = PairTopology::new(id, cfg)?;
@@ -37,17 +44,47 @@ fn pair(id: &str) -> Result<PairTopology> {
     Ok(pair)
 }
 
+/// How long an operator drain on A takes to show on B (then undone on A): at least the
+/// link's one-way delay.
+fn drain_propagation(pair: &PairTopology) -> Result<Duration> {
+    let be1 = backend(pair, 0);
+    let t0 = Instant::now();
+    pair.drain(NodeId::A, be1, true)?;
+    let deadline = t0 + Duration::from_secs(10);
+    let mut took = None;
+    while Instant::now() < deadline {
+        if pair
+            .drained(NodeId::B)?
+            .iter()
+            .any(|b| b.contains(&be1.to_string()))
+        {
+            took = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pair.drain(NodeId::A, be1, false)?;
+    took.ok_or_else(|| anyhow::anyhow!("A's drain of {be1} never reached B"))
+}
+
 fn backend(pair: &PairTopology, n: usize) -> SocketAddrV4 {
     SocketAddrV4::new(pair.backends[n], BACKEND_PORT)
 }
 
 #[test]
 fn loss_and_delay_on_the_peer_link_lose_no_converged_state() -> Result<()> {
-    let pair = pair("f1-peer-netem")?;
+    let pair = pair("f1-peer-netem", Some(DELAY_MS))?;
     let mut netem = String::new();
     for id in NodeId::LB {
         netem = pair.impair_peer_link(id, 20, 50)?;
     }
+    // The relays are what the link goes through: the established connection's round trip
+    // includes their delay.
+    let one_way = drain_propagation(&pair)?;
+    ensure!(
+        one_way >= Duration::from_millis(u64::from(DELAY_MS)),
+        "a drain reached B after {one_way:?}: the {DELAY_MS} ms relays are not in the path"
+    );
     let t_load = Instant::now();
     // State changes on both sides while the link is lossy, for LOSSY_RUN: learns on A
     // (VIP) and on B (direct), and a drain/undrain of be3 on alternate admins per round.
@@ -92,7 +129,7 @@ fn loss_and_delay_on_the_peer_link_lose_no_converged_state() -> Result<()> {
     let bound = Duration::from_secs(10);
     let (took, count) = pair.await_equal_digests(t0, t0 + margin(bound), learned)?;
     eprintln!(
-        "{netem} on both peer0 for {load_took:?} ({} learns on A, {} on B, {round} drain \
+        "{netem}, {DELAY_MS} ms each way through tcpdelay (a drain reached B in {one_way:?}), on both peer0 for {load_took:?} ({} learns on A, {} on B, {round} drain \
          changes, {drops} packets dropped): digests then A {:?} B {:?}; equal {took:?} after netem removed, {count} records",
         on_a.len(),
         on_b.len(),
@@ -124,7 +161,7 @@ fn loss_and_delay_on_the_peer_link_lose_no_converged_state() -> Result<()> {
 /// partition lasts until both lbds have given the connection up (their keepalive, 3 x
 /// `ping_ms`), so the heal is a reconnect (RESUME or resync), not TCP retransmitting.
 fn partition_and_heal(id: &str, until_dropped: bool) -> Result<()> {
-    let pair = pair(id)?;
+    let pair = pair(id, None)?;
     let base = pair.peer_view(NodeId::A)?.count;
     let t_cut = Instant::now();
     pair.set_peer_link(NodeId::A, false)?;

@@ -253,6 +253,28 @@ impl PairTopology {
             cmd::ip(&["-n", ns, "link", "set", "peer0", "up"])?;
         }
 
+        if let Some(delay) = cfg.softstate.as_ref().and_then(|s| s.peer_delay_ms) {
+            let relay = workspace_bin("tcpdelay", "TCPDELAY_BIN")?;
+            for (id, other) in [(NodeId::A, NodeId::B), (NodeId::B, NodeId::A)] {
+                let listen = format!(
+                    "{}:{}",
+                    softstate::peer_addr(&lan, id),
+                    softstate::PEER_DELAY_PORT
+                );
+                let to = format!(
+                    "{}:{}",
+                    softstate::peer_addr(&lan, other),
+                    softstate::PEER_PORT
+                );
+                let ns = lan.node(id).ns.clone();
+                lan.topo.spawn(
+                    &ns,
+                    &format!("tcpdelay-{}", role(id)),
+                    &relay,
+                    &[listen.as_str(), to.as_str(), &delay.to_string()],
+                )?;
+            }
+        }
         if cfg.softstate.is_some() {
             softstate::write_secrets(lan.topo.dir())?;
         }

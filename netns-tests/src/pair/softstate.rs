@@ -37,6 +37,9 @@ use crate::topology::write_file;
 
 /// The peer link's TCP port on both nodes.
 pub const PEER_PORT: u16 = 7400;
+/// Where a node's `tcpdelay` relay listens (its own peer address), with
+/// [`SoftStateOpts::peer_delay_ms`].
+pub const PEER_DELAY_PORT: u16 = 7401;
 /// lbd's admin listener inside each node's namespace.
 pub const ADMIN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100);
 /// The `direct` listener's port: each lbd serves it on its own LAN address whatever its
@@ -109,6 +112,10 @@ pub struct SoftStateOpts {
     pub ping_ms: Option<u64>,
     /// `[peer] reconnect_ms` (dial interval while not connected), if set.
     pub reconnect_ms: Option<u64>,
+    /// Route the peer link through a `tcpdelay` relay in each node's namespace, adding this
+    /// one-way delay in both directions (the stand-in for `tc netem delay`, which this
+    /// kernel lacks): each lbd dials its own relay, which connects to the other lbd.
+    pub peer_delay_ms: Option<u32>,
 }
 
 impl Default for SoftStateOpts {
@@ -121,6 +128,7 @@ impl Default for SoftStateOpts {
             warm_timeout_ms: 30_000,
             ping_ms: None,
             reconnect_ms: None,
+            peer_delay_ms: None,
         }
     }
 }
@@ -249,12 +257,16 @@ pub(super) fn lbd_toml_tail(lan: &Lan, cfg: &PairConfig, id: NodeId) -> String {
         let _ = write!(
             t,
             "[peer]\nnode_id = \"{}\"\npeer_node_id = \"{}\"\ncluster_id = \"lbpair-netns\"\n\
-             listen = \"{}:{PEER_PORT}\"\npeer = \"{}:{PEER_PORT}\"\npsk_file = \"{}\"\n\
+             listen = \"{}:{PEER_PORT}\"\npeer = \"{}\"\npsk_file = \"{}\"\n\
              warm_timeout_ms = {}\n",
             role(id),
             role(other_id),
             peer_addr(lan, id),
-            peer_addr(lan, other_id),
+            match s.peer_delay_ms {
+                // Through this node's own relay, which connects to the other node.
+                Some(_) => format!("{}:{PEER_DELAY_PORT}", peer_addr(lan, id)),
+                None => format!("{}:{PEER_PORT}", peer_addr(lan, other_id)),
+            },
             psk_path(lan.topo.dir()).display(),
             s.warm_timeout_ms
         );
