@@ -13,7 +13,7 @@
 //!   ejection), [`upstream::checker`] (the async probe loop feeding it), [`upstream::pool`]
 //!   (keep-alive connections on hyper's low-level http1 client).
 //! - [`server`]     the `ArcSwap<Runtime>` snapshot, SIGHUP reload with state carry-over,
-//!   listener start/stop, SIGTERM drain, lifecycle phases.
+//!   listener start/stop, SIGTERM drain, lifecycle phases; [`runtime`] builds the snapshot.
 //! - [`config`]     TOML file structs → `validate()` (every error, with file:line:col) →
 //!   [`config::LbConfig`].
 //! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener;
@@ -37,6 +37,7 @@ pub mod l7;
 pub mod listener;
 pub mod metrics;
 pub mod peer;
+pub mod runtime;
 pub mod server;
 pub mod softstate;
 pub mod upstream;

@@ -13,7 +13,7 @@
 //! state keyed by (pool name, backend address): the `Arc<Backend>` itself when the backend is
 //! otherwise unchanged (same position, fields and health settings), else a new `Backend`
 //! that continues its health, ejection, drain flag and in-flight counters
-//! ([`Backend::with_health_of`]) under the new thresholds; and always its [`ConnPool`] (idle
+//! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::pool::ConnPool`] (idle
 //! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
 //!
@@ -58,24 +58,17 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use shared::config::ConfigError;
 use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals, TaskTracker};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::access_log::AccessLog;
-use crate::config::StickyMode;
 use crate::config::{LbConfig, ListenerConfig};
-use crate::l7::ratelimit::Limiters;
-use crate::l7::retry::RetryBudget;
-use crate::l7::router::Router;
-use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::listener::RunningListener;
-use crate::metrics::{GlobalStats, PoolStats};
+use crate::metrics::GlobalStats;
 use crate::softstate::SoftState;
-use crate::upstream::backend::{Backend, BackendId, Pool};
-use crate::upstream::health::{Change, HealthTracker};
-use crate::upstream::pool::ConnPool;
+
+use crate::runtime::warn_cookie_key;
+pub use crate::runtime::{log_health_change, soft_limits, BuildError, PoolRt, Runtime};
 
 /// Monotonic time since process start: the epoch of the pure health machines.
 pub fn clock() -> Duration {
@@ -97,204 +90,6 @@ pub enum Phase {
     Stopped,
 }
 
-/// One pool at runtime: the core [`Pool`] plus what the proxy adds per backend.
-#[derive(Debug)]
-pub struct PoolRt {
-    pub pool: Pool,
-    /// Index into `Runtime::config.pools`.
-    pub index: usize,
-    /// Parallel to `pool.backends`.
-    pub conns: Vec<Arc<ConnPool>>,
-    pub stats: Arc<PoolStats>,
-    /// Woken whenever a request of this pool releases its backend (the max_conns queue).
-    pub released: Arc<Notify>,
-    /// `[pool.sticky]`, precomputed per backend; `None`: the balancer decides every request.
-    pub sticky: Option<StickyRt>,
-}
-
-impl PoolRt {
-    pub fn name(&self) -> &str {
-        &self.pool.name
-    }
-}
-
-/// An immutable snapshot of everything a request needs.
-#[derive(Debug)]
-pub struct Runtime {
-    pub config: Arc<LbConfig>,
-    pub router: Router,
-    pub pools: Vec<PoolRt>,
-    pub retry_budget: RetryBudget,
-    /// `[[rate_limit]]` tables, listed per route.
-    pub limiters: Limiters,
-    pub access_log: AccessLog,
-    pub generation: u64,
-    /// Cancelled when this snapshot is replaced; stops its health-check tasks.
-    pub retired: CancellationToken,
-}
-
-/// Why a runtime could not be built from a valid config.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("routes: {0}")]
-    Router(String),
-    #[error("pool {0:?}: {1}")]
-    Pool(String, String),
-    #[error(transparent)]
-    CookieKey(#[from] crate::l7::sticky::BadKey),
-}
-
-impl Runtime {
-    /// Build a snapshot, carrying state over from `previous` (see the module docs).
-    pub fn build(
-        config: LbConfig,
-        previous: Option<&Runtime>,
-        generation: u64,
-    ) -> Result<Runtime, BuildError> {
-        let router = Router::new(config.routes.clone(), config.default_pool).map_err(|errs| {
-            BuildError::Router(
-                errs.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        let mut pools = Vec::with_capacity(config.pools.len());
-        let now = clock();
-        let cookie_key = match &config.global.cookie_secret {
-            Some(secret) => CookieKey::new(&secret.0)?,
-            None => CookieKey::process_random()?,
-        };
-        for (index, pc) in config.pools.iter().enumerate() {
-            let old = previous.and_then(|p| {
-                p.pools
-                    .iter()
-                    .find(|o| o.name() == pc.name)
-                    .map(|o| (o, p.pool_config(o)))
-            });
-            let probed = pc.health.kind != crate::config::ProbeKind::None;
-            let same_health = old.is_some_and(|(_, oc)| {
-                oc.health.active == pc.health.active
-                    && (oc.health.kind != crate::config::ProbeKind::None) == probed
-                    && oc.ejection == pc.ejection
-            });
-            let old = old.map(|(o, _)| o);
-            let mut backends = Vec::with_capacity(pc.backends.len());
-            let mut conns = Vec::with_capacity(pc.backends.len());
-            for (i, spec) in pc.backends.iter().enumerate() {
-                let old_at = old.and_then(|o| {
-                    o.pool
-                        .backends
-                        .iter()
-                        .position(|b| b.addr == spec.addr)
-                        .map(|j| (o, j))
-                });
-                // Health is kept per (pool, address) whatever else changed.
-                let backend = match old_at {
-                    Some((o, j)) => {
-                        let b = &o.pool.backends[j];
-                        let same_name = b.name == spec.name
-                            || (spec.name.is_empty() && b.name == spec.addr.to_string());
-                        // The balancers return indices and the static fields are immutable,
-                        // so only a backend at the same index with the same fields and health
-                        // settings is shared as-is (the old snapshot keeps serving until the
-                        // swap, and may be kept if the reload fails later).
-                        if j == i
-                            && same_name
-                            && same_health
-                            && b.weight == spec.weight
-                            && b.max_conns == spec.max_conns
-                        {
-                            Arc::clone(b)
-                        } else {
-                            let nb = Backend::with_health_of(BackendId(i), spec.clone(), b);
-                            for change in
-                                nb.reconfigure_health(pc.health.active, pc.ejection, probed, now)
-                            {
-                                log_health_change(&pc.name, &nb, change);
-                            }
-                            Arc::new(nb)
-                        }
-                    }
-                    None => Arc::new(Backend::new(
-                        BackendId(i),
-                        spec.clone(),
-                        HealthTracker::new(pc.health.active, pc.ejection),
-                    )),
-                };
-                let conn = match old_at {
-                    Some((o, j)) => {
-                        let c = Arc::clone(&o.conns[j]);
-                        c.configure(pc.idle_max, pc.idle_timeout);
-                        c
-                    }
-                    None => Arc::new(ConnPool::new(spec.addr, pc.idle_max, pc.idle_timeout)),
-                };
-                backends.push(backend);
-                conns.push(conn);
-            }
-            let pool = Pool::from_backends(pc.name.clone(), backends, pc.algorithm.clone())
-                .map_err(|e| BuildError::Pool(pc.name.clone(), e.to_string()))?;
-            pool.balancer.warm(&pool.backends);
-            let sticky = pc
-                .sticky
-                .as_ref()
-                .map(|st| StickyRt::new(st, &pc.name, &pool.backends, cookie_key.clone()));
-            pools.push(PoolRt {
-                pool,
-                index,
-                conns,
-                stats: old.map_or_else(Default::default, |o| Arc::clone(&o.stats)),
-                released: old.map_or_else(Default::default, |o| Arc::clone(&o.released)),
-                sticky,
-            });
-        }
-        let now_ms = clock().as_millis() as u64;
-        let limiters = Limiters::new(
-            &config.rate_limits,
-            config.routes.len(),
-            previous.map(|p| &p.limiters),
-        );
-        Ok(Runtime {
-            limiters,
-            retry_budget: RetryBudget::new(
-                config.retries.budget_percent,
-                config.retries.min_per_sec,
-                now_ms,
-            ),
-            access_log: AccessLog {
-                format: config.global.access_log,
-            },
-            config: Arc::new(config),
-            router,
-            pools,
-            generation,
-            retired: CancellationToken::new(),
-        })
-    }
-
-    pub fn pool_config(&self, pool: &PoolRt) -> &crate::config::PoolConfig {
-        &self.config.pools[pool.index]
-    }
-}
-
-/// The soft-state table bounds a config asks for: the learn-mode pools' `max_entries` summed
-/// (one table serves them all), `global.rate_limit_max_keys`. Fixed at startup.
-pub fn soft_limits(config: &LbConfig) -> crate::softstate::Limits {
-    let sticky_max_entries = config
-        .pools
-        .iter()
-        .filter_map(|p| p.sticky.as_ref())
-        .filter(|s| s.mode == StickyMode::Learn)
-        .map(|s| s.max_entries)
-        .sum::<usize>();
-    crate::softstate::Limits {
-        sticky_max_entries: sticky_max_entries.max(1),
-        rate_max_keys: config.global.rate_limit_max_keys,
-        admin_max_entries: crate::softstate::DEFAULT_ADMIN_MAX_ENTRIES,
-    }
-}
-
 /// Drop expired sticky entries and refilled rate buckets once a second, so memory returns
 /// after a burst of distinct keys even when no further traffic sweeps them. Ends with the
 /// soft state.
@@ -309,58 +104,6 @@ fn spawn_soft_sweeper(soft: &Arc<SoftState>) {
             soft.sweep(clock());
         }
     });
-}
-
-/// Which key signs insert-mode cookies, said once at startup (and when a reload changes it),
-/// with the consequence of a per-process key spelled out.
-fn warn_cookie_key(config: &LbConfig) {
-    let insert_pools: Vec<&str> = config
-        .pools
-        .iter()
-        .filter(|p| {
-            p.sticky
-                .as_ref()
-                .is_some_and(|s| s.mode == StickyMode::Insert)
-        })
-        .map(|p| p.name.as_str())
-        .collect();
-    if insert_pools.is_empty() {
-        return;
-    }
-    if config.global.cookie_secret.is_some() {
-        info!(pools = ?insert_pools, "sticky cookies signed with global.cookie_secret_file");
-    } else {
-        warn!(
-            pools = ?insert_pools,
-            "no global.cookie_secret_file: sticky cookies are signed with a random key of this \
-             process, so they won't survive a restart or a failover to the peer node; give both \
-             nodes the same key file"
-        );
-    }
-}
-
-/// Log a backend's health change at info (transitions are operator-relevant events).
-pub fn log_health_change(pool: &str, backend: &Backend, change: Change) {
-    match change {
-        Change::BecameHealthy { probes } => {
-            info!(pool, backend = %backend.addr, probes, "backend is healthy")
-        }
-        Change::BecameUnhealthy { probes } => {
-            warn!(pool, backend = %backend.addr, probes, "backend is unhealthy")
-        }
-        Change::Ejected {
-            duration,
-            ejections,
-            ..
-        } => warn!(
-            pool,
-            backend = %backend.addr,
-            eject_ms = duration.as_millis() as u64,
-            ejections,
-            "backend ejected after consecutive failures"
-        ),
-        Change::Reinstated => info!(pool, backend = %backend.addr, "backend ejection ended"),
-    }
 }
 
 /// State shared by every task of the process.
