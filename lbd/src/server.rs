@@ -186,6 +186,8 @@ impl Server {
                 .map_or(&config.global.node_name, |p| &p.node_id),
             soft_limits(&config),
         ));
+        // Cold until the peer link's first resync (or its warm timeout): see SoftState.
+        soft.set_cold(config.peer.is_some());
         warn_cookie_key(&config);
         let runtime = Arc::new(Runtime::build(config, None, 1)?);
         let (phase, _) = watch::channel(Phase::Starting);

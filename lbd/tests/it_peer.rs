@@ -769,3 +769,60 @@ async fn a_node_that_cannot_listen_still_dials_its_peer() {
     assert!(a.log_text().contains("peer link: cannot listen"));
     drop(squatter);
 }
+
+/// Forwards every connection accepted on `listen` to `to` (started on demand: until then,
+/// whoever dials `listen` finds nothing).
+async fn forward(listen: SocketAddr, to: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let l = TcpListener::bind(listen).await.expect("bind forwarder");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// An operator drains a backend on a node that has just restarted and not yet synced (cold).
+/// The peer's older history of that backend carries higher versions, but must not undo the
+/// drain: both nodes end with it drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_set_on_a_cold_node_survives_its_resync() {
+    let fx = Fixture::new(2).await;
+    let (mut na, mut nb) = fx.pair();
+    // Neither can reach the other until the forwarder starts: A dials nowhere, B dials it.
+    let (a_listen, via) = (na.listen, free_addr());
+    na.peer = free_addr();
+    nb.peer = via;
+    // A: warm (its peer stayed away), with a history of the backend: drained and undrained
+    // twice, so its entry has a higher version than any first write elsewhere.
+    na.warm_timeout_ms = 200;
+    let a = fx.start(&na).await;
+    eventually("A warm by timeout", Duration::from_secs(5), || async {
+        peer_status(a.admin).await["phase"] == "warm"
+    })
+    .await;
+    let x = fx.backends[0].addr;
+    for drained in [true, false, true, false] {
+        drain(a.admin, x, drained).await;
+    }
+    // B restarts: cold, unlinked; its operator drains the backend.
+    let b = fx.start(&nb).await;
+    assert_eq!(peer_status(b.admin).await["phase"], "cold");
+    drain(b.admin, x, true).await;
+    // The link comes up: B resyncs from A, and keeps its drain; A adopts it.
+    let _fwd = forward(via, a_listen).await;
+    wait_linked(&a, &b).await;
+    eventually("equal digests", Duration::from_secs(5), || async {
+        digest(a.admin).await == digest(b.admin).await
+    })
+    .await;
+    assert!(
+        is_drained(b.admin, x).await,
+        "B's drain was undone by A's history"
+    );
+    assert!(is_drained(a.admin, x).await, "A did not adopt B's drain");
+    assert!(!is_drained(a.admin, fx.backends[1].addr).await);
+}

@@ -472,6 +472,9 @@ impl Link {
                 s.phase.as_str()
             );
             self.last_phase = s.phase;
+            if s.phase == Phase::Warm {
+                self.shared.soft.set_cold(false);
+            }
         }
         self.peer.publish(LinkView {
             connected: self.established(),

@@ -8,6 +8,12 @@
 //! undrain must outrank the drain it reverses. The table is bounded (LRU on writes) as a
 //! guard against a runaway peer; its default bound is far above any real pool size.
 //!
+//! A drain set while the node is *cold* (restarted, its resync from the peer not done yet) is
+//! the newest word on that backend, but carries version 1: the peer's older history has
+//! higher versions. So while cold, a local write that a merge would override is kept, and
+//! re-versioned above the incoming one (and replicated back), instead of being silently
+//! undone when the resync arrives. Once warm, the normal order applies.
+//!
 //! Drains changed by a *merge* are also collected in a second coalescing set, read through
 //! [`super::SoftState::take_remote_admin_changes`], so the data path can apply them (local
 //! `set_drained` calls are applied by whoever made them).
@@ -35,6 +41,8 @@ struct Entry {
     /// Per-key write counter: what orders writes, with `writer` (see the module docs).
     version: u64,
     written: Stamp,
+    /// Written locally while the node was cold.
+    cold_write: bool,
 }
 
 pub(crate) struct AdminTable {
@@ -43,6 +51,8 @@ pub(crate) struct AdminTable {
     changed: HashSet<Box<[u8]>>,
     remote: HashSet<Box<[u8]>>,
     scratch: Vec<u8>,
+    /// The node has not finished its first resync from the peer (see the module docs).
+    cold: bool,
 }
 
 /// Both halves of an admin key as text (keys are validated as UTF-8 before being stored).
@@ -62,7 +72,12 @@ impl AdminTable {
             changed: HashSet::new(),
             remote: HashSet::new(),
             scratch: Vec::new(),
+            cold: false,
         }
+    }
+
+    pub(crate) fn set_cold(&mut self, cold: bool) {
+        self.cold = cold;
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -87,6 +102,7 @@ impl AdminTable {
             writer: NodeIds::LOCAL,
             version,
             written,
+            cold_write: self.cold,
         };
         if let Some((k, _)) = self.map.insert(&key, entry) {
             self.evicted(&k);
@@ -159,6 +175,9 @@ impl AdminTable {
                 if (version, writer, drained) <= (e.version, self.nodes.name(e.writer), e.drained) {
                     return Ok(false);
                 }
+                if self.cold && e.cold_write {
+                    return Ok(self.keep_cold_write(key, version));
+                }
                 Some(e.drained)
             }
             None => None,
@@ -169,6 +188,7 @@ impl AdminTable {
             writer,
             version,
             written,
+            cold_write: false,
         };
         if let Some((k, _)) = self.map.insert(key, entry) {
             self.evicted(&k);
@@ -177,6 +197,19 @@ impl AdminTable {
             self.remote.insert(key.into());
         }
         Ok(true)
+    }
+
+    /// A merge would undo a drain set while cold: keep it, one version above `incoming`, and
+    /// send it back to the peer as a local change.
+    fn keep_cold_write(&mut self, key: &[u8], incoming: u64) -> bool {
+        let Some(e) = self.map.get_mut(key) else {
+            return false;
+        };
+        e.version = incoming.saturating_add(1);
+        if !self.changed.contains(key) {
+            self.changed.insert(key.into());
+        }
+        true
     }
 
     pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
@@ -240,6 +273,45 @@ mod tests {
         // Local changes are reported, merges not.
         assert_eq!(a.take_changes(), vec![k.clone()]);
         assert!(a.take_changes().is_empty());
+    }
+
+    #[test]
+    fn a_drain_set_while_cold_survives_the_resync() {
+        let k = key("p", "b");
+        // a's history of the backend: drained and undrained twice (version 4, undrained).
+        let mut a = AdminTable::new("a", 10);
+        for (i, drained) in [true, false, true, false].into_iter().enumerate() {
+            a.set("p", "b", drained, (i as u32 + 1) * S);
+        }
+        let ra = a.record(&k, 5 * S).unwrap_or_default();
+        // A warm node that drains with an old version loses to a's history...
+        let mut warm = AdminTable::new("c", 10);
+        warm.set("p", "b", true, S);
+        assert_eq!(warm.merge(&k, &ra, 2 * S), Ok(true));
+        assert!(!warm.is_drained("p", "b"));
+        // ...but b, restarted and still cold, keeps its operator's drain and sends it back.
+        let mut b = AdminTable::new("b", 10);
+        b.set_cold(true);
+        b.set("p", "b", true, S);
+        assert_eq!(b.take_changes(), vec![k.clone()]);
+        assert_eq!(b.merge(&k, &ra, 2 * S), Ok(true));
+        assert!(b.is_drained("p", "b"), "the cold drain is kept");
+        assert_eq!(b.take_changes(), vec![k.clone()], "and replicated again");
+        assert!(
+            b.take_remote().is_empty(),
+            "nothing to apply: the value didn't change"
+        );
+        let rb = b.record(&k, 2 * S).unwrap_or_default();
+        assert_eq!(a.merge(&k, &rb, 5 * S), Ok(true));
+        assert!(a.is_drained("p", "b"));
+        assert_eq!(a.digest(), b.digest());
+        // Warm, the normal order applies again: a's newer undrain wins on b.
+        b.set_cold(false);
+        a.set("p", "b", false, 6 * S);
+        let ra = a.record(&k, 6 * S).unwrap_or_default();
+        assert_eq!(b.merge(&k, &ra, 3 * S), Ok(true));
+        assert!(!b.is_drained("p", "b"));
+        assert_eq!(a.digest(), b.digest());
     }
 
     #[test]

@@ -102,6 +102,14 @@ impl SoftState {
         &self.node_id
     }
 
+    /// Whether this node is cold: restarted, its first resync from the peer not complete.
+    /// While cold, a drain set here outranks the peer's older history instead of being
+    /// undone by it (see [`admin`]). lbd sets it at startup when `[peer]` is configured and
+    /// clears it when the link reports warm.
+    pub fn set_cold(&self, cold: bool) {
+        lock(&self.admin).set_cold(cold);
+    }
+
     // --- sticky (learn mode) ---
 
     /// The backend address learned for `cookie` in `pool`, if it is alive. Does not extend
