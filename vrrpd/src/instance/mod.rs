@@ -6,7 +6,7 @@
 //! After each step it publishes a status snapshot and, on transitions, a state event for
 //! the control socket's subscribers.
 //!
-//! The pair (see [`pair`]): before claiming a VIP the instance waits, bounded, for lbd to
+//! The pair (see `pair.rs`): before claiming a VIP the instance waits, bounded, for lbd to
 //! acknowledge the `master` event; lbd's health feeds tracking (FAULT or lower priority);
 //! lbd's readiness gates preemption; a planned switchover drains lbd, then resigns
 //! make-before-break; a restarted vrrpd that finds its VIP served by lbd resumes as master.

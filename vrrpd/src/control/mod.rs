@@ -1,0 +1,288 @@
+//! The control socket server: `vrrpd status`, and the ordered state stream lbd follows.
+//!
+//! The protocol itself (line-delimited JSON, [`Request`](shared::control::Request),
+//! [`Response`], [`StateEvent`]) is in `shared::control`; this module serves it. It knows
+//! nothing about the FSM: the daemon hands it a [`ControlHandle`], i.e. a `watch` of the
+//! [`DaemonStatus`] snapshot and the `broadcast` sender its instances publish transitions on.
+//!
+//! Lifecycle:
+//! - [`bind`] creates the parent directory, removes a *stale* socket file (one nobody is
+//!   listening on; a live one is an error, a non-socket file is never deleted), binds, and
+//!   sets mode 0660. It is separate from [`serve`] so the daemon fails at startup, and tests
+//!   know the socket is ready, before anything is spawned.
+//! - [`serve`] accepts until shutdown is triggered, then stops accepting and removes the
+//!   socket file (if it is still ours). At most [`DEFAULT_MAX_CONNECTIONS`] connections are
+//!   served at once; one more gets an error line and is closed.
+//! - Each connection runs in its own task. Plain request connections end at shutdown.
+//!   Subscribed connections keep streaming through a graceful shutdown, so lbd sees the
+//!   final "initialize / shutdown" events; they end on a fast shutdown, when the client
+//!   closes, when the event channel closes (every sender dropped), or when they lag.
+//!
+//! The stream on one connection, after `{"cmd":"subscribe","client":"lbd"}`:
+//! 1. `{"type":"subscribed","next_seq":1}`;
+//! 2. a snapshot: one [`StateEvent`] per instance with `reason: "snapshot"`, so a
+//!    subscriber that connects late (or reconnects) learns the present;
+//! 3. live events as the daemon broadcasts them.
+//!
+//! Sequence numbers are per connection, start at 1 and grow by exactly 1 per event. The
+//! daemon may put its own event id in the `seq` of the events it broadcasts (0 if unused);
+//! the server renumbers them and remembers the mapping, so [`Subscribers`] can report, per
+//! subscriber, the highest *daemon* event id acknowledged — what "lbd has acted on event N"
+//! needs. Snapshot events count as the highest daemon id published before the snapshot.
+//!
+//! Robustness (all input is untrusted): a line that is not JSON or not a request gets a
+//! `{"type":"error",...}` line and the connection is kept; a line over
+//! `shared::control::MAX_LINE` gets an error line and the connection is closed; a write
+//! that does not complete within [`WRITE_TIMEOUT`] closes the connection; a subscriber that
+//! falls more than the broadcast capacity behind is closed (it reconnects and gets a fresh
+//! snapshot). On a subscribed connection the server only ever writes [`StateEvent`] lines,
+//! plus [`Response`] lines (which carry `"type"`) answering a bad or out-of-place request;
+//! an `ack` gets no answer.
+//!
+//! Layout:
+//! - this file: the public API ([`ControlHandle`], the operator command types, the
+//!   constants), [`bind`] / [`bind_and_serve`] / [`serve`], [`ControlListener`] and the
+//!   accept loop with its connection limit and socket-file cleanup;
+//! - `connection.rs`: one connection's task: the reader, the request loop, the
+//!   subscription stream (per-connection seq numbers, acks), heartbeats and operator
+//!   commands;
+//! - `cache.rs`: the snapshot cache (the last broadcast event of every instance), kept
+//!   fresh by a background task;
+//! - `subscribers.rs`: [`SubscriberInfo`] and the [`Subscribers`] table the daemon reads.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::control::{write_message, DaemonStatus, Response, StateEvent};
+use shared::shutdown::Shutdown;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+mod cache;
+mod connection;
+mod subscribers;
+
+pub use subscribers::{SubscriberInfo, Subscribers};
+
+use cache::{keep_cache_fresh, StateCache};
+use connection::{connection, ConnCtx};
+
+/// Connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// A client that doesn't read for this long is disconnected.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `reason` of the events sent as the initial snapshot.
+pub const SNAPSHOT_REASON: &str = "snapshot";
+/// Socket file mode: the daemon's user and group (lbd) only.
+const SOCKET_MODE: u32 = 0o660;
+
+/// What the daemon provides to the server.
+pub struct ControlHandle {
+    /// The latest status snapshot, answered to `status` and used for the subscribe snapshot.
+    pub status: watch::Receiver<DaemonStatus>,
+    /// Where instances broadcast transitions. `seq` is the daemon's event id (0 if unused);
+    /// the server renumbers per connection. The server keeps only a weak reference, so the
+    /// channel closes (and subscribers are told by EOF) once the daemon drops its senders.
+    pub events: broadcast::Sender<StateEvent>,
+    /// Where operator commands (switchover, resume) go; `None` answers them with an error.
+    pub admin: Option<mpsc::Sender<AdminRequest>>,
+}
+
+/// An operator command for the daemon, with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct AdminRequest {
+    pub command: AdminCommand,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// Operator commands that change the daemon's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    Switchover { instance: Option<String> },
+    Resume { instance: Option<String> },
+}
+
+/// A bound control socket, not yet serving.
+pub struct ControlListener {
+    listener: UnixListener,
+    path: PathBuf,
+    /// (dev, ino) of the socket file we created, so we only ever remove our own.
+    identity: Option<(u64, u64)>,
+    subscribers: Subscribers,
+    max_connections: usize,
+}
+
+impl ControlListener {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The subscriber table the server will maintain.
+    pub fn subscribers(&self) -> Subscribers {
+        self.subscribers.clone()
+    }
+
+    /// Change the connection limit (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+}
+
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
+}
+
+/// Create the socket's directory, clear a stale socket, bind, and chmod 0660.
+/// Must be called inside a tokio runtime.
+pub fn bind(path: &Path) -> io::Result<ControlListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| with_path(path, e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "control socket {}: the path exists and is not a socket; not removing it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => {
+            // A socket file: live if someone accepts on it, stale (left by a crash) if not.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "control socket {}: another daemon is listening on it",
+                        path.display()
+                    ),
+                ));
+            }
+            debug!(path = %path.display(), "removing stale control socket");
+            std::fs::remove_file(path).map_err(|e| with_path(path, e))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(with_path(path, e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| with_path(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .map_err(|e| with_path(path, e))?;
+    let identity = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    Ok(ControlListener {
+        listener,
+        path: path.to_path_buf(),
+        identity,
+        subscribers: Subscribers::default(),
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+    })
+}
+
+/// Bind and serve in one call (for callers that don't need the [`Subscribers`] table).
+pub async fn bind_and_serve(
+    path: &Path,
+    handle: ControlHandle,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let listener = bind(path)?;
+    serve(listener, handle, shutdown).await;
+    Ok(())
+}
+
+/// Serve the control socket until `shutdown` is triggered, then stop accepting and remove
+/// the socket file. Subscribed connections outlive this (see the module docs).
+///
+/// Not an `async fn` on purpose: the event receivers are created when `serve` is *called*,
+/// not when the returned future is first polled, so a transition broadcast between
+/// `tokio::spawn(serve(..))` and the task's first run still reaches the snapshot cache.
+pub fn serve(
+    listener: ControlListener,
+    handle: ControlHandle,
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let ControlHandle {
+        status,
+        events,
+        admin,
+    } = handle;
+    let cache = Arc::new(StateCache::new(events.subscribe()));
+    let wake = events.subscribe();
+    let ctx = Arc::new(ConnCtx {
+        status,
+        events: events.downgrade(),
+        cache: Arc::clone(&cache),
+        subscribers: listener.subscribers.clone(),
+        admin,
+    });
+    // Only the weak reference stays: the daemon's senders decide when the stream ends.
+    drop(events);
+    accept_loop(listener, ctx, cache, wake, shutdown)
+}
+
+async fn accept_loop(
+    listener: ControlListener,
+    ctx: Arc<ConnCtx>,
+    cache: Arc<StateCache>,
+    wake: broadcast::Receiver<StateEvent>,
+    shutdown: Shutdown,
+) {
+    let waker = tokio::spawn(keep_cache_fresh(cache, wake));
+    let limit = Arc::new(Semaphore::new(listener.max_connections));
+    let mut next_conn: u64 = 0;
+    info!(path = %listener.path.display(), "control socket listening");
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => break,
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_conn += 1;
+                    match Arc::clone(&limit).try_acquire_owned() {
+                        Ok(permit) => {
+                            let span = tracing::debug_span!("control", conn = next_conn);
+                            tokio::spawn(
+                                connection(stream, Arc::clone(&ctx), next_conn, shutdown.clone(), permit)
+                                    .instrument(span),
+                            );
+                        }
+                        Err(_) => {
+                            warn!(limit = listener.max_connections, "control connection refused: too many connections");
+                            tokio::spawn(refuse(stream));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    waker.abort();
+    remove_if_ours(&listener.path, listener.identity);
+    debug!("control socket closed");
+}
+
+fn remove_if_ours(path: &Path, identity: Option<(u64, u64)>) {
+    let current = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    if current.is_some() && current == identity {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn refuse(stream: UnixStream) {
+    let (_, mut write) = stream.into_split();
+    let msg = Response::Error {
+        message: "too many control connections; try again later".into(),
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, write_message(&mut write, &msg)).await;
+}
