@@ -9,8 +9,10 @@
 //! into `SocketAddr`/`Duration`/[`Algorithm`], and applies the documented `DEFAULT_*` constants.
 //! Every later stage (router, balancers, proxy) can then trust the config without re-checking.
 //!
-//! Layout: `file` (stage 1 structs), `validate` (stage 2: global, listeners, routes),
-//! `pools` (stage 2: pools, balancing, health), and the typed runtime config here.
+//! Layout: `file` (stage 1 structs); stage 2 is `validate` (the entry point and shared helpers)
+//! calling one function per section: `global` ([global], [timeouts], [limits]), `request_policy`
+//! ([headers], [retries]), `listeners`, `pools` (pools, balancing, health), `routes` (routes,
+//! `default_pool`), `vrrp`, `rate_limits` and `peer`; the typed runtime config is here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -414,9 +416,15 @@ impl LbConfig {
 }
 
 mod file;
+mod global;
+mod listeners;
 pub mod peer;
 mod pools;
+mod rate_limits;
+mod request_policy;
+mod routes;
 mod validate;
+mod vrrp;
 
 pub use file::*;
 pub use validate::validate;

@@ -1,0 +1,209 @@
+//! Stage 2 for the process-wide tables: `[global]` (log, admin, drain, node name, the cookie
+//! secret file, workers, rate-limit key bound), `[timeouts]` and `[limits]`.
+
+use super::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::HeaderValue;
+use shared::config::Validator;
+use shared::telemetry::LogFormat;
+
+use super::pools::hostname;
+use super::validate::{check_ms, parse_addr};
+
+/// `[global]`. Always yields a config (with defaults in place of bad values) so the later
+/// sections that depend on it (listeners vs. `admin`, the node header) can still be checked.
+pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalConfig {
+    let log_format = match g.log_format.as_deref() {
+        None | Some("plain") => LogFormat::Plain,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            v.error(
+                "global.log_format",
+                format!(
+                    "{other:?} is not a log format (valid: {})",
+                    LogFormat::VALID
+                ),
+            );
+            LogFormat::Plain
+        }
+    };
+    let log_level = g.log_level.clone().unwrap_or_else(|| "info".into());
+    if !LOG_LEVELS.contains(&log_level.as_str()) {
+        v.error(
+            "global.log_level",
+            format!(
+                "{log_level:?} is not a level (valid: {})",
+                LOG_LEVELS.join(", ")
+            ),
+        );
+    }
+    let admin = parse_addr(
+        v,
+        "global.admin",
+        g.admin.as_deref().unwrap_or(DEFAULT_ADMIN),
+    )
+    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)));
+    let drain_timeout = check_ms(
+        v,
+        "global.drain_timeout_ms",
+        g.drain_timeout_ms,
+        DEFAULT_DRAIN_TIMEOUT_MS,
+        0,
+        MS_MAX,
+    );
+    let max_client_conns = g.max_client_conns.unwrap_or(DEFAULT_MAX_CLIENT_CONNS);
+    v.check_range("global.max_client_conns", max_client_conns, 1, 1_000_000);
+    let access_log = match g.access_log.as_deref() {
+        None | Some("plain") => AccessLogFormat::Plain,
+        Some("off") => AccessLogFormat::Off,
+        Some("json") => AccessLogFormat::Json,
+        Some(other) => {
+            v.error(
+                "global.access_log",
+                format!(
+                    "{other:?} is not an access log format (valid: \"off\", \"plain\", \"json\")"
+                ),
+            );
+            AccessLogFormat::Off
+        }
+    };
+    let node_name = match g.node_name.as_deref() {
+        Some(n) => n.trim().to_string(),
+        None => hostname(),
+    };
+    if node_name.is_empty() || HeaderValue::from_str(&node_name).is_err() {
+        v.error(
+            "global.node_name",
+            format!("{node_name:?} must be non-empty visible ASCII (it goes in a header)"),
+        );
+    }
+    let cookie_secret = g
+        .cookie_secret_file
+        .as_deref()
+        .and_then(|f| read_cookie_secret(v, f));
+    if let Some(w) = g.workers {
+        v.check_range("global.workers", w, 1, 1024);
+    }
+    let rate_limit_max_keys = g.rate_limit_max_keys.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEYS);
+    v.check_range(
+        "global.rate_limit_max_keys",
+        rate_limit_max_keys,
+        1,
+        10_000_000,
+    );
+    GlobalConfig {
+        log_format,
+        log_level,
+        admin,
+        drain_timeout,
+        max_client_conns,
+        access_log,
+        node_name,
+        cookie_secret,
+        workers: g.workers,
+        rate_limit_max_keys,
+    }
+}
+
+/// `global.cookie_secret_file`, relative to the config file's directory. Trailing whitespace
+/// (an editor's final newline) is not part of the key, so `echo`/`openssl rand -hex` output
+/// works as is.
+fn read_cookie_secret(v: &mut Validator<'_>, file: &str) -> Option<CookieSecret> {
+    const KEY: &str = "global.cookie_secret_file";
+    if file.trim().is_empty() {
+        v.error(
+            KEY,
+            "must not be empty (remove it for a random key per process)",
+        );
+        return None;
+    }
+    let path = match v.source().path.parent() {
+        Some(dir) => dir.join(file),
+        None => PathBuf::from(file),
+    };
+    match std::fs::read(&path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                bytes.pop();
+            }
+            if bytes.len() < MIN_COOKIE_SECRET_BYTES {
+                v.error(
+                    KEY,
+                    format!(
+                        "{} holds {} byte(s); the key needs at least {MIN_COOKIE_SECRET_BYTES} \
+                         (e.g. `openssl rand -hex 32 > FILE`)",
+                        path.display(),
+                        bytes.len()
+                    ),
+                );
+                return None;
+            }
+            Some(CookieSecret(bytes))
+        }
+        Err(e) => {
+            v.error(KEY, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// `[timeouts]`: every phase must be at least 1 ms (0 would fail every request).
+pub(super) fn validate_timeouts(v: &mut Validator<'_>, t: &FileTimeouts) -> Timeouts {
+    Timeouts {
+        connect: check_ms(
+            v,
+            "timeouts.connect_ms",
+            t.connect_ms,
+            DEFAULT_CONNECT_MS,
+            1,
+            MS_MAX,
+        ),
+        request_header: check_ms(
+            v,
+            "timeouts.request_header_ms",
+            t.request_header_ms,
+            DEFAULT_REQUEST_HEADER_MS,
+            1,
+            MS_MAX,
+        ),
+        backend_response: check_ms(
+            v,
+            "timeouts.backend_response_ms",
+            t.backend_response_ms,
+            DEFAULT_BACKEND_RESPONSE_MS,
+            1,
+            MS_MAX,
+        ),
+        client_idle: check_ms(
+            v,
+            "timeouts.client_idle_ms",
+            t.client_idle_ms,
+            DEFAULT_CLIENT_IDLE_MS,
+            1,
+            MS_MAX,
+        ),
+    }
+}
+
+/// `[limits]`: request-head size bounds.
+pub(super) fn validate_limits(v: &mut Validator<'_>, l: &FileLimits) -> Limits {
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_request_line: l.max_request_line.unwrap_or(DEFAULT_MAX_REQUEST_LINE),
+    };
+    v.check_range(
+        "limits.max_header_bytes",
+        limits.max_header_bytes,
+        1024,
+        256 * 1024,
+    );
+    v.check_range(
+        "limits.max_request_line",
+        limits.max_request_line,
+        256,
+        64 * 1024,
+    );
+    limits
+}
