@@ -1,4 +1,4 @@
-//! `[peer]`: the authenticated link to the other lbd node (issue 5). Owner: peer-link.
+//! `[peer]`: the authenticated link to the other lbd node (issue 5).
 //!
 //! ```toml
 //! [peer]

@@ -1,6 +1,6 @@
 //! The peer link (issue 5): drives `shared::peer`'s sans-IO [`Replicator`] over an
 //! authenticated TCP stream to the other lbd node, so sticky entries, rate-limit buckets and
-//! operator drains ([`crate::softstate`]) survive a failover. Owner: peer-link.
+//! operator drains ([`crate::softstate`]) survive a failover.
 //!
 //! Layout:
 //! - this file: [`PeerHandle`] (what the rest of lbd sees: the status snapshot behind
