@@ -33,11 +33,12 @@ cargo test -p shared -p vrrpd -p lbd --no-fail-fast
 step "peer-link benchmark smoke run"
 cargo run -q -p lbd --example sync_bench -- --seconds 2 --rate 2000 --resync-entries 20000
 
-# Real daemons, real time, one test at a time. A timing test that fails is run once more:
-# nextest then reports it as FLAKY (visible below), and a test that fails twice fails CI.
+# Real daemons, real time, one test at a time. A timing test that fails is run once more
+# (.config/nextest.toml, which also names the one test allowed two retries and why): nextest
+# then reports it as FLAKY (visible below), and a test that fails every try fails CI.
 step "network-namespace suites (root, serial)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run -p netns-tests --test-threads 1 --retries 1 --no-fail-fast
+  cargo nextest run -p netns-tests --test-threads 1 --no-fail-fast
 else
   cargo test -p netns-tests --no-fail-fast -- --test-threads=1
 fi
