@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use netns_tests::pair::softstate::{same_backend, SoftStateOpts, StickyMode, SESSION_COOKIE};
 use netns_tests::pair::{PairConfig, PairTopology, BACKEND_PORT};
-use netns_tests::{eventually, margin, NodeId};
+use netns_tests::{eventually, eventually_until, margin, NodeId};
 
 const ADVERT_CS: u16 = 10;
 const PEER_SETTLE: Duration = Duration::from_secs(20);
@@ -50,21 +50,20 @@ fn drain_propagation(pair: &PairTopology) -> Result<Duration> {
     let be1 = backend(pair, 0);
     let t0 = Instant::now();
     pair.drain(NodeId::A, be1, true)?;
-    let deadline = t0 + Duration::from_secs(10);
-    let mut took = None;
-    while Instant::now() < deadline {
-        if pair
-            .drained(NodeId::B)?
-            .iter()
-            .any(|b| b.contains(&be1.to_string()))
-        {
-            took = Some(t0.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let reached = eventually_until(
+        t0,
+        t0 + Duration::from_secs(10),
+        Duration::from_millis(5),
+        || {
+            Ok(pair
+                .drained(NodeId::B)?
+                .iter()
+                .any(|b| b.contains(&be1.to_string())))
+        },
+    );
     pair.drain(NodeId::A, be1, false)?;
-    took.ok_or_else(|| anyhow::anyhow!("A's drain of {be1} never reached B"))
+    let at = reached.map_err(|e| anyhow::anyhow!("A's drain of {be1} never reached B: {e:#}"))?;
+    Ok(at.saturating_duration_since(t0))
 }
 
 fn backend(pair: &PairTopology, n: usize) -> SocketAddrV4 {

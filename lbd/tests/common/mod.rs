@@ -260,6 +260,16 @@ pub async fn request(
     headers: &[(&str, &str)],
 ) -> Result<Resp, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    send_on(stream, method, path, headers).await
+}
+
+/// One request on `stream`: a `host` header is added unless `headers` has one.
+async fn send_on(
+    stream: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Resp, String> {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -483,33 +493,5 @@ pub async fn request_from(
         .bind(SocketAddr::new(src, 0))
         .map_err(|e| format!("bind {src}: {e}"))?;
     let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut b = Request::builder()
-        .method("GET")
-        .uri(path)
-        .header("host", "test.local");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(15), tx.send_request(req))
-        .await
-        .map_err(|_| "request timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    send_on(stream, "GET", path, headers).await
 }
