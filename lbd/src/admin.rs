@@ -264,6 +264,26 @@ pub fn render(shared: &Shared) -> String {
     );
     e.sample("lbd_upgrades_total", &[], get(&s.upgrades_total));
     e.family(
+        "lbd_http1_fast_path_requests_total",
+        "counter",
+        "Requests served by lbd's own HTTP/1 engine (the rest are served by hyper).",
+    );
+    e.sample(
+        "lbd_http1_fast_path_requests_total",
+        &[],
+        get(&s.fast_path_requests_total),
+    );
+    e.family(
+        "lbd_http1_fast_path_handoffs_total",
+        "counter",
+        "Client connections the HTTP/1 fast path handed to hyper on a request it does not take.",
+    );
+    e.sample(
+        "lbd_http1_fast_path_handoffs_total",
+        &[],
+        get(&s.fast_path_handoffs_total),
+    );
+    e.family(
         "lbd_access_log_dropped_total",
         "counter",
         "Access log lines dropped because the writer fell behind.",

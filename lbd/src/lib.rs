@@ -4,8 +4,9 @@
 //! - [`listener`]   bound sockets (IP_FREEBIND for VIPs), accept loop with the client
 //!   connection limit, a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
 //!   header timeout and size limits, graceful close on drain and idleness.
-//! - [`l7`]         the HTTP layer: [`l7::proxy`] (the hyper service: route, pick, forward,
-//!   retry, WebSocket tunnel), [`l7::router`] (host/path/header/method rules and splits),
+//! - [`l7`]         the HTTP layer: [`l7::fast`] (lbd's own HTTP/1 engine for plain
+//!   keep-alive requests, the common case), [`l7::proxy`] (the hyper service for the rest:
+//!   route, pick, forward, retry, WebSocket tunnel, h2c), [`l7::router`] (host/path/header/method rules and splits),
 //!   [`l7::headers`] (hop-by-hop stripping, X-Forwarded-*/Forwarded/Via), [`l7::retry`]
 //!   (retry budget, idempotency).
 //! - [`upstream`]   the backend side: [`upstream::backend`] (lock-free per-backend state and

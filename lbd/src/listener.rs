@@ -9,9 +9,11 @@
 //! 1. takes a permit of `global.max_client_conns` *before* `accept`, so over the limit the
 //!    kernel backlog queues new clients instead of lbd accepting and dropping them;
 //! 2. gets a tracing span carrying `client.addr` and the listener name;
-//! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1 with
-//!    hyper's header read timeout (slowloris), `max_header_size` (431) and upgrades, through
-//!    [`FramingIo`], which records the request framing hyper hides (CL+TE) for the proxy;
+//! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1: by
+//!    lbd's own engine ([`crate::l7::fast`], unless `global.http1_fast_path = false`) until a
+//!    request it does not take, and from then on (or from the start) by hyper with its header
+//!    read timeout (slowloris), `max_header_size` (431) and upgrades, through [`FramingIo`],
+//!    which records the request framing hyper hides (CL+TE) for the proxy;
 //! 4. is shut down gracefully on SIGTERM (hyper finishes the request in progress) or when it
 //!    has been idle for `timeouts.client_idle_ms`.
 //!
@@ -22,12 +24,13 @@ use futures::FutureExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -39,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::config::ListenerConfig;
+use crate::l7::fast::conn::{ConnLimits, Served};
+use crate::l7::fast::prefixed::Prefixed;
 use crate::l7::framing::{FramingIo, FramingVerdicts};
 use crate::server::{clock, Shared};
 
@@ -347,9 +352,11 @@ enum Drive<T> {
     Fast,
 }
 
-/// Drive a hyper connection future with graceful shutdown on SIGTERM and on idleness.
+/// Drive a connection future with graceful shutdown on SIGTERM and on idleness: `$graceful`
+/// is called with the pinned future to ask it to close gracefully. Evaluates to the future's
+/// output, or `None` after SIGINT dropped it.
 macro_rules! drive {
-    ($conn:expr, $shared:expr, $ctx:expr, $idle:expr) => {{
+    ($conn:expr, $shared:expr, $ctx:expr, $idle:expr, $graceful:expr) => {{
         let conn = $conn;
         let mut conn = pin!(conn);
         let shutdown = $shared.shutdown.clone();
@@ -387,21 +394,23 @@ macro_rules! drive {
             })
             .await;
             match step {
-                Drive::Done(res) => {
-                    if let Err(e) = res {
-                        debug!(error = %e, "client connection ended with an error");
-                    }
-                    break;
-                }
+                Drive::Done(res) => break Some(res),
                 Drive::Close(why) => {
                     debug!(why, "closing the client connection gracefully");
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    ($graceful)(conn.as_mut());
                 }
-                Drive::Fast => break,
+                Drive::Fast => break None,
             }
         }
     }};
+}
+
+/// Log how a hyper connection ended.
+fn log_end<E: std::fmt::Display>(res: Option<Result<(), E>>) {
+    if let Some(Err(e)) = res {
+        debug!(error = %e, "client connection ended with an error");
+    }
 }
 
 async fn serve_connection(
@@ -421,6 +430,7 @@ async fn serve_connection(
     let rt = shared.runtime();
     let timeouts = rt.config.timeouts.clone();
     let limits = rt.config.limits.clone();
+    let fast_path = rt.config.global.http1_fast_path;
     drop(rt);
 
     let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
@@ -450,22 +460,54 @@ async fn serve_connection(
             .timer(TokioTimer::new())
             .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
             .serve_connection(io, svc);
-        drive!(conn, shared, ctx, timeouts.client_idle);
-    } else {
-        // The whole head (request line + headers); the proxy checks each part against
-        // its own limit to answer 414 or 431.
-        let max_head = limits.max_header_bytes + limits.max_request_line;
-        // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
-        let io = TokioIo::new(FramingIo::new(stream, Arc::clone(&ctx.framing), max_head));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.request_header)
-            .max_header_size(max_head)
-            .keep_alive(true)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        drive!(conn, shared, ctx, timeouts.client_idle);
+        log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
+            &mut http2::Connection<_, _, _>,
+        >| {
+            c.graceful_shutdown()
+        }));
+        return;
     }
+    // The whole head (request line + headers); the proxy checks each part against
+    // its own limit to answer 414 or 431.
+    let max_head = limits.max_header_bytes + limits.max_request_line;
+    let (stream, buffered) = if fast_path {
+        let closing = AtomicBool::new(false);
+        let served = crate::l7::fast::conn::serve(
+            &shared,
+            &ctx,
+            stream,
+            &closing,
+            ConnLimits {
+                head_timeout: timeouts.request_header.min(timeouts.client_idle),
+                max_head,
+                body_timeout: timeouts.client_idle,
+            },
+        );
+        let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
+        match drive!(served, shared, ctx, timeouts.client_idle, graceful) {
+            Some(Served::Fallback { stream, buffered }) => (stream, buffered),
+            Some(Served::Closed) | None => return,
+        }
+    } else {
+        (stream, Bytes::new())
+    };
+    // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
+    let io = TokioIo::new(FramingIo::new(
+        Prefixed::new(stream, buffered),
+        Arc::clone(&ctx.framing),
+        max_head,
+    ));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_header)
+        .max_header_size(max_head)
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
+        &mut hyper::server::conn::http1::UpgradeableConnection<_, _>,
+    >| c
+        .graceful_shutdown()));
 }
 
 /// Decrements the active client connection gauge on drop.

@@ -110,6 +110,10 @@ pub struct GlobalStats {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub upgrades_total: AtomicU64,
+    /// Requests served by the HTTP/1 fast path (`l7::fast`).
+    pub fast_path_requests_total: AtomicU64,
+    /// Connections the fast path handed to hyper (a request it does not take).
+    pub fast_path_handoffs_total: AtomicU64,
 }
 
 impl GlobalStats {

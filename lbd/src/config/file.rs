@@ -48,6 +48,7 @@ pub struct FileGlobal {
     pub cookie_secret_file: Option<String>,
     pub workers: Option<usize>,
     pub rate_limit_max_keys: Option<usize>,
+    pub http1_fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -104,6 +104,7 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         cookie_secret,
         workers: g.workers,
         rate_limit_max_keys,
+        http1_fast_path: g.http1_fast_path.unwrap_or(true),
     }
 }
 

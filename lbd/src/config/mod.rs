@@ -104,6 +104,9 @@ pub struct GlobalConfig {
     pub workers: Option<usize>,
     /// Bound on rate-limit buckets (the soft-state table's LRU size).
     pub rate_limit_max_keys: usize,
+    /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::fast`])
+    /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
+    pub http1_fast_path: bool,
 }
 
 /// Key material for the sticky cookie MAC; `Debug` never prints it.

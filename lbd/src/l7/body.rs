@@ -122,7 +122,9 @@ impl Body for ProxyBody {
                 if let (Some(d), Some(fin)) = (frame.data_ref(), this.fin.as_mut()) {
                     fin.bytes += d.len() as u64;
                 }
-                if this.is_end_stream() {
+                // Trailers end a chunked body, and hyper's server stops polling after them
+                // (`is_end_stream` can't know it for a chunked `Incoming`).
+                if frame.is_trailers() || this.is_end_stream() {
                     this.finish(true);
                 }
             }

@@ -3,6 +3,8 @@
 //! - [`framing`] follows HTTP/1 request framing on the client's bytes to catch what hyper
 //!   hides (Content-Length with Transfer-Encoding, duplicate Content-Length) (sans-IO + wrapper).
 //! - [`router`] ordered host/path/header/method rules mapping a request to a backend pool.
+//! - [`fast`]    lbd's own HTTP/1 engine for plain keep-alive requests; hands anything else
+//!   to hyper.
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
@@ -14,6 +16,7 @@
 //!   buckets are [`crate::softstate`].
 
 pub mod body;
+pub mod fast;
 pub mod framing;
 pub mod headers;
 pub mod proxy;

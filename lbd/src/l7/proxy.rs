@@ -117,6 +117,11 @@ pub async fn handle(
                     st.on_response(p.name(), pin, served, &mut parts.headers, &shared.soft);
                 }
             }
+            // hyper decoded a transfer coding, so the backend's length is not the body's
+            // (RFC 9112 §6.3: with both, Transfer-Encoding wins and Content-Length must go).
+            if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
             let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
             let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(u) = upgrade {
@@ -193,7 +198,7 @@ pub async fn handle(
 
 /// The node header, and `Connection: close` while the request's listener drains. HTTP/2
 /// has no `Connection` header (its connection drains with GOAWAY on shutdown instead).
-fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, version: Version) {
+pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, version: Version) {
     if let Some((name, value)) = &rt.config.headers.node_header {
         h.insert(name.clone(), value.clone());
     }
@@ -230,7 +235,7 @@ struct Meta {
 }
 
 /// Why a request was answered locally.
-enum Local {
+pub(super) enum Local {
     Error(ProxyError),
     RateLimited(Denied),
 }
@@ -281,7 +286,7 @@ impl Drop for Lease {
     }
 }
 
-fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
+pub(super) fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
     let guard = backend.begin_request();
     (
         Arc::clone(backend),
@@ -293,7 +298,7 @@ fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
 }
 
 /// Could any backend take this request if it had capacity?
-fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
+pub(super) fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
     pool.pool
         .backends
         .iter()
@@ -310,7 +315,7 @@ impl Drop for QueueSlot<'_> {
 }
 
 /// Pick a backend, waiting in the pool's queue while all usable backends are full.
-async fn acquire(
+pub(super) async fn acquire(
     pool: &PoolRt,
     pcfg: &PoolConfig,
     ctx: &PickContext<'_>,
@@ -354,7 +359,7 @@ async fn acquire(
 }
 
 /// Feed passive health and log a resulting change.
-fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
+pub(super) fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
     if let Some(change) = backend.record_result(outcome, clock()) {
         log_health_change(pool.name(), backend, change);
     }
@@ -592,11 +597,13 @@ async fn forward(
         if reused {
             inc(&conns.stats.conns_reused);
         }
-        // A copy to resend after a failure, made only when a resend could happen: a retry
-        // goes to another backend (this one is excluded first), so a single-backend pool
-        // never needs one, and cloning the head on every request is measurable.
+        // A copy to resend after a failure, made only when a resend could happen: on a
+        // reused connection (the keep-alive race, resent to the same backend), or as a retry
+        // on another backend (so a fresh connection in a single-backend pool never needs
+        // one; cloning the head on every request is measurable).
         let other_backends = pool.pool.backends.len() > 1;
-        let replay = (replayable && retries < max_retries && other_backends).then(|| {
+        let resend_possible = reused && stale < 2 || retries < max_retries && other_backends;
+        let replay = (replayable && resend_possible).then(|| {
             let bytes = replay_bytes.clone().unwrap_or_default();
             (parts.clone(), Either::Left(Full::new(bytes)))
         });
@@ -670,6 +677,18 @@ async fn forward(
                     continue;
                 }
                 let err = e.into_error();
+                let replay = match replay {
+                    // Written, then the reused connection closed without a response: the
+                    // keep-alive race again (the backend closed it as the request went out).
+                    // An idempotent request goes once more on a fresh connection.
+                    Some(r) if reused && stale < 2 => {
+                        debug!(backend = %backend.addr, error = %err, "pooled connection closed under the request");
+                        stale += 1;
+                        pending = Some(r);
+                        continue;
+                    }
+                    other => other,
+                };
                 debug!(backend = %backend.addr, error = %err, reused, "backend failed before responding");
                 inc(&conns.stats.failures);
                 // A reused connection closing under us is usually the keep-alive race, not a

@@ -14,6 +14,11 @@
 //! therefore uncontended on the request path; the checker's reaping and a reload's clearing
 //! take them from the control thread.
 //!
+//! The HTTP/1 fast path ([`crate::l7::fast`]) speaks HTTP/1 on the socket itself, so its idle
+//! connections are plain [`RawConn`]s in a second set of per-worker stacks, under the same
+//! `idle_max` / `idle_timeout` (each set is bounded on its own). A raw connection is checked
+//! for a close from the backend (readiness, then a non-blocking read) before it is reused.
+//!
 //! Rules that keep reuse safe:
 //! - A connection goes back only after its response body was read to the end without error
 //!   ([`ConnPool::checkin`] is called by the response body wrapper in `l7/proxy.rs`). A
@@ -40,7 +45,7 @@ use tokio::time::Instant;
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::{inc, BackendStats};
-use crate::upstream::backend::Backend;
+use crate::upstream::backend::{Backend, ConnGuard};
 
 /// The request body lbd sends upstream: buffered (replayable) or streamed from the client.
 pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
@@ -74,11 +79,42 @@ struct Idle {
     since: Instant,
 }
 
+/// A keep-alive TCP connection to a backend for the HTTP/1 fast path. It counts as one of
+/// the backend's open connections until dropped (which closes it).
+pub struct RawConn {
+    pub stream: TcpStream,
+    _open: ConnGuard,
+}
+
+impl RawConn {
+    /// Has the backend closed this idle connection (or sent something unasked)? Costs a
+    /// syscall only when the socket's readiness says there is something to read.
+    fn is_closed(&self) -> bool {
+        let waker = futures::task::noop_waker_ref();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+struct RawIdle {
+    conn: RawConn,
+    since: Instant,
+}
+
 /// Idle keep-alive connections to one backend address.
 pub struct ConnPool {
     pub addr: SocketAddr,
     /// One LIFO stack per worker thread (see the module docs).
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The fast path's idle connections, per worker like `idle`.
+    raw_idle: Box<[Mutex<Vec<RawIdle>>]>,
     /// Settings are atomics so a reload can change them on a pool that is carried over.
     idle_max: AtomicU32,
     idle_timeout_ms: AtomicU64,
@@ -115,6 +151,7 @@ impl ConnPool {
         ConnPool {
             addr,
             idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            raw_idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: BackendStats::default(),
@@ -137,9 +174,73 @@ impl ConnPool {
         lock(&self.idle[i])
     }
 
-    /// Idle connections over every worker's slot.
+    fn lock_raw(&self) -> std::sync::MutexGuard<'_, Vec<RawIdle>> {
+        let i = WORKER_SLOT.with(Cell::get) % self.raw_idle.len();
+        lock(&self.raw_idle[i])
+    }
+
+    /// Idle connections over every worker's slot (both kinds).
     pub fn idle_count(&self) -> usize {
-        self.idle.iter().map(|m| lock(m).len()).sum()
+        self.idle.iter().map(|m| lock(m).len()).sum::<usize>()
+            + self.raw_idle.iter().map(|m| lock(m).len()).sum::<usize>()
+    }
+
+    /// The most recently used idle fast-path connection that is still open and not expired.
+    pub fn checkout_raw(&self) -> Option<RawConn> {
+        let timeout = self.idle_timeout();
+        let now = Instant::now();
+        let mut idle = self.lock_raw();
+        while let Some(c) = idle.pop() {
+            if now.duration_since(c.since) >= timeout {
+                idle.clear();
+                return None;
+            }
+            if !c.conn.is_closed() {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    /// Return a fast-path connection whose response was read completely and which the
+    /// backend did not ask to close.
+    pub fn checkin_raw(&self, conn: RawConn) {
+        let max = self.idle_max.load(Ordering::Relaxed) as usize;
+        if max == 0 {
+            return;
+        }
+        let mut idle = self.lock_raw();
+        if idle.len() >= max {
+            idle.remove(0);
+        }
+        idle.push(RawIdle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// A pooled fast-path connection (`reused = true`), else a new one. `fresh` skips the
+    /// pool.
+    pub async fn get_raw(
+        &self,
+        backend: &Arc<Backend>,
+        connect_timeout: Duration,
+        fresh: bool,
+    ) -> Result<(RawConn, bool), ProxyError> {
+        if !fresh {
+            if let Some(c) = self.checkout_raw() {
+                return Ok((c, true));
+            }
+        }
+        let stream = self.connect_tcp(connect_timeout).await?;
+        inc(&self.stats.conns_new);
+        Ok((
+            RawConn {
+                stream,
+                _open: backend.conn_opened(),
+            },
+            false,
+        ))
     }
 
     /// The most recently used idle connection that is still open and not expired.
@@ -187,11 +288,17 @@ impl ConnPool {
         for slot in self.idle.iter() {
             lock(slot).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
         }
+        for slot in self.raw_idle.iter() {
+            lock(slot).retain(|c| !c.conn.is_closed() && now.duration_since(c.since) < timeout);
+        }
     }
 
     /// Drop every idle connection (backend removed by a reload).
     pub fn clear(&self) {
         for slot in self.idle.iter() {
+            lock(slot).clear();
+        }
+        for slot in self.raw_idle.iter() {
             lock(slot).clear();
         }
     }
@@ -224,17 +331,7 @@ impl ConnPool {
         backend: &Arc<Backend>,
         timeout: Duration,
     ) -> Result<Sender, ProxyError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(ProxyError::new(ErrorKind::Connect)
-                    .retryable()
-                    .with_source(e))
-            }
-            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout).retryable()),
-        };
-        // Requests and responses are small and latency-bound; Nagle only adds delay.
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect_tcp(timeout).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -257,7 +354,24 @@ impl ConnPool {
     }
 }
 
-fn lock(slot: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+impl ConnPool {
+    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(ProxyError::new(ErrorKind::Connect)
+                    .retryable()
+                    .with_source(e))
+            }
+            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout).retryable()),
+        };
+        // Requests and responses are small and latency-bound; Nagle only adds delay.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+fn lock<T>(slot: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
     // The vector is consistent after every operation, so a poisoned lock is still usable.
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }

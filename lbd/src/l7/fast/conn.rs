@@ -1,0 +1,220 @@
+//! The fast path's client connection loop: read a head, serve it, repeat.
+//!
+//! - Each head must arrive within `min(request_header, client_idle)` of the previous
+//!   response (or of the accept), the same bound hyper's header timer gives a keep-alive
+//!   connection: a slowloris client is closed, an idle one too.
+//! - The driver in [`crate::listener`] asks for a graceful close (SIGTERM, idleness) by
+//!   setting `closing`: a request in progress finishes; between requests the loop ends.
+//! - A head the fast path does not take ends the loop with [`Served::Fallback`]: the socket
+//!   and every byte read so far go to hyper, which serves the rest of the connection.
+//! - Closing after a response shuts the write side down and briefly drains what the client
+//!   still sends, so a close with unread bytes does not reset the response away (the
+//!   "lingering close" of nginx and Apache).
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::exchange::{self, Bufs, Next};
+use super::head::{self, Parsed};
+use super::MAX_BODY;
+use crate::listener::ConnCtx;
+use crate::server::Shared;
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How the connection ended.
+pub enum Served {
+    Closed,
+    /// Serve the rest with hyper: `buffered` are the bytes read but not consumed, starting
+    /// with the head of the request the fast path did not take.
+    Fallback {
+        stream: TcpStream,
+        buffered: Bytes,
+    },
+}
+
+/// Limits the loop applies (from the snapshot at accept time, like hyper's builder).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// For each head, counted from the end of the previous response.
+    pub head_timeout: Duration,
+    /// Request line plus headers; a longer head goes to hyper, which answers 431.
+    pub max_head: usize,
+    /// For reading a request body.
+    pub body_timeout: Duration,
+}
+
+/// What one wait for client bytes gave.
+enum Read {
+    Bytes,
+    Eof,
+    Timeout,
+    Closing,
+    Error(io::Error),
+}
+
+/// Serve HTTP/1.1 requests on `stream` until it closes, fails, is asked to close, or meets
+/// a request for hyper.
+pub async fn serve(
+    shared: &Arc<Shared>,
+    ctx: &Arc<ConnCtx>,
+    mut stream: TcpStream,
+    closing: &AtomicBool,
+    limits: ConnLimits,
+) -> Served {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut bufs = Bufs::default();
+    let mut deadline = Box::pin(tokio::time::sleep(limits.head_timeout));
+    loop {
+        deadline
+            .as_mut()
+            .reset(Instant::now() + limits.head_timeout);
+        let req = loop {
+            if !buf.is_empty() {
+                match head::parse_request(&mut buf, MAX_BODY) {
+                    Parsed::Fast(r) => break r,
+                    Parsed::Partial if buf.len() <= limits.max_head => {}
+                    Parsed::Partial => return fallback(shared, stream, buf, "head over the limit"),
+                    Parsed::Fallback(why) => return fallback(shared, stream, buf, why),
+                    Parsed::Bad(why) => {
+                        debug!(why, "malformed request");
+                        bad_request(shared, &mut stream).await;
+                        return Served::Closed;
+                    }
+                }
+            }
+            // A graceful close only ever interrupts the wait *between* requests.
+            let may_close = buf.is_empty();
+            match read_some(&mut stream, &mut buf, deadline.as_mut(), closing, may_close).await {
+                Read::Bytes => {}
+                Read::Eof | Read::Closing => return Served::Closed,
+                Read::Timeout => {
+                    debug!(
+                        partial = !buf.is_empty(),
+                        "no request head within the header timeout, closing"
+                    );
+                    return Served::Closed;
+                }
+                Read::Error(e) => {
+                    debug!(error = %e, "client connection failed");
+                    return Served::Closed;
+                }
+            }
+        };
+        // The body, buffered whole (it is at most MAX_BODY).
+        let body = if req.content_length == 0 {
+            Bytes::new()
+        } else {
+            deadline
+                .as_mut()
+                .reset(Instant::now() + limits.body_timeout);
+            while buf.len() < req.content_length {
+                match read_some(&mut stream, &mut buf, deadline.as_mut(), closing, false).await {
+                    Read::Bytes => {}
+                    _ => {
+                        debug!("client body incomplete, closing");
+                        return Served::Closed;
+                    }
+                }
+            }
+            buf.split_to(req.content_length).freeze()
+        };
+        match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                linger_close(stream).await;
+                return Served::Closed;
+            }
+        }
+    }
+}
+
+fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str) -> Served {
+    debug!(why, "handing the connection to hyper");
+    crate::metrics::inc(&shared.stats.fast_path_handoffs_total);
+    Served::Fallback {
+        stream,
+        buffered: buf.freeze(),
+    }
+}
+
+/// Read what is there into `buf`, waiting until `deadline` (or a graceful close, when
+/// `may_close`).
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    closing: &AtomicBool,
+    may_close: bool,
+) -> Read {
+    buf.reserve(4096);
+    poll_fn(|cx| {
+        if may_close && closing.load(Ordering::Acquire) {
+            return Poll::Ready(Read::Closing);
+        }
+        // `poll_read` (not `try_read`): after a short read it clears the socket's readiness,
+        // so the wait for the next request costs no extra EAGAIN read.
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *stream), cx, buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Read::Eof),
+            Poll::Ready(Ok(_)) => Poll::Ready(Read::Bytes),
+            Poll::Ready(Err(e)) => Poll::Ready(Read::Error(e)),
+            Poll::Pending => {
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Read::Timeout)
+            }
+        }
+    })
+    .await
+}
+
+/// Answer a head that cannot be a valid request (400) and close.
+async fn bad_request(shared: &Arc<Shared>, stream: &mut TcpStream) {
+    let kind = crate::error::ErrorKind::BadRequest;
+    shared.stats.error(kind);
+    let mut out = Vec::new();
+    let status: StatusCode = kind.status();
+    head::write_local_response(
+        &mut out,
+        status,
+        &HeaderMap::new(),
+        kind.body().as_bytes(),
+        true,
+    );
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Close after the last response without resetting it: FIN first, then read and drop
+/// whatever the client still sends, for a bounded time.
+async fn linger_close(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = BytesMut::with_capacity(4096);
+    let until = Instant::now() + LINGER;
+    let mut drained = 0usize;
+    while drained < 1 << 20 {
+        sink.clear();
+        let read = tokio::time::timeout_at(
+            until,
+            tokio::io::AsyncReadExt::read_buf(&mut stream, &mut sink),
+        )
+        .await;
+        match read {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
+        }
+    }
+}

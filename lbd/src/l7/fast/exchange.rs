@@ -1,0 +1,507 @@
+//! One fast-path request, from its parsed head to the last byte of the response.
+//!
+//! The order of checks and the retry rules are those of [`crate::l7::proxy`] (its module docs
+//! list them), and the same functions do the work: the router, the rate limiters, sticky
+//! pins, `acquire` and its queue, passive health `report`, the retry budget, header hygiene,
+//! `pair_headers`, and `Finish` for metrics, the access log and releasing the backend and
+//! the VIP gate. What differs is the transport: the request head is serialised once into a
+//! buffer that a retry simply sends again, the upstream socket is a [`RawConn`] driven here,
+//! and the response is relayed by [`super::relay`].
+//!
+//! Retries on a raw socket: a write that fails on a reused connection means the backend had
+//! closed it (the keep-alive race), so the request goes again on a fresh connection to the
+//! same backend, as hyper's "request not sent" does. A reused connection that closes before
+//! any response byte is the same race for an idempotent request; otherwise (and on a fresh
+//! connection) it is a backend failure, retried elsewhere only when idempotent.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{StatusCode, Version};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::head::{self, RequestHead, ResponseEdits, MAX_HEADERS};
+use super::relay::{self, HeadError};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::body::{Finish, LogInfo};
+use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::proxy::{acquire, any_usable, lease, pair_headers, report, Local};
+use crate::l7::ratelimit::{retry_after_secs, RequestKeys};
+use crate::l7::retry::is_idempotent;
+use crate::l7::router::RequestView;
+use crate::l7::sticky::RequestPin;
+use crate::listener::ConnCtx;
+use crate::metrics::inc;
+use crate::server::{clock, Runtime, Shared};
+use crate::upstream::backend::BackendId;
+use crate::upstream::balance::{eligible, PickContext};
+use crate::upstream::health::Outcome;
+use crate::upstream::pool::{ConnPool, RawConn};
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Buffers a client connection keeps between its requests.
+#[derive(Default)]
+pub(super) struct Bufs {
+    /// The upstream request (head and body), kept for a resend.
+    request: Vec<u8>,
+    /// Bytes from the backend.
+    upstream: BytesMut,
+    /// The client's response head (and the first body bytes).
+    response: Vec<u8>,
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serve one request and write its response to `client`.
+pub(super) async fn serve(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnCtx>,
+    client: &mut TcpStream,
+    mut req: Box<RequestHead>,
+    body: Bytes,
+    bufs: &mut Bufs,
+) -> Next {
+    let rt = shared.runtime();
+    inc(&shared.stats.requests_total);
+    inc(&shared.stats.fast_path_requests_total);
+    rt.retry_budget.deposit();
+    let log = rt.access_log.enabled().then(|| LogInfo {
+        started: Instant::now(),
+        method: req.method.to_string(),
+        path: req.target.as_str().to_string(),
+    });
+    let mut fin = Finish {
+        shared: Arc::clone(shared),
+        rt: Arc::clone(&rt),
+        active: conn.begin(),
+        status: 0,
+        bytes: 0,
+        upstream: None,
+        lease: None,
+        log,
+        pool: None,
+        backend: None,
+        error: "-",
+        gate: shared.vrrp.gates.enter(&conn.listener),
+    };
+    let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
+    let Forwarded {
+        mut up,
+        pool_conns,
+        framing,
+        reusable,
+        close,
+    } = match forwarded {
+        Ok(f) => f,
+        Err(local) => return answer_locally(shared, &rt, conn, client, local, bufs, fin).await,
+    };
+    let relayed = relay::relay_body(
+        &mut up.stream,
+        client,
+        &mut bufs.response,
+        &mut bufs.upstream,
+        framing,
+    )
+    .await;
+    match relayed {
+        Ok(r) => {
+            fin.bytes = r.bytes;
+            if r.clean && reusable {
+                pool_conns.checkin_raw(up);
+            }
+            fin.run(true);
+            if close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+        Err(e) => {
+            // The head is out: all that is left is to stop, and say which side failed.
+            match &e {
+                relay::RelayError::Client(_) => debug!(error = %e, "client went away mid-response"),
+                _ => warn!(side = "backend", error = %e, "response body relay failed"),
+            }
+            fin.run(false);
+            Next::Close
+        }
+    }
+}
+
+/// A backend's answer, its head already rewritten for the client.
+struct Forwarded {
+    up: RawConn,
+    pool_conns: Arc<ConnPool>,
+    framing: head::Framing,
+    /// The backend keeps the connection open after this response.
+    reusable: bool,
+    /// The client connection closes after this response (the head says so).
+    close: bool,
+}
+
+/// Route, limit, pick and send; on success the client's response head is in
+/// `bufs.response` and the backend's body bytes that came with it in `bufs.upstream`.
+async fn forward(
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    conn: &ConnCtx,
+    req: &mut RequestHead,
+    body: Bytes,
+    bufs: &mut Bufs,
+    fin: &mut Finish,
+) -> Result<Forwarded, Local> {
+    let cfg = &rt.config;
+    if req.target.as_str().len() > cfg.limits.max_request_line {
+        return Err(ProxyError::new(ErrorKind::UriTooLong).into());
+    }
+    if headers::head_size(&req.headers) > cfg.limits.max_header_bytes {
+        return Err(ProxyError::new(ErrorKind::HeadersTooLarge).into());
+    }
+    let host = req.headers.get(header::HOST).cloned();
+    let matched = rt.router.route(&RequestView {
+        method: &req.method,
+        host: host.as_ref().and_then(|h| h.to_str().ok()),
+        path: req.target.path(),
+        headers: &req.headers,
+    });
+    let applicable = rt
+        .limiters
+        .applicable(matched.as_ref().and_then(|m| m.rule));
+    if !applicable.is_empty() {
+        let keys = RequestKeys {
+            client_ip: conn.peer.ip(),
+            headers: &req.headers,
+            route: matched.as_ref().map_or("-", |m| m.name),
+        };
+        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
+            return Err(Local::RateLimited(denied));
+        }
+    }
+    let pool_index = matched
+        .map(|m| m.pool.0)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let pool = rt
+        .pools
+        .get(pool_index)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    fin.pool = Some(pool_index);
+    let pcfg = rt.pool_config(pool);
+    let pin: Option<RequestPin> = pool
+        .sticky
+        .as_ref()
+        .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
+
+    // Header hygiene, then the upstream request, serialised once for every attempt.
+    headers::strip_hop_by_hop(&mut req.headers);
+    headers::add_forwarding(
+        &mut req.headers,
+        &cfg.headers,
+        &ForwardCtx {
+            client_ip: conn.peer.ip(),
+            proto: conn.proto,
+            host: host.as_ref(),
+            client_ip_value: Some(&conn.client_ip_value),
+        },
+    );
+    // (A `Connection: host` from the client must not remove it.)
+    if let Some(h) = host {
+        if !req.headers.contains_key(header::HOST) {
+            req.headers.insert(header::HOST, h);
+        }
+    }
+    bufs.request.clear();
+    head::write_request_head(
+        &mut bufs.request,
+        &req.method,
+        req.target.as_str(),
+        &req.headers,
+    );
+    bufs.request.extend_from_slice(&body);
+
+    let max_retries = cfg.retries.attempts;
+    let replayable = is_idempotent(&req.method);
+    let other_backends = pool.pool.backends.len() > 1;
+    let request_is_head = req.method == http::Method::HEAD;
+    let mut exclude: Vec<BackendId> = Vec::new();
+    let (mut retries, mut stale) = (0u32, 0u32);
+    let mut last_err: Option<ProxyError> = None;
+    let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
+        if retries >= max_retries || !other_backends || !any_usable(pool, exclude) {
+            return false;
+        }
+        if rt.retry_budget.try_withdraw(clock().as_millis() as u64) {
+            inc(&pool.stats.retries);
+            inc(&shared.stats.retries_total);
+            true
+        } else {
+            inc(&shared.stats.retry_budget_exhausted);
+            false
+        }
+    };
+    loop {
+        let (backend, lease, pinned) = {
+            let ctx = PickContext::new(conn.peer.ip())
+                .with_headers(&req.headers)
+                .with_exclude(&exclude);
+            // A pin is followed only while its backend passes the balancer's own test.
+            let pinned = pin
+                .as_ref()
+                .and_then(|p| p.target)
+                .and_then(|i| pool.pool.backends.get(i))
+                .filter(|b| eligible(b.id.0, b, &ctx));
+            match pinned {
+                Some(b) => {
+                    let (b, l) = lease(pool, b);
+                    (b, l, true)
+                }
+                None => match acquire(pool, pcfg, &ctx).await {
+                    Ok((b, l)) => (b, l, false),
+                    Err(e) => return Err(last_err.take().unwrap_or(e).into()),
+                },
+            }
+        };
+        fin.backend = Some(backend.addr);
+        let Some(conns) = pool.conns.get(backend.id.0) else {
+            return Err(ProxyError::new(ErrorKind::NoHealthyBackend).into());
+        };
+        inc(&conns.stats.requests);
+        if pinned {
+            inc(&conns.stats.sticky_requests);
+        }
+        let (mut up, reused) = match conns
+            .get_raw(&backend, cfg.timeouts.connect, stale > 0)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(backend = %backend.addr, error = %e, "connect failed");
+                inc(&conns.stats.failures);
+                report(pool, &backend, Outcome::ConnectFailure);
+                exclude.push(backend.id);
+                drop(lease);
+                if may_retry(retries, &exclude) {
+                    retries += 1;
+                    last_err = Some(e);
+                    continue;
+                }
+                return Err(e.into());
+            }
+        };
+        if reused {
+            inc(&conns.stats.conns_reused);
+        }
+        let sent_at = Instant::now();
+        let deadline = sent_at + cfg.timeouts.backend_response;
+        let sent = relay::send_and_read_head(
+            &mut up.stream,
+            &bufs.request,
+            &mut bufs.upstream,
+            deadline,
+            MAX_RESPONSE_HEAD,
+        )
+        .await;
+        let failure = match sent {
+            Ok(()) => None,
+            Err(HeadError::Timeout) => {
+                inc(&conns.stats.failures);
+                report(pool, &backend, Outcome::Timeout);
+                return Err(ProxyError::new(ErrorKind::ResponseTimeout).into());
+            }
+            Err(e @ HeadError::Write(_)) if reused => Some((e, true)),
+            Err(e @ HeadError::NoResponse(_)) if reused && replayable => Some((e, true)),
+            Err(e) => Some((e, false)),
+        };
+        if let Some((err, keep_alive_race)) = failure {
+            drop(lease);
+            if keep_alive_race {
+                // Not the backend's fault: resend on a fresh connection to it.
+                debug!(backend = %backend.addr, error = %err, "stale pooled connection");
+                stale += 1;
+                if stale > 2 {
+                    return Err(ProxyError::new(ErrorKind::BackendIo)
+                        .with_source(err)
+                        .into());
+                }
+                continue;
+            }
+            debug!(backend = %backend.addr, error = %err, reused, "backend failed before responding");
+            inc(&conns.stats.failures);
+            if !reused {
+                report(pool, &backend, Outcome::ResetAfterSend);
+            }
+            exclude.push(backend.id);
+            let e = ProxyError::new(ErrorKind::BackendIo).with_source(err);
+            if replayable && may_retry(retries, &exclude) {
+                retries += 1;
+                last_err = Some(e);
+                continue;
+            }
+            return Err(e.into());
+        }
+
+        // A complete head is at the start of the buffer.
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let resp = match head::parse_response(
+            &bufs.upstream,
+            &mut storage,
+            request_is_head,
+            MAX_RESPONSE_HEAD,
+        ) {
+            Ok(Some(r)) if r.status != 101 => r,
+            Ok(Some(_)) => {
+                // A 101 nobody asked for would leave the connection in an unknown protocol.
+                inc(&conns.stats.failures);
+                return Err(ProxyError::new(ErrorKind::BackendIo)
+                    .with_source("unsolicited 101 Switching Protocols")
+                    .into());
+            }
+            Ok(None) | Err(_) => {
+                let why = head::parse_response(
+                    &bufs.upstream,
+                    &mut [httparse::EMPTY_HEADER; MAX_HEADERS],
+                    request_is_head,
+                    MAX_RESPONSE_HEAD,
+                )
+                .err()
+                .unwrap_or(head::BadResponse::Malformed);
+                inc(&conns.stats.failures);
+                report(pool, &backend, Outcome::ServerError);
+                return Err(ProxyError::new(ErrorKind::BackendIo)
+                    .with_source(why)
+                    .into());
+            }
+        };
+        conns.stats.record_response(resp.status, sent_at.elapsed());
+        let outcome = if resp.status >= 500 {
+            Outcome::ServerError
+        } else {
+            Outcome::Success
+        };
+        report(pool, &backend, outcome);
+
+        let mut cookies = HeaderMap::new();
+        if let Some(st) = &pool.sticky {
+            resp.set_cookies(&mut cookies);
+            st.on_response(
+                pool.name(),
+                pin.as_ref(),
+                backend.id.0,
+                &mut cookies,
+                &shared.soft,
+            );
+        }
+        let policy = &cfg.headers;
+        let draining = fin.gate.as_ref().is_some_and(|g| g.is_draining());
+        let close = req.close
+            || draining
+            || shared.shutdown.is_triggered()
+            || resp.framing == head::Framing::UntilClose;
+        bufs.response.clear();
+        resp.write_for_client(
+            &mut bufs.response,
+            &ResponseEdits {
+                via: policy.via.then_some(&policy.via_value),
+                node: policy.node_header.as_ref().map(|(n, v)| (n, v)),
+                close,
+                set_cookies: pool.sticky.is_some().then_some(&cookies),
+            },
+        );
+        fin.status = resp.status;
+        let (framing, reusable, head_len) = (resp.framing, resp.reusable, resp.head_len);
+        bytes::Buf::advance(&mut bufs.upstream, head_len);
+        fin.lease = Some(lease);
+        return Ok(Forwarded {
+            up,
+            pool_conns: Arc::clone(conns),
+            framing,
+            reusable,
+            close,
+        });
+    }
+}
+
+/// Answer an error or a 429 from lbd itself.
+async fn answer_locally(
+    shared: &Arc<Shared>,
+    rt: &Runtime,
+    conn: &ConnCtx,
+    client: &mut TcpStream,
+    local: Local,
+    bufs: &mut Bufs,
+    mut fin: Finish,
+) -> Next {
+    let mut h = HeaderMap::new();
+    let (status, body, client_fault): (StatusCode, &'static [u8], bool) = match local {
+        Local::RateLimited(denied) => {
+            let limiter = rt.limiters.all.get(denied.limiter);
+            if let Some(l) = limiter {
+                inc(&l.denied);
+            }
+            debug!(
+                limiter = limiter.map_or("-", |l| l.name.as_str()),
+                client = %conn.peer,
+                retry_after_ms = denied.retry_after.as_millis() as u64,
+                "rate limited"
+            );
+            fin.error = "rate_limited";
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(denied.retry_after)),
+            );
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                b"429 too many requests\n",
+                false,
+            )
+        }
+        Local::Error(e) => {
+            let pool = fin
+                .pool
+                .and_then(|i| rt.pools.get(i))
+                .map_or("-", |p| p.name());
+            let backend = fin.backend.map(|b| b.to_string());
+            let backend = backend.as_deref().unwrap_or("-");
+            match e.side {
+                Side::Client => {
+                    info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
+                }
+                _ => {
+                    warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
+                }
+            }
+            shared.stats.error(e.kind);
+            fin.error = e.kind.as_str();
+            (
+                e.kind.status(),
+                e.kind.body().as_bytes(),
+                e.kind.side() == Side::Client,
+            )
+        }
+    };
+    fin.status = status.as_u16();
+    pair_headers(&mut h, rt, &fin, Version::HTTP_11);
+    // After a framing problem the rest of the byte stream cannot be trusted.
+    let close =
+        client_fault || h.contains_key(header::CONNECTION) || shared.shutdown.is_triggered();
+    h.remove(header::CONNECTION);
+    bufs.response.clear();
+    head::write_local_response(&mut bufs.response, status, &h, body, close);
+    fin.bytes = body.len() as u64;
+    let written = tokio::io::AsyncWriteExt::write_all(client, &bufs.response).await;
+    fin.run(written.is_ok());
+    if close || written.is_err() {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}

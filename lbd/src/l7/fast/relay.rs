@@ -1,0 +1,208 @@
+//! The upstream half of a fast-path exchange: write the request, read the response head
+//! (skipping interim 1xx answers), relay the body to the client as it arrives.
+//!
+//! The body is never decoded: a `Content-Length` body is counted, a chunked one is followed
+//! by [`ChunkedScanner`] only to find its end, and a close-delimited one runs to EOF. The
+//! first write to the client carries the head and whatever body bytes came with it, so a
+//! small response costs one read and one write.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::chunked::{ChunkedScanner, Scan};
+use super::head::Framing;
+
+/// Bytes read from the backend per read call while relaying a body.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why no response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HeadError {
+    /// Writing the request failed: the connection was dead before the request went out.
+    #[error("writing the request: {0}")]
+    Write(io::Error),
+    /// The backend closed or reset the connection before a complete head.
+    #[error("connection closed before a response: {0}")]
+    NoResponse(io::Error),
+    #[error("no response head within the backend response timeout")]
+    Timeout,
+    #[error("response head over {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Write `request` and read until `buf` (emptied first) starts with a complete final
+/// response head. Interim 1xx heads (not 101) are dropped.
+pub(super) async fn send_and_read_head(
+    up: &mut TcpStream,
+    request: &[u8],
+    buf: &mut BytesMut,
+    deadline: Instant,
+    max_head: usize,
+) -> Result<(), HeadError> {
+    buf.clear();
+    // A backend that stops reading must not hold the request past its deadline either.
+    match tokio::time::timeout_at(deadline, up.write_all(request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(HeadError::Write(e)),
+        Err(_) => return Err(HeadError::Timeout),
+    }
+    loop {
+        if let Some(end) = head_end(buf) {
+            match interim_len(&buf[..end]) {
+                Some(n) => buf.advance(n),
+                None => return Ok(()),
+            }
+            continue;
+        }
+        if buf.len() > max_head {
+            return Err(HeadError::TooLarge(max_head));
+        }
+        buf.reserve(8 * 1024);
+        let n = match tokio::time::timeout_at(deadline, up.read_buf(buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(HeadError::NoResponse(e)),
+            Err(_) => return Err(HeadError::Timeout),
+        };
+        if n == 0 {
+            return Err(HeadError::NoResponse(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Where the first head in `buf` ends, if it is complete: the empty line after the header
+/// lines (CRLF, or the bare LF httparse also accepts).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(buf, b"\n\r\n").map(|i| i + 3);
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The length of an interim (1xx other than 101) head, which a proxy that did not ask for it
+/// drops; `None` for anything else.
+fn interim_len(head: &[u8]) -> Option<usize> {
+    let code = head.get(9..12)?;
+    if head.starts_with(b"HTTP/1.") && code[0] == b'1' && code != b"101" {
+        let mut storage = [httparse::EMPTY_HEADER; super::head::MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut storage);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(head) {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Which side failed while relaying a body.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelayError {
+    #[error("client write failed: {0}")]
+    Client(io::Error),
+    #[error("backend read failed: {0}")]
+    Upstream(io::Error),
+    #[error("bad chunked framing from the backend: {0}")]
+    Chunked(super::chunked::ChunkedError),
+}
+
+/// A relayed body.
+pub(super) struct Relayed {
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    /// The body ended exactly where its framing said, with nothing after it: the upstream
+    /// connection is in a clean state.
+    pub clean: bool,
+}
+
+/// Send `head` (the client's response head, already written) and the body that follows the
+/// backend's head in `buf`, reading the rest from `up`.
+pub(super) async fn relay_body(
+    up: &mut TcpStream,
+    client: &mut TcpStream,
+    head: &mut Vec<u8>,
+    buf: &mut BytesMut,
+    framing: Framing,
+) -> Result<Relayed, RelayError> {
+    let mut sent = 0u64;
+    let mut chunked = ChunkedScanner::new();
+    // How much of `buf` belongs to this body, and whether the body is complete with it.
+    let mut take = |buf: &BytesMut, sent: u64| -> Result<(usize, bool), RelayError> {
+        Ok(match framing {
+            Framing::Empty => (0, true),
+            Framing::Length(n) => {
+                let left = n - sent;
+                let t = left.min(buf.len() as u64) as usize;
+                (t, t as u64 == left)
+            }
+            Framing::Chunked => match chunked.feed(buf).map_err(RelayError::Chunked)? {
+                Scan::Done(n) => (n, true),
+                Scan::More => (buf.len(), false),
+            },
+            Framing::UntilClose => (buf.len(), false),
+        })
+    };
+    // The first piece goes out with the head, in one write.
+    let (n, mut done) = take(buf, 0)?;
+    head.extend_from_slice(&buf[..n]);
+    buf.advance(n);
+    sent += n as u64;
+    client.write_all(head).await.map_err(RelayError::Client)?;
+    while !done {
+        buf.clear();
+        buf.reserve(READ_CHUNK);
+        let read = up.read_buf(buf).await.map_err(RelayError::Upstream)?;
+        if read == 0 {
+            if framing == Framing::UntilClose {
+                return Ok(Relayed {
+                    bytes: sent,
+                    clean: false,
+                });
+            }
+            return Err(RelayError::Upstream(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let (n, complete) = take(buf, sent)?;
+        done = complete;
+        client
+            .write_all(&buf[..n])
+            .await
+            .map_err(RelayError::Client)?;
+        buf.advance(n);
+        sent += n as u64;
+    }
+    // Bytes past the body's end were never asked for: the connection can't be trusted.
+    Ok(Relayed {
+        bytes: sent,
+        clean: buf.is_empty(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_finds_the_empty_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+    }
+
+    #[test]
+    fn interim_heads_are_recognised() {
+        assert_eq!(interim_len(b"HTTP/1.1 100 Continue\r\n\r\n"), Some(25));
+        assert_eq!(
+            interim_len(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+            Some(40)
+        );
+        assert_eq!(
+            interim_len(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            None
+        );
+        assert_eq!(interim_len(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+        assert_eq!(interim_len(b"HT"), None);
+    }
+}
