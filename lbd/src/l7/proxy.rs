@@ -38,6 +38,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -360,7 +361,12 @@ pub(super) async fn acquire(
 
 /// Feed passive health and log a resulting change.
 pub(super) fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
-    if let Some(change) = backend.record_result(outcome, clock()) {
+    report_at(pool, backend, outcome, clock());
+}
+
+/// [`report`] with the caller's reading of [`clock`].
+pub(super) fn report_at(pool: &PoolRt, backend: &Backend, outcome: Outcome, now: Duration) {
+    if let Some(change) = backend.record_result(outcome, now) {
         log_health_change(pool.name(), backend, change);
     }
 }

@@ -185,10 +185,10 @@ impl ConnPool {
             + self.raw_idle.iter().map(|m| lock(m).len()).sum::<usize>()
     }
 
-    /// The most recently used idle fast-path connection that is still open and not expired.
-    pub fn checkout_raw(&self) -> Option<RawConn> {
+    /// The most recently used idle fast-path connection that is still open and not expired
+    /// at `now` (the caller's clock reading: the fast path reads the clock once per step).
+    pub fn checkout_raw(&self, now: Instant) -> Option<RawConn> {
         let timeout = self.idle_timeout();
-        let now = Instant::now();
         let mut idle = self.lock_raw();
         while let Some(c) = idle.pop() {
             if now.duration_since(c.since) >= timeout {
@@ -203,8 +203,8 @@ impl ConnPool {
     }
 
     /// Return a fast-path connection whose response was read completely and which the
-    /// backend did not ask to close.
-    pub fn checkin_raw(&self, conn: RawConn) {
+    /// backend did not ask to close; idle from `now`.
+    pub fn checkin_raw(&self, conn: RawConn, now: Instant) {
         let max = self.idle_max.load(Ordering::Relaxed) as usize;
         if max == 0 {
             return;
@@ -213,10 +213,7 @@ impl ConnPool {
         if idle.len() >= max {
             idle.remove(0);
         }
-        idle.push(RawIdle {
-            conn,
-            since: Instant::now(),
-        });
+        idle.push(RawIdle { conn, since: now });
     }
 
     /// A pooled fast-path connection (`reused = true`), else a new one. `fresh` skips the
@@ -226,9 +223,10 @@ impl ConnPool {
         backend: &Arc<Backend>,
         connect_timeout: Duration,
         fresh: bool,
+        now: Instant,
     ) -> Result<(RawConn, bool), ProxyError> {
         if !fresh {
-            if let Some(c) = self.checkout_raw() {
+            if let Some(c) = self.checkout_raw(now) {
                 return Ok((c, true));
             }
         }

@@ -11,7 +11,7 @@
 //!   still sends, so a close with unread bytes does not reset the response away (the
 //!   "lingering close" of nginx and Apache).
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use tracing::debug;
 
 use super::exchange::{self, Bufs, Next};
 use super::head::{self, Parsed};
+use super::timer::LazyDeadline;
 use super::MAX_BODY;
 use crate::listener::ConnCtx;
 use crate::server::Shared;
@@ -75,12 +76,9 @@ pub async fn serve(
     limits: ConnLimits,
 ) -> Served {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut bufs = Bufs::default();
-    let mut deadline = Box::pin(tokio::time::sleep(limits.head_timeout));
+    let mut bufs = Bufs::new(Instant::now() + limits.head_timeout);
     loop {
-        deadline
-            .as_mut()
-            .reset(Instant::now() + limits.head_timeout);
+        let head_deadline = Instant::now() + limits.head_timeout;
         let req = loop {
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, MAX_BODY) {
@@ -97,7 +95,15 @@ pub async fn serve(
             }
             // A graceful close only ever interrupts the wait *between* requests.
             let may_close = buf.is_empty();
-            match read_some(&mut stream, &mut buf, deadline.as_mut(), closing, may_close).await {
+            let read = read_some(
+                &mut stream,
+                &mut buf,
+                &mut bufs.timer,
+                head_deadline,
+                closing,
+                may_close,
+            );
+            match read.await {
                 Read::Bytes => {}
                 Read::Eof | Read::Closing => return Served::Closed,
                 Read::Timeout => {
@@ -117,11 +123,17 @@ pub async fn serve(
         let body = if req.content_length == 0 {
             Bytes::new()
         } else {
-            deadline
-                .as_mut()
-                .reset(Instant::now() + limits.body_timeout);
+            let body_deadline = Instant::now() + limits.body_timeout;
             while buf.len() < req.content_length {
-                match read_some(&mut stream, &mut buf, deadline.as_mut(), closing, false).await {
+                let read = read_some(
+                    &mut stream,
+                    &mut buf,
+                    &mut bufs.timer,
+                    body_deadline,
+                    closing,
+                    false,
+                );
+                match read.await {
                     Read::Bytes => {}
                     _ => {
                         debug!("client body incomplete, closing");
@@ -155,7 +167,8 @@ fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str
 async fn read_some(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    timer: &mut LazyDeadline,
+    deadline: Instant,
     closing: &AtomicBool,
     may_close: bool,
 ) -> Read {
@@ -171,7 +184,7 @@ async fn read_some(
             Poll::Ready(Ok(_)) => Poll::Ready(Read::Bytes),
             Poll::Ready(Err(e)) => Poll::Ready(Read::Error(e)),
             Poll::Pending => {
-                ready!(deadline.as_mut().poll(cx));
+                ready!(timer.poll_expired(cx, deadline));
                 Poll::Ready(Read::Timeout)
             }
         }

@@ -23,19 +23,20 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::head::{self, RequestHead, ResponseEdits, MAX_HEADERS};
+use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
+use super::timer::LazyDeadline;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::headers::{self, ForwardCtx};
-use crate::l7::proxy::{acquire, any_usable, lease, pair_headers, report, Local};
+use crate::l7::proxy::{acquire, any_usable, lease, pair_headers, report, report_at, Local};
 use crate::l7::ratelimit::{retry_after_secs, RequestKeys};
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, Runtime, Shared};
+use crate::server::{clock, start, Runtime, Shared};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::health::Outcome;
@@ -44,15 +45,27 @@ use crate::upstream::pool::{ConnPool, RawConn};
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Buffers a client connection keeps between its requests.
-#[derive(Default)]
+/// Buffers (and the timer) a client connection keeps between its requests.
 pub(super) struct Bufs {
+    /// Every deadline of the connection: request heads and bodies, backend answers.
+    pub(super) timer: LazyDeadline,
     /// The upstream request (head and body), kept for a resend.
     request: Vec<u8>,
     /// Bytes from the backend.
     upstream: BytesMut,
     /// The client's response head (and the first body bytes).
     response: Vec<u8>,
+}
+
+impl Bufs {
+    pub(super) fn new(first_deadline: Instant) -> Self {
+        Bufs {
+            timer: LazyDeadline::new(first_deadline),
+            request: Vec::new(),
+            upstream: BytesMut::new(),
+            response: Vec::new(),
+        }
+    }
 }
 
 /// What the connection does after a request.
@@ -97,6 +110,7 @@ pub(super) async fn serve(
     let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
         mut up,
+        answered,
         pool_conns,
         framing,
         reusable,
@@ -117,7 +131,7 @@ pub(super) async fn serve(
         Ok(r) => {
             fin.bytes = r.bytes;
             if r.clean && reusable {
-                pool_conns.checkin_raw(up);
+                pool_conns.checkin_raw(up, answered);
             }
             fin.run(true);
             if close {
@@ -141,6 +155,8 @@ pub(super) async fn serve(
 /// A backend's answer, its head already rewritten for the client.
 struct Forwarded {
     up: RawConn,
+    /// When the response head arrived (the upstream connection's idle clock starts there).
+    answered: Instant,
     pool_conns: Arc<ConnPool>,
     framing: head::Framing,
     /// The backend keeps the connection open after this response.
@@ -278,8 +294,10 @@ async fn forward(
         if pinned {
             inc(&conns.stats.sticky_requests);
         }
+        // One clock reading serves the pool's idle check and the latency's start.
+        let mut sent_at = Instant::now();
         let (mut up, reused) = match conns
-            .get_raw(&backend, cfg.timeouts.connect, stale > 0)
+            .get_raw(&backend, cfg.timeouts.connect, stale > 0, sent_at)
             .await
         {
             Ok(c) => c,
@@ -299,13 +317,16 @@ async fn forward(
         };
         if reused {
             inc(&conns.stats.conns_reused);
+        } else {
+            // Latency counts from the request, not from the connect.
+            sent_at = Instant::now();
         }
-        let sent_at = Instant::now();
         let deadline = sent_at + cfg.timeouts.backend_response;
         let sent = relay::send_and_read_head(
             &mut up.stream,
             &bufs.request,
             &mut bufs.upstream,
+            &mut bufs.timer,
             deadline,
             MAX_RESPONSE_HEAD,
         )
@@ -350,7 +371,7 @@ async fn forward(
         }
 
         // A complete head is at the start of the buffer.
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut storage = head::header_slots();
         let resp = match head::parse_response(
             &bufs.upstream,
             &mut storage,
@@ -368,7 +389,7 @@ async fn forward(
             Ok(None) | Err(_) => {
                 let why = head::parse_response(
                     &bufs.upstream,
-                    &mut [httparse::EMPTY_HEADER; MAX_HEADERS],
+                    &mut head::header_slots(),
                     request_is_head,
                     MAX_RESPONSE_HEAD,
                 )
@@ -381,13 +402,14 @@ async fn forward(
                     .into());
             }
         };
-        conns.stats.record_response(resp.status, sent_at.elapsed());
+        let answered = Instant::now();
+        conns.stats.record_response(resp.status, answered - sent_at);
         let outcome = if resp.status >= 500 {
             Outcome::ServerError
         } else {
             Outcome::Success
         };
-        report(pool, &backend, outcome);
+        report_at(pool, &backend, outcome, answered - start());
 
         let mut cookies = HeaderMap::new();
         if let Some(st) = &pool.sticky {
@@ -422,6 +444,7 @@ async fn forward(
         fin.lease = Some(lease);
         return Ok(Forwarded {
             up,
+            answered,
             pool_conns: Arc::clone(conns),
             framing,
             reusable,

@@ -8,6 +8,10 @@
 
 use std::io;
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Poll};
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +19,7 @@ use tokio::time::Instant;
 
 use super::chunked::{ChunkedScanner, Scan};
 use super::head::Framing;
+use super::timer::LazyDeadline;
 
 /// Bytes read from the backend per read call while relaying a body.
 const READ_CHUNK: usize = 64 * 1024;
@@ -40,15 +45,28 @@ pub(super) async fn send_and_read_head(
     up: &mut TcpStream,
     request: &[u8],
     buf: &mut BytesMut,
+    timer: &mut LazyDeadline,
     deadline: Instant,
     max_head: usize,
 ) -> Result<(), HeadError> {
     buf.clear();
     // A backend that stops reading must not hold the request past its deadline either.
-    match tokio::time::timeout_at(deadline, up.write_all(request)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(HeadError::Write(e)),
-        Err(_) => return Err(HeadError::Timeout),
+    let mut written = 0;
+    while written < request.len() {
+        let step = poll_fn(|cx| match up.poll_write_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(HeadError::Write(e))),
+            Poll::Pending => {
+                ready!(timer.poll_expired(cx, deadline));
+                Poll::Ready(Err(HeadError::Timeout))
+            }
+        });
+        step.await?;
+        match up.try_write(&request[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(HeadError::Write(e)),
+        }
     }
     loop {
         if let Some(end) = head_end(buf) {
@@ -62,11 +80,18 @@ pub(super) async fn send_and_read_head(
             return Err(HeadError::TooLarge(max_head));
         }
         buf.reserve(8 * 1024);
-        let n = match tokio::time::timeout_at(deadline, up.read_buf(buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(HeadError::NoResponse(e)),
-            Err(_) => return Err(HeadError::Timeout),
-        };
+        let read =
+            poll_fn(
+                |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *up), cx, &mut *buf) {
+                    Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(HeadError::NoResponse(e))),
+                    Poll::Pending => {
+                        ready!(timer.poll_expired(cx, deadline));
+                        Poll::Ready(Err(HeadError::Timeout))
+                    }
+                },
+            );
+        let n = read.await?;
         if n == 0 {
             return Err(HeadError::NoResponse(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -89,9 +114,14 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 fn interim_len(head: &[u8]) -> Option<usize> {
     let code = head.get(9..12)?;
     if head.starts_with(b"HTTP/1.") && code[0] == b'1' && code != b"101" {
-        let mut storage = [httparse::EMPTY_HEADER; super::head::MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut storage);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(head) {
+        let mut storage = super::head::header_slots();
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            head,
+            &mut storage,
+        );
+        if let Ok(httparse::Status::Complete(n)) = parsed {
             return Some(n);
         }
     }

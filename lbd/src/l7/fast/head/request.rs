@@ -5,7 +5,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::Method;
 
-use super::{parse_length, tokens, write_field, MAX_HEADERS};
+use super::{header_slots, parse_length, tokens, write_field, MAX_HEADERS};
 
 /// Request headers the fast path leaves to hyper: each changes the request's framing or the
 /// connection's protocol.
@@ -45,9 +45,9 @@ pub fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut count = 0;
     let (method, target_span, head_len, content_length, close) = {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut storage);
-        let head_len = match req.parse(buf) {
+        let mut storage = header_slots();
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(buf, &mut storage) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Fallback("head httparse rejects"),

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
-use super::{parse_length, tokens, write_field, MAX_HEADERS};
+#[cfg(test)]
+use super::header_slots;
+use super::{parse_length, tokens, write_field, HeaderSlots};
 
 /// Hop-by-hop response headers (RFC 9110 §7.6.1); `transfer-encoding` is handled with the
 /// framing instead, since the body is relayed in its original coding.
@@ -61,12 +63,14 @@ pub struct ResponseHead<'h, 'b> {
 /// bounds a head still incomplete.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
-    storage: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    storage: &'h mut HeaderSlots<'b>,
     request_is_head: bool,
     max_head: usize,
 ) -> Result<Option<ResponseHead<'h, 'b>>, BadResponse> {
-    let mut resp = httparse::Response::new(storage);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, storage);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(BadResponse::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -302,7 +306,7 @@ mod tests {
 
     fn parse<'h, 'b>(
         s: &'b [u8],
-        storage: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+        storage: &'h mut HeaderSlots<'b>,
         head_req: bool,
     ) -> Result<Option<ResponseHead<'h, 'b>>, BadResponse> {
         parse_response(s, storage, head_req, 64 * 1024)
@@ -374,7 +378,7 @@ mod tests {
             ),
         ];
         for &(s, head_req, framing, reusable) in cases {
-            let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut st = header_slots();
             let r = parse(s.as_bytes(), &mut st, head_req)
                 .expect("valid")
                 .expect("complete");
@@ -401,20 +405,20 @@ mod tests {
                 BadResponse::BadLength,
             ),
         ] {
-            let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut st = header_slots();
             assert_eq!(
                 parse(s.as_bytes(), &mut st, false).err(),
                 Some(want),
                 "{s:?}"
             );
         }
-        let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut st = header_slots();
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
         assert_eq!(
             parse_response(long.as_bytes(), &mut st, false, 64).err(),
             Some(BadResponse::TooLarge)
         );
-        let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut st = header_slots();
         assert!(matches!(
             parse(b"HTTP/1.1 200 OK\r\nX: 1\r\n", &mut st, false),
             Ok(None)
@@ -424,7 +428,7 @@ mod tests {
     #[test]
     fn the_client_head_drops_hop_by_hop_and_adds_lbds_edits() {
         let s = b"HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nVia: 1.0 a\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\nSet-Cookie: s=1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nX-Keep: yes\r\n\r\n";
-        let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut st = header_slots();
         let r = parse(s, &mut st, false).expect("valid").expect("complete");
         let via = HeaderValue::from_static("1.1 lbd");
         let node = (
@@ -450,7 +454,7 @@ mod tests {
     #[test]
     fn sticky_set_cookies_replace_the_backends_and_a_missing_date_is_added() {
         let s = b"HTTP/1.1 404 Whatever\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n";
-        let mut st = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut st = header_slots();
         let r = parse(s, &mut st, false).expect("valid").expect("complete");
         let mut cookies = HeaderMap::new();
         r.set_cookies(&mut cookies);
