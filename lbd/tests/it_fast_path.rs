@@ -1485,7 +1485,44 @@ d\r\nhello, world!\r\n0\r\n\r\n"
 
 // ---- every scenario on both paths ----
 
+// ---- lbd's own answers ----
+
+/// A 404 from lbd itself: a HEAD gets the head only (the next response on the connection
+/// must parse), and `Connection: close` from the client is honoured.
+async fn local_answers_respect_head_and_connection_close(global: &str) {
+    let web = RawBackend::start(|req, _| Reply::KeepAlive(echo(req))).await;
+    let lbd = Lbd::start(&format!(
+        "[global]\n#GLOBAL\n{global}\n{}[[route]]\npath_prefix = \"/app\"\npool = \"web\"\n",
+        raw_pool("web", &[web.addr])
+    ))
+    .await;
+    let mut c = Wire::connect(lbd.listen).await;
+    let head = b"HEAD /nowhere HTTP/1.1\r\nHost: test.local\r\n\r\n";
+    // Pipelined with a routed GET: a body after the 404's head would be read as the next
+    // response's start.
+    let mut both = head.to_vec();
+    both.extend(get_req("/app/x"));
+    c.send(&both).await;
+    let r = c.response("HEAD to no route", "HEAD").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.is_empty());
+    let r = c.response("GET after the HEAD", "GET").await;
+    assert_eq!(r.text(), echo_text("GET", "/app/x", 0));
+    assert!(c.buf.is_empty(), "stray bytes: {:?}", lossy(&c.buf));
+    let r = c
+        .exchange(
+            "GET with Connection: close to no route",
+            "GET",
+            b"GET /nowhere HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("connection"), Some("close"));
+    c.expect_closed("after Connection: close").await;
+}
+
 on_both_paths!(
+    local_answers_respect_head_and_connection_close,
     pipelined_requests_in_one_write_are_answered_in_order,
     chunked_response_with_extension_and_trailer_is_relayed,
     close_delimited_response_arrives_whole_and_is_ended,

@@ -117,7 +117,13 @@ pub(super) async fn serve(
         close,
     } = match forwarded {
         Ok(f) => f,
-        Err(local) => return answer_locally(shared, &rt, conn, client, local, bufs, fin).await,
+        Err(local) => {
+            let asked = Asked {
+                close: req.close,
+                head: req.method == http::Method::HEAD,
+            };
+            return answer_locally(shared, &rt, conn, client, local, asked, bufs, fin).await;
+        }
     };
     let relayed = relay::relay_body(
         &mut up.stream,
@@ -453,13 +459,23 @@ async fn forward(
     }
 }
 
+/// What the request asked of the response's form.
+struct Asked {
+    /// `Connection: close`.
+    close: bool,
+    /// A HEAD request: the answer has no body (RFC 9110 §9.3.2).
+    head: bool,
+}
+
 /// Answer an error or a 429 from lbd itself.
+#[allow(clippy::too_many_arguments)]
 async fn answer_locally(
     shared: &Arc<Shared>,
     rt: &Runtime,
     conn: &ConnCtx,
     client: &mut TcpStream,
     local: Local,
+    asked: Asked,
     bufs: &mut Bufs,
     mut fin: Finish,
 ) -> Next {
@@ -514,12 +530,18 @@ async fn answer_locally(
     fin.status = status.as_u16();
     pair_headers(&mut h, rt, &fin, Version::HTTP_11);
     // After a framing problem the rest of the byte stream cannot be trusted.
-    let close =
-        client_fault || h.contains_key(header::CONNECTION) || shared.shutdown.is_triggered();
+    let close = client_fault
+        || asked.close
+        || h.contains_key(header::CONNECTION)
+        || shared.shutdown.is_triggered();
     h.remove(header::CONNECTION);
     bufs.response.clear();
     head::write_local_response(&mut bufs.response, status, &h, body, close);
-    fin.bytes = body.len() as u64;
+    if asked.head {
+        // The head says how long the body would be; the body itself is not sent.
+        bufs.response.truncate(bufs.response.len() - body.len());
+    }
+    fin.bytes = if asked.head { 0 } else { body.len() as u64 };
     let written = tokio::io::AsyncWriteExt::write_all(client, &bufs.response).await;
     fin.run(written.is_ok());
     if close || written.is_err() {
