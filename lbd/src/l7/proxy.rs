@@ -57,6 +57,7 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::ratelimit::{retry_after_secs, Denied, RequestKeys};
 use crate::l7::retry::is_idempotent;
+use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
@@ -152,16 +153,7 @@ pub async fn handle(
             )
         }
         Err(Local::RateLimited(denied)) => {
-            let limiter = rt.limiters.all.get(denied.limiter);
-            if let Some(l) = limiter {
-                inc(&l.denied);
-            }
-            debug!(
-                limiter = limiter.map_or("-", |l| l.name.as_str()),
-                client = %conn.peer,
-                retry_after_ms = denied.retry_after.as_millis() as u64,
-                "rate limited"
-            );
+            note_rate_limited(&rt, &conn, &denied);
             fin.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
             fin.error = "rate_limited";
             let mut h = HeaderMap::new();
@@ -171,21 +163,7 @@ pub async fn handle(
             resp
         }
         Err(Local::Error(e)) => {
-            let pool = meta
-                .pool
-                .and_then(|i| rt.pools.get(i))
-                .map_or("-", |p| p.name());
-            let backend = meta.backend.map(|b| b.to_string());
-            let backend = backend.as_deref().unwrap_or("-");
-            match e.side {
-                Side::Client => {
-                    info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
-                }
-                _ => {
-                    warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
-                }
-            }
-            shared.stats.error(e.kind);
+            note_error(&shared, &rt, &e, meta.pool, meta.backend);
             fin.status = e.kind.status().as_u16();
             fin.error = e.kind.as_str();
             let mut h = HeaderMap::new();
@@ -194,6 +172,121 @@ pub async fn handle(
             resp.headers_mut().extend(h);
             resp
         }
+    }
+}
+
+/// Count and log a 429 (both HTTP paths).
+pub(super) fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
+    let limiter = rt.limiters.all.get(denied.limiter);
+    if let Some(l) = limiter {
+        inc(&l.denied);
+    }
+    debug!(
+        limiter = limiter.map_or("-", |l| l.name.as_str()),
+        client = %conn.peer,
+        retry_after_ms = denied.retry_after.as_millis() as u64,
+        "rate limited"
+    );
+}
+
+/// Count and log a request answered with an error, saying which side failed (both HTTP
+/// paths).
+pub(super) fn note_error(
+    shared: &Shared,
+    rt: &Runtime,
+    e: &ProxyError,
+    pool: Option<usize>,
+    backend: Option<SocketAddr>,
+) {
+    let pool = pool.and_then(|i| rt.pools.get(i)).map_or("-", |p| p.name());
+    let backend = backend.map(|b| b.to_string());
+    let backend = backend.as_deref().unwrap_or("-");
+    match e.side {
+        Side::Client => {
+            info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
+        }
+        _ => {
+            warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
+        }
+    }
+    shared.stats.error(e.kind);
+}
+
+/// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
+/// through: rate limits come before anything touches a backend, and before a 404 so the
+/// global limiters also bound a flood of unroutable requests. Without limiters: one
+/// empty-slice check.
+pub(super) fn route_and_limit<'r>(
+    shared: &Shared,
+    rt: &'r Runtime,
+    conn: &ConnCtx,
+    view: &RequestView<'_>,
+) -> Result<(usize, &'r PoolRt), Local> {
+    let matched = rt.router.route(view);
+    let applicable = rt
+        .limiters
+        .applicable(matched.as_ref().and_then(|m| m.rule));
+    if !applicable.is_empty() {
+        let keys = RequestKeys {
+            client_ip: conn.peer.ip(),
+            headers: view.headers,
+            route: matched.as_ref().map_or("-", |m| m.name),
+        };
+        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
+            return Err(Local::RateLimited(denied));
+        }
+    }
+    let index = matched
+        .map(|m| m.pool.0)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let pool = rt
+        .pools
+        .get(index)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    Ok((index, pool))
+}
+
+/// The backend for one attempt: the sticky pin while its backend passes the balancer's own
+/// eligibility test (otherwise the algorithm picks and the response re-pins), else
+/// [`acquire`]. `true` with a followed pin.
+pub(super) async fn pick(
+    pool: &PoolRt,
+    pcfg: &PoolConfig,
+    pin: Option<&RequestPin>,
+    ctx: &PickContext<'_>,
+) -> Result<(Arc<Backend>, Lease, bool), ProxyError> {
+    let pinned = pin
+        .and_then(|p| p.target)
+        .and_then(|i| pool.pool.backends.get(i))
+        .filter(|b| eligible(b.id.0, b, ctx));
+    match pinned {
+        Some(b) => {
+            let (b, l) = lease(pool, b);
+            Ok((b, l, true))
+        }
+        None => acquire(pool, pcfg, ctx).await.map(|(b, l)| (b, l, false)),
+    }
+}
+
+/// May a failed attempt go to another backend? Within `retries.attempts`, while one is
+/// usable, and when the retry budget has one (counted either way).
+pub(super) fn may_retry(
+    shared: &Shared,
+    rt: &Runtime,
+    pool: &PoolRt,
+    retries: u32,
+    exclude: &[BackendId],
+) -> bool {
+    if retries >= rt.config.retries.attempts || !any_usable(pool, exclude) {
+        return false;
+    }
+    if rt.retry_budget.try_withdraw(clock().as_millis() as u64) {
+        inc(&pool.stats.retries);
+        inc(&shared.stats.retries_total);
+        true
+    } else {
+        inc(&shared.stats.retry_budget_exhausted);
+        false
     }
 }
 
@@ -431,29 +524,7 @@ async fn forward(
         return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
     }
 
-    let matched = rt.router.route_parts(&parts);
-    // Rate limits before anything touches a backend, and before a 404 so the global limiters
-    // also bound a flood of unroutable requests. Without limiters: one empty-slice check.
-    let applicable = rt
-        .limiters
-        .applicable(matched.as_ref().and_then(|m| m.rule));
-    if !applicable.is_empty() {
-        let keys = RequestKeys {
-            client_ip: conn.peer.ip(),
-            headers: &parts.headers,
-            route: matched.as_ref().map_or("-", |m| m.name),
-        };
-        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
-            return Err(Local::RateLimited(denied));
-        }
-    }
-    let pool_index = matched
-        .map(|m| m.pool.0)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    let pool = rt
-        .pools
-        .get(pool_index)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let (pool_index, pool) = route_and_limit(shared, rt, conn, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
@@ -532,47 +603,20 @@ async fn forward(
     let mut retries = 0u32;
     let mut stale = 0u32;
     let mut last_err: Option<ProxyError> = None;
-    let now_ms = || clock().as_millis() as u64;
     let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
-        if retries >= max_retries || !any_usable(pool, exclude) {
-            return false;
-        }
-        if rt.retry_budget.try_withdraw(now_ms()) {
-            inc(&pool.stats.retries);
-            inc(&shared.stats.retries_total);
-            true
-        } else {
-            inc(&shared.stats.retry_budget_exhausted);
-            false
-        }
+        may_retry(shared, rt, pool, retries, exclude)
     };
     loop {
         let Some((parts, body)) = pending.take() else {
             return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
         };
-        let (backend, lease, pinned) = {
-            let ctx = PickContext::new(conn.peer.ip())
-                .with_headers(&parts.headers)
-                .with_exclude(&exclude);
-            // A pin is followed only while its backend passes the balancer's own eligibility
-            // test; otherwise the algorithm picks and the response re-pins.
-            let pinned = meta
-                .pin
-                .as_ref()
-                .and_then(|p| p.target)
-                .and_then(|i| pool.pool.backends.get(i))
-                .filter(|b| eligible(b.id.0, b, &ctx));
-            match pinned {
-                Some(b) => {
-                    let (b, l) = lease(pool, b);
-                    (b, l, true)
-                }
-                None => match acquire(pool, pcfg, &ctx).await {
-                    Ok((b, l)) => (b, l, false),
-                    // A retry that finds no other backend reports the failure that caused it.
-                    Err(e) => return Err(Local::from(last_err.take().unwrap_or(e))),
-                },
-            }
+        let ctx = PickContext::new(conn.peer.ip())
+            .with_headers(&parts.headers)
+            .with_exclude(&exclude);
+        let (backend, lease, pinned) = match pick(pool, pcfg, meta.pin.as_ref(), &ctx).await {
+            Ok(p) => p,
+            // A retry that finds no other backend reports the failure that caused it.
+            Err(e) => return Err(Local::from(last_err.take().unwrap_or(e))),
         };
         meta.backend = Some(backend.addr);
         meta.backend_index = Some(backend.id.0);

@@ -144,7 +144,11 @@ pub async fn serve(
             buf.split_to(req.content_length).freeze()
         };
         match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
-            Next::KeepAlive => {}
+            Next::KeepAlive => {
+                if buf.is_empty() && buf.capacity() > exchange::KEEP_CAPACITY {
+                    buf = BytesMut::with_capacity(4096);
+                }
+            }
             Next::Close => {
                 linger_close(stream).await;
                 return Served::Closed;

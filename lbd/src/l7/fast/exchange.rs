@@ -21,7 +21,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
@@ -29,16 +29,19 @@ use super::timer::LazyDeadline;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::headers::{self, ForwardCtx};
-use crate::l7::proxy::{acquire, any_usable, lease, pair_headers, report, report_at, Local};
-use crate::l7::ratelimit::{retry_after_secs, RequestKeys};
+use crate::l7::proxy::{
+    may_retry, note_error, note_rate_limited, pair_headers, pick, report, report_at,
+    route_and_limit, Local,
+};
+use crate::l7::ratelimit::retry_after_secs;
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, start, Runtime, Shared};
+use crate::server::{start, Runtime, Shared};
 use crate::upstream::backend::BackendId;
-use crate::upstream::balance::{eligible, PickContext};
+use crate::upstream::balance::PickContext;
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{ConnPool, RawConn};
 
@@ -57,6 +60,10 @@ pub(super) struct Bufs {
     response: Vec<u8>,
 }
 
+/// Buffer capacity a connection keeps between requests; a large body grows a buffer past
+/// it, and an idle keep-alive connection should not hold that memory.
+pub(super) const KEEP_CAPACITY: usize = 16 * 1024;
+
 impl Bufs {
     pub(super) fn new(first_deadline: Instant) -> Self {
         Bufs {
@@ -64,6 +71,19 @@ impl Bufs {
             request: Vec::new(),
             upstream: BytesMut::new(),
             response: Vec::new(),
+        }
+    }
+
+    /// Give back what a large request or response grew.
+    fn trim(&mut self) {
+        if self.request.capacity() > KEEP_CAPACITY {
+            self.request = Vec::new();
+        }
+        if self.response.capacity() > KEEP_CAPACITY {
+            self.response = Vec::new();
+        }
+        if self.upstream.capacity() > KEEP_CAPACITY {
+            self.upstream = BytesMut::new();
         }
     }
 }
@@ -133,6 +153,7 @@ pub(super) async fn serve(
         framing,
     )
     .await;
+    bufs.trim();
     match relayed {
         Ok(r) => {
             fin.bytes = r.bytes;
@@ -190,32 +211,13 @@ async fn forward(
         return Err(ProxyError::new(ErrorKind::HeadersTooLarge).into());
     }
     let host = req.headers.get(header::HOST).cloned();
-    let matched = rt.router.route(&RequestView {
+    let view = RequestView {
         method: &req.method,
         host: host.as_ref().and_then(|h| h.to_str().ok()),
         path: req.target.path(),
         headers: &req.headers,
-    });
-    let applicable = rt
-        .limiters
-        .applicable(matched.as_ref().and_then(|m| m.rule));
-    if !applicable.is_empty() {
-        let keys = RequestKeys {
-            client_ip: conn.peer.ip(),
-            headers: &req.headers,
-            route: matched.as_ref().map_or("-", |m| m.name),
-        };
-        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
-            return Err(Local::RateLimited(denied));
-        }
-    }
-    let pool_index = matched
-        .map(|m| m.pool.0)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    let pool = rt
-        .pools
-        .get(pool_index)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    };
+    let (pool_index, pool) = route_and_limit(shared, rt, conn, &view)?;
     fin.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     let pin: Option<RequestPin> = pool
@@ -250,47 +252,22 @@ async fn forward(
     );
     bufs.request.extend_from_slice(&body);
 
-    let max_retries = cfg.retries.attempts;
     let replayable = is_idempotent(&req.method);
-    let other_backends = pool.pool.backends.len() > 1;
     let request_is_head = req.method == http::Method::HEAD;
     let mut exclude: Vec<BackendId> = Vec::new();
     let (mut retries, mut stale) = (0u32, 0u32);
     let mut last_err: Option<ProxyError> = None;
     let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
-        if retries >= max_retries || !other_backends || !any_usable(pool, exclude) {
-            return false;
-        }
-        if rt.retry_budget.try_withdraw(clock().as_millis() as u64) {
-            inc(&pool.stats.retries);
-            inc(&shared.stats.retries_total);
-            true
-        } else {
-            inc(&shared.stats.retry_budget_exhausted);
-            false
-        }
+        may_retry(shared, rt, pool, retries, exclude)
     };
     loop {
-        let (backend, lease, pinned) = {
-            let ctx = PickContext::new(conn.peer.ip())
-                .with_headers(&req.headers)
-                .with_exclude(&exclude);
-            // A pin is followed only while its backend passes the balancer's own test.
-            let pinned = pin
-                .as_ref()
-                .and_then(|p| p.target)
-                .and_then(|i| pool.pool.backends.get(i))
-                .filter(|b| eligible(b.id.0, b, &ctx));
-            match pinned {
-                Some(b) => {
-                    let (b, l) = lease(pool, b);
-                    (b, l, true)
-                }
-                None => match acquire(pool, pcfg, &ctx).await {
-                    Ok((b, l)) => (b, l, false),
-                    Err(e) => return Err(last_err.take().unwrap_or(e).into()),
-                },
-            }
+        let ctx = PickContext::new(conn.peer.ip())
+            .with_headers(&req.headers)
+            .with_exclude(&exclude);
+        let (backend, lease, pinned) = match pick(pool, pcfg, pin.as_ref(), &ctx).await {
+            Ok(p) => p,
+            // A retry that finds no other backend reports the failure that caused it.
+            Err(e) => return Err(last_err.take().unwrap_or(e).into()),
         };
         fin.backend = Some(backend.addr);
         let Some(conns) = pool.conns.get(backend.id.0) else {
@@ -482,16 +459,7 @@ async fn answer_locally(
     let mut h = HeaderMap::new();
     let (status, body, client_fault): (StatusCode, &'static [u8], bool) = match local {
         Local::RateLimited(denied) => {
-            let limiter = rt.limiters.all.get(denied.limiter);
-            if let Some(l) = limiter {
-                inc(&l.denied);
-            }
-            debug!(
-                limiter = limiter.map_or("-", |l| l.name.as_str()),
-                client = %conn.peer,
-                retry_after_ms = denied.retry_after.as_millis() as u64,
-                "rate limited"
-            );
+            note_rate_limited(rt, conn, &denied);
             fin.error = "rate_limited";
             h.insert(
                 header::RETRY_AFTER,
@@ -504,21 +472,7 @@ async fn answer_locally(
             )
         }
         Local::Error(e) => {
-            let pool = fin
-                .pool
-                .and_then(|i| rt.pools.get(i))
-                .map_or("-", |p| p.name());
-            let backend = fin.backend.map(|b| b.to_string());
-            let backend = backend.as_deref().unwrap_or("-");
-            match e.side {
-                Side::Client => {
-                    info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
-                }
-                _ => {
-                    warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
-                }
-            }
-            shared.stats.error(e.kind);
+            note_error(shared, rt, &e, fin.pool, fin.backend);
             fin.error = e.kind.as_str();
             (
                 e.kind.status(),
@@ -543,6 +497,7 @@ async fn answer_locally(
     }
     fin.bytes = if asked.head { 0 } else { body.len() as u64 };
     let written = tokio::io::AsyncWriteExt::write_all(client, &bufs.response).await;
+    bufs.trim();
     fin.run(written.is_ok());
     if close || written.is_err() {
         Next::Close
