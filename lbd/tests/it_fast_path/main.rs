@@ -1,0 +1,137 @@
+//! HTTP/1 framing end to end, over raw TCP: the behaviours lbd's own HTTP/1 fast path
+//! (`l7::fast`) must get right, and that hyper already gets right.
+//!
+//! Everything here is plain HTTP/1.1 semantics (pipelining, chunked and close-delimited
+//! bodies, bodiless responses, upstream keep-alive, stale pooled connections, upgrades,
+//! hop-by-hop headers, 1xx, truncated and split messages), so each scenario runs twice
+//! ([`on_both_paths!`]): `NAME::fast_path` with `[global] http1_fast_path = true` and
+//! `NAME::hyper_path` with `false`, and must pass on both.
+//!
+//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`] and [`responses`]
+//! hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
+//!
+//! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
+//!   bodies by Content-Length, chunked or close), for the test client and the raw backend
+//!   alike. It decodes rather than trusts: a stray or missing byte shows up as a bad head
+//!   on the next message.
+//! - [`RawBackend`]: a loopback backend answering each request with exact bytes chosen by
+//!   the test ([`Reply`]), recording every request it read and the connections it accepted.
+//!   The hyper-based `TestBackend` can't send chunk extensions, close-delimited bodies or
+//!   malformed heads, nor drop a keep-alive connection on purpose.
+
+mod backend;
+#[path = "../common/mod.rs"]
+mod common;
+mod connections;
+mod responses;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::*;
+use common::*;
+use wire::*;
+
+// ---- lbd config ----
+
+/// A pool of raw backends with passive ejection off: tests that provoke errors on purpose
+/// must not have the backend ejected under them.
+fn raw_pool(name: &str, addrs: &[SocketAddr]) -> String {
+    let mut s = format!("[[pool]]\nname = \"{name}\"\n[pool.passive]\nconsecutive_failures = 0\n");
+    for a in addrs {
+        s.push_str(&format!("[[pool.backend]]\naddress = \"{a}\"\n"));
+    }
+    s
+}
+
+/// `default_pool = "web"`, `[global]` with `global` lines, then `rest` (pools, routes).
+fn config(global: &str, rest: &str) -> String {
+    format!("default_pool = \"web\"\n[global]\n#GLOBAL\n{global}\n{rest}")
+}
+
+const FAST_PATH_ON: &str = "http1_fast_path = true";
+const FAST_PATH_OFF: &str = "http1_fast_path = false";
+
+/// Each scenario `fn NAME(global)` becomes two tests: `NAME::fast_path` and
+/// `NAME::hyper_path`. A failure on one path only points at that path.
+macro_rules! on_both_paths {
+    ($($group:ident :: $scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fast_path() {
+                super::$group::$scenario(super::FAST_PATH_ON).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hyper_path() {
+                super::$group::$scenario(super::FAST_PATH_OFF).await;
+            }
+        }
+    )*};
+}
+
+async fn start_with(global: &str, web: &RawBackend) -> Lbd {
+    Lbd::start(&config(global, &raw_pool("web", &[web.addr]))).await
+}
+
+/// The debug line `l7::fast::conn` writes when it hands a connection to hyper.
+const HANDOFF_LOG: &str = "handing the connection to hyper";
+
+/// For scenarios of plain requests only: on the fast path, requests were served by it and no
+/// connection was handed to hyper (by the log line and by the metrics), so the `fast_path`
+/// variant really tested the fast path and not hyper twice; on the hyper path, none was.
+async fn assert_stayed_on_the_fast_path(global: &str, lbd: &Lbd) {
+    let served = metric(lbd.admin, "lbd_http1_fast_path_requests_total")
+        .await
+        .unwrap_or(0.0);
+    let handoffs = metric(lbd.admin, "lbd_http1_fast_path_handoffs_total")
+        .await
+        .unwrap_or(0.0);
+    if global == FAST_PATH_ON {
+        let log = lbd.log_text();
+        let handed: Vec<&str> = log.lines().filter(|l| l.contains(HANDOFF_LOG)).collect();
+        assert!(
+            handed.is_empty(),
+            "plain requests handed to hyper: {handed:#?}"
+        );
+        assert_eq!(handoffs, 0.0, "lbd_http1_fast_path_handoffs_total");
+        assert!(served > 0.0, "no request was served by the fast path");
+    } else {
+        assert_eq!(
+            served, 0.0,
+            "the fast path served requests while switched off"
+        );
+    }
+}
+
+fn backend_series(name: &str, b: &RawBackend) -> String {
+    format!("{name}{{pool=\"web\",backend=\"{}\"}}", b.addr)
+}
+
+// ---- every scenario on both paths ----
+
+on_both_paths!(
+    connections::local_answers_respect_head_and_connection_close,
+    connections::pipelined_requests_in_one_write_are_answered_in_order,
+    responses::chunked_response_with_extension_and_trailer_is_relayed,
+    responses::close_delimited_response_arrives_whole_and_is_ended,
+    responses::head_204_and_304_answers_have_no_body_and_keep_the_connection,
+    responses::one_mib_length_and_chunked_responses_arrive_intact,
+    connections::content_length_request_bodies_reach_the_backend_exactly,
+    connections::chunked_request_body_after_a_get_reaches_the_backend_decoded,
+    connections::expect_100_continue_gets_an_interim_answer_then_the_body_goes_through,
+    connections::sequential_requests_share_one_backend_connection,
+    connections::backend_connection_close_is_honoured_and_not_reused,
+    connections::backend_closing_after_each_response_without_saying_so_is_survived,
+    connections::pooled_connection_closed_under_a_get_is_retried_on_a_fresh_one,
+    responses::malformed_backend_response_gets_502_and_the_connection_recovers,
+    connections::websocket_upgrade_after_a_plain_get_tunnels_both_ways,
+    responses::hop_by_hop_response_headers_do_not_reach_the_client,
+    responses::interim_1xx_before_the_final_response_is_handled,
+    responses::truncated_backend_body_is_not_passed_off_as_complete,
+    responses::heads_and_chunks_split_into_single_bytes_are_reassembled,
+    responses::backend_response_with_both_lengths_is_not_relayed_ambiguous,
+);
