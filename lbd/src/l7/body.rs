@@ -15,7 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
-use super::proxy::Lease;
+use super::dispatch::Lease;
 use crate::access_log::{now_rfc3339, Record};
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};

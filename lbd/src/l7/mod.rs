@@ -5,6 +5,8 @@
 //! - [`router`] ordered host/path/header/method rules mapping a request to a backend pool.
 //! - [`fast`]    lbd's own HTTP/1 engine for plain keep-alive requests; hands anything else
 //!   to hyper.
+//! - [`dispatch`] the request steps both HTTP paths share: route and rate-limit, pick and
+//!   queue, retry, passive health, local-answer accounting.
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
@@ -16,6 +18,7 @@
 //!   buckets are [`crate::softstate`].
 
 pub mod body;
+pub mod dispatch;
 pub mod fast;
 pub mod framing;
 pub mod headers;

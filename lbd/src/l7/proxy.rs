@@ -36,9 +36,7 @@
 //! stops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -46,24 +44,26 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, Instrument};
 
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo};
-use crate::config::PoolConfig;
+use super::dispatch::{
+    may_retry, note_error, note_rate_limited, pair_headers, pick, report, route_and_limit, Lease,
+    Local,
+};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers::{self, ForwardCtx};
-use crate::l7::ratelimit::{retry_after_secs, Denied, RequestKeys};
+use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
-use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
-use crate::upstream::balance::{eligible, PickContext};
+use crate::server::{Runtime, Shared};
+use crate::upstream::backend::BackendId;
+use crate::upstream::balance::PickContext;
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
 
@@ -175,133 +175,6 @@ pub async fn handle(
     }
 }
 
-/// Count and log a 429 (both HTTP paths).
-pub(super) fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
-    let limiter = rt.limiters.all.get(denied.limiter);
-    if let Some(l) = limiter {
-        inc(&l.denied);
-    }
-    debug!(
-        limiter = limiter.map_or("-", |l| l.name.as_str()),
-        client = %conn.peer,
-        retry_after_ms = denied.retry_after.as_millis() as u64,
-        "rate limited"
-    );
-}
-
-/// Count and log a request answered with an error, saying which side failed (both HTTP
-/// paths).
-pub(super) fn note_error(
-    shared: &Shared,
-    rt: &Runtime,
-    e: &ProxyError,
-    pool: Option<usize>,
-    backend: Option<SocketAddr>,
-) {
-    let pool = pool.and_then(|i| rt.pools.get(i)).map_or("-", |p| p.name());
-    let backend = backend.map(|b| b.to_string());
-    let backend = backend.as_deref().unwrap_or("-");
-    match e.side {
-        Side::Client => {
-            info!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request rejected")
-        }
-        _ => {
-            warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
-        }
-    }
-    shared.stats.error(e.kind);
-}
-
-/// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
-/// through: rate limits come before anything touches a backend, and before a 404 so the
-/// global limiters also bound a flood of unroutable requests. Without limiters: one
-/// empty-slice check.
-pub(super) fn route_and_limit<'r>(
-    shared: &Shared,
-    rt: &'r Runtime,
-    conn: &ConnCtx,
-    view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolRt), Local> {
-    let matched = rt.router.route(view);
-    let applicable = rt
-        .limiters
-        .applicable(matched.as_ref().and_then(|m| m.rule));
-    if !applicable.is_empty() {
-        let keys = RequestKeys {
-            client_ip: conn.peer.ip(),
-            headers: view.headers,
-            route: matched.as_ref().map_or("-", |m| m.name),
-        };
-        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
-            return Err(Local::RateLimited(denied));
-        }
-    }
-    let index = matched
-        .map(|m| m.pool.0)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    let pool = rt
-        .pools
-        .get(index)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    Ok((index, pool))
-}
-
-/// The backend for one attempt: the sticky pin while its backend passes the balancer's own
-/// eligibility test (otherwise the algorithm picks and the response re-pins), else
-/// [`acquire`]. `true` with a followed pin.
-pub(super) async fn pick(
-    pool: &PoolRt,
-    pcfg: &PoolConfig,
-    pin: Option<&RequestPin>,
-    ctx: &PickContext<'_>,
-) -> Result<(Arc<Backend>, Lease, bool), ProxyError> {
-    let pinned = pin
-        .and_then(|p| p.target)
-        .and_then(|i| pool.pool.backends.get(i))
-        .filter(|b| eligible(b.id.0, b, ctx));
-    match pinned {
-        Some(b) => {
-            let (b, l) = lease(pool, b);
-            Ok((b, l, true))
-        }
-        None => acquire(pool, pcfg, ctx).await.map(|(b, l)| (b, l, false)),
-    }
-}
-
-/// May a failed attempt go to another backend? Within `retries.attempts`, while one is
-/// usable, and when the retry budget has one (counted either way).
-pub(super) fn may_retry(
-    shared: &Shared,
-    rt: &Runtime,
-    pool: &PoolRt,
-    retries: u32,
-    exclude: &[BackendId],
-) -> bool {
-    if retries >= rt.config.retries.attempts || !any_usable(pool, exclude) {
-        return false;
-    }
-    if rt.retry_budget.try_withdraw(clock().as_millis() as u64) {
-        inc(&pool.stats.retries);
-        inc(&shared.stats.retries_total);
-        true
-    } else {
-        inc(&shared.stats.retry_budget_exhausted);
-        false
-    }
-}
-
-/// The node header, and `Connection: close` while the request's listener drains. HTTP/2
-/// has no `Connection` header (its connection drains with GOAWAY on shutdown instead).
-pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, version: Version) {
-    if let Some((name, value)) = &rt.config.headers.node_header {
-        h.insert(name.clone(), value.clone());
-    }
-    let draining = fin.gate.as_ref().is_some_and(|g| g.is_draining());
-    if draining && version <= Version::HTTP_11 {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
 fn error_response(kind: ErrorKind, fin: Finish) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody {
         inner: Inner::Local(Some(Bytes::from_static(kind.body().as_bytes()))),
@@ -328,18 +201,6 @@ struct Meta {
     pin: Option<RequestPin>,
 }
 
-/// Why a request was answered locally.
-pub(super) enum Local {
-    Error(ProxyError),
-    RateLimited(Denied),
-}
-
-impl From<ProxyError> for Local {
-    fn from(e: ProxyError) -> Local {
-        Local::Error(e)
-    }
-}
-
 /// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
 /// stays open.
 fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
@@ -363,105 +224,6 @@ struct Forwarded {
     /// The connection, returned to the pool when the body ends cleanly.
     keep: Option<(Sender, Arc<ConnPool>)>,
     lease: Option<Lease>,
-}
-
-/// A backend reserved for one request: counts as in-flight load, and wakes the pool's queue
-/// when released.
-pub struct Lease {
-    guard: Option<InFlightGuard>,
-    released: Arc<Notify>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // Decrement in-flight first, so the woken waiter sees the free slot.
-        drop(self.guard.take());
-        self.released.notify_one();
-    }
-}
-
-pub(super) fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
-    let guard = backend.begin_request();
-    (
-        Arc::clone(backend),
-        Lease {
-            guard: Some(guard),
-            released: Arc::clone(&pool.released),
-        },
-    )
-}
-
-/// Could any backend take this request if it had capacity?
-pub(super) fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
-    pool.pool
-        .backends
-        .iter()
-        .any(|b| b.weight > 0 && b.is_available() && !exclude.contains(&b.id))
-}
-
-/// Decrements the queue depth gauge on drop.
-struct QueueSlot<'a>(&'a PoolRt);
-
-impl Drop for QueueSlot<'_> {
-    fn drop(&mut self) {
-        self.0.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Pick a backend, waiting in the pool's queue while all usable backends are full.
-pub(super) async fn acquire(
-    pool: &PoolRt,
-    pcfg: &PoolConfig,
-    ctx: &PickContext<'_>,
-) -> Result<(Arc<Backend>, Lease), ProxyError> {
-    if let Some(b) = pool.pool.pick(ctx) {
-        return Ok(lease(pool, b));
-    }
-    if !any_usable(pool, ctx.exclude) {
-        inc(&pool.stats.no_healthy);
-        return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
-    }
-    let depth = pool.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-    let _slot = QueueSlot(pool);
-    if depth >= i64::from(pcfg.queue_size) {
-        inc(&pool.stats.queue_full);
-        return Err(ProxyError::new(ErrorKind::QueueFull));
-    }
-    let wait = async {
-        loop {
-            // Register before checking, so a release between the check and the await
-            // is not lost.
-            let notified = pool.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(b) = pool.pool.pick(ctx) {
-                return Ok(lease(pool, b));
-            }
-            if !any_usable(pool, ctx.exclude) {
-                return Err(ProxyError::new(ErrorKind::NoHealthyBackend));
-            }
-            notified.await;
-        }
-    };
-    match tokio::time::timeout(pcfg.queue_timeout, wait).await {
-        Ok(r) => r,
-        Err(_) => {
-            inc(&pool.stats.queue_timeouts);
-            Err(ProxyError::new(ErrorKind::QueueTimeout))
-        }
-    }
-}
-
-/// Feed passive health and log a resulting change.
-pub(super) fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
-    report_at(pool, backend, outcome, clock());
-}
-
-/// [`report`] with the caller's reading of [`clock`].
-pub(super) fn report_at(pool: &PoolRt, backend: &Backend, outcome: Outcome, now: Duration) {
-    if let Some(change) = backend.record_result(outcome, now) {
-        log_health_change(pool.name(), backend, change);
-    }
 }
 
 /// Does the client ask for a protocol upgrade (WebSocket)?

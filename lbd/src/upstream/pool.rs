@@ -21,7 +21,7 @@
 //!
 //! Rules that keep reuse safe:
 //! - A connection goes back only after its response body was read to the end without error
-//!   ([`ConnPool::checkin`] is called by the response body wrapper in `l7/proxy.rs`). A
+//!   ([`ConnPool::checkin`] is called by the response body wrapper in `l7/body.rs`). A
 //!   connection that saw any error, a cancelled request or an upgrade is dropped, which
 //!   closes it.
 //! - LIFO: the most recently used connection is the least likely to have been closed by the

@@ -28,11 +28,11 @@ use super::relay::{self, HeadError};
 use super::timer::LazyDeadline;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
-use crate::l7::headers::{self, ForwardCtx};
-use crate::l7::proxy::{
+use crate::l7::dispatch::{
     may_retry, note_error, note_rate_limited, pair_headers, pick, report, report_at,
     route_and_limit, Local,
 };
+use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::ratelimit::retry_after_secs;
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
