@@ -2,7 +2,8 @@
 //!
 //! 1. [`Source::read`] reads the file; [`Source::parse`] deserializes the daemon's `File*`
 //!    structs (serde, `deny_unknown_fields`). A syntax or type error becomes one
-//!    [`FieldError`] with file, line and column.
+//!    [`FieldError`] with file, line and column, and (for a wrong type or an unknown key)
+//!    the key path found at that position ([`Source::key_at`]).
 //! 2. The daemon's `validate()` walks the parsed structs with a [`Validator`] and reports
 //!    *every* problem, each keyed by a path such as `instance[1].priority`. The validator
 //!    finds that key's line and column in the original text, so the file structs stay plain
@@ -118,10 +119,15 @@ impl Source {
                 }
                 None => (None, None),
             };
+            // A wrong type or an unknown key is named too, not only placed.
+            let key = e
+                .span()
+                .and_then(|span| self.key_at(span.start))
+                .unwrap_or_default();
             ConfigError::Invalid {
                 path: self.path.clone(),
                 errors: vec![FieldError {
-                    key: String::new(),
+                    key,
                     message: describe_toml_error(&e),
                     line,
                     column,
@@ -161,6 +167,68 @@ impl Source {
             }
         }
         best.map(|offset| line_col(&self.text, offset))
+    }
+}
+
+impl Source {
+    /// The key path (`pool[1].keepalive.idle_max`) whose key or value covers byte `offset`:
+    /// the deepest one, so an array element names its index. `None` when the text does not
+    /// parse as TOML or nothing is there.
+    pub fn key_at(&self, offset: usize) -> Option<String> {
+        let doc = toml_edit::ImDocument::parse(self.text.as_str()).ok()?;
+        let mut found = None;
+        walk_table(doc.as_table(), "", offset, &mut found);
+        found
+    }
+}
+
+fn covers(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+    span.is_some_and(|s| s.contains(&offset))
+}
+
+fn walk_table(
+    table: &dyn toml_edit::TableLike,
+    path: &str,
+    offset: usize,
+    found: &mut Option<String>,
+) {
+    for (name, item) in table.iter() {
+        let here = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        if table
+            .get_key_value(name)
+            .is_some_and(|(key, _)| covers(key.span(), offset))
+        {
+            *found = Some(here.clone());
+        }
+        match item {
+            toml_edit::Item::Value(v) => walk_value(v, &here, offset, found),
+            toml_edit::Item::Table(t) => walk_table(t, &here, offset, found),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    walk_table(t, &format!("{here}[{i}]"), offset, found);
+                }
+            }
+            toml_edit::Item::None => {}
+        }
+    }
+}
+
+fn walk_value(value: &toml_edit::Value, path: &str, offset: usize, found: &mut Option<String>) {
+    if covers(value.span(), offset) {
+        *found = Some(path.to_string());
+    }
+    match value {
+        toml_edit::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                walk_value(v, &format!("{path}[{i}]"), offset, found);
+            }
+        }
+        toml_edit::Value::InlineTable(t) => walk_table(t, path, offset, found),
+        _ => {}
     }
 }
 
@@ -365,6 +433,35 @@ mod tests {
         assert!(err.contains("f.toml:2:1"), "{err}");
         assert!(
             err.contains("unknown field `colour`, expected `name`"),
+            "{err}"
+        );
+        // A wrong type names its key, also inside arrays of tables and arrays.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct G {
+            pool: Vec<P>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct P {
+            ports: Vec<u16>,
+            keep: bool,
+        }
+        let src = Source::from_text(
+            "g.toml",
+            "[[pool]]\nports = [1]\nkeep = true\n[[pool]]\nports = [2, \"x\"]\nkeep = true\n",
+        );
+        let err = src.parse::<G>().unwrap_err().to_string();
+        assert!(
+            err.contains("g.toml:5:13: `pool[1].ports[1]`: invalid type"),
+            "{err}"
+        );
+        let src = Source::from_text("g.toml", "[[pool]]\nports = []\nkeep = \"yes\"\n");
+        let err = src.parse::<G>().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "g.toml:3:8: `pool[0].keep`: invalid type: string \"yes\", expected a boolean"
+            ),
             "{err}"
         );
         let src = Source::from_text("f.toml", "name = \n");

@@ -80,7 +80,7 @@ fn check_config_reports_unknown_keys_and_missing_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!(
-            "{}:2:1: unknown field `log_fromat`",
+            "{}:2:1: `global.log_fromat`: unknown field `log_fromat`",
             file.display()
         )),
         "{}",

@@ -546,6 +546,7 @@ fn rate_limits_are_typed() {
     assert_eq!(c.global.rate_limit_max_keys, DEFAULT_RATE_LIMIT_MAX_KEYS);
     assert_eq!(c.global.workers, None);
     assert_eq!(c.global.cookie_secret, None);
+    assert!(c.global.http1_fast_path, "the fast path is on by default");
 }
 
 #[test]
@@ -666,6 +667,17 @@ fn cookie_secret_file_is_read_relative_to_the_config() {
     );
     assert_eq!(c.global.workers, Some(2));
     assert_eq!(c.global.rate_limit_max_keys, 7);
+    let c = load_in(&format!("[global]\nhttp1_fast_path = false\n{SOFT_BASE}")).expect("valid");
+    assert!(!c.global.http1_fast_path);
+    let e = load_in(&format!("[global]\nhttp1_fast_path = \"yes\"\n{SOFT_BASE}"))
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(
+        e.contains(
+            ":2:19: `global.http1_fast_path`: invalid type: string \"yes\", expected a boolean"
+        ),
+        "{e}"
+    );
     // The secret never shows in Debug output (logs of the config).
     assert!(!format!("{:?}", c.global).contains("0123456789abcdef"));
 }
