@@ -226,6 +226,7 @@ async fn forward(
         .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
+    let had_length = req.headers.contains_key(header::CONTENT_LENGTH);
     headers::strip_hop_by_hop(&mut req.headers);
     headers::add_forwarding(
         &mut req.headers,
@@ -242,6 +243,12 @@ async fn forward(
         if !req.headers.contains_key(header::HOST) {
             req.headers.insert(header::HOST, h);
         }
+    }
+    // Nor may `Connection: content-length` unframe the body that follows the head: the
+    // backend would read it as the next request. The length is always the one lbd sends.
+    if had_length {
+        req.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     bufs.request.clear();
     head::write_request_head(
