@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use super::dispatch::Lease;
 use crate::access_log::{now_rfc3339, Record};
+use crate::l7::timer::LazyDeadline;
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
 use crate::server::{Runtime, Shared};
@@ -94,7 +96,34 @@ pub(super) enum Inner {
 pub struct ProxyBody {
     pub(super) inner: Inner,
     pub(super) fin: Option<Finish>,
+    /// For a backend's body: how long it may go silent mid-body.
+    pub(super) stall: Option<Stall>,
 }
+
+/// The backend's silence limit while its body streams (`timeouts.backend_response_ms`, like
+/// nginx's `proxy_read_timeout`): a backend that stops sending mid-body is cut off instead of
+/// holding the client connection and the backend's slot for ever.
+pub(super) struct Stall {
+    timer: LazyDeadline,
+    limit: Duration,
+    deadline: Instant,
+}
+
+impl Stall {
+    pub(super) fn new(limit: Duration) -> Self {
+        let deadline = Instant::now() + limit;
+        Stall {
+            timer: LazyDeadline::new(deadline),
+            limit,
+            deadline,
+        }
+    }
+}
+
+/// The body error when a backend went silent mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing for {0:?} in the middle of the body")]
+pub struct BackendStalled(Duration);
 
 impl ProxyBody {
     fn finish(&mut self, complete: bool) {
@@ -106,15 +135,32 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let res = match &mut this.inner {
-            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Inner::Upstream(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    if let Some(s) = &mut this.stall {
+                        s.deadline = Instant::now() + s.limit;
+                    }
+                    r.map(|r| r.map_err(Into::into))
+                }
+                Poll::Pending => {
+                    let Some(s) = &mut this.stall else {
+                        return Poll::Pending;
+                    };
+                    ready!(s.timer.poll_expired(cx, s.deadline));
+                    let e = BackendStalled(s.limit);
+                    tracing::warn!(side = "backend", error = %e, "response body relay failed");
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            },
             Inner::Local(b) => b.take().map(|d| Ok(Frame::data(d))),
         };
         match &res {

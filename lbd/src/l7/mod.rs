@@ -14,6 +14,8 @@
 //! - [`retry`]   retry budget and idempotency rules (pure).
 //! - [`sticky`]  sticky sessions: the signed insert-mode cookie, the learn-mode cookie and
 //!   the per-pool precomputed state (pure; the learn table is [`crate::softstate`]).
+//! - [`timer`]   one lazily re-armed timer for a series of deadlines (a connection's, a
+//!   body's).
 //! - [`ratelimit`] which `[[rate_limit]]` tables apply to a request and its key for each; the
 //!   buckets are [`crate::softstate`].
 
@@ -27,3 +29,4 @@ pub mod ratelimit;
 pub mod retry;
 pub mod router;
 pub mod sticky;
+pub mod timer;

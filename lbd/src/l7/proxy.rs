@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 pub use super::body::ProxyBody;
-use super::body::{Finish, Inner, LogInfo};
+use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
     may_retry, note_error, note_rate_limited, pair_headers, pick, report, route_and_limit, Lease,
     Local,
@@ -149,6 +149,7 @@ pub async fn handle(
                 ProxyBody {
                     inner: body,
                     fin: Some(fin),
+                    stall: Some(Stall::new(rt.config.timeouts.backend_response)),
                 },
             )
         }
@@ -179,6 +180,7 @@ fn error_response(kind: ErrorKind, fin: Finish) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody {
         inner: Inner::Local(Some(Bytes::from_static(kind.body().as_bytes()))),
         fin: Some(fin),
+        stall: None,
     });
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();
@@ -207,6 +209,7 @@ fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody {
         inner: Inner::Local(Some(Bytes::from_static(b"429 too many requests\n"))),
         fin: Some(fin),
+        stall: None,
     });
     *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let h = resp.headers_mut();

@@ -133,5 +133,6 @@ on_both_paths!(
     responses::interim_1xx_before_the_final_response_is_handled,
     responses::truncated_backend_body_is_not_passed_off_as_complete,
     responses::heads_and_chunks_split_into_single_bytes_are_reassembled,
+    responses::a_backend_silent_mid_body_is_cut_off,
     responses::backend_response_with_both_lengths_is_not_relayed_ambiguous,
 );

@@ -2,6 +2,7 @@
 //! bodies, malformed and ambiguous heads, hop-by-hop headers, 1xx, truncation, split bytes.
 
 use super::*;
+use tokio::time::Instant;
 
 // ---- 2. chunked responses ----
 
@@ -362,6 +363,54 @@ pub(crate) async fn truncated_backend_body_is_not_passed_off_as_complete(global:
         assert_eq!(r.text(), echo_text("GET", "/ok", 0), "after {target}");
     }
     assert_stayed_on_the_fast_path(global, &lbd).await;
+}
+
+/// A backend that goes silent in the middle of a body is cut off after
+/// `backend_response_ms` of silence (nginx's `proxy_read_timeout`), for a Content-Length and
+/// a chunked body: the client's connection ends instead of hanging with the backend's slot.
+pub(crate) async fn a_backend_silent_mid_body_is_cut_off(global: &str) {
+    let web = RawBackend::start(|req, _| match req.target.as_str() {
+        "/stall-length" => {
+            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+            r.extend_from_slice(&[b'x'; 50]);
+            // Sent, then the connection stays open and silent.
+            Reply::KeepAlive(r)
+        }
+        "/stall-chunked" => Reply::KeepAlive(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n".to_vec(),
+        ),
+        _ => Reply::KeepAlive(echo(req)),
+    })
+    .await;
+    let body = format!(
+        "{}[timeouts]\nbackend_response_ms = 300\n",
+        raw_pool("web", &[web.addr])
+    );
+    let lbd = Lbd::start(&config(global, &body)).await;
+    for target in ["/stall-length", "/stall-chunked"] {
+        let mut c = Wire::connect(lbd.listen).await;
+        let started = Instant::now();
+        c.send(&get_req(target)).await;
+        match c.read_response("GET", deadline()).await {
+            Ok(r) => panic!("{target}: relayed as complete: {r:?}"),
+            Err(e) => assert!(
+                e.contains("closed") || e.starts_with("read error"),
+                "{target}: the connection must end, got: {e}"
+            ),
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{target}: cut before the backend was silent for backend_response_ms"
+        );
+        let mut c = Wire::connect(lbd.listen).await;
+        let r = c.exchange("after the stall", "GET", &get_req("/ok")).await;
+        assert_eq!(r.text(), echo_text("GET", "/ok", 0), "after {target}");
+    }
+    let log = lbd.log_text();
+    assert!(
+        log.contains("sent nothing for"),
+        "the cut is logged as the backend's failure: {log}"
+    );
 }
 
 pub(crate) async fn heads_and_chunks_split_into_single_bytes_are_reassembled(global: &str) {

@@ -27,8 +27,8 @@ use tracing::debug;
 
 use super::exchange::{self, Bufs, Next};
 use super::head::{self, Parsed};
-use super::timer::LazyDeadline;
 use super::MAX_BODY;
+use crate::l7::timer::LazyDeadline;
 use crate::listener::ConnCtx;
 use crate::server::Shared;
 

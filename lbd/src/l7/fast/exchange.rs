@@ -25,7 +25,6 @@ use tracing::{debug, warn};
 
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
-use super::timer::LazyDeadline;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
@@ -37,6 +36,7 @@ use crate::l7::ratelimit::retry_after_secs;
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
+use crate::l7::timer::LazyDeadline;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
 use crate::server::{start, Runtime, Shared};
@@ -145,12 +145,18 @@ pub(super) async fn serve(
             return answer_locally(shared, &rt, conn, client, local, asked, bufs, fin).await;
         }
     };
+    let stall = relay::Stall {
+        upstream: rt.config.timeouts.backend_response,
+        client: rt.config.timeouts.client_idle,
+    };
     let relayed = relay::relay_body(
         &mut up.stream,
         client,
         &mut bufs.response,
         &mut bufs.upstream,
         framing,
+        &mut bufs.timer,
+        stall,
     )
     .await;
     bufs.trim();
@@ -170,7 +176,9 @@ pub(super) async fn serve(
         Err(e) => {
             // The head is out: all that is left is to stop, and say which side failed.
             match &e {
-                relay::RelayError::Client(_) => debug!(error = %e, "client went away mid-response"),
+                relay::RelayError::Client(_) | relay::RelayError::ClientIdle(_) => {
+                    debug!(side = "client", error = %e, "client went away mid-response")
+                }
                 _ => warn!(side = "backend", error = %e, "response body relay failed"),
             }
             fin.run(false);

@@ -30,7 +30,6 @@
 //!   head writers.
 //! - [`chunked`]  pure: where a chunked body ends, without decoding it.
 //! - [`prefixed`] an IO wrapper that replays buffered bytes to hyper after a hand-off.
-//! - [`timer`]    the connection's one lazily re-armed timer, for every deadline it has.
 
 pub mod chunked;
 pub mod conn;
@@ -38,7 +37,6 @@ mod exchange;
 pub mod head;
 pub mod prefixed;
 mod relay;
-mod timer;
 
 /// Largest request body the fast path buffers; a larger one goes to hyper, which streams it.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -11,15 +11,15 @@ use std::io;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{ready, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::chunked::{ChunkedScanner, Scan};
 use super::head::Framing;
-use super::timer::LazyDeadline;
+use crate::l7::timer::LazyDeadline;
 
 /// Bytes read from the backend per read call while relaying a body.
 const READ_CHUNK: usize = 64 * 1024;
@@ -137,6 +137,21 @@ pub(super) enum RelayError {
     Upstream(io::Error),
     #[error("bad chunked framing from the backend: {0}")]
     Chunked(super::chunked::ChunkedError),
+    #[error("the backend sent nothing for {0:?} in the middle of the body")]
+    UpstreamIdle(Duration),
+    #[error("the client read nothing for {0:?} in the middle of the body")]
+    ClientIdle(Duration),
+}
+
+/// How long a body may stall on either side: like nginx's `proxy_read_timeout` and
+/// `send_timeout`, or HAProxy's `timeout server` / `timeout client`, these bound the
+/// silence between two reads or writes, not the whole transfer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stall {
+    /// Between two reads from the backend (`timeouts.backend_response_ms`).
+    pub upstream: Duration,
+    /// For the client to take more bytes (`timeouts.client_idle_ms`).
+    pub client: Duration,
 }
 
 /// A relayed body.
@@ -156,6 +171,8 @@ pub(super) async fn relay_body(
     head: &mut Vec<u8>,
     buf: &mut BytesMut,
     framing: Framing,
+    timer: &mut LazyDeadline,
+    stall: Stall,
 ) -> Result<Relayed, RelayError> {
     let mut sent = 0u64;
     let mut chunked = ChunkedScanner::new();
@@ -180,11 +197,11 @@ pub(super) async fn relay_body(
     head.extend_from_slice(&buf[..n]);
     buf.advance(n);
     sent += n as u64;
-    client.write_all(head).await.map_err(RelayError::Client)?;
+    write_within(client, head, timer, stall.client).await?;
     while !done {
         buf.clear();
         buf.reserve(READ_CHUNK);
-        let read = up.read_buf(buf).await.map_err(RelayError::Upstream)?;
+        let read = read_within(up, buf, timer, stall.upstream).await?;
         if read == 0 {
             if framing == Framing::UntilClose {
                 return Ok(Relayed {
@@ -196,10 +213,7 @@ pub(super) async fn relay_body(
         }
         let (n, complete) = take(buf, sent)?;
         done = complete;
-        client
-            .write_all(&buf[..n])
-            .await
-            .map_err(RelayError::Client)?;
+        write_within(client, &buf[..n], timer, stall.client).await?;
         buf.advance(n);
         sent += n as u64;
     }
@@ -208,6 +222,58 @@ pub(super) async fn relay_body(
         bytes: sent,
         clean: buf.is_empty(),
     })
+}
+
+/// Write all of `data` to the client; once it stops taking bytes, wait at most `limit` for
+/// it to take more. The common case (the socket takes it all) reads no clock.
+async fn write_within(
+    client: &mut TcpStream,
+    mut data: &[u8],
+    timer: &mut LazyDeadline,
+    limit: Duration,
+) -> Result<(), RelayError> {
+    while !data.is_empty() {
+        match client.try_write(data) {
+            Ok(n) => {
+                data = &data[n..];
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(RelayError::Client(e)),
+        }
+        let deadline = Instant::now() + limit;
+        poll_fn(|cx| match client.poll_write_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayError::Client(e))),
+            Poll::Pending => {
+                ready!(timer.poll_expired(cx, deadline));
+                Poll::Ready(Err(RelayError::ClientIdle(limit)))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Read what the backend sends next, waiting at most `limit` for it.
+async fn read_within(
+    up: &mut TcpStream,
+    buf: &mut BytesMut,
+    timer: &mut LazyDeadline,
+    limit: Duration,
+) -> Result<usize, RelayError> {
+    let deadline = Instant::now() + limit;
+    poll_fn(
+        |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *up), cx, &mut *buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayError::Upstream(e))),
+            Poll::Pending => {
+                ready!(timer.poll_expired(cx, deadline));
+                Poll::Ready(Err(RelayError::UpstreamIdle(limit)))
+            }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

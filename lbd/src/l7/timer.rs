@@ -1,4 +1,4 @@
-//! One timer per client connection, re-armed lazily.
+//! One lazily re-armed timer for a series of deadlines (a client connection's, a body's).
 //!
 //! Every request has two deadlines (its head must arrive, the backend must answer). Arming a
 //! fresh tokio timer for each costs a timer-wheel insert and removal per request, about 1% of
@@ -13,13 +13,13 @@ use std::task::{ready, Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
-pub(super) struct LazyDeadline {
+pub struct LazyDeadline {
     sleep: Pin<Box<Sleep>>,
 }
 
 impl LazyDeadline {
     /// A timer first armed for `deadline`.
-    pub(super) fn new(deadline: Instant) -> Self {
+    pub fn new(deadline: Instant) -> Self {
         LazyDeadline {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
         }
@@ -27,7 +27,7 @@ impl LazyDeadline {
 
     /// Ready once `deadline` has passed. A timer armed for later than `deadline` is pulled in
     /// (it would fire too late); one armed earlier is left alone until it fires.
-    pub(super) fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         if self.sleep.deadline() > deadline {
             self.sleep.as_mut().reset(deadline);
         }
