@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::body::Finish;
 use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::ratelimit::{Denied, RequestKeys};
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
@@ -101,6 +102,36 @@ pub fn route_and_limit<'r>(
         .get(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
     Ok((index, pool))
+}
+
+/// Header hygiene for the request going upstream: hop-by-hop headers out, forwarding headers
+/// in, and the Host the router matched kept (a `Connection: host` must not remove it; with
+/// `replace_host` it overwrites the client's, as for an absolute-form target). Returns the
+/// `Upgrade` value when the client asked for one.
+pub fn rewrite_request_headers(
+    h: &mut HeaderMap,
+    rt: &Runtime,
+    conn: &ConnCtx,
+    host: Option<HeaderValue>,
+    replace_host: bool,
+) -> Option<HeaderValue> {
+    let upgrade = headers::strip_hop_by_hop(h);
+    headers::add_forwarding(
+        h,
+        &rt.config.headers,
+        &ForwardCtx {
+            client_ip: conn.peer.ip(),
+            proto: conn.proto,
+            host: host.as_ref(),
+            client_ip_value: Some(&conn.client_ip_value),
+        },
+    );
+    if let Some(v) = host {
+        if replace_host || !h.contains_key(header::HOST) {
+            h.insert(header::HOST, v);
+        }
+    }
+    upgrade
 }
 
 /// The backend for one attempt: the sticky pin while its backend passes the balancer's own

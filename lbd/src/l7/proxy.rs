@@ -50,11 +50,11 @@ use tracing::{debug, Instrument};
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
-    may_retry, note_error, note_rate_limited, pair_headers, pick, report, route_and_limit, Lease,
-    Local,
+    may_retry, note_error, note_rate_limited, pair_headers, pick, report, rewrite_request_headers,
+    route_and_limit, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::headers;
 use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
@@ -309,23 +309,7 @@ async fn forward(
         }
         None => (parts.headers.get(header::HOST).cloned(), false),
     };
-    let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(
-        &mut parts.headers,
-        &cfg.headers,
-        &ForwardCtx {
-            client_ip: conn.peer.ip(),
-            proto: conn.proto,
-            host: host.as_ref(),
-            client_ip_value: Some(&conn.client_ip_value),
-        },
-    );
-    // (A `Connection: host` from the client must not remove it.)
-    if let Some(h) = host {
-        if host_from_uri || !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, h);
-        }
-    }
+    let upgrade = rewrite_request_headers(&mut parts.headers, rt, conn, host, host_from_uri);
     if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
         headers::set_upgrade(&mut parts.headers, u);
     }

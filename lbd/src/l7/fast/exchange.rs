@@ -29,9 +29,9 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
     may_retry, note_error, note_rate_limited, pair_headers, pick, report, report_at,
-    route_and_limit, Local,
+    rewrite_request_headers, route_and_limit, Local,
 };
-use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
@@ -235,23 +235,7 @@ async fn forward(
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
     let had_length = req.headers.contains_key(header::CONTENT_LENGTH);
-    headers::strip_hop_by_hop(&mut req.headers);
-    headers::add_forwarding(
-        &mut req.headers,
-        &cfg.headers,
-        &ForwardCtx {
-            client_ip: conn.peer.ip(),
-            proto: conn.proto,
-            host: host.as_ref(),
-            client_ip_value: Some(&conn.client_ip_value),
-        },
-    );
-    // (A `Connection: host` from the client must not remove it.)
-    if let Some(h) = host {
-        if !req.headers.contains_key(header::HOST) {
-            req.headers.insert(header::HOST, h);
-        }
-    }
+    rewrite_request_headers(&mut req.headers, rt, conn, host, false);
     // Nor may `Connection: content-length` unframe the body that follows the head: the
     // backend would read it as the next request. The length is always the one lbd sends.
     if had_length {

@@ -51,23 +51,12 @@ pub(super) async fn send_and_read_head(
 ) -> Result<(), HeadError> {
     buf.clear();
     // A backend that stops reading must not hold the request past its deadline either.
-    let mut written = 0;
-    while written < request.len() {
-        let step = poll_fn(|cx| match up.poll_write_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(HeadError::Write(e))),
-            Poll::Pending => {
-                ready!(timer.poll_expired(cx, deadline));
-                Poll::Ready(Err(HeadError::Timeout))
-            }
-        });
-        step.await?;
-        match up.try_write(&request[written..]) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(HeadError::Write(e)),
-        }
-    }
+    write_by(up, request, timer, || deadline)
+        .await
+        .map_err(|e| match e {
+            Stopped::Io(e) => HeadError::Write(e),
+            Stopped::Expired => HeadError::Timeout,
+        })?;
     loop {
         if let Some(end) = head_end(buf) {
             match interim_len(&buf[..end]) {
@@ -80,18 +69,12 @@ pub(super) async fn send_and_read_head(
             return Err(HeadError::TooLarge(max_head));
         }
         buf.reserve(8 * 1024);
-        let read =
-            poll_fn(
-                |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *up), cx, &mut *buf) {
-                    Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(HeadError::NoResponse(e))),
-                    Poll::Pending => {
-                        ready!(timer.poll_expired(cx, deadline));
-                        Poll::Ready(Err(HeadError::Timeout))
-                    }
-                },
-            );
-        let n = read.await?;
+        let n = read_by(up, buf, timer, deadline)
+            .await
+            .map_err(|e| match e {
+                Stopped::Io(e) => HeadError::NoResponse(e),
+                Stopped::Expired => HeadError::Timeout,
+            })?;
         if n == 0 {
             return Err(HeadError::NoResponse(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -225,34 +208,19 @@ pub(super) async fn relay_body(
 }
 
 /// Write all of `data` to the client; once it stops taking bytes, wait at most `limit` for
-/// it to take more. The common case (the socket takes it all) reads no clock.
+/// it to take more.
 async fn write_within(
     client: &mut TcpStream,
-    mut data: &[u8],
+    data: &[u8],
     timer: &mut LazyDeadline,
     limit: Duration,
 ) -> Result<(), RelayError> {
-    while !data.is_empty() {
-        match client.try_write(data) {
-            Ok(n) => {
-                data = &data[n..];
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(RelayError::Client(e)),
-        }
-        let deadline = Instant::now() + limit;
-        poll_fn(|cx| match client.poll_write_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayError::Client(e))),
-            Poll::Pending => {
-                ready!(timer.poll_expired(cx, deadline));
-                Poll::Ready(Err(RelayError::ClientIdle(limit)))
-            }
+    write_by(client, data, timer, || Instant::now() + limit)
+        .await
+        .map_err(|e| match e {
+            Stopped::Io(e) => RelayError::Client(e),
+            Stopped::Expired => RelayError::ClientIdle(limit),
         })
-        .await?;
-    }
-    Ok(())
 }
 
 /// Read what the backend sends next, waiting at most `limit` for it.
@@ -262,14 +230,67 @@ async fn read_within(
     timer: &mut LazyDeadline,
     limit: Duration,
 ) -> Result<usize, RelayError> {
-    let deadline = Instant::now() + limit;
-    poll_fn(
-        |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *up), cx, &mut *buf) {
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(RelayError::Upstream(e))),
+    read_by(up, buf, timer, Instant::now() + limit)
+        .await
+        .map_err(|e| match e {
+            Stopped::Io(e) => RelayError::Upstream(e),
+            Stopped::Expired => RelayError::UpstreamIdle(limit),
+        })
+}
+
+/// Why a timed read or write stopped.
+enum Stopped {
+    Io(io::Error),
+    Expired,
+}
+
+/// Write all of `data`; whenever the socket stops taking bytes, wait for it until
+/// `deadline()`. The common case (the socket takes it all) reads no clock.
+async fn write_by(
+    stream: &mut TcpStream,
+    mut data: &[u8],
+    timer: &mut LazyDeadline,
+    deadline: impl Fn() -> Instant,
+) -> Result<(), Stopped> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(n) => {
+                data = &data[n..];
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(Stopped::Io(e)),
+        }
+        let deadline = deadline();
+        poll_fn(|cx| match stream.poll_write_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Stopped::Io(e))),
             Poll::Pending => {
                 ready!(timer.poll_expired(cx, deadline));
-                Poll::Ready(Err(RelayError::UpstreamIdle(limit)))
+                Poll::Ready(Err(Stopped::Expired))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Read what is there into `buf`, waiting for it until `deadline`. `poll_read` (not
+/// `try_read`): after a short read it clears the socket's readiness, so the next wait costs
+/// no extra EAGAIN read.
+async fn read_by(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timer: &mut LazyDeadline,
+    deadline: Instant,
+) -> Result<usize, Stopped> {
+    poll_fn(
+        |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Stopped::Io(e))),
+            Poll::Pending => {
+                ready!(timer.poll_expired(cx, deadline));
+                Poll::Ready(Err(Stopped::Expired))
             }
         },
     )
