@@ -32,6 +32,7 @@ use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::health::Outcome;
+use crate::upstream::pool::ConnPool;
 
 /// Count and log a 429 (both HTTP paths).
 pub fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
@@ -104,10 +105,25 @@ pub fn route_and_limit<'r>(
     Ok((index, pool))
 }
 
+/// A connect to `backend` failed: count it, tell passive health, and keep the request's
+/// further attempts off that backend (both HTTP paths).
+pub fn connect_failed(
+    pool: &PoolRt,
+    conns: &ConnPool,
+    backend: &Backend,
+    exclude: &mut Vec<BackendId>,
+    e: &ProxyError,
+) {
+    debug!(backend = %backend.addr, error = %e, "connect failed");
+    inc(&conns.stats.failures);
+    report(pool, backend, Outcome::ConnectFailure);
+    exclude.push(backend.id);
+}
+
 /// Header hygiene for the request going upstream: hop-by-hop headers out, forwarding headers
-/// in, and the Host the router matched kept (a `Connection: host` must not remove it; with
-/// `replace_host` it overwrites the client's, as for an absolute-form target). Returns the
-/// `Upgrade` value when the client asked for one.
+/// in, and the Host the router matched: added when the request had none, and with
+/// `replace_host` written over the client's (an absolute-form target). Returns the `Upgrade`
+/// value when the client asked for one.
 pub fn rewrite_request_headers(
     h: &mut HeaderMap,
     rt: &Runtime,

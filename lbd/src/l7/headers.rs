@@ -1,7 +1,8 @@
 //! Header hygiene between client and backend (pure functions over `HeaderMap`).
 //!
 //! - Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message: they are
-//!   removed in both directions, together with every header the `Connection` header names.
+//!   removed in both directions, together with every header the `Connection` header names
+//!   (except `Host` and `Content-Length`, which no `Connection` option may unframe).
 //!   A WebSocket upgrade re-adds `Connection: upgrade` + `Upgrade` after stripping.
 //! - Forwarding headers tell the backend who the client was. `X-Forwarded-For` and `Forwarded`
 //!   are only *appended to* when the peer is a trusted proxy (`headers.trusted_proxies`);
@@ -35,6 +36,11 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Fields a `Connection` option cannot remove: the host the request was routed by, and the
+/// length of the body that follows the head (without it, the body's bytes would be read as
+/// the next message).
+static NOT_CONNECTION_OPTIONS: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -58,7 +64,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             }
             // Names in the map are lowercase; tokens may be in any case.
             for name in headers.keys() {
-                if name.as_str().eq_ignore_ascii_case(token) && !doomed.contains(name) {
+                if name.as_str().eq_ignore_ascii_case(token)
+                    && !doomed.contains(name)
+                    && !NOT_CONNECTION_OPTIONS.contains(name)
+                {
                     doomed.push(name.clone());
                 }
             }
@@ -356,6 +365,18 @@ mod tests {
         assert_eq!(strip_hop_by_hop(&mut h), None);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "3");
+        // Host and Content-Length stay whatever `Connection` names.
+        let mut h = map(&[
+            ("connection", "host, Content-Length"),
+            ("host", "a"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            (h["host"].as_bytes(), h["content-length"].as_bytes()),
+            (&b"a"[..], &b"3"[..])
+        );
+        assert_eq!(h.len(), 2, "{h:?}");
         // Nothing hop-by-hop: left untouched.
         let mut h = map(&[("host", "a"), ("accept", "*/*")]);
         assert_eq!(strip_hop_by_hop(&mut h), None);

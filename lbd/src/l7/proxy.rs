@@ -50,8 +50,8 @@ use tracing::{debug, Instrument};
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
-    may_retry, note_error, note_rate_limited, pair_headers, pick, report, rewrite_request_headers,
-    route_and_limit, Lease, Local,
+    connect_failed, may_retry, note_error, note_rate_limited, pair_headers, pick, report,
+    rewrite_request_headers, route_and_limit, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers;
@@ -379,10 +379,7 @@ async fn forward(
         let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, stale > 0).await {
             Ok(c) => c,
             Err(e) => {
-                debug!(backend = %backend.addr, error = %e, "connect failed");
-                inc(&conns.stats.failures);
-                report(pool, &backend, Outcome::ConnectFailure);
-                exclude.push(backend.id);
+                connect_failed(pool, conns, &backend, &mut exclude, &e);
                 drop(lease);
                 if may_retry(retries, &exclude) {
                     retries += 1;

@@ -28,8 +28,8 @@ use super::relay::{self, HeadError};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
-    may_retry, note_error, note_rate_limited, pair_headers, pick, report, report_at,
-    rewrite_request_headers, route_and_limit, Local,
+    connect_failed, may_retry, note_error, note_rate_limited, pair_headers, pick, report,
+    report_at, rewrite_request_headers, route_and_limit, Local,
 };
 use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
@@ -234,14 +234,7 @@ async fn forward(
         .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
-    let had_length = req.headers.contains_key(header::CONTENT_LENGTH);
     rewrite_request_headers(&mut req.headers, rt, conn, host, false);
-    // Nor may `Connection: content-length` unframe the body that follows the head: the
-    // backend would read it as the next request. The length is always the one lbd sends.
-    if had_length {
-        req.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
     bufs.request.clear();
     head::write_request_head(
         &mut bufs.request,
@@ -284,10 +277,7 @@ async fn forward(
         {
             Ok(c) => c,
             Err(e) => {
-                debug!(backend = %backend.addr, error = %e, "connect failed");
-                inc(&conns.stats.failures);
-                report(pool, &backend, Outcome::ConnectFailure);
-                exclude.push(backend.id);
+                connect_failed(pool, conns, &backend, &mut exclude, &e);
                 drop(lease);
                 if may_retry(retries, &exclude) {
                     retries += 1;
@@ -368,15 +358,9 @@ async fn forward(
                     .with_source("unsolicited 101 Switching Protocols")
                     .into());
             }
-            Ok(None) | Err(_) => {
-                let why = head::parse_response(
-                    &bufs.upstream,
-                    &mut head::header_slots(),
-                    request_is_head,
-                    MAX_RESPONSE_HEAD,
-                )
-                .err()
-                .unwrap_or(head::BadResponse::Malformed);
+            // (A head whose end was found but httparse calls incomplete is malformed.)
+            bad @ (Ok(None) | Err(_)) => {
+                let why = bad.err().unwrap_or(head::BadResponse::Malformed);
                 inc(&conns.stats.failures);
                 report(pool, &backend, Outcome::ServerError);
                 return Err(ProxyError::new(ErrorKind::BackendIo)
