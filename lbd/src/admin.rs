@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::error::ErrorKind;
-use crate::metrics::{get, Exposition, STATUS_CLASSES};
+use crate::metrics::{get, DiscardReason, Exposition, STATUS_CLASSES};
 use crate::server::{Phase, Shared};
 
 /// Bind the admin listener and serve it in the background; returns the bound address.
@@ -543,6 +543,25 @@ pub fn render(shared: &Shared) -> String {
             &[("pool", pool), ("backend", &addr)],
             get(&c.stats.conns_reused),
         );
+    }
+    e.family(
+        "lbd_upstream_conn_discarded_total",
+        "counter",
+        "Upstream connections closed instead of reused: unexpected_bytes (bytes no request asked for, never relayed), idle_closed (closed by the backend while pooled).",
+    );
+    for (pool, b, c) in backends() {
+        let addr = b.addr.to_string();
+        for reason in DiscardReason::ALL {
+            e.sample(
+                "lbd_upstream_conn_discarded_total",
+                &[
+                    ("pool", pool),
+                    ("backend", &addr),
+                    ("reason", reason.as_str()),
+                ],
+                get(&c.stats.conns_discarded[reason as usize]),
+            );
+        }
     }
     e.family(
         "lbd_backend_response_seconds",

@@ -76,6 +76,37 @@ pub struct BackendStats {
     /// Of those, requests routed by a sticky pin rather than the balancer: the sticky share
     /// (`sticky_requests / requests`) shows how much stickiness overrides balancing.
     pub sticky_requests: AtomicU64,
+    /// Upstream connections thrown away instead of reused, by [`DiscardReason`].
+    pub conns_discarded: [AtomicU64; DiscardReason::ALL.len()],
+}
+
+/// Why an upstream keep-alive connection was closed instead of being reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardReason {
+    /// The backend sent bytes no request asked for: past the end of a response as framed
+    /// (a body longer than its Content-Length, a body on a HEAD/204/304 answer, a second
+    /// response), or while the connection sat idle in the pool. Relaying them would hand one
+    /// client's request another answer, so the connection is closed with them unread.
+    UnexpectedBytes,
+    /// The backend closed (or reset) the connection while it was idle in the pool.
+    IdleClosed,
+}
+
+impl DiscardReason {
+    pub const ALL: [DiscardReason; 2] = [DiscardReason::UnexpectedBytes, DiscardReason::IdleClosed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscardReason::UnexpectedBytes => "unexpected_bytes",
+            DiscardReason::IdleClosed => "idle_closed",
+        }
+    }
+}
+
+impl BackendStats {
+    pub fn discarded(&self, reason: DiscardReason) {
+        self.conns_discarded[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl BackendStats {

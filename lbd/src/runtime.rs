@@ -150,10 +150,14 @@ impl Runtime {
                 let conn = match old_at {
                     Some((o, j)) => {
                         let c = Arc::clone(&o.conns[j]);
-                        c.configure(pc.idle_max, pc.idle_timeout);
+                        c.configure(pc.idle_max_for(spec), pc.idle_timeout);
                         c
                     }
-                    None => Arc::new(ConnPool::new(spec.addr, pc.idle_max, pc.idle_timeout)),
+                    None => Arc::new(ConnPool::new(
+                        spec.addr,
+                        pc.idle_max_for(spec),
+                        pc.idle_timeout,
+                    )),
                 };
                 backends.push(backend);
                 conns.push(conn);

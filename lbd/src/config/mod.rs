@@ -41,7 +41,12 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
 pub const DEFAULT_QUEUE_SIZE: u32 = 0;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
-pub const DEFAULT_IDLE_MAX: u32 = 32;
+/// Idle upstream connections kept per backend (per worker) when neither `idle_max` nor the
+/// backend's `max_conns` bounds them. A small fixed default (it was 32) made 50 concurrent
+/// keep-alive clients churn upstream connections: every request over the bound paid a
+/// connect and the backend an accept. HAProxy bounds idle server connections by the
+/// server's `maxconn`; lbd does the same, and uses this when `max_conns` is unlimited.
+pub const DEFAULT_IDLE_MAX: u32 = 1024;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
@@ -373,11 +378,25 @@ pub struct PoolConfig {
     /// Requests that may wait for a backend below `max_conns` (0: answer 503 at once).
     pub queue_size: u32,
     pub queue_timeout: Duration,
-    /// Idle upstream connections kept per backend.
-    pub idle_max: u32,
+    /// Idle upstream connections kept per backend (per worker); `None`: the backend's
+    /// `max_conns`, or [`DEFAULT_IDLE_MAX`] when that is unlimited ([`PoolConfig::idle_max_for`]).
+    pub idle_max: Option<u32>,
     pub idle_timeout: Duration,
     /// `None`: no stickiness (the balancer decides every request).
     pub sticky: Option<StickyConfig>,
+}
+
+impl PoolConfig {
+    /// The idle bound of one backend's connection pool: `idle_max` when set, else the
+    /// backend's `max_conns` (more idle connections than it may have busy ones are never
+    /// needed), else [`DEFAULT_IDLE_MAX`].
+    pub fn idle_max_for(&self, backend: &BackendSpec) -> u32 {
+        match (self.idle_max, backend.max_conns) {
+            (Some(n), _) => n,
+            (None, 0) => DEFAULT_IDLE_MAX,
+            (None, max_conns) => max_conns,
+        }
+    }
 }
 
 /// The validated config lbd runs with.

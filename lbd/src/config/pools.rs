@@ -111,8 +111,10 @@ pub(super) fn validate_pool(
         1,
         600_000,
     );
-    let idle_max = p.keepalive.idle_max.unwrap_or(DEFAULT_IDLE_MAX);
-    v.check_range(format!("{key}.keepalive.idle_max"), idle_max, 0, 10_000);
+    let idle_max = p.keepalive.idle_max;
+    if let Some(n) = idle_max {
+        v.check_range(format!("{key}.keepalive.idle_max"), n, 0, 10_000);
+    }
     let idle_timeout = check_ms(
         v,
         &format!("{key}.keepalive.idle_timeout_ms"),

@@ -681,3 +681,29 @@ fn cookie_secret_file_is_read_relative_to_the_config() {
     // The secret never shows in Debug output (logs of the config).
     assert!(!format!("{:?}", c.global).contains("0123456789abcdef"));
 }
+
+#[test]
+fn idle_connections_are_bounded_by_max_conns_unless_set() {
+    let text = "default_pool = \"web\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
+[[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\nmax_conns = 300\n\
+[[pool.backend]]\naddress = \"127.0.0.1:9002\"\n\
+[[pool]]\nname = \"set\"\n[pool.keepalive]\nidle_max = 7\n\
+[[pool.backend]]\naddress = \"127.0.0.1:9003\"\nmax_conns = 300\n";
+    let c = load(text).expect("valid");
+    let web = &c.pools[0];
+    assert_eq!(web.idle_max, None);
+    assert_eq!(
+        web.idle_max_for(&web.backends[0]),
+        300,
+        "the backend's max_conns"
+    );
+    assert_eq!(
+        web.idle_max_for(&web.backends[1]),
+        DEFAULT_IDLE_MAX,
+        "unlimited max_conns"
+    );
+    let set = &c.pools[1];
+    assert_eq!(set.idle_max_for(&set.backends[0]), 7, "idle_max wins");
+    let bad = errors(&text.replace("idle_max = 7", "idle_max = 10001"));
+    assert!(bad.contains("`pool[1].keepalive.idle_max`"), "{bad}");
+}

@@ -4,7 +4,8 @@
 //! HTTP request whose status must fall in `expect_status`) under `timeout`, and feeds the
 //! result to [`Backend::record_probe`] (rise/fall in `health.rs`). The same loop also wakes at
 //! [`Backend::health_deadline`] to end passive ejections on time, and reaps expired idle
-//! connections. Transitions are logged at info/warn by [`log_health_change`].
+//! connections, and wakes whenever an idle pooled connection becomes readable to close it
+//! at once. Transitions are logged at info/warn by [`log_health_change`].
 //!
 //! The task ends when its snapshot is retired by a reload; the next snapshot's task carries on
 //! with the same `Arc<Backend>` when the backend was kept, so rise/fall streaks survive.
@@ -69,6 +70,9 @@ async fn run(
         tokio::select! {
             _ = retired.cancelled() => return,
             _ = tokio::time::sleep_until(wake) => {}
+            // An idle pooled connection got bytes or a close: drop it now, not at its next
+            // use (HAProxy watches its idle connections the same way).
+            _ = conns.idle_activity() => {}
         }
         conns.reap();
         if let Some(change) = backend.poll_health(clock()) {

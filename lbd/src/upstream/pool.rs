@@ -1,7 +1,7 @@
 //! Keep-alive connections to one backend, on hyper's low-level `client::conn::http1`.
 //!
 //! hyper_util's legacy pooled `Client` costs about 2 µs per request more than driving
-//! `http1::handshake` connections directly (doc NETNS-NOTES), and it hides the events a proxy
+//! `http1::handshake` connections directly (measured on this project's benchmark), and it hides the events a proxy
 //! needs (was this connection reused? did it die before the request went out?). So each
 //! backend has a [`ConnPool`]: a LIFO stack of idle [`SendRequest`]s, bounded by `idle_max`,
 //! each dropped once idle longer than `idle_timeout`.
@@ -16,8 +16,14 @@
 //!
 //! The HTTP/1 fast path ([`crate::l7::fast`]) speaks HTTP/1 on the socket itself, so its idle
 //! connections are plain [`RawConn`]s in a second set of per-worker stacks, under the same
-//! `idle_max` / `idle_timeout` (each set is bounded on its own). A raw connection is checked
-//! for a close from the backend (readiness, then a non-blocking read) before it is reused.
+//! `idle_max` / `idle_timeout` (each set is bounded on its own).
+//!
+//! Hygiene (doc/lbd.md, "Upstream connection hygiene"): a byte no request asked for must
+//! never be read as the next request's answer. A raw connection is pooled only when nothing
+//! followed its response; while idle it is watched (its socket wakes [`ConnPool::idle_activity`],
+//! and the backend's housekeeping task closes it at once); before reuse its socket is peeked.
+//! hyper's connection task does the same for hyper connections (it ends on any idle byte).
+//! Each discard is counted by reason (`BackendStats::conns_discarded`).
 //!
 //! Rules that keep reuse safe:
 //! - A connection goes back only after its response body was read to the end without error
@@ -33,6 +39,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,11 +47,13 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::metrics::{inc, BackendStats};
+use crate::metrics::{inc, BackendStats, DiscardReason};
 use crate::upstream::backend::{Backend, ConnGuard};
 
 /// The request body lbd sends upstream: buffered (replayable) or streamed from the client.
@@ -86,20 +95,72 @@ pub struct RawConn {
     _open: ConnGuard,
 }
 
+/// What a look at an idle connection's socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleProbe {
+    /// Nothing to read: the connection is as the last response left it.
+    Clean,
+    /// The backend sent something, or closed: the connection can't carry another request.
+    Spoiled(DiscardReason),
+}
+
 impl RawConn {
-    /// Has the backend closed this idle connection (or sent something unasked)? Costs a
-    /// syscall only when the socket's readiness says there is something to read.
-    fn is_closed(&self) -> bool {
-        let waker = futures::task::noop_waker_ref();
-        let mut cx = std::task::Context::from_waker(waker);
-        match self.stream.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => false,
-            std::task::Poll::Ready(Err(_)) => true,
-            std::task::Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    /// Look at the socket itself (a non-blocking `MSG_PEEK`, one syscall), not at tokio's
+    /// readiness cache: bytes that arrived since the reactor last polled are seen too. A
+    /// response served from bytes a backend sent before the request was written would be
+    /// another request's answer.
+    fn probe(&self) -> IdleProbe {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => IdleProbe::Clean,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => IdleProbe::Clean,
+            Ok(0) | Err(_) => IdleProbe::Spoiled(DiscardReason::IdleClosed),
+            Ok(_) => IdleProbe::Spoiled(DiscardReason::UnexpectedBytes),
+        }
+    }
+
+    /// Ask the reactor to wake `watch` when the backend sends or closes anything while the
+    /// connection sits in the pool, so it is closed at once rather than at its next use.
+    /// `false` when something is already there (the connection must not be pooled).
+    fn arm(&self, watch: &Waker) -> bool {
+        let mut cx = Context::from_waker(watch);
+        for _ in 0..2 {
+            match self.stream.poll_read_ready(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(_)) => return false,
+                // Readiness can be stale (the last read filled its buffer, so tokio did not
+                // clear it): look at the socket, which clears it when nothing is there, and
+                // then the next poll registers the waker.
+                Poll::Ready(Ok(())) => {
+                    let peeked = self.stream.try_io(Interest::READABLE, || {
+                        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                        socket2::SockRef::from(&self.stream).peek(&mut byte)
+                    });
+                    match peeked {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        _ => return false,
+                    }
+                }
             }
         }
+        false
+    }
+}
+
+/// Wakes the backend's housekeeping task when an idle pooled connection becomes readable
+/// (the reactor calls it; see [`RawConn::arm`]).
+#[derive(Debug, Default)]
+struct IdleWatch {
+    readable: Notify,
+}
+
+impl Wake for IdleWatch {
+    fn wake(self: Arc<Self>) {
+        self.readable.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.readable.notify_one();
     }
 }
 
@@ -118,7 +179,12 @@ pub struct ConnPool {
     /// Settings are atomics so a reload can change them on a pool that is carried over.
     idle_max: AtomicU32,
     idle_timeout_ms: AtomicU64,
-    pub stats: BackendStats,
+    /// Shared with the hyper connections' driver tasks, which count their own discards.
+    pub stats: Arc<BackendStats>,
+    /// Woken when an idle fast-path connection becomes readable.
+    watch: Arc<IdleWatch>,
+    /// `watch` as a waker, made once: arming a connection then clones an `Arc`, no more.
+    watch_waker: Waker,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -148,13 +214,16 @@ impl ConnPool {
         idle_timeout: Duration,
         slots: usize,
     ) -> Self {
+        let watch = Arc::new(IdleWatch::default());
         ConnPool {
+            watch_waker: Waker::from(Arc::clone(&watch)),
+            watch,
             addr,
             idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             raw_idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
-            stats: BackendStats::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -185,8 +254,9 @@ impl ConnPool {
             + self.raw_idle.iter().map(|m| lock(m).len()).sum::<usize>()
     }
 
-    /// The most recently used idle fast-path connection that is still open and not expired
-    /// at `now` (the caller's clock reading: the fast path reads the clock once per step).
+    /// The most recently used idle fast-path connection that is still open, clean and not
+    /// expired at `now` (the caller's clock reading: the fast path reads the clock once per
+    /// step).
     pub fn checkout_raw(&self, now: Instant) -> Option<RawConn> {
         let timeout = self.idle_timeout();
         let mut idle = self.lock_raw();
@@ -195,18 +265,24 @@ impl ConnPool {
                 idle.clear();
                 return None;
             }
-            if !c.conn.is_closed() {
-                return Some(c.conn);
+            match c.conn.probe() {
+                IdleProbe::Clean => return Some(c.conn),
+                IdleProbe::Spoiled(reason) => self.stats.discarded(reason),
             }
         }
         None
     }
 
-    /// Return a fast-path connection whose response was read completely and which the
-    /// backend did not ask to close; idle from `now`.
+    /// Return a fast-path connection whose response was read completely, with nothing after
+    /// it, and which the backend did not ask to close; idle from `now`. It is watched while
+    /// idle ([`RawConn::arm`]).
     pub fn checkin_raw(&self, conn: RawConn, now: Instant) {
         let max = self.idle_max.load(Ordering::Relaxed) as usize;
         if max == 0 {
+            return;
+        }
+        if !conn.arm(&self.watch_waker) {
+            self.stats.discarded(DiscardReason::UnexpectedBytes);
             return;
         }
         let mut idle = self.lock_raw();
@@ -214,6 +290,11 @@ impl ConnPool {
             idle.remove(0);
         }
         idle.push(RawIdle { conn, since: now });
+    }
+
+    /// Resolves when an idle fast-path connection became readable: call [`ConnPool::reap`].
+    pub async fn idle_activity(&self) {
+        self.watch.readable.notified().await;
     }
 
     /// A pooled fast-path connection (`reused = true`), else a new one. `fresh` skips the
@@ -287,7 +368,18 @@ impl ConnPool {
             lock(slot).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
         }
         for slot in self.raw_idle.iter() {
-            lock(slot).retain(|c| !c.conn.is_closed() && now.duration_since(c.since) < timeout);
+            lock(slot).retain(|c| {
+                if now.duration_since(c.since) >= timeout {
+                    return false;
+                }
+                match c.conn.probe() {
+                    IdleProbe::Clean => true,
+                    IdleProbe::Spoiled(reason) => {
+                        self.stats.discarded(reason);
+                        false
+                    }
+                }
+            });
         }
     }
 
@@ -340,13 +432,23 @@ impl ConnPool {
             })?;
         let guard = backend.conn_opened();
         inc(&self.stats.conns_new);
+        let stats = Arc::clone(&self.stats);
+        let watch = Arc::clone(&self.watch);
         tokio::spawn(async move {
             // Runs until the connection closes: both halves of a keep-alive connection live
             // here, and `with_upgrades` lets a 101 response hand the socket to a tunnel.
+            // hyper watches an idle connection itself: bytes that arrive while it waits for
+            // the next request, or that are left over after a response, end it here with
+            // an error (and `SendRequest::is_closed` keeps it out of the pool).
             if let Err(e) = conn.with_upgrades().await {
+                if is_unexpected_message(&e) {
+                    stats.discarded(DiscardReason::UnexpectedBytes);
+                }
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
             drop(guard);
+            // If it sat in the pool, the housekeeping task takes it out now.
+            watch.wake_by_ref();
         });
         Ok(tx)
     }
@@ -367,6 +469,13 @@ impl ConnPool {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+}
+
+/// hyper's error for bytes a client connection received that no request asked for. hyper
+/// has no predicate for it (`Kind::UnexpectedMessage` is private), so its fixed description is
+/// compared; the hygiene tests on the hyper path fail if hyper ever words it differently.
+fn is_unexpected_message(e: &hyper::Error) -> bool {
+    e.to_string() == "received unexpected message from connection"
 }
 
 fn lock<T>(slot: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {

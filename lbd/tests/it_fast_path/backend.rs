@@ -27,6 +27,15 @@ pub(crate) enum Reply {
     Echo(Vec<u8>),
     /// Wait, then do the inner reply.
     After(Duration, Box<Reply>),
+    /// Write `reply`, then bytes nobody asked for (`extra`): in the same write when `gap` is
+    /// `None`, else in a write of its own `gap` later; count the extra write in `written`,
+    /// then wait for the next request (a backend that misbehaves, not one that closes).
+    WithExtra {
+        reply: Vec<u8>,
+        gap: Option<Duration>,
+        extra: Vec<u8>,
+        written: Arc<AtomicU64>,
+    },
 }
 
 pub(crate) type Handler = Arc<dyn Fn(&Message, u64) -> Reply + Send + Sync>;
@@ -43,6 +52,8 @@ pub(crate) struct Seen {
 pub(crate) struct RawBackend {
     pub(crate) addr: SocketAddr,
     pub(crate) accepted: Arc<AtomicU64>,
+    /// Connections whose serving ended (closed by lbd, or by the reply).
+    pub(crate) ended: Arc<AtomicU64>,
     pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
     /// Request-level errors the backend hit (bad heads from lbd and the like).
     pub(crate) errors: Arc<Mutex<Vec<String>>>,
@@ -60,6 +71,7 @@ impl RawBackend {
         let b = RawBackend {
             addr: listener.local_addr().expect("addr"),
             accepted: Arc::new(AtomicU64::new(0)),
+            ended: Arc::new(AtomicU64::new(0)),
             seen: Arc::new(Mutex::new(Vec::new())),
             errors: Arc::new(Mutex::new(Vec::new())),
         };
@@ -78,6 +90,7 @@ impl RawBackend {
                             errors.push(e);
                         }
                     }
+                    me.ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -110,6 +123,10 @@ impl RawBackend {
 
     pub(crate) fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
     }
 
     pub(crate) fn seen(&self) -> Vec<Seen> {
@@ -153,6 +170,28 @@ pub(crate) async fn act(w: &mut Wire, mut reply: Reply) -> Result<bool, String> 
                 return Ok(true);
             }
             Reply::Drop => return Ok(false),
+            Reply::WithExtra {
+                mut reply,
+                gap,
+                extra,
+                written,
+            } => {
+                match gap {
+                    None => reply.extend_from_slice(&extra),
+                    Some(gap) => {
+                        w.s.write_all(&reply).await.map_err(io)?;
+                        w.s.flush().await.map_err(io)?;
+                        reply.clear();
+                        tokio::time::sleep(gap).await;
+                    }
+                }
+                w.s.write_all(&reply).await.map_err(io)?;
+                if gap.is_some() {
+                    w.s.write_all(&extra).await.map_err(io)?;
+                }
+                written.fetch_add(1, Ordering::SeqCst);
+                return Ok(true);
+            }
             Reply::Echo(bytes) => {
                 w.s.write_all(&bytes).await.map_err(io)?;
                 // Tunnel bytes that arrived with the request head.

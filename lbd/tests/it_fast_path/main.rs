@@ -23,6 +23,7 @@ mod backend;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
+mod hygiene;
 mod responses;
 mod wire;
 
@@ -135,4 +136,12 @@ on_both_paths!(
     responses::heads_and_chunks_split_into_single_bytes_are_reassembled,
     responses::a_backend_silent_mid_body_is_cut_off,
     responses::backend_response_with_both_lengths_is_not_relayed_ambiguous,
+    hygiene::a_stray_response_in_the_same_segment_is_never_relayed,
+    hygiene::a_stray_response_in_the_next_segment_is_never_relayed,
+    hygiene::a_stray_response_100ms_later_on_an_idle_connection_is_never_relayed,
+    hygiene::an_idle_pooled_connection_that_receives_bytes_is_closed_at_once,
+    hygiene::a_body_longer_than_its_content_length_is_cut_and_the_connection_dropped,
+    hygiene::bytes_after_a_bodiless_response_are_not_relayed,
+    hygiene::garbage_after_an_interim_response_is_a_502_and_never_relayed,
+    hygiene::h2c_streams_never_get_stray_bytes,
 );

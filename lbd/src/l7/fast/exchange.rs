@@ -38,7 +38,7 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
 use crate::listener::ConnCtx;
-use crate::metrics::inc;
+use crate::metrics::{inc, DiscardReason};
 use crate::server::{start, Runtime, Shared};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
@@ -163,7 +163,9 @@ pub(super) async fn serve(
     match relayed {
         Ok(r) => {
             fin.bytes = r.bytes;
-            if r.clean && reusable {
+            if r.surplus {
+                pool_conns.stats.discarded(DiscardReason::UnexpectedBytes);
+            } else if r.clean && reusable {
                 pool_conns.checkin_raw(up, answered);
             }
             fin.run(true);

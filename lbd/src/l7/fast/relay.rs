@@ -144,6 +144,9 @@ pub(super) struct Relayed {
     /// The body ended exactly where its framing said, with nothing after it: the upstream
     /// connection is in a clean state.
     pub clean: bool,
+    /// Bytes followed the body's end: the backend sent more than the response. They are never
+    /// relayed, and the connection is closed with them.
+    pub surplus: bool,
 }
 
 /// Send `head` (the client's response head, already written) and the body that follows the
@@ -190,6 +193,7 @@ pub(super) async fn relay_body(
                 return Ok(Relayed {
                     bytes: sent,
                     clean: false,
+                    surplus: false,
                 });
             }
             return Err(RelayError::Upstream(io::ErrorKind::UnexpectedEof.into()));
@@ -204,6 +208,7 @@ pub(super) async fn relay_body(
     Ok(Relayed {
         bytes: sent,
         clean: buf.is_empty(),
+        surplus: !buf.is_empty(),
     })
 }
 
