@@ -413,6 +413,13 @@ fn log_end<E: std::fmt::Display>(res: Option<Result<(), E>>) {
     }
 }
 
+/// Serve one client connection: the fast path first (when on), hyper for h2c and for
+/// whatever the fast path hands over.
+///
+/// Memory: this future is the state an idle keep-alive client holds for as long as it stays,
+/// and an async fn's state is as large as its largest suspension point. So the hyper
+/// connections (h2c, or HTTP/1 after a hand-off) are boxed and the fast path boxes each
+/// request's exchange: an idle fast-path connection holds only the small loop state.
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -456,14 +463,17 @@ async fn serve_connection(
     };
     if is_h2 {
         let io = TokioIo::new(stream);
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
-            .serve_connection(io, svc);
+        // Boxed, like the HTTP/1 connection below: see `serve_connection`'s docs.
+        let conn = Box::pin(
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
+                .serve_connection(io, svc),
+        );
         log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
-            &mut http2::Connection<_, _, _>,
+            &mut Pin<Box<http2::Connection<_, _, _>>>,
         >| {
-            c.graceful_shutdown()
+            c.get_mut().as_mut().graceful_shutdown()
         }));
         return;
     }
@@ -497,16 +507,20 @@ async fn serve_connection(
         Arc::clone(&ctx.framing),
         max_head,
     ));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request_header)
-        .max_header_size(max_head)
-        .keep_alive(true)
-        .serve_connection(io, svc)
-        .with_upgrades();
+    let conn = Box::pin(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.request_header)
+            .max_header_size(max_head)
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .with_upgrades(),
+    );
     log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
-        &mut hyper::server::conn::http1::UpgradeableConnection<_, _>,
+        &mut Pin<Box<hyper::server::conn::http1::UpgradeableConnection<_, _>>>,
     >| c
+        .get_mut()
+        .as_mut()
         .graceful_shutdown()));
 }
 

@@ -32,6 +32,9 @@ use crate::l7::timer::LazyDeadline;
 use crate::listener::ConnCtx;
 use crate::server::Shared;
 
+/// Bytes read from the client per read call while a head or body is incomplete.
+const READ_BUF: usize = 4096;
+
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
 const LINGER: Duration = Duration::from_millis(500);
 
@@ -75,7 +78,8 @@ pub async fn serve(
     closing: &AtomicBool,
     limits: ConnLimits,
 ) -> Served {
-    let mut buf = BytesMut::with_capacity(4096);
+    // No buffer until the first bytes arrive (`read_some`).
+    let mut buf = BytesMut::new();
     let mut bufs = Bufs::new(Instant::now() + limits.head_timeout);
     loop {
         let head_deadline = Instant::now() + limits.head_timeout;
@@ -143,10 +147,23 @@ pub async fn serve(
             }
             buf.split_to(req.content_length).freeze()
         };
-        match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
+        // Boxed: the exchange's state (header slots, the relay, the retry loop) lives on the
+        // heap only while a request is in progress, so the connection's own future, which an
+        // idle keep-alive client holds for as long as it stays, is small.
+        let served = Box::pin(exchange::serve(
+            shared,
+            ctx,
+            &mut stream,
+            req,
+            body,
+            &mut bufs,
+        ));
+        match served.await {
             Next::KeepAlive => {
-                if buf.is_empty() && buf.capacity() > exchange::KEEP_CAPACITY {
-                    buf = BytesMut::with_capacity(4096);
+                if buf.is_empty() {
+                    // Idle until the next request: hold no buffer (see `read_some`).
+                    buf = BytesMut::new();
+                    bufs.release();
                 }
             }
             Next::Close => {
@@ -176,10 +193,24 @@ async fn read_some(
     closing: &AtomicBool,
     may_close: bool,
 ) -> Read {
-    buf.reserve(4096);
     poll_fn(|cx| {
         if may_close && closing.load(Ordering::Acquire) {
             return Poll::Ready(Read::Closing);
+        }
+        if buf.capacity() == 0 {
+            // No buffer (the connection is between requests): wait until there are bytes
+            // before taking memory for them, so an idle keep-alive client holds none.
+            match stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Read::Error(e)),
+                Poll::Pending => {
+                    ready!(timer.poll_expired(cx, deadline));
+                    return Poll::Ready(Read::Timeout);
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_BUF {
+            buf.reserve(READ_BUF);
         }
         // `poll_read` (not `try_read`): after a short read it clears the socket's readiness,
         // so the wait for the next request costs no extra EAGAIN read.
