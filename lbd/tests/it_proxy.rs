@@ -313,7 +313,8 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(lines[0]["pool"], "web");
     assert_eq!(lines[0]["backend"], web.addr.to_string());
     assert!(lines[0]["bytes"].as_u64().unwrap_or(0) > 0);
-    assert!(lines[0]["client"]
+    assert_eq!(lines[0]["client"], "127.0.0.1");
+    assert!(lines[0]["peer"]
         .as_str()
         .unwrap_or("")
         .starts_with("127.0.0.1:"));
