@@ -3,9 +3,11 @@
 //! [`handle`] is the hyper service. For each request it:
 //! 1. loads the runtime snapshot once (kept until the response body ends, so a reload never
 //!    changes the rules mid-request);
-//! 2. enforces `limits` (414 / 431), routes, then checks the `[[rate_limit]]` tables that
-//!    apply ([`super::ratelimit`]; a denial answers 429 with `Retry-After` before any backend
-//!    is touched, and before the 404 of an unrouted request);
+//! 2. enforces `limits` (414 / 431), normalises the path ([`super::path`]; the backend gets
+//!    the normalised one), works out the real client ([`super::dispatch::client_of`]), routes,
+//!    then checks the `[[rate_limit]]` tables that apply ([`super::ratelimit`]; a denial
+//!    answers 429 with `Retry-After` before any backend is touched, and before the 404 of an
+//!    unrouted request);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
 //!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
