@@ -11,7 +11,7 @@
 //! ([`dropped`]) rather than applying backpressure to clients. [`flush`] is called on exit.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
@@ -25,7 +25,10 @@ use crate::config::AccessLogFormat;
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
     pub time: String,
-    pub client: SocketAddr,
+    /// The real client (`headers.trusted_proxies`: the first untrusted X-Forwarded-For hop).
+    pub client: IpAddr,
+    /// The TCP peer the request came from (the client itself, or a proxy in front).
+    pub peer: SocketAddr,
     pub method: String,
     pub path: String,
     pub status: u16,
@@ -41,7 +44,7 @@ pub struct Record {
 impl Record {
     pub fn plain(&self) -> String {
         format!(
-            "{} {} \"{} {}\" {} {} pool={} backend={} duration_ms={:.3} error={}\n",
+            "{} {} \"{} {}\" {} {} pool={} backend={} duration_ms={:.3} error={} peer={}\n",
             self.time,
             self.client,
             self.method,
@@ -52,6 +55,7 @@ impl Record {
             self.backend,
             self.duration_ms,
             self.error,
+            self.peer,
         )
     }
 }
@@ -201,7 +205,8 @@ mod tests {
     fn plain_and_json_lines() {
         let r = Record {
             time: "t".into(),
-            client: "127.0.0.1:5000".parse().expect("addr"),
+            client: "192.0.2.9".parse().expect("ip"),
+            peer: "127.0.0.1:5000".parse().expect("addr"),
             method: "GET".into(),
             path: "/a?b".into(),
             status: 200,
@@ -213,11 +218,13 @@ mod tests {
         };
         assert_eq!(
             r.plain(),
-            "t 127.0.0.1:5000 \"GET /a?b\" 200 12 pool=web backend=127.0.0.1:9001 duration_ms=1.500 error=-\n"
+            "t 192.0.2.9 \"GET /a?b\" 200 12 pool=web backend=127.0.0.1:9001 duration_ms=1.500 error=- peer=127.0.0.1:5000\n"
         );
         let j: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
         assert_eq!(j["status"], 200);
         assert_eq!(j["backend"], "127.0.0.1:9001");
+        assert_eq!(j["client"], "192.0.2.9");
+        assert_eq!(j["peer"], "127.0.0.1:5000");
     }
 }

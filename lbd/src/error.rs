@@ -35,6 +35,9 @@ impl Side {
 pub enum ErrorKind {
     /// Request framing that invites smuggling (CL+TE, bad CL).
     BadRequest,
+    /// A request path lbd will not normalise: a malformed `%` escape, or `%2F` with
+    /// `paths.encoded_slash = "reject"`.
+    BadPath,
     /// Request target longer than `limits.max_request_line`.
     UriTooLong,
     /// Headers larger than `limits.max_header_bytes`.
@@ -60,8 +63,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
+        ErrorKind::BadPath,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
         ErrorKind::NoRoute,
@@ -78,6 +82,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::BadPath => "bad_path",
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::NoRoute => "no_route",
@@ -99,6 +104,7 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         match self {
             ErrorKind::BadRequest
+            | ErrorKind::BadPath
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientBody => Side::Client,
@@ -113,7 +119,9 @@ impl ErrorKind {
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::BadRequest | ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::BadPath | ErrorKind::ClientBody => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
@@ -129,6 +137,7 @@ impl ErrorKind {
     pub fn body(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "400 bad request\n",
+            ErrorKind::BadPath => "400 bad request path\n",
             ErrorKind::ClientBody => "400 bad request body\n",
             ErrorKind::UriTooLong => "414 request-target too long\n",
             ErrorKind::HeadersTooLarge => "431 request header fields too large\n",

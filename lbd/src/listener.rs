@@ -234,18 +234,21 @@ pub struct ConnCtx {
     pub framing: Arc<FramingVerdicts>,
     /// `peer`'s IP as a header value, rendered once for every request's X-Forwarded-For.
     pub client_ip_value: http::HeaderValue,
+    /// The port the client connected to (X-Forwarded-Port).
+    pub local_port: u16,
     active: AtomicU32,
     last_activity_ms: AtomicU64,
 }
 
 impl ConnCtx {
-    pub fn new(peer: SocketAddr, listener: Arc<str>) -> Self {
+    pub fn new(peer: SocketAddr, local_port: u16, listener: Arc<str>) -> Self {
         ConnCtx {
             peer,
             listener,
             proto: "http",
             framing: Arc::new(FramingVerdicts::new()),
             client_ip_value: crate::l7::headers::ip_value(peer.ip()),
+            local_port,
             active: AtomicU32::new(0),
             last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
         }
@@ -451,7 +454,8 @@ async fn serve_connection(
             return;
         }
     };
-    let ctx = Arc::new(ConnCtx::new(peer, listener));
+    let local_port = stream.local_addr().map_or(0, |a| a.port());
+    let ctx = Arc::new(ConnCtx::new(peer, local_port, listener));
     let svc = {
         let shared = Arc::clone(&shared);
         let ctx = Arc::clone(&ctx);

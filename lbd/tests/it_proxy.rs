@@ -123,8 +123,12 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
         );
     }
     assert!(echoed.contains("x-kept: yes"), "{echoed}");
-    // 127.0.0.1 is not a trusted proxy: the client-supplied XFF is replaced.
-    assert!(echoed.contains("x-forwarded-for: 127.0.0.1\n"), "{echoed}");
+    // 127.0.0.1 is not a trusted proxy: its XFF is appended to (a backend reading it right to
+    // left stops at the first address it doesn't trust, before the client's claim).
+    assert!(
+        echoed.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "{echoed}"
+    );
     assert!(echoed.contains("x-forwarded-proto: http\n"), "{echoed}");
     assert!(
         echoed.contains("x-forwarded-host: site.example\n"),
@@ -313,7 +317,8 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(lines[0]["pool"], "web");
     assert_eq!(lines[0]["backend"], web.addr.to_string());
     assert!(lines[0]["bytes"].as_u64().unwrap_or(0) > 0);
-    assert!(lines[0]["client"]
+    assert_eq!(lines[0]["client"], "127.0.0.1");
+    assert!(lines[0]["peer"]
         .as_str()
         .unwrap_or("")
         .starts_with("127.0.0.1:"));

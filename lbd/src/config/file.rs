@@ -18,6 +18,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub headers: FileHeaders,
     #[serde(default)]
+    pub paths: FilePaths,
+    #[serde(default)]
     pub retries: FileRetries,
     /// Absent: lbd runs standalone and serves every listener all the time.
     pub vrrp: Option<FileVrrp>,
@@ -73,6 +75,8 @@ pub struct FileHeaders {
     pub x_forwarded_for: Option<bool>,
     pub x_forwarded_proto: Option<bool>,
     pub x_forwarded_host: Option<bool>,
+    pub x_forwarded_port: Option<bool>,
+    pub x_real_ip: Option<bool>,
     pub forwarded: Option<bool>,
     pub via: Option<bool>,
     pub via_name: Option<String>,
@@ -80,6 +84,15 @@ pub struct FileHeaders {
     pub trusted_proxies: Vec<String>,
     /// Response header carrying `global.node_name`; "" disables it.
     pub node_header: Option<String>,
+}
+
+/// `[paths]` as written: request path normalisation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePaths {
+    pub merge_slashes: Option<bool>,
+    /// `"keep"`, `"decode"` or `"reject"`.
+    pub encoded_slash: Option<String>,
 }
 
 /// `[vrrp]` as written.
@@ -230,4 +243,6 @@ pub struct FileRateLimit {
     pub rate: Option<f64>,
     pub burst: Option<u32>,
     pub routes: Option<Vec<String>>,
+    /// `client_ip` keys: IPv6 clients in one network of this prefix share a bucket.
+    pub ipv6_prefix_len: Option<u8>,
 }

@@ -11,7 +11,7 @@
 //!
 //! Layout: `file` (stage 1 structs); stage 2 is `validate` (the entry point and shared helpers)
 //! calling one function per section: `global` ([global], [timeouts], [limits]), `request_policy`
-//! ([headers], [retries]), `listeners`, `pools` (pools, balancing, health), `routes` (routes,
+//! ([headers], [paths], [retries]), `listeners`, `pools` (pools, balancing, health), `routes` (routes,
 //! `default_pool`), `vrrp`, `rate_limits` and `peer`; the typed runtime config is here.
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +23,7 @@ use http::{HeaderName, HeaderValue, Method};
 use shared::config::{ConfigError, Source};
 use shared::telemetry::LogFormat;
 
+pub use crate::l7::path::{EncodedSlash, PathPolicy};
 use crate::l7::router::RouteRule;
 use crate::upstream::backend::{BackendSpec, PoolId};
 use crate::upstream::balance::Algorithm;
@@ -55,6 +56,8 @@ pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
 pub const DEFAULT_RETRY_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_VIA_NAME: &str = "lbd";
+/// `[[rate_limit]] ipv6_prefix_len`: an IPv6 client's /64 is one bucket (IPv4: /32).
+pub const DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN: u8 = 64;
 /// Response header naming the node that served (`headers.node_header`; "" turns it off).
 pub const DEFAULT_NODE_HEADER: &str = "x-lbpair-node";
 /// Node name when neither `global.node_name` nor the hostname is available.
@@ -190,6 +193,9 @@ pub struct RateLimitConfig {
     /// Route names (indices into `LbConfig::routes`) this limiter applies to; empty: every
     /// request.
     pub routes: Vec<usize>,
+    /// `client_ip` keys: an IPv6 client is keyed by its first this many bits (one host often
+    /// holds a whole /64, so a per-address bucket would be no limit); IPv4 by its address.
+    pub ipv6_prefix_len: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,15 +275,28 @@ pub struct HeaderPolicy {
     pub x_forwarded_for: bool,
     pub x_forwarded_proto: bool,
     pub x_forwarded_host: bool,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    pub x_forwarded_port: bool,
+    /// `X-Real-IP`: the real client address ([`crate::l7::headers::real_client`]).
+    pub x_real_ip: bool,
     pub forwarded: bool,
     pub via: bool,
     /// `Via: 1.1 NAME` (pre-built value).
     pub via_value: HeaderValue,
-    /// Peers allowed to send us X-Forwarded-For; from anyone else it is replaced.
+    /// Peers whose forwarding headers are believed and kept: their X-Forwarded-For names the
+    /// real client, and their X-Real-IP, Forwarded and X-Forwarded-Proto/Host/Port pass
+    /// through; from anyone else those are removed.
     pub trusted_proxies: Vec<Cidr>,
     /// Added to every response: which balancer answered (clients and the failover suite
     /// tell the nodes apart by it). `None` when `headers.node_header = ""`.
     pub node_header: Option<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderPolicy {
+    /// Is `peer` one of `trusted_proxies`?
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
 }
 
 impl Default for HeaderPolicy {
@@ -286,6 +305,8 @@ impl Default for HeaderPolicy {
             x_forwarded_for: true,
             x_forwarded_proto: true,
             x_forwarded_host: true,
+            x_forwarded_port: false,
+            x_real_ip: false,
             forwarded: false,
             via: true,
             via_value: HeaderValue::from_static("1.1 lbd"),
@@ -406,6 +427,8 @@ pub struct LbConfig {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub headers: HeaderPolicy,
+    /// How request paths are normalised before routing.
+    pub paths: PathPolicy,
     pub retries: RetryPolicy,
     /// `None`: standalone, every listener always bound.
     pub vrrp: Option<VrrpConfig>,

@@ -1,5 +1,5 @@
-//! Stage 2 for `[[rate_limit]]`: names unique, keys known, rates and bursts bounded, and the
-//! routes they apply to resolved to indices into the validated routes.
+//! Stage 2 for `[[rate_limit]]`: names unique, keys known, rates, bursts and IPv6 prefixes
+//! bounded, and the routes they apply to resolved to indices into the validated routes.
 
 use super::*;
 
@@ -111,13 +111,26 @@ pub(super) fn validate_rate_limits(
                 }
             }
         }
-        if let (Some(name), Some(key), Some(rate), Some(burst)) = (name, rkey, rate, burst) {
+        let ipv6_prefix_len = r
+            .ipv6_prefix_len
+            .unwrap_or(DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN);
+        let prefix_ok = v.check_range(format!("{key}.ipv6_prefix_len"), ipv6_prefix_len, 1, 128);
+        if r.ipv6_prefix_len.is_some() && rkey.as_ref().is_some_and(|k| *k != RateKey::ClientIp) {
+            v.error(
+                format!("{key}.ipv6_prefix_len"),
+                "only applies to key = \"client_ip\"",
+            );
+        }
+        if let (Some(name), Some(key), Some(rate), Some(burst), true) =
+            (name, rkey, rate, burst, prefix_ok)
+        {
             out.push(RateLimitConfig {
                 name: name.to_string(),
                 key,
                 rate,
                 burst,
                 routes: route_ids,
+                ipv6_prefix_len,
             });
         }
     }

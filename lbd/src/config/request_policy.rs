@@ -1,5 +1,6 @@
 //! Stage 2 for the per-request policies: `[headers]` (forwarding headers, `Via`, trusted
-//! proxies, the node header) and `[retries]` (attempts and the retry budget).
+//! proxies, the node header), `[paths]` (path normalisation) and `[retries]` (attempts and the
+//! retry budget).
 
 use super::*;
 
@@ -17,6 +18,8 @@ pub(super) fn validate_headers(
         x_forwarded_for: h.x_forwarded_for.unwrap_or(true),
         x_forwarded_proto: h.x_forwarded_proto.unwrap_or(true),
         x_forwarded_host: h.x_forwarded_host.unwrap_or(true),
+        x_forwarded_port: h.x_forwarded_port.unwrap_or(false),
+        x_real_ip: h.x_real_ip.unwrap_or(false),
         forwarded: h.forwarded.unwrap_or(false),
         via: h.via.unwrap_or(true),
         ..HeaderPolicy::default()
@@ -55,6 +58,24 @@ pub(super) fn validate_headers(
         }
     }
     headers
+}
+
+/// `[paths]`: `merge_slashes` is a bool (serde checks it); `encoded_slash` one of three words.
+pub(super) fn validate_paths(v: &mut Validator<'_>, p: &FilePaths) -> PathPolicy {
+    let encoded_slash = match p.encoded_slash.as_deref() {
+        None => EncodedSlash::default(),
+        Some(s) => EncodedSlash::parse(s).unwrap_or_else(|| {
+            v.error(
+                "paths.encoded_slash",
+                format!("{s:?} is not a policy (valid: {})", EncodedSlash::VALID),
+            );
+            EncodedSlash::default()
+        }),
+    };
+    PathPolicy {
+        merge_slashes: p.merge_slashes.unwrap_or(false),
+        encoded_slash,
+    }
 }
 
 /// `[retries]`: bounded attempts, a budget as a share of traffic, and a body size cap (the body

@@ -164,6 +164,13 @@ fn bad_configs_are_rejected() {
             "prefix must be 0..=32",
         ),
         ("[headers]\nvia_name = \"a b\"\n", "`headers.via_name`"),
+        ("[headers]\nx_real_ip = \"yes\"\n", "invalid type"),
+        ("[paths]\nmerge = true\n", "unknown field `merge`"),
+        ("[paths]\nmerge_slashes = 1\n", "invalid type"),
+        (
+            "[paths]\nencoded_slash = \"drop\"\n",
+            "`paths.encoded_slash`: \"drop\" is not a policy (valid: \"keep\", \"decode\", \"reject\")",
+        ),
         ("[retries]\nattempts = 9\n", "`retries.attempts`"),
         (
             "[[route]]\npool = \"p\"\nsplit = [{pool = \"p\"}]\n",
@@ -514,7 +521,8 @@ fn rate_limits_are_typed() {
     let c = load(&format!(
         "{SOFT_BASE}[[rate_limit]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = 10\nburst = 20\n\
          [[rate_limit]]\nname = \"api-key\"\nkey = \"header:X-Api-Key\"\nrate = 0.5\nburst = 1\nroutes = [\"static\"]\n\
-         [[rate_limit]]\nname = \"per-route\"\nkey = \"route\"\nrate = 100\nburst = 100\nroutes = [\"api\", \"static\"]\n"
+         [[rate_limit]]\nname = \"per-route\"\nkey = \"route\"\nrate = 100\nburst = 100\nroutes = [\"api\", \"static\"]\n\
+         [[rate_limit]]\nname = \"per-host\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\nipv6_prefix_len = 128\n"
     ))
     .expect("valid");
     assert_eq!(
@@ -526,6 +534,7 @@ fn rate_limits_are_typed() {
                 rate: 10.0,
                 burst: 20,
                 routes: vec![],
+                ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
             },
             RateLimitConfig {
                 name: "api-key".into(),
@@ -533,6 +542,7 @@ fn rate_limits_are_typed() {
                 rate: 0.5,
                 burst: 1,
                 routes: vec![1],
+                ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
             },
             RateLimitConfig {
                 name: "per-route".into(),
@@ -540,6 +550,15 @@ fn rate_limits_are_typed() {
                 rate: 100.0,
                 burst: 100,
                 routes: vec![0, 1],
+                ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
+            },
+            RateLimitConfig {
+                name: "per-host".into(),
+                key: RateKey::ClientIp,
+                rate: 1.0,
+                burst: 1,
+                routes: vec![],
+                ipv6_prefix_len: 128,
             },
         ]
     );
@@ -595,6 +614,18 @@ fn bad_rate_limits_and_globals_are_rejected() {
         ),
         ("name = \"r\"\nkey = \"route\"\nrate = \"fast\"\nburst = 1\n", "invalid type"),
         ("name = \"r\"\nlimit = 3\n", "unknown field `limit`"),
+        (
+            "name = \"r\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\nipv6_prefix_len = 0\n",
+            "`rate_limit[0].ipv6_prefix_len`: 0 is out of range (valid: 1..=128)",
+        ),
+        (
+            "name = \"r\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\nipv6_prefix_len = 129\n",
+            "`rate_limit[0].ipv6_prefix_len`: 129 is out of range (valid: 1..=128)",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nipv6_prefix_len = 48\n",
+            "`rate_limit[0].ipv6_prefix_len`: only applies to key = \"client_ip\"",
+        ),
     ];
     for (table, needle) in cases {
         let e = errors(&format!("{SOFT_BASE}[[rate_limit]]\n{table}"));
@@ -634,6 +665,47 @@ fn bad_rate_limits_and_globals_are_rejected() {
             "missing {needle:?} for {global:?} in:\n{e}"
         );
     }
+}
+
+#[test]
+fn forwarding_and_path_policies_are_typed() {
+    let c = load(SOFT_BASE).expect("valid");
+    assert!(c.headers.x_forwarded_for && c.headers.x_forwarded_proto && c.headers.x_forwarded_host);
+    assert!(!c.headers.x_real_ip && !c.headers.x_forwarded_port && !c.headers.forwarded);
+    assert_eq!(c.paths, PathPolicy::default());
+    assert!(!c.paths.merge_slashes);
+    assert_eq!(c.paths.encoded_slash, EncodedSlash::Keep);
+    let c = load(&format!(
+        "[headers]\nx_real_ip = true\nx_forwarded_port = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\
+         [paths]\nmerge_slashes = true\nencoded_slash = \"reject\"\n{SOFT_BASE}"
+    ))
+    .expect("valid");
+    assert!(c.headers.x_real_ip && c.headers.x_forwarded_port);
+    assert!(c.headers.trusts("10.9.8.7".parse().expect("ip")));
+    assert!(c.headers.trusts("::1".parse().expect("ip")));
+    assert!(!c.headers.trusts("192.0.2.1".parse().expect("ip")));
+    assert_eq!(
+        c.paths,
+        PathPolicy {
+            merge_slashes: true,
+            encoded_slash: EncodedSlash::Reject,
+        }
+    );
+    // Every problem at once.
+    let e = errors(&format!(
+        "[headers]\ntrusted_proxies = [\"nope\"]\n[paths]\nencoded_slash = \"x\"\n{SOFT_BASE}\
+         [[rate_limit]]\nname = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nipv6_prefix_len = 200\n"
+    ));
+    assert!(e.contains("`headers.trusted_proxies[0]`"), "{e}");
+    assert!(e.contains("`paths.encoded_slash`"), "{e}");
+    assert!(
+        e.contains("`rate_limit[0].ipv6_prefix_len`: 200 is out of range"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`rate_limit[0].ipv6_prefix_len`: only applies"),
+        "{e}"
+    );
 }
 
 #[test]

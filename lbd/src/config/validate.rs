@@ -13,7 +13,7 @@ use super::global::{validate_global, validate_limits, validate_timeouts};
 use super::listeners::validate_listeners;
 use super::pools::validate_pool;
 use super::rate_limits::validate_rate_limits;
-use super::request_policy::{validate_headers, validate_retries};
+use super::request_policy::{validate_headers, validate_paths, validate_retries};
 use super::routes::{validate_default_pool, validate_routes};
 use super::vrrp::validate_vrrp;
 
@@ -27,6 +27,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
     let timeouts = validate_timeouts(&mut v, &file.timeouts);
     let limits = validate_limits(&mut v, &file.limits);
     let headers = validate_headers(&mut v, &file.headers, &global.node_name);
+    let paths = validate_paths(&mut v, &file.paths);
     let retries = validate_retries(&mut v, &file.retries);
     let listeners = validate_listeners(&mut v, file, global.admin);
     let pools = validate_pools(&mut v, &file.pool);
@@ -49,6 +50,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         timeouts,
         limits,
         headers,
+        paths,
         retries,
         vrrp,
         peer,

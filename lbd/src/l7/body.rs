@@ -6,7 +6,7 @@
 //! connection goes back to the pool only after a complete body, the backend lease and the
 //! VIP listener's gate are released, and the response is counted and logged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -29,7 +29,11 @@ use crate::vrrp::gate::GateGuard;
 pub(super) struct LogInfo {
     pub(super) started: Instant,
     pub(super) method: String,
+    /// The request target as the client sent it (before normalisation).
     pub(super) path: String,
+    /// The real client, once known (`None`: the request was answered before, e.g. 414, and
+    /// the peer is logged as the client).
+    pub(super) client: Option<IpAddr>,
 }
 
 /// What to do when a response body ends: pool the connection, release the backend, count,
@@ -67,7 +71,8 @@ impl Finish {
         if let Some(log) = self.log {
             self.rt.access_log.write(&Record {
                 time: now_rfc3339(),
-                client: conn_peer,
+                client: log.client.unwrap_or(conn_peer.ip()),
+                peer: conn_peer,
                 method: log.method,
                 path: log.path,
                 status: self.status,

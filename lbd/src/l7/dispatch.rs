@@ -2,6 +2,8 @@
 //! ([`super::proxy`]) and lbd's own HTTP/1 engine ([`super::fast`]) route, limit, pick,
 //! queue, retry, feed passive health and account for local answers the same way.
 //!
+//! - [`client_of`], [`normalized_path`]: the real client address and the normalised path,
+//!   once per request, before anything reads them.
 //! - [`route_and_limit`]: the router, then the `[[rate_limit]]` tables that apply.
 //! - [`pick`] / [`acquire`]: the sticky pin or the balancer, and the `max_conns` queue; a
 //!   [`Lease`] holds the backend until the response ends.
@@ -9,12 +11,13 @@
 //! - [`note_rate_limited`], [`note_error`], [`pair_headers`]: counters, log lines and the
 //!   headers every answer carries.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Version};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -23,6 +26,7 @@ use super::body::Finish;
 use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers::{self, ForwardCtx};
+use crate::l7::path::normalize_path_str;
 use crate::l7::ratelimit::{Denied, RequestKeys};
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
@@ -42,7 +46,7 @@ pub fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
     }
     debug!(
         limiter = limiter.map_or("-", |l| l.name.as_str()),
-        client = %conn.peer,
+        peer = %conn.peer,
         retry_after_ms = denied.retry_after.as_millis() as u64,
         "rate limited"
     );
@@ -71,6 +75,35 @@ pub fn note_error(
     shared.stats.error(e.kind);
 }
 
+/// The client address lbd believes for this request ([`headers::real_client`]): the peer, or
+/// behind `headers.trusted_proxies` the first untrusted X-Forwarded-For hop. Read before the
+/// headers are rewritten (lbd's own entry would be last).
+pub fn client_of(rt: &Runtime, conn: &ConnCtx, headers: &HeaderMap) -> IpAddr {
+    headers::real_client(&rt.config.headers, conn.peer.ip(), headers)
+}
+
+/// The request target with its path normalised (`[paths]`, [`crate::l7::path`]) and the query
+/// untouched; `None` when it already is (nearly always). Routing, rate limits and the backend
+/// all see the result. A path lbd refuses is a 400 (`bad_path`).
+pub fn normalized_path(
+    rt: &Runtime,
+    target: &PathAndQuery,
+) -> Result<Option<PathAndQuery>, ProxyError> {
+    let bad = |e| ProxyError::new(ErrorKind::BadPath).with_source(e);
+    let path = match normalize_path_str(target.path(), &rt.config.paths).map_err(bad)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(None),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let mut rebuilt = path;
+    if let Some(q) = target.query() {
+        rebuilt.push('?');
+        rebuilt.push_str(q);
+    }
+    PathAndQuery::try_from(rebuilt)
+        .map(Some)
+        .map_err(|e| ProxyError::new(ErrorKind::BadPath).with_source(e))
+}
+
 /// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
 /// through: rate limits come before anything touches a backend, and before a 404 so the
 /// global limiters also bound a flood of unroutable requests. Without limiters: one
@@ -78,7 +111,7 @@ pub fn note_error(
 pub fn route_and_limit<'r>(
     shared: &Shared,
     rt: &'r Runtime,
-    conn: &ConnCtx,
+    client: IpAddr,
     view: &RequestView<'_>,
 ) -> Result<(usize, &'r PoolRt), Local> {
     let matched = rt.router.route(view);
@@ -87,7 +120,7 @@ pub fn route_and_limit<'r>(
         .applicable(matched.as_ref().and_then(|m| m.rule));
     if !applicable.is_empty() {
         let keys = RequestKeys {
-            client_ip: conn.peer.ip(),
+            client_ip: client,
             headers: view.headers,
             route: matched.as_ref().map_or("-", |m| m.name),
         };
@@ -123,11 +156,12 @@ pub fn connect_failed(
 /// Header hygiene for the request going upstream: hop-by-hop headers out, forwarding headers
 /// in, and the Host the router matched: added when the request had none, and with
 /// `replace_host` written over the client's (an absolute-form target). Returns the `Upgrade`
-/// value when the client asked for one.
+/// value when the client asked for one. `client` is [`client_of`]'s answer.
 pub fn rewrite_request_headers(
     h: &mut HeaderMap,
     rt: &Runtime,
     conn: &ConnCtx,
+    client: IpAddr,
     host: Option<HeaderValue>,
     replace_host: bool,
 ) -> Option<HeaderValue> {
@@ -137,8 +171,10 @@ pub fn rewrite_request_headers(
         &rt.config.headers,
         &ForwardCtx {
             client_ip: conn.peer.ip(),
+            real_client: client,
             proto: conn.proto,
             host: host.as_ref(),
+            port: conn.local_port,
             client_ip_value: Some(&conn.client_ip_value),
         },
     );

@@ -4,9 +4,17 @@
 //!   removed in both directions, together with every header the `Connection` header names
 //!   (except `Host` and `Content-Length`, which no `Connection` option may unframe).
 //!   A WebSocket upgrade re-adds `Connection: upgrade` + `Upgrade` after stripping.
-//! - Forwarding headers tell the backend who the client was. `X-Forwarded-For` and `Forwarded`
-//!   are only *appended to* when the peer is a trusted proxy (`headers.trusted_proxies`);
-//!   from anyone else they are replaced, because a client can write anything there.
+//! - Forwarding headers tell the backend who the client was ([`add_forwarding`]).
+//!   `X-Forwarded-For` is always *appended to* (the peer's address goes on the end, as HAProxy's
+//!   `option forwardfor` and nginx's `$proxy_add_x_forwarded_for` do): what the client wrote
+//!   stays on the left, where a backend reading the list right to left past its trusted
+//!   proxies never reaches it. `X-Real-IP`, `Forwarded` and `X-Forwarded-Proto/Host/Port` from
+//!   a peer outside `headers.trusted_proxies` are removed, whatever lbd is configured to add
+//!   (a plain-HTTP client must never make the backend believe `X-Forwarded-Proto: https`); a
+//!   trusted proxy's are kept (`Forwarded` is appended to).
+//! - [`real_client`]: the client address lbd itself believes (rate limits, access log,
+//!   `ip_hash`, `X-Real-IP`): the peer, or behind trusted proxies the first untrusted
+//!   `X-Forwarded-For` hop from the right.
 //! - [`head_size`] measures the request head the way `limits.max_header_bytes` is documented.
 //!
 //! Request smuggling: hyper's parser already rejects (400) differing duplicate or invalid
@@ -44,6 +52,17 @@ static NOT_CONNECTION_OPTIONS: [HeaderName; 2] = [header::HOST, header::CONTENT_
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Forwarding headers only a trusted proxy may send: from anyone else they are removed.
+static TRUSTED_ONLY: [HeaderName; 5] = [
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+];
 
 /// Remove hop-by-hop headers and the ones `Connection` lists. Returns whether the message
 /// asked for a protocol upgrade (`Connection: upgrade` with an `Upgrade` header), and the
@@ -98,11 +117,16 @@ pub fn set_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
 /// Per-request facts the forwarding headers describe.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardCtx<'a> {
+    /// The TCP peer's address (appended to X-Forwarded-For and `Forwarded`).
     pub client_ip: IpAddr,
+    /// The real client ([`real_client`]), for X-Real-IP.
+    pub real_client: IpAddr,
     /// "http" (or "https" once TLS termination exists).
     pub proto: &'static str,
     /// The Host the client asked for (Host header or the URI authority).
     pub host: Option<&'a HeaderValue>,
+    /// The port the client connected to, for X-Forwarded-Port.
+    pub port: u16,
     /// `client_ip` already rendered as a header value ([`ip_value`]); the proxy renders it
     /// once per client connection instead of once per request.
     pub client_ip_value: Option<&'a HeaderValue>,
@@ -116,75 +140,129 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&buf).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Add X-Forwarded-*, Forwarded and Via according to `policy`.
+/// The client address lbd believes: `peer` itself unless it is a trusted proxy; then the
+/// X-Forwarded-For list is read right to left (the last header line first), skipping trusted
+/// addresses, and the first untrusted one is the client. A list of trusted addresses only
+/// gives its leftmost; an entry that is not an IP address ends the walk at the trusted hop
+/// that passed it on (a client can write anything on the left, so nothing beyond it counts).
+/// Without `trusted_proxies` this is one empty-slice check.
+pub fn real_client(policy: &HeaderPolicy, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !policy.trusts(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(list) = value.to_str() else {
+            return client;
+        };
+        for hop in list.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let Some(ip) = parse_hop(hop) else {
+                return client;
+            };
+            client = ip;
+            if !policy.trusts(ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+/// One X-Forwarded-For entry: an address, also in the `[v6]`, `[v6]:port` and `v4:port`
+/// forms some proxies write.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (v6, _) = rest.split_once(']')?;
+        return v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (v4, port) = hop.split_once(':')?;
+    port.parse::<u16>().ok()?;
+    v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Remove the forwarding headers a peer outside `trusted_proxies` sent, then add
+/// X-Forwarded-*, X-Real-IP, Forwarded and Via according to `policy` (see the module docs).
 pub fn add_forwarding(headers: &mut HeaderMap, policy: &HeaderPolicy, ctx: &ForwardCtx<'_>) {
-    let trusted = policy
-        .trusted_proxies
-        .iter()
-        .any(|c| c.contains(ctx.client_ip));
+    let trusted = policy.trusts(ctx.client_ip);
+    // One scan over the present names instead of five removes (each hashes its name).
+    if !trusted && headers.keys().any(|k| TRUSTED_ONLY.contains(k)) {
+        for name in &TRUSTED_ONLY {
+            headers.remove(name);
+        }
+    }
     if policy.x_forwarded_for {
         let ours = ctx
             .client_ip_value
             .cloned()
             .unwrap_or_else(|| ip_value(ctx.client_ip));
-        // Only a trusted peer's list is kept, so only then is it read.
-        let prev = if trusted {
-            joined(headers, &X_FORWARDED_FOR)
-        } else {
-            None
-        };
-        match (prev, ours.to_str()) {
+        match (joined(headers, &X_FORWARDED_FOR), ours.to_str()) {
             (Some(prev), Ok(ip)) => set(headers, &X_FORWARDED_FOR, &format!("{prev}, {ip}")),
             _ => {
                 headers.insert(X_FORWARDED_FOR.clone(), ours);
             }
         }
     }
-    if policy.x_forwarded_proto && !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if policy.x_real_ip {
+        // lbd's own conclusion, so the backend and lbd's rate limits and logs agree.
+        let value = match ctx.client_ip_value {
+            Some(v) if ctx.real_client == ctx.client_ip => v.clone(),
+            _ => ip_value(ctx.real_client),
+        };
+        headers.insert(X_REAL_IP.clone(), value);
+    }
+    // Untrusted peers' values are gone by now, so "present" means a trusted proxy set it.
+    if policy.x_forwarded_proto && !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(ctx.proto),
         );
     }
-    if policy.x_forwarded_host && !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match ctx.host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
+    if policy.x_forwarded_host && !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(h) = ctx.host {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         }
     }
+    if policy.x_forwarded_port && !headers.contains_key(&X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(ctx.port));
+    }
     if policy.forwarded {
-        let mut element = String::with_capacity(64);
-        match ctx.client_ip {
-            IpAddr::V4(ip) => {
-                let _ = write!(element, "for={ip}");
-            }
-            // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
-            IpAddr::V6(ip) => {
-                let _ = write!(element, "for=\"[{ip}]\"");
-            }
-        }
-        let _ = write!(element, ";proto={}", ctx.proto);
-        if let Some(host) = ctx.host.and_then(|h| h.to_str().ok()) {
-            if host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-            {
-                let _ = write!(element, ";host=\"{host}\"");
-            }
-        }
+        let element = forwarded_element(ctx);
         let value = match joined(headers, &header::FORWARDED) {
-            Some(prev) if trusted => format!("{prev}, {element}"),
-            _ => element,
+            Some(prev) => format!("{prev}, {element}"),
+            None => element,
         };
         set(headers, &header::FORWARDED, &value);
     }
     if policy.via {
         add_via(headers, &policy.via_value);
     }
+}
+
+/// Our RFC 7239 `Forwarded` element: `for=PEER;proto=P;host="HOST"`.
+fn forwarded_element(ctx: &ForwardCtx<'_>) -> String {
+    let mut element = String::with_capacity(64);
+    match ctx.client_ip {
+        IpAddr::V4(ip) => {
+            let _ = write!(element, "for={ip}");
+        }
+        // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+        IpAddr::V6(ip) => {
+            let _ = write!(element, "for=\"[{ip}]\"");
+        }
+    }
+    let _ = write!(element, ";proto={}", ctx.proto);
+    if let Some(host) = ctx.host.and_then(|h| h.to_str().ok()) {
+        if host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        {
+            let _ = write!(element, ";host=\"{host}\"");
+        }
+    }
+    element
 }
 
 /// Append our `Via` entry (requests and responses).
@@ -290,24 +368,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn xff_is_replaced_from_untrusted_and_appended_from_trusted_peers() {
-        let host = HeaderValue::from_static("example.com");
-        let ctx = |ip: &str| ForwardCtx {
-            client_ip: ip.parse().expect("ip"),
+    fn ctx<'a>(peer: &str, host: Option<&'a HeaderValue>) -> ForwardCtx<'a> {
+        let ip = peer.parse().expect("ip");
+        ForwardCtx {
+            client_ip: ip,
+            real_client: ip,
             proto: "http",
-            host: Some(&host),
+            host,
+            port: 8080,
             client_ip_value: None,
-        };
-        let incoming = [
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2"),
-            ("forwarded", "for=1.1.1.1"),
-            ("via", "1.0 fred"),
-        ];
-        let mut h = map(&incoming);
-        add_forwarding(&mut h, &policy(&["10.0.0.0/8"]), &ctx("192.0.2.7"));
-        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        }
+    }
+
+    /// Every forwarding header a client can try to spoof.
+    const SPOOFED: [(&str, &str); 8] = [
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2"),
+        ("forwarded", "for=1.1.1.1;proto=https"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "1.1.1.1"),
+        ("via", "1.0 fred"),
+    ];
+
+    #[test]
+    fn xff_is_appended_and_an_untrusted_peers_other_forwarding_headers_are_replaced() {
+        let host = HeaderValue::from_static("example.com");
+        let mut h = map(&SPOOFED);
+        add_forwarding(
+            &mut h,
+            &policy(&["10.0.0.0/8"]),
+            &ctx("192.0.2.7", Some(&host)),
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 192.0.2.7");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(
             h["forwarded"],
             "for=192.0.2.7;proto=http;host=\"example.com\""
@@ -315,21 +410,64 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["via"], "1.0 fred, 1.1 lbd");
+        // Not configured: removed, not passed on.
+        assert!(!h.contains_key("x-forwarded-port"), "{h:?}");
+        assert!(!h.contains_key("x-real-ip"), "{h:?}");
+    }
 
-        let mut h = map(&incoming);
-        add_forwarding(&mut h, &policy(&["10.0.0.0/8"]), &ctx("10.1.2.3"));
+    #[test]
+    fn a_trusted_peers_forwarding_headers_are_kept_and_extended() {
+        let host = HeaderValue::from_static("example.com");
+        let mut h = map(&SPOOFED);
+        add_forwarding(
+            &mut h,
+            &policy(&["10.0.0.0/8"]),
+            &ctx("10.1.2.3", Some(&host)),
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(
             h["forwarded"],
-            "for=1.1.1.1, for=10.1.2.3;proto=http;host=\"example.com\""
+            "for=1.1.1.1;proto=https, for=10.1.2.3;proto=http;host=\"example.com\""
         );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-real-ip"], "1.1.1.1");
 
         let mut h = HeaderMap::new();
-        add_forwarding(&mut h, &policy(&[]), &ctx("::1"));
+        add_forwarding(&mut h, &policy(&[]), &ctx("::1", Some(&host)));
         assert_eq!(
             h["forwarded"],
             "for=\"[::1]\";proto=http;host=\"example.com\""
+        );
+    }
+
+    #[test]
+    fn x_real_ip_and_x_forwarded_port_when_configured() {
+        let p = HeaderPolicy {
+            x_real_ip: true,
+            x_forwarded_port: true,
+            ..policy(&["10.0.0.0/8"])
+        };
+        let mut h = map(&SPOOFED);
+        add_forwarding(&mut h, &p, &ctx("192.0.2.7", None));
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert!(
+            !h.contains_key("x-forwarded-host"),
+            "no host, and the client's is gone"
+        );
+        // Behind a trusted proxy X-Real-IP is lbd's own conclusion, not the proxy's claim.
+        let mut h = map(&SPOOFED);
+        let c = ForwardCtx {
+            real_client: "198.51.100.9".parse().expect("ip"),
+            ..ctx("10.0.0.1", None)
+        };
+        add_forwarding(&mut h, &p, &c);
+        assert_eq!(h["x-real-ip"], "198.51.100.9");
+        assert_eq!(
+            h["x-forwarded-port"], "443",
+            "a trusted proxy's port is kept"
         );
     }
 
@@ -338,17 +476,51 @@ mod tests {
         let ours = ip_value("2001:db8::7".parse().expect("ip"));
         assert_eq!(ours, "2001:db8::7");
         let ctx = ForwardCtx {
-            client_ip: "2001:db8::7".parse().expect("ip"),
-            proto: "http",
-            host: None,
             client_ip_value: Some(&ours),
+            ..ctx("2001:db8::7", None)
         };
         let mut h = map(&[("x-forwarded-for", "spoofed")]);
         add_forwarding(&mut h, &policy(&[]), &ctx);
-        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(h["x-forwarded-for"], "spoofed, 2001:db8::7");
+        let mut h = HeaderMap::new();
         add_forwarding(&mut h, &policy(&["2001:db8::/32"]), &ctx);
-        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 2001:db8::7");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+    }
+
+    #[test]
+    fn the_real_client_is_the_first_untrusted_hop_from_the_right() {
+        let p = policy(&["10.0.0.0/8", "192.168.0.0/16"]);
+        let real = |peer: &str, xff: &[&str]| -> String {
+            let h = map(&xff
+                .iter()
+                .map(|v| ("x-forwarded-for", *v))
+                .collect::<Vec<_>>());
+            real_client(&p, peer.parse().expect("ip"), &h).to_string()
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(real("203.0.113.5", &["1.1.1.1"]), "203.0.113.5");
+        // Trusted peer: right to left past trusted hops, across header lines.
+        assert_eq!(
+            real("10.0.0.1", &["1.1.1.1, 2.2.2.2, 192.168.1.1"]),
+            "2.2.2.2"
+        );
+        assert_eq!(
+            real("10.0.0.1", &["1.1.1.1", "2.2.2.2", "10.9.9.9"]),
+            "2.2.2.2"
+        );
+        assert_eq!(real("10.0.0.1", &["2001:db8::1"]), "2001:db8::1");
+        // Forms some proxies write.
+        assert_eq!(real("10.0.0.1", &["[2001:db8::1]:443"]), "2001:db8::1");
+        assert_eq!(real("10.0.0.1", &["198.51.100.1:5555"]), "198.51.100.1");
+        assert_eq!(real("10.0.0.1", &[" 198.51.100.1 ,, "]), "198.51.100.1");
+        // No list: the peer. Only trusted hops: the leftmost.
+        assert_eq!(real("10.0.0.1", &[]), "10.0.0.1");
+        assert_eq!(real("10.0.0.1", &["192.168.0.9, 10.0.0.7"]), "192.168.0.9");
+        // Garbage ends the walk at the trusted hop that passed it on.
+        assert_eq!(real("10.0.0.1", &["1.1.1.1, junk, 10.0.0.7"]), "10.0.0.7");
+        assert_eq!(real("10.0.0.1", &["unknown"]), "10.0.0.1");
+        // A mapped IPv4 peer is trusted by its IPv4 network.
+        assert_eq!(real("::ffff:10.0.0.1", &["1.1.1.1"]), "1.1.1.1");
     }
 
     #[test]
@@ -384,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn disabled_headers_are_left_alone() {
+    fn disabled_headers_are_not_added_and_spoofs_are_still_removed() {
         let p = HeaderPolicy {
             x_forwarded_for: false,
             x_forwarded_proto: false,
@@ -393,14 +565,11 @@ mod tests {
             via: false,
             ..HeaderPolicy::default()
         };
-        let mut h = map(&[("x-forwarded-for", "spoofed")]);
-        let ctx = ForwardCtx {
-            client_ip: "192.0.2.1".parse().expect("ip"),
-            proto: "http",
-            host: None,
-            client_ip_value: None,
-        };
-        add_forwarding(&mut h, &p, &ctx);
+        let mut h = map(&[
+            ("x-forwarded-for", "spoofed"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarding(&mut h, &p, &ctx("192.0.2.1", None));
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-forwarded-for"], "spoofed");
     }

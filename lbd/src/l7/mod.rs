@@ -10,7 +10,8 @@
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
-//! - [`headers`] hop-by-hop stripping and forwarding headers (pure).
+//! - [`headers`] hop-by-hop stripping, forwarding headers and the real client address (pure).
+//! - [`path`]    request path normalisation before routing (pure).
 //! - [`retry`]   retry budget and idempotency rules (pure).
 //! - [`sticky`]  sticky sessions: the signed insert-mode cookie, the learn-mode cookie and
 //!   the per-pool precomputed state (pure; the learn table is [`crate::softstate`]).
@@ -24,6 +25,7 @@ pub mod dispatch;
 pub mod fast;
 pub mod framing;
 pub mod headers;
+pub mod path;
 pub mod proxy;
 pub mod ratelimit;
 pub mod retry;

@@ -3,9 +3,11 @@
 //! [`handle`] is the hyper service. For each request it:
 //! 1. loads the runtime snapshot once (kept until the response body ends, so a reload never
 //!    changes the rules mid-request);
-//! 2. enforces `limits` (414 / 431), routes, then checks the `[[rate_limit]]` tables that
-//!    apply ([`super::ratelimit`]; a denial answers 429 with `Retry-After` before any backend
-//!    is touched, and before the 404 of an unrouted request);
+//! 2. enforces `limits` (414 / 431), normalises the path ([`super::path`]; the backend gets
+//!    the normalised one), works out the real client ([`super::dispatch::client_of`]), routes,
+//!    then checks the `[[rate_limit]]` tables that apply ([`super::ratelimit`]; a denial
+//!    answers 429 with `Retry-After` before any backend is touched, and before the 404 of an
+//!    unrouted request);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
 //!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
@@ -50,8 +52,8 @@ use tracing::{debug, Instrument};
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
-    connect_failed, may_retry, note_error, note_rate_limited, pair_headers, pick, report,
-    rewrite_request_headers, route_and_limit, Lease, Local,
+    client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
+    pair_headers, pick, report, rewrite_request_headers, route_and_limit, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::headers;
@@ -88,12 +90,17 @@ pub async fn handle(
             .uri()
             .path_and_query()
             .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
+        client: None,
     });
     // The client's protocol version, not the backend's, goes on the response (hyper would
     // otherwise write an HTTP/1.0 backend's status line to an HTTP/1.1 client).
     let client_version = req.version();
     let mut meta = Meta::default();
     let result = forward(&shared, &rt, &conn, req, &mut meta).await;
+    let log = log.map(|l| LogInfo {
+        client: meta.client,
+        ..l
+    });
     let mut fin = Finish {
         shared: Arc::clone(&shared),
         rt: Arc::clone(&rt),
@@ -201,6 +208,8 @@ struct Meta {
     backend_index: Option<usize>,
     /// What the request said about stickiness (sticky pools only).
     pin: Option<RequestPin>,
+    /// The real client ([`client_of`]), once known.
+    client: Option<std::net::IpAddr>,
 }
 
 /// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
@@ -289,7 +298,18 @@ async fn forward(
         return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
     }
 
-    let (pool_index, pool) = route_and_limit(shared, rt, conn, &RequestView::from_parts(&parts))?;
+    // What the router, the limiters and the backend see.
+    if let Some(target) = parts.uri.path_and_query().map(|t| normalized_path(rt, t)) {
+        if let Some(t) = target? {
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.path_and_query = Some(t);
+            parts.uri = Uri::from_parts(uri)
+                .map_err(|e| ProxyError::new(ErrorKind::BadPath).with_source(e))?;
+        }
+    }
+    let client = client_of(rt, conn, &parts.headers);
+    meta.client = Some(client);
+    let (pool_index, pool) = route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
@@ -309,7 +329,8 @@ async fn forward(
         }
         None => (parts.headers.get(header::HOST).cloned(), false),
     };
-    let upgrade = rewrite_request_headers(&mut parts.headers, rt, conn, host, host_from_uri);
+    let upgrade =
+        rewrite_request_headers(&mut parts.headers, rt, conn, client, host, host_from_uri);
     if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
         headers::set_upgrade(&mut parts.headers, u);
     }
@@ -359,7 +380,7 @@ async fn forward(
         let Some((parts, body)) = pending.take() else {
             return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
         };
-        let ctx = PickContext::new(conn.peer.ip())
+        let ctx = PickContext::new(client)
             .with_headers(&parts.headers)
             .with_exclude(&exclude);
         let (backend, lease, pinned) = match pick(pool, pcfg, meta.pin.as_ref(), &ctx).await {

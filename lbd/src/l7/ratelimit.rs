@@ -10,8 +10,10 @@
 //! each applicable limiter in order and the first denial answers; limiters after it are not
 //! charged.
 //!
-//! Keys: `client_ip` is the TCP peer's address (an IPv4-mapped IPv6 peer counts as its IPv4
-//! address); `header:NAME` the header's first value, and a request without the header is not
+//! Keys: `client_ip` is the real client's address ([`crate::l7::headers::real_client`]: the
+//! TCP peer, or behind `headers.trusted_proxies` the first untrusted X-Forwarded-For hop), an
+//! IPv4-mapped IPv6 address counting as its IPv4 address, and an IPv6 address cut to the
+//! limiter's `ipv6_prefix_len` (one host usually holds a whole /64); `header:NAME` the header's first value, and a request without the header is not
 //! counted by that limiter (as nginx's `limit_req` skips an empty key: pair it with a
 //! `client_ip` limiter to bound anonymous clients); `route` the matched route's name
 //! (`"default"` for the default pool, `"-"` when nothing matched).
@@ -33,6 +35,7 @@ pub struct LimiterRt {
     key: RateKey,
     rate_per_s: f64,
     burst: u32,
+    ipv6_prefix_len: u8,
     /// Requests this limiter answered with 429 (carried over reloads by name).
     pub denied: Arc<AtomicU64>,
 }
@@ -65,6 +68,7 @@ impl Limiters {
                 key: c.key.clone(),
                 rate_per_s: c.rate,
                 burst: c.burst,
+                ipv6_prefix_len: c.ipv6_prefix_len,
                 denied: previous
                     .and_then(|p| p.all.iter().find(|o| o.name == c.name))
                     .map_or_else(Default::default, |o| Arc::clone(&o.denied)),
@@ -112,7 +116,7 @@ impl Limiters {
             let Some(l) = self.all.get(i) else { continue };
             let mut ip_buf = [0u8; 16];
             let key: &[u8] = match &l.key {
-                RateKey::ClientIp => ip_key(req.client_ip, &mut ip_buf),
+                RateKey::ClientIp => ip_key(req.client_ip, l.ipv6_prefix_len, &mut ip_buf),
                 RateKey::Header(name) => match req.headers.get(name) {
                     Some(v) => v.as_bytes(),
                     None => continue,
@@ -137,6 +141,7 @@ impl Limiters {
 /// What a limiter key may be made of.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestKeys<'a> {
+    /// The real client (not necessarily the TCP peer).
     pub client_ip: IpAddr,
     pub headers: &'a HeaderMap,
     /// The matched route's name.
@@ -144,8 +149,9 @@ pub struct RequestKeys<'a> {
 }
 
 /// The client address as 4 or 16 bytes, an IPv4-mapped IPv6 address as its IPv4 form (the
-/// same client on a dual-stack listener shares its bucket).
-fn ip_key(ip: IpAddr, buf: &mut [u8; 16]) -> &[u8] {
+/// same client on a dual-stack listener shares its bucket), an IPv6 address with the bits
+/// after `v6_prefix` zeroed (its network's bucket).
+fn ip_key(ip: IpAddr, v6_prefix: u8, buf: &mut [u8; 16]) -> &[u8] {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -156,7 +162,10 @@ fn ip_key(ip: IpAddr, buf: &mut [u8; 16]) -> &[u8] {
             &buf[..4]
         }
         IpAddr::V6(v6) => {
-            *buf = v6.octets();
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
+            *buf = (u128::from(v6) & mask).to_be_bytes();
             &buf[..]
         }
     }
@@ -180,6 +189,7 @@ mod tests {
             rate: 1.0,
             burst: 1,
             routes,
+            ipv6_prefix_len: 64,
         }
     }
 
@@ -228,9 +238,27 @@ mod tests {
         let mut b = [0u8; 16];
         let v4: IpAddr = "10.1.2.3".parse().expect("ip");
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
-        assert_eq!(ip_key(v4, &mut a), &[10, 1, 2, 3]);
-        assert_eq!(ip_key(mapped, &mut b), &[10, 1, 2, 3]);
+        assert_eq!(ip_key(v4, 64, &mut a), &[10, 1, 2, 3]);
+        assert_eq!(ip_key(mapped, 64, &mut b), &[10, 1, 2, 3]);
         let v6: IpAddr = "2001:db8::1".parse().expect("ip");
-        assert_eq!(ip_key(v6, &mut a).len(), 16);
+        assert_eq!(ip_key(v6, 128, &mut a).len(), 16);
+    }
+
+    #[test]
+    fn ipv6_keys_are_cut_to_the_prefix_and_ipv4_keys_are_not() {
+        let key = |ip: &str, prefix: u8| {
+            let mut buf = [0u8; 16];
+            ip_key(ip.parse().expect("ip"), prefix, &mut buf).to_vec()
+        };
+        // One /64: one bucket; the next /64: another.
+        assert_eq!(key("2001:db8:0:1::1", 64), key("2001:db8:0:1:ffff::9", 64));
+        assert_ne!(key("2001:db8:0:1::1", 64), key("2001:db8:0:2::1", 64));
+        assert_eq!(key("2001:db8:0:1::1", 64)[8..], [0u8; 8]);
+        // /128: every address apart; /1: half the address space together.
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8::1", 1), key("7fff::", 1));
+        assert_ne!(key("2001:db8::1", 1), key("8000::", 1));
+        // IPv4 stays a /32 whatever the IPv6 prefix.
+        assert_ne!(key("10.0.0.1", 1), key("10.0.0.2", 1));
     }
 }

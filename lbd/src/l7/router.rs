@@ -19,8 +19,8 @@
 //! - [`PathMatch::Exact`] compares the path (without query) byte for byte.
 //!   [`PathMatch::Prefix`] is **segment-aware**: `/api` matches `/api`, `/api/` and `/api/x`
 //!   but not `/apix`; a prefix ending in `/` (`/api/`) matches paths starting with it, and `/`
-//!   matches everything. Paths are not percent-decoded or dot-segment-normalised here; the
-//!   proxy rejects or normalises such paths before routing if it needs to.
+//!   matches everything. Paths are not percent-decoded or dot-segment-normalised here: both
+//!   HTTP paths normalise them before routing ([`crate::l7::path`], `[paths]`).
 //! - [`HeaderMatch`] with `value: None` requires the header to be present; with a value, one of
 //!   the header's values must equal it exactly (case-sensitive bytes).
 //! - `methods`: empty means any method.

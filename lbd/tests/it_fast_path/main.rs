@@ -7,8 +7,9 @@
 //! ([`on_both_paths!`]): `NAME::fast_path` with `[global] http1_fast_path = true` and
 //! `NAME::hyper_path` with `false`, and must pass on both.
 //!
-//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`] and [`responses`]
-//! hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
+//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`] and
+//! [`forwarding`] (forwarding headers, the real client, path normalisation) hold the
+//! scenarios; this file has the lbd config helpers and runs every scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
 //!   bodies by Content-Length, chunked or close), for the test client and the raw backend
@@ -24,6 +25,7 @@ mod backend;
 mod common;
 mod connections;
 mod hygiene;
+mod forwarding;
 mod responses;
 mod wire;
 
@@ -144,4 +146,9 @@ on_both_paths!(
     hygiene::bytes_after_a_bodiless_response_are_not_relayed,
     hygiene::garbage_after_an_interim_response_is_a_502_and_never_relayed,
     hygiene::h2c_streams_never_get_stray_bytes,
+    forwarding::an_untrusted_peers_forwarding_headers_are_replaced,
+    forwarding::a_trusted_proxys_forwarding_headers_are_kept_and_name_the_client,
+    forwarding::rate_limits_key_on_the_real_client,
+    forwarding::ip_hash_balances_by_the_real_client,
+    forwarding::paths_are_normalised_before_routing_and_rate_limits,
 );

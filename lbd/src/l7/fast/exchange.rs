@@ -28,8 +28,8 @@ use super::relay::{self, HeadError};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
-    connect_failed, may_retry, note_error, note_rate_limited, pair_headers, pick, report,
-    report_at, rewrite_request_headers, route_and_limit, Local,
+    client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
+    pair_headers, pick, report, report_at, rewrite_request_headers, route_and_limit, Local,
 };
 use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
@@ -126,6 +126,7 @@ pub(super) async fn serve(
         started: Instant::now(),
         method: req.method.to_string(),
         path: req.target.as_str().to_string(),
+        client: None,
     });
     let mut fin = Finish {
         shared: Arc::clone(shared),
@@ -234,6 +235,14 @@ async fn forward(
     if headers::head_size(&req.headers) > cfg.limits.max_header_bytes {
         return Err(ProxyError::new(ErrorKind::HeadersTooLarge).into());
     }
+    // What the router, the limiters and the backend see.
+    if let Some(target) = normalized_path(rt, &req.target)? {
+        req.target = target;
+    }
+    let client = client_of(rt, conn, &req.headers);
+    if let Some(log) = &mut fin.log {
+        log.client = Some(client);
+    }
     let host = req.headers.get(header::HOST).cloned();
     let view = RequestView {
         method: &req.method,
@@ -241,7 +250,7 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    let (pool_index, pool) = route_and_limit(shared, rt, conn, &view)?;
+    let (pool_index, pool) = route_and_limit(shared, rt, client, &view)?;
     fin.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     let pin: Option<RequestPin> = pool
@@ -250,7 +259,7 @@ async fn forward(
         .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
-    rewrite_request_headers(&mut req.headers, rt, conn, host, false);
+    rewrite_request_headers(&mut req.headers, rt, conn, client, host, false);
     bufs.request.clear();
     bufs.request.reserve(HEAD_CAPACITY + body.len());
     head::write_request_head(
@@ -270,7 +279,7 @@ async fn forward(
         may_retry(shared, rt, pool, retries, exclude)
     };
     loop {
-        let ctx = PickContext::new(conn.peer.ip())
+        let ctx = PickContext::new(client)
             .with_headers(&req.headers)
             .with_exclude(&exclude);
         let (backend, lease, pinned) = match pick(pool, pcfg, pin.as_ref(), &ctx).await {
