@@ -1,7 +1,7 @@
 //! Why a proxied request failed, which side is to blame, and whether it may be retried.
 //!
 //! Every failure the proxy answers itself goes through [`ProxyError`]: it picks the status
-//! (400/404/413/414/431/502/503/504), the short body, and the `side` that the log line and the
+//! (400/404/413/414/431/501/502/503/504), the short body, and the `side` that the log line and the
 //! `lbd_proxy_errors_total{kind,side}` counter name, so an operator can tell a bad client from a
 //! dead backend from a bug in lbd at a glance.
 
@@ -55,12 +55,16 @@ pub enum ErrorKind {
     BackendIo,
     /// No response head within `timeouts.backend_response_ms`.
     ResponseTimeout,
-    /// Reading the client's request body failed.
+    /// Reading the client's request body failed (it ended early, timed out, or its chunked
+    /// framing was malformed).
     ClientBody,
+    /// The request uses a transfer coding lbd does not implement (`gzip, chunked`):
+    /// RFC 9112 §6.1's 501.
+    NotImplemented,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -73,6 +77,7 @@ impl ErrorKind {
         ErrorKind::BackendIo,
         ErrorKind::ResponseTimeout,
         ErrorKind::ClientBody,
+        ErrorKind::NotImplemented,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +94,7 @@ impl ErrorKind {
             ErrorKind::BackendIo => "backend_io",
             ErrorKind::ResponseTimeout => "response_timeout",
             ErrorKind::ClientBody => "client_body",
+            ErrorKind::NotImplemented => "not_implemented",
         }
     }
 
@@ -101,7 +107,8 @@ impl ErrorKind {
             ErrorKind::BadRequest
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::ClientBody => Side::Client,
+            | ErrorKind::ClientBody
+            | ErrorKind::NotImplemented => Side::Client,
             ErrorKind::NoRoute | ErrorKind::QueueFull | ErrorKind::QueueTimeout => Side::Internal,
             ErrorKind::NoHealthyBackend
             | ErrorKind::Connect
@@ -114,6 +121,7 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest | ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
@@ -130,6 +138,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => "400 bad request\n",
             ErrorKind::ClientBody => "400 bad request body\n",
+            ErrorKind::NotImplemented => "501 transfer coding not implemented\n",
             ErrorKind::UriTooLong => "414 request-target too long\n",
             ErrorKind::HeadersTooLarge => "431 request header fields too large\n",
             ErrorKind::NoRoute => "404 no route\n",

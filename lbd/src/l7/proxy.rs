@@ -54,6 +54,7 @@ use super::dispatch::{
     rewrite_request_headers, route_and_limit, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::framing::Suspect;
 use crate::l7::headers;
 use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
@@ -241,6 +242,28 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
         })
 }
 
+/// How a request the framing tracker flagged is answered: 501 for a transfer coding lbd does
+/// not implement (RFC 9112 §6.1), 400 for the rest.
+fn refusal_kind(why: Suspect) -> ErrorKind {
+    match why {
+        Suspect::UnsupportedTransferCoding => ErrorKind::NotImplemented,
+        Suspect::MalformedChunkedBody => ErrorKind::ClientBody,
+        Suspect::ContentLengthWithTransferEncoding
+        | Suspect::DuplicateContentLength
+        | Suspect::ChunkedTwice => ErrorKind::BadRequest,
+    }
+}
+
+/// Did sending fail because the client's request body failed (malformed chunked framing,
+/// the client gone or stalled mid-body)? hyper reports an error of the body it was given as
+/// a user error whose cause is the server side's own `hyper::Error`. Nothing about the
+/// backend is learnt from it: it is the client's fault, and hyper has already closed that
+/// upstream connection, so it is never reused.
+fn client_body_failed(e: &hyper::Error) -> bool {
+    e.is_user()
+        && std::error::Error::source(e).is_some_and(|c| c.downcast_ref::<hyper::Error>().is_some())
+}
+
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(pq) => Uri::builder()
@@ -259,10 +282,11 @@ async fn forward(
     meta: &mut Meta,
 ) -> Result<Forwarded, Local> {
     let cfg = &rt.config;
-    // Framing hyper accepted but hid (CL+TE, duplicate CL): asked once per request, in order.
+    // Framing hyper accepted but hid (CL+TE, duplicate CL, extra codings, a bad chunk line
+    // that came with the head): asked once per request, in order.
     if let Some(why) = conn.framing.next_request() {
         return Err(Local::from(
-            ProxyError::new(ErrorKind::BadRequest).with_source(why.as_str()),
+            ProxyError::new(refusal_kind(why)).with_source(why.as_str()),
         ));
     }
     if req.method() == Method::CONNECT {
@@ -473,6 +497,11 @@ async fn forward(
                     continue;
                 }
                 let err = e.into_error();
+                if client_body_failed(&err) {
+                    return Err(Local::from(
+                        ProxyError::new(ErrorKind::ClientBody).with_source(err),
+                    ));
+                }
                 let replay = match replay {
                     // Written, then the reused connection closed without a response: the
                     // keep-alive race again (the backend closed it as the request went out).

@@ -7,8 +7,8 @@
 //! ([`on_both_paths!`]): `NAME::fast_path` with `[global] http1_fast_path = true` and
 //! `NAME::hyper_path` with `false`, and must pass on both.
 //!
-//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`] and [`responses`]
-//! hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
+//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`]
+//! and [`hostile`] (hostile framing from either side) hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
 //!   bodies by Content-Length, chunked or close), for the test client and the raw backend
@@ -23,6 +23,7 @@ mod backend;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
+mod hostile;
 mod responses;
 mod wire;
 
@@ -135,4 +136,7 @@ on_both_paths!(
     responses::heads_and_chunks_split_into_single_bytes_are_reassembled,
     responses::a_backend_silent_mid_body_is_cut_off,
     responses::backend_response_with_both_lengths_is_not_relayed_ambiguous,
+    hostile::malformed_chunk_lines_with_the_head_get_400,
+    hostile::malformed_chunk_line_after_the_head_went_upstream_gets_400,
+    hostile::transfer_codings_other_than_chunked_are_refused,
 );
