@@ -231,3 +231,131 @@ pub(crate) async fn transfer_codings_other_than_chunked_are_refused(global: &str
         .collect();
     assert!(te.is_empty() || te == ["chunked"], "{te:?}");
 }
+
+/// A backend head with a bare CR, obsolete line folding or NUL in a field is refused with
+/// 502 (backend side); the connection it came on is not reused.
+pub(crate) async fn backend_fields_with_bare_cr_folding_or_nul_get_502(global: &str) {
+    let web = RawBackend::start(|req, _| {
+        let head: &[u8] = match req.target.as_str() {
+            "/cr-in-value" => {
+                b"HTTP/1.1 200 OK\r\nX-A: a\rInjected: 1\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/cr-line-end" => b"HTTP/1.1 200 OK\r\nX-A: a\r\rContent-Length: 2\r\n\r\nok",
+            "/cr-in-reason" => b"HTTP/1.1 200 O\rK\r\nContent-Length: 2\r\n\r\nok",
+            "/obs-fold" => {
+                b"HTTP/1.1 200 OK\r\nX-A: a\r\n Injected: 1\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/obs-fold-tab" => {
+                b"HTTP/1.1 200 OK\r\nX-A: a\r\n\tInjected: 1\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/obs-fold-lf" => b"HTTP/1.1 200 OK\nX-A: a\n Injected: 1\nContent-Length: 2\n\nok",
+            "/nul" => b"HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 2\r\n\r\nok",
+            "/nul-name" => b"HTTP/1.1 200 OK\r\nX\0A: a\r\nContent-Length: 2\r\n\r\nok",
+            _ => return Reply::KeepAlive(echo(req)),
+        };
+        Reply::KeepAlive(head.to_vec())
+    })
+    .await;
+    let lbd = start_with(global, &web).await;
+    let cases = [
+        "/cr-in-value",
+        "/cr-line-end",
+        "/cr-in-reason",
+        "/obs-fold",
+        "/obs-fold-tab",
+        "/obs-fold-lf",
+        "/nul",
+        "/nul-name",
+    ];
+    let mut c = Wire::connect(lbd.listen).await;
+    for (i, target) in cases.iter().enumerate() {
+        let r = c.exchange(target, "GET", &get_req(target)).await;
+        assert_eq!(r.status, 502, "{target}: {r:?}");
+        assert!(r.header("injected").is_none(), "{target}: {r:?}");
+        let blamed = errors(&lbd, "backend_io", "backend").await;
+        assert_eq!(blamed, (i + 1) as f64, "{target}");
+        if r.closes() {
+            c.expect_closed(target).await;
+            c = Wire::connect(lbd.listen).await;
+        }
+    }
+    // Each bad head's connection was dropped: the good answer comes on a fresh one.
+    let before = web.accepted();
+    let r = c.exchange("good", "GET", &get_req("/good")).await;
+    assert_eq!((r.status, r.text()), (200, echo_text("GET", "/good", 0)));
+    assert_eq!(
+        web.accepted(),
+        before + 1,
+        "a bad head's connection was reused"
+    );
+}
+
+/// Bare LF line endings in a backend head are read as line ends (RFC 9112 §2.2 allows it)
+/// and the head goes to the client re-written with CRLF: no bare LF, no extra field, the
+/// fields exactly as the backend meant them.
+pub(crate) async fn backend_bare_lf_line_ends_reach_the_client_as_crlf(global: &str) {
+    let web = RawBackend::start(|req, _| {
+        let head: &[u8] = match req.target.as_str() {
+            "/lf" => b"HTTP/1.1 200 OK\nX-A: a\nContent-Length: 2\n\nok",
+            "/mixed" => b"HTTP/1.1 200 OK\r\nX-A: a\nX-B: b\r\nContent-Length: 2\n\r\nok",
+            _ => return Reply::KeepAlive(echo(req)),
+        };
+        Reply::KeepAlive(head.to_vec())
+    })
+    .await;
+    let lbd = start_with(global, &web).await;
+    let mut c = Wire::connect(lbd.listen).await;
+    for (target, want) in [
+        ("/lf", &[("x-a", "a")][..]),
+        ("/mixed", &[("x-a", "a"), ("x-b", "b")][..]),
+    ] {
+        c.send(&get_req(target)).await;
+        let head = c
+            .head(deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"))
+            .unwrap_or_else(|| panic!("{target}: closed"));
+        // Every LF of the head is the end of a CRLF, and no CR stands alone.
+        for (i, &b) in head.iter().enumerate() {
+            match b {
+                b'\n' => assert!(
+                    i > 0 && head[i - 1] == b'\r',
+                    "{target}: bare LF in {:?}",
+                    lossy(&head)
+                ),
+                b'\r' => assert_eq!(
+                    head.get(i + 1),
+                    Some(&b'\n'),
+                    "{target}: bare CR in {:?}",
+                    lossy(&head)
+                ),
+                _ => {}
+            }
+        }
+        let text = lossy(&head);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{target}: {text:?}"
+        );
+        let fields: Vec<(String, String)> = text
+            .trim_end()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        // Exactly the backend's fields, in order, plus the ones lbd adds.
+        let lbds = ["via", "x-lbpair-node", "date"];
+        let backend_fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .filter(|(n, _)| !lbds.contains(n))
+            .collect();
+        let mut expected = want.to_vec();
+        expected.push(("content-length", "2"));
+        assert_eq!(backend_fields, expected, "{target}: {text:?}");
+        let body = c.take(2, deadline()).await.expect("body");
+        assert_eq!(body, b"ok", "{target}");
+    }
+    assert_eq!(errors(&lbd, "backend_io", "backend").await, 0.0);
+}

@@ -139,4 +139,6 @@ on_both_paths!(
     hostile::malformed_chunk_lines_with_the_head_get_400,
     hostile::malformed_chunk_line_after_the_head_went_upstream_gets_400,
     hostile::transfer_codings_other_than_chunked_are_refused,
+    hostile::backend_fields_with_bare_cr_folding_or_nul_get_502,
+    hostile::backend_bare_lf_line_ends_reach_the_client_as_crlf,
 );
