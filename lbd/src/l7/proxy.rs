@@ -26,7 +26,9 @@
 //!    which returns the connection to the pool, releases the backend and writes the access
 //!    log line when the body ends.
 //!
-//! WebSocket (any `Connection: upgrade`): the upgrade headers are forwarded, and on a 101 both
+//! Upgrades (`Connection: upgrade`): only `websocket` and the route's `upgrades` protocols are
+//! forwarded ([`headers::allowed_upgrade`]); any other offer (`h2c`, …) is stripped, counted
+//! in `lbd_upgrades_stripped_total`, and the request proceeds as a plain one. On a 101 both
 //! sides are upgraded and joined with `copy_bidirectional` in a tracked task.
 //!
 //! Pair coupling ([`crate::vrrp`]): every response names the node that served it
@@ -43,6 +45,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
@@ -264,6 +267,26 @@ fn client_body_failed(e: &hyper::Error) -> bool {
         && std::error::Error::source(e).is_some_and(|c| c.downcast_ref::<hyper::Error>().is_some())
 }
 
+/// The part of the client's `Upgrade` offer this request's route tunnels (`websocket`, and
+/// the route's `upgrades`); an offer with nothing allowed is counted and stripped, and the
+/// request goes on as a plain one.
+fn tunnelled_upgrade(
+    shared: &Shared,
+    rt: &Runtime,
+    rule: Option<usize>,
+    offer: &HeaderValue,
+) -> Option<HeaderValue> {
+    let extra = rule
+        .and_then(|r| rt.config.route_upgrades.get(r))
+        .map_or(&[][..], Vec::as_slice);
+    let allowed = headers::allowed_upgrade(offer, extra);
+    if allowed.is_none() {
+        debug!(offer = ?offer, "upgrade not allowed on this route, stripped");
+        inc(&shared.stats.upgrades_stripped_total);
+    }
+    allowed
+}
+
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(pq) => Uri::builder()
@@ -278,7 +301,7 @@ async fn forward(
     shared: &Arc<Shared>,
     rt: &Arc<Runtime>,
     conn: &ConnCtx,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     meta: &mut Meta,
 ) -> Result<Forwarded, Local> {
     let cfg = &rt.config;
@@ -300,7 +323,7 @@ async fn forward(
     if headers::head_size(req.headers()) > cfg.limits.max_header_bytes {
         return Err(Local::from(ProxyError::new(ErrorKind::HeadersTooLarge)));
     }
-    let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let asks_upgrade = wants_upgrade(&req);
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host; several is an attack on
     // whoever picks a different one than we route by.
@@ -313,7 +336,8 @@ async fn forward(
         return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
     }
 
-    let (pool_index, pool) = route_and_limit(shared, rt, conn, &RequestView::from_parts(&parts))?;
+    let (pool_index, pool, rule) =
+        route_and_limit(shared, rt, conn, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
@@ -334,9 +358,14 @@ async fn forward(
         None => (parts.headers.get(header::HOST).cloned(), false),
     };
     let upgrade = rewrite_request_headers(&mut parts.headers, rt, conn, host, host_from_uri);
-    if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
-        headers::set_upgrade(&mut parts.headers, u);
-    }
+    let client_upgrade = match upgrade.filter(|_| asks_upgrade) {
+        Some(offer) => tunnelled_upgrade(shared, rt, rule, &offer).and_then(|allowed| {
+            headers::set_upgrade(&mut parts.headers, allowed);
+            // What `hyper::upgrade::on` takes from a request, taken from its parts.
+            parts.extensions.remove::<OnUpgrade>()
+        }),
+        None => None,
+    };
     // Most requests already arrive in origin form (HTTP/1.1 without a proxy in front).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = origin_form(&parts.uri);

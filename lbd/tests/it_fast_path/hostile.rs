@@ -359,3 +359,95 @@ pub(crate) async fn backend_bare_lf_line_ends_reach_the_client_as_crlf(global: &
     }
     assert_eq!(errors(&lbd, "backend_io", "backend").await, 0.0);
 }
+
+/// Only `websocket` and a route's `upgrades` are tunnelled. Any other offer (`h2c`, an
+/// unlisted token) is stripped with the headers `Connection` names, the request is served
+/// as a plain one on a connection that stays usable, and the strip is counted.
+pub(crate) async fn upgrades_other_than_websocket_and_the_routes_are_stripped(global: &str) {
+    let web = RawBackend::start(|req, _| match req.header("upgrade") {
+        Some(p) => Reply::Echo(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {p}\r\n\r\n"
+            )
+            .into_bytes(),
+        ),
+        None => Reply::KeepAlive(echo(req)),
+    })
+    .await;
+    let lbd = Lbd::start(&config(
+        global,
+        &format!(
+            "{}[[route]]\nname = \"tunnel\"\npath_prefix = \"/tunnel\"\npool = \"web\"\n\
+             upgrades = [\"X-Tunnel\"]\n",
+            raw_pool("web", &[web.addr])
+        ),
+    ))
+    .await;
+    let upgrade_req = |path: &str, offer: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade{extra}\r\n\
+             Upgrade: {offer}\r\n{}\r\n",
+            if extra.is_empty() {
+                String::new()
+            } else {
+                "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n".to_string()
+            }
+        )
+        .into_bytes()
+    };
+    let stripped = [
+        ("/plain", "h2c", ", HTTP2-Settings"),
+        ("/tunnel/h2c", "h2c", ", HTTP2-Settings"),
+        ("/plain", "x-tunnel", ""),
+        ("/plain", "websocket2, irc/6.9", ""),
+    ];
+    let mut c = Wire::connect(lbd.listen).await;
+    for (i, (path, offer, extra)) in stripped.iter().enumerate() {
+        let r = c
+            .exchange(offer, "GET", &upgrade_req(path, offer, extra))
+            .await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, echo_text("GET", path, 0)),
+            "{offer}"
+        );
+        assert!(!r.closes(), "{offer}: the connection stays usable");
+        let seen = web.seen();
+        let req = &seen.last().expect("a request").req;
+        for h in ["upgrade", "http2-settings"] {
+            assert!(req.header(h).is_none(), "{offer}: backend saw {h}: {req:?}");
+        }
+        assert!(!req.has_token("connection", "upgrade"), "{offer}: {req:?}");
+        let n = metric(lbd.admin, "lbd_upgrades_stripped_total").await;
+        assert_eq!(n, Some((i + 1) as f64), "{offer}");
+    }
+    // Allowed: websocket anywhere, the route's own protocol on that route; a mixed offer
+    // reaches the backend with only the allowed part.
+    let tunnelled = [
+        ("/tunnel/x", "x-tunnel", "x-tunnel"),
+        ("/tunnel/y", "h2c, X-Tunnel/2", "X-Tunnel/2"),
+        ("/plain", "h2c, websocket", "websocket"),
+    ];
+    for (path, offer, forwarded) in tunnelled {
+        let mut c = Wire::connect(lbd.listen).await;
+        c.send(&upgrade_req(path, offer, "")).await;
+        let r = c
+            .read_response("GET", deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{offer}: {e}"));
+        assert_eq!(r.status, 101, "{offer}: {r:?}");
+        c.send(b"ping").await;
+        let echoed = c.take(4, deadline()).await.expect("tunnel echo");
+        assert_eq!(echoed, b"ping", "{offer}");
+        let seen = web.seen();
+        let req = &seen.last().expect("a request").req;
+        assert_eq!(req.target, path);
+        assert_eq!(req.header("upgrade"), Some(forwarded), "{offer}: {req:?}");
+    }
+    let n = metric(lbd.admin, "lbd_upgrades_stripped_total").await;
+    assert_eq!(n, Some(stripped.len() as f64));
+    assert_eq!(
+        metric(lbd.admin, "lbd_upgrades_total").await,
+        Some(tunnelled.len() as f64)
+    );
+}

@@ -141,4 +141,5 @@ on_both_paths!(
     hostile::transfer_codings_other_than_chunked_are_refused,
     hostile::backend_fields_with_bare_cr_folding_or_nul_get_502,
     hostile::backend_bare_lf_line_ends_reach_the_client_as_crlf,
+    hostile::upgrades_other_than_websocket_and_the_routes_are_stripped,
 );
