@@ -202,16 +202,13 @@ pub(crate) async fn transfer_codings_other_than_chunked_are_refused(global: &str
         } else {
             want_400 += 1.0;
         }
-        assert_eq!(
-            errors(&lbd, "not_implemented", "client").await,
-            want_501,
-            "{te:?}"
-        );
-        assert_eq!(
-            errors(&lbd, "bad_request", "client").await,
-            want_400,
-            "{te:?}"
-        );
+        // hyper's own refusals are counted when their connection has ended, which may be
+        // just after the client saw the close.
+        eventually(&format!("{te:?} counted"), WAIT, || async {
+            errors(&lbd, "not_implemented", "client").await == want_501
+                && errors(&lbd, "bad_request", "client").await == want_400
+        })
+        .await;
     }
     assert!(web.seen().is_empty(), "the backend got {:?}", web.targets());
     assert_eq!(web.accepted(), 0);
