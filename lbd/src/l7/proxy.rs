@@ -359,11 +359,15 @@ async fn forward(
     };
     let upgrade = rewrite_request_headers(&mut parts.headers, rt, conn, host, host_from_uri);
     let client_upgrade = match upgrade.filter(|_| asks_upgrade) {
-        Some(offer) => tunnelled_upgrade(shared, rt, rule, &offer).and_then(|allowed| {
-            headers::set_upgrade(&mut parts.headers, allowed);
-            // What `hyper::upgrade::on` takes from a request, taken from its parts.
-            parts.extensions.remove::<OnUpgrade>()
-        }),
+        Some(offer) => {
+            // What `hyper::upgrade::on` takes from a request; a stripped upgrade drops it,
+            // so the client's connection stays HTTP/1.
+            let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+            tunnelled_upgrade(shared, rt, rule, &offer).and_then(|allowed| {
+                headers::set_upgrade(&mut parts.headers, allowed);
+                on_upgrade
+            })
+        }
         None => None,
     };
     // Most requests already arrive in origin form (HTTP/1.1 without a proxy in front).
