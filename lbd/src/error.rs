@@ -33,7 +33,7 @@ impl Side {
 /// What went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// Request framing that invites smuggling (CL+TE, bad CL).
+    /// Request framing that invites smuggling (CL+TE, bad CL, `chunked` twice).
     BadRequest,
     /// Request target longer than `limits.max_request_line`.
     UriTooLong,
