@@ -264,6 +264,16 @@ pub fn render(shared: &Shared) -> String {
     );
     e.sample("lbd_upgrades_total", &[], get(&s.upgrades_total));
     e.family(
+        "lbd_upgrades_stripped_total",
+        "counter",
+        "Upgrade requests for a protocol the route does not tunnel, forwarded without Upgrade.",
+    );
+    e.sample(
+        "lbd_upgrades_stripped_total",
+        &[],
+        get(&s.upgrades_stripped_total),
+    );
+    e.family(
         "lbd_http1_fast_path_requests_total",
         "counter",
         "Requests served by lbd's own HTTP/1 engine (the rest are served by hyper).",

@@ -1,7 +1,7 @@
 //! Why a proxied request failed, which side is to blame, and whether it may be retried.
 //!
 //! Every failure the proxy answers itself goes through [`ProxyError`]: it picks the status
-//! (400/404/413/414/431/502/503/504), the short body, and the `side` that the log line and the
+//! (400/404/413/414/431/501/502/503/504), the short body, and the `side` that the log line and the
 //! `lbd_proxy_errors_total{kind,side}` counter name, so an operator can tell a bad client from a
 //! dead backend from a bug in lbd at a glance.
 
@@ -33,7 +33,7 @@ impl Side {
 /// What went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// Request framing that invites smuggling (CL+TE, bad CL).
+    /// Request framing that invites smuggling (CL+TE, bad CL, `chunked` twice).
     BadRequest,
     /// A request path lbd will not normalise: a malformed `%` escape, or `%2F` with
     /// `paths.encoded_slash = "reject"`.
@@ -58,12 +58,16 @@ pub enum ErrorKind {
     BackendIo,
     /// No response head within `timeouts.backend_response_ms`.
     ResponseTimeout,
-    /// Reading the client's request body failed.
+    /// Reading the client's request body failed (it ended early, timed out, or its chunked
+    /// framing was malformed).
     ClientBody,
+    /// The request uses a transfer coding lbd does not implement (`gzip, chunked`):
+    /// RFC 9112 §6.1's 501.
+    NotImplemented,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::BadRequest,
         ErrorKind::BadPath,
         ErrorKind::UriTooLong,
@@ -77,6 +81,7 @@ impl ErrorKind {
         ErrorKind::BackendIo,
         ErrorKind::ResponseTimeout,
         ErrorKind::ClientBody,
+        ErrorKind::NotImplemented,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +99,7 @@ impl ErrorKind {
             ErrorKind::BackendIo => "backend_io",
             ErrorKind::ResponseTimeout => "response_timeout",
             ErrorKind::ClientBody => "client_body",
+            ErrorKind::NotImplemented => "not_implemented",
         }
     }
 
@@ -107,7 +113,8 @@ impl ErrorKind {
             | ErrorKind::BadPath
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::ClientBody => Side::Client,
+            | ErrorKind::ClientBody
+            | ErrorKind::NotImplemented => Side::Client,
             ErrorKind::NoRoute | ErrorKind::QueueFull | ErrorKind::QueueTimeout => Side::Internal,
             ErrorKind::NoHealthyBackend
             | ErrorKind::Connect
@@ -122,6 +129,7 @@ impl ErrorKind {
             ErrorKind::BadRequest | ErrorKind::BadPath | ErrorKind::ClientBody => {
                 StatusCode::BAD_REQUEST
             }
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
@@ -139,6 +147,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "400 bad request\n",
             ErrorKind::BadPath => "400 bad request path\n",
             ErrorKind::ClientBody => "400 bad request body\n",
+            ErrorKind::NotImplemented => "501 transfer coding not implemented\n",
             ErrorKind::UriTooLong => "414 request-target too long\n",
             ErrorKind::HeadersTooLarge => "431 request header fields too large\n",
             ErrorKind::NoRoute => "404 no route\n",

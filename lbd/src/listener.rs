@@ -520,12 +520,33 @@ async fn serve_connection(
             .serve_connection(io, svc)
             .with_upgrades(),
     );
-    log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
+    let end = drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
         &mut Pin<Box<hyper::server::conn::http1::UpgradeableConnection<_, _>>>,
     >| c
         .get_mut()
         .as_mut()
-        .graceful_shutdown()));
+        .graceful_shutdown());
+    if let Some(Err(e)) = &end {
+        count_hyper_rejection(&shared, e);
+    }
+    log_end(end);
+}
+
+/// hyper answers a head it cannot parse itself (400, or 431 over `max_header_size`: a
+/// malformed request line or header, a `Transfer-Encoding` whose final coding is not
+/// `chunked`, a bad `Content-Length`) and ends the connection with that error; the service
+/// never sees the request, so it is counted here as the client error it is.
+fn count_hyper_rejection(shared: &Shared, e: &hyper::Error) {
+    if !e.is_parse() {
+        return;
+    }
+    let kind = if e.is_parse_too_large() {
+        crate::error::ErrorKind::HeadersTooLarge
+    } else {
+        crate::error::ErrorKind::BadRequest
+    };
+    debug!(error = %e, "request refused by hyper's parser");
+    shared.stats.error(kind);
 }
 
 /// Decrements the active client connection gauge on drop.

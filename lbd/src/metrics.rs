@@ -141,6 +141,9 @@ pub struct GlobalStats {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub upgrades_total: AtomicU64,
+    /// Upgrade requests whose protocols no route allows (`h2c`, …): forwarded as plain
+    /// requests without `Upgrade`.
+    pub upgrades_stripped_total: AtomicU64,
     /// Requests served by the HTTP/1 fast path (`l7::fast`).
     pub fast_path_requests_total: AtomicU64,
     /// Connections the fast path handed to hyper (a request it does not take).

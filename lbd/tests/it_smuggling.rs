@@ -93,6 +93,15 @@ async fn ambiguous_framing_is_rejected_with_400() {
         );
     }
     assert_eq!(web.hits(), 0, "nothing reached the backend");
+    // Whether hyper's parser or lbd answered, each is counted as the client's fault (a
+    // refusal by hyper's parser when its connection has ended, which may be just after the
+    // client saw the close).
+    let series = "lbd_proxy_errors_total{kind=\"bad_request\",side=\"client\"}";
+    let want = Some(cases.len() as f64);
+    eventually("every refusal counted", Duration::from_secs(5), || async {
+        metric(lbd.admin, series).await == want
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,6 +218,8 @@ pub struct FileRoute {
     pub methods: Option<Vec<String>>,
     pub pool: Option<String>,
     pub split: Option<Vec<FileSplit>>,
+    /// `Upgrade` protocols tunnelled on this route besides `websocket`.
+    pub upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

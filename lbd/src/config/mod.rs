@@ -438,6 +438,9 @@ pub struct LbConfig {
     pub pools: Vec<PoolConfig>,
     /// Routing rules in match order, pools as indices into `pools`.
     pub routes: Vec<RouteRule>,
+    /// Per route (same index as `routes`): the `Upgrade` protocols tunnelled besides
+    /// `websocket`, lowercase (`[[route]] upgrades`). Every other upgrade is stripped.
+    pub route_upgrades: Vec<Vec<String>>,
     pub default_pool: Option<PoolId>,
     /// Checked in order; the first denial answers 429.
     pub rate_limits: Vec<RateLimitConfig>,

@@ -169,6 +169,44 @@ fn validate_target(
     }
 }
 
+/// Protocols `upgrades` may not list: `h2c` needs its `HTTP2-Settings` header, which is
+/// hop-by-hop (named in `Connection`) and never reaches the backend, and lbd serves HTTP/2
+/// itself (prior knowledge) anyway.
+const UNTUNNELLABLE: [&str; 1] = ["h2c"];
+
+/// `route[i].upgrades`: protocol names (RFC 9110 tokens, matched without case against the
+/// name part of each `Upgrade` offer), one list per `[[route]]`, in file order.
+pub(super) fn validate_route_upgrades(
+    v: &mut Validator<'_>,
+    file_routes: &[FileRoute],
+) -> Vec<Vec<String>> {
+    file_routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut list = Vec::new();
+            for (j, p) in r.upgrades.iter().flatten().enumerate() {
+                let key = format!("route[{i}].upgrades[{j}]");
+                let lower = p.to_ascii_lowercase();
+                if !crate::l7::headers::is_token(&lower) {
+                    v.error(
+                        key,
+                        format!("{p:?} is not a protocol name (an RFC 9110 token)"),
+                    );
+                } else if UNTUNNELLABLE.contains(&lower.as_str()) {
+                    v.error(
+                        key,
+                        format!("{p:?} cannot be tunnelled (valid: any other token)"),
+                    );
+                } else if !list.contains(&lower) {
+                    list.push(lower);
+                }
+            }
+            list
+        })
+        .collect()
+}
+
 /// `default_pool`: where requests go when no route matches (`None`: they get a 404).
 pub(super) fn validate_default_pool(
     v: &mut Validator<'_>,

@@ -76,6 +76,23 @@ fn good_config_is_typed() {
 }
 
 #[test]
+fn route_upgrades_are_lowercase_per_route() {
+    let text = format!(
+        "{GOOD}[[route]]\nname = \"t\"\npath_prefix = \"/t\"\npool = \"web\"\n\
+         upgrades = [\"X-Tunnel\", \"x-tunnel\", \"websocket\"]\n"
+    );
+    let c = load(&text).expect("valid");
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(
+        c.route_upgrades,
+        vec![
+            vec![],
+            vec!["x-tunnel".to_string(), "websocket".to_string()]
+        ]
+    );
+}
+
+#[test]
 fn every_error_is_reported_with_position_and_valid_values() {
     let text = r#"
 default_pool = "nope"
@@ -200,6 +217,22 @@ fn bad_configs_are_rejected() {
         (
             "[[route]]\nname = \"a\"\npool = \"p\"\n[[route]]\nname = \"a\"\npool = \"p\"\n",
             "duplicate route name",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nupgrades = [\"ok\", \"web socket\"]\n",
+            "`route[0].upgrades[1]`: \"web socket\" is not a protocol name (an RFC 9110 token)",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nupgrades = [\"\"]\n",
+            "`route[0].upgrades[0]`: \"\" is not a protocol name",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nupgrades = [\"websocket/13\"]\n",
+            "`route[0].upgrades[0]`: \"websocket/13\" is not a protocol name",
+        ),
+        (
+            "[[route]]\npool = \"p\"\nupgrades = [\"H2C\"]\n",
+            "`route[0].upgrades[0]`: \"H2C\" cannot be tunnelled",
         ),
     ];
     for (extra, needle) in cases {

@@ -107,13 +107,14 @@ pub fn normalized_path(
 /// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
 /// through: rate limits come before anything touches a backend, and before a 404 so the
 /// global limiters also bound a flood of unroutable requests. Without limiters: one
-/// empty-slice check.
+/// empty-slice check. Returns the pool's index, the pool, and the matched rule's index
+/// (`None`: the default pool).
 pub fn route_and_limit<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     client: IpAddr,
     view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolRt), Local> {
+) -> Result<(usize, &'r PoolRt, Option<usize>), Local> {
     let matched = rt.router.route(view);
     let applicable = rt
         .limiters
@@ -128,6 +129,7 @@ pub fn route_and_limit<'r>(
             return Err(Local::RateLimited(denied));
         }
     }
+    let rule = matched.as_ref().and_then(|m| m.rule);
     let index = matched
         .map(|m| m.pool.0)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
@@ -135,7 +137,7 @@ pub fn route_and_limit<'r>(
         .pools
         .get(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    Ok((index, pool))
+    Ok((index, pool, rule))
 }
 
 /// A connect to `backend` failed: count it, tell passive health, and keep the request's

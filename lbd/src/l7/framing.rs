@@ -1,10 +1,17 @@
 //! Request framing that hyper accepts but lbd must refuse (RFC 9112 §6.3).
 //!
-//! hyper's HTTP/1 server hides two things the proxy needs to answer 400: with both
+//! hyper's HTTP/1 server hides things the proxy needs to refuse: with both
 //! `Content-Length` and `Transfer-Encoding` it silently drops `Content-Length` (either header
 //! order) and reads the body as chunked; with several *identical* `Content-Length` lines it
-//! keeps one. The service only sees the cleaned-up head, so the evidence has to be taken from
-//! the bytes themselves.
+//! keeps one; it reads `gzip, chunked` or `chunked, chunked` as plain chunked (so the other
+//! codings would be dropped on the way upstream). The service only sees the cleaned-up head,
+//! so the evidence has to be taken from the bytes themselves.
+//!
+//! A malformed chunk line (`0x5`, `-1`, a size over 64 bits, a bare LF, …) fails hyper's
+//! body stream; the tracker records it too ([`Suspect::MalformedChunkedBody`]), so a request
+//! whose bad chunk line arrived with its head is answered 400 before anything goes upstream.
+//! One that arrives later surfaces as the body stream's error while the request is being
+//! sent, which the proxy also answers 400 (client side).
 //!
 //! [`FramingIo`] wraps the accepted client stream (plain TCP now, TLS later: it is generic
 //! over the inner stream) and shows every byte hyper reads to a [`FramingTracker`], a sans-IO
@@ -33,7 +40,8 @@
 //!   sequence numbers line up with the requests the service sees.
 //! - **Fail open into hyper's own checks.** On anything the tracker does not understand
 //!   (malformed head or chunk line, a head over the limit, a CONNECT tunnel, tunnel bytes after
-//!   a WebSocket upgrade) it stops tracking and lets bytes pass. Malformed framing is rejected
+//!   a WebSocket upgrade) it stops tracking and lets bytes pass (a malformed chunk line is
+//!   flagged first). Malformed framing is rejected
 //!   by hyper itself, which then closes the connection, so no later request can be
 //!   mis-attributed.
 //! - **HTTP/1 only.** HTTP/2 has no such framing; the listener sniffs the h2 preface and does
@@ -72,6 +80,18 @@ pub enum Suspect {
     ContentLengthWithTransferEncoding,
     /// More than one `Content-Length` line (hyper keeps one when they are equal).
     DuplicateContentLength,
+    /// `chunked` more than once in `Transfer-Encoding` (RFC 9112 §6.1 forbids applying it
+    /// twice; hyper decodes it once and would forward the rest as the content).
+    ChunkedTwice,
+    /// A transfer coding other than `chunked` before the final `chunked` (`gzip, chunked`):
+    /// lbd implements no other transfer coding, and hyper would drop it on the way upstream,
+    /// so it is refused (501, RFC 9112 §6.1) rather than forwarded with a coding missing.
+    UnsupportedTransferCoding,
+    /// The chunked body has a malformed chunk line (`0x1`, `-1`, a size over 64 bits,
+    /// whitespace before the size, a bare LF, a non-hex digit). hyper fails the body stream
+    /// on it; this verdict lets the service answer 400 before anything went upstream when the
+    /// bad line arrived with the head.
+    MalformedChunkedBody,
 }
 
 impl Suspect {
@@ -81,6 +101,11 @@ impl Suspect {
                 "request has both Content-Length and Transfer-Encoding"
             }
             Suspect::DuplicateContentLength => "request has more than one Content-Length",
+            Suspect::ChunkedTwice => "request Transfer-Encoding lists chunked more than once",
+            Suspect::UnsupportedTransferCoding => {
+                "request Transfer-Encoding has a coding other than chunked"
+            }
+            Suspect::MalformedChunkedBody => "request has a malformed chunked body",
         }
     }
 }
@@ -251,6 +276,16 @@ impl FramingTracker {
         self.seq
     }
 
+    /// The sequence number of the request whose chunked body had a malformed chunk line
+    /// (tracking stops there, so there is at most one).
+    pub fn malformed_body(&self) -> Option<u64> {
+        match self.state {
+            // A body always follows its head, so `seq` is at least 1 here.
+            State::Stopped(StopReason::MalformedChunk) => self.seq.checked_sub(1),
+            _ => None,
+        }
+    }
+
     /// Follow `data`, the next bytes read from the client; `on_head` is called for every
     /// complete head, in order.
     pub fn feed(&mut self, data: &[u8], on_head: &mut impl FnMut(Head)) {
@@ -272,6 +307,7 @@ impl FramingTracker {
                     match end {
                         ChunkEnd::More => {}
                         ChunkEnd::Done => self.state = State::Head,
+                        // Stopped, so `malformed_body` names this body's request.
                         ChunkEnd::Bad => self.state = State::Stopped(StopReason::MalformedChunk),
                     }
                     used
@@ -427,8 +463,10 @@ fn parse_head(buf: &[u8]) -> Parsed {
     let mut cl_lines = 0u32;
     let mut cl: Option<u64> = None;
     let mut cl_bad = false;
-    // hyper decides chunked by the *last* Transfer-Encoding line.
+    // hyper decides chunked by the *last* Transfer-Encoding line; lbd also looks at every
+    // coding of every line.
     let mut te_chunked: Option<bool> = None;
+    let mut codings = Codings::default();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
@@ -440,16 +478,21 @@ fn parse_head(buf: &[u8]) -> Parsed {
             }
         } else if name.len() == 17 && name.eq_ignore_ascii_case(b"transfer-encoding") {
             te_chunked = Some(is_chunked(h.value));
+            codings.add(h.value);
         }
     }
     let (suspect, body) = match te_chunked {
         // hyper: 400 for Transfer-Encoding on HTTP/1.0 or not ending in chunked.
         Some(_) if http10 => return Parsed::Stop(StopReason::RejectedFraming),
         Some(false) => return Parsed::Stop(StopReason::RejectedFraming),
-        Some(true) => (
-            (cl_lines > 0).then_some(Suspect::ContentLengthWithTransferEncoding),
-            Body::Chunked,
-        ),
+        Some(true) => {
+            let suspect = if cl_lines > 0 {
+                Some(Suspect::ContentLengthWithTransferEncoding)
+            } else {
+                codings.suspect()
+            };
+            (suspect, Body::Chunked)
+        }
         None => {
             if cl_bad {
                 return Parsed::Stop(StopReason::RejectedFraming);
@@ -489,6 +532,40 @@ fn is_chunked(v: &[u8]) -> bool {
     }
     let last = v.rsplit(|&b| b == b',').next().unwrap_or_default();
     last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// The transfer codings of a request's `Transfer-Encoding` lines, all lines taken as one
+/// list (RFC 9110 §5.3), for a request hyper reads as chunked.
+#[derive(Default)]
+struct Codings {
+    chunked: u32,
+    others: u32,
+}
+
+impl Codings {
+    fn add(&mut self, v: &[u8]) {
+        for coding in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                continue;
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked += 1;
+            } else {
+                self.others += 1;
+            }
+        }
+    }
+
+    /// hyper already made sure the final coding is `chunked`: anything more is refused.
+    fn suspect(&self) -> Option<Suspect> {
+        if self.chunked > 1 {
+            Some(Suspect::ChunkedTwice)
+        } else if self.others > 0 {
+            Some(Suspect::UnsupportedTransferCoding)
+        } else {
+            None
+        }
+    }
 }
 
 /// Index just past the empty line that ends a head, given the scan state of earlier bytes.
@@ -630,6 +707,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingIo<S> {
             });
             if let Some(why) = this.tracker.stopped() {
                 debug!(reason = ?why, heads = this.tracker.heads(), "request framing no longer tracked");
+                if let Some(seq) = this.tracker.malformed_body() {
+                    verdicts.flag(seq, Suspect::MalformedChunkedBody);
+                }
             }
         }
         Poll::Ready(Ok(()))

@@ -3,7 +3,9 @@
 //! - Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message: they are
 //!   removed in both directions, together with every header the `Connection` header names
 //!   (except `Host` and `Content-Length`, which no `Connection` option may unframe).
-//!   A WebSocket upgrade re-adds `Connection: upgrade` + `Upgrade` after stripping.
+//!   An upgrade re-adds `Connection: upgrade` + `Upgrade` after stripping, but only for the
+//!   protocols [`allowed_upgrade`] lets through (`websocket`, and a route's `upgrades`); any
+//!   other (`h2c`, …) is dropped and the request goes on as a plain one.
 //! - Forwarding headers tell the backend who the client was ([`add_forwarding`]).
 //!   `X-Forwarded-For` is always *appended to* (the peer's address goes on the end, as HAProxy's
 //!   `option forwardfor` and nginx's `$proxy_add_x_forwarded_for` do): what the client wrote
@@ -112,6 +114,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 pub fn set_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
+}
+
+/// The protocol every route tunnels.
+const WEBSOCKET: &str = "websocket";
+
+/// RFC 9110 §5.6.2: a token (a header or protocol name, a cookie name).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The part of a client's `Upgrade` offer lbd tunnels: the offered protocols (RFC 9110 §7.8:
+/// `name[/version]`, comma separated) whose name is `websocket` or in `extra` (a route's
+/// `upgrades`, lowercase), in the client's order. `None`: nothing allowed, the upgrade is
+/// stripped.
+pub fn allowed_upgrade(offer: &HeaderValue, extra: &[String]) -> Option<HeaderValue> {
+    let offer = offer.to_str().ok()?;
+    let allowed: Vec<&str> = offer
+        .split(',')
+        .map(str::trim)
+        .filter(|p| {
+            let name = p.split_once('/').map_or(*p, |(n, _)| n);
+            is_token(name)
+                && (name.eq_ignore_ascii_case(WEBSOCKET)
+                    || extra.iter().any(|e| name.eq_ignore_ascii_case(e)))
+        })
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&allowed.join(", ")).ok()
 }
 
 /// Per-request facts the forwarding headers describe.
@@ -355,6 +389,39 @@ mod tests {
         set_upgrade(&mut h, up);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn only_websocket_and_a_routes_protocols_are_upgraded() {
+        let extra = vec!["x-tunnel".to_string()];
+        let cases: &[(&str, &[String], Option<&str>)] = &[
+            ("websocket", &[], Some("websocket")),
+            ("WebSocket", &[], Some("WebSocket")),
+            ("h2c", &[], None),
+            ("h2c", &extra, None),
+            ("x-tunnel", &[], None),
+            ("x-tunnel", &extra, Some("x-tunnel")),
+            ("X-Tunnel/2", &extra, Some("X-Tunnel/2")),
+            ("h2c, websocket", &[], Some("websocket")),
+            (
+                "h2c, x-tunnel, websocket/13",
+                &extra,
+                Some("x-tunnel, websocket/13"),
+            ),
+            ("TLS/1.2, IRC/6.9", &extra, None),
+            ("web socket", &[], None),
+            ("", &[], None),
+        ];
+        for (offer, extra, want) in cases {
+            let got = allowed_upgrade(&HeaderValue::from_static(offer), extra);
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().expect("ascii")),
+                *want,
+                "{offer:?} with {extra:?}"
+            );
+        }
+        assert!(is_token("x-a.b~c"));
+        assert!(!is_token("a/b") && !is_token("") && !is_token("a b"));
     }
 
     fn policy(trusted: &[&str]) -> HeaderPolicy {

@@ -28,7 +28,9 @@
 //!    which returns the connection to the pool, releases the backend and writes the access
 //!    log line when the body ends.
 //!
-//! WebSocket (any `Connection: upgrade`): the upgrade headers are forwarded, and on a 101 both
+//! Upgrades (`Connection: upgrade`): only `websocket` and the route's `upgrades` protocols are
+//! forwarded ([`headers::allowed_upgrade`]); any other offer (`h2c`, …) is stripped, counted
+//! in `lbd_upgrades_stripped_total`, and the request proceeds as a plain one. On a 101 both
 //! sides are upgraded and joined with `copy_bidirectional` in a tracked task.
 //!
 //! Pair coupling ([`crate::vrrp`]): every response names the node that served it
@@ -45,6 +47,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
@@ -56,6 +59,7 @@ use super::dispatch::{
     pair_headers, pick, report, rewrite_request_headers, route_and_limit, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::framing::Suspect;
 use crate::l7::headers;
 use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
@@ -250,6 +254,48 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
         })
 }
 
+/// How a request the framing tracker flagged is answered: 501 for a transfer coding lbd does
+/// not implement (RFC 9112 §6.1), 400 for the rest.
+fn refusal_kind(why: Suspect) -> ErrorKind {
+    match why {
+        Suspect::UnsupportedTransferCoding => ErrorKind::NotImplemented,
+        Suspect::MalformedChunkedBody => ErrorKind::ClientBody,
+        Suspect::ContentLengthWithTransferEncoding
+        | Suspect::DuplicateContentLength
+        | Suspect::ChunkedTwice => ErrorKind::BadRequest,
+    }
+}
+
+/// Did sending fail because the client's request body failed (malformed chunked framing,
+/// the client gone or stalled mid-body)? hyper reports an error of the body it was given as
+/// a user error whose cause is the server side's own `hyper::Error`. Nothing about the
+/// backend is learnt from it: it is the client's fault, and hyper has already closed that
+/// upstream connection, so it is never reused.
+fn client_body_failed(e: &hyper::Error) -> bool {
+    e.is_user()
+        && std::error::Error::source(e).is_some_and(|c| c.downcast_ref::<hyper::Error>().is_some())
+}
+
+/// The part of the client's `Upgrade` offer this request's route tunnels (`websocket`, and
+/// the route's `upgrades`); an offer with nothing allowed is counted and stripped, and the
+/// request goes on as a plain one.
+fn tunnelled_upgrade(
+    shared: &Shared,
+    rt: &Runtime,
+    rule: Option<usize>,
+    offer: &HeaderValue,
+) -> Option<HeaderValue> {
+    let extra = rule
+        .and_then(|r| rt.config.route_upgrades.get(r))
+        .map_or(&[][..], Vec::as_slice);
+    let allowed = headers::allowed_upgrade(offer, extra);
+    if allowed.is_none() {
+        debug!(offer = ?offer, "upgrade not allowed on this route, stripped");
+        inc(&shared.stats.upgrades_stripped_total);
+    }
+    allowed
+}
+
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(pq) => Uri::builder()
@@ -264,14 +310,15 @@ async fn forward(
     shared: &Arc<Shared>,
     rt: &Arc<Runtime>,
     conn: &ConnCtx,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     meta: &mut Meta,
 ) -> Result<Forwarded, Local> {
     let cfg = &rt.config;
-    // Framing hyper accepted but hid (CL+TE, duplicate CL): asked once per request, in order.
+    // Framing hyper accepted but hid (CL+TE, duplicate CL, extra codings, a bad chunk line
+    // that came with the head): asked once per request, in order.
     if let Some(why) = conn.framing.next_request() {
         return Err(Local::from(
-            ProxyError::new(ErrorKind::BadRequest).with_source(why.as_str()),
+            ProxyError::new(refusal_kind(why)).with_source(why.as_str()),
         ));
     }
     if req.method() == Method::CONNECT {
@@ -285,7 +332,7 @@ async fn forward(
     if headers::head_size(req.headers()) > cfg.limits.max_header_bytes {
         return Err(Local::from(ProxyError::new(ErrorKind::HeadersTooLarge)));
     }
-    let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let asks_upgrade = wants_upgrade(&req);
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host; several is an attack on
     // whoever picks a different one than we route by.
@@ -309,7 +356,8 @@ async fn forward(
     }
     let client = client_of(rt, conn, &parts.headers);
     meta.client = Some(client);
-    let (pool_index, pool) = route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
+    let (pool_index, pool, rule) =
+        route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
@@ -331,9 +379,18 @@ async fn forward(
     };
     let upgrade =
         rewrite_request_headers(&mut parts.headers, rt, conn, client, host, host_from_uri);
-    if let (Some(u), true) = (upgrade, client_upgrade.is_some()) {
-        headers::set_upgrade(&mut parts.headers, u);
-    }
+    let client_upgrade = match upgrade.filter(|_| asks_upgrade) {
+        Some(offer) => {
+            // What `hyper::upgrade::on` takes from a request; a stripped upgrade drops it,
+            // so the client's connection stays HTTP/1.
+            let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+            tunnelled_upgrade(shared, rt, rule, &offer).and_then(|allowed| {
+                headers::set_upgrade(&mut parts.headers, allowed);
+                on_upgrade
+            })
+        }
+        None => None,
+    };
     // Most requests already arrive in origin form (HTTP/1.1 without a proxy in front).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = origin_form(&parts.uri);
@@ -494,6 +551,11 @@ async fn forward(
                     continue;
                 }
                 let err = e.into_error();
+                if client_body_failed(&err) {
+                    return Err(Local::from(
+                        ProxyError::new(ErrorKind::ClientBody).with_source(err),
+                    ));
+                }
                 let replay = match replay {
                     // Written, then the reused connection closed without a response: the
                     // keep-alive race again (the backend closed it as the request went out).

@@ -10,6 +10,8 @@
 //! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`] and
 //! [`forwarding`] (forwarding headers, the real client, path normalisation) hold the
 //! scenarios; this file has the lbd config helpers and runs every scenario twice.
+//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`]
+//! and [`hostile`] (hostile framing from either side) hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
 //!   bodies by Content-Length, chunked or close), for the test client and the raw backend
@@ -24,8 +26,9 @@ mod backend;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
-mod hygiene;
 mod forwarding;
+mod hostile;
+mod hygiene;
 mod responses;
 mod wire;
 
@@ -151,4 +154,10 @@ on_both_paths!(
     forwarding::rate_limits_key_on_the_real_client,
     forwarding::ip_hash_balances_by_the_real_client,
     forwarding::paths_are_normalised_before_routing_and_rate_limits,
+    hostile::malformed_chunk_lines_with_the_head_get_400,
+    hostile::malformed_chunk_line_after_the_head_went_upstream_gets_400,
+    hostile::transfer_codings_other_than_chunked_are_refused,
+    hostile::backend_fields_with_bare_cr_folding_or_nul_get_502,
+    hostile::backend_bare_lf_line_ends_reach_the_client_as_crlf,
+    hostile::upgrades_other_than_websocket_and_the_routes_are_stripped,
 );

@@ -250,7 +250,8 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    let (pool_index, pool) = route_and_limit(shared, rt, client, &view)?;
+    // Upgrades never reach the fast path, so the matched rule is not needed.
+    let (pool_index, pool, _) = route_and_limit(shared, rt, client, &view)?;
     fin.pool = Some(pool_index);
     let pcfg = rt.pool_config(pool);
     let pin: Option<RequestPin> = pool

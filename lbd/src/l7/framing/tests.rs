@@ -96,10 +96,88 @@ fn framing_hyper_rejects_stops_tracking() {
 
 #[test]
 fn last_transfer_encoding_line_decides_like_hyper() {
+    // hyper reads this as chunked (the last line decides), so the body is followed as
+    // chunked; the `gzip` before it is what lbd refuses.
     let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     let (heads, t) = run(&[req, GET]);
-    assert_eq!(suspects(&heads), vec![None, None]);
+    assert_eq!(
+        suspects(&heads),
+        vec![Some(Suspect::UnsupportedTransferCoding), None]
+    );
     assert_eq!(t.state, State::Head);
+}
+
+#[test]
+fn transfer_codings_besides_one_final_chunked_are_flagged() {
+    let cases: &[(&str, Option<Suspect>)] = &[
+        ("chunked", None),
+        ("Chunked", None),
+        (" chunked ", None),
+        ("gzip, chunked", Some(Suspect::UnsupportedTransferCoding)),
+        (
+            "x-unknown,chunked",
+            Some(Suspect::UnsupportedTransferCoding),
+        ),
+        (
+            "identity, chunked",
+            Some(Suspect::UnsupportedTransferCoding),
+        ),
+        ("chunked, chunked", Some(Suspect::ChunkedTwice)),
+        ("gzip, chunked, chunked", Some(Suspect::ChunkedTwice)),
+    ];
+    for (te, want) in cases {
+        let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n0\r\n\r\n");
+        let (heads, t) = run(&[req.as_bytes(), GET]);
+        assert_eq!(suspects(&heads), vec![*want, None], "{te:?}");
+        assert_eq!(t.state, State::Head, "{te:?}");
+    }
+    // Two lines are one list (RFC 9110 §5.3).
+    let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let (heads, _) = run(&[req]);
+    assert_eq!(suspects(&heads), vec![Some(Suspect::ChunkedTwice)]);
+    // hyper refuses a final coding other than chunked itself (400).
+    for te in ["identity", "chunked, identity", "gzip", "", "chunked,"] {
+        let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+        let (heads, t) = run(&[req.as_bytes()]);
+        assert!(heads.is_empty(), "{te:?}");
+        assert_eq!(t.stopped(), Some(StopReason::RejectedFraming), "{te:?}");
+    }
+}
+
+#[test]
+fn malformed_chunk_lines_name_their_request() {
+    for line in [
+        &b"0x5\r\nhello\r\n0\r\n\r\n"[..],
+        b"-1\r\nx\r\n0\r\n\r\n",
+        b"10000000000000000\r\n",
+        b"ffffffffffffffff0\r\n",
+        b" 5\r\nhello\r\n0\r\n\r\n",
+        b"\t5\r\nhello\r\n0\r\n\r\n",
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5g\r\nhello\r\n0\r\n\r\n",
+        b"\r\n",
+    ] {
+        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // The first request is fine; the second one's body is not.
+        let all = [GET, head, line].concat();
+        for cut in 0..=all.len() {
+            let (heads, t) = run(&[&all[..cut], &all[cut..]]);
+            assert_eq!(heads.len(), 2, "{}", String::from_utf8_lossy(line));
+            assert_eq!(t.stopped(), Some(StopReason::MalformedChunk));
+            assert_eq!(
+                t.malformed_body(),
+                Some(1),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+    // The largest size that fits 64 bits is a valid chunk line, however long it takes.
+    let big = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc";
+    let (_, t) = run(&[big]);
+    assert!(t.is_tracking());
+    assert_eq!(t.malformed_body(), None);
 }
 
 #[test]
@@ -290,6 +368,24 @@ async fn io_wrapper_flags_what_passes_through() {
     io.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         .await
         .expect("write through");
+}
+
+#[tokio::test]
+async fn io_wrapper_flags_a_malformed_chunked_body_for_its_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(1024);
+    let verdicts = Arc::new(FramingVerdicts::new());
+    let mut io = FramingIo::new(server, Arc::clone(&verdicts), MAX);
+    let stream = [
+        GET,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n",
+    ]
+    .concat();
+    client.write_all(&stream).await.expect("write");
+    let mut got = vec![0u8; stream.len()];
+    io.read_exact(&mut got).await.expect("read");
+    assert_eq!(verdicts.next_request(), None);
+    assert_eq!(verdicts.next_request(), Some(Suspect::MalformedChunkedBody));
 }
 
 /// The tracker and hyper must agree on where every request starts: serve a pipelined

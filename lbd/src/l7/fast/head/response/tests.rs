@@ -122,6 +122,45 @@ fn bad_responses_are_refused() {
 }
 
 #[test]
+fn fields_with_bare_cr_folding_or_nul_are_malformed() {
+    for s in [
+        &b"HTTP/1.1 200 OK\r\nX: a\rInjected: 1\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nX: a\r\r\n\r\n",
+        b"HTTP/1.1 200 O\rK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n Injected: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n\tInjected: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\nX: a\n Injected: 1\n\n",
+        b"HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX\0: a\r\n\r\n",
+    ] {
+        let mut st = header_slots();
+        assert_eq!(
+            parse(s, &mut st, false).err(),
+            Some(BadResponse::Malformed),
+            "{:?}",
+            String::from_utf8_lossy(s)
+        );
+    }
+}
+
+#[test]
+fn bare_lf_line_ends_are_rewritten_as_crlf() {
+    let s = b"HTTP/1.1 200 OK\nX-A: a\r\nX-B: b\nContent-Length: 2\n\r\n";
+    let mut st = header_slots();
+    let r = parse(s, &mut st, false).expect("valid").expect("complete");
+    assert_eq!(r.head_len, s.len());
+    let mut out = Vec::new();
+    r.write_for_client(&mut out, &ResponseEdits::default());
+    let text = String::from_utf8_lossy(&out);
+    let (fields, date) = text.split_once("date: ").expect("a date is added");
+    assert_eq!(
+        fields,
+        "HTTP/1.1 200 OK\r\nX-A: a\r\nX-B: b\r\nContent-Length: 2\r\n"
+    );
+    assert!(date.ends_with(" GMT\r\n\r\n"), "{date:?}");
+}
+
+#[test]
 fn the_client_head_drops_hop_by_hop_and_adds_lbds_edits() {
     let s = b"HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nVia: 1.0 a\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\nSet-Cookie: s=1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nX-Keep: yes\r\n\r\n";
     let mut st = header_slots();
