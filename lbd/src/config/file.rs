@@ -48,6 +48,7 @@ pub struct FileGlobal {
     pub cookie_secret_file: Option<String>,
     pub workers: Option<usize>,
     pub rate_limit_max_keys: Option<usize>,
+    pub rate_limit_max_bytes: Option<usize>,
     pub http1_fast_path: Option<bool>,
 }
 
@@ -152,6 +153,8 @@ pub struct FileSticky {
     pub same_site: Option<String>,
     pub path: Option<String>,
     pub max_entries: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub max_key_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,4 +233,5 @@ pub struct FileRateLimit {
     pub rate: Option<f64>,
     pub burst: Option<u32>,
     pub routes: Option<Vec<String>>,
+    pub max_key_bytes: Option<usize>,
 }

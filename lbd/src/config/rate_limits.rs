@@ -111,12 +111,20 @@ pub(super) fn validate_rate_limits(
                 }
             }
         }
+        let max_key_bytes = r.max_key_bytes.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEY_BYTES);
+        super::pools::check_key_cap(
+            v,
+            &format!("{key}.max_key_bytes"),
+            max_key_bytes,
+            name.unwrap_or_default(),
+        );
         if let (Some(name), Some(key), Some(rate), Some(burst)) = (name, rkey, rate, burst) {
             out.push(RateLimitConfig {
                 name: name.to_string(),
                 key,
                 rate,
                 burst,
+                max_key_bytes,
                 routes: route_ids,
             });
         }
