@@ -382,6 +382,10 @@ mod tests {
             "lbd_backend_sticky_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 1\n",
             "lbd_rate_limited_total{limiter=\"per-ip\"} 3\n",
             "# TYPE lbd_rate_limited_total counter\n",
+            "lbd_rate_limit_keys_hashed_total{limiter=\"per-ip\"} 0\n",
+            "# TYPE lbd_rate_limit_table_bytes gauge\n",
+            "lbd_rate_limit_table_bytes 0\n",
+            "lbd_sticky_evictions_total 0\n",
         ] {
             assert!(out.contains(line), "missing {line:?} in:\n{out}");
         }

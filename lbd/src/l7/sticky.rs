@@ -567,6 +567,31 @@ mod tests {
     }
 
     #[test]
+    fn learn_runtime_never_looks_up_or_learns_over_long_values() {
+        let bs = backends(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let mut c = cfg(StickyMode::Learn);
+        c.cookie = "S".into();
+        let st = StickyRt::new(&c, "app", &bs, key(b"0123456789abcdef"));
+        let soft = SoftState::new("a", crate::softstate::Limits::default());
+        let long = format!("S={}", "x".repeat(65));
+        let pin = st.request_pin("app", &cookie_headers(&long), &soft);
+        assert!(pin.key_too_long && pin.target.is_none() && pin.learn_value.is_none());
+        st.on_response("app", Some(&pin), 0, &mut HeaderMap::new(), &soft);
+        // A backend setting an over-long value is not learned either.
+        let mut set = HeaderMap::new();
+        set.insert(SET_COOKIE, HeaderValue::from_str(&long).expect("value"));
+        st.on_response("app", None, 1, &mut set, &soft);
+        let (usage, counters) = soft.sticky_table();
+        assert_eq!((usage.entries, counters.keys_too_long), (0, 2));
+        // At the cap: learned, and the next request is pinned.
+        let ok = format!("S={}", "x".repeat(64));
+        let pin = st.request_pin("app", &cookie_headers(&ok), &soft);
+        st.on_response("app", Some(&pin), 1, &mut HeaderMap::new(), &soft);
+        let again = st.request_pin("app", &cookie_headers(&ok), &soft);
+        assert_eq!(again.target, Some(1));
+    }
+
+    #[test]
     fn set_cookie_attributes() {
         let mut c = cfg(StickyMode::Insert);
         let h = set_cookie_header(&c, "abc").expect("valid");
