@@ -206,9 +206,11 @@ impl Runtime {
 /// The soft-state table bounds a config asks for: the learn-mode pools' `max_entries` and
 /// `max_bytes` summed (one table serves them all) and their largest `max_key_bytes` (the
 /// per-pool cap is applied before the table is asked); `global.rate_limit_max_keys` and
-/// `rate_limit_max_bytes`, the limiters' largest `max_key_bytes`. Fixed at startup.
+/// `rate_limit_max_bytes`, the limiters' largest `max_key_bytes`. Without learn pools or
+/// limiters the key caps are the defaults (they then only bound what the peer may send).
+/// Fixed at startup.
 pub fn soft_limits(config: &LbConfig) -> crate::softstate::Limits {
-    use crate::softstate::{DEFAULT_STICKY_MAX_KEY_BYTES, HASHED_KEY_LEN};
+    use crate::softstate::{DEFAULT_RATE_MAX_KEY_BYTES, DEFAULT_STICKY_MAX_KEY_BYTES};
     let learn: Vec<&crate::config::StickyConfig> = config
         .pools
         .iter()
@@ -225,7 +227,7 @@ pub fn soft_limits(config: &LbConfig) -> crate::softstate::Limits {
         sticky_max_key_bytes: sticky_max_key_bytes.unwrap_or(DEFAULT_STICKY_MAX_KEY_BYTES),
         rate_max_keys: config.global.rate_limit_max_keys,
         rate_max_bytes: config.global.rate_limit_max_bytes,
-        rate_max_key_bytes: rate_max_key_bytes.unwrap_or(HASHED_KEY_LEN),
+        rate_max_key_bytes: rate_max_key_bytes.unwrap_or(DEFAULT_RATE_MAX_KEY_BYTES),
         admin_max_entries: crate::softstate::DEFAULT_ADMIN_MAX_ENTRIES,
     }
 }
