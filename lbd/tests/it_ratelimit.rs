@@ -247,8 +247,9 @@ async fn long_header_keys_are_hashed_and_the_table_stays_bounded(fast_path: bool
         "two hashed keys, not 16 KiB of raw ones: {entry_bytes:?}"
     );
 
-    // 3,000 distinct 8 KiB keys, each used once: all allowed (new buckets), none stored raw.
-    let statuses = flood_keepalive(lbd.listen, 8, 3_000, "/page", |i| {
+    // 1,000 distinct 8 KiB keys, each used once: all allowed (new buckets), none stored raw,
+    // and ~300 of them fill the 64 KiB bound (kept light: this binary's other tests are timed).
+    let statuses = flood_keepalive(lbd.listen, 4, 1_000, "/page", |i| {
         vec![(
             "x-api-key".into(),
             format!("{i:08}{}", "F".repeat(8 * 1024)),
@@ -256,7 +257,7 @@ async fn long_header_keys_are_hashed_and_the_table_stays_bounded(fast_path: bool
     })
     .await
     .expect("flood");
-    assert_eq!(statuses.get(&200), Some(&3_000), "{statuses:?}");
+    assert_eq!(statuses.get(&200), Some(&1_000), "{statuses:?}");
     let text = metrics(lbd.admin).await;
     let value = |series: &str| {
         metric_in(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
@@ -264,7 +265,7 @@ async fn long_header_keys_are_hashed_and_the_table_stays_bounded(fast_path: bool
     assert!(value("lbd_rate_limit_table_bytes") <= 65536.0);
     assert!(value("lbd_rate_limit_table_entries") <= 1000.0);
     assert!(value("lbd_rate_limit_evictions_total") > 0.0);
-    assert_eq!(value(hashed), 3_005.0);
+    assert_eq!(value(hashed), 1_005.0);
     // The long key's client came back (a protected bucket): still limited after the flood.
     assert_eq!(status(long).await, 429, "the flood did not reset its limit");
 }
