@@ -360,7 +360,7 @@ pub fn render(shared: &Shared) -> String {
     }
 
     crate::peer::render_metrics(shared, &mut e);
-    crate::metrics::render_datapath(&mut e, &rt);
+    crate::metrics::render_datapath(&mut e, &rt, &shared.soft);
 
     e.family(
         "lbd_pool_queue_depth",

@@ -221,8 +221,13 @@ impl Exposition {
     }
 }
 
-/// The sticky-session and rate-limit families (issue 5); `admin::render` appends them.
-pub fn render_datapath(e: &mut Exposition, rt: &crate::server::Runtime) {
+/// The sticky-session and rate-limit families (issue 5) and their tables' sizes (issue 9);
+/// `admin::render` appends them.
+pub fn render_datapath(
+    e: &mut Exposition,
+    rt: &crate::server::Runtime,
+    soft: &crate::softstate::SoftState,
+) {
     for (name, help, sticky) in [
         (
             "lbd_backend_requests_total",
@@ -250,18 +255,104 @@ pub fn render_datapath(e: &mut Exposition, rt: &crate::server::Runtime) {
         }
     }
     if !rt.limiters.all.is_empty() {
-        e.family(
-            "lbd_rate_limited_total",
-            "counter",
-            "Requests answered 429 by a rate limiter.",
-        );
-        for l in &rt.limiters.all {
-            e.sample(
+        for (name, help, hashed) in [
+            (
                 "lbd_rate_limited_total",
-                &[("limiter", &l.name)],
-                l.denied.load(Ordering::Relaxed),
+                "Requests answered 429 by a rate limiter.",
+                false,
+            ),
+            (
+                "lbd_rate_limit_keys_hashed_total",
+                "Keys longer than the limiter's max_key_bytes, replaced by their SHA-256.",
+                true,
+            ),
+        ] {
+            e.family(name, "counter", help);
+            for l in &rt.limiters.all {
+                let c = if hashed { &l.hashed } else { &l.denied };
+                e.sample(name, &[("limiter", &l.name)], get(c));
+            }
+        }
+    }
+    render_soft_tables(e, rt, soft);
+}
+
+/// Entries, estimated bytes and evictions of the sticky (per learn-mode pool) and rate-limit
+/// tables.
+fn render_soft_tables(
+    e: &mut Exposition,
+    rt: &crate::server::Runtime,
+    soft: &crate::softstate::SoftState,
+) {
+    let learn_pools: Vec<&str> = rt
+        .pools
+        .iter()
+        .filter(|p| {
+            p.sticky
+                .as_ref()
+                .is_some_and(|s| s.mode == crate::config::StickyMode::Learn)
+        })
+        .map(|p| p.name())
+        .collect();
+    let usage: Vec<_> = learn_pools.iter().map(|p| soft.sticky_usage(p)).collect();
+    for (name, help, bytes) in [
+        (
+            "lbd_sticky_table_entries",
+            "Learn-mode sticky entries held for the pool (one table serves all learn pools).",
+            false,
+        ),
+        (
+            "lbd_sticky_table_bytes",
+            "Estimated bytes of the pool's learn-mode sticky entries (2 x key + overhead each).",
+            true,
+        ),
+    ] {
+        e.family(name, "gauge", help);
+        for (pool, u) in learn_pools.iter().zip(&usage) {
+            e.sample(
+                name,
+                &[("pool", pool)],
+                if bytes { u.bytes } else { u.entries },
             );
         }
+    }
+    let (_, sticky) = soft.sticky_table();
+    let (rate, rate_counters) = soft.rate_table();
+    let families: [(&str, &str, &str, u64); 5] = [
+        (
+            "lbd_sticky_evictions_total",
+            "counter",
+            "Sticky entries evicted to keep the table within max_entries / max_bytes.",
+            sticky.evictions,
+        ),
+        (
+            "lbd_sticky_keys_too_long_total",
+            "counter",
+            "Session cookie values not learned: longer than the pool's max_key_bytes.",
+            sticky.keys_too_long,
+        ),
+        (
+            "lbd_rate_limit_table_entries",
+            "gauge",
+            "Rate-limit buckets held.",
+            rate.entries as u64,
+        ),
+        (
+            "lbd_rate_limit_table_bytes",
+            "gauge",
+            "Estimated bytes of the rate-limit buckets (2 x key + overhead each).",
+            rate.bytes as u64,
+        ),
+        (
+            "lbd_rate_limit_evictions_total",
+            "counter",
+            "Rate-limit buckets evicted to keep the table within its bounds.",
+            rate_counters.evictions,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        e.family(name, kind, help);
+        e.sample(name, &[], value);
     }
 }
 
@@ -317,13 +408,18 @@ mod tests {
         inc(&stats.sticky_requests);
         rt.limiters.all[0].denied.fetch_add(3, Ordering::Relaxed);
         let mut e = Exposition::new();
-        render_datapath(&mut e, &rt);
+        let soft = crate::softstate::SoftState::new("a", crate::server::soft_limits(&rt.config));
+        render_datapath(&mut e, &rt, &soft);
         let out = e.finish();
         for line in [
             "lbd_backend_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 4\n",
             "lbd_backend_sticky_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 1\n",
             "lbd_rate_limited_total{limiter=\"per-ip\"} 3\n",
             "# TYPE lbd_rate_limited_total counter\n",
+            "lbd_rate_limit_keys_hashed_total{limiter=\"per-ip\"} 0\n",
+            "# TYPE lbd_rate_limit_table_bytes gauge\n",
+            "lbd_rate_limit_table_bytes 0\n",
+            "lbd_sticky_evictions_total 0\n",
         ] {
             assert!(out.contains(line), "missing {line:?} in:\n{out}");
         }

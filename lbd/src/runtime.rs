@@ -207,19 +207,31 @@ impl Runtime {
     }
 }
 
-/// The soft-state table bounds a config asks for: the learn-mode pools' `max_entries` summed
-/// (one table serves them all), `global.rate_limit_max_keys`. Fixed at startup.
+/// The soft-state table bounds a config asks for: the learn-mode pools' `max_entries` and
+/// `max_bytes` summed (one table serves them all) and their largest `max_key_bytes` (the
+/// per-pool cap is applied before the table is asked); `global.rate_limit_max_keys` and
+/// `rate_limit_max_bytes`, the limiters' largest `max_key_bytes`. Without learn pools or
+/// limiters the key caps are the defaults (they then only bound what the peer may send).
+/// Fixed at startup.
 pub fn soft_limits(config: &LbConfig) -> crate::softstate::Limits {
-    let sticky_max_entries = config
+    use crate::softstate::{DEFAULT_RATE_MAX_KEY_BYTES, DEFAULT_STICKY_MAX_KEY_BYTES};
+    let learn: Vec<&crate::config::StickyConfig> = config
         .pools
         .iter()
         .filter_map(|p| p.sticky.as_ref())
         .filter(|s| s.mode == StickyMode::Learn)
-        .map(|s| s.max_entries)
-        .sum::<usize>();
+        .collect();
+    let sticky_max_entries = learn.iter().map(|s| s.max_entries).sum::<usize>();
+    let sticky_max_bytes = learn.iter().map(|s| s.max_bytes).sum::<usize>();
+    let sticky_max_key_bytes = learn.iter().map(|s| s.max_key_bytes).max();
+    let rate_max_key_bytes = config.rate_limits.iter().map(|r| r.max_key_bytes).max();
     crate::softstate::Limits {
         sticky_max_entries: sticky_max_entries.max(1),
+        sticky_max_bytes: sticky_max_bytes.max(crate::config::MIN_TABLE_BYTES),
+        sticky_max_key_bytes: sticky_max_key_bytes.unwrap_or(DEFAULT_STICKY_MAX_KEY_BYTES),
         rate_max_keys: config.global.rate_limit_max_keys,
+        rate_max_bytes: config.global.rate_limit_max_bytes,
+        rate_max_key_bytes: rate_max_key_bytes.unwrap_or(DEFAULT_RATE_MAX_KEY_BYTES),
         admin_max_entries: crate::softstate::DEFAULT_ADMIN_MAX_ENTRIES,
     }
 }

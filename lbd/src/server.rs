@@ -330,7 +330,8 @@ impl Server {
                 config.global.workers != old.config.global.workers,
             ),
             (
-                "global.rate_limit_max_keys/pool.sticky.max_entries",
+                "global.rate_limit_max_keys/rate_limit_max_bytes, pool.sticky.max_entries/max_bytes, \
+                 the largest pool.sticky/rate_limit max_key_bytes",
                 soft_limits(&config) != soft_limits(&old.config),
             ),
         ] {

@@ -826,3 +826,48 @@ async fn a_drain_set_on_a_cold_node_survives_its_resync() {
     assert!(is_drained(a.admin, x).await, "A did not adopt B's drain");
     assert!(!is_drained(a.admin, fx.backends[1].addr).await);
 }
+
+/// A peer's record with a key over this node's cap (issue 9; here the nodes' configs differ)
+/// is refused and counted, stores nothing, and the link and the other records carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_record_over_the_key_cap_is_refused_and_counted() {
+    let mut fx = Fixture::new(2).await;
+    fx.pool =
+        "[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\nmax_key_bytes = 256\n".into();
+    let (na, nb) = fx.pair();
+    let a = Lbd::start(
+        &fx.body(&na)
+            .replace("max_key_bytes = 256", "max_key_bytes = 512"),
+    )
+    .await;
+    let b = fx.start(&nb).await;
+    wait_linked(&a, &b).await;
+
+    let long = format!("JSESSIONID={}", "L".repeat(300));
+    for cookie in [long.as_str(), "JSESSIONID=short"] {
+        let r = request(a.listen, "GET", "/", &[("cookie", cookie)])
+            .await
+            .expect("request via A");
+        assert_eq!(r.status, 200);
+    }
+    let entries = "lbd_sticky_table_entries{pool=\"web\"}";
+    assert_eq!(
+        metric(a.admin, entries).await,
+        Some(2.0),
+        "A's cap allows both"
+    );
+    eventually("B refuses the long key", Duration::from_secs(5), || async {
+        // At least once: a resync after a reconnect would send it again.
+        metric(b.admin, "lbd_peer_merge_errors_total")
+            .await
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    eventually("B took the short one", Duration::from_secs(5), || async {
+        metric(b.admin, entries).await == Some(1.0)
+    })
+    .await;
+    assert!(warm_and_connected(b.admin).await, "the link stays up");
+    let err = peer_status(b.admin).await["last_error"].to_string();
+    assert!(err.contains("over the 256-byte cap"), "{err}");
+}

@@ -198,3 +198,84 @@ async fn limiters_follow_a_reload() {
     })
     .await;
 }
+
+/// Header keys far over `max_key_bytes` (issue 9): an 8 KiB key is limited like any other
+/// (hashed, not dodged by padding), and a flood of distinct long keys keeps the table within
+/// its byte bound without resetting a returning client's debt.
+async fn long_header_keys_are_hashed_and_the_table_stays_bounded(fast_path: bool) {
+    let backend = TestBackend::start("a").await;
+    let cfg = config(
+        &backend,
+        "[[rate_limit]]\nname = \"api-key\"\nkey = \"header:x-api-key\"\nrate = 0.01\nburst = 2\n\
+         max_key_bytes = 256\n",
+    )
+    .replacen(
+        "#GLOBAL",
+        &format!(
+            "#GLOBAL\nhttp1_fast_path = {fast_path}\nrate_limit_max_keys = 1000\n\
+             rate_limit_max_bytes = 65536"
+        ),
+        1,
+    );
+    let lbd = Lbd::start(&cfg).await;
+    let long = "K".repeat(8 * 1024);
+    let padded = format!("{long}P");
+    let status = |k: String| {
+        let addr = lbd.listen;
+        async move {
+            request(addr, "GET", "/page", &[("x-api-key", &k)])
+                .await
+                .expect("request")
+                .status
+        }
+    };
+    assert_eq!(status(long.clone()).await, 200);
+    assert_eq!(status(long.clone()).await, 200);
+    assert_eq!(
+        status(long.clone()).await,
+        429,
+        "the long key used its burst"
+    );
+    // Padding makes a new key, with a (small) bucket of its own: no way around the first.
+    assert_eq!(status(padded.clone()).await, 200);
+    assert_eq!(status(long.clone()).await, 429);
+    let hashed = "lbd_rate_limit_keys_hashed_total{limiter=\"api-key\"}";
+    assert_eq!(metric(lbd.admin, hashed).await, Some(5.0));
+    let entry_bytes = metric(lbd.admin, "lbd_rate_limit_table_bytes").await;
+    assert!(
+        entry_bytes.is_some_and(|b| b < 2.0 * 1024.0),
+        "two hashed keys, not 16 KiB of raw ones: {entry_bytes:?}"
+    );
+
+    // 1,000 distinct 8 KiB keys, each used once: all allowed (new buckets), none stored raw,
+    // and ~300 of them fill the 64 KiB bound (kept light: this binary's other tests are timed).
+    let statuses = flood_keepalive(lbd.listen, 4, 1_000, "/page", |i| {
+        vec![(
+            "x-api-key".into(),
+            format!("{i:08}{}", "F".repeat(8 * 1024)),
+        )]
+    })
+    .await
+    .expect("flood");
+    assert_eq!(statuses.get(&200), Some(&1_000), "{statuses:?}");
+    let text = metrics(lbd.admin).await;
+    let value = |series: &str| {
+        metric_in(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert!(value("lbd_rate_limit_table_bytes") <= 65536.0);
+    assert!(value("lbd_rate_limit_table_entries") <= 1000.0);
+    assert!(value("lbd_rate_limit_evictions_total") > 0.0);
+    assert_eq!(value(hashed), 1_005.0);
+    // The long key's client came back (a protected bucket): still limited after the flood.
+    assert_eq!(status(long).await, 429, "the flood did not reset its limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_header_keys_on_the_fast_path() {
+    long_header_keys_are_hashed_and_the_table_stays_bounded(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_header_keys_on_the_hyper_path() {
+    long_header_keys_are_hashed_and_the_table_stays_bounded(false).await;
+}

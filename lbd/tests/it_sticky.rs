@@ -397,3 +397,97 @@ async fn learn_mode_follows_the_application_session() {
         "the old owner got none of s1's requests"
     );
 }
+
+/// A learn-mode pool under a flood of invented session ids (issue 9): 8 KiB ids are served
+/// but never learned, 200-byte ids fill the table only up to its byte bound (evicting each
+/// other), and a session used twice before the flood keeps its backend throughout.
+async fn learn_table_holds_its_bounds_under_a_session_id_flood(fast_path: bool) {
+    let apps = [
+        AppBackend::start("a").await,
+        AppBackend::start("b").await,
+        AppBackend::start("c").await,
+    ];
+    let mut body = format!(
+        "default_pool = \"app\"\n[global]\n#GLOBAL\nhttp1_fast_path = {fast_path}\n\
+         [[pool]]\nname = \"app\"\n[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\n\
+         ttl_s = 600\nmax_entries = 1000\nmax_bytes = 65536\nmax_key_bytes = 256\n"
+    );
+    for a in &apps {
+        body.push_str(&format!("[[pool.backend]]\naddress = \"{}\"\n", a.addr));
+    }
+    let lbd = Lbd::start(&body).await;
+    let gauge = |name: &str| format!("{name}{{pool=\"app\"}}");
+
+    let login = get(lbd.listen, "/login/established").await.expect("login");
+    let owner = login.backend().to_string();
+    let pinned = || async {
+        get_with_cookie(lbd.listen, "/page", "JSESSIONID=established")
+            .await
+            .backend()
+            .to_string()
+    };
+    assert_eq!(pinned().await, owner, "the second request confirms the pin");
+    assert_eq!(
+        metric(lbd.admin, &gauge("lbd_sticky_table_entries")).await,
+        Some(1.0)
+    );
+
+    // 10,000 distinct 8 KiB session ids (under [limits] max_header_bytes = 16 KiB): each is
+    // served, none is learned.
+    let statuses = flood_keepalive(lbd.listen, 8, 10_000, "/", |i| {
+        let id = format!("{i:08}{}", "L".repeat(8 * 1024 - 8));
+        vec![("cookie".into(), format!("JSESSIONID={id}"))]
+    })
+    .await
+    .expect("flood");
+    assert_eq!(statuses.get(&200), Some(&10_000), "{statuses:?}");
+    assert_eq!(
+        metric(lbd.admin, "lbd_sticky_keys_too_long_total").await,
+        Some(10_000.0)
+    );
+    assert_eq!(
+        metric(lbd.admin, &gauge("lbd_sticky_table_entries")).await,
+        Some(1.0),
+        "no 8 KiB id was stored"
+    );
+    assert_eq!(pinned().await, owner);
+
+    // 3,000 distinct 200-byte ids: learned, but only as many as 64 KiB holds.
+    let statuses = flood_keepalive(lbd.listen, 8, 3_000, "/", |i| {
+        let id = format!("{i:08}{}", "S".repeat(192));
+        vec![("cookie".into(), format!("JSESSIONID={id}"))]
+    })
+    .await
+    .expect("flood");
+    assert_eq!(statuses.get(&200), Some(&3_000), "{statuses:?}");
+    let text = metrics(lbd.admin).await;
+    let value = |series: &str| {
+        metric_in(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let bytes = value(&gauge("lbd_sticky_table_bytes"));
+    let entries = value(&gauge("lbd_sticky_table_entries"));
+    assert!(bytes <= 65536.0, "{bytes} bytes over the bound");
+    assert!(entries <= 1000.0, "{entries} entries over the bound");
+    assert!(
+        entries >= 60.0,
+        "the table is used up to its byte bound: {entries}"
+    );
+    assert!(value("lbd_sticky_evictions_total") >= 3_000.0 - entries);
+    for _ in 0..5 {
+        assert_eq!(
+            pinned().await,
+            owner,
+            "the established pin survived the flood"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_table_bounds_hold_under_a_flood_on_the_fast_path() {
+    learn_table_holds_its_bounds_under_a_session_id_flood(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learn_table_bounds_hold_under_a_flood_on_the_hyper_path() {
+    learn_table_holds_its_bounds_under_a_session_id_flood(false).await;
+}

@@ -93,6 +93,19 @@ fn big() -> Limits {
         sticky_max_entries: 10_000,
         rate_max_keys: 10_000,
         admin_max_entries: 10_000,
+        ..Limits::default()
+    }
+}
+
+/// Entry bounds of `entries` and byte bounds of `bytes` on the sticky and rate tables.
+fn bounded(entries: usize, bytes: usize) -> Limits {
+    Limits {
+        sticky_max_entries: entries,
+        sticky_max_bytes: bytes,
+        rate_max_keys: entries,
+        rate_max_bytes: bytes,
+        admin_max_entries: entries,
+        ..Limits::default()
     }
 }
 
@@ -294,7 +307,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         flip in any::<prop::sample::Index>(),
     ) {
-        let s = SoftState::new("fuzz", Limits { sticky_max_entries: 8, rate_max_keys: 8, admin_max_entries: 8 });
+        let s = SoftState::new("fuzz", bounded(8, usize::MAX));
         let now = Duration::from_secs(3);
         let mut g = s.lock();
         if let Some(table) = Table::from_u8(table) {
@@ -320,7 +333,7 @@ proptest! {
     /// changed, and never more than the table bounds.
     #[test]
     fn changed_set_is_bounded_by_distinct_keys(hist in history(), bound in 1..6usize) {
-        let limits = Limits { sticky_max_entries: bound, rate_max_keys: bound, admin_max_entries: bound };
+        let limits = bounded(bound, usize::MAX);
         let nodes: Vec<SoftState> = NODES.iter().map(|n| SoftState::new(n, limits)).collect();
         let mut t = Duration::ZERO;
         let mut touched: HashSet<(usize, RecordKey)> = HashSet::new();
@@ -342,6 +355,116 @@ proptest! {
             }
             prop_assert!(n.lock().take_changes().is_empty());
         }
+    }
+}
+
+/// A cookie or client key: short ones repeat, long ones (up to past the 256-byte caps) fill
+/// the byte bound.
+fn flood_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        2 => (0u8..20).prop_map(|b| vec![b]),
+        1 => (0u8..4, 1usize..300).prop_map(|(b, n)| vec![b; n]),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum FloodOp {
+    Learn(usize, Vec<u8>),
+    Lookup(usize, Vec<u8>),
+    Rate(Vec<u8>),
+    /// A peer's record of a one-shot sticky key (written once over there).
+    PeerLearn(Vec<u8>),
+}
+
+fn flood_op() -> impl Strategy<Value = FloodOp> {
+    prop_oneof![
+        3 => (0..2usize, flood_key()).prop_map(|(p, k)| FloodOp::Learn(p, k)),
+        2 => (0..2usize, flood_key()).prop_map(|(p, k)| FloodOp::Lookup(p, k)),
+        3 => flood_key().prop_map(FloodOp::Rate),
+        1 => flood_key().prop_map(FloodOp::PeerLearn),
+    ]
+}
+
+fn apply_flood(s: &SoftState, peer: &SoftState, op: &FloodOp, now: Duration) {
+    let ttl = Duration::from_secs(600);
+    match op {
+        FloodOp::Learn(p, k) => s.sticky_learn(POOLS[*p], k, BACKENDS[0], ttl, now),
+        FloodOp::Lookup(p, k) => {
+            s.sticky_lookup(POOLS[*p], k, now);
+        }
+        FloodOp::Rate(k) => {
+            s.rate_check("rl", k, SPEC, now);
+        }
+        FloodOp::PeerLearn(k) => {
+            peer.sticky_learn(POOLS[0], k, BACKENDS[1], ttl, now);
+            let key = lbd::softstate::sticky::key(POOLS[0], k);
+            let rec = peer.lock().record(
+                &RecordKey {
+                    table: Table::Sticky,
+                    key,
+                },
+                now,
+            );
+            if let Some(rec) = rec {
+                let _ = s.lock().merge(&rec, now);
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Whatever the keys (lengths up to past the caps, repeats, peer records), both tables
+    /// stay within their entry and byte bounds, and the per-pool sticky usage adds up to the
+    /// table's.
+    #[test]
+    fn tables_hold_their_entry_and_byte_bounds(
+        ops in prop::collection::vec(flood_op(), 1..300),
+        entries in 1..40usize,
+        bytes in 500..20_000usize,
+    ) {
+        let s = SoftState::new("a", bounded(entries, bytes));
+        let peer = SoftState::new("b", Limits::default());
+        let now = Duration::from_secs(5);
+        for op in &ops {
+            apply_flood(&s, &peer, op, now);
+            let (sticky, _) = s.sticky_table();
+            let (rate, _) = s.rate_table();
+            prop_assert!(sticky.entries <= entries && sticky.bytes <= bytes, "{:?}", sticky);
+            prop_assert!(rate.entries <= entries && rate.bytes <= bytes, "{:?}", rate);
+            let per_pool = POOLS.iter().map(|p| s.sticky_usage(p));
+            let (n, b) = per_pool.fold((0, 0), |(n, b), u| (n + u.entries, b + u.bytes));
+            prop_assert_eq!((n, b), (sticky.entries, sticky.bytes));
+        }
+    }
+
+    /// A pin used twice (learned, then looked up) survives any sequence of new cookies,
+    /// each seen once, learned locally or merged from the peer.
+    #[test]
+    fn an_established_pin_survives_a_flood_of_one_shot_cookies(
+        lens in prop::collection::vec(1usize..=256, 1..400),
+        from_peer in prop::collection::vec(any::<bool>(), 400),
+        entries in 2..40usize,
+        bytes in 4_000..40_000usize,
+    ) {
+        let s = SoftState::new("a", bounded(entries, bytes));
+        let peer = SoftState::new("b", Limits::default());
+        let now = Duration::from_secs(5);
+        let ttl = Duration::from_secs(600);
+        s.sticky_learn("web", b"established", BACKENDS[2], ttl, now);
+        prop_assert!(s.sticky_lookup("web", b"established", now).is_some());
+        for (i, len) in lens.iter().enumerate() {
+            // Distinct by construction: a counter, padded to the length.
+            let mut k = (i as u32).to_be_bytes().to_vec();
+            k.resize((*len).max(4), b'.');
+            let op = if from_peer[i] {
+                FloodOp::PeerLearn(k)
+            } else {
+                FloodOp::Learn(0, k)
+            };
+            apply_flood(&s, &peer, &op, now);
+        }
+        let pinned = s.sticky_lookup("web", b"established", now);
+        prop_assert_eq!(pinned.as_deref(), Some(BACKENDS[2]));
     }
 }
 

@@ -50,6 +50,7 @@ pub struct FileGlobal {
     pub cookie_secret_file: Option<String>,
     pub workers: Option<usize>,
     pub rate_limit_max_keys: Option<usize>,
+    pub rate_limit_max_bytes: Option<usize>,
     pub http1_fast_path: Option<bool>,
 }
 
@@ -165,6 +166,8 @@ pub struct FileSticky {
     pub same_site: Option<String>,
     pub path: Option<String>,
     pub max_entries: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub max_key_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,4 +250,5 @@ pub struct FileRateLimit {
     pub routes: Option<Vec<String>>,
     /// `client_ip` keys: IPv6 clients in one network of this prefix share a bucket.
     pub ipv6_prefix_len: Option<u8>,
+    pub max_key_bytes: Option<usize>,
 }

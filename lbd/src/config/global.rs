@@ -93,6 +93,15 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         1,
         10_000_000,
     );
+    let rate_limit_max_bytes = g
+        .rate_limit_max_bytes
+        .unwrap_or(DEFAULT_RATE_LIMIT_MAX_BYTES);
+    v.check_range(
+        "global.rate_limit_max_bytes",
+        rate_limit_max_bytes,
+        MIN_TABLE_BYTES,
+        MAX_TABLE_BYTES,
+    );
     GlobalConfig {
         log_format,
         log_level,
@@ -104,6 +113,7 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         cookie_secret,
         workers: g.workers,
         rate_limit_max_keys,
+        rate_limit_max_bytes,
         http1_fast_path: g.http1_fast_path.unwrap_or(true),
     }
 }

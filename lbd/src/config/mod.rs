@@ -77,6 +77,20 @@ pub const DEFAULT_STICKY_PATH: &str = "/";
 pub const DEFAULT_STICKY_MAX_ENTRIES: usize = 100_000;
 /// Rate-limit buckets kept (LRU beyond it).
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+/// Learn-mode table byte bound per pool (estimated bytes; their sum bounds the shared table).
+pub const DEFAULT_STICKY_MAX_BYTES: usize = crate::softstate::DEFAULT_STICKY_MAX_BYTES;
+/// Longest session cookie value learned.
+pub const DEFAULT_STICKY_MAX_KEY_BYTES: usize = crate::softstate::DEFAULT_STICKY_MAX_KEY_BYTES;
+/// Rate-limit table byte bound (estimated bytes).
+pub const DEFAULT_RATE_LIMIT_MAX_BYTES: usize = crate::softstate::DEFAULT_RATE_MAX_BYTES;
+/// Longest rate-limit key used as is (longer ones are hashed).
+pub const DEFAULT_RATE_LIMIT_MAX_KEY_BYTES: usize = crate::softstate::DEFAULT_RATE_MAX_KEY_BYTES;
+/// Range of the soft-state byte bounds: below 64 KiB a table holds too few long keys to be
+/// useful; 16 GiB is far beyond any sensible table.
+pub const MIN_TABLE_BYTES: usize = 64 << 10;
+pub const MAX_TABLE_BYTES: usize = 16 << 30;
+/// Smallest key cap: no real session id or client key needs less.
+pub const MIN_KEY_CAP_BYTES: usize = 64;
 /// Shortest accepted `global.cookie_secret_file` content: an HMAC key below 128 bits is
 /// guessable.
 pub const MIN_COOKIE_SECRET_BYTES: usize = 16;
@@ -112,6 +126,8 @@ pub struct GlobalConfig {
     pub workers: Option<usize>,
     /// Bound on rate-limit buckets (the soft-state table's LRU size).
     pub rate_limit_max_keys: usize,
+    /// Bound on the rate-limit table's estimated bytes.
+    pub rate_limit_max_bytes: usize,
     /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::fast`])
     /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
     pub http1_fast_path: bool,
@@ -168,6 +184,10 @@ pub struct StickyConfig {
     pub path: String,
     /// Learn: this pool's share of the sticky table bound.
     pub max_entries: usize,
+    /// Learn: this pool's share of the sticky table's byte bound (estimated bytes).
+    pub max_bytes: usize,
+    /// Learn: the longest cookie value learned; longer ones are served but not learned.
+    pub max_key_bytes: usize,
 }
 
 /// What a rate limiter counts requests by.
@@ -190,6 +210,9 @@ pub struct RateLimitConfig {
     pub rate: f64,
     /// Bucket size: requests allowed in a burst.
     pub burst: u32,
+    /// The longest key used as is; a longer one is replaced by its SHA-256
+    /// ([`crate::softstate::bounded_key`]).
+    pub max_key_bytes: usize,
     /// Route names (indices into `LbConfig::routes`) this limiter applies to; empty: every
     /// request.
     pub routes: Vec<usize>,

@@ -310,7 +310,7 @@ pub(super) fn validate_pool(
     let sticky = p
         .sticky
         .as_ref()
-        .and_then(|st| validate_sticky(v, &key, st));
+        .and_then(|st| validate_sticky(v, &key, name.unwrap_or_default(), st));
 
     Some(PoolConfig {
         name: name?.to_string(),
@@ -332,7 +332,12 @@ pub(super) fn is_cookie_name(s: &str) -> bool {
 }
 
 /// `[pool.sticky]`: every problem reported; `None` when unusable.
-fn validate_sticky(v: &mut Validator<'_>, pool_key: &str, st: &FileSticky) -> Option<StickyConfig> {
+fn validate_sticky(
+    v: &mut Validator<'_>,
+    pool_key: &str,
+    pool: &str,
+    st: &FileSticky,
+) -> Option<StickyConfig> {
     let key = format!("{pool_key}.sticky");
     let mode = match st.mode.as_deref() {
         Some("insert") => Some(StickyMode::Insert),
@@ -408,12 +413,29 @@ fn validate_sticky(v: &mut Validator<'_>, pool_key: &str, st: &FileSticky) -> Op
     }
     let max_entries = st.max_entries.unwrap_or(DEFAULT_STICKY_MAX_ENTRIES);
     v.check_range(format!("{key}.max_entries"), max_entries, 1, 10_000_000);
+    let max_bytes = st.max_bytes.unwrap_or(DEFAULT_STICKY_MAX_BYTES);
+    v.check_range(
+        format!("{key}.max_bytes"),
+        max_bytes,
+        MIN_TABLE_BYTES,
+        MAX_TABLE_BYTES,
+    );
+    let max_key_bytes = st.max_key_bytes.unwrap_or(DEFAULT_STICKY_MAX_KEY_BYTES);
+    check_key_cap(v, &format!("{key}.max_key_bytes"), max_key_bytes, pool);
     match mode {
-        Some(StickyMode::Insert) if st.max_entries.is_some() => {
-            v.error(
-                format!("{key}.max_entries"),
-                "only applies to mode = \"learn\" (insert mode keeps no table)",
-            );
+        Some(StickyMode::Insert) => {
+            for (set, field) in [
+                (st.max_entries.is_some(), "max_entries"),
+                (st.max_bytes.is_some(), "max_bytes"),
+                (st.max_key_bytes.is_some(), "max_key_bytes"),
+            ] {
+                if set {
+                    v.error(
+                        format!("{key}.{field}"),
+                        "only applies to mode = \"learn\" (insert mode keeps no table)",
+                    );
+                }
+            }
         }
         Some(StickyMode::Learn) => {
             for (set, field) in [
@@ -441,5 +463,23 @@ fn validate_sticky(v: &mut Validator<'_>, pool_key: &str, st: &FileSticky) -> Op
         same_site,
         path,
         max_entries,
+        max_bytes,
+        max_key_bytes,
     })
+}
+
+/// A soft-state key cap: at least [`MIN_KEY_CAP_BYTES`], and small enough that the table key
+/// (`2 + len(name) + key`) fits the peer link's record key limit (an entry with a longer key
+/// could be stored but never replicated).
+pub(super) fn check_key_cap(v: &mut Validator<'_>, key: &str, cap: usize, name: &str) {
+    let max = shared::peer::frame::MAX_KEY_LEN.saturating_sub(2 + name.len());
+    if cap < MIN_KEY_CAP_BYTES || cap > max {
+        v.error(
+            key,
+            format!(
+                "{cap} is out of range (valid: {MIN_KEY_CAP_BYTES}..={max}: with the name \
+                 {name:?}, the peer link carries keys up to that length)"
+            ),
+        );
+    }
 }

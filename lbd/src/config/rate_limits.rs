@@ -121,6 +121,13 @@ pub(super) fn validate_rate_limits(
                 "only applies to key = \"client_ip\"",
             );
         }
+        let max_key_bytes = r.max_key_bytes.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEY_BYTES);
+        super::pools::check_key_cap(
+            v,
+            &format!("{key}.max_key_bytes"),
+            max_key_bytes,
+            name.unwrap_or_default(),
+        );
         if let (Some(name), Some(key), Some(rate), Some(burst), true) =
             (name, rkey, rate, burst, prefix_ok)
         {
@@ -129,6 +136,7 @@ pub(super) fn validate_rate_limits(
                 key,
                 rate,
                 burst,
+                max_key_bytes,
                 routes: route_ids,
                 ipv6_prefix_len,
             });

@@ -446,10 +446,13 @@ fn sticky_defaults_and_modes() {
             same_site: SameSite::Lax,
             path: "/".into(),
             max_entries: DEFAULT_STICKY_MAX_ENTRIES,
+            max_bytes: DEFAULT_STICKY_MAX_BYTES,
+            max_key_bytes: DEFAULT_STICKY_MAX_KEY_BYTES,
         }
     );
     let c = load(&format!(
-        "{SOFT_BASE}[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\nttl_s = 60\nmax_entries = 5\n"
+        "{SOFT_BASE}[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\nttl_s = 60\nmax_entries = 5\n\
+         max_bytes = 65536\nmax_key_bytes = 100\n"
     ))
     .expect("valid");
     let st = c.pools[0].sticky.clone().expect("sticky");
@@ -457,6 +460,16 @@ fn sticky_defaults_and_modes() {
     assert_eq!(st.cookie, "JSESSIONID");
     assert_eq!(st.ttl, Duration::from_secs(60));
     assert_eq!(st.max_entries, 5);
+    assert_eq!((st.max_bytes, st.max_key_bytes), (65536, 100));
+    let limits = crate::runtime::soft_limits(&c);
+    assert_eq!(
+        (
+            limits.sticky_max_entries,
+            limits.sticky_max_bytes,
+            limits.sticky_max_key_bytes
+        ),
+        (5, 65536, 100)
+    );
     let c = load(&format!(
         "{SOFT_BASE}[pool.sticky]\nmode = \"insert\"\ncookie = \"SRV\"\nsecure = true\nsame_site = \"none\"\nhttp_only = false\npath = \"/app\"\n"
     ))
@@ -524,6 +537,26 @@ fn bad_sticky_values_are_rejected() {
             "`pool[0].sticky.max_entries`: 0 is out of range",
         ),
         (
+            "mode = \"insert\"\nmax_bytes = 100000\n",
+            "`pool[0].sticky.max_bytes`: only applies to mode = \"learn\"",
+        ),
+        (
+            "mode = \"insert\"\nmax_key_bytes = 100\n",
+            "`pool[0].sticky.max_key_bytes`: only applies to mode = \"learn\"",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\nmax_bytes = 1000\n",
+            "`pool[0].sticky.max_bytes`: 1000 is out of range (valid: 65536..=17179869184)",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\nmax_key_bytes = 10\n",
+            "`pool[0].sticky.max_key_bytes`: 10 is out of range (valid: 64..=1021: with the name \"p\"",
+        ),
+        (
+            "mode = \"learn\"\ncookie = \"S\"\nmax_key_bytes = 1022\n",
+            "`pool[0].sticky.max_key_bytes`: 1022 is out of range (valid: 64..=1021",
+        ),
+        (
             "mode = \"learn\"\ncookie = \"S\"\nsecure = true\n",
             "`pool[0].sticky.secure`: only applies to mode = \"insert\"",
         ),
@@ -568,6 +601,7 @@ fn rate_limits_are_typed() {
                 burst: 20,
                 routes: vec![],
                 ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
+                max_key_bytes: DEFAULT_RATE_LIMIT_MAX_KEY_BYTES,
             },
             RateLimitConfig {
                 name: "api-key".into(),
@@ -576,6 +610,7 @@ fn rate_limits_are_typed() {
                 burst: 1,
                 routes: vec![1],
                 ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
+                max_key_bytes: DEFAULT_RATE_LIMIT_MAX_KEY_BYTES,
             },
             RateLimitConfig {
                 name: "per-route".into(),
@@ -584,6 +619,7 @@ fn rate_limits_are_typed() {
                 burst: 100,
                 routes: vec![0, 1],
                 ipv6_prefix_len: DEFAULT_RATE_LIMIT_IPV6_PREFIX_LEN,
+                max_key_bytes: DEFAULT_RATE_LIMIT_MAX_KEY_BYTES,
             },
             RateLimitConfig {
                 name: "per-host".into(),
@@ -592,10 +628,20 @@ fn rate_limits_are_typed() {
                 burst: 1,
                 routes: vec![],
                 ipv6_prefix_len: 128,
+                max_key_bytes: DEFAULT_RATE_LIMIT_MAX_KEY_BYTES,
             },
         ]
     );
     assert_eq!(c.global.rate_limit_max_keys, DEFAULT_RATE_LIMIT_MAX_KEYS);
+    assert_eq!(c.global.rate_limit_max_bytes, DEFAULT_RATE_LIMIT_MAX_BYTES);
+    let limits = crate::runtime::soft_limits(&c);
+    assert_eq!(
+        (limits.rate_max_bytes, limits.rate_max_key_bytes),
+        (
+            DEFAULT_RATE_LIMIT_MAX_BYTES,
+            DEFAULT_RATE_LIMIT_MAX_KEY_BYTES
+        )
+    );
     assert_eq!(c.global.workers, None);
     assert_eq!(c.global.cookie_secret, None);
     assert!(c.global.http1_fast_path, "the fast path is on by default");
@@ -659,6 +705,14 @@ fn bad_rate_limits_and_globals_are_rejected() {
             "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nipv6_prefix_len = 48\n",
             "`rate_limit[0].ipv6_prefix_len`: only applies to key = \"client_ip\"",
         ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nmax_key_bytes = 63\n",
+            "`rate_limit[0].max_key_bytes`: 63 is out of range (valid: 64..=1021: with the name \"r\"",
+        ),
+        (
+            "name = \"r\"\nkey = \"route\"\nrate = 1\nburst = 1\nmax_key_bytes = 1022\n",
+            "`rate_limit[0].max_key_bytes`: 1022 is out of range",
+        ),
     ];
     for (table, needle) in cases {
         let e = errors(&format!("{SOFT_BASE}[[rate_limit]]\n{table}"));
@@ -682,6 +736,10 @@ fn bad_rate_limits_and_globals_are_rejected() {
         (
             "rate_limit_max_keys = 0\n",
             "`global.rate_limit_max_keys`: 0 is out of range",
+        ),
+        (
+            "rate_limit_max_bytes = 65535\n",
+            "`global.rate_limit_max_bytes`: 65535 is out of range (valid: 65536..=17179869184)",
         ),
         (
             "cookie_secret_file = \"/nonexistent/lbd-secret\"\n",

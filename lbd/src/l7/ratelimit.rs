@@ -16,7 +16,10 @@
 //! limiter's `ipv6_prefix_len` (one host usually holds a whole /64); `header:NAME` the header's first value, and a request without the header is not
 //! counted by that limiter (as nginx's `limit_req` skips an empty key: pair it with a
 //! `client_ip` limiter to bound anonymous clients); `route` the matched route's name
-//! (`"default"` for the default pool, `"-"` when nothing matched).
+//! (`"default"` for the default pool, `"-"` when nothing matched). A key longer than the
+//! limiter's `max_key_bytes` is replaced by its SHA-256 ([`crate::softstate::bounded_key`];
+//! counted in `lbd_rate_limit_keys_hashed_total`): the over-long value keeps a bucket of its
+//! own, so padding a header neither dodges the limit nor stores kilobytes per request.
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
@@ -26,7 +29,8 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::config::{RateKey, RateLimitConfig};
-use crate::softstate::{RateDecision, RateSpec, SoftState};
+use crate::metrics::inc;
+use crate::softstate::{bounded_key, RateDecision, RateSpec, SoftState, HASHED_KEY_LEN};
 
 /// One limiter in a runtime snapshot.
 #[derive(Debug)]
@@ -36,8 +40,11 @@ pub struct LimiterRt {
     rate_per_s: f64,
     burst: u32,
     ipv6_prefix_len: u8,
+    max_key_bytes: usize,
     /// Requests this limiter answered with 429 (carried over reloads by name).
     pub denied: Arc<AtomicU64>,
+    /// Keys over `max_key_bytes`, hashed (carried over reloads by name).
+    pub hashed: Arc<AtomicU64>,
 }
 
 /// Every limiter of a snapshot, indexed by route.
@@ -63,15 +70,18 @@ impl Limiters {
     pub fn new(cfgs: &[RateLimitConfig], routes: usize, previous: Option<&Limiters>) -> Limiters {
         let all = cfgs
             .iter()
-            .map(|c| LimiterRt {
-                name: c.name.clone(),
-                key: c.key.clone(),
-                rate_per_s: c.rate,
-                burst: c.burst,
-                ipv6_prefix_len: c.ipv6_prefix_len,
-                denied: previous
-                    .and_then(|p| p.all.iter().find(|o| o.name == c.name))
-                    .map_or_else(Default::default, |o| Arc::clone(&o.denied)),
+            .map(|c| {
+                let old = previous.and_then(|p| p.all.iter().find(|o| o.name == c.name));
+                LimiterRt {
+                    name: c.name.clone(),
+                    key: c.key.clone(),
+                    rate_per_s: c.rate,
+                    burst: c.burst,
+                    max_key_bytes: c.max_key_bytes,
+                    ipv6_prefix_len: c.ipv6_prefix_len,
+                    denied: old.map_or_else(Default::default, |o| Arc::clone(&o.denied)),
+                    hashed: old.map_or_else(Default::default, |o| Arc::clone(&o.hashed)),
+                }
             })
             .collect();
         let by_route = (0..routes)
@@ -123,6 +133,11 @@ impl Limiters {
                 },
                 RateKey::Route => req.route.as_bytes(),
             };
+            let mut hashed = [0u8; HASHED_KEY_LEN];
+            if key.len() > l.max_key_bytes {
+                inc(&l.hashed);
+            }
+            let key = bounded_key(key, l.max_key_bytes, &mut hashed);
             let spec = RateSpec {
                 rate_per_s: l.rate_per_s,
                 burst: l.burst,
@@ -190,6 +205,7 @@ mod tests {
             burst: 1,
             routes,
             ipv6_prefix_len: 64,
+            max_key_bytes: 64,
         }
     }
 

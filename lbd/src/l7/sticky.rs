@@ -20,7 +20,10 @@
 //!   learns a value when a backend's response sets that cookie, and when a request carrying it
 //!   was served (a value the table doesn't know yet, or one re-pinned after its backend went
 //!   down); every served request re-learns its value, which keeps the entry's TTL running
-//!   from its last use rather than its first.
+//!   from its last use rather than its first. A cookie value longer than the pool's
+//!   `max_key_bytes` is never looked up or learned (the request is balanced and served as if
+//!   it had none; counted in `lbd_sticky_keys_too_long_total`): a client cannot grow the
+//!   table with invented multi-kilobyte session ids.
 //!
 //! Either way a pin is only followed while the backend is usable (the balancer's own
 //! eligibility test: healthy, not ejected, not drained, weight > 0, below `max_conns`, not
@@ -163,6 +166,8 @@ pub struct StickyRt {
     set_cookie: Vec<HeaderValue>,
     /// Learn: each backend's address as the table stores it.
     addrs: Vec<String>,
+    /// Learn: the longest cookie value looked up or learned.
+    max_key_bytes: usize,
 }
 
 /// What the request said about its pin.
@@ -173,6 +178,8 @@ pub struct RequestPin {
     pub target: Option<usize>,
     /// Learn: the application cookie's value, to (re-)learn once served.
     pub learn_value: Option<Vec<u8>>,
+    /// Learn: the request's cookie value was over `max_key_bytes` (not looked up).
+    pub key_too_long: bool,
 }
 
 impl StickyRt {
@@ -207,6 +214,7 @@ impl StickyRt {
             tokens,
             set_cookie,
             addrs,
+            max_key_bytes: cfg.max_key_bytes,
         }
     }
 
@@ -249,15 +257,20 @@ impl StickyRt {
         match self.mode {
             StickyMode::Insert => RequestPin {
                 target: self.insert_target(pool, headers),
-                learn_value: None,
+                ..RequestPin::default()
             },
             StickyMode::Learn => match self.learn_value(headers) {
                 None => RequestPin::default(),
+                Some(value) if value.len() > self.max_key_bytes => RequestPin {
+                    key_too_long: true,
+                    ..RequestPin::default()
+                },
                 Some(value) => RequestPin {
                     target: soft
                         .sticky_lookup(pool, value, clock())
                         .and_then(|addr| self.backend_of(&addr)),
                     learn_value: Some(value.to_vec()),
+                    key_too_long: false,
                 },
             },
         }
@@ -288,8 +301,15 @@ impl StickyRt {
                 };
                 let value = set_cookie_value(headers, &self.cookie)
                     .or_else(|| pin.and_then(|p| p.learn_value.as_deref()));
-                if let Some(value) = value {
-                    soft.sticky_learn(pool, value, addr, self.ttl, clock());
+                match value {
+                    Some(v) if v.len() <= self.max_key_bytes => {
+                        soft.sticky_learn(pool, v, addr, self.ttl, clock());
+                    }
+                    Some(_) => soft.count_sticky_key_too_long(),
+                    None if pin.is_some_and(|p| p.key_too_long) => {
+                        soft.count_sticky_key_too_long();
+                    }
+                    None => {}
                 }
             }
         }
@@ -383,6 +403,8 @@ mod tests {
             same_site: SameSite::Lax,
             path: "/".into(),
             max_entries: 10,
+            max_bytes: 1 << 20,
+            max_key_bytes: 64,
         }
     }
 
@@ -494,7 +516,7 @@ mod tests {
         assert_eq!(target, Some(2));
         let pin = RequestPin {
             target,
-            learn_value: None,
+            ..RequestPin::default()
         };
         assert!(
             st.insert_set_cookie(&pin, 2).is_none(),
@@ -542,6 +564,31 @@ mod tests {
         assert_eq!(st.addr_of(0), Some("127.0.0.1:1"));
         // Learn mode never issues its own cookie.
         assert!(st.insert_set_cookie(&RequestPin::default(), 0).is_none());
+    }
+
+    #[test]
+    fn learn_runtime_never_looks_up_or_learns_over_long_values() {
+        let bs = backends(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let mut c = cfg(StickyMode::Learn);
+        c.cookie = "S".into();
+        let st = StickyRt::new(&c, "app", &bs, key(b"0123456789abcdef"));
+        let soft = SoftState::new("a", crate::softstate::Limits::default());
+        let long = format!("S={}", "x".repeat(65));
+        let pin = st.request_pin("app", &cookie_headers(&long), &soft);
+        assert!(pin.key_too_long && pin.target.is_none() && pin.learn_value.is_none());
+        st.on_response("app", Some(&pin), 0, &mut HeaderMap::new(), &soft);
+        // A backend setting an over-long value is not learned either.
+        let mut set = HeaderMap::new();
+        set.insert(SET_COOKIE, HeaderValue::from_str(&long).expect("value"));
+        st.on_response("app", None, 1, &mut set, &soft);
+        let (usage, counters) = soft.sticky_table();
+        assert_eq!((usage.entries, counters.keys_too_long), (0, 2));
+        // At the cap: learned, and the next request is pinned.
+        let ok = format!("S={}", "x".repeat(64));
+        let pin = st.request_pin("app", &cookie_headers(&ok), &soft);
+        st.on_response("app", Some(&pin), 1, &mut HeaderMap::new(), &soft);
+        let again = st.request_pin("app", &cookie_headers(&ok), &soft);
+        assert_eq!(again.target, Some(1));
     }
 
     #[test]

@@ -369,6 +369,12 @@ pub fn render_metrics(shared: &Shared, e: &mut Exposition) {
             "Authenticated connections to the peer.",
             v.connects,
         ),
+        (
+            "lbd_peer_merge_errors_total",
+            "Peer records refused by the soft state (malformed, or a key over the table's \
+             key cap); each is dropped, the link stays up.",
+            v.merge_errors,
+        ),
     ] {
         e.family(name, "counter", help);
         e.sample(name, &[], value);

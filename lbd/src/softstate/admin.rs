@@ -104,7 +104,7 @@ impl AdminTable {
             written,
             cold_write: self.cold,
         };
-        if let Some((k, _)) = self.map.insert(&key, entry) {
+        for (k, _) in self.map.insert(&key, entry) {
             self.evicted(&k);
         }
         if !self.changed.contains(&key[..]) {
@@ -190,7 +190,7 @@ impl AdminTable {
             written,
             cold_write: false,
         };
-        if let Some((k, _)) = self.map.insert(key, entry) {
+        for (k, _) in self.map.insert(key, entry) {
             self.evicted(&k);
         }
         if was != Some(drained) && !self.remote.contains(key) {

@@ -9,7 +9,9 @@
 //! - [`ratelimit`]: token buckets with one component per node, merged by per-node maximum
 //!   (the design and what it approximates are in that module's doc).
 //! - [`admin`]: (pool, backend) -> drained, last writer wins.
-//! - `lru`: the bounded map all three use; `codec`: key layout, bounds-checked reader,
+//! - `lru`: the bounded (entries and bytes), segmented map all three use: new keys enter a
+//!   probationary segment and only keys used again are protected, so a flood of new keys
+//!   evicts only other new keys; `codec`: key layout, bounds-checked reader,
 //!   clock conversion; `digest`: the fixed, order-independent hash.
 //!
 //! Everything here is pure and synchronous: time is the `now` passed in (lbd's monotonic
@@ -43,23 +45,41 @@ use shared::peer::{Digest, MergeError, Record, RecordKey, ReplicaStore, Table};
 pub use ratelimit::{RateDecision, RateSpec};
 
 use admin::AdminTable;
+use lru::Bounds;
 use ratelimit::RateTable;
 use sticky::StickyTable;
 
 /// Default bound of the sticky table.
 pub const DEFAULT_STICKY_MAX_ENTRIES: usize = 100_000;
+/// Default byte bound of the sticky table (estimated, see [`ENTRY_OVERHEAD`]).
+pub const DEFAULT_STICKY_MAX_BYTES: usize = 32 << 20;
+/// Default cap on a learned cookie value's length.
+pub const DEFAULT_STICKY_MAX_KEY_BYTES: usize = 256;
 /// Default bound of the rate-limit table (distinct (limiter, key) pairs).
 pub const DEFAULT_RATE_MAX_KEYS: usize = 100_000;
+/// Default byte bound of the rate-limit table (estimated, see [`ENTRY_OVERHEAD`]).
+pub const DEFAULT_RATE_MAX_BYTES: usize = 32 << 20;
+/// Default cap on a rate-limit client key's length (longer ones are hashed).
+pub const DEFAULT_RATE_MAX_KEY_BYTES: usize = 256;
 /// Default bound of the admin table: far above any real number of backends.
 pub const DEFAULT_ADMIN_MAX_ENTRIES: usize = 4096;
 /// Entries examined per table by one [`SoftState::sweep`] call.
 pub const SWEEP_BUDGET: usize = 1024;
 
-/// Table bounds (entries beyond them evict the least recently used).
+pub use lru::{ENTRY_OVERHEAD, PROTECTED_SHARE_PERCENT};
+pub use ratelimit::{bounded_key, HASHED_KEY_LEN};
+
+/// Table bounds (entries beyond them evict, probation's least recently used first) and key
+/// caps (the longest cookie value / client key stored; the peer's records are held to them
+/// too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub sticky_max_entries: usize,
+    pub sticky_max_bytes: usize,
+    pub sticky_max_key_bytes: usize,
     pub rate_max_keys: usize,
+    pub rate_max_bytes: usize,
+    pub rate_max_key_bytes: usize,
     pub admin_max_entries: usize,
 }
 
@@ -67,10 +87,31 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             sticky_max_entries: DEFAULT_STICKY_MAX_ENTRIES,
+            sticky_max_bytes: DEFAULT_STICKY_MAX_BYTES,
+            sticky_max_key_bytes: DEFAULT_STICKY_MAX_KEY_BYTES,
             rate_max_keys: DEFAULT_RATE_MAX_KEYS,
+            rate_max_bytes: DEFAULT_RATE_MAX_BYTES,
+            rate_max_key_bytes: DEFAULT_RATE_MAX_KEY_BYTES,
             admin_max_entries: DEFAULT_ADMIN_MAX_ENTRIES,
         }
     }
+}
+
+/// What a table (or one pool's share of the sticky table) holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableUsage {
+    pub entries: usize,
+    /// Estimated bytes: per entry twice the key plus [`ENTRY_OVERHEAD`].
+    pub bytes: usize,
+}
+
+/// A table's counters since startup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableCounters {
+    /// Entries removed to respect the bounds (expiry is not counted).
+    pub evictions: u64,
+    /// Sticky: learns refused because the cookie value was over the table's key cap.
+    pub keys_too_long: u64,
 }
 
 /// The node's replicated soft state. `Send + Sync`; share it as `Arc<SoftState>`.
@@ -92,8 +133,22 @@ impl SoftState {
     pub fn new(node_id: &str, limits: Limits) -> SoftState {
         SoftState {
             node_id: node_id.to_owned(),
-            sticky: Mutex::new(StickyTable::new(node_id, limits.sticky_max_entries)),
-            rate: Mutex::new(RateTable::new(node_id, limits.rate_max_keys)),
+            sticky: Mutex::new(StickyTable::new(
+                node_id,
+                Bounds {
+                    max_entries: limits.sticky_max_entries,
+                    max_bytes: limits.sticky_max_bytes,
+                },
+                limits.sticky_max_key_bytes,
+            )),
+            rate: Mutex::new(RateTable::new(
+                node_id,
+                Bounds {
+                    max_entries: limits.rate_max_keys,
+                    max_bytes: limits.rate_max_bytes,
+                },
+                limits.rate_max_key_bytes,
+            )),
             admin: Mutex::new(AdminTable::new(node_id, limits.admin_max_entries)),
         }
     }
@@ -113,12 +168,14 @@ impl SoftState {
     // --- sticky (learn mode) ---
 
     /// The backend address learned for `cookie` in `pool`, if it is alive. Does not extend
-    /// the TTL: the data path re-learns when it wants to.
+    /// the TTL: the data path re-learns when it wants to. A hit is a use: the entry is
+    /// protected from a flood of new keys.
     pub fn sticky_lookup(&self, pool: &str, cookie: &[u8], now: Duration) -> Option<String> {
         lock(&self.sticky).lookup(pool, cookie, now)
     }
 
-    /// Pin `cookie` in `pool` to `backend` for `ttl` (a zero TTL or empty backend is ignored).
+    /// Pin `cookie` in `pool` to `backend` for `ttl` (a zero TTL or empty backend is ignored;
+    /// a cookie over the table's key cap is not stored, and counted).
     /// Cheap to call on every response: re-learning the same backend only writes (and
     /// replicates) once it would extend the expiry by at least `ttl / 16`.
     pub fn sticky_learn(
@@ -137,10 +194,39 @@ impl SoftState {
         lock(&self.sticky).forget(pool, cookie, now)
     }
 
+    /// Count a learn refused by the data path for a cookie value over its pool's
+    /// `max_key_bytes` (the table counts those over its own cap itself).
+    pub fn count_sticky_key_too_long(&self) {
+        lock(&self.sticky).count_too_long();
+    }
+
+    /// Entries and estimated bytes of `pool`'s sticky entries.
+    pub fn sticky_usage(&self, pool: &str) -> TableUsage {
+        lock(&self.sticky).usage(pool)
+    }
+
+    /// The whole sticky table: usage and counters.
+    pub fn sticky_table(&self) -> (TableUsage, TableCounters) {
+        let t = lock(&self.sticky);
+        let (evictions, keys_too_long) = t.evictions_and_refusals();
+        let usage = TableUsage {
+            entries: t.len(),
+            bytes: t.bytes(),
+        };
+        (
+            usage,
+            TableCounters {
+                evictions,
+                keys_too_long,
+            },
+        )
+    }
+
     // --- rate limiting ---
 
     /// Take one token from the (limiter, key) bucket if the nodes' combined consumption
-    /// allows it. Only an `Allow` is a change (replicated); a `Deny` consumes nothing.
+    /// allows it. Only an `Allow` is a change (replicated); a `Deny` consumes nothing. A key
+    /// over the table's key cap is hashed ([`bounded_key`]).
     pub fn rate_check(
         &self,
         limiter: &str,
@@ -149,6 +235,20 @@ impl SoftState {
         now: Duration,
     ) -> RateDecision {
         lock(&self.rate).check(limiter, key, spec, now)
+    }
+
+    /// The rate-limit table: usage and counters.
+    pub fn rate_table(&self) -> (TableUsage, TableCounters) {
+        let t = lock(&self.rate);
+        let usage = TableUsage {
+            entries: t.len(),
+            bytes: t.bytes(),
+        };
+        let counters = TableCounters {
+            evictions: t.evictions(),
+            keys_too_long: 0,
+        };
+        (usage, counters)
     }
 
     // --- operator drains ---

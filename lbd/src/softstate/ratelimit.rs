@@ -31,12 +31,26 @@
 //! component seen again after a round trip can be later by that delay), which slightly
 //! over-counts, never under-counts. `count` is there for the time-free digest.
 //!
+//! ## Bounds and long keys
+//! The table is bounded in entries and estimated bytes by the segmented LRU of
+//! [`super::lru`]: a key enters probation on its first token and is protected from its
+//! second, so a flood of one-request keys (say, random header values) cannot evict the buckets
+//! of clients that keep coming back (which would reset their limits). A peer's bucket with a
+//! component that took two tokens or more is admitted as established.
+//!
+//! A client key longer than its cap is never stored raw: [`bounded_key`] replaces it with
+//! [`HASHED_KEY_LEN`] bytes, a NUL (which no header value, address or route name contains)
+//! and its SHA-256. The over-long value is still one bucket of its own, so padding a header
+//! neither dodges a limit nor grows the table; a peer's record with a key over the table's
+//! cap is refused (a merge error, counted by the link).
+//!
 //! Value layout (after the version byte): `n (u8) | n x (node id (u8 len) | remaining ns u64
 //! | count u64)`; components already refilled are not sent.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use sha2::{Digest as _, Sha256};
 use shared::peer::{Digest, MergeError, Table};
 
 use super::codec::{
@@ -44,7 +58,7 @@ use super::codec::{
     stamp, NodeIds, Reader, Stamp, MAX_NODES, VALUE_VERSION,
 };
 use super::digest::{DigestSum, EntryHasher};
-use super::lru::LruMap;
+use super::lru::{Bounds, LruMap};
 
 const TABLE: Table = Table::RateLimit;
 /// Refilled buckets removed from the LRU tail per token taken (amortised cleanup).
@@ -53,6 +67,19 @@ const SWEEP_PER_WRITE: usize = 2;
 /// infinite interval; one day is "effectively never" while keeping the arithmetic finite.
 const MAX_INTERVAL_NS: i64 = 86_400 * 1_000_000_000;
 const MIN_RETRY_NS: i64 = 1_000_000;
+/// Length of a hashed over-long key: a NUL marker and a SHA-256.
+pub const HASHED_KEY_LEN: usize = 33;
+
+/// `key` if it is at most `max` bytes, else its fixed-size stand-in (see the module docs),
+/// built in `buf`.
+pub fn bounded_key<'a>(key: &'a [u8], max: usize, buf: &'a mut [u8; HASHED_KEY_LEN]) -> &'a [u8] {
+    if key.len() <= max {
+        return key;
+    }
+    buf[0] = 0;
+    buf[1..].copy_from_slice(&Sha256::digest(key));
+    &buf[..]
+}
 
 /// A token bucket's parameters (per limiter, from config).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,17 +172,28 @@ pub(crate) struct RateTable {
     changed: HashSet<Box<[u8]>>,
     last_now: Stamp,
     scratch: Vec<u8>,
+    /// Longest client key stored raw; longer ones are hashed ([`bounded_key`]).
+    max_key_bytes: usize,
 }
 
 impl RateTable {
-    pub(crate) fn new(node_id: &str, max_keys: usize) -> RateTable {
+    pub(crate) fn new(node_id: &str, bounds: Bounds, max_key_bytes: usize) -> RateTable {
         RateTable {
-            map: LruMap::new(max_keys),
+            map: LruMap::with_bounds(bounds),
             nodes: NodeIds::new(node_id),
             changed: HashSet::new(),
             last_now: i64::MIN,
             scratch: Vec::new(),
+            max_key_bytes: max_key_bytes.max(HASHED_KEY_LEN),
         }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.map.bytes()
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.map.evictions()
     }
 
     fn observe(&mut self, now: Duration) -> Stamp {
@@ -178,6 +216,8 @@ impl RateTable {
         let now = self.observe(now);
         let interval = interval_ns(spec.rate_per_s);
         let tolerance = interval.saturating_mul(i64::from(spec.burst.max(1)) - 1);
+        let mut hashed = [0u8; HASHED_KEY_LEN];
+        let key = bounded_key(key, self.max_key_bytes, &mut hashed);
         encode_key_into(&mut self.scratch, limiter.as_bytes(), key);
         match self.map.get_mut(&self.scratch) {
             Some(bucket) => {
@@ -216,29 +256,26 @@ impl RateTable {
                         count: 1,
                     }],
                 };
-                if let Some((k, _)) = self.map.insert(&self.scratch, bucket) {
+                for (k, _) in self.map.insert(&self.scratch, bucket) {
                     self.changed.remove(&k);
                 }
             }
         }
-        if !self.changed.contains(&self.scratch[..]) {
+        if self.map.contains(&self.scratch) && !self.changed.contains(&self.scratch[..]) {
             self.changed.insert(self.scratch[..].into());
         }
         self.sweep(now, SWEEP_PER_WRITE);
         RateDecision::Allow
     }
 
-    /// Remove up to `budget` full (refilled) buckets from the least-recently-used end.
+    /// Remove up to `budget` full (refilled) buckets from the least-recently-used ends.
     pub(crate) fn sweep(&mut self, now: Stamp, budget: usize) -> usize {
         let mut n = 0;
         while n < budget {
-            match self.map.peek_lru() {
-                Some((_, b)) if b.is_full(now) => {}
-                _ => break,
-            }
-            if let Some((k, _)) = self.map.pop_lru() {
-                self.changed.remove(&k);
-            }
+            let Some((k, _)) = self.map.pop_dead(|b| b.is_full(now)) else {
+                break;
+            };
+            self.changed.remove(&k);
             n += 1;
         }
         n
@@ -273,7 +310,17 @@ impl RateTable {
         value: &[u8],
         now: Duration,
     ) -> Result<bool, MergeError> {
-        decode_key(TABLE, key)?;
+        let (_, client_key) = decode_key(TABLE, key)?;
+        if client_key.len() > self.max_key_bytes {
+            return Err(malformed(
+                TABLE,
+                format!(
+                    "client key of {} bytes, over the {}-byte cap",
+                    client_key.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
         let mut r = Reader::new(TABLE, value);
         r.version()?;
         let n = r.u8()? as usize;
@@ -318,7 +365,13 @@ impl RateTable {
             let bucket = Bucket {
                 parts: parts.to_vec(),
             };
-            if let Some((k, _)) = self.map.insert(key, bucket) {
+            // A component that took two tokens or more: a client that came back.
+            let evicted = if parts.iter().any(|c| c.count > 1) {
+                self.map.insert_established(key, bucket)
+            } else {
+                self.map.insert(key, bucket)
+            };
+            for (k, _) in evicted {
                 self.changed.remove(&k);
             }
             return Ok(true);
@@ -388,6 +441,10 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    fn rtable(node: &str, max_keys: usize) -> RateTable {
+        RateTable::new(node, Bounds::entries(max_keys), 256)
+    }
     const SPEC: RateSpec = RateSpec {
         rate_per_s: 10.0,
         burst: 5,
@@ -402,7 +459,7 @@ mod tests {
 
     #[test]
     fn burst_then_deny_then_refill_at_rate() {
-        let mut t = RateTable::new("a", 100);
+        let mut t = rtable("a", 100);
         let t0 = Duration::from_secs(100);
         for i in 0..5 {
             assert_eq!(
@@ -448,7 +505,7 @@ mod tests {
             rate_per_s: 1e6,
             burst: 1,
         };
-        let mut t = RateTable::new("a", 10);
+        let mut t = rtable("a", 10);
         let now = Duration::from_secs(1);
         assert_eq!(t.check("l", b"k", fast, now), RateDecision::Allow);
         assert_eq!(deny_after(t.check("l", b"k", fast, now)), Some(MS));
@@ -476,8 +533,8 @@ mod tests {
         };
         let k = key("l", b"ip");
         let now = Duration::from_secs(50);
-        let mut a = RateTable::new("a", 10);
-        let mut b = RateTable::new("b", 10);
+        let mut a = rtable("a", 10);
+        let mut b = rtable("b", 10);
         for _ in 0..5 {
             assert_eq!(a.check("l", b"ip", spec, now), RateDecision::Allow);
             assert_eq!(b.check("l", b"ip", spec, now), RateDecision::Allow);
@@ -515,8 +572,8 @@ mod tests {
             burst: 3,
         };
         let k = key("l", b"ip");
-        let mut a = RateTable::new("a", 10);
-        let mut b = RateTable::new("b", 10);
+        let mut a = rtable("a", 10);
+        let mut b = rtable("b", 10);
         let now = Duration::from_secs(10);
         for _ in 0..3 {
             assert_eq!(a.check("l", b"ip", spec, now), RateDecision::Allow);
@@ -537,7 +594,7 @@ mod tests {
 
     #[test]
     fn bounded_lru_and_full_buckets_dropped() {
-        let mut t = RateTable::new("a", 64);
+        let mut t = rtable("a", 64);
         let now = Duration::from_secs(1);
         for i in 0u32..640 {
             t.check("l", &i.to_be_bytes(), SPEC, now);
@@ -554,6 +611,63 @@ mod tests {
     }
 
     #[test]
+    fn over_long_keys_are_hashed_into_one_bucket_each() {
+        let spec = RateSpec {
+            rate_per_s: 1.0,
+            burst: 2,
+        };
+        let now = Duration::from_secs(1);
+        let mut t = rtable("a", 10);
+        let long = vec![b'k'; 5000];
+        let mut padded = long.clone();
+        padded.push(b'!');
+        for _ in 0..2 {
+            assert_eq!(t.check("l", &long, spec, now), RateDecision::Allow);
+        }
+        assert!(deny_after(t.check("l", &long, spec, now)).is_some());
+        // Padding makes another key, but one as small: it has its own (full) bucket.
+        assert_eq!(t.check("l", &padded, spec, now), RateDecision::Allow);
+        assert_eq!(t.len(), 2);
+        for k in t.keys() {
+            assert_eq!(k.len(), 2 + 1 + HASHED_KEY_LEN, "never the raw bytes");
+        }
+        let mut buf = [0u8; HASHED_KEY_LEN];
+        assert_eq!(bounded_key(b"short", 256, &mut buf), b"short");
+        assert_eq!(bounded_key(&long, 256, &mut buf)[0], 0);
+        // A peer's record with a raw over-long key is refused.
+        let mut big = RateTable::new("b", Bounds::entries(10), 900);
+        big.check("l", &long[..800], spec, now);
+        let k = key("l", &long[..800]);
+        let r = big.record(&k, now).unwrap_or_default();
+        assert!(matches!(
+            t.merge(&k, &r, now),
+            Err(MergeError::Malformed { .. })
+        ));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_returning_client_keeps_its_debt_through_a_flood() {
+        let spec = RateSpec {
+            rate_per_s: 1.0,
+            burst: 2,
+        };
+        let now = Duration::from_secs(1);
+        let mut t = rtable("a", 64);
+        t.check("l", b"me", spec, now);
+        t.check("l", b"me", spec, now);
+        for i in 0u32..5000 {
+            t.check("l", &i.to_be_bytes(), spec, now);
+        }
+        assert!(
+            deny_after(t.check("l", b"me", spec, now)).is_some(),
+            "the flood did not reset the limit"
+        );
+        assert_eq!(t.len(), 64);
+        assert_eq!(t.evictions(), 5000 + 1 - 64);
+    }
+
+    #[test]
     fn time_until_within_is_exact() {
         assert_eq!(time_until_within(&mut [], 0), 0);
         assert_eq!(time_until_within(&mut [10], 4), 6);
@@ -567,12 +681,12 @@ mod tests {
 
     #[test]
     fn malformed_values_rejected() {
-        let mut a = RateTable::new("a", 10);
+        let mut a = rtable("a", 10);
         let now = Duration::from_secs(1);
         a.check("l", b"k", SPEC, now);
         let k = key("l", b"k");
         let good = a.record(&k, now).unwrap_or_default();
-        let mut b = RateTable::new("b", 10);
+        let mut b = rtable("b", 10);
         for n in 0..good.len() {
             assert!(b.merge(&k, &good[..n], now).is_err(), "prefix {n}");
         }

@@ -21,10 +21,19 @@
 //! `forget` writes a tombstone (empty backend) that keeps the forgotten
 //! entry's expiry, so the deletion replicates and outranks older writes until then.
 //!
+//! Bounds: one table serves every learn-mode pool, bounded in entries and estimated bytes
+//! (the pools' `max_entries` and `max_bytes` summed) with the segmented LRU of [`super::lru`]:
+//! a cookie value enters probation when first learned and is protected once it is used again
+//! (a second request carrying it), so a flood of invented session ids evicts only other
+//! invented ids. A peer's record of an entry written more than once (`version > 1`) is
+//! admitted as established. Cookie values longer than the table's key cap are never stored,
+//! whether learned here or sent by the peer (a merge error, counted by the link). Per-pool
+//! entries and bytes are kept for the metrics ([`StickyTable::usage`]).
+//!
 //! Value layout (after the format version byte): `writer node id (u8 len) | version u64 |
 //! age ns i64 | remaining TTL ns u64 | backend (u16 len, UTF-8; empty = tombstone)`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use shared::peer::{Digest, MergeError, Table};
@@ -34,7 +43,8 @@ use super::codec::{
     put_node_id, stamp, NodeIds, Reader, Stamp, VALUE_VERSION,
 };
 use super::digest::{DigestSum, EntryHasher};
-use super::lru::LruMap;
+use super::lru::{entry_cost, Bounds, LruMap};
+use super::TableUsage;
 
 const TABLE: Table = Table::Sticky;
 /// Expired entries removed from the LRU tail per mutation, so dead entries don't wait for
@@ -61,16 +71,82 @@ pub(crate) struct StickyTable {
     /// Latest `now` seen: the time `keys` and `digest` (which get none) judge expiry by.
     last_now: Stamp,
     scratch: Vec<u8>,
+    /// Longest cookie value stored (learned or merged).
+    max_key_bytes: usize,
+    /// Learns refused because the cookie value was longer than `max_key_bytes`.
+    too_long: u64,
+    /// Per pool name: what its entries hold (pools without entries are absent).
+    usage: HashMap<Box<[u8]>, TableUsage>,
 }
 
 impl StickyTable {
-    pub(crate) fn new(node_id: &str, max_entries: usize) -> StickyTable {
+    pub(crate) fn new(node_id: &str, bounds: Bounds, max_key_bytes: usize) -> StickyTable {
         StickyTable {
-            map: LruMap::new(max_entries),
+            map: LruMap::with_bounds(bounds),
             nodes: NodeIds::new(node_id),
             changed: HashSet::new(),
             last_now: i64::MIN,
             scratch: Vec::new(),
+            max_key_bytes,
+            too_long: 0,
+            usage: HashMap::new(),
+        }
+    }
+
+    /// Entries and estimated bytes of `pool`'s entries.
+    pub(crate) fn usage(&self, pool: &str) -> TableUsage {
+        self.usage.get(pool.as_bytes()).copied().unwrap_or_default()
+    }
+
+    /// Entries evicted by the bounds, and learns refused for an over-long cookie value.
+    pub(crate) fn evictions_and_refusals(&self) -> (u64, u64) {
+        (self.map.evictions(), self.too_long)
+    }
+
+    pub(crate) fn count_too_long(&mut self) {
+        self.too_long += 1;
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.map.bytes()
+    }
+
+    fn account(&mut self, key: &[u8], added: bool) {
+        let Ok((pool, _)) = decode_key(TABLE, key) else {
+            return;
+        };
+        let cost = entry_cost(key.len());
+        if added {
+            let u = self.usage.entry(pool.into()).or_default();
+            u.entries += 1;
+            u.bytes += cost;
+        } else if let Some(u) = self.usage.get_mut(pool) {
+            u.entries = u.entries.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(cost);
+            if u.entries == 0 {
+                self.usage.remove(pool);
+            }
+        }
+    }
+
+    /// Drop what an evicted or removed key left behind.
+    fn gone(&mut self, key: &[u8]) {
+        self.changed.remove(key);
+        self.account(key, false);
+    }
+
+    /// Insert into the LRU, keeping the per-pool usage and the changed set in step.
+    fn store(&mut self, key: &[u8], entry: Entry, established: bool) {
+        if !self.map.contains(key) {
+            self.account(key, true);
+        }
+        let evicted = if established {
+            self.map.insert_established(key, entry)
+        } else {
+            self.map.insert(key, entry)
+        };
+        for (k, _) in evicted {
+            self.gone(&k);
         }
     }
 
@@ -84,7 +160,11 @@ impl StickyTable {
         self.map.len()
     }
 
+    /// The backend pinned for `cookie`; a hit counts as a use (the entry is protected).
     pub(crate) fn lookup(&mut self, pool: &str, cookie: &[u8], now: Duration) -> Option<String> {
+        if cookie.len() > self.max_key_bytes {
+            return None;
+        }
         let now = self.observe(now);
         encode_key_into(&mut self.scratch, pool.as_bytes(), cookie);
         let e = self.map.get_mut(&self.scratch)?;
@@ -92,7 +172,7 @@ impl StickyTable {
             // Lazily drop it; not a replicated change: the peer expires it on its own.
             let key = std::mem::take(&mut self.scratch);
             self.map.remove(&key);
-            self.changed.remove(&key[..]);
+            self.gone(&key);
             self.scratch = key;
             return None;
         }
@@ -113,6 +193,10 @@ impl StickyTable {
     ) {
         // Zero TTL would be dead on arrival; an over-long address could not be encoded.
         if ttl.is_zero() || backend.is_empty() || backend.len() > u16::MAX as usize {
+            return;
+        }
+        if cookie.len() > self.max_key_bytes {
+            self.too_long += 1;
             return;
         }
         let now = self.observe(now);
@@ -159,27 +243,22 @@ impl StickyTable {
             expires,
         };
         let key = std::mem::take(&mut self.scratch);
-        if let Some((k, _)) = self.map.insert(&key, entry) {
-            self.changed.remove(&k);
-        }
-        if !self.changed.contains(&key[..]) {
+        self.store(&key, entry, false);
+        if self.map.contains(&key) && !self.changed.contains(&key[..]) {
             self.changed.insert(key[..].into());
         }
         self.scratch = key;
         self.sweep(now, SWEEP_PER_WRITE);
     }
 
-    /// Remove up to `budget` expired entries from the least-recently-used end.
+    /// Remove up to `budget` expired entries from the least-recently-used ends.
     pub(crate) fn sweep(&mut self, now: Stamp, budget: usize) -> usize {
         let mut n = 0;
         while n < budget {
-            match self.map.peek_lru() {
-                Some((_, e)) if e.expires <= now => {}
-                _ => break,
-            }
-            if let Some((k, _)) = self.map.pop_lru() {
-                self.changed.remove(&k);
-            }
+            let Some((k, _)) = self.map.pop_dead(|e| e.expires <= now) else {
+                break;
+            };
+            self.gone(&k);
             n += 1;
         }
         n
@@ -213,7 +292,17 @@ impl StickyTable {
         value: &[u8],
         now: Duration,
     ) -> Result<bool, MergeError> {
-        decode_key(TABLE, key)?;
+        let (_, cookie) = decode_key(TABLE, key)?;
+        if cookie.len() > self.max_key_bytes {
+            return Err(malformed(
+                TABLE,
+                format!(
+                    "cookie value of {} bytes, over the {}-byte cap",
+                    cookie.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
         let mut r = Reader::new(TABLE, value);
         r.version()?;
         let writer = r.node_id()?;
@@ -251,9 +340,9 @@ impl StickyTable {
             written,
             expires,
         };
-        if let Some((k, _)) = self.map.insert(key, entry) {
-            self.changed.remove(&k);
-        }
+        // A peer's newer write of a known key, or a key the peer wrote more than once, was
+        // used again over there: established, like a second request here.
+        self.store(key, entry, version > 1);
         Ok(true)
     }
 
@@ -293,6 +382,10 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    fn table(node: &str, max_entries: usize) -> StickyTable {
+        StickyTable::new(node, Bounds::entries(max_entries), 256)
+    }
+
     /// Rewrite the age field of a record written by a one-letter node id (after the value
     /// version, the node id and the write version).
     fn with_age(mut v: Vec<u8>, age: Duration) -> Vec<u8> {
@@ -303,7 +396,7 @@ mod tests {
 
     #[test]
     fn learn_lookup_and_ttl_expiry() {
-        let mut t = StickyTable::new("a", 10);
+        let mut t = table("a", 10);
         t.learn("web", b"c1", "10.0.0.1:80", 10 * S, 100 * S);
         assert_eq!(
             t.lookup("web", b"c1", 105 * S).as_deref(),
@@ -317,7 +410,7 @@ mod tests {
 
     #[test]
     fn lru_bound_under_ten_times_max() {
-        let mut t = StickyTable::new("a", 50);
+        let mut t = table("a", 50);
         for i in 0u32..500 {
             t.learn("p", &i.to_be_bytes(), "b:1", 60 * S, S);
             assert!(t.len() <= 50);
@@ -331,7 +424,7 @@ mod tests {
 
     #[test]
     fn refreshes_are_rate_limited() {
-        let mut t = StickyTable::new("a", 10);
+        let mut t = table("a", 10);
         t.learn("p", b"c", "b:1", 160 * S, 100 * S);
         assert_eq!(t.take_changes().len(), 1);
         // 9 s later: extends by 9 s < 160/16 s, no write.
@@ -349,7 +442,7 @@ mod tests {
 
     #[test]
     fn sweep_frees_expired_tail() {
-        let mut t = StickyTable::new("a", 100);
+        let mut t = table("a", 100);
         for i in 0u32..10 {
             t.learn("p", &i.to_be_bytes(), "b:1", S, S);
         }
@@ -365,8 +458,8 @@ mod tests {
         // *later* than its own. Ordered by age they would swap values and stay different;
         // ordered by (version, node id) both keep b's.
         let k = key("p", b"c");
-        let mut a = StickyTable::new("a", 10);
-        let mut b = StickyTable::new("b", 10);
+        let mut a = table("a", 10);
+        let mut b = table("b", 10);
         a.learn("p", b"c", "A:1", 60 * S, 10 * S);
         let ms = Duration::from_millis;
         b.learn("p", b"c", "B:1", 60 * S, 10 * S + ms(30));
@@ -382,8 +475,8 @@ mod tests {
     #[test]
     fn lww_by_version_then_node_id() {
         let k = key("p", b"c");
-        let mut a = StickyTable::new("a", 10);
-        let mut b = StickyTable::new("b", 10);
+        let mut a = table("a", 10);
+        let mut b = table("b", 10);
         a.learn("p", b"c", "A:1", 60 * S, 10 * S);
         b.learn("p", b"c", "B:1", 60 * S, 10 * S);
         assert_eq!(b.take_changes(), vec![k.clone()]);
@@ -412,8 +505,8 @@ mod tests {
     #[test]
     fn remaining_ttl_travels() {
         let k = key("p", b"c");
-        let mut a = StickyTable::new("a", 10);
-        let mut b = StickyTable::new("b", 10);
+        let mut a = table("a", 10);
+        let mut b = table("b", 10);
         a.learn("p", b"c", "A:1", 10 * S, Duration::ZERO);
         let r = a.record(&k, 4 * S).unwrap_or_default();
         // b's clock is far ahead: the entry still has 6 s left there.
@@ -425,8 +518,8 @@ mod tests {
     #[test]
     fn forget_replicates_as_tombstone() {
         let k = key("p", b"c");
-        let mut a = StickyTable::new("a", 10);
-        let mut b = StickyTable::new("b", 10);
+        let mut a = table("a", 10);
+        let mut b = table("b", 10);
         a.learn("p", b"c", "A:1", 60 * S, S);
         let r = a.record(&k, S).unwrap_or_default();
         assert_eq!(b.merge(&k, &r, S), Ok(true));
@@ -440,12 +533,92 @@ mod tests {
     }
 
     #[test]
+    fn over_long_cookies_are_never_stored() {
+        let mut t = table("a", 10);
+        let long = vec![b'x'; 257];
+        t.learn("p", &long, "b:1", 60 * S, S);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.lookup("p", &long, S), None);
+        assert_eq!(t.evictions_and_refusals(), (0, 1));
+        t.count_too_long();
+        assert_eq!(t.evictions_and_refusals(), (0, 2));
+        // The peer's record of one is refused too (a merge error), and stores nothing.
+        let mut big = table("b", 10);
+        big.max_key_bytes = 1000;
+        big.learn("p", &long, "b:1", 60 * S, S);
+        let k = key("p", &long);
+        let r = big.record(&k, S).unwrap_or_default();
+        assert!(matches!(
+            t.merge(&k, &r, S),
+            Err(MergeError::Malformed { .. })
+        ));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.usage("p"), TableUsage::default());
+    }
+
+    #[test]
+    fn usage_is_kept_per_pool() {
+        let mut t = table("a", 3);
+        t.learn("web", b"c1", "b:1", 60 * S, S);
+        t.learn("web", b"c2", "b:1", 60 * S, S);
+        t.learn("api", b"c1", "b:1", 60 * S, S);
+        let cost = entry_cost(key("web", b"c1").len());
+        assert_eq!(
+            t.usage("web"),
+            TableUsage {
+                entries: 2,
+                bytes: 2 * cost
+            }
+        );
+        assert_eq!(t.usage("api").entries, 1);
+        // An eviction, an expiry sweep and a lazy expiry each leave the usage exact.
+        t.learn("api", b"c2", "b:1", S, S);
+        assert_eq!(t.usage("web").entries, 1, "web's c1 was probation's oldest");
+        assert_eq!(t.lookup("api", b"c2", 2 * S), None);
+        assert_eq!(t.sweep_at(100 * S, 10), 2);
+        assert_eq!(t.usage("web"), TableUsage::default());
+        assert_eq!(t.usage("api"), TableUsage::default());
+        assert_eq!(t.bytes(), 0);
+        assert_eq!(t.evictions_and_refusals(), (1, 0));
+    }
+
+    #[test]
+    fn a_used_pin_survives_a_flood_of_new_cookies() {
+        let mut t = table("a", 100);
+        t.learn("p", b"mine", "b:1", 600 * S, S);
+        assert!(t.lookup("p", b"mine", S).is_some(), "second request: a use");
+        for i in 0u32..10_000 {
+            t.learn("p", &i.to_be_bytes(), "b:2", 600 * S, S);
+        }
+        assert_eq!(t.lookup("p", b"mine", 2 * S).as_deref(), Some("b:1"));
+        assert_eq!(t.len(), 100);
+        // The flood's last keys made it in; the evicted ones left the changed set.
+        assert!(t.take_changes().len() <= 100);
+    }
+
+    #[test]
+    fn a_peer_record_written_twice_is_admitted_as_established() {
+        let k = key("p", b"c");
+        let mut a = table("a", 10);
+        a.learn("p", b"c", "A:1", 60 * S, S);
+        a.learn("p", b"c", "A:2", 60 * S, S);
+        let r = a.record(&k, S).unwrap_or_default();
+        let mut b = table("b", 4);
+        assert_eq!(b.merge(&k, &r, S), Ok(true));
+        assert!(b.map.is_protected(&k));
+        for i in 0u32..50 {
+            b.learn("p", &i.to_be_bytes(), "B:1", 60 * S, S);
+        }
+        assert_eq!(b.lookup("p", b"c", S).as_deref(), Some("A:2"));
+    }
+
+    #[test]
     fn malformed_values_rejected() {
         let k = key("p", b"c");
-        let mut a = StickyTable::new("a", 10);
+        let mut a = table("a", 10);
         a.learn("p", b"c", "A:1", 60 * S, S);
         let good = a.record(&k, S).unwrap_or_default();
-        let mut b = StickyTable::new("b", 10);
+        let mut b = table("b", 10);
         for n in 0..good.len() {
             assert!(b.merge(&k, &good[..n], S).is_err(), "prefix {n}");
         }

@@ -303,6 +303,60 @@ async fn send_on(
     })
 }
 
+/// Send `total` GETs of `path` over `conns` concurrent keep-alive connections, request `i`
+/// with the headers `headers(i)`. Returns how many answers each status got (index: status).
+/// For floods of thousands of requests without a connection each.
+pub async fn flood_keepalive<F>(
+    addr: SocketAddr,
+    conns: usize,
+    total: usize,
+    path: &str,
+    headers: F,
+) -> Result<std::collections::BTreeMap<u16, usize>, String>
+where
+    F: Fn(usize) -> Vec<(String, String)> + Send + Sync + 'static,
+{
+    let headers = Arc::new(headers);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let headers = headers.clone();
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut statuses = std::collections::BTreeMap::new();
+            for i in (c..total).step_by(conns) {
+                let mut b = Request::get(path.as_str()).header("host", "test.local");
+                for (k, v) in headers(i) {
+                    b = b.header(k, v);
+                }
+                let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+                tx.ready().await.map_err(|e| format!("request {i}: {e}"))?;
+                let resp = tokio::time::timeout(Duration::from_secs(15), tx.send_request(req))
+                    .await
+                    .map_err(|_| format!("request {i} timed out"))?
+                    .map_err(|e| format!("request {i}: {e}"))?;
+                *statuses.entry(resp.status().as_u16()).or_insert(0) += 1;
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(statuses)
+        }));
+    }
+    let mut all = std::collections::BTreeMap::new();
+    for t in tasks {
+        for (status, n) in t.await.map_err(|e| e.to_string())?? {
+            *all.entry(status).or_insert(0) += n;
+        }
+    }
+    Ok(all)
+}
+
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
     request(addr, "GET", path, &[]).await
 }
@@ -339,7 +393,11 @@ pub async fn metrics(admin: SocketAddr) -> String {
 
 /// The value of one series, e.g. `lbd_backend_up{pool="web",backend="127.0.0.1:1"}`.
 pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
-    let text = metrics(admin).await;
+    metric_in(&metrics(admin).await, series)
+}
+
+/// The value of one series in a `/metrics` text (several reads of one scrape).
+pub fn metric_in(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
         l.strip_prefix(series)
             .and_then(|rest| rest.strip_prefix(' '))
