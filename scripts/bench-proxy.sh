@@ -113,9 +113,9 @@ SCHED=fifo
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 full_help() { sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "bench-proxy: $*" >&2; exit 1; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-in_range() { [[ $1 =~ ^-?[0-9]+$ ]] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; } # VALUE LO HI
+BENCH_NAME=bench-proxy
+# shellcheck source=scripts/bench/lib.sh
+. "$TEMPLATES/lib.sh"
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -209,103 +209,16 @@ done
 [ "$(nproc --all)" -ge 2 ] || die "needs 2 CPUs (load generator and proxy on different cores)"
 
 # ---- dependencies ----
-declare -A NEED=([wrk]=wrk [nginx]=nginx [haproxy]=haproxy [curl]=curl [taskset]=util-linux [chrt]=util-linux [pgrep]=procps [ss]=iproute2)
-[ -z "$RATE" ] || NEED[h2load]=nghttp2-client
-missing=()
-for cmd in "${!NEED[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}"); done
-if [ "${#missing[@]}" -gt 0 ]; then
-  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-  [ "$(id -u)" -eq 0 ] || die "must be root to install ${pkgs[*]}"
-  echo "bench-proxy: installing ${pkgs[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >&2
-  apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2
-fi
+NEED=(wrk=wrk nginx=nginx haproxy=haproxy curl=curl taskset=util-linux chrt=util-linux pgrep=procps ss=iproute2)
+[ -z "$RATE" ] || NEED+=(h2load=nghttp2-client)
+install_missing "${NEED[@]}"
+[ "$WANT_LBD" -eq 0 ] || build_lbd
 
-if [ "$WANT_LBD" -eq 1 ]; then
-  if [ -z "$LBD_BIN" ]; then
-    LBD_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/lbd
-    if [ "$BUILD" -eq 1 ]; then
-      echo "bench-proxy: cargo build --release -p lbd" >&2
-      cargo build --release -p lbd >&2 || die "lbd does not build; run with --targets direct,haproxy,nginx"
-    fi
-  fi
-  [ -x "$LBD_BIN" ] || die "no lbd binary at $LBD_BIN"
-fi
-
-# ---- process bookkeeping ----
-WORK=$(mktemp -d /tmp/bench-proxy.XXXXXX)
-STARTED=()   # every PID we started; nginx workers die with their master
-
-dead() { # PID: gone or zombie (a zombie is dead, only not yet reaped)
-  local line
-  read -r line 2>/dev/null <"/proc/$1/stat" || return 0
-  line=${line##*) }
-  [ "${line:0:1}" = Z ] || [ "${line:0:1}" = X ]
-}
-
-cleanup() {
-  local pid i
-  trap - EXIT INT TERM
-  for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${STARTED[@]}"; do
-    for (( i = 0; i < 50; i++ )); do dead "$pid" && break; sleep 0.1; done
-    dead "$pid" || kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_free() { [ -z "$(ss -Htln "sport = :$1")" ]; }
 NEXT_PORT=$BASE_PORT
-alloc_port() { # prints a free port >= NEXT_PORT; bounded search
-  local p
-  for (( p = NEXT_PORT; p < NEXT_PORT + 200; p++ )); do
-    if port_free "$p"; then NEXT_PORT=$(( p + 1 )); PORT=$p; return 0; fi
-  done
-  die "no free port in $NEXT_PORT..$(( NEXT_PORT + 199 ))"
-}
-
-render() { # TEMPLATE OUT KEY=VALUE...
-  local tpl=$1 out=$2 kv expr=()
-  shift 2
-  for kv in "$@"; do expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-  sed "${expr[@]}" "$tpl" >"$out"
-  ! grep -q '@[A-Z_]*@' "$out" || die "unfilled placeholder in $out"
-}
-
-wait_ready() { # NAME PID PORT LOG: until GET / answers 200 "ok", bounded to 10 s
-  local name=$1 pid=$2 port=$3 log=$4 i body
-  for (( i = 0; i < 100; i++ )); do
-    if dead "$pid"; then
-      echo "bench-proxy: $name exited during startup; its output:" >&2
-      cat "$log" >&2 || true
-      die "$name failed to start"
-    fi
-    body=$(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null || true)
-    [ "$body" = ok ] && return 0
-    sleep 0.1
-  done
-  cat "$log" >&2 || true
-  die "$name did not answer 200 \"ok\" on 127.0.0.1:$port within 10 s"
-}
+start_work
 
 # ---- start everything ----
-alloc_port; BACKEND_PORT=$PORT
-alloc_port; BACKEND_PORT2=$PORT
-mkdir -p "$WORK/backend-tmp" "$WORK/proxy-tmp" "$WORK/www"
-head -c 65536 /dev/zero | tr '\0' x >"$WORK/www/64k"
-# nginx's workers run as nobody when started as root: they must be able to reach the file.
-chmod 755 "$WORK" "$WORK/www" && chmod 644 "$WORK/www/64k"
-render "$TEMPLATES/backend.nginx.conf.in" "$WORK/backend.conf" DIR="$WORK" BACKEND_PORT="$BACKEND_PORT" \
-  BACKEND_PORT2="$BACKEND_PORT2"
-"${PRIO[@]}" taskset -c "$BACKEND_CPU" nginx -p "$WORK" -e "$WORK/backend.error.log" -c "$WORK/backend.conf" \
-  -g 'daemon off;' >"$WORK/backend.out" 2>&1 &
-BACKEND_PID=$!; STARTED+=("$BACKEND_PID")
-wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$WORK/backend.out"
+start_backend "${PRIO[@]}" taskset -c "$BACKEND_CPU"
 
 declare -A PORT_OF PID_OF ADMIN_OF
 PORT_OF[direct]=$BACKEND_PORT
@@ -333,13 +246,7 @@ start_lbd() { # TARGET BINARY CONFIG(defaults|tuned)
   local t=$1 bin=$2 cfg=$3 argv
   alloc_port; PORT_OF[$t]=$PORT
   alloc_port; ADMIN_OF[$t]=$PORT
-  if [ "$cfg" = tuned ]; then
-    render "$TEMPLATES/lbd.toml.in" "$WORK/$t.toml" PORT="${PORT_OF[$t]}" BACKEND_PORT="$BACKEND_PORT" \
-      ADMIN_PORT="$PORT" WORKERS_LINE="${LBD_WORKERS_LINE-}"
-  else
-    "$TEMPLATES/lbd-defaults.sh" "$ROOT/configs/lbd.example.toml" "$WORK/$t.toml" "${PORT_OF[$t]}" "$PORT" \
-      "$BACKEND_PORT,$BACKEND_PORT2" || die "could not write the defaults config for $t"
-  fi
+  write_lbd_config "$WORK/$t.toml" "${PORT_OF[$t]}" "$PORT" "$cfg"
   # One worker thread, explicitly when this lbd has the flag (older builds: the CPU affinity
   # alone gives tokio one worker).
   local args=${LBD_ARGS:-"run --config {CONF}"}
@@ -366,9 +273,6 @@ for t in "${TARGET_LIST[@]}"; do
   [[ $t != *-defaults ]] || LBD_DEFAULTS_INSTANCES=$(( LBD_DEFAULTS_INSTANCES + 1 ))
 done
 
-# A process and its children (nginx: master + worker). Children are listed once, after startup:
-# nothing here reloads, so the set is stable.
-pids_of() { local p=$1; echo "$p"; pgrep -P "$p" || true; }
 BACKEND_PIDS=$(pids_of "$BACKEND_PID" | tr '\n' ' ')
 declare -A PIDS_OF
 for t in "${TARGET_LIST[@]}"; do
@@ -659,16 +563,6 @@ lbd_verdict() {
       echo "$s: target ($a: less CPU per request than ${compared[*]}, at least their req/s; medians): $verdict"
     done
   done
-}
-
-commit_desc() {
-  local head
-  head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then
-    echo "working tree on top of $head (uncommitted changes)"
-  else
-    echo "$head"
-  fi
 }
 
 LBD_CONFIG_DESC=""
