@@ -6,7 +6,7 @@ request (GET / HTTP/1.1, keep-alive), reads the whole response (status 200, Cont
 framing), and then sits idle, watching only for the proxy closing it. When every connection is
 open or has failed, prints one line:
 
-    ready opened=N answered=N failed_connect=N failed_response=N open=N seconds=S
+    ready opened=N answered=N failed_connect=N failed_response=N not_tried=N open=N seconds=S
 
 then holds the connections until SIGTERM / SIGINT (or --hold-max seconds), prints
 
@@ -15,6 +15,9 @@ then holds the connections until SIGTERM / SIGINT (or --hold-max seconds), print
 and closes them all with RST (SO_LINGER 0: no TIME_WAIT left on the client's ports).
 --hold-max 0 closes right after the ready line (a warm-up). Every wait is bounded: the connect
 and the response by --timeout each, the opening phase by --deadline, the hold by --hold-max.
+After --give-up failed connections (default: --concurrency, one wave) no new ones are started
+(not_tried): a proxy at its connection limit leaves the rest unanswered, and waiting for each
+would let the connections already held reach the proxy's idle timeout before being measured.
 """
 
 import argparse
@@ -35,7 +38,10 @@ def parse_args():
     p.add_argument("--timeout", type=float, default=5.0, help="per connect, and per response")
     p.add_argument("--deadline", type=float, default=120.0, help="for opening all connections")
     p.add_argument("--hold-max", type=float, default=300.0)
+    p.add_argument("--give-up", type=int, default=0, help="failures before no new connections (0: --concurrency)")
     a = p.parse_args()
+    if a.give_up <= 0:
+        a.give_up = a.concurrency
     if not (1 <= a.conns <= 100000 and 1 <= a.concurrency <= 10000):
         p.error("--conns must be 1..100000, --concurrency 1..10000")
     return a
@@ -49,6 +55,10 @@ class Stats:
         self.failed_response = 0
         self.open = 0
         self.closed_by_peer = 0
+        self.not_tried = 0
+
+    def failed(self):
+        return self.failed_connect + self.failed_response
 
 
 async def read_response(reader):
@@ -80,6 +90,9 @@ async def watch(reader, stats):
 
 async def one(args, stats, gate, held, request):
     async with gate:
+        if stats.failed() >= args.give_up:
+            stats.not_tried += 1
+            return
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", args.port), args.timeout
@@ -129,6 +142,7 @@ async def main():
         await asyncio.wait(pending, timeout=args.timeout)
     print(f"ready opened={stats.opened} answered={stats.answered} "
           f"failed_connect={stats.failed_connect} failed_response={stats.failed_response} "
+          f"not_tried={stats.not_tried} "
           f"open={stats.open} seconds={time.monotonic() - start:.2f}"
           + (f" unfinished={len(pending)}" if pending else ""), flush=True)
 
