@@ -46,6 +46,10 @@ pub struct FileGlobal {
     pub node_name: Option<String>,
     /// Key for the insert-mode sticky cookie MAC; the same file on both nodes.
     pub cookie_secret_file: Option<String>,
+    /// Bearer token the admin listener's write endpoints require; absent: writes disabled.
+    pub admin_token_file: Option<String>,
+    /// Open connections allowed from one client IP (0: no cap).
+    pub max_conns_per_client: Option<u32>,
     pub workers: Option<usize>,
     pub rate_limit_max_keys: Option<usize>,
     pub http1_fast_path: Option<bool>,
@@ -65,6 +69,7 @@ pub struct FileTimeouts {
 pub struct FileLimits {
     pub max_header_bytes: Option<usize>,
     pub max_request_line: Option<usize>,
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +210,8 @@ pub struct FileRoute {
     pub methods: Option<Vec<String>>,
     pub pool: Option<String>,
     pub split: Option<Vec<FileSplit>>,
+    /// Overrides `limits.max_request_body_bytes` for this route.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
