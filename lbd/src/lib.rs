@@ -2,7 +2,7 @@
 //!
 //! Layout (a request flows top to bottom):
 //! - [`listener`]   bound sockets (IP_FREEBIND for VIPs), accept loop with the client
-//!   connection limit, a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
+//!   connection limit and the per-client cap ([`client_cap`]), a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
 //!   header timeout and size limits, graceful close on drain and idleness.
 //! - [`l7`]         the HTTP layer: [`l7::fast`] (lbd's own HTTP/1 engine for plain
 //!   keep-alive requests, the common case), [`l7::proxy`] (the hyper service for the rest:
@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod client_cap;
 pub mod config;
 pub mod error;
 pub mod l7;

@@ -630,3 +630,86 @@ async fn admin_drain_stops_new_traffic_to_a_backend() {
     .expect("missing");
     assert_eq!(missing.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_client_cap_are_closed_at_accept() {
+    use tokio::io::AsyncWriteExt;
+    let web = TestBackend::start("web").await;
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\nmax_conns_per_client = 5\n{}",
+        pool("web", &[&web], "")
+    );
+    let lbd = Lbd::start(&body).await;
+    let open_conns = || async { metric(lbd.admin, "lbd_client_connections").await };
+    let rejected = || async {
+        metric(
+            lbd.admin,
+            "lbd_client_conns_rejected_total{reason=\"per_client_cap\"}",
+        )
+        .await
+    };
+    assert_eq!(rejected().await, Some(0.0));
+
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(
+            tokio::net::TcpStream::connect(lbd.listen)
+                .await
+                .expect("connect"),
+        );
+    }
+    eventually("5 connections accepted", Duration::from_secs(5), || async {
+        open_conns().await == Some(5.0)
+    })
+    .await;
+    // Over the cap: closed at once, with no response (lbd reads nothing from them).
+    for _ in 0..3 {
+        let mut extra = tokio::net::TcpStream::connect(lbd.listen)
+            .await
+            .expect("connect");
+        let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5)).await;
+        assert!(closed && got.is_empty(), "closed {closed}, read {got:?}");
+    }
+    assert_eq!(rejected().await, Some(3.0));
+    assert_eq!(open_conns().await, Some(5.0));
+    assert!(lbd.log_text().contains("client at max_conns_per_client"));
+    // Another client address has its own count.
+    let other = request_from("127.0.0.2".parse().expect("ip"), lbd.listen, "/", &[])
+        .await
+        .expect("another address");
+    assert_eq!(other.status, 200);
+
+    // The held connections work; closing two makes room for two more.
+    for mut s in held.drain(..2) {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let (got, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+        assert!(closed && got.starts_with("HTTP/1.1 200"), "{got:?}");
+    }
+    eventually(
+        "the two closed connections are released",
+        Duration::from_secs(5),
+        || async { open_conns().await == Some(3.0) },
+    )
+    .await;
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(lbd.listen)
+                .await
+                .expect("connect"),
+        );
+    }
+    eventually(
+        "two new connections accepted",
+        Duration::from_secs(5),
+        || async { open_conns().await == Some(5.0) },
+    )
+    .await;
+    let mut extra = tokio::net::TcpStream::connect(lbd.listen)
+        .await
+        .expect("connect");
+    let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5)).await;
+    assert!(closed && got.is_empty(), "at the cap again: {got:?}");
+    assert_eq!(rejected().await, Some(4.0));
+}
