@@ -57,10 +57,12 @@ pub enum ErrorKind {
     ResponseTimeout,
     /// Reading the client's request body failed.
     ClientBody,
+    /// The request body is larger than the route's `max_request_body_bytes`.
+    BodyTooLarge,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -73,6 +75,7 @@ impl ErrorKind {
         ErrorKind::BackendIo,
         ErrorKind::ResponseTimeout,
         ErrorKind::ClientBody,
+        ErrorKind::BodyTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +92,7 @@ impl ErrorKind {
             ErrorKind::BackendIo => "backend_io",
             ErrorKind::ResponseTimeout => "response_timeout",
             ErrorKind::ClientBody => "client_body",
+            ErrorKind::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -101,7 +105,8 @@ impl ErrorKind {
             ErrorKind::BadRequest
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::ClientBody => Side::Client,
+            | ErrorKind::ClientBody
+            | ErrorKind::BodyTooLarge => Side::Client,
             ErrorKind::NoRoute | ErrorKind::QueueFull | ErrorKind::QueueTimeout => Side::Internal,
             ErrorKind::NoHealthyBackend
             | ErrorKind::Connect
@@ -115,6 +120,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest | ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyBackend | ErrorKind::QueueFull | ErrorKind::QueueTimeout => {
@@ -131,6 +137,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "400 bad request\n",
             ErrorKind::ClientBody => "400 bad request body\n",
             ErrorKind::UriTooLong => "414 request-target too long\n",
+            ErrorKind::BodyTooLarge => "413 request body too large\n",
             ErrorKind::HeadersTooLarge => "431 request header fields too large\n",
             ErrorKind::NoRoute => "404 no route\n",
             ErrorKind::NoHealthyBackend => "503 no healthy backend\n",

@@ -2,7 +2,8 @@
 //! ([`super::proxy`]) and lbd's own HTTP/1 engine ([`super::fast`]) route, limit, pick,
 //! queue, retry, feed passive health and account for local answers the same way.
 //!
-//! - [`route_and_limit`]: the router, then the `[[rate_limit]]` tables that apply.
+//! - [`route_and_limit`]: the router, then the `[[rate_limit]]` tables that apply; gives the
+//!   route's request body limit (`max_request_body_bytes`) too.
 //! - [`pick`] / [`acquire`]: the sticky pin or the balancer, and the `max_conns` queue; a
 //!   [`Lease`] holds the backend until the response ends.
 //! - [`may_retry`]: attempts and the retry budget; [`report`]: passive health.
@@ -71,16 +72,16 @@ pub fn note_error(
     shared.stats.error(e.kind);
 }
 
-/// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
-/// through: rate limits come before anything touches a backend, and before a 404 so the
-/// global limiters also bound a flood of unroutable requests. Without limiters: one
-/// empty-slice check.
+/// The pool a request goes to and the body limit of its route, once the `[[rate_limit]]`
+/// tables that apply have let it through: rate limits come before anything touches a
+/// backend, and before a 404 so the global limiters also bound a flood of unroutable
+/// requests. Without limiters: one empty-slice check.
 pub fn route_and_limit<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     conn: &ConnCtx,
     view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolRt), Local> {
+) -> Result<(usize, &'r PoolRt, u64), Local> {
     let matched = rt.router.route(view);
     let applicable = rt
         .limiters
@@ -95,14 +96,13 @@ pub fn route_and_limit<'r>(
             return Err(Local::RateLimited(denied));
         }
     }
-    let index = matched
-        .map(|m| m.pool.0)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let matched = matched.ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let index = matched.pool.0;
     let pool = rt
         .pools
         .get(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    Ok((index, pool))
+    Ok((index, pool, rt.config.body_limit(matched.rule)))
 }
 
 /// A connect to `backend` failed: count it, tell passive health, and keep the request's

@@ -7,8 +7,8 @@
 //! ([`on_both_paths!`]): `NAME::fast_path` with `[global] http1_fast_path = true` and
 //! `NAME::hyper_path` with `false`, and must pass on both.
 //!
-//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`] and [`responses`]
-//! hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
+//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`]
+//! and [`body_limit`] hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
 //!   bodies by Content-Length, chunked or close), for the test client and the raw backend
@@ -20,6 +20,7 @@
 //!   malformed heads, nor drop a keep-alive connection on purpose.
 
 mod backend;
+mod body_limit;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
@@ -135,4 +136,6 @@ on_both_paths!(
     responses::heads_and_chunks_split_into_single_bytes_are_reassembled,
     responses::a_backend_silent_mid_body_is_cut_off,
     responses::backend_response_with_both_lengths_is_not_relayed_ambiguous,
+    body_limit::content_length_over_the_route_limit_gets_413_before_going_upstream,
+    body_limit::chunked_body_passing_the_limit_is_cut_off_and_its_connection_dropped,
 );

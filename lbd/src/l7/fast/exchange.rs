@@ -126,6 +126,7 @@ pub(super) async fn serve(
         backend: None,
         error: "-",
         gate: shared.vrrp.gates.enter(&conn.listener),
+        request_body: None,
     };
     let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
@@ -225,8 +226,13 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    let (pool_index, pool) = route_and_limit(shared, rt, conn, &view)?;
+    let (pool_index, pool, max_body) = route_and_limit(shared, rt, conn, &view)?;
     fin.pool = Some(pool_index);
+    // The whole body is already read (it is at most MAX_BODY): over the route's limit, it
+    // goes nowhere.
+    if body.len() as u64 > max_body {
+        return Err(ProxyError::new(ErrorKind::BodyTooLarge).into());
+    }
     let pcfg = rt.pool_config(pool);
     let pin: Option<RequestPin> = pool
         .sticky
