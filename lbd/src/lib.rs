@@ -17,7 +17,8 @@
 //!   listener start/stop, SIGTERM drain, lifecycle phases; [`runtime`] builds the snapshot.
 //! - [`config`]     TOML file structs → `validate()` (every error, with file:line:col) →
 //!   [`config::LbConfig`].
-//! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener;
+//! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener,
+//!   and the drain endpoints behind the bearer token of `global.admin_token_file`;
 //!   [`metrics`] holds the atomics and the exposition writer.
 //! - [`vrrp`]       the coupling to vrrpd: subscribe to its state stream, bind a VIP's
 //!   listeners only while Master (ack after binding), drain on switchover, heartbeat

@@ -16,6 +16,8 @@
 //! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::pool::ConnPool`] (idle
 //! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
+//! Loading re-reads the files the config names, so a reload also picks up a rotated
+//! `global.admin_token_file` (a bad one, like any error, keeps the old config and token).
 //!
 //! ## Soft state
 //! [`Shared::soft`] holds the sticky learn table, the rate-limit buckets and operator drains

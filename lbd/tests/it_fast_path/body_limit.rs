@@ -76,6 +76,9 @@ pub(crate) async fn content_length_over_the_route_limit_gets_413_before_going_up
         "no refused request reached the backend"
     );
     assert_eq!(too_large_count(&lbd).await, 3.0);
+    // The refused requests opened no upstream connection, and a body sent whole (streamed,
+    // on the hyper path) leaves its connection reusable.
+    assert_eq!(web.accepted(), 1);
     let failures = backend_series("lbd_backend_failures_total", &web);
     assert_eq!(
         metric(lbd.admin, &failures).await,
@@ -141,6 +144,10 @@ pub(crate) async fn chunked_body_passing_the_limit_is_cut_off_and_its_connection
         "the cut-off bodies never reached the backend whole"
     );
     assert_eq!(sha(&seen[1].req.body), sha(&big));
+    assert_eq!(
+        seen[2].conn, seen[1].conn,
+        "a chunked body within the limit leaves its connection reusable"
+    );
     // A connection that carried a cut-off body is never used again: the requests after the
     // 413s went on connections opened after them.
     for s in &seen[1..] {
