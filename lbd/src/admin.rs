@@ -174,13 +174,18 @@ fn tokens_equal(expected: &[u8], presented: &[u8]) -> bool {
     tag(presented).verify_slice(&want).is_ok()
 }
 
+/// Someone guessing tokens would otherwise write a log line per guess.
+static REFUSED_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
+
 /// Reads are open; any other method must pass [`authorize`] first.
 fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let rt = shared.runtime();
         if let Err(why) = authorize(rt.config.global.admin_token.as_ref(), req.headers()) {
             crate::metrics::inc(&shared.stats.admin_rejected[why.index()]);
-            warn!(client = %peer, method = %req.method(), path = req.uri().path(), reason = why.as_str(), "admin write request refused");
+            REFUSED_LOG.note(|suppressed| {
+                warn!(client = %peer, method = %req.method(), path = req.uri().path(), reason = why.as_str(), suppressed, "admin write request refused")
+            });
             return why.response();
         }
     }

@@ -28,7 +28,8 @@
 //! - [`peer`]       the authenticated peer link that replicates [`softstate`] to the other node
 //!   (protocol in `shared::peer`), and the cold/learning/warm readiness it reports.
 //! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
-//!   retryable }` and the status each kind maps to.
+//!   retryable }` and the status each kind maps to; [`log_limit`] one log line a second for
+//!   events that come in floods.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -38,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod l7;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod runtime;

@@ -209,7 +209,7 @@ fn admit(shared: &Shared, peer: SocketAddr, listener: &str) -> Option<ClientSlot
 }
 
 /// Refused connections come in floods: one log line a second is enough to see one.
-static OVER_CAP_LOG: crate::client_cap::LogLimiter = crate::client_cap::LogLimiter::new();
+static OVER_CAP_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
 
 fn spawn_connection(
     shared: &Arc<Shared>,

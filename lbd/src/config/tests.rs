@@ -723,6 +723,21 @@ fn admin_token_file_must_be_private_and_long_enough() {
         None
     );
 
+    // Owned by another user: refused even at 0600 (only root can make such a file here).
+    if nix::unistd::geteuid().is_root() {
+        let theirs = write("theirs", token, 0o600);
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+        let e = load_in(&with("theirs"))
+            .expect_err("foreign owner")
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{} is owned by uid 65534; it must be owned by uid 0, the user lbd runs as",
+                theirs.display()
+            )),
+            "{e}"
+        );
+    }
     for (file, needle) in [
         (
             "open".to_string(),
