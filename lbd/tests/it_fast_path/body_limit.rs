@@ -63,6 +63,21 @@ pub(crate) async fn content_length_over_the_route_limit_gets_413_before_going_up
     )
     .await;
 
+    // A client that waits for `100 Continue` before sending its body gets the 413 instead.
+    let mut c = Wire::connect(lbd.listen).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: test.local\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        .await;
+    let first = c
+        .read_response("POST", deadline())
+        .await
+        .expect("an answer to the head alone");
+    assert_eq!(
+        first.status,
+        413,
+        "the first answer, not a 100: {}",
+        first.text()
+    );
+
     // At the limits, and over the global one where the route allows more: through, whole.
     let mut c = Wire::connect(lbd.listen).await;
     for (path, n) in [("/", 1000), ("/small/ok", 10), ("/big/ok", 5000)] {
@@ -75,7 +90,7 @@ pub(crate) async fn content_length_over_the_route_limit_gets_413_before_going_up
         ["/", "/small/ok", "/big/ok"],
         "no refused request reached the backend"
     );
-    assert_eq!(too_large_count(&lbd).await, 3.0);
+    assert_eq!(too_large_count(&lbd).await, 4.0);
     // The refused requests opened no upstream connection, and a body sent whole (streamed,
     // on the hyper path) leaves its connection reusable.
     assert_eq!(web.accepted(), 1);
