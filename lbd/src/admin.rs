@@ -4,8 +4,15 @@
 //! recorded in the soft state, so the drain replicates to the peer node).
 //!
 //! Separate from the proxy listeners so scraping never competes with client limits, and bound
-//! to loopback by default because the metrics name every backend and the drain endpoints have
-//! no authentication.
+//! to loopback by default because the metrics name every backend.
+//!
+//! ## Authorisation
+//! Reads (`GET`/`HEAD`) are open to whoever reaches the admin address. Every other method
+//! changes state (or may, in a later endpoint) and needs `Authorization: Bearer TOKEN`, the
+//! token read from `global.admin_token_file` (re-read on reload). Without that file the write
+//! endpoints are disabled (403), never open. A refusal (403, or 401 with
+//! `WWW-Authenticate: Bearer`) changes nothing, here or on the peer, and is counted in
+//! `lbd_admin_requests_rejected_total{reason}`. The token is compared in constant time.
 //!
 //! `/metrics` renders the *current* runtime snapshot: a backend removed by a reload disappears
 //! from the output; a kept one keeps its counters (see `server.rs`).
@@ -16,15 +23,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use hmac::{Hmac, Mac};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use sha2::Sha256;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::config::AdminToken;
 use crate::error::ErrorKind;
 use crate::metrics::{get, DiscardReason, Exposition, STATUS_CLASSES};
 use crate::server::{Phase, Shared};
@@ -35,7 +45,7 @@ pub async fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Soc
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "admin accept failed");
@@ -47,7 +57,7 @@ pub async fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Soc
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                    async move { Ok::<_, Infallible>(route(&shared, &req, peer)) }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -71,7 +81,114 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Why an admin write request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No `global.admin_token_file`: the write endpoints are off.
+    Disabled,
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// A token that is not the configured one.
+    BadToken,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 3] = [
+        Rejection::Disabled,
+        Rejection::MissingToken,
+        Rejection::BadToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Disabled => "disabled",
+            Rejection::MissingToken => "missing_token",
+            Rejection::BadToken => "bad_token",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Rejection::Disabled => text(
+                StatusCode::FORBIDDEN,
+                "admin write endpoints are disabled: set [global] admin_token_file to a file \
+                 (mode 0600, at least 16 bytes) and send `Authorization: Bearer TOKEN`\n",
+            ),
+            Rejection::MissingToken | Rejection::BadToken => {
+                let body = if self == Rejection::MissingToken {
+                    "401 this endpoint needs `Authorization: Bearer TOKEN` (global.admin_token_file)\n"
+                } else {
+                    "401 wrong admin token\n"
+                };
+                let mut r = text(StatusCode::UNAUTHORIZED, body);
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"lbd-admin\""),
+                );
+                r
+            }
+        }
+    }
+}
+
+/// May this request change state? `Ok` when `token` is configured and the request carries it.
+pub fn authorize(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Rejection> {
+    let Some(token) = token else {
+        return Err(Rejection::Disabled);
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()))
+        .ok_or(Rejection::MissingToken)?;
+    if tokens_equal(&token.0, presented) {
+        Ok(())
+    } else {
+        Err(Rejection::BadToken)
+    }
+}
+
+/// The credentials of an `Authorization: Bearer TOKEN` value (scheme case-insensitive).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Constant-time comparison that also hides the expected token's length: both sides go
+/// through HMAC-SHA256 under a fixed key, and the tags are compared with `verify_slice`.
+fn tokens_equal(expected: &[u8], presented: &[u8]) -> bool {
+    let tag = |t: &[u8]| {
+        let mut m = Hmac::<Sha256>::new_from_slice(b"lbd admin token")
+            .expect("HMAC takes a key of any length");
+        m.update(t);
+        m
+    };
+    let want = tag(expected).finalize().into_bytes();
+    tag(presented).verify_slice(&want).is_ok()
+}
+
+/// Someone guessing tokens would otherwise write a log line per guess.
+static REFUSED_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
+
+/// Reads are open; any other method must pass [`authorize`] first.
+fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let rt = shared.runtime();
+        if let Err(why) = authorize(rt.config.global.admin_token.as_ref(), req.headers()) {
+            crate::metrics::inc(&shared.stats.admin_rejected[why.index()]);
+            REFUSED_LOG.note(|suppressed| {
+                warn!(client = %peer, method = %req.method(), path = req.uri().path(), reason = why.as_str(), suppressed, "admin write request refused")
+            });
+            return why.response();
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/backends/drain") => set_drained(shared, req.uri().query(), true),
         (&Method::POST, "/backends/undrain") => set_drained(shared, req.uri().query(), false),
@@ -302,6 +419,28 @@ pub fn render(shared: &Shared) -> String {
         "lbd_access_log_dropped_total",
         &[],
         crate::access_log::dropped(),
+    );
+    e.family(
+        "lbd_admin_requests_rejected_total",
+        "counter",
+        "Admin write requests refused (disabled: no admin_token_file; missing_token; bad_token).",
+    );
+    for r in Rejection::ALL {
+        e.sample(
+            "lbd_admin_requests_rejected_total",
+            &[("reason", r.as_str())],
+            get(&s.admin_rejected[r.index()]),
+        );
+    }
+    e.family(
+        "lbd_client_conns_rejected_total",
+        "counter",
+        "Client connections closed at accept (per_client_cap: the IP had max_conns_per_client open).",
+    );
+    e.sample(
+        "lbd_client_conns_rejected_total",
+        &[("reason", "per_client_cap")],
+        get(&s.client_conns_over_cap),
     );
     e.family(
         "lbd_config_reloads_total",
@@ -587,4 +726,78 @@ pub fn render(shared: &Shared) -> String {
         );
     }
     e.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, a.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn writes_need_the_configured_bearer_token() {
+        let token = AdminToken(b"0123456789abcdef-secret".to_vec());
+        let t = Some(&token);
+        assert_eq!(
+            authorize(t, &headers(Some("Bearer 0123456789abcdef-secret"))),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(t, &headers(Some("bearer  0123456789abcdef-secret "))),
+            Ok(())
+        );
+        assert_eq!(authorize(t, &headers(None)), Err(Rejection::MissingToken));
+        for missing in [
+            "Basic 0123456789abcdef-secret",
+            "Bearer",
+            "Bearer   ",
+            "0123456789abcdef-secret",
+        ] {
+            assert_eq!(
+                authorize(t, &headers(Some(missing))),
+                Err(Rejection::MissingToken),
+                "{missing:?}"
+            );
+        }
+        for bad in [
+            "Bearer 0123456789abcdef-secreT",
+            "Bearer 0123456789abcdef-secret2",
+            "Bearer 0123456789abcdef",
+        ] {
+            assert_eq!(
+                authorize(t, &headers(Some(bad))),
+                Err(Rejection::BadToken),
+                "{bad:?}"
+            );
+        }
+        // No token configured: disabled, whatever the request carries.
+        assert_eq!(
+            authorize(None, &headers(Some("Bearer 0123456789abcdef-secret"))),
+            Err(Rejection::Disabled)
+        );
+    }
+
+    #[test]
+    fn rejections_answer_403_or_401_with_a_challenge() {
+        assert_eq!(
+            Rejection::Disabled.response().status(),
+            StatusCode::FORBIDDEN
+        );
+        for r in [Rejection::MissingToken, Rejection::BadToken] {
+            let resp = r.response();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+            assert!(resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("Bearer")));
+        }
+        for (i, r) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "ALL is in declaration order");
+        }
+    }
 }

@@ -64,10 +64,12 @@ pub enum ErrorKind {
     /// The request uses a transfer coding lbd does not implement (`gzip, chunked`):
     /// RFC 9112 §6.1's 501.
     NotImplemented,
+    /// The request body is larger than the route's `max_request_body_bytes`.
+    BodyTooLarge,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadRequest,
         ErrorKind::BadPath,
         ErrorKind::UriTooLong,
@@ -82,6 +84,7 @@ impl ErrorKind {
         ErrorKind::ResponseTimeout,
         ErrorKind::ClientBody,
         ErrorKind::NotImplemented,
+        ErrorKind::BodyTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::ResponseTimeout => "response_timeout",
             ErrorKind::ClientBody => "client_body",
             ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -114,7 +118,8 @@ impl ErrorKind {
             | ErrorKind::UriTooLong
             | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientBody
-            | ErrorKind::NotImplemented => Side::Client,
+            | ErrorKind::NotImplemented
+            | ErrorKind::BodyTooLarge => Side::Client,
             ErrorKind::NoRoute | ErrorKind::QueueFull | ErrorKind::QueueTimeout => Side::Internal,
             ErrorKind::NoHealthyBackend
             | ErrorKind::Connect
@@ -131,6 +136,7 @@ impl ErrorKind {
             }
             ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyBackend | ErrorKind::QueueFull | ErrorKind::QueueTimeout => {
@@ -149,6 +155,7 @@ impl ErrorKind {
             ErrorKind::ClientBody => "400 bad request body\n",
             ErrorKind::NotImplemented => "501 transfer coding not implemented\n",
             ErrorKind::UriTooLong => "414 request-target too long\n",
+            ErrorKind::BodyTooLarge => "413 request body too large\n",
             ErrorKind::HeadersTooLarge => "431 request header fields too large\n",
             ErrorKind::NoRoute => "404 no route\n",
             ErrorKind::NoHealthyBackend => "503 no healthy backend\n",

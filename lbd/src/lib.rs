@@ -2,7 +2,7 @@
 //!
 //! Layout (a request flows top to bottom):
 //! - [`listener`]   bound sockets (IP_FREEBIND for VIPs), accept loop with the client
-//!   connection limit, a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
+//!   connection limit and the per-client cap ([`client_cap`]), a tracing span per connection, h2c sniffing, hyper HTTP/1.1 with
 //!   header timeout and size limits, graceful close on drain and idleness.
 //! - [`l7`]         the HTTP layer: [`l7::fast`] (lbd's own HTTP/1 engine for plain
 //!   keep-alive requests, the common case), [`l7::proxy`] (the hyper service for the rest:
@@ -17,7 +17,8 @@
 //!   listener start/stop, SIGTERM drain, lifecycle phases; [`runtime`] builds the snapshot.
 //! - [`config`]     TOML file structs → `validate()` (every error, with file:line:col) →
 //!   [`config::LbConfig`].
-//! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener;
+//! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener,
+//!   and the drain endpoints behind the bearer token of `global.admin_token_file`;
 //!   [`metrics`] holds the atomics and the exposition writer.
 //! - [`vrrp`]       the coupling to vrrpd: subscribe to its state stream, bind a VIP's
 //!   listeners only while Master (ack after binding), drain on switchover, heartbeat
@@ -27,15 +28,18 @@
 //! - [`peer`]       the authenticated peer link that replicates [`softstate`] to the other node
 //!   (protocol in `shared::peer`), and the cold/learning/warm readiness it reports.
 //! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
-//!   retryable }` and the status each kind maps to.
+//!   retryable }` and the status each kind maps to; [`log_limit`] one log line a second for
+//!   events that come in floods.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
+pub mod client_cap;
 pub mod config;
 pub mod error;
 pub mod l7;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod peer;
 pub mod runtime;

@@ -7,7 +7,10 @@
 //!
 //! Each accepted connection:
 //! 1. takes a permit of `global.max_client_conns` *before* `accept`, so over the limit the
-//!    kernel backlog queues new clients instead of lbd accepting and dropping them;
+//!    kernel backlog queues new clients instead of lbd accepting and dropping them; then,
+//!    accepted, a slot of `global.max_conns_per_client` for its IP ([`crate::client_cap`]):
+//!    an address already at its cap has the connection closed at once, before any byte is
+//!    read (counted, and logged at most once a second);
 //! 2. gets a tracing span carrying `client.addr` and the listener name;
 //! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1: by
 //!    lbd's own engine ([`crate::l7::fast`], unless `global.http1_fast_path = false`) until a
@@ -41,6 +44,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::client_cap::{AtCap, ClientSlot};
 use crate::config::ListenerConfig;
 use crate::l7::fast::conn::{ConnLimits, Served};
 use crate::l7::fast::prefixed::Prefixed;
@@ -174,7 +178,11 @@ async fn accept_loop(
             _ = shutdown.triggered() => return drain_backlog(&shared, &listener, &name),
         };
         match accepted {
-            Ok((stream, peer)) => spawn_connection(&shared, stream, peer, &name, permit),
+            Ok((stream, peer)) => {
+                if let Some(slot) = admit(&shared, peer, &name) {
+                    spawn_connection(&shared, stream, peer, &name, permit, slot);
+                }
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a failing accept.
                 warn!(listener = %name, error = %e, "accept failed");
@@ -184,17 +192,42 @@ async fn accept_loop(
     }
 }
 
+/// The connection's slot under `global.max_conns_per_client`, or `None` when its address is
+/// at the cap: the caller then drops (closes) the stream unread.
+fn admit(shared: &Shared, peer: SocketAddr, listener: &str) -> Option<ClientSlot> {
+    let cap = shared.runtime.load().config.global.max_conns_per_client;
+    match shared.client_conns.try_acquire(peer.ip(), cap) {
+        Ok(slot) => Some(slot),
+        Err(AtCap) => {
+            crate::metrics::inc(&shared.stats.client_conns_over_cap);
+            OVER_CAP_LOG.note(|suppressed| {
+                warn!(client = %peer.ip(), listener, cap, suppressed, "client at max_conns_per_client: connection closed")
+            });
+            None
+        }
+    }
+}
+
+/// Refused connections come in floods: one log line a second is enough to see one.
+static OVER_CAP_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
+
 fn spawn_connection(
     shared: &Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
     name: &Arc<str>,
     permit: OwnedSemaphorePermit,
+    slot: ClientSlot,
 ) {
     let span = info_span!("conn", client.addr = %peer, listener = %name);
+    let serve = serve_connection(Arc::clone(shared), stream, peer, Arc::clone(name), permit);
+    // The slot lives as long as the task, whichever way it ends.
     shared.tracker.spawn(
-        serve_connection(Arc::clone(shared), stream, peer, Arc::clone(name), permit)
-            .instrument(span),
+        async move {
+            let _slot = slot;
+            serve.await;
+        }
+        .instrument(span),
     );
 }
 
@@ -215,7 +248,9 @@ fn drain_backlog(shared: &Arc<Shared>, listener: &TcpListener, name: &Arc<str>) 
         let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
             break;
         };
-        spawn_connection(shared, stream, peer, name, permit);
+        if let Some(slot) = admit(shared, peer, name) {
+            spawn_connection(shared, stream, peer, name, permit, slot);
+        }
         taken += 1;
     }
     if taken > 0 {

@@ -148,6 +148,11 @@ pub struct GlobalStats {
     pub fast_path_requests_total: AtomicU64,
     /// Connections the fast path handed to hyper (a request it does not take).
     pub fast_path_handoffs_total: AtomicU64,
+    /// Admin write requests refused, by [`crate::admin::Rejection`].
+    pub admin_rejected: [AtomicU64; crate::admin::Rejection::ALL.len()],
+    /// Client connections closed at accept because their IP was at
+    /// `global.max_conns_per_client`.
+    pub client_conns_over_cap: AtomicU64,
 }
 
 impl GlobalStats {

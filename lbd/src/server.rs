@@ -16,6 +16,8 @@
 //! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::pool::ConnPool`] (idle
 //! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
+//! Loading re-reads the files the config names, so a reload also picks up a rotated
+//! `global.admin_token_file` (a bad one, like any error, keeps the old config and token).
 //!
 //! ## Soft state
 //! [`Shared::soft`] holds the sticky learn table, the rate-limit buckets and operator drains
@@ -40,8 +42,8 @@
 //! connections they use then stay on that worker, and each worker keeps its own idle
 //! upstream connections ([`crate::upstream::pool`]). What is shared between threads is only
 //! what has to be: the snapshot behind the `ArcSwap`, backend health and load (atomics and
-//! short locks), metrics, the global client connection semaphore, the shutdown and vrrp
-//! gate signals.
+//! short locks), metrics, the global client connection semaphore, the sharded per-client
+//! connection counts, the shutdown and vrrp gate signals.
 //!
 //! ## Seams for later issues
 //! Listeners are started and stopped at runtime ([`Server::start_listener`],
@@ -115,6 +117,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// `global.max_client_conns`, taken before each accept.
     pub conn_limit: Arc<Semaphore>,
+    /// Open connections per client IP, for `global.max_conns_per_client`.
+    pub client_conns: Arc<crate::client_cap::ClientConns>,
     pub phase: watch::Sender<Phase>,
     /// The coupling to vrrpd (inert without `[vrrp]`): listener gates, status.
     pub vrrp: crate::vrrp::Coupling,
@@ -197,6 +201,7 @@ impl Server {
             shutdown: Shutdown::new(),
             tracker: TaskTracker::new(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
+            client_conns: Arc::default(),
             phase,
             vrrp,
             workers,

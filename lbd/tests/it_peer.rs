@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, free_addr, get, metric, patience, request, Lbd, TestBackend};
+use common::{eventually, free_addr, get, metric, patience, request, Lbd, TestBackend, ADMIN_AUTH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -158,7 +158,7 @@ async fn drain(admin: SocketAddr, backend: SocketAddr, drained: bool) {
         admin,
         "POST",
         &format!("/backends/{verb}?pool=web&backend={backend}"),
-        &[],
+        &[ADMIN_AUTH],
     )
     .await
     .expect("drain request");
@@ -199,6 +199,50 @@ where
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_admin_write_reaches_neither_node() {
+    let fx = Fixture::new(2).await;
+    let (na, nb) = fx.pair();
+    let a = fx.start(&na).await;
+    let b = fx.start(&nb).await;
+    wait_linked(&a, &b).await;
+    let (x, y) = (fx.backends[0].addr, fx.backends[1].addr);
+    let before = digest(b.admin).await;
+    let unauthorised = [
+        &[][..],
+        &[("authorization", "Bearer not-the-admin-token-000000")][..],
+    ];
+    for headers in unauthorised {
+        let r = request(
+            a.admin,
+            "POST",
+            &format!("/backends/drain?pool=web&backend={x}"),
+            headers,
+        )
+        .await
+        .expect("drain request");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // An authorised write after them: once B has it, B has everything A sent before it.
+    drain(a.admin, y, true).await;
+    eventually(
+        "B applies A's drain of y",
+        Duration::from_secs(5),
+        || async { is_drained(b.admin, y).await },
+    )
+    .await;
+    assert!(
+        !is_drained(a.admin, x).await,
+        "A: the refused drain changed nothing"
+    );
+    assert!(
+        !is_drained(b.admin, x).await,
+        "B: the refused drain never replicated"
+    );
+    assert_ne!(digest(b.admin).await, before);
+    assert_eq!(digest(a.admin).await, digest(b.admin).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

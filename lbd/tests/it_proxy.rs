@@ -416,6 +416,180 @@ async fn hop_by_hop_headers_are_removed_from_responses() {
     );
 }
 
+/// Is `backend` drained, by the admin listener's `/backends` table?
+async fn drained(admin: std::net::SocketAddr, backend: std::net::SocketAddr) -> bool {
+    let table = get(admin, "/backends").await.expect("GET /backends").body;
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 6 && f[1] == backend.to_string() && f[5] == "1"
+    })
+}
+
+async fn admin_rejected(admin: std::net::SocketAddr, reason: &str) -> f64 {
+    let series = format!("lbd_admin_requests_rejected_total{{reason=\"{reason}\"}}");
+    metric(admin, &series)
+        .await
+        .expect("admin rejection series")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_need_the_bearer_token_and_reads_stay_open() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n{}",
+        pool("web", &[&a, &b], "")
+    );
+    let lbd = Lbd::start(&body).await;
+    let drain = format!("/backends/drain?pool=web&backend={}", b.addr);
+
+    let r = request(lbd.admin, "POST", &drain, &[]).await.expect("post");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("Bearer")),
+        "{:?}",
+        r.headers
+    );
+    let wrong = [("authorization", "Bearer lbd-test-admin-token-0123456780")];
+    let r = request(lbd.admin, "POST", &drain, &wrong)
+        .await
+        .expect("post");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let basic = [("authorization", "Basic YWRtaW46YWRtaW4=")];
+    let r = request(lbd.admin, "POST", &drain, &basic)
+        .await
+        .expect("post");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        !drained(lbd.admin, b.addr).await,
+        "a refused drain changed nothing"
+    );
+    assert_eq!(admin_rejected(lbd.admin, "missing_token").await, 2.0);
+    assert_eq!(admin_rejected(lbd.admin, "bad_token").await, 1.0);
+    assert_eq!(admin_rejected(lbd.admin, "disabled").await, 0.0);
+    for _ in 0..4 {
+        get(lbd.listen, "/").await.expect("get");
+    }
+    assert!(b.hits() > 0, "b still takes traffic");
+
+    // Reads need no token.
+    for path in ["/metrics", "/healthz", "/readyz", "/status", "/backends"] {
+        assert_eq!(
+            get(lbd.admin, path).await.expect(path).status,
+            200,
+            "{path}"
+        );
+    }
+
+    let r = admin_post(lbd.admin, &drain).await.expect("drain");
+    assert_eq!((r.status, r.body.as_str()), (200, "drained 1 backend(s)\n"));
+    assert!(drained(lbd.admin, b.addr).await);
+
+    // A reload re-reads the token file: the old token stops working, the new one works.
+    let undrain = format!("/backends/undrain?pool=web&backend={}", b.addr);
+    let new_token = "rotated-admin-token-abcdef0123456789";
+    write_mode(&lbd.dir.path().join(ADMIN_TOKEN_FILE), new_token, 0o600);
+    lbd.signal("HUP");
+    eventually("the reload", Duration::from_secs(5), || async {
+        metric(lbd.admin, "lbd_config_reloads_total{result=\"ok\"}").await == Some(1.0)
+    })
+    .await;
+    let r = admin_post(lbd.admin, &undrain).await.expect("undrain");
+    assert_eq!(r.status, 401, "the old token is no longer accepted");
+    let auth = format!("Bearer {new_token}");
+    let r = request(lbd.admin, "POST", &undrain, &[("authorization", &auth)])
+        .await
+        .expect("undrain");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!drained(lbd.admin, b.addr).await);
+
+    // A token file others can read fails the reload; the previous token stays in force.
+    write_mode(
+        &lbd.dir.path().join(ADMIN_TOKEN_FILE),
+        "some-other-token-0123456789",
+        0o644,
+    );
+    lbd.signal("HUP");
+    eventually("the rejected reload", Duration::from_secs(5), || async {
+        metric(lbd.admin, "lbd_config_reloads_total{result=\"error\"}").await == Some(1.0)
+    })
+    .await;
+    assert!(
+        lbd.log_text().contains("has mode 0644"),
+        "{}",
+        lbd.log_text()
+    );
+    let r = request(lbd.admin, "POST", &drain, &[("authorization", &auth)])
+        .await
+        .expect("drain");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_are_disabled_without_a_token_file() {
+    let a = TestBackend::start("a").await;
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL_NO_TOKEN\n{}",
+        pool("web", &[&a], "")
+    );
+    let lbd = Lbd::start(&body).await;
+    let drain = format!("/backends/drain?pool=web&backend={}", a.addr);
+    for headers in [&[][..], &[ADMIN_AUTH][..]] {
+        let r = request(lbd.admin, "POST", &drain, headers)
+            .await
+            .expect("post");
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("admin_token_file"), "{}", r.body);
+    }
+    assert!(!drained(lbd.admin, a.addr).await);
+    assert_eq!(admin_rejected(lbd.admin, "disabled").await, 2.0);
+    assert_eq!(
+        get(lbd.admin, "/metrics").await.expect("metrics").status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_others_can_read_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join(ADMIN_TOKEN_FILE);
+    write_mode(&token, ADMIN_TOKEN, 0o644);
+    let config = dir.path().join("lbd.toml");
+    let body = "[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(&config, config_with(free_addr(), free_addr(), body)).expect("config");
+    let want = format!(
+        "`global.admin_token_file`: {} has mode 0644; it must be 0600 or stricter",
+        token.display()
+    );
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .args(args)
+            .arg(&config)
+            .output()
+            .expect("run lbd");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} accepted an 0644 token file"
+        );
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    // chmod 600 is what the message asks for, and it is enough.
+    write_mode(&token, ADMIN_TOKEN, 0o600);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run lbd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_drain_stops_new_traffic_to_a_backend() {
     let a = TestBackend::start("a").await;
@@ -426,7 +600,7 @@ async fn admin_drain_stops_new_traffic_to_a_backend() {
     );
     let lbd = Lbd::start(&body).await;
     let drain = format!("/backends/drain?pool=web&backend={}", b.addr);
-    let r = request(lbd.admin, "POST", &drain, &[])
+    let r = request(lbd.admin, "POST", &drain, &[ADMIN_AUTH])
         .await
         .expect("drain");
     assert_eq!((r.status, r.body.as_str()), (200, "drained 1 backend(s)\n"));
@@ -441,7 +615,7 @@ async fn admin_drain_stops_new_traffic_to_a_backend() {
     );
     let undrain = format!("/backends/undrain?backend={}", b.addr);
     assert_eq!(
-        request(lbd.admin, "POST", &undrain, &[])
+        request(lbd.admin, "POST", &undrain, &[ADMIN_AUTH])
             .await
             .expect("undrain")
             .status,
@@ -455,9 +629,92 @@ async fn admin_drain_stops_new_traffic_to_a_backend() {
         lbd.admin,
         "POST",
         "/backends/drain?backend=127.0.0.1:1",
-        &[],
+        &[ADMIN_AUTH],
     )
     .await
     .expect("missing");
     assert_eq!(missing.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_client_cap_are_closed_at_accept() {
+    use tokio::io::AsyncWriteExt;
+    let web = TestBackend::start("web").await;
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\nmax_conns_per_client = 5\n{}",
+        pool("web", &[&web], "")
+    );
+    let lbd = Lbd::start(&body).await;
+    let open_conns = || async { metric(lbd.admin, "lbd_client_connections").await };
+    let rejected = || async {
+        metric(
+            lbd.admin,
+            "lbd_client_conns_rejected_total{reason=\"per_client_cap\"}",
+        )
+        .await
+    };
+    assert_eq!(rejected().await, Some(0.0));
+
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(
+            tokio::net::TcpStream::connect(lbd.listen)
+                .await
+                .expect("connect"),
+        );
+    }
+    eventually("5 connections accepted", Duration::from_secs(5), || async {
+        open_conns().await == Some(5.0)
+    })
+    .await;
+    // Over the cap: closed at once, with no response (lbd reads nothing from them).
+    for _ in 0..3 {
+        let mut extra = tokio::net::TcpStream::connect(lbd.listen)
+            .await
+            .expect("connect");
+        let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5)).await;
+        assert!(closed && got.is_empty(), "closed {closed}, read {got:?}");
+    }
+    assert_eq!(rejected().await, Some(3.0));
+    assert_eq!(open_conns().await, Some(5.0));
+    assert!(lbd.log_text().contains("client at max_conns_per_client"));
+    // Another client address has its own count.
+    let other = request_from("127.0.0.2".parse().expect("ip"), lbd.listen, "/", &[])
+        .await
+        .expect("another address");
+    assert_eq!(other.status, 200);
+
+    // The held connections work; closing two makes room for two more.
+    for mut s in held.drain(..2) {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let (got, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+        assert!(closed && got.starts_with("HTTP/1.1 200"), "{got:?}");
+    }
+    eventually(
+        "the two closed connections are released",
+        Duration::from_secs(5),
+        || async { open_conns().await == Some(3.0) },
+    )
+    .await;
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(lbd.listen)
+                .await
+                .expect("connect"),
+        );
+    }
+    eventually(
+        "two new connections accepted",
+        Duration::from_secs(5),
+        || async { open_conns().await == Some(5.0) },
+    )
+    .await;
+    let mut extra = tokio::net::TcpStream::connect(lbd.listen)
+        .await
+        .expect("connect");
+    let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5)).await;
+    assert!(closed && got.is_empty(), "at the cap again: {got:?}");
+    assert_eq!(rejected().await, Some(4.0));
 }

@@ -198,9 +198,14 @@ async fn insert_mode_follows_health_and_a_secret_file_survives_a_restart() {
 
     // An operator drain moves pinned clients too, until the backend is undrained.
     let target = format!("pool=web&backend={}", victim.addr);
-    let drained = request(lbd.admin, "POST", &format!("/backends/drain?{target}"), &[])
-        .await
-        .expect("drain");
+    let drained = request(
+        lbd.admin,
+        "POST",
+        &format!("/backends/drain?{target}"),
+        &[ADMIN_AUTH],
+    )
+    .await
+    .expect("drain");
     assert_eq!(drained.status, 200, "{}", drained.body);
     for _ in 0..5 {
         let r = get_with_cookie(lbd.listen, "/", &cookie).await;
@@ -215,7 +220,7 @@ async fn insert_mode_follows_health_and_a_secret_file_survives_a_restart() {
         lbd.admin,
         "POST",
         &format!("/backends/undrain?{target}"),
-        &[],
+        &[ADMIN_AUTH],
     )
     .await
     .expect("undrain");

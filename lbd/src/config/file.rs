@@ -48,6 +48,10 @@ pub struct FileGlobal {
     pub node_name: Option<String>,
     /// Key for the insert-mode sticky cookie MAC; the same file on both nodes.
     pub cookie_secret_file: Option<String>,
+    /// Bearer token the admin listener's write endpoints require; absent: writes disabled.
+    pub admin_token_file: Option<String>,
+    /// Open connections allowed from one client IP (0: no cap).
+    pub max_conns_per_client: Option<u32>,
     pub workers: Option<usize>,
     pub rate_limit_max_keys: Option<usize>,
     pub rate_limit_max_bytes: Option<usize>,
@@ -68,6 +72,7 @@ pub struct FileTimeouts {
 pub struct FileLimits {
     pub max_header_bytes: Option<usize>,
     pub max_request_line: Option<usize>,
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +228,8 @@ pub struct FileRoute {
     pub split: Option<Vec<FileSplit>>,
     /// `Upgrade` protocols tunnelled on this route besides `websocket`.
     pub upgrades: Option<Vec<String>>,
+    /// Overrides `limits.max_request_body_bytes` for this route.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

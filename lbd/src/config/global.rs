@@ -83,6 +83,19 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         .cookie_secret_file
         .as_deref()
         .and_then(|f| read_cookie_secret(v, f));
+    let admin_token = g
+        .admin_token_file
+        .as_deref()
+        .and_then(|f| read_admin_token(v, f));
+    let max_conns_per_client = g
+        .max_conns_per_client
+        .unwrap_or(DEFAULT_MAX_CONNS_PER_CLIENT);
+    v.check_range(
+        "global.max_conns_per_client",
+        max_conns_per_client,
+        0,
+        1_000_000,
+    );
     if let Some(w) = g.workers {
         v.check_range("global.workers", w, 1, 1024);
     }
@@ -111,6 +124,8 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         access_log,
         node_name,
         cookie_secret,
+        admin_token,
+        max_conns_per_client,
         workers: g.workers,
         rate_limit_max_keys,
         rate_limit_max_bytes,
@@ -130,10 +145,7 @@ fn read_cookie_secret(v: &mut Validator<'_>, file: &str) -> Option<CookieSecret>
         );
         return None;
     }
-    let path = match v.source().path.parent() {
-        Some(dir) => dir.join(file),
-        None => PathBuf::from(file),
-    };
+    let path = config_relative(v, file);
     match std::fs::read(&path) {
         Ok(mut bytes) => {
             while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -158,6 +170,83 @@ fn read_cookie_secret(v: &mut Validator<'_>, file: &str) -> Option<CookieSecret>
             None
         }
     }
+}
+
+/// `file` relative to the config file's directory (an absolute path stays as it is).
+fn config_relative(v: &Validator<'_>, file: &str) -> PathBuf {
+    match v.source().path.parent() {
+        Some(dir) => dir.join(file),
+        None => PathBuf::from(file),
+    }
+}
+
+/// Largest admin token file read: a token is a line, not a document.
+const ADMIN_TOKEN_MAX_FILE_BYTES: u64 = 4096;
+
+/// `global.admin_token_file`, relative to the config file's directory. The file must belong
+/// to the user lbd runs as and be readable by nobody else (mode 0600 or stricter): whoever can
+/// read it can drain every backend on both nodes. Surrounding whitespace is not part of the
+/// token.
+fn read_admin_token(v: &mut Validator<'_>, file: &str) -> Option<AdminToken> {
+    const KEY: &str = "global.admin_token_file";
+    if file.trim().is_empty() {
+        v.error(
+            KEY,
+            "must not be empty (remove it to disable the admin write endpoints)",
+        );
+        return None;
+    }
+    let path = config_relative(v, file);
+    match read_private_file(&path, ADMIN_TOKEN_MAX_FILE_BYTES) {
+        Ok(bytes) => {
+            let token = bytes.trim_ascii();
+            if token.len() < MIN_ADMIN_TOKEN_BYTES {
+                v.error(
+                    KEY,
+                    format!(
+                        "{} holds a {}-byte token; it needs at least {MIN_ADMIN_TOKEN_BYTES} \
+                         (e.g. `openssl rand -hex 32 > FILE`)",
+                        path.display(),
+                        token.len()
+                    ),
+                );
+                return None;
+            }
+            Some(AdminToken(token.to_vec()))
+        }
+        Err(e) => {
+            v.error(KEY, e);
+            None
+        }
+    }
+}
+
+/// Read a secret file that only its owner, the user lbd runs as, may read.
+fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} has mode {mode:04o}; it must be 0600 or stricter (no group or other \
+             access): chmod 600 {shown}"
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "{shown} is owned by uid {}; it must be owned by uid {me}, the user lbd runs as",
+            meta.uid()
+        ));
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "{shown} is {} bytes, too large for a token (at most {max_bytes})",
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))
 }
 
 /// `[timeouts]`: every phase must be at least 1 ms (0 would fail every request).
@@ -198,11 +287,23 @@ pub(super) fn validate_timeouts(v: &mut Validator<'_>, t: &FileTimeouts) -> Time
     }
 }
 
-/// `[limits]`: request-head size bounds.
+/// A request body limit (global or per route): 1 byte up to [`MAX_REQUEST_BODY_BYTES_LIMIT`].
+pub(super) fn check_body_limit(v: &mut Validator<'_>, key: &str, value: u64) -> u64 {
+    v.check_range(key, value, 1, MAX_REQUEST_BODY_BYTES_LIMIT);
+    value
+}
+
+/// `[limits]`: request-head and body size bounds.
 pub(super) fn validate_limits(v: &mut Validator<'_>, l: &FileLimits) -> Limits {
     let limits = Limits {
         max_header_bytes: l.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
         max_request_line: l.max_request_line.unwrap_or(DEFAULT_MAX_REQUEST_LINE),
+        max_request_body_bytes: check_body_limit(
+            v,
+            "limits.max_request_body_bytes",
+            l.max_request_body_bytes
+                .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES),
+        ),
     };
     v.check_range(
         "limits.max_header_bytes",

@@ -40,6 +40,16 @@ pub const DEFAULT_BACKEND_RESPONSE_MS: u64 = 30_000;
 pub const DEFAULT_CLIENT_IDLE_MS: u64 = 60_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Request body bound (`limits.max_request_body_bytes`): large enough for ordinary uploads
+/// (nginx's 1 MiB default breaks them by surprise), small enough that one request cannot make
+/// a backend read and store gigabytes (the same bound as Cloudflare's default plans).
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest accepted body limit: there is no "unlimited", only a very large bound.
+pub const MAX_REQUEST_BODY_BYTES_LIMIT: u64 = 1 << 40;
+/// Open connections per client IP (`global.max_conns_per_client`): far above what one
+/// browser or service opens, because NAT and carrier-grade NAT put many users behind one
+/// address; low enough that one address cannot take all of `max_client_conns`.
+pub const DEFAULT_MAX_CONNS_PER_CLIENT: u32 = 1_000;
 pub const DEFAULT_QUEUE_SIZE: u32 = 0;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 1_000;
 /// Idle upstream connections kept per backend (per worker) when neither `idle_max` nor the
@@ -94,6 +104,8 @@ pub const MIN_KEY_CAP_BYTES: usize = 64;
 /// Shortest accepted `global.cookie_secret_file` content: an HMAC key below 128 bits is
 /// guessable.
 pub const MIN_COOKIE_SECRET_BYTES: usize = 16;
+/// Shortest accepted `global.admin_token_file` content (after trimming whitespace).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 const MS_MAX: u64 = 3_600_000;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
@@ -122,6 +134,11 @@ pub struct GlobalConfig {
     /// The insert-mode cookie key read from `cookie_secret_file`; `None`: a random key per
     /// process (cookies then don't survive a failover or restart).
     pub cookie_secret: Option<CookieSecret>,
+    /// The bearer token of the admin write endpoints, from `admin_token_file`; `None`: the
+    /// write endpoints are disabled.
+    pub admin_token: Option<AdminToken>,
+    /// Open connections allowed from one client IP (the TCP peer); 0: no cap.
+    pub max_conns_per_client: u32,
     /// Worker threads (`--workers` overrides); `None`: one per CPU.
     pub workers: Option<usize>,
     /// Bound on rate-limit buckets (the soft-state table's LRU size).
@@ -140,6 +157,16 @@ pub struct CookieSecret(pub Vec<u8>);
 impl std::fmt::Debug for CookieSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CookieSecret({} bytes)", self.0.len())
+    }
+}
+
+/// The admin write endpoints' bearer token; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub Vec<u8>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminToken({} bytes)", self.0.len())
     }
 }
 
@@ -235,6 +262,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Request-target length above which the request gets 414.
     pub max_request_line: usize,
+    /// Request body size above which the request gets 413 (routes may override it).
+    pub max_request_body_bytes: u64,
 }
 
 /// An IP network in CIDR notation.
@@ -464,6 +493,8 @@ pub struct LbConfig {
     /// Per route (same index as `routes`): the `Upgrade` protocols tunnelled besides
     /// `websocket`, lowercase (`[[route]] upgrades`). Every other upgrade is stripped.
     pub route_upgrades: Vec<Vec<String>>,
+    /// `route[i].max_request_body_bytes`, by index into `routes` (`None`: the global limit).
+    pub route_body_limits: Vec<Option<u64>>,
     pub default_pool: Option<PoolId>,
     /// Checked in order; the first denial answers 429.
     pub rate_limits: Vec<RateLimitConfig>,
@@ -483,6 +514,13 @@ impl LbConfig {
 
     pub fn pool_index(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.name == name)
+    }
+
+    /// The request body limit of a request that matched route `rule` (`None`: no route, the
+    /// default pool).
+    pub fn body_limit(&self, rule: Option<usize>) -> u64 {
+        rule.and_then(|i| self.route_body_limits.get(i).copied().flatten())
+            .unwrap_or(self.limits.max_request_body_bytes)
     }
 }
 

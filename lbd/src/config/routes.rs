@@ -100,6 +100,23 @@ pub(super) fn validate_routes(
     routes
 }
 
+/// `route[i].max_request_body_bytes`, by route index (on a valid config, the indices of
+/// `LbConfig::routes`).
+pub(super) fn validate_route_body_limits(
+    v: &mut Validator<'_>,
+    file_routes: &[FileRoute],
+) -> Vec<Option<u64>> {
+    file_routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.max_request_body_bytes.map(|n| {
+                super::global::check_body_limit(v, &format!("route[{i}].max_request_body_bytes"), n)
+            })
+        })
+        .collect()
+}
+
 /// `route[i].header`: a valid header name, and a value that could appear in a request.
 fn validate_header_match(
     v: &mut Validator<'_>,

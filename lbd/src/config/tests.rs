@@ -870,3 +870,148 @@ fn idle_connections_are_bounded_by_max_conns_unless_set() {
     let bad = errors(&text.replace("idle_max = 7", "idle_max = 10001"));
     assert!(bad.contains("`pool[1].keepalive.idle_max`"), "{bad}");
 }
+
+#[test]
+fn admin_token_file_must_be_private_and_long_enough() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load_in =
+        |text: &str| LbConfig::from_source(&Source::from_text(dir.path().join("lbd.toml"), text));
+    let write = |name: &str, content: &str, mode: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    };
+    let token = "  0123456789abcdef-admin\n";
+    let good = write("good", token, 0o600);
+    write("readonly", token, 0o400);
+    let open = write("open", token, 0o644);
+    write("group", token, 0o640);
+    let short = write("short", "tooshort\n", 0o600);
+    let with = |file: &str| format!("[global]\nadmin_token_file = \"{file}\"\n{SOFT_BASE}");
+
+    let c = load_in(&with("good")).expect("valid");
+    assert_eq!(
+        c.global.admin_token,
+        Some(AdminToken(b"0123456789abcdef-admin".to_vec())),
+        "surrounding whitespace is not part of the token"
+    );
+    assert!(!format!("{:?}", c.global).contains("0123456789abcdef"));
+    assert!(
+        load_in(&with("readonly")).is_ok(),
+        "0400 is stricter than 0600"
+    );
+    let absolute = load_in(&with(&good.display().to_string())).expect("absolute path");
+    assert_eq!(absolute.global.admin_token, c.global.admin_token);
+    assert_eq!(
+        load_in(&format!("[global]\n{SOFT_BASE}"))
+            .expect("valid")
+            .global
+            .admin_token,
+        None
+    );
+
+    // Owned by another user: refused even at 0600 (only root can make such a file here).
+    if nix::unistd::geteuid().is_root() {
+        let theirs = write("theirs", token, 0o600);
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+        let e = load_in(&with("theirs"))
+            .expect_err("foreign owner")
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "{} is owned by uid 65534; it must be owned by uid 0, the user lbd runs as",
+                theirs.display()
+            )),
+            "{e}"
+        );
+    }
+    for (file, needle) in [
+        (
+            "open".to_string(),
+            format!(
+                "`global.admin_token_file`: {} has mode 0644; it must be 0600 or stricter",
+                open.display()
+            ),
+        ),
+        (
+            "group".to_string(),
+            "has mode 0640; it must be 0600".to_string(),
+        ),
+        (
+            "short".to_string(),
+            format!(
+                "{} holds a 8-byte token; it needs at least 16",
+                short.display()
+            ),
+        ),
+        (
+            "missing".to_string(),
+            "`global.admin_token_file`: cannot read".to_string(),
+        ),
+        (
+            String::new(),
+            "`global.admin_token_file`: must not be empty".to_string(),
+        ),
+    ] {
+        let e = load_in(&with(&file)).expect_err(&file).to_string();
+        assert!(
+            e.contains(&needle),
+            "missing {needle:?} for {file:?} in:\n{e}"
+        );
+    }
+}
+
+#[test]
+fn body_limits_and_the_per_client_cap() {
+    let c = load(&format!("[global]\n{SOFT_BASE}")).expect("valid");
+    assert_eq!(
+        c.limits.max_request_body_bytes,
+        DEFAULT_MAX_REQUEST_BODY_BYTES
+    );
+    assert_eq!(c.global.max_conns_per_client, DEFAULT_MAX_CONNS_PER_CLIENT);
+    assert_eq!(c.body_limit(Some(0)), DEFAULT_MAX_REQUEST_BODY_BYTES);
+
+    let text = format!(
+        "[global]\nmax_conns_per_client = 0\n[limits]\nmax_request_body_bytes = 1000\n{}",
+        SOFT_BASE.replace(
+            "pool = \"p\"\n[[route]]",
+            "pool = \"p\"\nmax_request_body_bytes = 5000\n[[route]]"
+        )
+    );
+    let c = load(&text).expect("valid");
+    assert_eq!(c.global.max_conns_per_client, 0, "0 turns the cap off");
+    assert_eq!(c.body_limit(Some(0)), 5000, "route api overrides");
+    assert_eq!(
+        c.body_limit(Some(1)),
+        1000,
+        "route static has the global limit"
+    );
+    assert_eq!(
+        c.body_limit(None),
+        1000,
+        "the default pool has the global limit"
+    );
+
+    for (text, needle) in [
+        (
+            format!("[limits]\nmax_request_body_bytes = 0\n{SOFT_BASE}"),
+            "`limits.max_request_body_bytes`: 0 is out of range (valid: 1..=1099511627776)",
+        ),
+        (
+            format!("[global]\nmax_conns_per_client = 2000000\n{SOFT_BASE}"),
+            "`global.max_conns_per_client`: 2000000 is out of range (valid: 0..=1000000)",
+        ),
+        (
+            SOFT_BASE.replace(
+                "pool = \"p\"\n[[route]]",
+                "pool = \"p\"\nmax_request_body_bytes = 0\n[[route]]",
+            ),
+            "`route[0].max_request_body_bytes`: 0 is out of range",
+        ),
+    ] {
+        let e = errors(&text);
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+}

@@ -14,7 +14,9 @@ use super::listeners::validate_listeners;
 use super::pools::validate_pool;
 use super::rate_limits::validate_rate_limits;
 use super::request_policy::{validate_headers, validate_paths, validate_retries};
-use super::routes::{validate_default_pool, validate_route_upgrades, validate_routes};
+use super::routes::{
+    validate_default_pool, validate_route_body_limits, validate_route_upgrades, validate_routes,
+};
 use super::vrrp::validate_vrrp;
 
 /// Validate the parsed file, reporting every problem, and build the runtime config.
@@ -34,6 +36,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
     let pool_refs = PoolRefs::new(&file.pool, &pools);
     let routes = validate_routes(&mut v, &file.route, &pool_refs);
     let route_upgrades = validate_route_upgrades(&mut v, &file.route);
+    let route_body_limits = validate_route_body_limits(&mut v, &file.route);
     let default_pool = validate_default_pool(&mut v, file.default_pool.as_deref(), &pool_refs);
     let vrrp = file
         .vrrp
@@ -59,6 +62,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         pools,
         routes,
         route_upgrades,
+        route_body_limits,
         default_pool,
         rate_limits,
     })

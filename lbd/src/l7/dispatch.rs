@@ -4,7 +4,8 @@
 //!
 //! - [`client_of`], [`normalized_path`]: the real client address and the normalised path,
 //!   once per request, before anything reads them.
-//! - [`route_and_limit`]: the router, then the `[[rate_limit]]` tables that apply.
+//! - [`route_and_limit`]: the router, then the `[[rate_limit]]` tables that apply; gives the
+//!   route's request body limit (`max_request_body_bytes`) too.
 //! - [`pick`] / [`acquire`]: the sticky pin or the balancer, and the `max_conns` queue; a
 //!   [`Lease`] holds the backend until the response ends.
 //! - [`may_retry`]: attempts and the retry budget; [`report`]: passive health.
@@ -107,14 +108,14 @@ pub fn normalized_path(
 /// The pool a request goes to, once the `[[rate_limit]]` tables that apply have let it
 /// through: rate limits come before anything touches a backend, and before a 404 so the
 /// global limiters also bound a flood of unroutable requests. Without limiters: one
-/// empty-slice check. Returns the pool's index, the pool, and the matched rule's index
-/// (`None`: the default pool).
+/// empty-slice check. Returns the pool's index, the pool, the matched rule's index
+/// (`None`: the default pool) and the route's request body limit.
 pub fn route_and_limit<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     client: IpAddr,
     view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolRt, Option<usize>), Local> {
+) -> Result<(usize, &'r PoolRt, Option<usize>, u64), Local> {
     let matched = rt.router.route(view);
     let applicable = rt
         .limiters
@@ -130,14 +131,13 @@ pub fn route_and_limit<'r>(
         }
     }
     let rule = matched.as_ref().and_then(|m| m.rule);
-    let index = matched
-        .map(|m| m.pool.0)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let matched = matched.ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    let index = matched.pool.0;
     let pool = rt
         .pools
         .get(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
-    Ok((index, pool, rule))
+    Ok((index, pool, rule, rt.config.body_limit(matched.rule)))
 }
 
 /// A connect to `backend` failed: count it, tell passive health, and keep the request's

@@ -7,7 +7,9 @@
 //!    the normalised one), works out the real client ([`super::dispatch::client_of`]), routes,
 //!    then checks the `[[rate_limit]]` tables that apply ([`super::ratelimit`]; a denial
 //!    answers 429 with `Retry-After` before any backend is touched, and before the 404 of an
-//!    unrouted request);
+//!    unrouted request), then the route's body limit
+//!    (413: a declared length over it at once; a streamed body as it passes it, see
+//!    [`CappedBody`]);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
 //!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
@@ -53,7 +55,7 @@ use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 pub use super::body::ProxyBody;
-use super::body::{Finish, Inner, LogInfo, Stall};
+use super::body::{CappedBody, Finish, Inner, LogInfo, RequestBodyState, Stall};
 use super::dispatch::{
     client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
     pair_headers, pick, report, rewrite_request_headers, route_and_limit, Lease, Local,
@@ -118,6 +120,7 @@ pub async fn handle(
         backend: meta.backend,
         error: "-",
         gate,
+        request_body: meta.request_body.take(),
     };
     match result {
         Ok(f) => {
@@ -214,6 +217,8 @@ struct Meta {
     pin: Option<RequestPin>,
     /// The real client ([`client_of`]), once known.
     client: Option<std::net::IpAddr>,
+    /// A streamed request body's progress: was it cut off, did it go out whole.
+    request_body: Option<Arc<RequestBodyState>>,
 }
 
 /// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
@@ -356,9 +361,14 @@ async fn forward(
     }
     let client = client_of(rt, conn, &parts.headers);
     meta.client = Some(client);
-    let (pool_index, pool, rule) =
+    let (pool_index, pool, rule, max_body) =
         route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
+    // A declared length over the limit is refused before anything goes upstream (and before
+    // hyper sends a `100 Continue` for it); a chunked body is cut off as it passes the limit.
+    if body.size_hint().lower() > max_body {
+        return Err(Local::from(ProxyError::new(ErrorKind::BodyTooLarge)));
+    }
     let pcfg = rt.pool_config(pool);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
     if let Some(st) = &pool.sticky {
@@ -421,7 +431,9 @@ async fn forward(
         };
         (Either::Left(Full::new(bytes.clone())), Some(bytes))
     } else {
-        (Either::Right(body), None)
+        let (capped, state) = CappedBody::new(body, max_body);
+        meta.request_body = Some(state);
+        (Either::Right(capped), None)
     };
     let replayable = idempotent && replay_bytes.is_some();
 
@@ -537,6 +549,13 @@ async fn forward(
             }
             Ok(Err(mut e)) => {
                 drop(lease);
+                if meta.request_body.as_ref().is_some_and(|b| b.is_too_large()) {
+                    // The client's body passed the limit: hyper aborted the request and closes
+                    // that connection. Not the backend's failure.
+                    return Err(Local::from(
+                        ProxyError::new(ErrorKind::BodyTooLarge).with_source(e.into_error()),
+                    ));
+                }
                 if let Some(unsent) = e.take_message() {
                     // The pooled connection died before our request was written: resend on
                     // a fresh connection; not the backend's fault.

@@ -44,7 +44,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::Interest;
@@ -56,8 +55,9 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::{inc, BackendStats, DiscardReason};
 use crate::upstream::backend::{Backend, ConnGuard};
 
-/// The request body lbd sends upstream: buffered (replayable) or streamed from the client.
-pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
+/// The request body lbd sends upstream: buffered (replayable) or streamed from the client
+/// (under the route's body limit).
+pub type UpstreamBody = Either<Full<Bytes>, crate::l7::body::CappedBody>;
 
 /// How long a pooled connection may take to become ready before it is given up.
 const READY_WAIT: Duration = Duration::from_millis(100);

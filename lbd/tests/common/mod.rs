@@ -415,13 +415,36 @@ pub struct Lbd {
     log: PathBuf,
 }
 
-/// A config with one listener and the admin address filled in, then `body`.
+/// The admin token every [`Lbd`] is started with (its `admin.token`, mode 0600).
+pub const ADMIN_TOKEN: &str = "lbd-test-admin-token-0123456789";
+/// The `Authorization` header the admin write endpoints want, as a request header pair.
+pub const ADMIN_AUTH: (&str, &str) = ("authorization", "Bearer lbd-test-admin-token-0123456789");
+/// The token file [`Lbd::start`] writes next to the config.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// A config with one listener and the admin address filled in, then `body`. `#GLOBAL` also
+/// sets `admin_token_file` ([`ADMIN_TOKEN`]); `#GLOBAL_NO_TOKEN` leaves it out.
 pub fn config_with(listen: SocketAddr, admin: SocketAddr, body: &str) -> String {
-    format!("{body}\n[[listener]]\nname = \"http\"\naddress = \"{listen}\"\n",).replacen(
-        "#GLOBAL",
-        &format!("admin = \"{admin}\"\ndrain_timeout_ms = 5000"),
-        1,
-    )
+    let base = format!("admin = \"{admin}\"\ndrain_timeout_ms = 5000");
+    format!("{body}\n[[listener]]\nname = \"http\"\naddress = \"{listen}\"\n",)
+        .replacen("#GLOBAL_NO_TOKEN", &base, 1)
+        .replacen(
+            "#GLOBAL",
+            &format!("{base}\nadmin_token_file = \"{ADMIN_TOKEN_FILE}\""),
+            1,
+        )
+}
+
+/// Write `content` to `path` with `mode` (e.g. a token file).
+pub fn write_mode(path: &std::path::Path, content: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("write file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// An admin write request (POST) with the test token.
+pub async fn admin_post(admin: SocketAddr, path: &str) -> Result<Resp, String> {
+    request(admin, "POST", path, &[ADMIN_AUTH]).await
 }
 
 impl Lbd {
@@ -434,6 +457,7 @@ impl Lbd {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lbd.toml");
         std::fs::write(&config, text).expect("write config");
+        write_mode(&dir.path().join(ADMIN_TOKEN_FILE), ADMIN_TOKEN, 0o600);
         let log = dir.path().join("lbd.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");

@@ -7,11 +7,11 @@
 //! ([`on_both_paths!`]): `NAME::fast_path` with `[global] http1_fast_path = true` and
 //! `NAME::hyper_path` with `false`, and must pass on both.
 //!
-//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`] and
-//! [`forwarding`] (forwarding headers, the real client, path normalisation) hold the
-//! scenarios; this file has the lbd config helpers and runs every scenario twice.
-//! Layout: [`wire`] and [`backend`] are the harness below; [`connections`], [`responses`]
-//! and [`hostile`] (hostile framing from either side) hold the scenarios; this file has the lbd config helpers and runs every scenario twice.
+//! Layout: [`wire`] and [`backend`] are the harness below; the scenarios are in
+//! [`connections`], [`responses`], [`hygiene`] (bytes no request asked for), [`forwarding`]
+//! (forwarding headers, the real client, path normalisation), [`hostile`] (hostile framing
+//! from either side) and [`body_limit`]; this file has the lbd config helpers and runs every
+//! scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
 //!   bodies by Content-Length, chunked or close), for the test client and the raw backend
@@ -23,6 +23,7 @@
 //!   malformed heads, nor drop a keep-alive connection on purpose.
 
 mod backend;
+mod body_limit;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
@@ -160,4 +161,6 @@ on_both_paths!(
     hostile::backend_fields_with_bare_cr_folding_or_nul_get_502,
     hostile::backend_bare_lf_line_ends_reach_the_client_as_crlf,
     hostile::upgrades_other_than_websocket_and_the_routes_are_stripped,
+    body_limit::content_length_over_the_route_limit_gets_413_before_going_upstream,
+    body_limit::chunked_body_passing_the_limit_is_cut_off_and_its_connection_dropped,
 );

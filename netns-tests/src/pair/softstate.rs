@@ -160,10 +160,19 @@ pub fn cookie_secret_path(dir: &Path) -> PathBuf {
     dir.join("cookie.secret")
 }
 
-/// Writes the shared secrets, 32 random bytes each as 64 hex digits, mode 0600 (a key file
-/// others can read is one lbd may rightly refuse).
+/// The bearer token of lbd's admin write endpoints (`[global] admin_token_file`).
+pub fn admin_token_path(dir: &Path) -> PathBuf {
+    dir.join("admin.token")
+}
+
+/// Writes the shared secrets, 32 random bytes each as 64 hex digits, mode 0600 (lbd refuses
+/// an admin token file others can read, and a key file like that is one it may rightly refuse).
 pub fn write_secrets(dir: &Path) -> Result<()> {
-    for path in [psk_path(dir), cookie_secret_path(dir)] {
+    for path in [
+        psk_path(dir),
+        cookie_secret_path(dir),
+        admin_token_path(dir),
+    ] {
         let mut bytes = [0u8; 32];
         File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut bytes))
@@ -185,21 +194,28 @@ pub fn peer_addr(lan: &Lan, id: NodeId) -> Ipv4Addr {
     Ipv4Addr::new(10, 78, subnet, if id == NodeId::B { 2 } else { 1 })
 }
 
-/// Lines for lbd's `[global]` table.
+/// Lines for lbd's `[global]` table: the admin token (the drain helper sends it) and, for
+/// insert-mode stickiness, the cookie secret.
 pub(super) fn lbd_toml_global(lan: &Lan, cfg: &PairConfig) -> String {
-    match &cfg.softstate {
-        Some(s)
-            if s.sticky
-                .as_ref()
-                .is_some_and(|k| k.mode == StickyMode::Insert) =>
-        {
-            format!(
-                "cookie_secret_file = \"{}\"\n",
-                cookie_secret_path(lan.topo.dir()).display()
-            )
-        }
-        _ => String::new(),
+    let Some(s) = &cfg.softstate else {
+        return String::new();
+    };
+    let dir = lan.topo.dir();
+    let mut t = format!(
+        "admin_token_file = \"{}\"\n",
+        admin_token_path(dir).display()
+    );
+    if s.sticky
+        .as_ref()
+        .is_some_and(|k| k.mode == StickyMode::Insert)
+    {
+        let _ = writeln!(
+            t,
+            "cookie_secret_file = \"{}\"",
+            cookie_secret_path(dir).display()
+        );
     }
+    t
 }
 
 /// The `direct` listener (see [`DIRECT_PORT`]).
@@ -540,14 +556,24 @@ impl PairTopology {
         PeerView::from_status(&self.lbd_status(id)?)
     }
 
-    /// `POST /backends/drain` (or `undrain`) of `backend` in pool `app` on node `id`.
+    /// `POST /backends/drain` (or `undrain`) of `backend` in pool `app` on node `id`, with
+    /// the admin token the write endpoints require.
     pub fn drain(&self, id: NodeId, backend: SocketAddrV4, drained: bool) -> Result<()> {
         let verb = if drained { "drain" } else { "undrain" };
-        let r = self.admin(
-            id,
-            "POST",
-            &format!("/backends/{verb}?pool=app&backend={backend}"),
-        )?;
+        let token_file = admin_token_path(self.lan.topo.dir());
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        let auth = format!("Bearer {}", token.trim());
+        let path = format!("/backends/{verb}?pool=app&backend={backend}");
+        let r = in_netns(&self.ns(id), move || {
+            http(
+                SocketAddr::V4(ADMIN),
+                "POST",
+                &path,
+                &[("authorization", &auth)],
+                Duration::from_millis(500),
+            )
+        })?;
         if r.status != 200 {
             bail!("{id:?} {verb} {backend}: {} {}", r.status, r.body.trim());
         }

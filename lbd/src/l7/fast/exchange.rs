@@ -141,6 +141,7 @@ pub(super) async fn serve(
         backend: None,
         error: "-",
         gate: shared.vrrp.gates.enter(&conn.listener),
+        request_body: None,
     };
     let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
@@ -251,8 +252,13 @@ async fn forward(
         headers: &req.headers,
     };
     // Upgrades never reach the fast path, so the matched rule is not needed.
-    let (pool_index, pool, _) = route_and_limit(shared, rt, client, &view)?;
+    let (pool_index, pool, _, max_body) = route_and_limit(shared, rt, client, &view)?;
     fin.pool = Some(pool_index);
+    // The whole body is already read (it is at most MAX_BODY): over the route's limit, it
+    // goes nowhere.
+    if body.len() as u64 > max_body {
+        return Err(ProxyError::new(ErrorKind::BodyTooLarge).into());
+    }
     let pcfg = rt.pool_config(pool);
     let pin: Option<RequestPin> = pool
         .sticky

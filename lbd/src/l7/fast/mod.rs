@@ -15,7 +15,8 @@
 //! answer every request when `global.http1_fast_path = false`.
 //!
 //! Everything the hyper path does per request happens here too, through the same code:
-//! routing, limits (414/431), rate limits, sticky pins, balancing and the `max_conns` queue,
+//! routing, limits (414/431, and 413 for a body over the route's `max_request_body_bytes`,
+//! checked once the buffered body is routed), rate limits, sticky pins, balancing and the `max_conns` queue,
 //! retries and the retry budget, passive health, forwarding headers and hop-by-hop
 //! stripping, the node header, `Connection: close` while a VIP listener drains, metrics and
 //! the access log (the [`super::body`] `Finish`).
