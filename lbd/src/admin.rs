@@ -332,6 +332,12 @@ pub fn render(shared: &Shared) -> String {
         &[],
         get(&s.client_conns_total),
     );
+    e.family(
+        "lbd_client_connections_parked",
+        "gauge",
+        "Idle keep-alive client connections parked without a task (a subset of lbd_client_connections).",
+    );
+    e.sample("lbd_client_connections_parked", &[], crate::park::parked());
     e.family("lbd_requests_total", "counter", "Client requests received.");
     e.sample("lbd_requests_total", &[], get(&s.requests_total));
     e.family(

@@ -41,6 +41,7 @@ pub mod l7;
 pub mod listener;
 pub mod log_limit;
 pub mod metrics;
+pub mod park;
 pub mod peer;
 pub mod runtime;
 pub mod server;

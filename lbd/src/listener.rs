@@ -220,13 +220,16 @@ fn spawn_connection(
     slot: ClientSlot,
 ) {
     let span = info_span!("conn", client.addr = %peer, listener = %name);
-    let serve = serve_connection(Arc::clone(shared), stream, peer, Arc::clone(name), permit);
-    // The slot lives as long as the task, whichever way it ends.
+    // The slot lives as long as the connection (in its `Held`), whichever way it ends.
     shared.tracker.spawn(
-        async move {
-            let _slot = slot;
-            serve.await;
-        }
+        serve_connection(
+            Arc::clone(shared),
+            stream,
+            peer,
+            Arc::clone(name),
+            permit,
+            slot,
+        )
         .instrument(span),
     );
 }
@@ -451,26 +454,44 @@ fn log_end<E: std::fmt::Display>(res: Option<Result<(), E>>) {
     }
 }
 
+/// What a client connection holds for as long as it is open, served or parked: its context,
+/// the limits of the snapshot it was accepted under, and its places under
+/// `max_client_conns`, `max_conns_per_client` and the open-connections gauge.
+pub struct Held {
+    ctx: Arc<ConnCtx>,
+    limits: ConnLimits,
+    /// `timeouts.request_header` (hyper's header timer after a hand-off).
+    request_header: Duration,
+    /// `timeouts.client_idle` (graceful close of an idle connection).
+    client_idle: Duration,
+    /// While parked: the deadline the connection's next request head had.
+    head_deadline: Option<tokio::time::Instant>,
+    _permit: OwnedSemaphorePermit,
+    _slot: ClientSlot,
+    _gauge: ActiveGauge,
+}
+
 /// Serve one client connection: the fast path first (when on), hyper for h2c and for
 /// whatever the fast path hands over.
 ///
-/// Memory: this future is the state an idle keep-alive client holds for as long as it stays,
-/// and an async fn's state is as large as its largest suspension point. So the hyper
-/// connections (h2c, or HTTP/1 after a hand-off) are boxed and the fast path boxes each
-/// request's exchange: an idle fast-path connection holds only the small loop state.
+/// Memory: this future is the state a connection holds while it is served, and an async fn's
+/// state is as large as its largest suspension point. So the hyper connections (h2c, or
+/// HTTP/1 after a hand-off) are boxed and the fast path boxes each request's exchange; and a
+/// fast-path connection that stays idle leaves its task altogether ([`crate::park`]).
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    slot: ClientSlot,
 ) {
     shared
         .stats
         .client_conns_active
         .fetch_add(1, Ordering::Relaxed);
     crate::metrics::inc(&shared.stats.client_conns_total);
-    let _gauge = ActiveGauge(Arc::clone(&shared));
+    let gauge = ActiveGauge(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
     let rt = shared.runtime();
     let timeouts = rt.config.timeouts.clone();
@@ -490,79 +511,170 @@ async fn serve_connection(
         }
     };
     let local_port = stream.local_addr().map_or(0, |a| a.port());
-    let ctx = Arc::new(ConnCtx::new(peer, local_port, listener));
-    let svc = {
-        let shared = Arc::clone(&shared);
-        let ctx = Arc::clone(&ctx);
-        service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(crate::l7::proxy::handle(shared, ctx, req).await) }
-        })
-    };
-    if is_h2 {
-        let io = TokioIo::new(stream);
-        // Boxed, like the HTTP/1 connection below: see `serve_connection`'s docs.
-        let conn = Box::pin(
-            http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size((limits.max_header_bytes + limits.max_request_line) as u32)
-                .serve_connection(io, svc),
-        );
-        log_end(drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
-            &mut Pin<Box<http2::Connection<_, _, _>>>,
-        >| {
-            c.get_mut().as_mut().graceful_shutdown()
-        }));
-        return;
-    }
     // The whole head (request line + headers); the proxy checks each part against
     // its own limit to answer 414 or 431.
     let max_head = limits.max_header_bytes + limits.max_request_line;
-    let (stream, buffered) = if fast_path {
-        let closing = AtomicBool::new(false);
-        let served = crate::l7::fast::conn::serve(
-            &shared,
-            &ctx,
-            stream,
-            &closing,
-            ConnLimits {
-                head_timeout: timeouts.request_header.min(timeouts.client_idle),
-                max_head,
-                body_timeout: timeouts.client_idle,
-            },
-        );
-        let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
-        match drive!(served, shared, ctx, timeouts.client_idle, graceful) {
-            Some(Served::Fallback { stream, buffered }) => (stream, buffered),
-            Some(Served::Closed) | None => return,
-        }
-    } else {
-        (stream, Bytes::new())
+    let held = Held {
+        ctx: Arc::new(ConnCtx::new(peer, local_port, listener)),
+        limits: ConnLimits {
+            head_timeout: timeouts.request_header.min(timeouts.client_idle),
+            max_head,
+            body_timeout: timeouts.client_idle,
+            park_after: PARK_AFTER,
+        },
+        request_header: timeouts.request_header,
+        client_idle: timeouts.client_idle,
+        head_deadline: None,
+        _permit: permit,
+        _slot: slot,
+        _gauge: gauge,
     };
+    if is_h2 {
+        serve_h2(&shared, stream, &held).await;
+    } else if fast_path {
+        serve_fast(shared, stream, held).await;
+    } else {
+        serve_hyper_http1(&shared, stream, Bytes::new(), &held).await;
+    }
+}
+
+/// How long a fast-path connection waits for its next request in its own task before it is
+/// parked. Long enough that a client sending request after request never parks (parking and
+/// resuming cost a task spawn), short enough that idle connections soon cost only their lot
+/// entry.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The fast path, until the connection closes, hands over to hyper, or is parked.
+async fn serve_fast(shared: Arc<Shared>, stream: TcpStream, mut held: Held) {
+    let closing = AtomicBool::new(false);
+    let served = crate::l7::fast::conn::serve(
+        &shared,
+        &held.ctx,
+        stream,
+        &closing,
+        held.limits,
+        held.head_deadline.take(),
+    );
+    let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
+    match drive!(served, shared, held.ctx, held.client_idle, graceful) {
+        Some(Served::Fallback { stream, buffered }) => {
+            serve_hyper_http1(&shared, stream, buffered, &held).await
+        }
+        Some(Served::Parked { stream, deadline }) => {
+            held.head_deadline = Some(deadline);
+            park(&shared, stream, held, deadline);
+        }
+        Some(Served::Closed) | None => {}
+    }
+}
+
+thread_local! {
+    /// This worker thread's parking lot, made on its first park.
+    static LOT: std::cell::RefCell<Option<Arc<crate::park::Lot<Held>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Leave an idle fast-path connection in this worker's lot until its client speaks again
+/// (then it is served by a new task, under a new span) or its `deadline` passes.
+fn park(shared: &Arc<Shared>, stream: TcpStream, held: Held, deadline: tokio::time::Instant) {
+    let lot = LOT.with(|lot| {
+        let mut lot = lot.borrow_mut();
+        Arc::clone(lot.get_or_insert_with(|| new_lot(shared)))
+    });
+    lot.park(stream, held, deadline);
+}
+
+/// A lot for this worker, and its task (tracked, so a drain waits for it; it closes every
+/// parked connection once shutdown begins: they are between requests).
+fn new_lot(shared: &Arc<Shared>) -> Arc<crate::park::Lot<Held>> {
+    let resume_shared = Arc::clone(shared);
+    let lot = crate::park::Lot::new(Box::new(move |stream, held: Held| {
+        let span = info_span!("conn", client.addr = %held.ctx.peer, listener = %held.ctx.listener);
+        let shared = Arc::clone(&resume_shared);
+        resume_shared
+            .tracker
+            .spawn(serve_fast(shared, stream, held).instrument(span));
+    }));
+    let driver = Arc::clone(&lot);
+    let shutdown = shared.shutdown.clone();
+    shared.tracker.spawn(async move {
+        driver
+            .run(async {
+                shutdown.triggered().await;
+            })
+            .await;
+    });
+    lot
+}
+
+async fn serve_h2(shared: &Arc<Shared>, stream: TcpStream, held: &Held) {
+    let io = TokioIo::new(stream);
+    let limits = &held.limits;
+    // Boxed, like the HTTP/1 connection: see `serve_connection`'s docs.
+    let conn = Box::pin(
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_head as u32)
+            .serve_connection(io, service(shared, &held.ctx)),
+    );
+    log_end(drive!(
+        conn,
+        shared,
+        held.ctx,
+        held.client_idle,
+        |c: Pin<&mut Pin<Box<http2::Connection<_, _, _>>>>| {
+            c.get_mut().as_mut().graceful_shutdown()
+        }
+    ));
+}
+
+/// The hyper service every hyper connection of this client uses.
+fn service(
+    shared: &Arc<Shared>,
+    ctx: &Arc<ConnCtx>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::l7::body::ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::l7::body::ProxyBody>, Infallible>>
+                 + Send,
+> + Clone {
+    let shared = Arc::clone(shared);
+    let ctx = Arc::clone(ctx);
+    service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(crate::l7::proxy::handle(shared, ctx, req).await) }
+    })
+}
+
+/// hyper's HTTP/1 for the rest of the connection, starting with `buffered` (what the fast
+/// path read but did not take).
+async fn serve_hyper_http1(shared: &Arc<Shared>, stream: TcpStream, buffered: Bytes, held: &Held) {
+    let max_head = held.limits.max_head;
     // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
     let io = TokioIo::new(FramingIo::new(
         Prefixed::new(stream, buffered),
-        Arc::clone(&ctx.framing),
+        Arc::clone(&held.ctx.framing),
         max_head,
     ));
     let conn = Box::pin(
         http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.request_header)
+            .header_read_timeout(held.request_header)
             .max_header_size(max_head)
             .keep_alive(true)
-            .serve_connection(io, svc)
+            .serve_connection(io, service(shared, &held.ctx))
             .with_upgrades(),
     );
-    let end = drive!(conn, shared, ctx, timeouts.client_idle, |c: Pin<
+    let end = drive!(conn, shared, held.ctx, held.client_idle, |c: Pin<
         &mut Pin<Box<hyper::server::conn::http1::UpgradeableConnection<_, _>>>,
     >| c
         .get_mut()
         .as_mut()
         .graceful_shutdown());
     if let Some(Err(e)) = &end {
-        count_hyper_rejection(&shared, e);
+        count_hyper_rejection(shared, e);
     }
     log_end(end);
 }

@@ -198,6 +198,7 @@ fn main() -> ExitCode {
                 }
             };
             shared::telemetry::init(cfg.global.log_format, &cfg.global.log_level);
+            raise_open_file_limit(cfg.global.max_client_conns);
             // --workers, else `global.workers`, else one per CPU.
             let n = workers
                 .or(cfg.global.workers)
@@ -236,5 +237,34 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// File descriptors lbd keeps for itself beyond client connections: upstream connections,
+/// listeners, the peer link, the vrrpd socket, config and key files.
+const FD_RESERVE: u64 = 1024;
+
+/// Every client connection is a file descriptor, and Debian's default soft limit is 1024:
+/// raise the soft limit to the hard one (as nginx's `worker_rlimit_nofile` and HAProxy do),
+/// and say so when `max_client_conns` still does not fit, because past the limit accepts
+/// and upstream connects fail.
+fn raise_open_file_limit(max_client_conns: u32) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let needed = u64::from(max_client_conns) + FD_RESERVE;
+    if soft < needed {
+        tracing::warn!(
+            limit = soft,
+            max_client_conns,
+            needed,
+            "the open-file limit is below global.max_client_conns plus a reserve: raise LimitNOFILE (the shipped unit sets 65536) or lower max_client_conns"
+        );
     }
 }

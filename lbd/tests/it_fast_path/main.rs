@@ -30,6 +30,7 @@ mod connections;
 mod forwarding;
 mod hostile;
 mod hygiene;
+mod idle;
 mod responses;
 mod wire;
 

@@ -47,6 +47,12 @@ pub enum Served {
         stream: TcpStream,
         buffered: Bytes,
     },
+    /// Idle for `park_after` between requests, holding no buffer: the caller parks the
+    /// socket until the client speaks again or `deadline` (its next head's) passes.
+    Parked {
+        stream: TcpStream,
+        deadline: Instant,
+    },
 }
 
 /// Limits the loop applies (from the snapshot at accept time, like hyper's builder).
@@ -58,6 +64,9 @@ pub struct ConnLimits {
     pub max_head: usize,
     /// For reading a request body.
     pub body_timeout: Duration,
+    /// A connection that has waited this long for its next request is parked
+    /// ([`Served::Parked`]; see `crate::park`).
+    pub park_after: Duration,
 }
 
 /// What one wait for client bytes gave.
@@ -65,6 +74,8 @@ enum Read {
     Bytes,
     Eof,
     Timeout,
+    /// Idle long enough to be parked (only while waiting for a request, with no buffer).
+    Park,
     Closing,
     Error(io::Error),
 }
@@ -77,12 +88,18 @@ pub async fn serve(
     mut stream: TcpStream,
     closing: &AtomicBool,
     limits: ConnLimits,
+    first_head_deadline: Option<Instant>,
 ) -> Served {
     // No buffer until the first bytes arrive (`read_some`).
     let mut buf = BytesMut::new();
-    let mut bufs = Bufs::new(Instant::now() + limits.head_timeout);
+    // A connection back from the lot keeps the head deadline it had when it was parked.
+    let first = first_head_deadline.unwrap_or_else(|| Instant::now() + limits.head_timeout);
+    let mut bufs = Bufs::new(first);
+    let mut resumed = first_head_deadline;
     loop {
-        let head_deadline = Instant::now() + limits.head_timeout;
+        let head_deadline = resumed
+            .take()
+            .unwrap_or_else(|| Instant::now() + limits.head_timeout);
         let req = loop {
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, MAX_BODY) {
@@ -99,16 +116,23 @@ pub async fn serve(
             }
             // A graceful close only ever interrupts the wait *between* requests.
             let may_close = buf.is_empty();
+            let park_at = may_close.then(|| Instant::now() + limits.park_after);
             let read = read_some(
                 &mut stream,
                 &mut buf,
                 &mut bufs.timer,
                 head_deadline,
                 closing,
-                may_close,
+                park_at,
             );
             match read.await {
                 Read::Bytes => {}
+                Read::Park => {
+                    return Served::Parked {
+                        stream,
+                        deadline: head_deadline,
+                    }
+                }
                 Read::Eof | Read::Closing => return Served::Closed,
                 Read::Timeout => {
                     debug!(
@@ -135,7 +159,7 @@ pub async fn serve(
                     &mut bufs.timer,
                     body_deadline,
                     closing,
-                    false,
+                    None,
                 );
                 match read.await {
                     Read::Bytes => {}
@@ -183,18 +207,18 @@ fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str
     }
 }
 
-/// Read what is there into `buf`, waiting until `deadline` (or a graceful close, when
-/// `may_close`).
+/// Read what is there into `buf`, waiting until `deadline`. Between requests (`park_at` is
+/// set) a graceful close ends the wait too, and so does `park_at` when no buffer is held.
 async fn read_some(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     timer: &mut LazyDeadline,
     deadline: Instant,
     closing: &AtomicBool,
-    may_close: bool,
+    park_at: Option<Instant>,
 ) -> Read {
     poll_fn(|cx| {
-        if may_close && closing.load(Ordering::Acquire) {
+        if park_at.is_some() && closing.load(Ordering::Acquire) {
             return Poll::Ready(Read::Closing);
         }
         if buf.capacity() == 0 {
@@ -204,8 +228,10 @@ async fn read_some(
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Read::Error(e)),
                 Poll::Pending => {
-                    ready!(timer.poll_expired(cx, deadline));
-                    return Poll::Ready(Read::Timeout);
+                    let wake = park_at.map_or(deadline, |p| p.min(deadline));
+                    ready!(timer.poll_expired(cx, wake));
+                    let parked = park_at.is_some_and(|p| p < deadline);
+                    return Poll::Ready(if parked { Read::Park } else { Read::Timeout });
                 }
             }
         }
