@@ -88,14 +88,22 @@ async def watch(reader, stats):
         stats.closed_by_peer += 1
 
 
-async def one(args, stats, gate, held, request):
+# Clients come from 200 loopback source addresses (127.0.1.1 .. 127.0.1.200): browsers and
+# phones are many addresses, and lbd's shipped max_conns_per_client (1000) would otherwise
+# refuse all but the first 1000 connections from 127.0.0.1.
+SOURCES = [f"127.0.1.{i}" for i in range(1, 201)]
+
+
+async def one(args, stats, gate, held, request, index):
+    source = SOURCES[index % len(SOURCES)]
     async with gate:
         if stats.failed() >= args.give_up:
             stats.not_tried += 1
             return
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", args.port), args.timeout
+                asyncio.open_connection("127.0.0.1", args.port, local_addr=(source, 0)),
+                args.timeout,
             )
         except (OSError, asyncio.TimeoutError):
             stats.failed_connect += 1
@@ -134,7 +142,7 @@ async def main():
     held = []
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: idle-conns\r\n\r\n"
     start = time.monotonic()
-    tasks = [asyncio.ensure_future(one(args, stats, gate, held, request)) for _ in range(args.conns)]
+    tasks = [asyncio.ensure_future(one(args, stats, gate, held, request, i)) for i in range(args.conns)]
     done, pending = await asyncio.wait(tasks, timeout=args.deadline)
     for t in pending:
         t.cancel()
