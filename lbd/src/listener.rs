@@ -476,8 +476,8 @@ pub struct Held {
 ///
 /// Memory: this future is the state a connection holds while it is served, and an async fn's
 /// state is as large as its largest suspension point. So the hyper connections (h2c, or
-/// HTTP/1 after a hand-off) are boxed and the fast path boxes each request's exchange; and a
-/// fast-path connection that stays idle leaves its task altogether ([`crate::park`]).
+/// HTTP/1 after a hand-off) are boxed, and a fast-path connection that stays idle leaves its
+/// task altogether ([`crate::park`]).
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,

@@ -171,23 +171,12 @@ pub async fn serve(
             }
             buf.split_to(req.content_length).freeze()
         };
-        // Boxed: the exchange's state (header slots, the relay, the retry loop) lives on the
-        // heap only while a request is in progress, so the connection's own future, which an
-        // idle keep-alive client holds for as long as it stays, is small.
-        let served = Box::pin(exchange::serve(
-            shared,
-            ctx,
-            &mut stream,
-            req,
-            body,
-            &mut bufs,
-        ));
-        match served.await {
+        match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
             Next::KeepAlive => {
-                if buf.is_empty() {
-                    // Idle until the next request: hold no buffer (see `read_some`).
+                // Back-to-back requests keep their buffers (`exchange` trims what a large
+                // body grew); a connection that stays idle is parked, which drops them all.
+                if buf.is_empty() && buf.capacity() > exchange::KEEP_CAPACITY {
                     buf = BytesMut::new();
-                    bufs.release();
                 }
             }
             Next::Close => {
@@ -208,7 +197,8 @@ fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str
 }
 
 /// Read what is there into `buf`, waiting until `deadline`. Between requests (`park_at` is
-/// set) a graceful close ends the wait too, and so does `park_at` when no buffer is held.
+/// set) a graceful close ends the wait too, and so does `park_at` (the connection is then
+/// parked).
 async fn read_some(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -221,9 +211,9 @@ async fn read_some(
         if park_at.is_some() && closing.load(Ordering::Acquire) {
             return Poll::Ready(Read::Closing);
         }
-        if buf.capacity() == 0 {
-            // No buffer (the connection is between requests): wait until there are bytes
-            // before taking memory for them, so an idle keep-alive client holds none.
+        if park_at.is_some() || buf.capacity() == 0 {
+            // Between requests, or no buffer yet: wait until there are bytes (a readiness
+            // check, no syscall) before reading or taking memory for them.
             match stream.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Read::Error(e)),

@@ -60,8 +60,8 @@ pub(super) struct Bufs {
     response: Vec<u8>,
 }
 
-/// Buffer capacity a request or response may leave behind until the connection goes idle; a
-/// large body grows a buffer past it, and that memory goes back at once.
+/// Buffer capacity a connection keeps between requests; a large body grows a buffer past
+/// it, and that memory goes back at once (an idle connection is parked, which drops them all).
 pub(super) const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// First capacity of the request and response head buffers: most heads fit, so writing one
@@ -76,16 +76,6 @@ impl Bufs {
             upstream: BytesMut::new(),
             response: Vec::new(),
         }
-    }
-
-    /// Give back every buffer: the connection waits for its next request holding none (an
-    /// idle keep-alive client then costs a few hundred bytes, as in nginx and HAProxy, not
-    /// the 16 KiB its buffers had grown to). The allocator's thread cache makes taking them
-    /// again on the next request cheap.
-    pub(super) fn release(&mut self) {
-        self.request = Vec::new();
-        self.response = Vec::new();
-        self.upstream = BytesMut::new();
     }
 
     /// Give back what a large request or response grew.
