@@ -173,10 +173,14 @@ pub async fn serve(
         };
         match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
             Next::KeepAlive => {
-                // Back-to-back requests keep their buffers (`exchange` trims what a large
-                // body grew); a connection that stays idle is parked, which drops them all.
-                if buf.is_empty() && buf.capacity() > exchange::KEEP_CAPACITY {
+                // A pipelined next request keeps the buffers. A connection about to wait gives
+                // them back first, as nginx does: a waiting client then holds no buffer, and
+                // the allocator's thread cache hands them out again for the next request
+                // (keeping them measured ~1.4 KiB more RSS per idle client, in memory the
+                // allocator keeps after the connection is parked).
+                if buf.is_empty() && !readable_now(&stream) {
                     buf = BytesMut::new();
+                    bufs.release();
                 }
             }
             Next::Close => {
@@ -194,6 +198,12 @@ fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str
         stream,
         buffered: buf.freeze(),
     }
+}
+
+/// Has the client sent something already (by the reactor's readiness, no syscall)?
+fn readable_now(stream: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    stream.poll_read_ready(&mut cx).is_ready()
 }
 
 /// Read what is there into `buf`, waiting until `deadline`. Between requests (`park_at` is

@@ -78,6 +78,13 @@ impl Bufs {
         }
     }
 
+    /// Give back every buffer (the connection is about to wait for its client).
+    pub(super) fn release(&mut self) {
+        self.request = Vec::new();
+        self.response = Vec::new();
+        self.upstream = BytesMut::new();
+    }
+
     /// Give back what a large request or response grew.
     fn trim(&mut self) {
         if self.request.capacity() > KEEP_CAPACITY {
