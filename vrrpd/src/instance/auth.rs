@@ -43,7 +43,7 @@ impl Driver {
                 reason = label,
                 src = %r.src,
                 total = *seen,
-                "unauthenticated advert discarded: {rejection}"
+                "advert refused by authentication: {rejection}"
             );
         }
         false
