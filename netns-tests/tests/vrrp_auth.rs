@@ -280,3 +280,43 @@ fn forged_replayed_and_tampered_adverts_move_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// keepalived knows nothing of the trailer, so a keyed vrrpd and keepalived don't form a
+/// pair: measured here rather than assumed. vrrpd with a key must never yield to
+/// keepalived's unauthenticated adverts, even from a higher priority, and counts them as
+/// `auth_missing`. What keepalived makes of vrrpd's longer adverts is printed, and may only
+/// be "accept" or "discard": keepalived must keep running.
+#[test]
+fn a_keyed_vrrpd_and_keepalived_do_not_pair() -> Result<()> {
+    let mut lan = Lan::new("auth-keepalived")?;
+    let vip = lan.vip(0);
+    let key = write_key(&lan)?;
+    let inst = VrrpInstance::new("web", 51, 200, ADV_CS, &[vip]);
+    let a = lan.start_vrrpd(NodeId::A, [&inst.clone().with_auth_key(&key)])?;
+    lan.await_sole_holder(vip, NodeId::A, Duration::from_secs(5))?;
+    // keepalived with a *higher* priority: an unauthenticated peer that would win.
+    let ka = lan.start_keepalived(NodeId::B, [&inst.with_priority(250)])?;
+    let watch = master_down_interval(250, ADV_CS) * 3 + Duration::from_millis(500);
+    netns_tests::always_for(watch, Duration::from_millis(20), || {
+        lan.has_addr(NodeId::A, vip)
+    })
+    .context("vrrpd with a key gave up the VIP to keepalived")?;
+    assert_eq!(lan.vrrpd_state(&a, "web")?, "master");
+    let status = lan.vrrpd_instance(&a, "web")?;
+    assert_eq!(counter(&status, &["transitions"]), 2, "{status}");
+    assert!(lan.topo.is_running(ka.proc)?, "keepalived died");
+    let ka_holds = lan.has_addr(NodeId::B, vip)?;
+    let missing = counter(&status, &["discards", "auth_missing"]);
+    eprintln!(
+        "keepalived {} vrrpd's authenticated adverts (it holds the VIP too: {ka_holds}); \
+         vrrpd counted {missing} unauthenticated adverts from it",
+        if ka_holds { "discards" } else { "accepts" }
+    );
+    if ka_holds {
+        assert!(
+            missing > 0,
+            "keepalived is master but vrrpd counted nothing: {status}"
+        );
+    }
+    Ok(())
+}
