@@ -26,6 +26,8 @@ pub struct VrrpInstance {
     pub advert_interval_cs: u16,
     pub preempt: bool,
     pub vips: Vec<Ipv4Addr>,
+    /// vrrpd only: `auth_key_file` (keepalived has no equivalent).
+    pub auth_key_file: Option<PathBuf>,
 }
 
 impl VrrpInstance {
@@ -44,12 +46,19 @@ impl VrrpInstance {
             advert_interval_cs,
             preempt: true,
             vips: vips.to_vec(),
+            auth_key_file: None,
         }
     }
 
     /// The same instance with preemption set to `preempt`.
     pub fn preempt(mut self, preempt: bool) -> Self {
         self.preempt = preempt;
+        self
+    }
+
+    /// The same instance with authenticated adverts, signed with the key in `file`.
+    pub fn with_auth_key(mut self, file: &std::path::Path) -> Self {
+        self.auth_key_file = Some(file.to_path_buf());
         self
     }
 
@@ -63,9 +72,14 @@ impl VrrpInstance {
     /// This instance as a vrrpd `[[instance]]` table.
     pub fn vrrpd_toml(&self) -> String {
         let vips: Vec<String> = self.vips.iter().map(|v| format!("\"{v}/24\"")).collect();
+        let auth = self
+            .auth_key_file
+            .as_ref()
+            .map(|f| format!("auth_key_file = \"{}\"\n", f.display()))
+            .unwrap_or_default();
         format!(
             "[[instance]]\nname = \"{}\"\ninterface = \"{LAN_IF}\"\nvrid = {}\npriority = {}\n\
-             advert_interval_cs = {}\npreempt = {}\nvips = [{}]\n",
+             advert_interval_cs = {}\npreempt = {}\nvips = [{}]\n{auth}",
             self.name,
             self.vrid,
             self.priority,

@@ -149,3 +149,136 @@ proptest! {
         prop_assert_eq!(Repr::parse(&packet, src, dst), Err(shared::wire::Error::Truncated));
     }
 }
+
+// ----- the authentication trailer (`shared::wire::auth`) -----
+
+mod auth_trailer {
+    use super::*;
+    use shared::wire::auth::{self, Key, Trailer, TRAILER_LEN};
+
+    fn any_key() -> impl Strategy<Value = Key> {
+        prop::collection::vec(any::<u8>(), auth::MIN_KEY_LEN..=64)
+            .prop_map(|m| Key::new(&m).expect("long enough"))
+    }
+
+    /// An advert as a sender with `key` puts it on the wire: VRRP message, then trailer.
+    fn sealed(
+        repr: &Repr,
+        key: &Key,
+        seq: u64,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        mode: ChecksumMode,
+    ) -> Vec<u8> {
+        let mut payload = repr.to_bytes(src, dst, mode).expect("valid repr");
+        auth::Repr::new(key, seq).append(&mut payload, key, src, dst);
+        payload
+    }
+
+    fn open(
+        key: &Key,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+    ) -> Result<auth::Repr, auth::Error> {
+        let (vrrp, rest) = auth::split(payload);
+        auth::open(key, src, dst, vrrp, rest)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn round_trip(
+            repr in valid_repr(),
+            key in any_key(),
+            seq in any::<u64>(),
+            src in any_ipv4(),
+            dst in any_ipv4(),
+            mode in any_mode(),
+        ) {
+            let payload = sealed(&repr, &key, seq, src, dst, mode);
+            let (vrrp, rest) = auth::split(&payload);
+            prop_assert_eq!(rest.len(), TRAILER_LEN);
+            // The VRRP part is untouched by the trailer, checksum included.
+            let (parsed, got_mode) =
+                Repr::parse(&Packet::new_unchecked(vrrp), src, dst).expect("vrrp part parses");
+            prop_assert_eq!(parsed, repr);
+            // Checksums verifying in both modes report PseudoHeader (see wire::vrrp).
+            prop_assert!(got_mode == mode || got_mode == ChecksumMode::PseudoHeader);
+            prop_assert_eq!(open(&key, src, dst, &payload), Ok(auth::Repr::new(&key, seq)));
+            let view = Trailer::new_checked(rest).expect("exact length");
+            prop_assert_eq!((view.version(), view.key_id(), view.seq()), (auth::VERSION, key.id(), seq));
+        }
+
+        #[test]
+        fn any_single_bit_flip_fails(
+            repr in valid_repr(),
+            key in any_key(),
+            seq in any::<u64>(),
+            src in any_ipv4(),
+            dst in any_ipv4(),
+            bit in any::<prop::sample::Index>(),
+        ) {
+            let mut payload = sealed(&repr, &key, seq, src, dst, ChecksumMode::PseudoHeader);
+            // The bit is anywhere in the IP source, the destination or the payload.
+            let bits = (8 + payload.len()) * 8;
+            let b = bit.index(bits);
+            let (byte, mask) = (b / 8, 1u8 << (b % 8));
+            let (mut s, mut d) = (src.octets(), dst.octets());
+            match byte {
+                0..=3 => s[byte] ^= mask,
+                4..=7 => d[byte - 4] ^= mask,
+                _ => payload[byte - 8] ^= mask,
+            }
+            let got = open(&key, Ipv4Addr::from(s), Ipv4Addr::from(d), &payload);
+            prop_assert!(got.is_err(), "bit {} flipped and still verified", b);
+        }
+
+        #[test]
+        fn truncation_fails(
+            repr in valid_repr(),
+            key in any_key(),
+            seq in any::<u64>(),
+            src in any_ipv4(),
+            dst in any_ipv4(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let payload = sealed(&repr, &key, seq, src, dst, ChecksumMode::PseudoHeader);
+            let len = cut.index(payload.len());
+            prop_assert!(open(&key, src, dst, &payload[..len]).is_err());
+        }
+
+        #[test]
+        fn a_wrong_key_fails(
+            repr in valid_repr(),
+            key in any_key(),
+            other in any_key(),
+            seq in any::<u64>(),
+            src in any_ipv4(),
+            dst in any_ipv4(),
+        ) {
+            prop_assume!(key != other);
+            let payload = sealed(&repr, &key, seq, src, dst, ChecksumMode::PseudoHeader);
+            prop_assert_eq!(
+                open(&other, src, dst, &payload).map_err(|e| e.as_str()),
+                Err("auth_bad_tag")
+            );
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..1200),
+            key in any_key(),
+            src in any_ipv4(),
+            dst in any_ipv4(),
+        ) {
+            let (vrrp, rest) = auth::split(&bytes);
+            prop_assert_eq!(vrrp.len() + rest.len(), bytes.len());
+            let _ = auth::open(&key, src, dst, vrrp, rest);
+            let view = Trailer::new_unchecked(&bytes[..]);
+            let _ = (view.version(), view.key_id(), view.reserved(), view.seq(), view.tag());
+            let _ = Trailer::new_checked(&bytes[..]);
+        }
+    }
+}

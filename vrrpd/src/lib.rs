@@ -5,6 +5,7 @@
 //! - [`timers`]   RFC 5798 timer formulas (Skew_Time, Master_Down_Interval) in centiseconds.
 //! - [`fsm`]      the pure, sans-IO state machine: time in, actions out. No sockets, no clock.
 //! - [`rx`]       RFC 5798 §7.1 receive validation; each discard reason is a counter label.
+//! - [`auth`]     authenticated adverts: sequence numbers out, the replay window in.
 //! - [`net`]      everything that touches the kernel: the raw protocol-112 socket, VIPs over
 //!   netlink, gratuitous ARP, link events. `net::sys` is the only `unsafe` code.
 //! - [`instance`] the async shell that drives one FSM with tokio time and the socket.
@@ -14,6 +15,7 @@
 //! - [`daemon`]   starts instances, handles signals, reload and shutdown.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;

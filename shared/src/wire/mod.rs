@@ -18,6 +18,8 @@
 //! - [`checksum`] the Internet checksum (RFC 1071) and the IPv4 pseudo-header.
 //! - [`ipv4`]     the IPv4 header in front of VRRP on a raw socket: parse what
 //!   the kernel hands us, build the header for an `IP_HDRINCL` send.
+//! - [`auth`]     lbpair's own HMAC-SHA256 trailer after the VRRP message
+//!   (`auth_key_file`; not interoperable): `Trailer` view, `Repr`, `split`/`open`.
 //!
 //! Nothing here panics on any input: every access into a buffer is bounds
 //! checked, and malformed input is an [`Error`].
@@ -48,6 +50,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod checksum;
 pub mod ipv4;
 pub mod vrrp;

@@ -39,9 +39,11 @@ pub use shared::wire::vrrp::ChecksumMode;
 use crate::fsm::FsmConfig;
 
 mod addresses;
+mod auth;
 mod pair;
 pub use addresses::parse_cidr;
 use addresses::{check_cross_instance, check_ifname, validate_peers, validate_vips};
+pub use auth::{decode_key, AuthConfig, MAX_KEY_FILE_BYTES, MIN_KEY_HEX_DIGITS};
 pub use pair::*;
 
 /// Where `vrrpd run` and `vrrpd status` look for the config by default.
@@ -156,6 +158,8 @@ pub struct FileInstance {
     pub fast_takeover: Option<bool>,
     pub notify: Option<Vec<String>>,
     pub notify_timeout_ms: Option<i64>,
+    /// Path of the advert authentication key (relative to the config file's directory).
+    pub auth_key_file: Option<String>,
     /// Each entry is `"a.b.c.d/len"` or `{ address = "a.b.c.d/len", label = "eth0:x" }`.
     /// Kept as raw TOML values so that each bad entry gets its own positioned error
     /// (an untagged serde enum would only say "did not match any variant").
@@ -209,6 +213,8 @@ pub struct InstanceConfig {
     pub vips: Vec<VipConfig>,
     /// lbd tracking, fast takeover, notify hook.
     pub pair: InstancePair,
+    /// `Some`: adverts carry, and must carry, an HMAC trailer (`auth_key_file`).
+    pub auth: Option<AuthConfig>,
 }
 
 /// One virtual address with its prefix and optional label.
@@ -499,6 +505,10 @@ fn validate_instance(
 
     let vips = validate_vips(v, i, f.vips.as_deref(), &interface);
     let unicast_peers = validate_peers(v, i, f.unicast_peers.as_deref().unwrap_or(&[]), &vips);
+    let auth = f
+        .auth_key_file
+        .as_deref()
+        .and_then(|file| auth::validate_auth(v, &k("auth_key_file"), file));
 
     InstanceConfig {
         name,
@@ -527,6 +537,7 @@ fn validate_instance(
             lbd_coupled,
             priority,
         ),
+        auth,
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 mod announce;
+mod auth;
 mod pair;
 
 use crate::config::InstanceConfig;
@@ -197,6 +198,10 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
         commands: cmd_tx.downgrade(),
         switchover: None,
         lbd_effect: pair::LbdEffect::None,
+        auth: config
+            .auth
+            .as_ref()
+            .map(|a| crate::auth::Authenticator::new(a.key.clone())),
     };
     let task = tokio::spawn(
         async move {
@@ -251,6 +256,8 @@ struct Driver {
     switchover: Option<pair::PendingSwitchover>,
     /// What lbd tracking currently does to this instance.
     lbd_effect: pair::LbdEffect,
+    /// Signs our adverts and checks the peer's, with `auth_key_file`.
+    auth: Option<crate::auth::Authenticator>,
 }
 
 impl Driver {
@@ -390,12 +397,16 @@ impl Driver {
         let Some(payload) = buf.get(r.payload_range.clone()) else {
             return;
         };
+        let (payload, trailer) = self.split_trailer(payload);
         let expect = rx::Expect {
             vrid: self.config.vrid,
             primary_addr: self.primary,
         };
         match rx::validate(r.ttl, r.src, r.dst, payload, &expect) {
             Ok((advert, mode)) => {
+                if !self.authenticate(&r, payload, trailer) {
+                    return;
+                }
                 *self
                     .counters
                     .checksum_modes
@@ -511,7 +522,12 @@ impl Driver {
             self.vips.iter().map(|v| v.addr).collect(),
         );
         let mode: ChecksumMode = self.config.checksum_mode;
-        if let Err(e) = self.socket.send_advert(&repr, mode).await {
+        // Field access, not a method: the seal borrows the key while the socket sends.
+        let seal = self
+            .auth
+            .as_mut()
+            .map(|a| a.seal_next(crate::auth::wall_clock_ns()));
+        if let Err(e) = self.socket.send_advert_sealed(&repr, mode, seal).await {
             self.counters.send_errors += 1;
             warn!(error = %e, priority, "sending advert failed");
         } else {

@@ -18,7 +18,9 @@
 //! caller's job (`rx::validate`).
 //!
 //! Sending: [`VrrpSocket::send_advert`] emits the advert once per destination, because the
-//! checksum covers the IPv4 pseudo-header and so differs between unicast peers.
+//! checksum covers the IPv4 pseudo-header and so differs between unicast peers. With
+//! `auth_key_file`, each copy gets the authentication trailer after the VRRP message (its
+//! tag covers the destination too).
 
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -31,6 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::{VRRP_GROUP, VRRP_PROTOCOL, VRRP_TTL};
+use crate::auth::Seal;
 
 /// A receive buffer this big holds any IPv4 datagram, so nothing is ever truncated.
 /// A VRRP advert is at most 20 + 40 + 8 + 255 * 4 = 1088 bytes; most callers can use less.
@@ -187,8 +190,25 @@ impl VrrpSocket {
     /// With several peers, each gets its copy even if an earlier send failed; the first
     /// error is returned afterwards.
     pub async fn send_advert(&self, repr: &Repr, mode: ChecksumMode) -> io::Result<()> {
-        self.for_each_destination(|dst| repr.to_bytes(self.source, dst, mode).map_err(wire_to_io))
-            .await
+        self.send_advert_sealed(repr, mode, None).await
+    }
+
+    /// [`send_advert`](Self::send_advert), with the authentication trailer of `seal`
+    /// appended to each copy when it is `Some`.
+    pub async fn send_advert_sealed(
+        &self,
+        repr: &Repr,
+        mode: ChecksumMode,
+        seal: Option<Seal<'_>>,
+    ) -> io::Result<()> {
+        self.for_each_destination(|dst| {
+            let mut payload = repr.to_bytes(self.source, dst, mode).map_err(wire_to_io)?;
+            if let Some(seal) = &seal {
+                seal.append(&mut payload, self.source, dst);
+            }
+            Ok(payload)
+        })
+        .await
     }
 
     /// Send an already-built VRRP message as is to the group or every unicast peer. Its
