@@ -105,6 +105,19 @@ enum IdleProbe {
 }
 
 impl RawConn {
+    /// Before reuse: by the reactor's readiness first (no syscall). A pooled connection was
+    /// armed at check-in, so its readiness is exact up to the reactor's last poll; when it says
+    /// something arrived, the socket itself settles it ([`RawConn::probe`]). Bytes that arrive
+    /// after the reactor's last poll are not seen here, nor would a syscall see bytes that
+    /// arrive just after it: no proxy can tell those from the next request's answer.
+    fn probe_for_reuse(&self) -> IdleProbe {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => IdleProbe::Clean,
+            Poll::Ready(_) => self.probe(),
+        }
+    }
+
     /// Look at the socket itself (a non-blocking `MSG_PEEK`, one syscall), not at tokio's
     /// readiness cache: bytes that arrived since the reactor last polled are seen too. A
     /// response served from bytes a backend sent before the request was written would be
@@ -265,7 +278,7 @@ impl ConnPool {
                 idle.clear();
                 return None;
             }
-            match c.conn.probe() {
+            match c.conn.probe_for_reuse() {
                 IdleProbe::Clean => return Some(c.conn),
                 IdleProbe::Spoiled(reason) => self.stats.discarded(reason),
             }
@@ -562,6 +575,103 @@ mod tests {
         );
         assert_eq!(pool.idle_count(), 1);
         assert!(pool.checkout().is_some(), "worker 0 reuses its own");
+        accept.abort();
+    }
+
+    /// A backend whose accepted sockets the test holds (to write to them).
+    async fn held_backend() -> (
+        Arc<Backend>,
+        tokio::sync::mpsc::UnboundedReceiver<TcpStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let accept = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = tx.send(s);
+            }
+        });
+        let backend = Arc::new(Backend::new(
+            crate::upstream::backend::BackendId(0),
+            crate::upstream::backend::BackendSpec {
+                name: String::new(),
+                addr,
+                weight: 1,
+                max_conns: 0,
+            },
+            Default::default(),
+        ));
+        (backend, rx, accept)
+    }
+
+    fn discarded(pool: &ConnPool, reason: DiscardReason) -> u64 {
+        pool.stats.conns_discarded[reason as usize].load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn an_idle_raw_connection_that_receives_bytes_is_dropped_at_once_and_counted() {
+        let (backend, mut accepted, accept) = held_backend().await;
+        let pool = ConnPool::new(backend.addr, 4, Duration::from_secs(60));
+        let (conn, reused) = pool
+            .get_raw(&backend, Duration::from_secs(1), false, Instant::now())
+            .await
+            .expect("connect");
+        assert!(!reused);
+        let mut far = accepted.recv().await.expect("accepted");
+        pool.checkin_raw(conn, Instant::now());
+        assert_eq!(pool.idle_count(), 1);
+        // The backend speaks while nobody asked: the watcher wakes, a reap drops it.
+        tokio::io::AsyncWriteExt::write_all(&mut far, b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::timeout(Duration::from_secs(5), pool.idle_activity())
+            .await
+            .expect("the idle watcher is woken");
+        pool.reap();
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(discarded(&pool, DiscardReason::UnexpectedBytes), 1);
+        assert!(pool.checkout_raw(Instant::now()).is_none());
+
+        // A backend close while idle: the same, counted as idle_closed.
+        let (conn, _) = pool
+            .get_raw(&backend, Duration::from_secs(1), false, Instant::now())
+            .await
+            .expect("connect");
+        let far = accepted.recv().await.expect("accepted");
+        pool.checkin_raw(conn, Instant::now());
+        drop(far);
+        tokio::time::timeout(Duration::from_secs(5), pool.idle_activity())
+            .await
+            .expect("the idle watcher is woken");
+        pool.reap();
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(discarded(&pool, DiscardReason::IdleClosed), 1);
+        accept.abort();
+    }
+
+    #[tokio::test]
+    async fn bytes_already_there_keep_a_raw_connection_out_of_the_pool() {
+        let (backend, mut accepted, accept) = held_backend().await;
+        let pool = ConnPool::new(backend.addr, 4, Duration::from_secs(60));
+        let (conn, _) = pool
+            .get_raw(&backend, Duration::from_secs(1), false, Instant::now())
+            .await
+            .expect("connect");
+        let mut far = accepted.recv().await.expect("accepted");
+        tokio::io::AsyncWriteExt::write_all(&mut far, b"stray")
+            .await
+            .expect("write");
+        // Wait until the bytes are there (the socket says so), then check in.
+        tokio::time::timeout(Duration::from_secs(5), conn.stream.readable())
+            .await
+            .expect("readable")
+            .expect("readable");
+        pool.checkin_raw(conn, Instant::now());
+        assert_eq!(pool.idle_count(), 0, "not pooled");
+        assert_eq!(discarded(&pool, DiscardReason::UnexpectedBytes), 1);
         accept.abort();
     }
 }
