@@ -276,11 +276,29 @@ pub struct ConnCtx {
     pub local_port: u16,
     active: AtomicU32,
     last_activity_ms: AtomicU64,
+    /// The connection's places under the caps, released when the last holder of the context
+    /// goes: the connection's task, a parked entry, or a WebSocket tunnel that outlives both.
+    _hold: ConnHold,
+}
+
+/// A client connection's places under `max_client_conns` and `max_conns_per_client`, and in
+/// the open-connections gauge.
+pub struct ConnHold {
+    _permit: OwnedSemaphorePermit,
+    _slot: ClientSlot,
+    _gauge: ActiveGauge,
+}
+
+impl std::fmt::Debug for ConnHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnHold")
+    }
 }
 
 impl ConnCtx {
-    pub fn new(peer: SocketAddr, local_port: u16, listener: Arc<str>) -> Self {
+    pub fn new(peer: SocketAddr, local_port: u16, listener: Arc<str>, hold: ConnHold) -> Self {
         ConnCtx {
+            _hold: hold,
             peer,
             listener,
             proto: "http",
@@ -454,9 +472,9 @@ fn log_end<E: std::fmt::Display>(res: Option<Result<(), E>>) {
     }
 }
 
-/// What a client connection holds for as long as it is open, served or parked: its context,
-/// the limits of the snapshot it was accepted under, and its places under
-/// `max_client_conns`, `max_conns_per_client` and the open-connections gauge.
+/// What a client connection's task (or its parked entry) carries: its context (which holds
+/// its places under the caps, [`ConnHold`]) and the limits of the snapshot it was accepted
+/// under.
 pub struct Held {
     ctx: Arc<ConnCtx>,
     limits: ConnLimits,
@@ -466,9 +484,6 @@ pub struct Held {
     client_idle: Duration,
     /// While parked: the deadline the connection's next request head had.
     head_deadline: Option<tokio::time::Instant>,
-    _permit: OwnedSemaphorePermit,
-    _slot: ClientSlot,
-    _gauge: ActiveGauge,
 }
 
 /// Serve one client connection: the fast path first (when on), hyper for h2c and for
@@ -515,7 +530,16 @@ async fn serve_connection(
     // its own limit to answer 414 or 431.
     let max_head = limits.max_header_bytes + limits.max_request_line;
     let held = Held {
-        ctx: Arc::new(ConnCtx::new(peer, local_port, listener)),
+        ctx: Arc::new(ConnCtx::new(
+            peer,
+            local_port,
+            listener,
+            ConnHold {
+                _permit: permit,
+                _slot: slot,
+                _gauge: gauge,
+            },
+        )),
         limits: ConnLimits {
             head_timeout: timeouts.request_header.min(timeouts.client_idle),
             max_head,
@@ -525,9 +549,6 @@ async fn serve_connection(
         request_header: timeouts.request_header,
         client_idle: timeouts.client_idle,
         head_deadline: None,
-        _permit: permit,
-        _slot: slot,
-        _gauge: gauge,
     };
     if is_h2 {
         serve_h2(&shared, stream, &held).await;

@@ -718,3 +718,70 @@ async fn connections_over_the_per_client_cap_are_closed_at_accept() {
     assert!(closed && got.is_empty(), "at the cap again: {got:?}");
     assert_eq!(rejected().await, Some(4.0));
 }
+
+/// A WebSocket tunnel outlives the HTTP connection's task: it must keep counting against
+/// `max_conns_per_client` (and `max_client_conns`) for as long as it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_tunnels_keep_counting_against_the_per_client_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = TestBackend::start("web").await;
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\nmax_conns_per_client = 3\n{}",
+        pool("web", &[&web], "")
+    );
+    let lbd = Lbd::start(&body).await;
+    let mut tunnels = Vec::new();
+    for i in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(lbd.listen)
+            .await
+            .expect("connect");
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+                .await
+                .expect("101 in time")
+                .expect("read");
+            assert_eq!(n, 1, "tunnel {i} closed before its 101");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "tunnel {i}");
+        // The tunnel carries bytes both ways.
+        s.write_all(b"ping").await.expect("write");
+        let mut echo = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(&echo, b"ping");
+        tunnels.push(s);
+    }
+    eventually(
+        "three open connections while tunnelling",
+        Duration::from_secs(5),
+        || async { metric(lbd.admin, "lbd_client_connections").await == Some(3.0) },
+    )
+    .await;
+    // A fourth connection from the same address is over the cap: the tunnels still count.
+    let mut extra = tokio::net::TcpStream::connect(lbd.listen)
+        .await
+        .expect("connect");
+    let (got, closed) = read_until_close(&mut extra, Duration::from_secs(5)).await;
+    assert!(closed && got.is_empty(), "over the cap: {got:?}");
+    // Closing a tunnel gives its place back.
+    drop(tunnels.pop());
+    eventually(
+        "the closed tunnel is released",
+        Duration::from_secs(5),
+        || async { metric(lbd.admin, "lbd_client_connections").await == Some(2.0) },
+    )
+    .await;
+    let ok = get(lbd.listen, "/").await.expect("room again");
+    assert_eq!(ok.status, 200);
+}

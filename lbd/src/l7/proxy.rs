@@ -314,7 +314,7 @@ fn origin_form(uri: &Uri) -> Uri {
 async fn forward(
     shared: &Arc<Shared>,
     rt: &Arc<Runtime>,
-    conn: &ConnCtx,
+    conn: &Arc<ConnCtx>,
     req: Request<Incoming>,
     meta: &mut Meta,
 ) -> Result<Forwarded, Local> {
@@ -519,9 +519,14 @@ async fn forward(
                     };
                     let upstream = hyper::upgrade::on(&mut resp);
                     inc(&shared.stats.upgrades_total);
+                    // The tunnel outlives the HTTP connection's task: it keeps the client
+                    // connection's context, and with it the connection's places under
+                    // `max_client_conns` and `max_conns_per_client` (`ConnHold`).
+                    let client_conn = Arc::clone(conn);
                     shared.tracker.spawn(
                         async move {
                             let _lease = lease;
+                            let _client_conn = client_conn;
                             match tokio::try_join!(client, upstream) {
                                 Ok((c, u)) => {
                                     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
