@@ -61,6 +61,23 @@ struct Inner<T> {
     next_wake: Option<Instant>,
 }
 
+impl<T> Inner<T> {
+    /// A resumed entry leaves its deadline in the heap until it reaches the top. A client that
+    /// pauses just past the park threshold between requests parks on every one, so the heap
+    /// is rebuilt once stale items outnumber live entries.
+    fn drop_stale_deadlines(&mut self) {
+        if self.expiry.len() <= 2 * self.entries.len() + 64 {
+            return;
+        }
+        let entries = &self.entries;
+        self.expiry.retain(|Reverse((_, key, generation))| {
+            entries
+                .get(*key)
+                .is_some_and(|e| e.generation == *generation)
+        });
+    }
+}
+
 struct Entry<T> {
     stream: TcpStream,
     held: T,
@@ -149,6 +166,7 @@ impl<T: Send + 'static> Lot<T> {
         debug_assert_eq!(inserted, key, "the lock is held since vacant_key");
         PARKED.fetch_add(1, Ordering::Relaxed);
         inner.expiry.push(Reverse((deadline, key, generation)));
+        inner.drop_stale_deadlines();
         if inner.next_wake.is_none_or(|at| deadline < at) {
             // The lot's task sleeps past this deadline: have it look again.
             inner.next_wake = Some(deadline);
@@ -398,6 +416,33 @@ mod tests {
         );
         assert_eq!(lot.len(), 1, "the one with a far deadline stays");
         assert!(resumed.try_recv().is_err());
+        driver.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_parked_again_and_again_leaves_no_pile_of_deadlines() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (lot, mut resumed) = lot();
+        let driver = tokio::spawn({
+            let lot = Arc::clone(&lot);
+            async move { lot.run(std::future::pending()).await }
+        });
+        let (mut client, mut server) = pair(&listener).await;
+        let far = Instant::now() + Duration::from_secs(60);
+        for round in 0..300u32 {
+            assert_eq!(lot.park(server, round, far), Parked::Waiting);
+            client.write_all(b"x").await.expect("write");
+            let (mut s, tag) = tokio::time::timeout(Duration::from_secs(5), resumed.recv())
+                .await
+                .expect("resumed in time")
+                .expect("resumed");
+            assert_eq!(tag, round);
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).await.expect("read"), 1);
+            server = s;
+        }
+        let stale = lock(&lot.inner).expiry.len();
+        assert!(stale <= 2 * lot.len() + 65, "{stale} deadlines kept");
         driver.abort();
     }
 }

@@ -221,11 +221,25 @@ fn read_admin_token(v: &mut Validator<'_>, file: &str) -> Option<AdminToken> {
     }
 }
 
-/// Read a secret file that only its owner, the user lbd runs as, may read.
+/// Read a secret file that only its owner, the user lbd runs as, may read. The checks are
+/// made on the opened file (not the path, which could be swapped between a check and the
+/// read), a FIFO or device can't block a reload (opened non-blocking, then refused as not a
+/// regular file), and no symlink is followed at the last component.
 fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
-    use std::os::unix::fs::MetadataExt;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read {shown}: {e} (a symlink is not followed)"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -246,7 +260,17 @@ fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, 
             meta.len()
         ));
     }
-    std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "{shown} grew past {max_bytes} bytes while being read"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `[timeouts]`: every phase must be at least 1 ms (0 would fail every request).

@@ -1015,3 +1015,31 @@ fn body_limits_and_the_per_client_cap() {
         assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
     }
 }
+
+#[test]
+fn admin_token_file_is_checked_as_opened_not_by_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load_in =
+        |text: &str| LbConfig::from_source(&Source::from_text(dir.path().join("lbd.toml"), text));
+    let good = dir.path().join("good");
+    std::fs::write(&good, "0123456789abcdef-admin\n").expect("write");
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::symlink(&good, dir.path().join("link")).expect("symlink");
+    std::fs::create_dir(dir.path().join("adir")).expect("mkdir");
+    std::fs::set_permissions(
+        dir.path().join("adir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    let with = |file: &str| format!("[global]\nadmin_token_file = \"{file}\"\n{SOFT_BASE}");
+    let e = load_in(&with("link"))
+        .expect_err("a symlink is refused")
+        .to_string();
+    assert!(e.contains("a symlink is not followed"), "{e}");
+    let e = load_in(&with("adir"))
+        .expect_err("a directory is refused")
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(load_in(&with("good")).is_ok());
+}

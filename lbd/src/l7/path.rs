@@ -63,10 +63,15 @@ pub enum BadPath {
         "encoded slash (%2F) in the request path, refused by paths.encoded_slash = \"reject\""
     )]
     EncodedSlash,
+    #[error(
+        "ambiguous request path: a backslash, or a dot segment with parameters (`..;`), which some backends resolve as a separator or a dot segment"
+    )]
+    Ambiguous,
 }
 
 /// The normalised form of `path` (see the module docs); borrowed when it already is.
 pub fn normalize_path<'a>(path: &'a [u8], policy: &PathPolicy) -> Result<Cow<'a, [u8]>, BadPath> {
+    refuse_ambiguous(path)?;
     if is_normal(path, policy) {
         return Ok(Cow::Borrowed(path));
     }
@@ -87,6 +92,52 @@ pub fn normalize_path_str<'a>(path: &'a str, policy: &PathPolicy) -> Result<Cow<
             .map(Cow::Owned)
             .map_err(|_| BadPath::BadEscape),
     }
+}
+
+/// Forms lbd cannot normalise the way every backend would resolve them, so routing and rate
+/// limits could see another path than the backend acts on: `\` (a separator to IIS and
+/// some frameworks: `/x\..\login`) and dot segments with `;` parameters (`/x/..;/login` is
+/// `/login` to Tomcat, Jetty and Spring). No valid client sends them (browsers turn `\` into
+/// `/`), so they are refused rather than guessed at.
+fn refuse_ambiguous(path: &[u8]) -> Result<(), BadPath> {
+    if memchr::memchr(b'\\', path).is_some() {
+        return Err(BadPath::Ambiguous);
+    }
+    if memchr::memchr(b';', path).is_none() {
+        return Ok(());
+    }
+    let dot_with_params = |seg: &[u8]| {
+        let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+        seg.contains(&b';') && (is_dots(name) || is_dots(&decode_dots(name)))
+    };
+    if path.split(|&b| b == b'/').any(dot_with_params) {
+        return Err(BadPath::Ambiguous);
+    }
+    Ok(())
+}
+
+fn is_dots(name: &[u8]) -> bool {
+    name == b"." || name == b".."
+}
+
+/// `%2e` / `%2E` as `.` (a dot segment can be written with escapes).
+fn decode_dots(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'%'
+            && name
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"2e"))
+        {
+            out.push(b'.');
+            i += 3;
+        } else {
+            out.push(name[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Nothing to do: every escape already canonical, no `//` to merge, no dot segment.

@@ -36,6 +36,7 @@
 //!   fresh connection without treating it as a backend failure.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -134,13 +135,15 @@ impl RawConn {
 
     /// Ask the reactor to wake `watch` when the backend sends or closes anything while the
     /// connection sits in the pool, so it is closed at once rather than at its next use.
-    /// `false` when something is already there (the connection must not be pooled).
-    fn arm(&self, watch: &Waker) -> bool {
+    /// Done at check-in and again at each housekeeping pass (a wake-up uses the registration
+    /// up). An error when something is already there: the connection must not be pooled.
+    /// Costs no syscall unless the readiness says something arrived.
+    fn arm(&self, watch: &Waker) -> Result<(), DiscardReason> {
         let mut cx = Context::from_waker(watch);
         for _ in 0..2 {
             match self.stream.poll_read_ready(&mut cx) {
-                Poll::Pending => return true,
-                Poll::Ready(Err(_)) => return false,
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(_)) => return Err(DiscardReason::IdleClosed),
                 // Readiness can be stale (the last read filled its buffer, so tokio did not
                 // clear it): look at the socket, which clears it when nothing is there, and
                 // then the next poll registers the waker.
@@ -151,12 +154,14 @@ impl RawConn {
                     });
                     match peeked {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        _ => return false,
+                        Ok(n) if n > 0 => return Err(DiscardReason::UnexpectedBytes),
+                        _ => return Err(DiscardReason::IdleClosed),
                     }
                 }
             }
         }
-        false
+        // Readiness keeps saying yes with nothing there: don't trust the connection.
+        Err(DiscardReason::IdleClosed)
     }
 }
 
@@ -186,9 +191,9 @@ struct RawIdle {
 pub struct ConnPool {
     pub addr: SocketAddr,
     /// One LIFO stack per worker thread (see the module docs).
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     /// The fast path's idle connections, per worker like `idle`.
-    raw_idle: Box<[Mutex<Vec<RawIdle>>]>,
+    raw_idle: Box<[Mutex<VecDeque<RawIdle>>]>,
     /// Settings are atomics so a reload can change them on a pool that is carried over.
     idle_max: AtomicU32,
     idle_timeout_ms: AtomicU64,
@@ -232,8 +237,12 @@ impl ConnPool {
             watch_waker: Waker::from(Arc::clone(&watch)),
             watch,
             addr,
-            idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
-            raw_idle: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            idle: (0..slots.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
+            raw_idle: (0..slots.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: Arc::default(),
@@ -251,12 +260,12 @@ impl ConnPool {
     }
 
     /// The calling worker's slot.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         let i = WORKER_SLOT.with(Cell::get) % self.idle.len();
         lock(&self.idle[i])
     }
 
-    fn lock_raw(&self) -> std::sync::MutexGuard<'_, Vec<RawIdle>> {
+    fn lock_raw(&self) -> std::sync::MutexGuard<'_, VecDeque<RawIdle>> {
         let i = WORKER_SLOT.with(Cell::get) % self.raw_idle.len();
         lock(&self.raw_idle[i])
     }
@@ -273,7 +282,7 @@ impl ConnPool {
     pub fn checkout_raw(&self, now: Instant) -> Option<RawConn> {
         let timeout = self.idle_timeout();
         let mut idle = self.lock_raw();
-        while let Some(c) = idle.pop() {
+        while let Some(c) = idle.pop_back() {
             if now.duration_since(c.since) >= timeout {
                 idle.clear();
                 return None;
@@ -294,15 +303,15 @@ impl ConnPool {
         if max == 0 {
             return;
         }
-        if !conn.arm(&self.watch_waker) {
-            self.stats.discarded(DiscardReason::UnexpectedBytes);
+        if let Err(reason) = conn.arm(&self.watch_waker) {
+            self.stats.discarded(reason);
             return;
         }
         let mut idle = self.lock_raw();
         if idle.len() >= max {
-            idle.remove(0);
+            idle.pop_front();
         }
-        idle.push(RawIdle { conn, since: now });
+        idle.push_back(RawIdle { conn, since: now });
     }
 
     /// Resolves when an idle fast-path connection became readable: call [`ConnPool::reap`].
@@ -340,7 +349,7 @@ impl ConnPool {
         let timeout = self.idle_timeout();
         let now = Instant::now();
         let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
+        while let Some(c) = idle.pop_back() {
             if now.duration_since(c.since) >= timeout {
                 // Entries are pushed in time order: everything below is older still.
                 idle.clear();
@@ -365,9 +374,9 @@ impl ConnPool {
             if max == 0 {
                 return;
             }
-            idle.remove(0);
+            idle.pop_front();
         }
-        idle.push(Idle {
+        idle.push_back(Idle {
             tx,
             since: Instant::now(),
         });
@@ -385,9 +394,11 @@ impl ConnPool {
                 if now.duration_since(c.since) >= timeout {
                     return false;
                 }
-                match c.conn.probe() {
-                    IdleProbe::Clean => true,
-                    IdleProbe::Spoiled(reason) => {
+                // Re-armed on the way (the wake-up that brought us here used it up); a
+                // syscall only for a connection whose readiness says something arrived.
+                match c.conn.arm(&self.watch_waker) {
+                    Ok(()) => true,
+                    Err(reason) => {
                         self.stats.discarded(reason);
                         false
                     }
@@ -491,7 +502,7 @@ fn is_unexpected_message(e: &hyper::Error) -> bool {
     e.to_string() == "received unexpected message from connection"
 }
 
-fn lock<T>(slot: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+fn lock<T>(slot: &Mutex<VecDeque<T>>) -> std::sync::MutexGuard<'_, VecDeque<T>> {
     // The vector is consistent after every operation, so a poisoned lock is still usable.
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -183,3 +183,27 @@ proptest! {
         let _ = normalize_path_str(&path, &policy);
     }
 }
+
+#[test]
+fn paths_backends_resolve_differently_are_refused() {
+    let p = PathPolicy::default();
+    for bad in [
+        "/x\\..\\login",
+        "/a\\b",
+        "/x/..;/login",
+        "/x/.;/login",
+        "/x/..;jsessionid=1/login",
+        "/x/%2e%2e;/login",
+        "/x/%2E.;x/login",
+    ] {
+        assert_eq!(norm(bad, &p), Err(BadPath::Ambiguous), "{bad}");
+    }
+    // Parameters on ordinary segments are an application's business.
+    assert_eq!(
+        norm("/login;jsessionid=1", &p).as_deref(),
+        Ok("/login;jsessionid=1")
+    );
+    assert_eq!(norm("/a/b;v=1/../c", &p).as_deref(), Ok("/a/c"));
+    // An encoded backslash stays encoded (a character, not a separator).
+    assert_eq!(norm("/a%5cb", &p).as_deref(), Ok("/a%5Cb"));
+}
