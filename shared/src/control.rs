@@ -129,6 +129,20 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     pub config_path: String,
     pub instances: Vec<InstanceStatus>,
+    /// The control socket's own counters (absent from older daemons).
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// The control socket as the daemon sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections and requests refused, by reason (`not_lbd`, `not_admin`, `second_lbd`,
+    /// `uid_limit`, `connection_limit`, `identify_timeout`, `idle_timeout`,
+    /// `peer_credentials`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// One VRRP instance's state and counters.

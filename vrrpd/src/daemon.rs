@@ -89,7 +89,13 @@ impl Daemon {
 
         // The control socket comes first: lbd may reconnect the moment it exists, and a
         // restarted vrrpd needs lbd's report before it decides to resume as master.
-        let listener = control::bind(&config.global.control_socket)?;
+        let policy = control::AccessPolicy::resolve(&config.control)?;
+        info!(
+            lbd_uid = ?policy.lbd_uid,
+            admin_gid = ?policy.admin_gid,
+            "control socket access: lbd role for root and lbd_uid, commands for root and admin_gid"
+        );
+        let listener = control::bind(&config.global.control_socket)?.with_access(policy);
         let subscribers = listener.subscribers();
         tokio::spawn(control::serve(
             listener,
@@ -387,6 +393,7 @@ fn empty_status(config_path: &Path) -> DaemonStatus {
         pid: std::process::id(),
         uptime_ms: 0,
         config_path: config_path.display().to_string(),
+        control: Default::default(),
         instances: Vec::new(),
     }
 }

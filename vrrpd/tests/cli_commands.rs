@@ -125,6 +125,7 @@ fn fake_status(config: &Path) -> DaemonStatus {
         pid: 777,
         uptime_ms: 90_000,
         config_path: config.display().to_string(),
+        control: Default::default(),
         instances: vec![InstanceStatus {
             name: "web".into(),
             interface: "eth0".into(),
@@ -147,6 +148,12 @@ fn fake_status(config: &Path) -> DaemonStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_talks_to_the_daemon_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // vrrpd refuses a socket directory other users can enter.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod");
     let socket = dir.path().join("vrrpd.sock");
     let config = dir.path().join("vrrpd.toml");
     std::fs::write(
@@ -181,7 +188,10 @@ async fn status_talks_to_the_daemon_socket() {
         .expect("joined")
     };
     assert!(json.status.success(), "{}", stderr(&json));
-    let parsed: DaemonStatus = serde_json::from_slice(&json.stdout).expect("JSON status");
+    let mut parsed: DaemonStatus = serde_json::from_slice(&json.stdout).expect("JSON status");
+    // The server adds its own counters: the asking connection is the one open now.
+    assert_eq!(parsed.control.connections, 1, "{parsed:?}");
+    parsed.control = Default::default();
     assert_eq!(parsed, expected);
 
     // The socket path taken from --config, human output.
