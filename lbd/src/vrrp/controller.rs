@@ -59,6 +59,10 @@ pub struct Controller {
     instances: BTreeMap<String, Instance>,
     /// Test-bind results of listeners that aren't bound: (when, problem).
     probes: HashMap<String, (Instant, Option<String>)>,
+    /// When vrrpd last proved it was alive (any line from a vrrpd that sends keepalives);
+    /// `None` for a vrrpd that doesn't, or before it has. The lost timeout runs from here
+    /// even while the socket stays open: a stopped vrrpd keeps it open.
+    last_heard: Option<Instant>,
 }
 
 impl Controller {
@@ -68,7 +72,13 @@ impl Controller {
             cfg,
             instances: BTreeMap::new(),
             probes: HashMap::new(),
+            last_heard: None,
         }
+    }
+
+    /// The link reports when vrrpd last proved alive (see `last_heard`).
+    pub fn set_last_heard(&mut self, at: Option<Instant>) {
+        self.last_heard = at;
     }
 
     pub fn config(&self) -> &VrrpConfig {
@@ -282,7 +292,13 @@ impl Controller {
         let mut undrain = Vec::new();
         let mut rebind = Vec::new();
         for (name, inst) in &self.instances {
-            if let Some(since) = inst.unconfirmed_since {
+            // Unvouched since the earlier of: vrrpd going away (or not having decided yet)
+            // and the last sign of life from it.
+            let since = match (inst.unconfirmed_since, self.last_heard) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(since) = since {
                 let limit = self.lost_limit(inst);
                 if inst.serving && now.saturating_duration_since(since) >= limit {
                     lost.push((name.clone(), limit));
