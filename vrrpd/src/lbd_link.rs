@@ -4,8 +4,10 @@
 //! interval. [`LbdMonitor`] turns the subscriber table into one [`LbdHealth`] value that
 //! instances watch. lbd counts as *down* when it is not connected, when its last heartbeat
 //! is older than `heartbeat_timeout`, or when it says it is not able to serve. A monitor
-//! wakes on every subscriber change (connect, disconnect, heartbeat) and on a short tick,
-//! because a *missed* heartbeat is an absence that no message announces.
+//! wakes on every subscriber change (connect, disconnect, heartbeat), at the moment the last
+//! heartbeat expires, and on a short tick, because a *missed* heartbeat is an absence that
+//! no message announces (a stopped lbd keeps its socket open). The control server admits one
+//! `"lbd"` subscription at a time, from root or the lbd user only.
 //!
 //! At startup lbd may not have connected yet; for `startup_grace` that counts as
 //! "starting", not as down, so booting both daemons together doesn't flap the priority.

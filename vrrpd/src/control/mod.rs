@@ -6,13 +6,22 @@
 //! [`DaemonStatus`] snapshot and the `broadcast` sender its instances publish transitions on.
 //!
 //! Lifecycle:
-//! - [`bind`] creates the parent directory, removes a *stale* socket file (one nobody is
+//! - [`bind`] creates the parent directory (0750) if missing and refuses one that other
+//!   users can enter or that someone else owns, removes a *stale* socket file (one nobody is
 //!   listening on; a live one is an error, a non-socket file is never deleted), binds, and
 //!   sets mode 0660. It is separate from [`serve`] so the daemon fails at startup, and tests
 //!   know the socket is ready, before anything is spawned.
 //! - [`serve`] accepts until shutdown is triggered, then stops accepting and removes the
-//!   socket file (if it is still ours). At most [`DEFAULT_MAX_CONNECTIONS`] connections are
-//!   served at once; one more gets an error line and is closed.
+//!   socket file (if it is still ours). Each accepted connection is identified with
+//!   SO_PEERCRED and admitted against its uid's cap and, unless it is root or the lbd user,
+//!   the shared pool of [`DEFAULT_MAX_CONNECTIONS`] (`access.rs`); a refused one gets an
+//!   error line and is closed.
+//! - Requests are checked against the peer's role ([`AccessPolicy`]): `status` for anyone,
+//!   `subscribe` for root and the lbd user, `heartbeat` on the `"lbd"` subscription only,
+//!   `switchover`/`resume` for root and the admin group; one `"lbd"` subscription at a time.
+//!   A connection that sends no valid request within [`IDENTIFY_TIMEOUT`] is closed, and an
+//!   operator connection idle for the policy's idle timeout too. Every refusal is counted
+//!   per [`Refusal`] reason and shown in `status.control`.
 //! - Each connection runs in its own task. Plain request connections end at shutdown.
 //!   Subscribed connections keep streaming through a graceful shutdown, so lbd sees the
 //!   final "initialize / shutdown" events; they end on a fast shutdown, when the client
@@ -22,7 +31,8 @@
 //! 1. `{"type":"subscribed","next_seq":1}`;
 //! 2. a snapshot: one [`StateEvent`] per instance with `reason: "snapshot"`, so a
 //!    subscriber that connects late (or reconnects) learns the present;
-//! 3. live events as the daemon broadcasts them.
+//! 3. live events as the daemon broadcasts them, and `{"type":"alive"}` every half of the
+//!    shortest advert interval (10..100 ms) so lbd can tell a hung vrrpd from a quiet one.
 //!
 //! Sequence numbers are per connection, start at 1 and grow by exactly 1 per event. The
 //! daemon may put its own event id in the `seq` of the events it broadcasts (0 if unused);
@@ -48,7 +58,8 @@
 //!   commands;
 //! - `cache.rs`: the snapshot cache (the last broadcast event of every instance), kept
 //!   fresh by a background task;
-//! - `subscribers.rs`: [`SubscriberInfo`] and the [`Subscribers`] table the daemon reads.
+//! - `subscribers.rs`: [`SubscriberInfo`] and the [`Subscribers`] table the daemon reads;
+//! - `access.rs`: peers, roles, per-uid slots and refusal counters.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
