@@ -82,18 +82,29 @@ async fn start_policy(capacity: usize, max_connections: usize, policy: AccessPol
     let dir = tempfile::tempdir().expect("tempdir");
     // A parent that doesn't exist yet: bind creates it.
     let path = dir.path().join("run").join("vrrpd.sock");
-    let (status_tx, status_rx) = watch::channel(status());
-    let (events, _) = broadcast::channel(capacity);
     let listener = control::bind(&path)
         .expect("bind")
         .with_max_connections(max_connections)
         .with_access(policy);
+    serve_listener(dir, path, listener, capacity, None)
+}
+
+/// Serve `listener` with the fake status, an event channel of `capacity`, and `admin`.
+fn serve_listener(
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    listener: control::ControlListener,
+    capacity: usize,
+    admin: Option<tokio::sync::mpsc::Sender<control::AdminRequest>>,
+) -> Server {
+    let (status_tx, status_rx) = watch::channel(status());
+    let (events, _) = broadcast::channel(capacity);
     let subscribers = listener.subscribers();
     let shutdown = Shutdown::new();
     let handle = ControlHandle {
         status: status_rx,
         events: events.clone(),
-        admin: None,
+        admin,
     };
     let task = tokio::spawn(control::serve(listener, handle, shutdown.clone()));
     Server {
@@ -578,12 +589,8 @@ async fn start_reachable(policy: AccessPolicy) -> Server {
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).expect("chmod");
     std::os::unix::fs::chown(&run, Some(0), Some(NOBODY)).expect("chown dir");
     let path = run.join("vrrpd.sock");
-    let (status_tx, status_rx) = watch::channel(status());
-    let (events, _) = broadcast::channel(64);
     let listener = control::bind(&path).expect("bind").with_access(policy);
     std::os::unix::fs::chown(&path, Some(0), Some(NOBODY)).expect("chown socket");
-    let subscribers = listener.subscribers();
-    let shutdown = Shutdown::new();
     let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel::<control::AdminRequest>(8);
     // An admin side that carries out every command it is handed.
     tokio::spawn(async move {
@@ -591,21 +598,7 @@ async fn start_reachable(policy: AccessPolicy) -> Server {
             let _ = req.reply.send(Ok(format!("did {}", req.command.name())));
         }
     });
-    let handle = ControlHandle {
-        status: status_rx,
-        events: events.clone(),
-        admin: Some(admin_tx),
-    };
-    let task = tokio::spawn(control::serve(listener, handle, shutdown.clone()));
-    Server {
-        _dir: dir,
-        path,
-        status: status_tx,
-        events,
-        subscribers,
-        shutdown,
-        task,
-    }
+    serve_listener(dir, path, listener, 64, Some(admin_tx))
 }
 
 /// Runs this test binary's `foreign_client_helper` as `nobody`: it sends `lines` on one
@@ -850,8 +843,9 @@ async fn a_hundred_idle_foreign_connections_do_not_keep_lbd_out() {
     let mut lbd = Client::connect(&srv.path).await;
     lbd.subscribe("lbd").await;
     let took = started.elapsed();
+    // Below the identification timeout: lbd didn't wait for the crowd's slots to expire.
     assert!(
-        took < Duration::from_millis(500),
+        took < control::IDENTIFY_TIMEOUT * 3 / 4,
         "lbd waited {took:?} behind the idle crowd"
     );
     // Everything past the per-uid cap was refused at once, and the rest is closed for
@@ -942,7 +936,7 @@ async fn a_subscriber_hears_keepalives_while_nothing_happens() {
     }
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(600),
+        took >= Duration::from_millis(250) && took < Duration::from_millis(900),
         "three keepalives took {took:?}"
     );
 }
