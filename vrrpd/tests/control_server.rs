@@ -587,9 +587,10 @@ async fn start_reachable(policy: AccessPolicy) -> Server {
     let run = dir.path().join("run");
     std::fs::create_dir(&run).expect("mkdir");
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).expect("chmod");
-    std::os::unix::fs::chown(&run, Some(0), Some(NOBODY)).expect("chown dir");
     let path = run.join("vrrpd.sock");
     let listener = control::bind(&path).expect("bind").with_access(policy);
+    // After bind: vrrpd accepts only its own group (or root's) on the directory.
+    std::os::unix::fs::chown(&run, Some(0), Some(NOBODY)).expect("chown dir");
     std::os::unix::fs::chown(&path, Some(0), Some(NOBODY)).expect("chown socket");
     let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel::<control::AdminRequest>(8);
     // An admin side that carries out every command it is handed.
@@ -953,6 +954,14 @@ async fn a_socket_directory_others_can_enter_is_refused() {
         "names the directory and its mode: {text}"
     );
     assert!(!path.exists(), "nothing was bound");
+    // A foreign group with access is refused too; none or ours is fine.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
-    control::bind(&path).expect("0750 is fine");
+    std::os::unix::fs::chown(dir.path(), Some(0), Some(NOBODY)).expect("chgrp");
+    let err = control::bind(&path).err().expect("refused");
+    assert!(err.to_string().contains("group 65534"), "{err}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    drop(control::bind(&path).expect("0700 is fine whatever the group"));
+    std::os::unix::fs::chown(dir.path(), Some(0), Some(0)).expect("chgrp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    control::bind(&path).expect("0750 root:root is fine");
 }

@@ -236,11 +236,13 @@ pub fn bind(path: &Path) -> io::Result<ControlListener> {
 
 /// The socket's directory guards it: the socket's own mode is applied only after `bind`
 /// created it, and a directory others can enter or write lets them reach (or replace) the
-/// socket. So it must be owned by root or us and give others no access at all.
+/// socket. So it must be owned by root or us, give others no access at all, and give group
+/// access only to root's group or ours (`lbpair` under the shipped unit).
 fn check_directory(dir: &Path) -> io::Result<()> {
     let meta = std::fs::metadata(dir).map_err(|e| with_path(dir, e))?;
     let mode = meta.mode() & 0o7777;
     let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
     let refuse = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -259,6 +261,12 @@ fn check_directory(dir: &Path) -> io::Result<()> {
     if meta.uid() != 0 && meta.uid() != euid {
         return refuse(format!(
             "owned by another user (valid: root or uid {euid}, the daemon)"
+        ));
+    }
+    if mode & 0o070 != 0 && meta.gid() != 0 && meta.gid() != egid {
+        return refuse(format!(
+            "group {} can access it (valid: group root or gid {egid}, the daemon's, or no group bits)",
+            meta.gid()
         ));
     }
     Ok(())
