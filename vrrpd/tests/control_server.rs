@@ -965,3 +965,25 @@ async fn a_socket_directory_others_can_enter_is_refused() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
     control::bind(&path).expect("0750 root:root is fine");
 }
+
+#[tokio::test]
+async fn garbage_does_not_count_as_identification() {
+    let srv = start().await;
+    let started = tokio::time::Instant::now();
+    let mut c = Client::connect(&srv.path).await;
+    // Malformed lines more often than the timeout: each gets its error, none identifies.
+    for _ in 0..3 {
+        c.send_raw(b"{not json}\n").await;
+        let r: Response = c.recv().await;
+        assert!(refused(&r, "malformed"), "{r:?}");
+        tokio::time::sleep(control::IDENTIFY_TIMEOUT / 3).await;
+    }
+    let r: Response = c.recv().await;
+    assert!(refused(&r, "identification timeout"), "{r:?}");
+    // Counted from the connect, not from the last malformed line (which would be ~1.67 s).
+    let took = started.elapsed();
+    assert!(
+        took < control::IDENTIFY_TIMEOUT + Duration::from_millis(300),
+        "closed after {took:?}"
+    );
+}

@@ -223,9 +223,10 @@ pub(super) async fn connection(
                 keepalive = Instant::now() + ctx.keepalive_period();
             }
             inbound = in_rx.recv() => {
-                if let Some(Inbound::Request(_)) = &inbound {
-                    identified = true;
-                }
+                // Only a valid request identifies a connection or keeps it from idling:
+                // garbage every 900 ms must not hold a slot for ever.
+                let valid = matches!(inbound, Some(Inbound::Request(_)));
+                identified |= valid;
                 let keep = match inbound {
                     None => false,
                     Some(Inbound::TooLong) => {
@@ -248,7 +249,9 @@ pub(super) async fn connection(
                     break;
                 }
                 // Measured from the end of the request: a long switchover isn't idleness.
-                quiet = quiet_deadline(&ctx.policy, identified, sub.is_some()).map(|d| Instant::now() + d);
+                if valid {
+                    quiet = quiet_deadline(&ctx.policy, identified, sub.is_some()).map(|d| Instant::now() + d);
+                }
             }
             event = next_event(&mut sub) => {
                 let Some(s) = sub.as_mut() else { break };
@@ -275,7 +278,6 @@ pub(super) async fn connection(
     }
 }
 
-/// Handle one request; `false` closes the connection.
 /// Refuse a request the peer's role doesn't allow: count, log (rate-limited), answer.
 async fn forbid(
     ctx: &ConnCtx,
@@ -288,6 +290,7 @@ async fn forbid(
     send(write, &error(message)).await
 }
 
+/// Handle one request; `false` closes the connection.
 async fn handle_request(
     req: Request,
     ctx: &ConnCtx,
