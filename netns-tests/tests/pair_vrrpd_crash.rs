@@ -200,6 +200,10 @@ fn sigstop_of_vrrpd_makes_lbd_stop_serving_after_the_lost_timeout() -> anyhow::R
         verdict.check(a_stopped + keepalive >= lost, || {
             format!("A's lbd stopped after {a_stopped:?}, before the lost timeout {lost:?}")
         });
+        // Resumed, vrrpd is master again (it outranks B) without a state change of its
+        // own; lbd must pick that up (it resubscribes for a fresh snapshot) and serve again.
+        pair.await_converged()
+            .map_err(|e| anyhow!("after SIGCONT the pair did not settle on A serving: {e:#}"))?;
         rows.push(m.row(id, "SIGSTOP vrrpd (hung)", &cfg, Some(bound)));
     }
     report::record(id, &rows)?;

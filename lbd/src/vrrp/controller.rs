@@ -287,7 +287,9 @@ impl Controller {
     }
 
     /// Timers: the lost timeout, the end of drain mode, re-binding after a bind failure.
-    pub async fn check_deadlines(&mut self, now: Instant) {
+    /// Returns whether an instance was just given up as lost: vrrpd won't repeat a state
+    /// it already sent, so a session that outlives this must be renewed for a snapshot.
+    pub async fn check_deadlines(&mut self, now: Instant) -> bool {
         let mut lost = Vec::new();
         let mut undrain = Vec::new();
         let mut rebind = Vec::new();
@@ -312,6 +314,7 @@ impl Controller {
             }
         }
         let changed = !lost.is_empty() || !undrain.is_empty() || !rebind.is_empty();
+        let gave_up = !lost.is_empty();
         for (name, limit) in lost {
             warn!(instance = %name, lost_timeout_ms = limit.as_millis() as u64,
                 "vrrpd unreachable for the lost timeout (the peer holds the VIP by now): stop serving");
@@ -343,6 +346,7 @@ impl Controller {
         if changed {
             self.publish();
         }
+        gave_up
     }
 
     /// Is the instance's every listener bound (as reported in heartbeats)?

@@ -11,7 +11,9 @@
 //! it is held to it: the controller's lost timeout (the instance's Master_Down_Interval, or
 //! `lost_timeout_ms`) runs from the last line heard, so a vrrpd that hangs (SIGSTOP,
 //! deadlock) with its socket open stops lbd serving exactly as a dead one does, after the
-//! same timeout, because by then the peer holds the VIP. A silence longer than
+//! same timeout, because by then the peer holds the VIP. Giving an instance up ends the
+//! session too: vrrpd never repeats a state it has sent, so when a resumed vrrpd is still
+//! master only a new subscription's snapshot says so. A silence longer than
 //! [`silence_limit`] also ends the session, to reconnect to a restarted vrrpd. (A vrrpd
 //! that never says `alive`, an older one, is not held to it.) The reader task notes the
 //! time of every line and swallows `alive`, so a long switchover drain, during which events
@@ -83,6 +85,10 @@ pub enum LinkError {
     SeqGap { want: u64, got: u64 },
     #[error("vrrpd said nothing for {0:?} (hung?)")]
     Silent(Duration),
+    #[error(
+        "vrrpd silent for the lost timeout: stopped serving; resubscribing for a fresh snapshot"
+    )]
+    Lost,
     #[error("lbd is shutting down")]
     Shutdown,
 }
@@ -122,7 +128,7 @@ pub async fn run(server: Arc<Server>, cfg: VrrpConfig) {
         loop {
             tokio::select! {
                 _ = &mut pause => break,
-                _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+                _ = tick.tick() => { ctl.check_deadlines(Instant::now()).await; }
                 _ = shutdown.fast() => return,
             }
         }
@@ -152,7 +158,7 @@ async fn watched<F: std::future::Future>(
     loop {
         tokio::select! {
             out = &mut fut => return Ok(out),
-            _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+            _ = tick.tick() => { ctl.check_deadlines(Instant::now()).await; }
             _ = &mut deadline => return Err(LinkError::Timeout),
         }
     }
@@ -299,7 +305,11 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
                     .map(|h| (h.silent(now, silence), h.alive.then_some(h.at).flatten()))
                     .unwrap_or((false, None));
                 ctl.set_last_heard(last_heard);
-                ctl.check_deadlines(now).await;
+                if ctl.check_deadlines(now).await {
+                    // vrrpd won't say "master" again for a state it already reported: when
+                    // it speaks again, only a new subscription's snapshot tells us.
+                    return Err(LinkError::Lost);
+                }
                 if silent {
                     return Err(LinkError::Silent(silence));
                 }
