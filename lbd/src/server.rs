@@ -60,6 +60,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use shared::config::ConfigError;
 use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals, TaskTracker};
+use shared::systemd;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -402,18 +403,43 @@ impl Server {
 
     /// Serve until a terminating signal; returns the process exit code.
     pub async fn serve(&self, mut signals: Signals) -> i32 {
+        // Pinged from this loop (the control runtime) once every worker runtime has run a
+        // task too: a wedged runtime anywhere stops the pings, and systemd restarts lbd.
+        let watchdog = systemd::Watchdog::from_env();
+        let mut ticker = systemd::Watchdog::ticker(watchdog);
+        systemd::ready("serving");
         loop {
-            match signals.recv().await {
+            let signal = tokio::select! {
+                signal = signals.recv() => signal,
+                _ = ticker.tick() => {
+                    let patience = watchdog.map_or(Duration::from_secs(1), |w| w.period);
+                    if workers_respond(&self.shared.workers, patience).await {
+                        systemd::watchdog_ping();
+                    } else {
+                        warn!("a worker runtime did not run a task in time; not pinging the watchdog");
+                    }
+                    continue;
+                }
+            };
+            match signal {
                 Signal::Reload => {
                     info!("SIGHUP: reloading config");
-                    let _ = self.reload();
+                    systemd::reloading();
+                    let outcome = self.reload();
+                    systemd::ready(if outcome.is_ok() {
+                        "serving; reloaded"
+                    } else {
+                        "serving; last reload rejected, the previous config is running"
+                    });
                 }
                 Signal::Terminate => {
                     info!("SIGTERM: draining");
+                    systemd::stopping("draining");
                     return self.drain().await;
                 }
                 Signal::Interrupt => {
                     info!("SIGINT: exiting now");
+                    systemd::stopping("exiting");
                     self.shared.shutdown.trigger(ShutdownMode::Fast);
                     self.shared.phase.send_replace(Phase::Stopped);
                     return 130;
@@ -453,6 +479,14 @@ impl Server {
         self.shared.phase.send_replace(Phase::Stopped);
         0
     }
+}
+
+/// Whether every worker runtime runs a no-op task within `patience`.
+async fn workers_respond(workers: &[tokio::runtime::Handle], patience: Duration) -> bool {
+    let probes = workers.iter().map(|w| w.spawn(async {}));
+    tokio::time::timeout(patience, futures::future::join_all(probes))
+        .await
+        .is_ok_and(|done| done.iter().all(Result::is_ok))
 }
 
 /// `lbd run`: load, start, serve until a signal. Returns the exit code.

@@ -384,3 +384,78 @@ async fn in_flight_request_finishes_on_the_old_config_after_its_backend_is_remov
     assert_eq!((r.status, r.backend()), (200, "a"));
     assert_eq!(a.hits(), 1, "no new request went to the removed backend");
 }
+
+/// `Type=notify` through the real binary: the test plays systemd with a datagram socket in
+/// `NOTIFY_SOCKET`. READY=1 once serving, WATCHDOG=1 at half `WATCHDOG_USEC` (pinged only
+/// after every worker runtime has run a task), RELOADING=1 then READY=1 around a reload —
+/// also a rejected one — and STOPPING=1 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_reload_and_stopping() {
+    let a = TestBackend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n{}",
+        pool("web", &[&a], "")
+    );
+    let mut lbd = Lbd::start_env(
+        &body,
+        &[
+            ("NOTIFY_SOCKET", notify.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("200000")),
+        ],
+    )
+    .await;
+    let (sock, ready) = notify_until(sock, "READY=1").await;
+    assert!(ready.iter().any(|m| m.contains("STATUS=")), "{ready:?}");
+    let pings_from = tokio::time::Instant::now();
+    let mut sock = sock;
+    for _ in 0..5 {
+        sock = notify_until(sock, "WATCHDOG=1").await.0;
+    }
+    assert!(
+        pings_from.elapsed() < Duration::from_millis(900),
+        "5 pings took {:?}, every 100 ms expected",
+        pings_from.elapsed()
+    );
+    // A rejected reload still ends with READY=1 (systemd would otherwise wait on it).
+    lbd.write_config("this is not toml [");
+    lbd.signal("HUP");
+    let (sock, _) = notify_until(sock, "RELOADING=1").await;
+    let (sock, after) = notify_until(sock, "READY=1").await;
+    assert!(
+        after.iter().any(|m| m.contains("rejected")),
+        "the status says the reload was rejected: {after:?}"
+    );
+    lbd.signal("TERM");
+    notify_until(sock, "STOPPING=1").await;
+    let status = lbd.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", lbd.log_text());
+}
+
+/// Datagrams until one has the line `wanted`; every message seen, in order.
+async fn notify_until(
+    sock: std::os::unix::net::UnixDatagram,
+    wanted: &'static str,
+) -> (std::os::unix::net::UnixDatagram, Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while tokio::time::Instant::now() < deadline {
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = msg.lines().any(|l| l == wanted);
+            seen.push(msg);
+            if done {
+                return (sock, seen);
+            }
+        }
+        panic!("no {wanted}; got {seen:?}");
+    })
+    .await
+    .expect("joined")
+}

@@ -655,10 +655,13 @@ async fn a_hung_vrrpd_with_its_socket_open_is_lost() {
     })
     .await;
     let noticed = hung.elapsed();
-    let limit = lbd::vrrp::link::silence_limit(Duration::from_millis(50));
+    // Dropped at the first of: the silence limit, and the lost timeout (master_down_ms 600)
+    // after which lbd gives the instance up and resubscribes.
+    let limit =
+        lbd::vrrp::link::silence_limit(Duration::from_millis(50)).min(Duration::from_millis(600));
     assert!(
         noticed + Duration::from_millis(100) >= limit,
-        "dropped after {noticed:?}, before the silence limit {limit:?}"
+        "dropped after {noticed:?}, before {limit:?}"
     );
     // Then, as for a dead vrrpd, serving stops after master_down_ms.
     eventually("VIP listener stopped", WAIT, || async {
@@ -707,4 +710,68 @@ async fn cold_peer_state_keeps_lbd_unready_until_warm() {
     );
     let s = status(p.lbd.admin).await;
     assert_eq!(s["peer"]["phase"], "warm", "{s}");
+}
+
+/// vrrpd stopped (SIGSTOP) keeps its socket open and says nothing. lbd must stop serving
+/// once vrrpd has been silent for the lost timeout (the instance's `master_down_ms`: by then
+/// the peer holds the VIP), measured from vrrpd's last keepalive, not from a disconnect
+/// that never comes; and serve again once a resumed vrrpd says it is still master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vrrpd_is_lost_after_the_lost_timeout_with_its_socket_open() {
+    const MASTER_DOWN: Duration = Duration::from_millis(400);
+    let mut p = pair("reconnect_interval_ms = 20", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn
+        .state("web", "master", MASTER_DOWN.as_millis() as u64)
+        .await;
+    conn.wait_ack(seq, WAIT).await;
+    assert_eq!(get(p.vip, "/").await.map(|r| r.status), Ok(200));
+    // A live vrrpd's keepalives, for longer than the lost timeout: serving goes on.
+    let keepalives_until = Instant::now() + MASTER_DOWN * 2;
+    while Instant::now() < keepalives_until {
+        write_message(&mut conn.writer, &Response::Alive)
+            .await
+            .expect("write alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "keepalives keep lbd serving"
+    );
+    write_message(&mut conn.writer, &Response::Alive)
+        .await
+        .expect("write alive");
+    let stopped = Instant::now();
+    // From here the fake is "stopped": its socket stays open (we hold `conn`), silent.
+    let deadline = stopped + WAIT * patience();
+    while !refused(p.vip).await {
+        assert!(Instant::now() < deadline, "lbd never stopped serving");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = stopped.elapsed();
+    eprintln!("lbd stopped serving {took:?} after vrrpd's last keepalive");
+    assert!(
+        took + Duration::from_millis(5) >= MASTER_DOWN,
+        "stopped after {took:?}, before the lost timeout {MASTER_DOWN:?}"
+    );
+    assert!(
+        took <= MASTER_DOWN + Duration::from_millis(100),
+        "stopped after {took:?}: more than 100 ms beyond the lost timeout {MASTER_DOWN:?}"
+    );
+    let s = status(p.lbd.admin).await;
+    assert_eq!(s["vrrp"]["instances"][0]["state"], "lost", "{s}");
+    // vrrpd resumes (SIGCONT) still master: it won't repeat "master" on the old stream, so
+    // lbd has resubscribed to get the snapshot, and serves again once it has it.
+    let mut again = p.fake.next_conn(WAIT).await;
+    let seq = again
+        .state("web", "master", MASTER_DOWN.as_millis() as u64)
+        .await;
+    again.wait_ack(seq, WAIT).await;
+    assert_eq!(
+        get(p.vip, "/").await.map(|r| r.status),
+        Ok(200),
+        "serving again after the resumed vrrpd's snapshot"
+    );
+    drop(conn);
 }

@@ -73,6 +73,9 @@ impl Topology {
         let prefix = format!("{NS_PREFIX}{}x{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("{prefix}-{tag}"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // vrrpd's control socket lives here, and vrrpd refuses a directory others can enter.
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .with_context(|| format!("chmod 0750 {}", dir.display()))?;
         Ok(Self {
             prefix,
             dir,

@@ -12,6 +12,9 @@ use netns_tests::pair::scenario::{measure, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId, Signal};
 
+/// How often vrrpd refreshes the status it answers with.
+const STATUS_REFRESH: Duration = Duration::from_millis(100);
+
 fn lbd_crash(id: &str, fast_takeover: bool) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut verdict = Verdict::default();
@@ -79,4 +82,74 @@ fn kill_9_of_lbd_with_fast_takeover_is_a_blip() -> anyhow::Result<()> {
 #[test]
 fn kill_9_of_lbd_without_fast_takeover_waits_skew_time() -> anyhow::Result<()> {
     lbd_crash("04-kill9-lbd-skew", false)
+}
+
+/// SIGSTOP of lbd on the master: a hung lbd, its socket open and silent. vrrpd must call it
+/// down within `heartbeat_timeout_ms` (+ 100 ms) of its last heartbeat and resign at once
+/// (FAULT, priority 0), so the backup takes over (at once: fast_takeover). lbd is resumed
+/// (SIGCONT) afterwards.
+///
+/// The detection is timed by B's takeover: A keeps advertising priority 200 until it
+/// resigns, so B holding the VIP alone proves A had noticed by then (an upper bound).
+/// `vrrpd status` is refreshed every 100 ms, so A's FAULT shows there up to 100 ms later.
+#[test]
+fn sigstop_of_lbd_is_noticed_within_the_heartbeat_timeout() -> anyhow::Result<()> {
+    let id = "05-sigstop-lbd";
+    let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
+    for cs in INTERVALS {
+        let mut cfg = PairConfig::coupled(cs);
+        cfg.fast_takeover = true;
+        let hb = Duration::from_millis(cfg.heartbeat_timeout_ms);
+        let detect_bound = hb + margin(Duration::from_millis(100));
+        let mut pair = PairTopology::new(id, cfg.clone())?;
+        let vip = pair.vip(0);
+        let mut a_fault = None;
+        let mut b_at = None;
+        let m = measure(
+            &mut pair,
+            vip,
+            false,
+            NodeId::A,
+            |p| p.a.lbd.signal(Signal::SIGSTOP),
+            |p, since| {
+                if a_fault.is_none() && p.state(NodeId::A, "web")? == "fault" {
+                    a_fault = Some(since);
+                }
+                if b_at.is_none() && p.holders(vip)? == [NodeId::B] {
+                    b_at = Some(since);
+                }
+                Ok(a_fault.is_some() && b_at.is_some())
+            },
+            detect_bound * 3 + Duration::from_secs(2),
+            cfg.advert() * 2 + Duration::from_millis(200),
+        );
+        // Resume lbd whatever happened, so nothing stays stopped.
+        pair.a.lbd.signal(Signal::SIGCONT)?;
+        let m = m?;
+        let a_fault = a_fault.ok_or_else(|| anyhow!("A never went to FAULT"))?;
+        let b_at = b_at.ok_or_else(|| anyhow!("B never held the VIP alone"))?;
+        eprintln!(
+            "SIGSTOP lbd at {cs} cs: A FAULT after {a_fault:?} (bound {detect_bound:?}), B holds \
+             the VIP after {b_at:?}; {}",
+            m.summary.one_line()
+        );
+        verdict.check(b_at <= detect_bound, || {
+            format!(
+                "A resigned (B held the VIP) {b_at:?} after lbd stopped (bound {detect_bound:?})"
+            )
+        });
+        let status_bound = detect_bound + STATUS_REFRESH;
+        verdict.check(a_fault <= status_bound, || {
+            format!("A's status said FAULT {a_fault:?} after lbd stopped (bound {status_bound:?})")
+        });
+        rows.push(m.row(
+            id,
+            "SIGSTOP lbd (hung), fast_takeover = true",
+            &cfg,
+            Some(detect_bound),
+        ));
+    }
+    report::record(id, &rows)?;
+    verdict.finish()
 }

@@ -142,3 +142,70 @@ fn kill_9_of_vrrpd_dead_for_good_peer_takes_over_and_lbd_stops() -> anyhow::Resu
     report::record(id, &rows)?;
     verdict.finish()
 }
+
+/// SIGSTOP of vrrpd on the master: a hung vrrpd, its control socket open and silent, its
+/// VIP still on the interface. lbd must stop serving the VIP once vrrpd's keepalives have
+/// been missing for the lost timeout (the instance's master_down_ms: by then the peer has
+/// taken over), within 100 ms, although the socket never closes. vrrpd is resumed
+/// (SIGCONT) afterwards.
+#[test]
+fn sigstop_of_vrrpd_makes_lbd_stop_serving_after_the_lost_timeout() -> anyhow::Result<()> {
+    let id = "02b-sigstop-vrrpd";
+    let mut rows = Vec::new();
+    let mut verdict = Verdict::default();
+    for cs in INTERVALS {
+        let cfg = PairConfig::coupled(cs);
+        let mut pair = PairTopology::new(id, cfg.clone())?;
+        let vip = pair.vip(0);
+        pair.await_converged()?;
+        let lbd = pair.lbd_status(NodeId::A)?;
+        let lost = lbd["vrrp"]["instances"][0]["master_down_ms"]
+            .as_u64()
+            .map(Duration::from_millis)
+            .ok_or_else(|| anyhow!("no master_down_ms in A's lbd status: {lbd}"))?;
+        // vrrpd's keepalive period: the last one came at most this long before the stop.
+        let keepalive = (cfg.advert() / 2).min(Duration::from_millis(100));
+        let bound = lost + margin(Duration::from_millis(100));
+        let mut a_stopped = None;
+        let mut b_holds = None;
+        let m = measure(
+            &mut pair,
+            vip,
+            false,
+            NodeId::A,
+            |p| p.a.vrrpd.signal(Signal::SIGSTOP),
+            |p, since| {
+                if a_stopped.is_none() && !listening(p, NodeId::A, vip)? {
+                    a_stopped = Some(since);
+                }
+                if b_holds.is_none() && p.holders(vip)?.contains(&NodeId::B) {
+                    b_holds = Some(since);
+                }
+                Ok(a_stopped.is_some() && b_holds.is_some())
+            },
+            cfg.mdi() * 3 + Duration::from_secs(3),
+            Duration::ZERO,
+        );
+        pair.a.vrrpd.signal(Signal::SIGCONT)?;
+        let m = m?;
+        let a_stopped = a_stopped.ok_or_else(|| anyhow!("A's lbd kept listening"))?;
+        eprintln!(
+            "SIGSTOP vrrpd at {cs} cs: A's lbd stopped listening after {a_stopped:?} (lost \
+             timeout {lost:?}, bound {bound:?}), B holds the VIP after {b_holds:?}; {}",
+            m.summary.one_line()
+        );
+        verdict.check(a_stopped <= bound, || {
+            format!("A's lbd listened on {vip} {a_stopped:?} after vrrpd stopped (bound {bound:?})")
+        });
+        verdict.check(a_stopped + keepalive >= lost, || {
+            format!("A's lbd stopped after {a_stopped:?}, before the lost timeout {lost:?}")
+        });
+        // Resumed, vrrpd is master again (it outranks B) without a state change of its
+        // own; lbd must pick that up (it resubscribes for a fresh snapshot) and serve again.
+        pair.await_converged()
+            .map_err(|e| anyhow!("after SIGCONT the pair did not settle on A serving: {e:#}"))?;
+        rows.push(m.row(id, "SIGSTOP vrrpd (hung)", &cfg, Some(bound)));
+    }
+    report::record(id, &rows)?;
+    verdict.finish()
+}

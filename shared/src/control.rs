@@ -20,6 +20,12 @@
 //!   (`able`), whether it is ready to take over (`ready`: listeners up, healthy backends),
 //!   and which instances' VIPs it is serving. vrrpd acts at once on a disconnect, a missed
 //!   heartbeat or `able: false`.
+//! - vrrpd -> lbd, unprompted: `{"type":"alive"}` every half advert interval (10..100 ms),
+//!   the keepalive; the same line answers each heartbeat. lbd counts its lost timeout from
+//!   the last line heard, so a hung vrrpd with its socket open is lost like a dead one.
+//!   Older lbds already skip `alive` lines, so the addition is compatible both ways.
+//! - Who may send what is decided by the kernel-reported peer uid (SO_PEERCRED), not by the
+//!   messages: see vrrpd's `control` module and doc/vrrpd.md.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -129,6 +135,20 @@ pub struct DaemonStatus {
     pub uptime_ms: u64,
     pub config_path: String,
     pub instances: Vec<InstanceStatus>,
+    /// The control socket's own counters (absent from older daemons).
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// The control socket as the daemon sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections and requests refused, by reason (`not_lbd`, `not_admin`, `second_lbd`,
+    /// `uid_limit`, `connection_limit`, `identify_timeout`, `idle_timeout`,
+    /// `peer_credentials`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 /// One VRRP instance's state and counters.

@@ -7,11 +7,13 @@
 //! - [`peer`]      the peer link between two lbd nodes: records, frames, auth, the replicator.
 //! - [`telemetry`] tracing setup, plain or JSON.
 //! - [`shutdown`]  signals mapped to one shutdown path: SIGTERM drains, SIGINT is fast.
+//! - [`systemd`]   `Type=notify` readiness, watchdog pings, reload and stop notices.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod control;
 pub mod peer;
 pub mod shutdown;
+pub mod systemd;
 pub mod telemetry;
 pub mod wire;

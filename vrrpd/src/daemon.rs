@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use shared::control::{DaemonStatus, StateEvent};
 use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals};
+use shared::systemd;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -89,7 +90,13 @@ impl Daemon {
 
         // The control socket comes first: lbd may reconnect the moment it exists, and a
         // restarted vrrpd needs lbd's report before it decides to resume as master.
-        let listener = control::bind(&config.global.control_socket)?;
+        let policy = control::AccessPolicy::resolve(&config.control)?;
+        info!(
+            lbd_uid = ?policy.lbd_uid,
+            admin_gid = ?policy.admin_gid,
+            "control socket access: lbd role for root and lbd_uid, commands for root and admin_gid"
+        );
+        let listener = control::bind(&config.global.control_socket)?.with_access(policy);
         let subscribers = listener.subscribers();
         tokio::spawn(control::serve(
             listener,
@@ -163,8 +170,13 @@ impl Daemon {
 
     async fn serve(mut self) -> ExitCode {
         let mut refresh = tokio::time::interval(STATUS_REFRESH);
+        // Pinged from this loop, the one that handles signals and commands: if it stops
+        // turning, systemd stops hearing from us, kills and restarts vrrpd.
+        let mut watchdog = systemd::Watchdog::ticker(systemd::Watchdog::from_env());
+        systemd::ready(&format!("{} instance(s) running", self.instances.len()));
         loop {
             tokio::select! {
+                _ = watchdog.tick() => systemd::watchdog_ping(),
                 signal = self.signals.recv() => match signal {
                     Signal::Reload => self.reload().await,
                     Signal::Terminate => return self.stop(ShutdownMode::Graceful).await,
@@ -251,6 +263,7 @@ impl Daemon {
     }
 
     async fn stop(mut self, mode: ShutdownMode) -> ExitCode {
+        systemd::stopping("masters hand over and resign");
         if mode == ShutdownMode::Graceful {
             self.hand_over_before_stop().await;
         }
@@ -306,7 +319,14 @@ impl Daemon {
         outcomes.await;
     }
 
+    /// Reload, telling systemd while it runs (`systemctl reload` waits for READY=1).
     async fn reload(&mut self) {
+        systemd::reloading();
+        let outcome = self.apply_new_config().await;
+        systemd::ready(outcome);
+    }
+
+    async fn apply_new_config(&mut self) -> &'static str {
         let new = match VrrpConfig::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -314,7 +334,7 @@ impl Daemon {
                     config = %self.config_path.display(),
                     "reload rejected, the running config stays in force:\n{e}"
                 );
-                return;
+                return "last reload rejected; the previous config is running";
             }
         };
         if new.global != self.config.global {
@@ -346,6 +366,7 @@ impl Daemon {
         self.config.instances = new.instances;
         self.refresh_status();
         info!("reload done");
+        "reloaded"
     }
 }
 
@@ -387,6 +408,7 @@ fn empty_status(config_path: &Path) -> DaemonStatus {
         pid: std::process::id(),
         uptime_ms: 0,
         config_path: config_path.display().to_string(),
+        control: Default::default(),
         instances: Vec::new(),
     }
 }

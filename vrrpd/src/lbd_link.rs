@@ -4,8 +4,10 @@
 //! interval. [`LbdMonitor`] turns the subscriber table into one [`LbdHealth`] value that
 //! instances watch. lbd counts as *down* when it is not connected, when its last heartbeat
 //! is older than `heartbeat_timeout`, or when it says it is not able to serve. A monitor
-//! wakes on every subscriber change (connect, disconnect, heartbeat) and on a short tick,
-//! because a *missed* heartbeat is an absence that no message announces.
+//! wakes on every subscriber change (connect, disconnect, heartbeat), at the moment the last
+//! heartbeat expires, and on a short tick, because a *missed* heartbeat is an absence that
+//! no message announces (a stopped lbd keeps its socket open). The control server admits one
+//! `"lbd"` subscription at a time, from root or the lbd user only.
 //!
 //! At startup lbd may not have connected yet; for `startup_grace` that counts as
 //! "starting", not as down, so booting both daemons together doesn't flap the priority.
@@ -21,7 +23,7 @@ use crate::config::LbdConfig;
 use crate::control::Subscribers;
 
 /// The client name lbd uses when it subscribes.
-pub const LBD_CLIENT: &str = "lbd";
+pub use crate::control::LBD_CLIENT;
 
 /// How lbd looks from here, as instances need it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,9 +102,14 @@ impl LbdMonitor {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The tick alone would notice a heartbeat's expiry up to a tick late; waking at
+            // the expiry itself keeps a hung lbd's detection at heartbeat_timeout, whatever
+            // the timeout is.
+            let expiry = heartbeat_expiry(&self.config, &self.subscribers);
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 _ = ticker.tick() => {}
+                _ = sleep_until_opt(expiry) => {}
             }
             let health = evaluate(
                 &self.config,
@@ -120,6 +127,25 @@ impl LbdMonitor {
                 }
             }
         }
+    }
+}
+
+/// Just after the lbd heartbeat now on record goes stale.
+fn heartbeat_expiry(config: &LbdConfig, subscribers: &Subscribers) -> Option<Instant> {
+    subscribers
+        .list()
+        .iter()
+        .filter(|(_, info)| info.client == LBD_CLIENT)
+        .filter_map(|(_, info)| info.heartbeat_at)
+        .max()
+        .map(|at| at + config.heartbeat_timeout + Duration::from_millis(1))
+        .filter(|t| *t > Instant::now())
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shared::config::ConfigError;
-use shared::control::{self, DaemonStatus, InstanceStatus, Request, Response};
+use shared::control::{self, ControlStats, DaemonStatus, InstanceStatus, Request, Response};
 use vrrpd::config::{VrrpConfig, DEFAULT_CONFIG_PATH};
 
 #[derive(Debug, Parser)]
@@ -302,6 +302,7 @@ fn render_status(s: &DaemonStatus) -> String {
         human_ms(s.uptime_ms),
         s.config_path
     );
+    push_control(&mut out, &s.control);
     if s.instances.is_empty() {
         out.push_str("no instances\n");
         return out;
@@ -326,6 +327,24 @@ fn render_status(s: &DaemonStatus) -> String {
         push_counters(&mut out, inst);
     }
     out
+}
+
+/// The control socket's line: open connections and what was refused, by reason.
+fn push_control(out: &mut String, c: &ControlStats) {
+    let refused = if c.refused.is_empty() {
+        "none".to_string()
+    } else {
+        c.refused
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "control socket: {} connection(s) open; refused: {refused}",
+        c.connections
+    );
 }
 
 fn row(i: &InstanceStatus) -> [String; 8] {
@@ -427,6 +446,10 @@ mod tests {
             pid: 42,
             uptime_ms: 61_000,
             config_path: "/etc/lbpair/vrrpd.toml".into(),
+            control: ControlStats {
+                connections: 3,
+                refused: [("not_admin".to_string(), 2)].into(),
+            },
             instances: vec![InstanceStatus {
                 name: "web".into(),
                 interface: "eth0".into(),
@@ -460,6 +483,7 @@ mod tests {
             "late timers 2",
             "ttl=3",
             "pseudo_header=34",
+            "3 connection(s) open; refused: not_admin=2",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

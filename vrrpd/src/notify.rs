@@ -209,6 +209,10 @@ async fn run(cfg: &NotifyConfig, job: &Job) {
         .arg(&job.instance)
         .arg(&job.state)
         .arg(job.priority.to_string())
+        // A hook must not speak to systemd in vrrpd's name (READY, WATCHDOG).
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -125,6 +125,7 @@ fn fake_status(config: &Path) -> DaemonStatus {
         pid: 777,
         uptime_ms: 90_000,
         config_path: config.display().to_string(),
+        control: Default::default(),
         instances: vec![InstanceStatus {
             name: "web".into(),
             interface: "eth0".into(),
@@ -147,6 +148,12 @@ fn fake_status(config: &Path) -> DaemonStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_talks_to_the_daemon_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // vrrpd refuses a socket directory other users can enter.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod");
     let socket = dir.path().join("vrrpd.sock");
     let config = dir.path().join("vrrpd.toml");
     std::fs::write(
@@ -181,7 +188,10 @@ async fn status_talks_to_the_daemon_socket() {
         .expect("joined")
     };
     assert!(json.status.success(), "{}", stderr(&json));
-    let parsed: DaemonStatus = serde_json::from_slice(&json.stdout).expect("JSON status");
+    let mut parsed: DaemonStatus = serde_json::from_slice(&json.stdout).expect("JSON status");
+    // The server adds its own counters: the asking connection is the one open now.
+    assert_eq!(parsed.control.connections, 1, "{parsed:?}");
+    parsed.control = Default::default();
     assert_eq!(parsed, expected);
 
     // The socket path taken from --config, human output.
@@ -213,4 +223,49 @@ async fn status_talks_to_the_daemon_socket() {
 
     shutdown.trigger(ShutdownMode::Graceful);
     server.await.expect("serve ends");
+}
+
+/// `vrrpd run` with `extra` appended to a one-instance config whose socket is in `sock_dir`.
+fn run_daemon_config(dir: &Path, sock_dir: &Path, extra: &str) -> Output {
+    let config = dir.join("vrrpd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\ncontrol_socket = \"{}\"\n{extra}\n[[instance]]\nname = \"web\"\ninterface = \"lo\"\nvrid = 51\npriority = 150\nvips = [\"192.0.2.10/32\"]\n",
+            sock_dir.join("vrrpd.sock").display()
+        ),
+    )
+    .expect("write");
+    // It must fail before it touches any interface: the socket comes first.
+    run(vrrpd().args(["run", "--config"]).arg(&config))
+}
+
+#[test]
+fn run_refuses_a_socket_directory_others_can_enter_or_unknown_names() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = run_daemon_config(dir.path(), &open, "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&open.display().to_string()) && err.contains("0755"),
+        "names the directory and its mode: {err}"
+    );
+    assert!(!open.join("vrrpd.sock").exists());
+
+    let closed = dir.path().join("closed");
+    for (extra, key) in [
+        ("[lbd]\nuser = \"no-such-user-xyz\"\n", "lbd.user"),
+        (
+            "[control]\nadmin_group = \"no-such-group-xyz\"\n",
+            "control.admin_group",
+        ),
+    ] {
+        let out = run_daemon_config(dir.path(), &closed, extra);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{key}: {}", stderr(&out));
+    }
 }

@@ -532,3 +532,40 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn control_access_keys_are_typed_and_checked() {
+    let text = format!(
+        "{}\n[lbd]\nuser = \"lbpair\"\n\n[control]\nadmin_group = \"ops\"\nidle_timeout_ms = 5000\nmax_connections_per_uid = 4\n",
+        good_text()
+    );
+    let cfg = check(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.control.lbd_user,
+        vrrpd::config::LbdUser::Named("lbpair".into())
+    );
+    assert_eq!(cfg.control.admin_group.as_deref(), Some("ops"));
+    assert_eq!(cfg.control.idle_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cfg.control.max_connections_per_uid, 4);
+    // Defaults: the lbpair user if it exists (resolved at startup), no admin group.
+    let cfg = check(&good_text()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.control, vrrpd::config::ControlConfig::default());
+
+    let bad = format!(
+        "{}\n[lbd]\nuser = \"-x y\"\n\n[control]\nadmin_group = \"\"\nidle_timeout_ms = 10\nmax_connections_per_uid = 0\n",
+        good_text()
+    );
+    let errs = errors(&bad);
+    for key in [
+        "`lbd.user`",
+        "`control.admin_group`",
+        "`control.idle_timeout_ms`",
+        "`control.max_connections_per_uid`",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(key)),
+            "{key} missing from {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+}

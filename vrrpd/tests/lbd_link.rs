@@ -36,11 +36,18 @@ struct Fixture {
 
 async fn start(startup_grace: Duration) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
+    // vrrpd refuses a socket directory other users can enter.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod");
     let path = dir.path().join("vrrpd.sock");
     let (status, status_rx) = watch::channel(DaemonStatus {
         pid: 1,
         uptime_ms: 0,
         config_path: "test".into(),
+        control: Default::default(),
         instances: Vec::new(),
     });
     let (events, _) = broadcast::channel(16);

@@ -59,6 +59,10 @@ pub struct Controller {
     instances: BTreeMap<String, Instance>,
     /// Test-bind results of listeners that aren't bound: (when, problem).
     probes: HashMap<String, (Instant, Option<String>)>,
+    /// When vrrpd last proved it was alive (any line from a vrrpd that sends keepalives);
+    /// `None` for a vrrpd that doesn't, or before it has. The lost timeout runs from here
+    /// even while the socket stays open: a stopped vrrpd keeps it open.
+    last_heard: Option<Instant>,
 }
 
 impl Controller {
@@ -68,7 +72,13 @@ impl Controller {
             cfg,
             instances: BTreeMap::new(),
             probes: HashMap::new(),
+            last_heard: None,
         }
+    }
+
+    /// The link reports when vrrpd last proved alive (see `last_heard`).
+    pub fn set_last_heard(&mut self, at: Option<Instant>) {
+        self.last_heard = at;
     }
 
     pub fn config(&self) -> &VrrpConfig {
@@ -277,12 +287,20 @@ impl Controller {
     }
 
     /// Timers: the lost timeout, the end of drain mode, re-binding after a bind failure.
-    pub async fn check_deadlines(&mut self, now: Instant) {
+    /// Returns whether an instance was just given up as lost: vrrpd won't repeat a state
+    /// it already sent, so a session that outlives this must be renewed for a snapshot.
+    pub async fn check_deadlines(&mut self, now: Instant) -> bool {
         let mut lost = Vec::new();
         let mut undrain = Vec::new();
         let mut rebind = Vec::new();
         for (name, inst) in &self.instances {
-            if let Some(since) = inst.unconfirmed_since {
+            // Unvouched since the earlier of: vrrpd going away (or not having decided yet)
+            // and the last sign of life from it.
+            let since = match (inst.unconfirmed_since, self.last_heard) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(since) = since {
                 let limit = self.lost_limit(inst);
                 if inst.serving && now.saturating_duration_since(since) >= limit {
                     lost.push((name.clone(), limit));
@@ -296,6 +314,7 @@ impl Controller {
             }
         }
         let changed = !lost.is_empty() || !undrain.is_empty() || !rebind.is_empty();
+        let gave_up = !lost.is_empty();
         for (name, limit) in lost {
             warn!(instance = %name, lost_timeout_ms = limit.as_millis() as u64,
                 "vrrpd unreachable for the lost timeout (the peer holds the VIP by now): stop serving");
@@ -327,6 +346,7 @@ impl Controller {
         if changed {
             self.publish();
         }
+        gave_up
     }
 
     /// Is the instance's every listener bound (as reported in heartbeats)?

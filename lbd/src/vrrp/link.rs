@@ -6,12 +6,18 @@
 //! switchover drain. While a drain runs, no further event is taken (they wait, in order, in
 //! the channel) but heartbeats go on, so vrrpd never mistakes a drain for a dead lbd.
 //!
-//! vrrpd answers every heartbeat with `alive`. Once it has done so in a session, a silence
-//! longer than [`silence_limit`] ends the session as if the socket had closed: a vrrpd that
-//! hangs (stopped, deadlocked) keeps its socket open, and without this lbd would serve on
-//! after the peer took the VIP. (A vrrpd that never says `alive`, an older one, is not
-//! held to it.) The reader task notes the time of every line and swallows `alive`, so a
-//! long switchover drain, during which events wait in the channel, can't look like silence.
+//! vrrpd answers every heartbeat with `alive`, and also sends `alive` on its own every
+//! half advert interval (10..100 ms), its keepalive. Once it has said `alive` in a session
+//! it is held to it: the controller's lost timeout (the instance's Master_Down_Interval, or
+//! `lost_timeout_ms`) runs from the last line heard, so a vrrpd that hangs (SIGSTOP,
+//! deadlock) with its socket open stops lbd serving exactly as a dead one does, after the
+//! same timeout, because by then the peer holds the VIP. Giving an instance up ends the
+//! session too: vrrpd never repeats a state it has sent, so when a resumed vrrpd is still
+//! master only a new subscription's snapshot says so. A silence longer than
+//! [`silence_limit`] also ends the session, to reconnect to a restarted vrrpd. (A vrrpd
+//! that never says `alive`, an older one, is not held to it.) The reader task notes the
+//! time of every line and swallows `alive`, so a long switchover drain, during which events
+//! wait in the channel, can't look like silence.
 //!
 //! The session ends on EOF, an I/O error or timeout, a malformed line, a seq gap or that
 //! silence; the task then reconnects every `reconnect_interval`, and the controller's lost
@@ -79,6 +85,10 @@ pub enum LinkError {
     SeqGap { want: u64, got: u64 },
     #[error("vrrpd said nothing for {0:?} (hung?)")]
     Silent(Duration),
+    #[error(
+        "vrrpd silent for the lost timeout: stopped serving; resubscribing for a fresh snapshot"
+    )]
+    Lost,
     #[error("lbd is shutting down")]
     Shutdown,
 }
@@ -118,7 +128,7 @@ pub async fn run(server: Arc<Server>, cfg: VrrpConfig) {
         loop {
             tokio::select! {
                 _ = &mut pause => break,
-                _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+                _ = tick.tick() => { ctl.check_deadlines(Instant::now()).await; }
                 _ = shutdown.fast() => return,
             }
         }
@@ -148,7 +158,7 @@ async fn watched<F: std::future::Future>(
     loop {
         tokio::select! {
             out = &mut fut => return Ok(out),
-            _ = tick.tick() => ctl.check_deadlines(Instant::now()).await,
+            _ = tick.tick() => { ctl.check_deadlines(Instant::now()).await; }
             _ = &mut deadline => return Err(LinkError::Timeout),
         }
     }
@@ -216,6 +226,8 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
         Err(e) => return Err(ControlError::Malformed(e).into()),
     };
     info!(socket = %socket.display(), "subscribed to vrrpd");
+    // A new vrrpd: what the old one last said vouches for nothing any more.
+    ctl.set_last_heard(None);
     ctl.update_status(|s| {
         s.connected = true;
         s.disconnected_ms = None;
@@ -288,10 +300,19 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
             }
             _ = watchdog.tick() => {
                 let now = Instant::now();
-                if heard.lock().map(|h| h.silent(now, silence)).unwrap_or(false) {
+                let (silent, last_heard) = heard
+                    .lock()
+                    .map(|h| (h.silent(now, silence), h.alive.then_some(h.at).flatten()))
+                    .unwrap_or((false, None));
+                ctl.set_last_heard(last_heard);
+                if ctl.check_deadlines(now).await {
+                    // vrrpd won't say "master" again for a state it already reported: when
+                    // it speaks again, only a new subscription's snapshot tells us.
+                    return Err(LinkError::Lost);
+                }
+                if silent {
                     return Err(LinkError::Silent(silence));
                 }
-                ctl.check_deadlines(now).await;
             }
             _ = kick.kicked() => {
                 let hb = ctl.heartbeat();

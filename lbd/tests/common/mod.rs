@@ -451,6 +451,11 @@ impl Lbd {
     /// Start lbd with `body` (which must contain a `[global]` table with the `#GLOBAL`
     /// marker line; the listener and admin address are added) and wait until it is ready.
     pub async fn start(body: &str) -> Lbd {
+        Lbd::start_env(body, &[]).await
+    }
+
+    /// [`Lbd::start`] with extra environment variables.
+    pub async fn start_env(body: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lbd {
         let listen = free_addr();
         let admin = free_addr();
         let text = config_with(listen, admin, body);
@@ -466,6 +471,7 @@ impl Lbd {
             .arg("--config")
             .arg(&config)
             .env("LBPAIR_LOG", "info,lbd=debug")
+            .envs(env.iter().copied())
             .stdout(access)
             .stderr(log_file)
             .spawn()

@@ -40,10 +40,12 @@ use crate::fsm::FsmConfig;
 
 mod addresses;
 mod auth;
+mod control;
 mod pair;
 pub use addresses::parse_cidr;
 use addresses::{check_cross_instance, check_ifname, validate_peers, validate_vips};
 pub use auth::{decode_key, AuthConfig, MAX_KEY_FILE_BYTES, MIN_KEY_HEX_DIGITS};
+pub use control::*;
 pub use pair::*;
 
 /// Where `vrrpd run` and `vrrpd status` look for the config by default.
@@ -122,6 +124,8 @@ pub struct FileConfig {
     pub global: FileGlobal,
     /// Present when vrrpd is coupled to a local lbd.
     pub lbd: Option<FileLbd>,
+    /// Who may do what on the control socket.
+    pub control: Option<FileControl>,
     #[serde(default)]
     pub instance: Vec<FileInstance>,
 }
@@ -174,6 +178,8 @@ pub struct VrrpConfig {
     pub global: GlobalConfig,
     /// The coupling to the local lbd, if `[lbd]` is present.
     pub lbd: Option<LbdConfig>,
+    /// The control socket's access rules (`[control]` and `[lbd] user`).
+    pub control: ControlConfig,
     pub instances: Vec<InstanceConfig>,
 }
 
@@ -297,6 +303,11 @@ impl FileConfig {
         let mut v = Validator::new(source);
         let global = validate_global(&mut v, &self.global);
         let lbd = self.lbd.as_ref().map(|f| pair::validate_lbd(&mut v, f));
+        let control = control::validate_control(
+            &mut v,
+            self.control.as_ref(),
+            self.lbd.as_ref().and_then(|l| l.user.as_deref()),
+        );
         if self.instance.is_empty() {
             v.error(
                 "instance",
@@ -314,6 +325,7 @@ impl FileConfig {
         Ok(VrrpConfig {
             global,
             lbd,
+            control,
             instances,
         })
     }

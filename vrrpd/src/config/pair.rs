@@ -7,6 +7,7 @@
 //! heartbeat_timeout_ms = 300  # lbd silent this long counts as down
 //! startup_grace_ms = 3000     # at startup, lbd may take this long to connect
 //! drain_timeout_ms = 5000     # a switchover waits this long for lbd to drain
+//! user = "lbpair"             # who may subscribe as lbd (see control.rs)
 //!
 //! [[instance]]
 //! track_lbd = "fault"         # "fault" | "priority" | "off"
@@ -44,6 +45,9 @@ pub struct FileLbd {
     pub heartbeat_timeout_ms: Option<i64>,
     pub startup_grace_ms: Option<i64>,
     pub drain_timeout_ms: Option<i64>,
+    /// The user lbd runs as (see `control.rs`); kept out of [`LbdConfig`] because it is an
+    /// access rule of the control socket, not a coupling setting.
+    pub user: Option<String>,
 }
 
 /// The coupling to the local lbd.

@@ -6,13 +6,22 @@
 //! [`DaemonStatus`] snapshot and the `broadcast` sender its instances publish transitions on.
 //!
 //! Lifecycle:
-//! - [`bind`] creates the parent directory, removes a *stale* socket file (one nobody is
+//! - [`bind`] creates the parent directory (0750) if missing and refuses one that other
+//!   users can enter or that someone else owns, removes a *stale* socket file (one nobody is
 //!   listening on; a live one is an error, a non-socket file is never deleted), binds, and
 //!   sets mode 0660. It is separate from [`serve`] so the daemon fails at startup, and tests
 //!   know the socket is ready, before anything is spawned.
 //! - [`serve`] accepts until shutdown is triggered, then stops accepting and removes the
-//!   socket file (if it is still ours). At most [`DEFAULT_MAX_CONNECTIONS`] connections are
-//!   served at once; one more gets an error line and is closed.
+//!   socket file (if it is still ours). Each accepted connection is identified with
+//!   SO_PEERCRED and admitted against its uid's cap and, unless it is root or the lbd user,
+//!   the shared pool of [`DEFAULT_MAX_CONNECTIONS`] (`access.rs`); a refused one gets an
+//!   error line and is closed.
+//! - Requests are checked against the peer's role ([`AccessPolicy`]): `status` for anyone,
+//!   `subscribe` for root and the lbd user, `heartbeat` on the `"lbd"` subscription only,
+//!   `switchover`/`resume` for root and the admin group; one `"lbd"` subscription at a time.
+//!   A connection that sends no valid request within [`IDENTIFY_TIMEOUT`] is closed, and an
+//!   operator connection idle for the policy's idle timeout too. Every refusal is counted
+//!   per [`Refusal`] reason and shown in `status.control`.
 //! - Each connection runs in its own task. Plain request connections end at shutdown.
 //!   Subscribed connections keep streaming through a graceful shutdown, so lbd sees the
 //!   final "initialize / shutdown" events; they end on a fast shutdown, when the client
@@ -22,7 +31,8 @@
 //! 1. `{"type":"subscribed","next_seq":1}`;
 //! 2. a snapshot: one [`StateEvent`] per instance with `reason: "snapshot"`, so a
 //!    subscriber that connects late (or reconnects) learns the present;
-//! 3. live events as the daemon broadcasts them.
+//! 3. live events as the daemon broadcasts them, and `{"type":"alive"}` every half of the
+//!    shortest advert interval (10..100 ms) so lbd can tell a hung vrrpd from a quiet one.
 //!
 //! Sequence numbers are per connection, start at 1 and grow by exactly 1 per event. The
 //! daemon may put its own event id in the `seq` of the events it broadcasts (0 if unused);
@@ -48,10 +58,11 @@
 //!   commands;
 //! - `cache.rs`: the snapshot cache (the last broadcast event of every instance), kept
 //!   fresh by a background task;
-//! - `subscribers.rs`: [`SubscriberInfo`] and the [`Subscribers`] table the daemon reads.
+//! - `subscribers.rs`: [`SubscriberInfo`] and the [`Subscribers`] table the daemon reads;
+//! - `access.rs`: peers, roles, per-uid slots and refusal counters.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,14 +70,18 @@ use std::time::Duration;
 use shared::control::{write_message, DaemonStatus, Response, StateEvent};
 use shared::shutdown::Shutdown;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+mod access;
 mod cache;
 mod connection;
 mod subscribers;
 
+pub use access::{AccessError, AccessPolicy, Peer, Refusal, Refusals, IDENTIFY_TIMEOUT};
 pub use subscribers::{SubscriberInfo, Subscribers};
+
+use access::UidSlot;
 
 use cache::{keep_cache_fresh, StateCache};
 use connection::{connection, ConnCtx};
@@ -79,6 +94,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SNAPSHOT_REASON: &str = "snapshot";
 /// Socket file mode: the daemon's user and group (lbd) only.
 const SOCKET_MODE: u32 = 0o660;
+/// Mode of a socket directory we create: the daemon's user and group only.
+const DIR_MODE: u32 = 0o750;
+/// The client name lbd subscribes with: the lbd role, one connection at a time.
+pub const LBD_CLIENT: &str = "lbd";
 
 /// What the daemon provides to the server.
 pub struct ControlHandle {
@@ -106,6 +125,15 @@ pub enum AdminCommand {
     Resume { instance: Option<String> },
 }
 
+impl AdminCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminCommand::Switchover { .. } => "switchover",
+            AdminCommand::Resume { .. } => "resume",
+        }
+    }
+}
+
 /// A bound control socket, not yet serving.
 pub struct ControlListener {
     listener: UnixListener,
@@ -114,6 +142,8 @@ pub struct ControlListener {
     identity: Option<(u64, u64)>,
     subscribers: Subscribers,
     max_connections: usize,
+    policy: AccessPolicy,
+    refusals: Arc<Refusals>,
 }
 
 impl ControlListener {
@@ -126,10 +156,22 @@ impl ControlListener {
         self.subscribers.clone()
     }
 
-    /// Change the connection limit (at least 1).
+    /// Change the limit of the shared pool (at least 1): connections of everybody but root
+    /// and the lbd user.
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
+    }
+
+    /// Set who may do what (default: root only, [`AccessPolicy::default`]).
+    pub fn with_access(mut self, policy: AccessPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The refusal counters the server will maintain.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        Arc::clone(&self.refusals)
     }
 }
 
@@ -141,7 +183,12 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
 /// Must be called inside a tokio runtime.
 pub fn bind(path: &Path) -> io::Result<ControlListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| with_path(path, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(parent)
+            .map_err(|e| with_path(path, e))?;
+        check_directory(parent)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
@@ -182,7 +229,47 @@ pub fn bind(path: &Path) -> io::Result<ControlListener> {
         identity,
         subscribers: Subscribers::default(),
         max_connections: DEFAULT_MAX_CONNECTIONS,
+        policy: AccessPolicy::default(),
+        refusals: Arc::default(),
     })
+}
+
+/// The socket's directory guards it: the socket's own mode is applied only after `bind`
+/// created it, and a directory others can enter or write lets them reach (or replace) the
+/// socket. So it must be owned by root or us, give others no access at all, and give group
+/// access only to root's group or ours (`lbpair` under the shipped unit).
+fn check_directory(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| with_path(dir, e))?;
+    let mode = meta.mode() & 0o7777;
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "control socket directory {} (mode {mode:04o}, owner uid {}): {why}; \
+                 fix it with `chmod 0750 {}` (owner root or the daemon's user, group lbpair)",
+                dir.display(),
+                meta.uid(),
+                dir.display()
+            ),
+        ))
+    };
+    if mode & 0o007 != 0 {
+        return refuse("other users can access it (valid: no permission bits for others)".into());
+    }
+    if meta.uid() != 0 && meta.uid() != euid {
+        return refuse(format!(
+            "owned by another user (valid: root or uid {euid}, the daemon)"
+        ));
+    }
+    if mode & 0o070 != 0 && meta.gid() != 0 && meta.gid() != egid {
+        return refuse(format!(
+            "group {} can access it (valid: group root or gid {egid}, the daemon's, or no group bits)",
+            meta.gid()
+        ));
+    }
+    Ok(())
 }
 
 /// Bind and serve in one call (for callers that don't need the [`Subscribers`] table).
@@ -220,6 +307,9 @@ pub fn serve(
         cache: Arc::clone(&cache),
         subscribers: listener.subscribers.clone(),
         admin,
+        policy: listener.policy.clone(),
+        refusals: Arc::clone(&listener.refusals),
+        slots: Arc::default(),
     });
     // Only the weak reference stays: the daemon's senders decide when the stream ends.
     drop(events);
@@ -243,17 +333,16 @@ async fn accept_loop(
             accepted = listener.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     next_conn += 1;
-                    match Arc::clone(&limit).try_acquire_owned() {
-                        Ok(permit) => {
-                            let span = tracing::debug_span!("control", conn = next_conn);
+                    match admit(&stream, &ctx, &limit) {
+                        Ok(admission) => {
+                            let span = tracing::debug_span!("control", conn = next_conn, uid = admission.peer.uid);
                             tokio::spawn(
-                                connection(stream, Arc::clone(&ctx), next_conn, shutdown.clone(), permit)
+                                connection(stream, Arc::clone(&ctx), next_conn, shutdown.clone(), admission)
                                     .instrument(span),
                             );
                         }
-                        Err(_) => {
-                            warn!(limit = listener.max_connections, "control connection refused: too many connections");
-                            tokio::spawn(refuse(stream));
+                        Err(message) => {
+                            tokio::spawn(refuse(stream, message));
                         }
                     }
                 }
@@ -279,10 +368,55 @@ fn remove_if_ours(path: &Path, identity: Option<(u64, u64)>) {
     }
 }
 
-async fn refuse(stream: UnixStream) {
-    let (_, mut write) = stream.into_split();
-    let msg = Response::Error {
-        message: "too many control connections; try again later".into(),
+/// A connection's right to exist: who it is and the slots it holds (given back on drop).
+pub(crate) struct Admission {
+    pub(crate) peer: Peer,
+    _uid_slot: UidSlot,
+    _pool: Option<OwnedSemaphorePermit>,
+}
+
+/// Identify the peer and take its slots, or say why not (counted and logged).
+fn admit(stream: &UnixStream, ctx: &ConnCtx, pool: &Arc<Semaphore>) -> Result<Admission, String> {
+    let peer = match Peer::of(stream) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("cannot identify the peer (SO_PEERCRED): {e}");
+            ctx.refusals.record(Refusal::PeerCredentials, None, &why);
+            return Err(why);
+        }
     };
+    let max = ctx.policy.max_per_uid;
+    let Some(uid_slot) = ctx.slots.take(peer.uid, max) else {
+        let why = format!(
+            "uid {} already holds {max} control connections; try again later",
+            peer.uid
+        );
+        ctx.refusals.record(Refusal::UidLimit, Some(&peer), &why);
+        return Err(why);
+    };
+    // Root and lbd have reserved room: other users can't crowd them out.
+    let pool = if ctx.policy.has_reserved_slots(&peer) {
+        None
+    } else {
+        match Arc::clone(pool).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let why = "too many control connections; try again later".to_string();
+                ctx.refusals
+                    .record(Refusal::ConnectionLimit, Some(&peer), &why);
+                return Err(why);
+            }
+        }
+    };
+    Ok(Admission {
+        peer,
+        _uid_slot: uid_slot,
+        _pool: pool,
+    })
+}
+
+async fn refuse(stream: UnixStream, message: String) {
+    let (_, mut write) = stream.into_split();
+    let msg = Response::Error { message };
     let _ = tokio::time::timeout(WRITE_TIMEOUT, write_message(&mut write, &msg)).await;
 }
