@@ -87,6 +87,7 @@ fn config() -> impl Strategy<Value = FsmConfig> {
             primary_addr: US,
             vips: vec![Ipv4Addr::new(10, 0, 0, 100)],
             fast_takeover_on_zero: fast,
+            adopt_interval_cs: None,
         })
 }
 

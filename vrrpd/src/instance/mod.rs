@@ -12,9 +12,15 @@
 //! make-before-break; a restarted vrrpd that finds its VIP served by lbd resumes as master.
 //!
 //! Starvation: when a timer fires, the adverts already queued in the socket are handled
-//! *before* the timer, so a backup that was not scheduled for a while sees the master's
-//! adverts that arrived meanwhile instead of declaring it dead. A timer that fires more
-//! than half an advert interval late is counted and logged.
+//! *before* the timer (at most [`DRAIN_BEFORE_TIMER`] of them), so a backup that was not
+//! scheduled for a while sees the master's adverts that arrived meanwhile instead of
+//! declaring it dead. A timer that fires more than half an advert interval late is counted
+//! and logged.
+//!
+//! Floods (issue 10): the loop polls the timer *before* the socket and takes one datagram
+//! per turn, so a flood of protocol-112 packets can't hold back our own adverts: whenever
+//! the deadline has passed, the next turn handles it. Discards are counted per reason and
+//! logged at most once per reason every [`DISCARD_LOG_EVERY`] with the number suppressed.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -39,6 +45,11 @@ use crate::net::socket::{VrrpSocket, MAX_DATAGRAM};
 use crate::net::vip::{Vip, VipManager};
 use crate::notify::Notifier;
 use crate::rx;
+
+/// Datagrams already queued that are handled before an expired timer.
+const DRAIN_BEFORE_TIMER: usize = 64;
+/// At most one log line per discard reason per instance this often.
+const DISCARD_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What the daemon can ask of a running instance.
 #[derive(Debug)]
@@ -156,6 +167,12 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
     let garp = GarpSender::open()
         .map_err(|e| anyhow::anyhow!("instance {}: ARP socket: {e}", config.name))?;
 
+    if config.accept_from.is_empty() {
+        warn!(instance = %config.name,
+            "adverts are accepted from any source on {}: any host on the LAN can forge one \
+             and move or withhold the VIP; set `accept_from` (or `unicast_peers`)",
+            config.interface);
+    }
     let fsm = Fsm::new(config.fsm_config(primary));
     let vips: Vec<Vip> = config.vips.iter().map(to_vip).collect();
     let (status_tx, status_rx) = watch::channel(InstanceStatus {
@@ -197,6 +214,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
         commands: cmd_tx.downgrade(),
         switchover: None,
         lbd_effect: pair::LbdEffect::None,
+        discard_log: rx::DiscardLog::new(DISCARD_LOG_EVERY),
     };
     let task = tokio::spawn(
         async move {
@@ -251,6 +269,8 @@ struct Driver {
     switchover: Option<pair::PendingSwitchover>,
     /// What lbd tracking currently does to this instance.
     lbd_effect: pair::LbdEffect,
+    /// Rate limit of the discard log lines.
+    discard_log: rx::DiscardLog,
 }
 
 impl Driver {
@@ -340,6 +360,9 @@ impl Driver {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync_link().await,
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
+                // The timer before the socket: under a flood the socket is always ready,
+                // and polled first it would delay our own adverts indefinitely.
+                _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
                 received = self.socket.recv(&mut buf) => match received {
                     Ok(r) => self.on_datagram(&buf, r).await,
                     Err(e) => {
@@ -347,7 +370,6 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
                 _ = status_tick.tick() => self.publish_status(),
             }
         }
@@ -369,7 +391,7 @@ impl Driver {
         }
         // Adverts that arrived while we were not scheduled go first: they may cancel
         // the expiry we are about to handle.
-        for _ in 0..64 {
+        for _ in 0..DRAIN_BEFORE_TIMER {
             match self.socket.try_recv(buf) {
                 Ok(Some(r)) => self.on_datagram(buf, r).await,
                 Ok(None) => break,
@@ -390,11 +412,10 @@ impl Driver {
         let Some(payload) = buf.get(r.payload_range.clone()) else {
             return;
         };
-        let expect = rx::Expect {
-            vrid: self.config.vrid,
-            primary_addr: self.primary,
-        };
-        match rx::validate(r.ttl, r.src, r.dst, payload, &expect) {
+        // Hook for advert authentication (issue 10, `auth_key_file`): verify and strip the
+        // trailer here, before `rx::validate`, and discard through `self.discard` with its
+        // own reason; nothing unauthenticated may reach the FSM.
+        match self.validate(&r, payload) {
             Ok((advert, mode)) => {
                 *self
                     .counters
@@ -406,16 +427,48 @@ impl Driver {
                 self.fsm.handle_advert(&advert, now);
                 self.apply_actions().await;
             }
-            Err(discard) => {
-                // Other VRIDs on a shared segment are normal traffic, not errors.
-                if !matches!(discard, rx::Discard::OtherVrid) {
-                    *self
-                        .counters
-                        .discards
-                        .entry(discard.as_str().to_string())
-                        .or_default() += 1;
-                    rate_limited_debug(&mut self.counters, discard.as_str(), r.src);
-                }
+            Err(discard) => self.discard(discard, r.src),
+        }
+    }
+
+    /// RFC 5798 §7.1 plus this instance's policy: allowed sources, strict interval window.
+    fn validate(
+        &self,
+        r: &crate::net::socket::Received,
+        payload: &[u8],
+    ) -> Result<(crate::fsm::Advert, ChecksumMode), rx::Discard> {
+        let expect = rx::Expect {
+            vrid: self.config.vrid,
+            primary_addr: self.primary,
+        };
+        let policy = rx::Policy {
+            accept_from: &self.config.accept_from,
+            interval_window: self
+                .config
+                .strict_interval
+                .then_some(self.config.adopt_interval_cs),
+            ..rx::Policy::default()
+        };
+        rx::validate_with(r.ttl, r.src, r.dst, payload, &expect, &policy)
+    }
+
+    /// Count a discard and log it, rate-limited per reason.
+    fn discard(&mut self, discard: rx::Discard, src: Ipv4Addr) {
+        // Other VRIDs on a shared segment are normal traffic, not errors.
+        if matches!(discard, rx::Discard::OtherVrid) {
+            return;
+        }
+        *self
+            .counters
+            .discards
+            .entry(discard.as_str().to_string())
+            .or_default() += 1;
+        let now = self.now();
+        if let Some(suppressed) = self.discard_log.admit(discard, now) {
+            if discard.is_error() {
+                warn!(reason = %discard, %src, suppressed, "advert discarded");
+            } else {
+                debug!(reason = %discard, %src, suppressed, "advert discarded");
             }
         }
     }
@@ -534,15 +587,6 @@ impl Driver {
                 warn!(vip = %vip.addr, error = %e, "could not remove VIP");
             }
         }
-    }
-}
-
-/// Debug-log a discard: the first few of each reason, then every 100th, so a flood of bad
-/// packets can't flood the log. Counting-based, so it needs no clock and no extra state.
-fn rate_limited_debug(counters: &mut InstanceCounters, reason: &str, src: Ipv4Addr) {
-    let seen = counters.discards.get(reason).copied().unwrap_or(0);
-    if seen <= 3 || seen % 100 == 0 {
-        debug!(reason, %src, total = seen, "advert discarded");
     }
 }
 
