@@ -254,6 +254,12 @@ impl Fsm {
         self.actions.pop_front()
     }
 
+    /// Whether [`Fsm::poll_action`] has something: most adverts change nothing, and the
+    /// shell skips its per-step work (publishing status) for them.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     // ----- internals shared by `events` and `pair` -----
 
     fn can_run(&self) -> bool {
@@ -393,6 +399,10 @@ fn clamp_interval(cs: u16) -> u16 {
 fn same_addrs(theirs: &[Ipv4Addr], ours: &[Ipv4Addr]) -> bool {
     if theirs.len() != ours.len() {
         return false;
+    }
+    // The usual case, without allocating: the same list in the same order.
+    if theirs == ours {
+        return true;
     }
     let mut a = theirs.to_vec();
     let mut b = ours.to_vec();

@@ -17,9 +17,9 @@
 //! declaring it dead. A timer that fires more than half an advert interval late is counted
 //! and logged.
 //!
-//! Floods (issue 10): the loop polls the timer *before* the socket and takes one datagram
-//! per turn, so a flood of protocol-112 packets can't hold back our own adverts: whenever
-//! the deadline has passed, the next turn handles it. Discards are counted per reason and
+//! Floods (issue 10): the loop polls the timer *before* the socket, and reads at most
+//! [`RECV_BATCH`] datagrams per turn, stopping early when the deadline passes, so a flood of
+//! protocol-112 packets can't hold back our own adverts. Discards are counted per reason and
 //! logged at most once per reason every [`DISCARD_LOG_EVERY`] with the number suppressed.
 
 use std::net::Ipv4Addr;
@@ -48,6 +48,8 @@ use crate::rx;
 
 /// Datagrams already queued that are handled before an expired timer.
 const DRAIN_BEFORE_TIMER: usize = 64;
+/// Datagrams handled per wake-up of the socket branch (fewer when the timer falls due).
+const RECV_BATCH: usize = 32;
 /// At most one log line per discard reason per instance this often.
 const DISCARD_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -363,14 +365,20 @@ impl Driver {
                 // The timer before the socket: under a flood the socket is always ready,
                 // and polled first it would delay our own adverts indefinitely.
                 _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
+                // Also before the socket, or a flood would freeze the published status.
+                _ = status_tick.tick() => self.publish_status(),
                 received = self.socket.recv(&mut buf) => match received {
-                    Ok(r) => self.on_datagram(&buf, r).await,
+                    Ok(r) => {
+                        self.on_datagram(&buf, r).await;
+                        // A flood is read in batches (one turn of this loop per datagram
+                        // costs more than the datagram), stopping when the timer is due.
+                        self.drain_socket(&mut buf, RECV_BATCH - 1, true).await;
+                    }
                     Err(e) => {
                         warn!(error = %e, "VRRP socket receive failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = status_tick.tick() => self.publish_status(),
             }
         }
     }
@@ -391,20 +399,29 @@ impl Driver {
         }
         // Adverts that arrived while we were not scheduled go first: they may cancel
         // the expiry we are about to handle.
-        for _ in 0..DRAIN_BEFORE_TIMER {
-            match self.socket.try_recv(buf) {
-                Ok(Some(r)) => self.on_datagram(buf, r).await,
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, "draining the socket before a timer failed");
-                    break;
-                }
-            }
-        }
+        self.drain_socket(buf, DRAIN_BEFORE_TIMER, false).await;
         let now = self.now();
         if self.fsm.poll_timeout().is_some_and(|t| t <= now) {
             self.fsm.handle_timeout(now);
             self.apply_actions().await;
+        }
+    }
+
+    /// Handle up to `max` datagrams already queued in the socket, without waiting. With
+    /// `until_due`, stop as soon as the FSM's deadline has passed, so the timer goes next.
+    async fn drain_socket(&mut self, buf: &mut [u8], max: usize, until_due: bool) {
+        for _ in 0..max {
+            if until_due && self.fsm.poll_timeout().is_some_and(|t| t <= self.now()) {
+                return;
+            }
+            match self.socket.try_recv(buf) {
+                Ok(Some(r)) => self.on_datagram(buf, r).await,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(error = %e, "reading queued datagrams failed");
+                    return;
+                }
+            }
         }
     }
 
@@ -417,15 +434,17 @@ impl Driver {
         // own reason; nothing unauthenticated may reach the FSM.
         match self.validate(&r, payload) {
             Ok((advert, mode)) => {
-                *self
-                    .counters
-                    .checksum_modes
-                    .entry(mode.as_str().to_string())
-                    .or_default() += 1;
+                count(&mut self.counters.checksum_modes, mode.as_str());
                 debug!(src = %advert.src, priority = advert.priority, interval_cs = advert.max_adver_int_cs, "advert received");
                 let now = self.now();
+                let seen = (self.fsm.master_addr(), self.fsm.master_adver_interval_cs());
                 self.fsm.handle_advert(&advert, now);
-                self.apply_actions().await;
+                // Most adverts change nothing visible: leave their counters to the next
+                // status tick rather than republish the status for every packet of a flood.
+                let changed = seen != (self.fsm.master_addr(), self.fsm.master_adver_interval_cs());
+                if changed || self.fsm.has_actions() {
+                    self.apply_actions().await;
+                }
             }
             Err(discard) => self.discard(discard, r.src),
         }
@@ -458,11 +477,7 @@ impl Driver {
         if matches!(discard, rx::Discard::OtherVrid) {
             return;
         }
-        *self
-            .counters
-            .discards
-            .entry(discard.as_str().to_string())
-            .or_default() += 1;
+        count(&mut self.counters.discards, discard.as_str());
         let now = self.now();
         if let Some(suppressed) = self.discard_log.admit(discard, now) {
             if discard.is_error() {
@@ -586,6 +601,16 @@ impl Driver {
             if let Err(e) = self.shared.vips.remove(self.ifindex, vip).await {
                 warn!(vip = %vip.addr, error = %e, "could not remove VIP");
             }
+        }
+    }
+}
+
+/// Count one `key` in a counter map, allocating the key only the first time.
+fn count(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
         }
     }
 }
