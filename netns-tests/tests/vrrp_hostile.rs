@@ -16,6 +16,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use netns_tests::capture::capture_advert_times;
 use netns_tests::{
     margin, master_down_interval, Forgery, Lan, NodeId, ProcId, VrrpInstance, Vrrpd,
 };
@@ -265,8 +266,15 @@ fn a_flood_of_lower_priority_adverts_is_not_amplified() -> anyhow::Result<()> {
 
     let flood = forgery(forger, &[VRRP_GROUP], 50, ADV_CS, vip, 50_000, 10_000);
     let proc: ProcId = lan.start_forger(&flood)?;
+    // The master's adverts as the backup's interface sees them, during the flood (tshark
+    // takes about a second to start; it captures for 3 s of the 5).
+    let (ns_b, addr_a) = (lan.node(NodeId::B).ns.clone(), lan.node(NodeId::A).addr);
+    let capture = std::thread::spawn(move || capture_advert_times(&ns_b, addr_a, 200, 3));
     lan.assert_stays_sole_holder(vip, NodeId::A, flood.duration())?;
     let report = lan.await_forger(proc, &flood)?;
+    let times = capture
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
     let elapsed = t0.elapsed();
     let ticks = cpu_ticks(pid_a)? - ticks0;
     let cpu = ticks as f64 / USER_HZ / elapsed.as_secs_f64();
@@ -308,10 +316,128 @@ fn a_flood_of_lower_priority_adverts_is_not_amplified() -> anyhow::Result<()> {
         "{sent} adverts in {intervals:.0} intervals"
     );
     assert_eq!(late, 0, "late timers under the flood: {after_a}");
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest = gaps.iter().copied().fold(0.0, f64::max);
+    let interval = f64::from(ADV_CS) / 100.0;
+    let late_10 = gaps.iter().filter(|&&g| g > 1.1 * interval).count();
+    eprintln!(
+        "master adverts seen by the backup during the flood: {} in {:.2}s, longest gap \
+         {:.1} ms, {late_10} gaps over +10% of the interval",
+        times.len(),
+        times.last().copied().unwrap_or(0.0),
+        longest * 1000.0
+    );
+    assert!(times.len() >= 10, "too few adverts captured: {times:?}");
+    assert!(
+        longest <= 1.5 * interval,
+        "adverts {:.1} ms apart",
+        longest * 1000.0
+    );
     assert_eq!(counter(&after_b, &["became_master"]), 0, "{after_b}");
     assert_eq!(lan.vrrpd_state(&b, "web")?, "backup");
     // The issue's target is 10% of a core for a release build; this is a debug build,
     // so only a runaway is caught here (figures in doc/vrrpd.md).
     assert!(cpu < 0.5, "vrrpd used {:.1}% of a core", cpu * 100.0);
     Ok(())
+}
+
+/// The VRRP child of a keepalived started by the harness (its pid file).
+fn keepalived_vrrp_pid(lan: &Lan, node: &str) -> anyhow::Result<i32> {
+    let file = lan.topo.dir().join(format!("keepalived-{node}-vrrp.pid"));
+    let mut pid = None;
+    netns_tests::eventually(Duration::from_secs(3), Duration::from_millis(20), || {
+        pid = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        Ok(pid.is_some())
+    })?;
+    pid.ok_or_else(|| anyhow::anyhow!("no pid in {}", file.display()))
+}
+
+/// keepalived 2.2 (VRRPv3, multicast, no authentication) under the same forgeries, for the
+/// comparison in doc/vrrpd.md. Its figures are printed, not asserted: they are keepalived's.
+#[test]
+fn keepalived_under_the_same_forgeries_for_the_record() -> anyhow::Result<()> {
+    let mut lan = Lan::new("hostile-keepalived")?;
+    let vip = lan.vip(0);
+    let forger = lan.node(NodeId::Client).addr;
+    let inst = VrrpInstance::new("web", 51, PRIO_A, ADV_CS, &[vip]);
+    let mut kas = start_keepalived_pair(&mut lan, &inst)?;
+    let group = [VRRP_GROUP];
+    let mdi = master_down_interval(PRIO_A, ADV_CS);
+
+    let f = forgery(forger, &group, 255, ADV_CS, vip, 1, 1);
+    let proc = lan.start_forger(&f)?;
+    let w = watch_holders(&lan, vip, mdi * 4)?;
+    lan.await_forger(proc, &f)?;
+    eprintln!("keepalived, forged priority 255: {w:?}");
+    lan.await_sole_holder(vip, NodeId::A, Duration::from_secs(5))?;
+
+    // RFC 5798 as written: the backups adopt 40.95 s and wait 3 x 40.95 s + skew. Watched
+    // for a bounded time only; doc/vrrpd.md has the full figure.
+    let watch = Duration::from_secs(8);
+    let f = forgery(forger, &group, 200, 4095, vip, 1, 1);
+    let proc = lan.start_forger(&f)?;
+    let w = watch_holders(&lan, vip, watch)?;
+    lan.await_forger(proc, &f)?;
+    let holders = lan.vip_holders(vip)?;
+    eprintln!(
+        "keepalived, forged priority 200 + 4095 cs: {w:?}; after {watch:?} the VIP is held by {holders:?}"
+    );
+    // It would come back after ~3 x 40.95 s (132 s measured): restart the pair instead.
+    for ka in kas.drain(..) {
+        lan.topo.signal_group(ka, netns_tests::Signal::SIGKILL)?;
+        lan.topo.wait_exit(ka, Duration::from_secs(5))?;
+    }
+    // keepalived refuses to start while its pid files name a live process: its VRRP child
+    // may outlive the parent for a moment, so wait for it and clear the files.
+    for node in ["a", "b"] {
+        if let Ok(pid) = keepalived_vrrp_pid(&lan, node) {
+            netns_tests::eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+                Ok(!std::path::Path::new(&format!("/proc/{pid}")).exists())
+            })?;
+        }
+        for suffix in ["", "-vrrp"] {
+            let file = lan
+                .topo
+                .dir()
+                .join(format!("keepalived-{node}{suffix}.pid"));
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    kas = start_keepalived_pair(&mut lan, &inst)?;
+
+    let pid_a = keepalived_vrrp_pid(&lan, "a")?;
+    let ticks0 = cpu_ticks(pid_a)?;
+    let t0 = Instant::now();
+    let flood = forgery(forger, &group, 50, ADV_CS, vip, 50_000, 10_000);
+    let proc = lan.start_forger(&flood)?;
+    let (ns_b, addr_a) = (lan.node(NodeId::B).ns.clone(), lan.node(NodeId::A).addr);
+    let capture = std::thread::spawn(move || capture_advert_times(&ns_b, addr_a, 100_000, 3));
+    let w = watch_holders(&lan, vip, flood.duration())?;
+    lan.await_forger(proc, &flood)?;
+    let cpu = (cpu_ticks(pid_a)? - ticks0) as f64 / USER_HZ / t0.elapsed().as_secs_f64();
+    let times = capture
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+    eprintln!(
+        "keepalived, 10k/s flood of priority 50: {w:?}; master sent {} adverts in {:.2}s \
+         ({:.0}/s); master VRRP process CPU {:.1}% of a core",
+        times.len(),
+        times.last().copied().unwrap_or(0.0),
+        times.len() as f64 / times.last().copied().unwrap_or(1.0).max(0.001),
+        cpu * 100.0
+    );
+    drop(kas);
+    Ok(())
+}
+
+/// keepalived on A (master) and B (backup), A alone holding the VIP; returns their procs.
+fn start_keepalived_pair(lan: &mut Lan, inst: &VrrpInstance) -> anyhow::Result<Vec<ProcId>> {
+    let vip = inst.vips[0];
+    let a = lan.start_keepalived(NodeId::A, [inst])?;
+    lan.await_sole_holder(vip, NodeId::A, Duration::from_secs(5))?;
+    let b = lan.start_keepalived(NodeId::B, [&inst.with_priority(PRIO_B)])?;
+    lan.assert_stays_sole_holder(vip, NodeId::A, master_down_interval(PRIO_B, ADV_CS) * 3)?;
+    Ok(vec![a.proc, b.proc])
 }
