@@ -329,8 +329,18 @@ impl Driver {
         // Refresh time-in-state in the published status even when nothing happens.
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut lbd_health = self.shared.lbd.as_ref().map(|l| l.health.clone());
+        // One timer for the whole loop, moved only when the deadline changes: a flood wakes
+        // this loop thousands of times a second, and a fresh timer per turn costs more than
+        // the packet.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
         loop {
             let deadline = self.deadline();
+            if let Some(d) = deadline {
+                if timer.deadline() != d {
+                    timer.as_mut().reset(d);
+                }
+            }
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -364,7 +374,7 @@ impl Driver {
                 },
                 // The timer before the socket: under a flood the socket is always ready,
                 // and polled first it would delay our own adverts indefinitely.
-                _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
+                _ = &mut timer, if deadline.is_some() => self.on_timer(deadline, &mut buf).await,
                 // Also before the socket, or a flood would freeze the published status.
                 _ = status_tick.tick() => self.publish_status(),
                 received = self.socket.recv(&mut buf) => match received {
@@ -612,12 +622,5 @@ fn count(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
         None => {
             map.insert(key.to_owned(), 1);
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
