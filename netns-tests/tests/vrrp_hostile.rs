@@ -57,6 +57,16 @@ fn counter(status: &Value, path: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Both nodes' status of instance "web", their counters printed.
+fn statuses(lan: &Lan, a: &Vrrpd, b: &Vrrpd) -> anyhow::Result<(Value, Value)> {
+    let (sa, sb) = (lan.vrrpd_instance(a, "web")?, lan.vrrpd_instance(b, "web")?);
+    eprintln!(
+        "A counters: {}\nB counters: {}",
+        sa["counters"], sb["counters"]
+    );
+    Ok((sa, sb))
+}
+
 /// What the VIP did while watched: the longest time nobody held it, and the most holders
 /// seen at once.
 #[derive(Debug, Default)]
@@ -149,14 +159,7 @@ fn with_accept_from_forged_adverts_move_nothing() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("forged {what}: {e:#}"))?;
         lan.await_forger(proc, f)?;
     }
-    let (sa, sb) = (
-        lan.vrrpd_instance(&a, "web")?,
-        lan.vrrpd_instance(&b, "web")?,
-    );
-    eprintln!(
-        "A counters: {}\nB counters: {}",
-        sa["counters"], sb["counters"]
-    );
+    let (sa, sb) = statuses(&lan, &a, &b)?;
     for (node, s) in [("A", &sa), ("B", &sb)] {
         let n = counter(s, &["discards", "source_not_allowed"]);
         assert!(
@@ -222,14 +225,7 @@ fn without_accept_from_a_forgery_costs_at_most_master_down_interval() -> anyhow:
         }
         lan.await_sole_holder(vip, NodeId::A, Duration::from_secs(2))?;
     }
-    let (sa, sb) = (
-        lan.vrrpd_instance(&a, "web")?,
-        lan.vrrpd_instance(&b, "web")?,
-    );
-    eprintln!(
-        "A counters: {}\nB counters: {}",
-        sa["counters"], sb["counters"]
-    );
+    let (sa, sb) = statuses(&lan, &a, &b)?;
     assert!(counter(&sa, &["interval_clamped"]) >= 1, "A: {sa}");
     assert!(counter(&sb, &["interval_clamped"]) >= 1, "B: {sb}");
     Ok(())
