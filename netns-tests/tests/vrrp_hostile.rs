@@ -331,9 +331,10 @@ fn a_flood_of_lower_priority_adverts_is_not_amplified() -> anyhow::Result<()> {
     );
     assert_eq!(counter(&after_b, &["became_master"]), 0, "{after_b}");
     assert_eq!(lan.vrrpd_state(&b, "web")?, "backup");
-    // The target is 10% of a core for a release build; this is a debug build,
-    // so only a runaway is caught here (figures in doc/vrrpd.md).
-    assert!(cpu < 0.5, "vrrpd used {:.1}% of a core", cpu * 100.0);
+    // The target is 10% of a core; this debug build measured 8-10% on the 2-core
+    // dev machine (doc/vrrpd.md). Asserted with room for a loaded CI machine: it catches
+    // a loop that wakes up per packet again (16-22%) only when the machine is quiet.
+    assert!(cpu < 0.25, "vrrpd used {:.1}% of a core", cpu * 100.0);
     Ok(())
 }
 

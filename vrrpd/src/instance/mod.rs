@@ -19,8 +19,12 @@
 //!
 //! Floods (issue 10): the loop polls the timer *before* the socket, and reads at most
 //! [`RECV_BATCH`] datagrams per turn, stopping early when the deadline passes, so a flood of
-//! protocol-112 packets can't hold back our own adverts. Discards are counted per reason and
-//! logged at most once per reason every [`DISCARD_LOG_EVERY`] with the number suppressed.
+//! protocol-112 packets can't hold back our own adverts. When datagrams wake the loop more
+//! often than once per [`RX_COALESCE`], the socket is left alone for that long after each
+//! batch: the kernel queues what arrives meanwhile and the next turn reads it in one go, so
+//! a flood costs one wake-up per millisecond instead of one per packet (real adverts, at
+//! most 100 a second, never trigger it). Discards are counted per reason and logged at most
+//! once per reason every [`DISCARD_LOG_EVERY`] with the number suppressed.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -49,7 +53,10 @@ use crate::rx;
 /// Datagrams already queued that are handled before an expired timer.
 const DRAIN_BEFORE_TIMER: usize = 64;
 /// Datagrams handled per wake-up of the socket branch (fewer when the timer falls due).
-const RECV_BATCH: usize = 32;
+/// With [`RX_COALESCE`] this bounds what a flood can make us read: 128 per millisecond.
+const RECV_BATCH: usize = 128;
+/// Socket wake-ups closer together than this are a flood: hold the socket off this long.
+const RX_COALESCE: Duration = Duration::from_millis(1);
 /// At most one log line per discard reason per instance this often.
 const DISCARD_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -334,6 +341,11 @@ impl Driver {
         // the packet.
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
+        // Flood coalescing (see the module docs): while `rx_held`, the socket waits for it.
+        let rx_hold = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(rx_hold);
+        let mut rx_held = false;
+        let mut last_rx_wake: Option<Instant> = None;
         loop {
             let deadline = self.deadline();
             if let Some(d) = deadline {
@@ -377,12 +389,19 @@ impl Driver {
                 _ = &mut timer, if deadline.is_some() => self.on_timer(deadline, &mut buf).await,
                 // Also before the socket, or a flood would freeze the published status.
                 _ = status_tick.tick() => self.publish_status(),
-                received = self.socket.recv(&mut buf) => match received {
+                _ = &mut rx_hold, if rx_held => rx_held = false,
+                received = self.socket.recv(&mut buf), if !rx_held => match received {
                     Ok(r) => {
+                        let woke = Instant::now();
                         self.on_datagram(&buf, r).await;
                         // A flood is read in batches (one turn of this loop per datagram
                         // costs more than the datagram), stopping when the timer is due.
                         self.drain_socket(&mut buf, RECV_BATCH - 1, true).await;
+                        if last_rx_wake.is_some_and(|t| woke - t < RX_COALESCE) {
+                            rx_hold.as_mut().reset(Instant::now() + RX_COALESCE);
+                            rx_held = true;
+                        }
+                        last_rx_wake = Some(woke);
                     }
                     Err(e) => {
                         warn!(error = %e, "VRRP socket receive failed");
