@@ -85,6 +85,47 @@ pub fn capture_adverts(
         .collect()
 }
 
+/// The arrival times (seconds from the capture's first packet) of up to `count` adverts
+/// from `from` on the namespace's LAN interface, for at most `seconds`: how regular a
+/// master's adverts are, e.g. under a flood from another host (the filter runs in the
+/// kernel, so the flood doesn't reach tshark).
+pub fn capture_advert_times(
+    ns: &str,
+    from: Ipv4Addr,
+    count: u32,
+    seconds: u32,
+) -> Result<Vec<f64>> {
+    cmd::require("tshark")?;
+    let filter = format!("ip proto 112 and src host {from}");
+    let count = count.to_string();
+    let duration = format!("duration:{seconds}");
+    let args = [
+        "-i",
+        LAN_IF,
+        "-n",
+        "-l",
+        "-c",
+        &count,
+        "-a",
+        &duration,
+        "-f",
+        &filter,
+        "-T",
+        "fields",
+        "-e",
+        "frame.time_relative",
+    ];
+    let out = cmd::run_in(ns, "tshark", &args).context("tshark capture")?;
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.trim()
+                .parse::<f64>()
+                .with_context(|| format!("bad frame.time_relative {l:?}"))
+        })
+        .collect()
+}
+
 fn parse_line(line: &str) -> Result<CapturedAdvert> {
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     if f.len() != FIELDS.len() {

@@ -83,6 +83,9 @@ pub struct Lan {
     pub bridge_ns: String,
     subnet: u8,
     nodes: Vec<Node>,
+    /// `global.log_level` of the vrrpd configs written from now on (default "debug"; a CPU
+    /// measurement wants the production level).
+    pub vrrpd_log_level: String,
 }
 
 impl Lan {
@@ -115,6 +118,7 @@ impl Lan {
             bridge_ns,
             subnet,
             nodes,
+            vrrpd_log_level: "debug".to_owned(),
         })
     }
 

@@ -8,6 +8,7 @@
 //!   observed on it: who holds a VIP, the client's neighbour entries.
 //! - [`vrrp`]     vrrpd and keepalived configs and launchers, the RFC 5798 timer oracle.
 //! - [`capture`]  VRRP adverts as decoded by tshark.
+//! - [`forge`]    a hostile host sending forged adverts (`forge-vrrp`).
 //! - [`wait`]     deadlines and polling, scaled by `NETNS_PATIENCE`; `assert_eventually!`.
 //! - [`cmd`]      running `ip` and friends with errors that name the command.
 //! - [`pair`]     the vrrpd+lbd pair with backends, supervisors, load client and report
@@ -23,12 +24,14 @@
 
 pub mod capture;
 pub mod cmd;
+pub mod forge;
 pub mod lan;
 pub mod pair;
 pub mod topology;
 pub mod vrrp;
 pub mod wait;
 
+pub use forge::Forgery;
 pub use lan::{Lan, Node, NodeId, LAN_IF};
 pub use nix::sys::signal::Signal;
 pub use topology::{ProcId, Topology};

@@ -28,6 +28,8 @@ pub struct VrrpInstance {
     pub vips: Vec<Ipv4Addr>,
     /// vrrpd only: `auth_key_file` (keepalived has no equivalent).
     pub auth_key_file: Option<PathBuf>,
+    /// More `key = value` lines for vrrpd's `[[instance]]` (e.g. `unicast_peers`).
+    pub vrrpd_extra: String,
 }
 
 impl VrrpInstance {
@@ -47,6 +49,7 @@ impl VrrpInstance {
             preempt: true,
             vips: vips.to_vec(),
             auth_key_file: None,
+            vrrpd_extra: String::new(),
         }
     }
 
@@ -69,6 +72,14 @@ impl VrrpInstance {
         other
     }
 
+    /// The same instance with more lines in vrrpd's `[[instance]]` table.
+    pub fn with_vrrpd_lines(&self, lines: &str) -> Self {
+        let mut other = self.clone();
+        other.vrrpd_extra.push_str(lines);
+        other.vrrpd_extra.push('\n');
+        other
+    }
+
     /// This instance as a vrrpd `[[instance]]` table.
     pub fn vrrpd_toml(&self) -> String {
         let vips: Vec<String> = self.vips.iter().map(|v| format!("\"{v}/24\"")).collect();
@@ -79,13 +90,14 @@ impl VrrpInstance {
             .unwrap_or_default();
         format!(
             "[[instance]]\nname = \"{}\"\ninterface = \"{LAN_IF}\"\nvrid = {}\npriority = {}\n\
-             advert_interval_cs = {}\npreempt = {}\nvips = [{}]\n{auth}",
+             advert_interval_cs = {}\npreempt = {}\nvips = [{}]\n{auth}{}",
             self.name,
             self.vrid,
             self.priority,
             self.advert_interval_cs,
             self.preempt,
-            vips.join(", ")
+            vips.join(", "),
+            self.vrrpd_extra
         )
     }
 
@@ -178,8 +190,9 @@ impl Lan {
         // for the new daemon's.
         let _ = std::fs::remove_file(&socket);
         let mut text = format!(
-            "[global]\ncontrol_socket = \"{}\"\nlog_format = \"plain\"\nlog_level = \"debug\"\n\n",
-            socket.display()
+            "[global]\ncontrol_socket = \"{}\"\nlog_format = \"plain\"\nlog_level = \"{}\"\n\n",
+            socket.display(),
+            self.vrrpd_log_level
         );
         for inst in instances {
             text.push_str(&inst.vrrpd_toml());

@@ -394,6 +394,11 @@ fn push_counters(out: &mut String, i: &InstanceStatus) {
         c.send_errors
     );
     let _ = writeln!(out, "  discards: {}", counts(&c.discards));
+    let _ = writeln!(
+        out,
+        "  hostile: intervals clamped {}, replies suppressed {}",
+        c.interval_clamped, c.replies_suppressed
+    );
     let _ = writeln!(out, "  checksum modes: {}", counts(&c.checksum_modes));
 }
 
@@ -481,6 +486,7 @@ mod tests {
             "sent 12",
             "received 34",
             "late timers 2",
+            "replies suppressed 0",
             "ttl=3",
             "pseudo_header=34",
             "3 connection(s) open; refused: not_admin=2",

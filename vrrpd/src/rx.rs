@@ -26,8 +26,21 @@
 //!   misconfigured owners settle on one master by address instead of both staying master.
 //! - **Source.** An unspecified, multicast or broadcast source cannot be a router's primary
 //!   address, and the FSM uses the source as the tie-breaker, so it is discarded.
+//! - **Allowed sources** ([`Policy::accept_from`], issue 10). VRRP has no authentication:
+//!   any host on the LAN can forge an advert. With a list of allowed sources (by default the
+//!   unicast peers) an advert from any other address is [`Discard::SourceNotAllowed`].
+//!   It does not stop a forger that spoofs an allowed address; the HMAC trailer does.
+//! - **Interval window** ([`Policy::interval_window`], strict mode). By default the FSM
+//!   clamps a learned interval into its adopt window; in strict mode (as RFC 3768 required
+//!   of VRRPv2) an advert whose interval is outside the window is
+//!   [`Discard::IntervalRange`].
+//!
+//! Cost per packet: the checks that need no parsing (TTL, version, type, length, VRID, our
+//! own source, allowed sources) come before the checksum and the address list, which is the
+//! only allocation, so a flood of packets that are not for us costs a few comparisons each.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use shared::wire::vrrp::{self, ChecksumMode, MessageType, Packet, Repr};
 use shared::wire::Error as WireError;
@@ -57,8 +70,12 @@ pub enum Discard {
     Own,
     /// Source address is unspecified, multicast or broadcast.
     Source,
+    /// The source is not in `accept_from`.
+    SourceNotAllowed,
     /// Max Adver Int is 0.
     Interval,
+    /// (Strict) Max Adver Int is outside the adopt window.
+    IntervalRange,
     /// Address count is 0, or (strict) differs from ours.
     AddrCount,
     /// (Strict) the address list differs from ours.
@@ -69,7 +86,7 @@ pub enum Discard {
 
 impl Discard {
     /// Every reason, in a fixed order (the index of [`DiscardCounters`]).
-    pub const ALL: [Discard; 14] = [
+    pub const ALL: [Discard; 16] = [
         Self::Ttl,
         Self::Version,
         Self::Type,
@@ -80,7 +97,9 @@ impl Discard {
         Self::OtherVrid,
         Self::Own,
         Self::Source,
+        Self::SourceNotAllowed,
         Self::Interval,
+        Self::IntervalRange,
         Self::AddrCount,
         Self::AddrMismatch,
         Self::Malformed,
@@ -99,7 +118,9 @@ impl Discard {
             Self::OtherVrid => "vrid",
             Self::Own => "own",
             Self::Source => "source",
+            Self::SourceNotAllowed => "source_not_allowed",
             Self::Interval => "interval",
+            Self::IntervalRange => "interval_range",
             Self::AddrCount => "addr_count",
             Self::AddrMismatch => "addr_mismatch",
             Self::Malformed => "malformed",
@@ -146,6 +167,38 @@ impl DiscardCounters {
 
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// Rate limit for discard log lines: at most one line per reason per `every`, each saying
+/// how many discards of that reason went unlogged since the previous line. Time comes in
+/// (`now`, any epoch), so the limit is a pure function of the calls.
+#[derive(Debug, Clone)]
+pub struct DiscardLog {
+    every: Duration,
+    last: [Option<Duration>; Discard::ALL.len()],
+    suppressed: [u64; Discard::ALL.len()],
+}
+
+impl DiscardLog {
+    pub fn new(every: Duration) -> DiscardLog {
+        DiscardLog {
+            every,
+            last: [None; Discard::ALL.len()],
+            suppressed: [0; Discard::ALL.len()],
+        }
+    }
+
+    /// A discard of reason `d` at `now`: `Some(n)` if a line may be logged, `n` being the
+    /// discards of that reason not logged since the last line; `None` to stay quiet.
+    pub fn admit(&mut self, d: Discard, now: Duration) -> Option<u64> {
+        let i = d.index();
+        if self.last[i].is_some_and(|at| now < at + self.every) {
+            self.suppressed[i] += 1;
+            return None;
+        }
+        self.last[i] = Some(now);
+        Some(std::mem::take(&mut self.suppressed[i]))
     }
 }
 
@@ -196,6 +249,15 @@ pub struct Policy<'a> {
     pub checksum: ChecksumPolicy,
     /// `Some(our VIPs)`: discard adverts whose address list differs from it.
     pub strict_addrs: Option<&'a [Ipv4Addr]>,
+    /// Sources adverts are accepted from; empty = any (see the module docs).
+    pub accept_from: &'a [Ipv4Addr],
+    /// `Some([min, max])`: discard adverts whose Max Adver Int is outside it.
+    pub interval_window: Option<(u16, u16)>,
+}
+
+/// Whether `src` may send us adverts: `allowed` is empty (any source) or lists it.
+pub fn source_allowed(src: Ipv4Addr, allowed: &[Ipv4Addr]) -> bool {
+    allowed.is_empty() || allowed.contains(&src)
 }
 
 /// RFC 5798 §7.1 receive checks with the default [`Policy`]. `ttl`, `src`, `dst` come from
@@ -234,6 +296,19 @@ pub fn validate_with(
     if packet.msg_type() != MessageType::Advertisement {
         return Err(Discard::Type);
     }
+    // Cheap checks on the unchecked header before the checksum and the address list.
+    if packet.check_len().is_err() {
+        return Err(Discard::Truncated);
+    }
+    if packet.vrid() != expect.vrid {
+        return Err(Discard::OtherVrid);
+    }
+    if src == expect.primary_addr {
+        return Err(Discard::Own);
+    }
+    if !source_allowed(src, policy.accept_from) {
+        return Err(Discard::SourceNotAllowed);
+    }
     let (repr, mode) = Repr::parse(&packet, src, dst).map_err(|e| match e {
         WireError::Truncated => Discard::Truncated,
         WireError::BadLength { .. } => Discard::Length,
@@ -243,17 +318,16 @@ pub fn validate_with(
     if !policy.checksum.accepts(mode) {
         return Err(Discard::ChecksumMode);
     }
-    if repr.vrid != expect.vrid {
-        return Err(Discard::OtherVrid);
-    }
-    if src == expect.primary_addr {
-        return Err(Discard::Own);
-    }
     if src.is_unspecified() || src.is_multicast() || src.is_broadcast() {
         return Err(Discard::Source);
     }
     if repr.max_adver_int_cs == 0 {
         return Err(Discard::Interval);
+    }
+    if let Some((min, max)) = policy.interval_window {
+        if !(min..=max).contains(&repr.max_adver_int_cs) {
+            return Err(Discard::IntervalRange);
+        }
     }
     if repr.addrs.is_empty() {
         return Err(Discard::AddrCount);

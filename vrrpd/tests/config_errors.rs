@@ -271,6 +271,36 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "each peer once",
     ),
     (
+        "accept_from = [\"192.0.2.300\"]",
+        "instance[0].accept_from[0]",
+        "accept_from",
+        "no prefix",
+    ),
+    (
+        "accept_from = [\"192.0.2.10\"]",
+        "instance[0].accept_from[0]",
+        "accept_from",
+        "peer's own primary",
+    ),
+    (
+        "adopt_interval_cs = [50]",
+        "instance[0].adopt_interval_cs",
+        "adopt_interval_cs",
+        "min <= max <= 4095",
+    ),
+    (
+        "adopt_interval_cs = [200, 100]",
+        "instance[0].adopt_interval_cs",
+        "adopt_interval_cs",
+        "1 <= min <= max",
+    ),
+    (
+        "adopt_interval_cs = [0, 100]",
+        "instance[0].adopt_interval_cs",
+        "adopt_interval_cs",
+        "1 <= min <= max",
+    ),
+    (
         "log_format = \"xml\"",
         "global.log_format",
         "log_format",
@@ -568,4 +598,39 @@ fn control_access_keys_are_typed_and_checked() {
         );
     }
     assert_eq!(errs.len(), 4, "{errs:#?}");
+}
+
+/// `accept_from` defaults to the unicast peers, is empty (any source) with multicast, and an
+/// explicit list wins; `adopt_interval_cs` defaults to a quarter of our interval up to it.
+#[test]
+fn accept_from_and_adopt_window_defaults() {
+    let peers = with("unicast_peers", "unicast_peers = [\"192.0.2.3\"]");
+    let i = &check(&peers).unwrap_or_else(|e| panic!("{e}")).instances[0];
+    let peer: std::net::Ipv4Addr = "192.0.2.3".parse().expect("address");
+    assert_eq!(i.accept_from, vec![peer]);
+    assert_eq!(i.adopt_interval_cs, (25, 100));
+    assert!(!i.strict_interval);
+
+    let i = &check(&good_text())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .instances[0];
+    assert!(i.accept_from.is_empty(), "multicast: any source by default");
+
+    let explicit = with(
+        "unicast_peers",
+        "accept_from = [\"192.0.2.7\", \"192.0.2.8\"]",
+    );
+    let explicit = explicit.replace("advert_interval_cs = 100", "advert_interval_cs = 2");
+    let i = &check(&explicit).unwrap_or_else(|e| panic!("{e}")).instances[0];
+    assert_eq!(i.accept_from.len(), 2);
+    assert_eq!(i.adopt_interval_cs, (1, 2), "never below 1 cs");
+
+    let window = with(
+        "adopt_interval_cs",
+        "adopt_interval_cs = [50, 400]\nstrict_interval = true",
+    );
+    let i = &check(&window).unwrap_or_else(|e| panic!("{e}")).instances[0];
+    assert_eq!(i.adopt_interval_cs, (50, 400));
+    assert!(i.strict_interval);
+    assert_eq!(i.fsm_config(peer).adopt_interval_cs, Some((50, 400)));
 }

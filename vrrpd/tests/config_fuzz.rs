@@ -246,6 +246,7 @@ proptest! {
                         Just("garp_interval_ms"), Just("garp_refresh_s"), Just("vips"),
                         Just("control_socket"), Just("log_format"), Just("log_level"),
                         Just("realtime"), Just("realtime_priority"), Just("bogus"),
+                        Just("accept_from"), Just("adopt_interval_cs"), Just("strict_interval"),
                     ],
                     value(),
                 ).prop_map(|(k, v)| format!("{k} = {v}")),

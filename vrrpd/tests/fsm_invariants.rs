@@ -12,13 +12,17 @@
 //! - a preemption (`preempt_lower_priority`) happens only while ready and not held;
 //! - `poll_timeout()` exists exactly in Backup and Master and is never in the past;
 //! - `master_addr()` is our own address exactly while Master;
-//! - the counters agree with the actions that came out.
+//! - the counters agree with the actions that came out;
+//! - a Backup's learned interval stays inside the adopt window, and its master-down deadline
+//!   is never further than our own Master_Down_Interval (at the lowest priority) from now,
+//!   whatever interval the adverts carried (issue 10).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason};
+use vrrpd::timers;
 
 const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 const PEERS: [Ipv4Addr; 3] = [US, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9)];
@@ -87,6 +91,7 @@ fn config() -> impl Strategy<Value = FsmConfig> {
             primary_addr: US,
             vips: vec![Ipv4Addr::new(10, 0, 0, 100)],
             fast_takeover_on_zero: fast,
+            adopt_interval_cs: None,
         })
 }
 
@@ -262,6 +267,14 @@ proptest! {
             }
             let faulted = !f.link_up() || f.fault().is_some();
             prop_assert_eq!(faulted, f.state() == StateKind::Fault);
+            if f.state() == StateKind::Backup {
+                let (lo, hi) = f.adopt_window();
+                let learned = f.master_adver_interval_cs();
+                prop_assert!((lo..=hi).contains(&learned), "learned {} outside [{}, {}]", learned, lo, hi);
+                let longest = timers::master_down_interval(1, f.config().advert_interval_cs);
+                let deadline = f.poll_timeout().unwrap_or(now);
+                prop_assert!(deadline <= now + longest, "master-down {:?} after now", deadline - now);
+            }
         }
     }
 }

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use shared::wire::vrrp::{ChecksumMode, MessageType, Repr, Version, MULTICAST_ADDR};
 use vrrpd::fsm::{Advert, FsmConfig};
 use vrrpd::rx::{
-    validate, validate_with, ChecksumPolicy, Discard, DiscardCounters, Expect, Policy,
+    source_allowed, validate, validate_with, ChecksumPolicy, Discard, DiscardCounters, DiscardLog,
+    Expect, Policy,
 };
 
 const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
@@ -308,6 +309,7 @@ fn expect_constructors() {
         primary_addr: US,
         vips: VIPS.to_vec(),
         fast_takeover_on_zero: false,
+        adopt_interval_cs: None,
     };
     assert_eq!(Expect::from_config(&cfg), Expect::new(9, US));
 }
@@ -363,4 +365,105 @@ proptest! {
         let (adv, _) = check(&bytes).expect("accepted");
         prop_assert_eq!(adv, Advert { src: PEER, priority, max_adver_int_cs: interval, addrs });
     }
+}
+
+#[test]
+fn source_allowed_is_any_when_empty_else_the_list() {
+    let other = Ipv4Addr::new(10, 0, 0, 66);
+    assert!(source_allowed(other, &[]));
+    assert!(source_allowed(PEER, &[PEER]));
+    assert!(!source_allowed(other, &[PEER]));
+    assert!(!source_allowed(other, &[PEER, VIP1]));
+}
+
+/// Adverts from sources outside `accept_from` are discarded, whatever they say, and before
+/// the checksum is even looked at; other VRIDs and our own adverts keep their reasons.
+#[test]
+fn accept_from_discards_other_sources() {
+    let forger = Ipv4Addr::new(10, 0, 0, 66);
+    let policy = Policy {
+        accept_from: &[PEER],
+        ..Policy::default()
+    };
+    let run = |src: Ipv4Addr, b: &[u8]| {
+        validate_with(255, src, MULTICAST_ADDR, b, &expect(), &policy).map(|_| ())
+    };
+    let forged = bytes_from(forger, &repr(), ChecksumMode::PseudoHeader);
+    assert_eq!(run(forger, &forged), Err(Discard::SourceNotAllowed));
+    let mut bad_sum = forged.clone();
+    bad_sum[6] ^= 0xff;
+    assert_eq!(
+        run(forger, &bad_sum),
+        Err(Discard::SourceNotAllowed),
+        "discarded before the checksum is computed"
+    );
+    assert_eq!(run(PEER, &good(ChecksumMode::PseudoHeader)), Ok(()));
+    let other_vrid = bytes_from(
+        forger,
+        &Repr::advertisement(VRID + 1, 120, 100, VIPS.to_vec()),
+        ChecksumMode::PseudoHeader,
+    );
+    assert_eq!(run(forger, &other_vrid), Err(Discard::OtherVrid));
+    let own = bytes_from(US, &repr(), ChecksumMode::PseudoHeader);
+    assert_eq!(run(US, &own), Err(Discard::Own));
+    assert_eq!(Discard::SourceNotAllowed.as_str(), "source_not_allowed");
+    assert!(Discard::SourceNotAllowed.is_error());
+}
+
+/// Strict interval mode discards adverts outside the window; the default lets the FSM clamp.
+#[test]
+fn strict_interval_window() {
+    let with_interval = |cs| {
+        bytes_from(
+            PEER,
+            &Repr::advertisement(VRID, 120, cs, VIPS.to_vec()),
+            ChecksumMode::PseudoHeader,
+        )
+    };
+    let strict = Policy {
+        interval_window: Some((25, 100)),
+        ..Policy::default()
+    };
+    let run = |p: &Policy<'_>, cs| {
+        validate_with(255, PEER, MULTICAST_ADDR, &with_interval(cs), &expect(), p).map(|_| ())
+    };
+    for (cs, ok) in [
+        (24, false),
+        (25, true),
+        (100, true),
+        (101, false),
+        (4095, false),
+    ] {
+        let want = if ok {
+            Ok(())
+        } else {
+            Err(Discard::IntervalRange)
+        };
+        assert_eq!(run(&strict, cs), want, "{cs} cs");
+        assert_eq!(run(&Policy::default(), cs), Ok(()), "{cs} cs, lenient");
+    }
+    assert_eq!(
+        run(&strict, 0),
+        Err(Discard::Interval),
+        "0 stays its own reason"
+    );
+}
+
+/// One log line per reason per period, with the count of the ones held back.
+#[test]
+fn discard_log_is_rate_limited_per_reason() {
+    let ms = std::time::Duration::from_millis;
+    let mut log = DiscardLog::new(ms(5000));
+    assert_eq!(log.admit(Discard::SourceNotAllowed, ms(0)), Some(0));
+    for t in 1..=999 {
+        assert_eq!(log.admit(Discard::SourceNotAllowed, ms(t)), None);
+    }
+    assert_eq!(
+        log.admit(Discard::Ttl, ms(1000)),
+        Some(0),
+        "reasons are independent"
+    );
+    assert_eq!(log.admit(Discard::SourceNotAllowed, ms(4999)), None);
+    assert_eq!(log.admit(Discard::SourceNotAllowed, ms(5000)), Some(1000));
+    assert_eq!(log.admit(Discard::SourceNotAllowed, ms(10_000)), Some(0));
 }

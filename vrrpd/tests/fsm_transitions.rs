@@ -316,7 +316,15 @@ fn master_answers_priority_zero_at_once() {
 
 #[test]
 fn master_yields_to_higher_priority_and_learns_interval() {
-    let (mut f, since) = master(100);
+    // A window wide enough for 200 cs (the default never adopts more than our 100 cs; see
+    // fsm_hostile.rs).
+    let mut f = backup_with(FsmConfig {
+        adopt_interval_cs: Some((25, 400)),
+        ..cfg(100)
+    });
+    let since = f.poll_timeout().expect("master-down deadline");
+    f.handle_timeout(since);
+    drain(&mut f);
     let now = since + ms(300);
     f.handle_advert(
         &Advert {

@@ -222,6 +222,36 @@ pub(super) fn validate_peers(
             ),
         );
     }
+    unicast_list(v, &key, raw, vips)
+}
+
+/// `accept_from`: the same rules as `unicast_peers` (a peer's primary address).
+pub(super) fn validate_accept_from(
+    v: &mut Validator<'_>,
+    i: usize,
+    raw: &[String],
+    vips: &[VipConfig],
+) -> Vec<Ipv4Addr> {
+    let key = format!("instance[{i}].accept_from");
+    if raw.len() > MAX_ACCEPT_FROM {
+        v.error(
+            key.clone(),
+            format!(
+                "{} sources given (valid: 0..={MAX_ACCEPT_FROM}; empty = any source)",
+                raw.len()
+            ),
+        );
+    }
+    unicast_list(v, &key, raw, vips)
+}
+
+/// A list of router primary addresses: unicast IPv4, no prefix, no duplicates, no VIP.
+fn unicast_list(
+    v: &mut Validator<'_>,
+    key: &str,
+    raw: &[String],
+    vips: &[VipConfig],
+) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for (j, s) in raw.iter().enumerate() {
         let pkey = format!("{key}[{j}]");

@@ -43,7 +43,9 @@ mod auth;
 mod control;
 mod pair;
 pub use addresses::parse_cidr;
-use addresses::{check_cross_instance, check_ifname, validate_peers, validate_vips};
+use addresses::{
+    check_cross_instance, check_ifname, validate_accept_from, validate_peers, validate_vips,
+};
 pub use auth::{decode_key, AuthConfig, MAX_KEY_FILE_BYTES, MIN_KEY_HEX_DIGITS};
 pub use control::*;
 pub use pair::*;
@@ -96,6 +98,10 @@ pub const MAX_PREEMPT_DELAY_MS: u64 = 3_600_000;
 pub const DEFAULT_CHECKSUM_MODE: ChecksumMode = ChecksumMode::PseudoHeader;
 /// Most unicast peers per instance.
 pub const MAX_UNICAST_PEERS: usize = 32;
+/// Most `accept_from` entries per instance.
+pub const MAX_ACCEPT_FROM: usize = 32;
+/// `strict_interval`: clamp (false) rather than discard adverts outside `adopt_interval_cs`.
+pub const DEFAULT_STRICT_INTERVAL: bool = false;
 /// `garp_count`: gratuitous ARPs sent on becoming Master.
 pub const DEFAULT_GARP_COUNT: u16 = 5;
 pub const MIN_GARP_COUNT: u16 = 1;
@@ -154,6 +160,11 @@ pub struct FileInstance {
     pub preempt_delay_ms: Option<i64>,
     pub checksum_mode: Option<String>,
     pub unicast_peers: Option<Vec<String>>,
+    /// Absent: `unicast_peers` (empty with multicast = any source).
+    pub accept_from: Option<Vec<String>>,
+    /// `[min, max]` centiseconds; absent: `[interval / 4, interval]`.
+    pub adopt_interval_cs: Option<Vec<i64>>,
+    pub strict_interval: Option<bool>,
     pub garp_count: Option<i64>,
     pub garp_interval_ms: Option<i64>,
     pub garp_refresh_s: Option<i64>,
@@ -210,6 +221,12 @@ pub struct InstanceConfig {
     pub checksum_mode: ChecksumMode,
     /// Empty = multicast to 224.0.0.18.
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// Adverts from any other source are discarded before the FSM. Empty = any source.
+    pub accept_from: Vec<Ipv4Addr>,
+    /// `[min, max]` cs: a Backup clamps the master's interval into it (see `FsmConfig`).
+    pub adopt_interval_cs: (u16, u16),
+    /// Discard adverts whose interval is outside `adopt_interval_cs` instead of clamping.
+    pub strict_interval: bool,
     /// 1..=100.
     pub garp_count: u16,
     pub garp_interval: Duration,
@@ -285,6 +302,7 @@ impl InstanceConfig {
             primary_addr,
             vips: self.vip_addrs(),
             fast_takeover_on_zero: self.pair.fast_takeover,
+            adopt_interval_cs: Some(self.adopt_interval_cs),
         }
     }
 }
@@ -521,6 +539,14 @@ fn validate_instance(
         .auth_key_file
         .as_deref()
         .and_then(|file| auth::validate_auth(v, &k("auth_key_file"), file));
+    let accept_from = match f.accept_from.as_deref() {
+        None => unicast_peers.clone(),
+        Some(raw) => validate_accept_from(v, i, raw, &vips),
+    };
+    let adopt_interval_cs =
+        validate_adopt_window(v, &k("adopt_interval_cs"), f.adopt_interval_cs.as_deref())
+            .unwrap_or_else(|| crate::fsm::default_adopt_window(advert_interval_cs));
+    let strict_interval = f.strict_interval.unwrap_or(DEFAULT_STRICT_INTERVAL);
 
     InstanceConfig {
         name,
@@ -532,6 +558,9 @@ fn validate_instance(
         preempt_delay,
         checksum_mode,
         unicast_peers,
+        accept_from,
+        adopt_interval_cs,
+        strict_interval,
         garp_count,
         garp_interval,
         garp_refresh,
@@ -551,6 +580,34 @@ fn validate_instance(
         ),
         auth,
     }
+}
+
+/// `adopt_interval_cs = [min, max]`: two intervals in 1..=4095 cs, min <= max. `None` when
+/// absent or invalid (the error is recorded; the caller uses the default).
+fn validate_adopt_window(
+    v: &mut Validator<'_>,
+    key: &str,
+    raw: Option<&[i64]>,
+) -> Option<(u16, u16)> {
+    let raw = raw?;
+    let valid = format!(
+        "[min, max] centiseconds, {MIN_ADVERT_INTERVAL_CS} <= min <= max <= {MAX_ADVERT_INTERVAL_CS}"
+    );
+    let &[min, max] = raw else {
+        v.error(key, format!("{raw:?} is not a pair (valid: {valid})"));
+        return None;
+    };
+    let in_range = |x: i64| {
+        (i64::from(MIN_ADVERT_INTERVAL_CS)..=i64::from(MAX_ADVERT_INTERVAL_CS)).contains(&x)
+    };
+    if !in_range(min) || !in_range(max) || min > max {
+        v.error(
+            key,
+            format!("[{min}, {max}] is out of range (valid: {valid})"),
+        );
+        return None;
+    }
+    Some((u16::try_from(min).ok()?, u16::try_from(max).ok()?))
 }
 
 /// The limits are small constants; saturate rather than panic if one ever isn't.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use super::{
-    clamp_interval, same_addrs, Advert, Discarded, FaultReason, Fsm, State, StateKind,
-    TransitionReason, OWNER_PRIORITY, RESIGN_PRIORITY,
+    same_addrs, Advert, Discarded, FaultReason, Fsm, State, StateKind, TransitionReason,
+    OWNER_PRIORITY, RESIGN_PRIORITY,
 };
 use crate::timers;
 
@@ -270,7 +270,7 @@ impl Fsm {
 
     /// A Backup accepts `src` as its master, as of an advert received at `at`.
     pub(super) fn accept_master(&mut self, src: Ipv4Addr, interval_cs: u16, at: Duration) {
-        self.master_adver_interval_cs = clamp_interval(interval_cs);
+        self.master_adver_interval_cs = self.adopted_interval(interval_cs);
         self.master_addr = Some(src);
         self.preempting = false;
         self.last_discard = None;
@@ -282,7 +282,11 @@ impl Fsm {
         if adv.priority == RESIGN_PRIORITY {
             // Another master resigned: make sure everyone hears the real one now, and
             // re-announce the VIP, since clients may have the resigner's MAC for it (it is
-            // what a master that yields to us sends; see below).
+            // what a master that yields to us sends; see below). Rate-limited like the
+            // answer to a worse master below.
+            if !self.may_reply(now) {
+                return;
+            }
             self.actions.push_back(super::Action::SendGarp);
             self.send_advert(self.priority);
             self.reset_advert_timer(now);
@@ -309,7 +313,7 @@ impl Fsm {
                 if self.cfg.fast_takeover_on_zero {
                     self.send_advert(RESIGN_PRIORITY);
                 }
-                self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
+                self.master_adver_interval_cs = self.adopted_interval(adv.max_adver_int_cs);
                 self.master_addr = Some(adv.src);
                 self.transition(StateKind::Backup, reason, now);
             }
@@ -317,7 +321,11 @@ impl Fsm {
                 // RFC 9568 change 5: answer a worse master at once so it yields now rather
                 // than after our next scheduled advert. Two masters means the segment was
                 // split (a partition healing): clients on the other side may have the other
-                // master's MAC for the VIP, so re-announce it too.
+                // master's MAC for the VIP, so re-announce it too. At most once per
+                // interval: a flood of worse adverts must not be amplified.
+                if !self.may_reply(now) {
+                    return;
+                }
                 self.actions.push_back(super::Action::SendGarp);
                 self.send_advert(self.priority);
                 self.reset_advert_timer(now);

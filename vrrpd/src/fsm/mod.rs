@@ -38,12 +38,24 @@
 //! - Adverts whose max advert interval or address list differ from ours are accepted (the
 //!   Backup learns the interval, RFC 5798 §6.4.2) and counted in `interval_mismatch` /
 //!   `addr_mismatch`.
+//! - **Deviation from RFC 5798 §6.4.2 (issue 10):** the learned Master_Adver_Interval is
+//!   clamped into `FsmConfig::adopt_interval_cs` (default: a quarter of our interval up to
+//!   our interval) and every clamp is counted in `interval_clamped`. Adopting any interval
+//!   lets one forged advert (priority 200, Max Adver Int 4095) make the master yield and
+//!   the backup wait 3 x 40.95 s before taking over: the VIP is held by nobody for ~140 s.
+//!   With the clamp the worst case is our own Master_Down_Interval. A real master with a
+//!   longer interval than the window allows is declared down between its adverts, which is
+//!   a misconfiguration the `interval_mismatch` counter shows.
+//! - A Master answers worse or priority-0 adverts (RFC 9568 change 5, and the re-announce
+//!   after a resignation) at most once per advert interval; the others are counted in
+//!   `replies_suppressed`. Otherwise a flood of worse adverts is amplified into one advert
+//!   and one GARP round per packet.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::timers;
 
@@ -52,8 +64,8 @@ mod pair;
 mod types;
 
 pub use types::{
-    Action, Advert, FaultReason, FsmConfig, FsmCounters, StateKind, TransitionReason,
-    OWNER_PRIORITY, RESIGN_PRIORITY,
+    default_adopt_window, Action, Advert, FaultReason, FsmConfig, FsmCounters, StateKind,
+    TransitionReason, OWNER_PRIORITY, RESIGN_PRIORITY,
 };
 
 /// The state with its deadlines. Private: the deadlines are only set by `Fsm::transition` and
@@ -121,6 +133,10 @@ pub struct Fsm {
     /// Set by a completed switchover: do not take mastership back by preemption until
     /// `clear_switchover_hold`.
     switchover_hold: bool,
+    /// When a Master last answered a worse or priority-0 advert (reply rate limit).
+    last_reply_at: Option<Duration>,
+    /// `cfg.adopt_interval_cs` resolved: the window a learned interval is clamped into.
+    adopt_window: (u16, u16),
     actions: VecDeque<Action>,
     counters: FsmCounters,
 }
@@ -131,7 +147,13 @@ impl Fsm {
     pub fn new(mut cfg: FsmConfig) -> Fsm {
         cfg.priority = cfg.priority.max(1);
         cfg.advert_interval_cs = clamp_interval(cfg.advert_interval_cs);
+        let (lo, hi) = cfg
+            .adopt_interval_cs
+            .unwrap_or_else(|| default_adopt_window(cfg.advert_interval_cs));
+        let adopt_window = (clamp_interval(lo.min(hi)), clamp_interval(hi.max(lo)));
         Fsm {
+            adopt_window,
+            last_reply_at: None,
             priority: cfg.priority,
             master_adver_interval_cs: cfg.advert_interval_cs,
             cfg,
@@ -232,6 +254,12 @@ impl Fsm {
         self.actions.pop_front()
     }
 
+    /// Whether [`Fsm::poll_action`] has something: most adverts change nothing, and the
+    /// shell skips its per-step work (publishing status) for them.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     // ----- internals shared by `events` and `pair` -----
 
     fn can_run(&self) -> bool {
@@ -253,6 +281,40 @@ impl Fsm {
             self.counters.priority_zero_sent += 1;
         }
         self.actions.push_back(Action::SendAdvert { priority });
+    }
+
+    /// The Master_Adver_Interval to adopt from an advert carrying `cs`: clamped into the
+    /// adopt window (counted when it had to be).
+    fn adopted_interval(&mut self, cs: u16) -> u16 {
+        let (lo, hi) = self.adopt_window;
+        let adopted = cs.clamp(lo, hi);
+        if adopted != cs {
+            self.counters.interval_clamped += 1;
+            debug!(
+                vrid = self.cfg.vrid,
+                theirs = cs,
+                adopted,
+                "learned interval clamped into the adopt window"
+            );
+        }
+        adopted
+    }
+
+    /// The adopt window `[min, max]` in effect, in centiseconds.
+    pub fn adopt_window(&self) -> (u16, u16) {
+        self.adopt_window
+    }
+
+    /// May a Master answer a worse or priority-0 advert now? At most once per advert
+    /// interval, so a flood of such adverts costs one reply per interval, not one per packet.
+    fn may_reply(&mut self, now: Duration) -> bool {
+        let interval = timers::adver_interval(self.cfg.advert_interval_cs);
+        if self.last_reply_at.is_some_and(|at| now < at + interval) {
+            self.counters.replies_suppressed += 1;
+            return false;
+        }
+        self.last_reply_at = Some(now);
+        true
     }
 
     fn reset_advert_timer(&mut self, now: Duration) {
@@ -337,6 +399,10 @@ fn clamp_interval(cs: u16) -> u16 {
 fn same_addrs(theirs: &[Ipv4Addr], ours: &[Ipv4Addr]) -> bool {
     if theirs.len() != ours.len() {
         return false;
+    }
+    // The usual case, without allocating: the same list in the same order.
+    if theirs == ours {
+        return true;
     }
     let mut a = theirs.to_vec();
     let mut b = ours.to_vec();

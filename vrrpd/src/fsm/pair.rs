@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::{clamp_interval, Advert, Fsm, State, StateKind, TransitionReason, RESIGN_PRIORITY};
+use super::{Advert, Fsm, State, StateKind, TransitionReason, RESIGN_PRIORITY};
 use crate::timers;
 
 impl Fsm {
@@ -162,7 +162,7 @@ impl Fsm {
         }
         // Whatever its priority, someone else now advertises as master: it holds the VIPs
         // (it added them before advertising), so releasing ours leaves no gap.
-        self.master_adver_interval_cs = clamp_interval(adv.max_adver_int_cs);
+        self.master_adver_interval_cs = self.adopted_interval(adv.max_adver_int_cs);
         self.master_addr = Some(adv.src);
         self.switchover_hold = true;
         self.transition(StateKind::Backup, TransitionReason::SwitchoverComplete, now);

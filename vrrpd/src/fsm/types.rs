@@ -31,6 +31,18 @@ pub struct FsmConfig {
     pub vips: Vec<Ipv4Addr>,
     /// A Backup hearing priority 0 becomes Master at once instead of after Skew_Time.
     pub fast_takeover_on_zero: bool,
+    /// `[min, max]` centiseconds: the Max Adver Int a Backup adopts from a master is clamped
+    /// into this window, so no advert (forged or misconfigured) can stretch our
+    /// Master_Down_Interval past the one our own interval gives (see the module docs).
+    /// `None`: [`default_adopt_window`] of `advert_interval_cs`.
+    pub adopt_interval_cs: Option<(u16, u16)>,
+}
+
+/// The default adopt window for our interval `cs`: `[max(1, cs / 4), cs]`. Never longer than
+/// ours (a longer interval would only ever slow failover), never shorter than a quarter of it
+/// (a forged short interval would make us declare the real master dead between its adverts).
+pub fn default_adopt_window(cs: u16) -> (u16, u16) {
+    ((cs / 4).max(1), cs.max(1))
 }
 
 /// A received advertisement that has passed `rx::validate` (RFC 5798 §7.1).
@@ -198,6 +210,11 @@ pub struct FsmCounters {
     pub preempt_discards: u64,
     /// Adverts whose interval differs from our configured one (accepted anyway).
     pub interval_mismatch: u64,
+    /// Learned intervals that fell outside the adopt window and were clamped into it.
+    pub interval_clamped: u64,
+    /// Replies (advert + GARP round) to worse or priority-0 adverts not sent because one
+    /// already went out less than an advert interval ago.
+    pub replies_suppressed: u64,
     /// Adverts whose address list differs from our VIPs (accepted anyway).
     pub addr_mismatch: u64,
     /// Master_Down_Timer expiries.

@@ -85,6 +85,8 @@ impl Driver {
         counters.adverts_received = fc.adverts_received;
         counters.transitions = fc.transitions;
         counters.became_master = fc.became_master;
+        counters.interval_clamped = fc.interval_clamped;
+        counters.replies_suppressed = fc.replies_suppressed;
         self.status.send_modify(|s| {
             s.state = self.fsm.state().as_str().to_string();
             s.priority = self.fsm.priority();

@@ -12,9 +12,19 @@
 //! make-before-break; a restarted vrrpd that finds its VIP served by lbd resumes as master.
 //!
 //! Starvation: when a timer fires, the adverts already queued in the socket are handled
-//! *before* the timer, so a backup that was not scheduled for a while sees the master's
-//! adverts that arrived meanwhile instead of declaring it dead. A timer that fires more
-//! than half an advert interval late is counted and logged.
+//! *before* the timer (at most [`DRAIN_BEFORE_TIMER`] of them), so a backup that was not
+//! scheduled for a while sees the master's adverts that arrived meanwhile instead of
+//! declaring it dead. A timer that fires more than half an advert interval late is counted
+//! and logged.
+//!
+//! Floods (issue 10): the loop polls the timer *before* the socket, and reads at most
+//! [`RECV_BATCH`] datagrams per turn, stopping early when the deadline passes, so a flood of
+//! protocol-112 packets can't hold back our own adverts. When datagrams wake the loop more
+//! often than once per [`RX_COALESCE`], the socket is left alone for that long after each
+//! batch: the kernel queues what arrives meanwhile and the next turn reads it in one go, so
+//! a flood costs one wake-up per millisecond instead of one per packet (real adverts, at
+//! most 100 a second, never trigger it). Discards are counted per reason and logged at most
+//! once per reason every [`DISCARD_LOG_EVERY`] with the number suppressed.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -40,6 +50,16 @@ use crate::net::socket::{VrrpSocket, MAX_DATAGRAM};
 use crate::net::vip::{Vip, VipManager};
 use crate::notify::Notifier;
 use crate::rx;
+
+/// Datagrams already queued that are handled before an expired timer.
+const DRAIN_BEFORE_TIMER: usize = 64;
+/// Datagrams handled per wake-up of the socket branch (fewer when the timer falls due).
+/// With [`RX_COALESCE`] this bounds what a flood can make us read: 128 per millisecond.
+const RECV_BATCH: usize = 128;
+/// Socket wake-ups closer together than this are a flood: hold the socket off this long.
+const RX_COALESCE: Duration = Duration::from_millis(1);
+/// At most one log line per discard reason per instance this often.
+const DISCARD_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What the daemon can ask of a running instance.
 #[derive(Debug)]
@@ -157,6 +177,12 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
     let garp = GarpSender::open()
         .map_err(|e| anyhow::anyhow!("instance {}: ARP socket: {e}", config.name))?;
 
+    if config.accept_from.is_empty() {
+        warn!(instance = %config.name,
+            "adverts are accepted from any source on {}: any host on the LAN can forge one \
+             and move or withhold the VIP; set `accept_from` (or `unicast_peers`)",
+            config.interface);
+    }
     let fsm = Fsm::new(config.fsm_config(primary));
     let vips: Vec<Vip> = config.vips.iter().map(to_vip).collect();
     let (status_tx, status_rx) = watch::channel(InstanceStatus {
@@ -202,6 +228,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
             .auth
             .as_ref()
             .map(|a| crate::auth::Authenticator::new(a.key.clone())),
+        discard_log: rx::DiscardLog::new(DISCARD_LOG_EVERY),
     };
     let task = tokio::spawn(
         async move {
@@ -258,6 +285,8 @@ struct Driver {
     lbd_effect: pair::LbdEffect,
     /// Signs our adverts and checks the peer's, with `auth_key_file`.
     auth: Option<crate::auth::Authenticator>,
+    /// Rate limit of the discard log lines.
+    discard_log: rx::DiscardLog,
 }
 
 impl Driver {
@@ -314,8 +343,23 @@ impl Driver {
         // Refresh time-in-state in the published status even when nothing happens.
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut lbd_health = self.shared.lbd.as_ref().map(|l| l.health.clone());
+        // One timer for the whole loop, moved only when the deadline changes: a flood wakes
+        // this loop thousands of times a second, and a fresh timer per turn costs more than
+        // the packet.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        // Flood coalescing (see the module docs): while `rx_held`, the socket waits for it.
+        let rx_hold = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(rx_hold);
+        let mut rx_held = false;
+        let mut last_rx_wake: Option<Instant> = None;
         loop {
             let deadline = self.deadline();
+            if let Some(d) = deadline {
+                if timer.deadline() != d {
+                    timer.as_mut().reset(d);
+                }
+            }
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
@@ -347,15 +391,30 @@ impl Driver {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync_link().await,
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
-                received = self.socket.recv(&mut buf) => match received {
-                    Ok(r) => self.on_datagram(&buf, r).await,
+                // The timer before the socket: under a flood the socket is always ready,
+                // and polled first it would delay our own adverts indefinitely.
+                _ = &mut timer, if deadline.is_some() => self.on_timer(deadline, &mut buf).await,
+                // Also before the socket, or a flood would freeze the published status.
+                _ = status_tick.tick() => self.publish_status(),
+                _ = &mut rx_hold, if rx_held => rx_held = false,
+                received = self.socket.recv(&mut buf), if !rx_held => match received {
+                    Ok(r) => {
+                        let woke = Instant::now();
+                        self.on_datagram(&buf, r).await;
+                        // A flood is read in batches (one turn of this loop per datagram
+                        // costs more than the datagram), stopping when the timer is due.
+                        self.drain_socket(&mut buf, RECV_BATCH - 1, true).await;
+                        if last_rx_wake.is_some_and(|t| woke - t < RX_COALESCE) {
+                            rx_hold.as_mut().reset(Instant::now() + RX_COALESCE);
+                            rx_held = true;
+                        }
+                        last_rx_wake = Some(woke);
+                    }
                     Err(e) => {
                         warn!(error = %e, "VRRP socket receive failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = sleep_until_opt(deadline) => self.on_timer(deadline, &mut buf).await,
-                _ = status_tick.tick() => self.publish_status(),
             }
         }
     }
@@ -376,16 +435,7 @@ impl Driver {
         }
         // Adverts that arrived while we were not scheduled go first: they may cancel
         // the expiry we are about to handle.
-        for _ in 0..64 {
-            match self.socket.try_recv(buf) {
-                Ok(Some(r)) => self.on_datagram(buf, r).await,
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, "draining the socket before a timer failed");
-                    break;
-                }
-            }
-        }
+        self.drain_socket(buf, DRAIN_BEFORE_TIMER, false).await;
         let now = self.now();
         if self.fsm.poll_timeout().is_some_and(|t| t <= now) {
             self.fsm.handle_timeout(now);
@@ -393,40 +443,86 @@ impl Driver {
         }
     }
 
+    /// Handle up to `max` datagrams already queued in the socket, without waiting. With
+    /// `until_due`, stop as soon as the FSM's deadline has passed, so the timer goes next.
+    async fn drain_socket(&mut self, buf: &mut [u8], max: usize, until_due: bool) {
+        for _ in 0..max {
+            if until_due && self.fsm.poll_timeout().is_some_and(|t| t <= self.now()) {
+                return;
+            }
+            match self.socket.try_recv(buf) {
+                Ok(Some(r)) => self.on_datagram(buf, r).await,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(error = %e, "reading queued datagrams failed");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn on_datagram(&mut self, buf: &[u8], r: crate::net::socket::Received) {
         let Some(payload) = buf.get(r.payload_range.clone()) else {
             return;
         };
+        // With `auth_key_file` the HMAC trailer is split off before RFC 5798 validation and
+        // checked right after it, before the FSM: nothing unauthenticated changes state.
         let (payload, trailer) = self.split_trailer(payload);
-        let expect = rx::Expect {
-            vrid: self.config.vrid,
-            primary_addr: self.primary,
-        };
-        match rx::validate(r.ttl, r.src, r.dst, payload, &expect) {
+        match self.validate(&r, payload) {
             Ok((advert, mode)) => {
                 if !self.authenticate(&r, payload, trailer) {
                     return;
                 }
-                *self
-                    .counters
-                    .checksum_modes
-                    .entry(mode.as_str().to_string())
-                    .or_default() += 1;
+                count(&mut self.counters.checksum_modes, mode.as_str());
                 debug!(src = %advert.src, priority = advert.priority, interval_cs = advert.max_adver_int_cs, "advert received");
                 let now = self.now();
+                let seen = (self.fsm.master_addr(), self.fsm.master_adver_interval_cs());
                 self.fsm.handle_advert(&advert, now);
-                self.apply_actions().await;
-            }
-            Err(discard) => {
-                // Other VRIDs on a shared segment are normal traffic, not errors.
-                if !matches!(discard, rx::Discard::OtherVrid) {
-                    *self
-                        .counters
-                        .discards
-                        .entry(discard.as_str().to_string())
-                        .or_default() += 1;
-                    rate_limited_debug(&mut self.counters, discard.as_str(), r.src);
+                // Most adverts change nothing visible: leave their counters to the next
+                // status tick rather than republish the status for every packet of a flood.
+                let changed = seen != (self.fsm.master_addr(), self.fsm.master_adver_interval_cs());
+                if changed || self.fsm.has_actions() {
+                    self.apply_actions().await;
                 }
+            }
+            Err(discard) => self.discard(discard, r.src),
+        }
+    }
+
+    /// RFC 5798 §7.1 plus this instance's policy: allowed sources, strict interval window.
+    fn validate(
+        &self,
+        r: &crate::net::socket::Received,
+        payload: &[u8],
+    ) -> Result<(crate::fsm::Advert, ChecksumMode), rx::Discard> {
+        let expect = rx::Expect {
+            vrid: self.config.vrid,
+            primary_addr: self.primary,
+        };
+        let policy = rx::Policy {
+            accept_from: &self.config.accept_from,
+            interval_window: self
+                .config
+                .strict_interval
+                .then_some(self.config.adopt_interval_cs),
+            ..rx::Policy::default()
+        };
+        rx::validate_with(r.ttl, r.src, r.dst, payload, &expect, &policy)
+    }
+
+    /// Count a discard and log it, rate-limited per reason.
+    fn discard(&mut self, discard: rx::Discard, src: Ipv4Addr) {
+        // Other VRIDs on a shared segment are normal traffic, not errors.
+        if matches!(discard, rx::Discard::OtherVrid) {
+            return;
+        }
+        count(&mut self.counters.discards, discard.as_str());
+        let now = self.now();
+        if let Some(suppressed) = self.discard_log.admit(discard, now) {
+            if discard.is_error() {
+                warn!(reason = %discard, %src, suppressed, "advert discarded");
+            } else {
+                debug!(reason = %discard, %src, suppressed, "advert discarded");
             }
         }
     }
@@ -553,18 +649,12 @@ impl Driver {
     }
 }
 
-/// Debug-log a discard: the first few of each reason, then every 100th, so a flood of bad
-/// packets can't flood the log. Counting-based, so it needs no clock and no extra state.
-fn rate_limited_debug(counters: &mut InstanceCounters, reason: &str, src: Ipv4Addr) {
-    let seen = counters.discards.get(reason).copied().unwrap_or(0);
-    if seen <= 3 || seen % 100 == 0 {
-        debug!(reason, %src, total = seen, "advert discarded");
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// Count one `key` in a counter map, allocating the key only the first time.
+fn count(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
     }
 }

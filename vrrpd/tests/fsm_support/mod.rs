@@ -27,6 +27,7 @@ pub fn cfg(priority: u8) -> FsmConfig {
         primary_addr: US,
         vips: vec![VIP],
         fast_takeover_on_zero: false,
+        adopt_interval_cs: None,
     }
 }
 

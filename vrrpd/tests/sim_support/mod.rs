@@ -144,6 +144,7 @@ impl Sim {
                     // A two-node option (documented so): with three routers a resign can
                     // hand over to a follower that is about to yield itself.
                     fast_takeover_on_zero: n == 2 && rng.chance(300),
+                    adopt_interval_cs: None,
                 })
             })
             .collect();
