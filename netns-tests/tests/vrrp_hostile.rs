@@ -74,6 +74,9 @@ struct Watch {
     longest_gap: Duration,
     gaps: usize,
     max_holders: usize,
+    /// The longest time between two looks (each spawns `ip` in every namespace): a holder
+    /// that came and went within it is not seen, so a measured gap is only this exact.
+    resolution: Duration,
 }
 
 /// Polls who holds `vip` for `duration` (bounded in polls too).
@@ -81,11 +84,16 @@ fn watch_holders(lan: &Lan, vip: Ipv4Addr, duration: Duration) -> anyhow::Result
     let mut w = Watch::default();
     let start = Instant::now();
     let mut gap_since: Option<Instant> = None;
+    let mut last_look: Option<Instant> = None;
     for _ in 0..100_000 {
         let now = Instant::now();
         if now - start >= duration {
             break;
         }
+        if let Some(prev) = last_look {
+            w.resolution = w.resolution.max(now - prev);
+        }
+        last_look = Some(now);
         let holders = lan.vip_holders(vip)?;
         w.max_holders = w.max_holders.max(holders.len());
         match (holders.is_empty(), gap_since) {
@@ -215,10 +223,13 @@ fn without_accept_from_a_forgery_costs_at_most_master_down_interval() -> anyhow:
         lan.await_forger(proc, f)?;
         eprintln!("forged {what}: {w:?} (bound {bound:?} per gap)");
         assert!(w.max_holders <= 1, "forged {what}: two holders: {w:?}");
+        // A holder seen for less than the watch's resolution can be missed, joining two
+        // gaps into one: the bound holds up to that measurement error, which is printed.
         assert!(
-            w.longest_gap <= bound,
-            "forged {what}: VIP held by nobody for {:?} (bound {bound:?})",
-            w.longest_gap
+            w.longest_gap <= bound + w.resolution,
+            "forged {what}: VIP held by nobody for {:?} (bound {bound:?} + resolution {:?})",
+            w.longest_gap,
+            w.resolution
         );
         if !moves {
             assert_eq!(w.gaps, 0, "forged {what}: {w:?}");
