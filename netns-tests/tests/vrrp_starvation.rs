@@ -4,7 +4,7 @@
 //!
 //! Both nodes run one instance at a 100 ms advert interval (B's Master_Down_Interval is
 //! then 360 ms). Once they have converged, busy threads of this test process, pinned to
-//! every core and niced to -20, keep the CPUs saturated for [`LOAD`]. The realtime run
+//! every core and niced to -20, keep the CPUs saturated for [`load()`]. The realtime run
 //! asserts that nothing moved: no transition on either node and the VIP on A alone at every
 //! poll; it also checks that both daemons really run under SCHED_FIFO, since otherwise it
 //! would pass for the wrong reason. The run without realtime only prints what happened,
@@ -18,7 +18,7 @@
 //! daemon.
 //!
 //! The burners are threads rather than processes so that they die with the test process
-//! whatever ends it, `kill -9` included, and each also stops on its own after 3 × [`LOAD`].
+//! whatever ends it, `kill -9` included, and each also stops on its own after 3 × [`load()`].
 //! While they run, the test thread itself is SCHED_FIFO (below the daemons) so that the VIP
 //! keeps being polled; it must switch only *after* starting them, since threads inherit
 //! their creator's scheduler and SCHED_FIFO burners would starve the whole machine.
@@ -37,11 +37,25 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const ADV_CS: u16 = 10;
+/// Advert interval; `NETNS_SOAK_ADV_CS` overrides it (the soak, `scripts/soak-vrrp.sh`,
+/// runs at 2 cs).
+fn adv_cs() -> u16 {
+    env_or("NETNS_SOAK_ADV_CS", 10)
+}
 const PRIO_A: u8 = 200;
 const PRIO_B: u8 = 100;
-/// How long the CPUs are kept busy.
-const LOAD: Duration = Duration::from_secs(5);
+/// How long the CPUs are kept busy: 5 s in CI; `NETNS_SOAK_SECS` overrides it (the soak runs
+/// 600 s).
+fn load() -> Duration {
+    Duration::from_secs(env_or("NETNS_SOAK_SECS", 5))
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
 /// Busy threads per core: more than one, so the daemon competes with a queue, not a peer.
 const BURNERS_PER_CPU: usize = 2;
 /// Niceness of the burners. At 0 the kernel's fair scheduler still wakes a mostly idle
@@ -93,7 +107,7 @@ impl Burners {
                     let tid = nix::unistd::gettid();
                     let _ = ready.send(pinned.map(|()| tid).map_err(|e| format!("cpu {cpu}: {e}")));
                     // Bounded on their own too, in case the test thread can't stop them.
-                    let end = Instant::now() + LOAD * 3;
+                    let end = Instant::now() + load() * 3;
                     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                         std::hint::spin_loop();
                     }
@@ -261,12 +275,12 @@ impl Outcome {
     }
 }
 
-/// Converges a pair with `realtime` on both nodes, loads every core for [`LOAD`], and
+/// Converges a pair with `realtime` on both nodes, loads every core for [`load()`], and
 /// reports what moved.
 fn run_under_load(tag: &str, realtime: bool) -> Result<Outcome> {
     let mut lan = Lan::new(tag)?;
     let vip: Ipv4Addr = lan.vip(0);
-    let inst = VrrpInstance::new("web", 51, PRIO_A, ADV_CS, &[vip]);
+    let inst = VrrpInstance::new("web", 51, PRIO_A, adv_cs(), &[vip]);
     let a = start_vrrpd_realtime(&mut lan, NodeId::A, realtime, &inst)?;
     let b = start_vrrpd_realtime(&mut lan, NodeId::B, realtime, &inst.with_priority(PRIO_B))?;
     lan.await_sole_holder(vip, NodeId::A, Duration::from_secs(5))?;
@@ -298,7 +312,7 @@ fn run_under_load(tag: &str, realtime: bool) -> Result<Outcome> {
     let mut polls = 0u32;
     let mut vip_moved = 0u32;
     // `always_for` bounds the watch; the condition never fails, the moves are counted.
-    always_for(LOAD, POLL, || {
+    always_for(load(), POLL, || {
         polls += 1;
         if !lan.sole_holder(vip, NodeId::A)? {
             vip_moved += 1;
@@ -334,8 +348,9 @@ fn realtime_pair_has_no_false_failover_under_cpu_load() -> Result<()> {
     out.print("realtime = true");
     assert!(
         out.polls >= 10,
-        "only {} polls of the VIP in {LOAD:?}: the watch proves nothing",
-        out.polls
+        "only {} polls of the VIP in {:?}: the watch proves nothing",
+        out.polls,
+        load()
     );
     assert_eq!(
         out.transitions(),
