@@ -8,8 +8,12 @@
 //!   lowers its priority, per `track_lbd`. The FSM makes a master advertise at once (priority
 //!   0 when it faults), so the peer takes over after Skew_Time, not Master_Down_Interval.
 //! - **Readiness.** lbd's `ready` gates preemption (a returning node waits for its lbd).
-//! - **Switchover.** Drain lbd (it answers with `Connection: close` and waits for in-flight
-//!   requests), then resign make-before-break: keep the VIP until the peer is master.
+//! - **Switchover.** Drain lbd (it waits for the requests in flight, keep-alive stays on),
+//!   then resign make-before-break: keep the VIP until the peer is master.
+//! - **Release after idle.** Leaving Master for Backup (the peer holds the VIP now), lbd hears
+//!   `backup` first and the VIP stays until lbd acks it, which it does once no request is in
+//!   flight on the instance's listeners (bounded by `drain_timeout + ack_timeout`): a
+//!   response written after the address is gone could not leave the host.
 //! - **Resume.** A restarted vrrpd that finds its VIP still up and served by lbd resumes as
 //!   master instead of dropping the VIP.
 
@@ -19,7 +23,7 @@ use shared::control::LbdView;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Command, Driver};
+use super::{Command, Driver, LbdShared};
 use crate::config::TrackLbd;
 use crate::fsm::{FaultReason, StateKind};
 use crate::lbd_link::{LbdHealth, LBD_CLIENT};
@@ -104,6 +108,62 @@ impl Driver {
         }
     }
 
+    /// The FSM's `RemoveVips`. Leaving for Backup, another router holds the VIPs and clients
+    /// are already sent there; ours only serve the requests lbd still has in flight, so
+    /// they go once lbd has acked the `backup` event just published (it acks when idle).
+    /// Anything else (fault, link down, shutdown): at once.
+    pub(super) async fn release_vips(&mut self) {
+        let lbd = self
+            .shared
+            .lbd
+            .clone()
+            .filter(|l| l.health.borrow().connected);
+        let Some(lbd) = lbd.filter(|_| self.fsm.state() == StateKind::Backup) else {
+            self.vip_release = None;
+            self.remove_vips().await;
+            return;
+        };
+        let id = self.last_event_id;
+        self.vip_release = Some(id);
+        self.after_lbd_ack(
+            lbd,
+            Command::LbdIdle { event_id: id },
+            "lbd still has requests in flight; removing the VIPs anyway",
+        );
+    }
+
+    /// Send ourselves `then` once lbd has acked the last event published, or after
+    /// `drain_timeout + ack_timeout` (logging `late`), without holding up the instance.
+    fn after_lbd_ack(&self, lbd: LbdShared, then: Command, late: &'static str) {
+        let id = self.last_event_id;
+        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
+                .await
+                .is_err()
+            {
+                warn!(timeout_ms = limit.as_millis() as u64, "{late}");
+            }
+            if let Some(tx) = commands.upgrade() {
+                let _ = tx.send(then).await;
+            }
+        });
+    }
+
+    /// lbd is idle after `event_id` (or the wait timed out): remove the kept VIPs, unless
+    /// the node has become Master again since (then they are in use).
+    pub(super) async fn release_vips_now(&mut self, event_id: u64) {
+        if self.vip_release != Some(event_id) {
+            return;
+        }
+        self.vip_release = None;
+        if self.fsm.state() != StateKind::Master {
+            info!(event = event_id, "lbd is idle: removing the VIPs");
+            self.remove_vips().await;
+        }
+    }
+
     /// At startup: are this instance's VIPs still up and served by lbd (vrrpd crashed and
     /// was restarted)? Then resume as master rather than drop them.
     pub(super) async fn should_resume(&mut self) -> bool {
@@ -175,23 +235,13 @@ impl Driver {
         };
         info!("switchover: asking lbd to drain");
         self.publish_event(StateKind::Master, "switchover", true);
-        let id = self.last_event_id;
-        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
-        let commands = self.commands.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
-                .await
-                .is_err()
-            {
-                warn!(
-                    timeout_ms = limit.as_millis() as u64,
-                    "lbd did not finish draining in time; handing over anyway"
-                );
-            }
-            if let Some(tx) = commands.upgrade() {
-                let _ = tx.send(Command::Drained { event_id: id }).await;
-            }
-        });
+        self.after_lbd_ack(
+            lbd,
+            Command::Drained {
+                event_id: self.last_event_id,
+            },
+            "lbd did not finish draining in time; handing over anyway",
+        );
     }
 
     /// lbd has drained: send priority 0 but keep the VIP until the peer is master.
