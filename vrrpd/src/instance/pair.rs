@@ -256,6 +256,9 @@ impl Driver {
                 "switchover: resigning, keeping the VIP until the peer is master"
             );
             pending.resigning = true;
+            // A GARP of ours still due (the burst after becoming master, or the refresh)
+            // would pull clients back from the new master after its own GARP.
+            self.stop_garp();
         } else if let Some(p) = self.switchover.take() {
             let _ = p.reply.send(Err(format!(
                 "{}: no longer master, nothing to hand over",
@@ -283,6 +286,8 @@ impl Driver {
                 self.fsm.state()
             ))
         } else if !self.fsm.is_resigning() {
+            // Still master: announce ourselves again (the resign stopped our GARPs).
+            self.start_garp();
             Err(format!(
                 "{}: no peer took over; still master",
                 self.config.name
