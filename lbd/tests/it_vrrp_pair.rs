@@ -459,7 +459,9 @@ async fn switchover_drain_keeps_keepalive_and_backup_acks_once_idle() {
     // in flight; vrrpd keeps the VIP until lbd acks, so lbd acks only once it is answered.
     let late = in_flight(&p, client(p.vip).await, "/slow/600").await;
     let late_sent = Instant::now();
-    let seq = conn.state("web", "backup", 3000).await;
+    let mut handed_over = event(0, "web", "backup", false, 3000);
+    handed_over.reason = "switchover_complete".into();
+    let seq = conn.send(handed_over).await;
     let vip = p.vip;
     eventually(
         "backup: no new connection is accepted",

@@ -231,7 +231,11 @@ fn slow_requests_in_flight_across_the_switchover_complete() -> anyhow::Result<()
             || format!("{name} slow request should be answered 200 by A in full: {r:?}"),
         );
     }
-    verdict.check(pair.holders(vip)? == [NodeId::B], || {
+    // A lets its copy of the VIP go once lbd has acked (just after the last response).
+    let released = wait::eventually(Duration::from_secs(2), Duration::from_millis(10), || {
+        Ok(pair.holders(vip)? == [NodeId::B])
+    });
+    verdict.check(released.is_ok(), || {
         "B should be the only holder once the slow requests are done".to_string()
     });
     verdict.finish()

@@ -22,6 +22,9 @@ use crate::server::{Server, Shared};
 
 /// `reason` of the events vrrpd sends as the snapshot after a subscribe.
 pub const SNAPSHOT_REASON: &str = "snapshot";
+/// `reason` of the `backup` event that ends a planned switchover (vrrpd's
+/// `TransitionReason::SwitchoverComplete`).
+pub const SWITCHOVER_COMPLETE: &str = "switchover_complete";
 
 /// How often a listener that isn't bound is test-bound for the `listeners` readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -137,12 +140,13 @@ impl Controller {
                 }
                 Next::Ack
             }
-            "backup" => {
+            // The end of a planned switchover: vrrpd keeps the VIP until the ack.
+            "backup" if ev.reason == SWITCHOVER_COMPLETE => {
                 inst.unconfirmed_since = None;
                 self.stop(&ev.instance, &ev.state).await;
                 self.ack_when_idle(&ev.instance)
             }
-            "fault" | "initialize" => {
+            "backup" | "fault" | "initialize" => {
                 inst.unconfirmed_since = None;
                 self.stop(&ev.instance, &ev.state).await;
                 Next::Ack
@@ -227,8 +231,8 @@ impl Controller {
         inst.errors.clear();
     }
 
-    /// Backup: the peer holds the VIP now and new requests go there, but vrrpd keeps our
-    /// copy of the address until this ack, so the responses to the requests still in flight
+    /// Backup after a switchover: the peer holds the VIP now and new requests go there, but
+    /// vrrpd keeps our copy of the address until this ack, so the responses to the requests still in flight
     /// here (including those accepted after the switchover's drain began) can leave the
     /// host. Ack once none is left, at most `drain_timeout` from now.
     fn ack_when_idle(&self, instance: &str) -> Next {

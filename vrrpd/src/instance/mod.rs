@@ -490,6 +490,8 @@ impl Driver {
 
     /// Carry out every pending FSM action, in order.
     async fn apply_actions(&mut self) {
+        // Why the state last changed: `RemoveVips` follows its `Transition`.
+        let mut reason = None;
         while let Some(action) = self.fsm.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
@@ -501,15 +503,20 @@ impl Driver {
                 }
                 Action::RemoveVips => {
                     self.stop_garp();
-                    self.release_vips().await;
+                    self.release_vips(reason).await;
                 }
                 Action::SendGarp => self.start_garp(),
-                Action::Transition { from, to, reason } => {
+                Action::Transition {
+                    from,
+                    to,
+                    reason: why,
+                } => {
+                    reason = Some(why);
                     if to != StateKind::Master {
                         self.stop_garp();
                     }
-                    debug!(%from, %to, %reason, "transition applied");
-                    self.publish_event(to, reason.as_str(), false);
+                    debug!(%from, %to, reason = %why, "transition applied");
+                    self.publish_event(to, why.as_str(), false);
                     if let Some(notifier) = &self.notifier {
                         notifier.notify(
                             &self.config.name,

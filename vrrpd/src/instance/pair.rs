@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::{Command, Driver, LbdShared};
 use crate::config::TrackLbd;
-use crate::fsm::{FaultReason, StateKind};
+use crate::fsm::{FaultReason, StateKind, TransitionReason};
 use crate::lbd_link::{LbdHealth, LBD_CLIENT};
 use crate::timers;
 
@@ -108,17 +108,22 @@ impl Driver {
         }
     }
 
-    /// The FSM's `RemoveVips`. Leaving for Backup, another router holds the VIPs and clients
-    /// are already sent there; ours only serve the requests lbd still has in flight, so
-    /// they go once lbd has acked the `backup` event just published (it acks when idle).
-    /// Anything else (fault, link down, shutdown): at once.
-    pub(super) async fn release_vips(&mut self) {
+    /// The FSM's `RemoveVips`, `why` being the reason of the transition it follows. At the
+    /// end of a planned switchover the new master holds the VIPs and clients are already
+    /// sent there; ours only serve the requests lbd still has in flight, so they go once lbd
+    /// has acked the `backup` event just published (it acks when idle). Anything else
+    /// (preempted, fault, link down, shutdown): at once. A preemption is not deferred (yet):
+    /// the two nodes would hold the VIP together for longer than the one network delay the
+    /// pair's no-two-holders tests allow (see doc/vrrpd-LIFECYCLE.md).
+    pub(super) async fn release_vips(&mut self, why: Option<TransitionReason>) {
         let lbd = self
             .shared
             .lbd
             .clone()
             .filter(|l| l.health.borrow().connected);
-        let Some(lbd) = lbd.filter(|_| self.fsm.state() == StateKind::Backup) else {
+        let handed_over = why == Some(TransitionReason::SwitchoverComplete)
+            && self.fsm.state() == StateKind::Backup;
+        let Some(lbd) = lbd.filter(|_| handed_over) else {
             self.vip_release = None;
             self.remove_vips().await;
             return;
