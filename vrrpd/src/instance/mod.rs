@@ -479,6 +479,7 @@ impl Driver {
         let now = self.now();
         self.fsm.handle_shutdown(now);
         self.apply_actions().await;
+        self.await_lbd_idle_before_stop().await;
         // Whatever the state, no VIP may outlive the instance.
         self.remove_vips().await;
         self.publish_status();

@@ -37,6 +37,10 @@ pub(super) enum LbdEffect {
     Priority(u8),
 }
 
+/// The longest a stopping instance waits for lbd to go idle: the daemon aborts an instance
+/// that takes longer than its 3 s stop budget (`daemon::STOP_TIMEOUT`), VIPs and all.
+const STOP_IDLE_LIMIT: Duration = Duration::from_secs(2);
+
 /// A switchover in progress.
 pub(super) struct PendingSwitchover {
     reply: oneshot::Sender<Result<String, String>>,
@@ -154,6 +158,27 @@ impl Driver {
                 let _ = tx.send(then).await;
             }
         });
+    }
+
+    /// Stopping while the VIPs are kept for lbd (SIGTERM on a master: the handover has just
+    /// completed): let lbd answer what is in flight first, within the stop budget.
+    pub(super) async fn await_lbd_idle_before_stop(&mut self) {
+        let Some(id) = self.vip_release.take() else {
+            return;
+        };
+        let Some(lbd) = self.shared.lbd.clone() else {
+            return;
+        };
+        let limit = (lbd.config.drain_timeout + lbd.config.ack_timeout).min(STOP_IDLE_LIMIT);
+        if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
+            .await
+            .is_err()
+        {
+            warn!(
+                timeout_ms = limit.as_millis() as u64,
+                "stopping: lbd still has requests in flight; removing the VIPs anyway"
+            );
+        }
     }
 
     /// lbd is idle after `event_id` (or the wait timed out): remove the kept VIPs, unless
