@@ -12,10 +12,10 @@
 //!   (bounded), keep-alive staying on; `backup` at the end of a switchover stops accepting
 //!   and acks once *no* request is in flight (bounded by `drain_timeout`), because vrrpd
 //!   keeps the VIP until that ack; other `backup`s, `fault` and `initialize` stop accepting
-//!   (vrrpd removes the VIP at once). Losing vrrpd for
-//!   longer than the instance's `master_down_ms` stops serving, because by then the peer
-//!   has taken the VIP over; a quicker vrrpd restart keeps serving, and the new
-//!   subscription's snapshot tells the truth.
+//!   (vrrpd removes the VIP at once). Losing vrrpd for longer than the instance's
+//!   `master_down_ms` stops serving, because by then the peer has taken the VIP over; a
+//!   quicker vrrpd restart keeps serving, and the new subscription's snapshot tells the
+//!   truth.
 //! - [`gate`]       per-listener drain flag and in-flight counts, read by the proxy.
 //! - [`readiness`]  the named conditions behind the heartbeat's `able` and `ready`.
 //!

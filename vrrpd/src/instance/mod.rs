@@ -258,8 +258,8 @@ struct Driver {
     commands: mpsc::WeakSender<Command>,
     /// A planned switchover under way, and the operator waiting for it.
     switchover: Option<pair::PendingSwitchover>,
-    /// Left Master for Backup and kept the VIPs until lbd is idle: the id of the event
-    /// whose ack lets them go.
+    /// Handed over by a switchover and kept the VIPs until lbd is idle: the id of the
+    /// `backup` event whose ack lets them go.
     vip_release: Option<u64>,
     /// What lbd tracking currently does to this instance.
     lbd_effect: pair::LbdEffect,
