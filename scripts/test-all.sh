@@ -44,7 +44,7 @@ step "peer-link benchmark smoke run"
 cargo run -q -p lbd --example sync_bench -- --seconds 2 --rate 2000 --resync-entries 20000
 
 # Real daemons, real time, one test at a time. No retries and FLAKY fails the run, except for
-# the tests .config/nextest.toml names with a measured reason (none at the moment).
+# the one test .config/nextest.toml names with its measured failure rate.
 step "network-namespace suites (root, serial)"
 cargo nextest run -p netns-tests --test-threads 1 --no-fail-fast
 
