@@ -498,6 +498,40 @@ async fn switchover_drain_keeps_keepalive_and_backup_acks_once_idle() {
     );
 }
 
+/// Master again while lbd still waits for the requests of a handover to finish: the new
+/// event is handled at once (vrrpd adds the VIP on its ack), not after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_again_during_the_handover_wait_is_handled_at_once() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let slow = in_flight(&p, client(p.vip).await, "/slow/1500").await;
+    let mut handed_over = event(0, "web", "backup", false, 3000);
+    handed_over.reason = "switchover_complete".into();
+    let backup_seq = conn.send(handed_over).await;
+    let vip = p.vip;
+    eventually(
+        "backup: no new connection is accepted",
+        WAIT,
+        || async move { refused(vip).await },
+    )
+    .await;
+    let sent = Instant::now();
+    let master_seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(master_seq, WAIT).await;
+    let waited = sent.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the master event waited {waited:?} for the handover's requests"
+    );
+    assert!(backup_seq < master_seq);
+    let r = get(p.vip, "/again").await.expect("serving again");
+    assert_eq!(r.status, 200);
+    let (complete, _) = slow.await.expect("join");
+    assert!(complete, "the request in flight was answered whole");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_vrrpd_restart_keeps_serving_a_dead_vrrpd_stops_it() {
     let mut p = pair("reconnect_interval_ms = 20", false).await;

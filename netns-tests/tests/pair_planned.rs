@@ -231,8 +231,9 @@ fn slow_requests_in_flight_across_the_switchover_complete() -> anyhow::Result<()
             || format!("{name} slow request should be answered 200 by A in full: {r:?}"),
         );
     }
-    // A lets its copy of the VIP go once lbd has acked (just after the last response).
-    let released = wait::eventually(Duration::from_secs(2), Duration::from_millis(10), || {
+    // A lets its copy of the VIP go once lbd has acked (just after the last response), and
+    // at the latest `drain_timeout_ms + ack_timeout_ms` (4.5 s) after it turned backup.
+    let released = wait::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
         Ok(pair.holders(vip)? == [NodeId::B])
     });
     verdict.check(released.is_ok(), || {
