@@ -379,6 +379,20 @@ fn req(path: &str) -> http::Request<Full<Bytes>> {
         .expect("request")
 }
 
+/// The `backup` that ends a switchover; returns its seq once lbd has stopped accepting.
+async fn hand_over(conn: &mut Conn, vip: SocketAddr) -> u64 {
+    let mut handed_over = event(0, "web", "backup", false, 3000);
+    handed_over.reason = "switchover_complete".into();
+    let seq = conn.send(handed_over).await;
+    eventually(
+        "backup: no new connection is accepted",
+        WAIT,
+        || async move { refused(vip).await },
+    )
+    .await;
+    seq
+}
+
 /// Sends `path` on `conn` in the background once the backend has seen it; resolves to
 /// (whole body received, the response's `Connection` header).
 async fn in_flight(
@@ -459,16 +473,7 @@ async fn switchover_drain_keeps_keepalive_and_backup_acks_once_idle() {
     // in flight; vrrpd keeps the VIP until lbd acks, so lbd acks only once it is answered.
     let late = in_flight(&p, client(p.vip).await, "/slow/600").await;
     let late_sent = Instant::now();
-    let mut handed_over = event(0, "web", "backup", false, 3000);
-    handed_over.reason = "switchover_complete".into();
-    let seq = conn.send(handed_over).await;
-    let vip = p.vip;
-    eventually(
-        "backup: no new connection is accepted",
-        WAIT,
-        || async move { refused(vip).await },
-    )
-    .await;
+    let seq = hand_over(&mut conn, p.vip).await;
     let acked = conn.wait_ack(seq, WAIT).await;
     let (complete, close) = late.await.expect("join");
     assert!(complete, "the late request was answered whole");
@@ -507,16 +512,7 @@ async fn master_again_during_the_handover_wait_is_handled_at_once() {
     let seq = conn.state("web", "master", 3000).await;
     conn.wait_ack(seq, WAIT).await;
     let slow = in_flight(&p, client(p.vip).await, "/slow/1500").await;
-    let mut handed_over = event(0, "web", "backup", false, 3000);
-    handed_over.reason = "switchover_complete".into();
-    let backup_seq = conn.send(handed_over).await;
-    let vip = p.vip;
-    eventually(
-        "backup: no new connection is accepted",
-        WAIT,
-        || async move { refused(vip).await },
-    )
-    .await;
+    let backup_seq = hand_over(&mut conn, p.vip).await;
     let sent = Instant::now();
     let master_seq = conn.state("web", "master", 3000).await;
     conn.wait_ack(master_seq, WAIT).await;
