@@ -379,8 +379,49 @@ fn req(path: &str) -> http::Request<Full<Bytes>> {
         .expect("request")
 }
 
+/// The `backup` that ends a switchover; returns its seq once lbd has stopped accepting.
+async fn hand_over(conn: &mut Conn, vip: SocketAddr) -> u64 {
+    let mut handed_over = event(0, "web", "backup", false, 3000);
+    handed_over.reason = "switchover_complete".into();
+    let seq = conn.send(handed_over).await;
+    eventually(
+        "backup: no new connection is accepted",
+        WAIT,
+        || async move { refused(vip).await },
+    )
+    .await;
+    seq
+}
+
+/// Sends `path` on `conn` in the background once the backend has seen it; resolves to
+/// (whole body received, the response's `Connection` header).
+async fn in_flight(
+    p: &Pair,
+    mut conn: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &'static str,
+) -> tokio::task::JoinHandle<(bool, Option<http::HeaderValue>)> {
+    conn.ready().await.expect("keep-alive connection reusable");
+    let task = tokio::spawn(async move {
+        let r = conn.send_request(req(path)).await.expect("slow response");
+        let close = r.headers().get("connection").cloned();
+        let body = r.into_body().collect().await.map(|b| b.to_bytes());
+        (body.is_ok(), close)
+    });
+    eventually("slow request reached the backend", WAIT, || {
+        let paths = p.backend.paths.clone();
+        async move {
+            paths
+                .lock()
+                .map(|p| p.iter().any(|x| x == path))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    task
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn draining_master_closes_keepalive_and_acks_after_in_flight_requests() {
+async fn switchover_drain_keeps_keepalive_and_backup_acks_once_idle() {
     let mut p = pair("", false).await;
     let mut conn = p.fake.next_conn(WAIT).await;
     let seq = conn.state("web", "master", 3000).await;
@@ -393,47 +434,25 @@ async fn draining_master_closes_keepalive_and_acks_after_in_flight_requests() {
     let _ = r.into_body().collect().await;
 
     // A slow request is in flight on that connection when the drain starts.
-    ka.ready().await.expect("keep-alive connection reusable");
     let slow_sent = Instant::now();
-    let slow = tokio::spawn(async move {
-        let r = ka
-            .send_request(req("/slow/700"))
-            .await
-            .expect("slow response");
-        let close = r.headers().get("connection").cloned();
-        let body = r.into_body().collect().await.map(|b| b.to_bytes());
-        (body.is_ok(), close)
-    });
-    eventually("slow request reached the backend", WAIT, || {
-        let paths = p.backend.paths.clone();
-        async move {
-            paths
-                .lock()
-                .map(|p| p.iter().any(|x| x == "/slow/700"))
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let slow = in_flight(&p, ka, "/slow/700").await;
     let drain_seq = conn.send(event(0, "web", "master", true, 3000)).await;
 
-    // Make-before-break: new connections are still accepted during the drain, and told to
-    // close.
+    // Make-before-break: new connections are still accepted during the drain, and
+    // keep-alive stays on (a client pushed onto a fresh handshake now could have it cut by
+    // the MAC move).
     let r = get(p.vip, "/during")
         .await
         .expect("accepted during the drain");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.headers.get("connection").map(|v| v.as_bytes()),
-        Some(&b"close"[..])
-    );
+    assert!(r.headers.get("connection").is_none(), "{:?}", r.headers);
 
     let acked = conn.wait_ack(drain_seq, WAIT).await;
     let (complete, close) = slow.await.expect("join");
     assert!(complete, "the in-flight response was delivered whole");
-    assert_eq!(
-        close.as_ref().map(|v| v.as_bytes()),
-        Some(&b"close"[..]),
-        "in-flight response closes the connection"
+    assert!(
+        close.is_none(),
+        "keep-alive stays on while draining: {close:?}"
     );
     // The backend answers 700 ms after it got the request; the ack waits for that answer
     // (but not for the 3 s drain timeout).
@@ -450,10 +469,30 @@ async fn draining_master_closes_keepalive_and_acks_after_in_flight_requests() {
     let s = status(p.lbd.admin).await;
     assert_eq!(s["vrrp"]["instances"][0]["draining"], true, "{s}");
 
-    // vrrpd hands over: backup; then master again ends drain mode.
-    let seq = conn.state("web", "backup", 3000).await;
-    conn.wait_ack(seq, WAIT).await;
-    assert!(refused(p.vip).await);
+    // The peer has taken over: backup. A request accepted after the drain began is still
+    // in flight; vrrpd keeps the VIP until lbd acks, so lbd acks only once it is answered.
+    let late = in_flight(&p, client(p.vip).await, "/slow/600").await;
+    let late_sent = Instant::now();
+    let seq = hand_over(&mut conn, p.vip).await;
+    let acked = conn.wait_ack(seq, WAIT).await;
+    let (complete, close) = late.await.expect("join");
+    assert!(complete, "the late request was answered whole");
+    assert_eq!(
+        close.as_ref().map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "backup: the connection closes after its last response"
+    );
+    let waited = acked.duration_since(late_sent);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the backup ack came {waited:?} after the late request, before it was answered"
+    );
+    assert!(
+        waited < Duration::from_millis(2500),
+        "the backup ack waited for the timeout ({waited:?}), not for the request"
+    );
+
+    // Master again: keep-alive as before.
     let seq = conn.state("web", "master", 3000).await;
     conn.wait_ack(seq, WAIT).await;
     let r = get(p.vip, "/after").await.expect("serving again");
@@ -462,6 +501,31 @@ async fn draining_master_closes_keepalive_and_acks_after_in_flight_requests() {
         "drain mode ended: {:?}",
         r.headers
     );
+}
+
+/// Master again while lbd still waits for the requests of a handover to finish: the new
+/// event is handled at once (vrrpd adds the VIP on its ack), not after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_again_during_the_handover_wait_is_handled_at_once() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let slow = in_flight(&p, client(p.vip).await, "/slow/1500").await;
+    let backup_seq = hand_over(&mut conn, p.vip).await;
+    let sent = Instant::now();
+    let master_seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(master_seq, WAIT).await;
+    let waited = sent.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the master event waited {waited:?} for the handover's requests"
+    );
+    assert!(backup_seq < master_seq);
+    let r = get(p.vip, "/again").await.expect("serving again");
+    assert_eq!(r.status, 200);
+    let (complete, _) = slow.await.expect("join");
+    assert!(complete, "the request in flight was answered whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,8 +176,8 @@ fn resumed_master_yields_to_a_better_master() {
         assert_eq!(
             drain(&mut f),
             vec![
+                tr(StateKind::Master, StateKind::Backup, reason),
                 Action::RemoveVips,
-                tr(StateKind::Master, StateKind::Backup, reason)
             ]
         );
     }
@@ -257,7 +257,7 @@ fn pair_fault_on_master_sends_priority_zero_before_releasing() {
     f.handle_fault(FaultReason::Tracking, since + ms(1));
     let actions = drain(&mut f);
     assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
-    assert_eq!(actions[1], Action::RemoveVips);
+    assert_eq!(actions[2], Action::RemoveVips);
 }
 
 #[test]

@@ -61,8 +61,8 @@ fn switchover_completes_when_the_new_master_advertises_whatever_its_priority() {
             assert_eq!(
                 drain(&mut f),
                 vec![
+                    tr(StateKind::Master, StateKind::Backup, R::SwitchoverComplete),
                     Action::RemoveVips,
-                    tr(StateKind::Master, StateKind::Backup, R::SwitchoverComplete)
                 ],
                 "priority {their_priority} from {src}"
             );
@@ -141,8 +141,8 @@ fn shutdown_of_a_resigning_master_sends_priority_zero_and_removes_vips() {
         drain(&mut f),
         vec![
             Action::SendAdvert { priority: 0 },
-            Action::RemoveVips,
             tr(StateKind::Master, StateKind::Initialize, R::Shutdown),
+            Action::RemoveVips,
         ]
     );
     assert_eq!(f.poll_timeout(), None);
@@ -172,12 +172,12 @@ fn fault_and_link_down_while_resigning() {
         drain(&mut f),
         vec![
             Action::SendAdvert { priority: 0 },
-            Action::RemoveVips,
             tr(
                 StateKind::Master,
                 StateKind::Fault,
                 R::Fault(FaultReason::Tracking)
             ),
+            Action::RemoveVips,
         ]
     );
     let (mut g, since) = master(100);
@@ -187,8 +187,8 @@ fn fault_and_link_down_while_resigning() {
     assert_eq!(
         drain(&mut g),
         vec![
+            tr(StateKind::Master, StateKind::Fault, R::LinkDown),
             Action::RemoveVips,
-            tr(StateKind::Master, StateKind::Fault, R::LinkDown)
         ]
     );
 }

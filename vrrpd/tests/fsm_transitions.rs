@@ -336,12 +336,12 @@ fn master_yields_to_higher_priority_and_learns_interval() {
     assert_eq!(
         drain(&mut f),
         vec![
-            Action::RemoveVips,
             tr(
                 StateKind::Master,
                 StateKind::Backup,
                 R::HigherPriorityAdvert
-            )
+            ),
+            Action::RemoveVips,
         ]
     );
     assert_eq!(f.master_adver_interval_cs(), 200);
@@ -358,12 +358,12 @@ fn master_yields_to_equal_priority_with_higher_address() {
     assert_eq!(
         drain(&mut f),
         vec![
-            Action::RemoveVips,
             tr(
                 StateKind::Master,
                 StateKind::Backup,
                 R::EqualPriorityHigherAddress
-            )
+            ),
+            Action::RemoveVips,
         ]
     );
 }
@@ -451,8 +451,8 @@ fn shutdown_master_resigns_with_priority_zero() {
         drain(&mut f),
         vec![
             Action::SendAdvert { priority: 0 },
-            Action::RemoveVips,
             tr(StateKind::Master, StateKind::Initialize, R::Shutdown),
+            Action::RemoveVips,
         ]
     );
     assert_eq!(f.poll_timeout(), None);
@@ -503,8 +503,8 @@ fn link_down_master_removes_vips_without_advert() {
     assert_eq!(
         drain(&mut f),
         vec![
+            tr(StateKind::Master, StateKind::Fault, R::LinkDown),
             Action::RemoveVips,
-            tr(StateKind::Master, StateKind::Fault, R::LinkDown)
         ]
     );
     assert_eq!(f.poll_timeout(), None);
@@ -573,12 +573,12 @@ fn local_fault_master_resigns_then_recovers() {
         drain(&mut f),
         vec![
             Action::SendAdvert { priority: 0 },
-            Action::RemoveVips,
             tr(
                 StateKind::Master,
                 StateKind::Fault,
                 R::Fault(FaultReason::Tracking)
             ),
+            Action::RemoveVips,
         ]
     );
     assert_eq!(f.fault(), Some(FaultReason::Tracking));
@@ -744,12 +744,12 @@ fn pair_master_yielding_sends_priority_zero_first() {
         drain(&mut f),
         vec![
             Action::SendAdvert { priority: 0 },
-            Action::RemoveVips,
             tr(
                 StateKind::Master,
                 StateKind::Backup,
                 R::HigherPriorityAdvert
             ),
+            Action::RemoveVips,
         ]
     );
 }

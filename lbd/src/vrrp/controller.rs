@@ -22,6 +22,9 @@ use crate::server::{Server, Shared};
 
 /// `reason` of the events vrrpd sends as the snapshot after a subscribe.
 pub const SNAPSHOT_REASON: &str = "snapshot";
+/// `reason` of the `backup` event that ends a planned switchover (vrrpd's
+/// `TransitionReason::SwitchoverComplete`).
+pub const SWITCHOVER_COMPLETE: &str = "switchover_complete";
 
 /// How often a listener that isn't bound is test-bound for the `listeners` readiness.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -147,6 +150,12 @@ impl Controller {
                 }
                 Next::Ack
             }
+            // The end of a planned switchover: vrrpd keeps the VIP until the ack.
+            "backup" if ev.reason == SWITCHOVER_COMPLETE => {
+                inst.unconfirmed_since = None;
+                self.stop(&ev.instance, &ev.state).await;
+                self.ack_when_idle(&ev.instance)
+            }
             "backup" | "fault" | "initialize" => {
                 inst.unconfirmed_since = None;
                 self.stop(&ev.instance, &ev.state).await;
@@ -174,16 +183,12 @@ impl Controller {
         }
         let listeners = self.listeners_of(instance);
         let mut errors = Vec::new();
-        // A re-bind during a switchover keeps the drain mode.
-        let draining = self
-            .instances
-            .get(instance)
-            .is_some_and(|i| i.draining_until.is_some());
         {
             let mut active = self.coupling().active();
             active.insert(instance.to_string());
             for l in &listeners {
-                self.coupling().gates.get(&l.name).set_draining(draining);
+                // Master: keep-alive on, even while a switchover waits for requests.
+                self.coupling().gates.get(&l.name).set_draining(false);
                 if let Err(e) = self.server.start_listener(l) {
                     warn!(instance, listener = %l.name, address = %l.address, error = %e, "cannot bind VIP listener");
                     errors.push(format!(
@@ -207,7 +212,7 @@ impl Controller {
 
     /// Stop accepting on every listener of `instance` and wait until their sockets are
     /// closed (connection attempts are refused from then on); open connections finish,
-    /// and their responses carry `Connection: close`.
+    /// and their responses carry `Connection: close` (the node is no longer master).
     async fn stop(&mut self, instance: &str, why: &str) {
         let listeners = self.listeners_of(instance);
         let mut closing = Vec::new();
@@ -236,7 +241,36 @@ impl Controller {
         inst.errors.clear();
     }
 
-    /// Switchover: drain mode, then ack once the requests in flight have finished.
+    /// Backup after a switchover: the peer holds the VIP now and new requests go there, but
+    /// vrrpd keeps our copy of the address until this ack, so the responses to the requests still in flight
+    /// here (including those accepted after the switchover's drain began) can leave the
+    /// host. Ack once none is left, at most `drain_timeout` from now.
+    fn ack_when_idle(&self, instance: &str) -> Next {
+        let gates = self.gates_of(instance);
+        let in_flight: u64 = gates.iter().map(|g| g.in_flight()).sum();
+        if in_flight == 0 {
+            return Next::Ack;
+        }
+        let limit = self.cfg.drain_timeout;
+        info!(
+            instance,
+            in_flight, "backup: answering the requests in flight before vrrpd removes the VIP"
+        );
+        let instance = instance.to_string();
+        Next::AckAfter(Box::pin(async move {
+            let idle = Gates::wait_idle(&gates, limit).await;
+            if idle {
+                info!(instance = %instance, "backup: no request left in flight");
+            } else {
+                warn!(instance = %instance, timeout_ms = limit.as_millis() as u64,
+                    "backup: requests still in flight at the drain timeout; acking anyway");
+            }
+            idle
+        }))
+    }
+
+    /// Switchover: wait for the requests in flight (keep-alive stays on), then ack so
+    /// vrrpd resigns.
     fn begin_drain(&mut self, instance: &str, now: Instant) -> Next {
         let gates = self.gates_of(instance);
         let limit = self.cfg.drain_timeout;
@@ -258,7 +292,7 @@ impl Controller {
         );
         let instance = instance.to_string();
         Next::AckAfter(Box::pin(async move {
-            let clean = Gates::drain(&gates, limit).await;
+            let clean = Gates::wait_in_flight(&gates, limit).await;
             if clean {
                 info!(instance = %instance, "switchover: in-flight requests finished");
             } else {
@@ -326,9 +360,6 @@ impl Controller {
         }
         for name in undrain {
             info!(instance = %name, "switchover did not complete: leaving drain mode");
-            for g in self.gates_of(&name) {
-                g.set_draining(false);
-            }
             if let Some(inst) = self.instances.get_mut(&name) {
                 inst.draining_until = None;
             }

@@ -2,13 +2,19 @@
 //!
 //! A [`Gate`] exists for each listener that belongs to a VRRP instance. The proxy enters it
 //! at the start of a request ([`Gates::enter`]) and leaves when the response body ends (the
-//! [`GateGuard`] drops); while the gate is *draining* every HTTP/1 response gets
-//! `Connection: close`, so hyper closes the connection after it and keep-alive reuse stops.
+//! [`GateGuard`] drops); while the gate is *draining* (the node is no longer master for the
+//! listener's VIP) every HTTP/1 response gets `Connection: close`, so the connection closes
+//! after it.
 //!
-//! A drain waits only for the requests that were in flight when it began: requests are
-//! counted in one of two slots chosen by the gate's epoch parity, and starting a drain flips
-//! the epoch. Requests that arrive during the drain (the node still holds the VIP, so it
-//! keeps accepting) count in the other slot and don't extend the wait.
+//! Two waits, for the two halves of a planned switchover:
+//! - [`Gates::wait_in_flight`], before the node resigns, waits only for the requests in
+//!   flight when it began: requests are counted in one of two slots chosen by the gate's
+//!   epoch parity, and starting the wait flips the epoch. Requests that arrive meanwhile (the
+//!   node still holds the VIP and the MAC, so they keep coming) count in the other slot and
+//!   don't extend it. It does *not* set draining: keep-alive stays on, because a client
+//!   pushed onto a fresh connection now could have its handshake cut by the MAC move.
+//! - [`Gates::wait_idle`], once the node is backup (the peer holds the VIP, new requests go
+//!   there), waits for *every* request, old slot and new; vrrpd keeps the address until then.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,21 +67,31 @@ impl Gate {
         self.in_flight[0].load(Ordering::Acquire) + self.in_flight[1].load(Ordering::Acquire)
     }
 
-    /// Start draining and return the slot holding the requests already in flight.
-    fn begin_drain(&self) -> usize {
-        self.set_draining(true);
+    /// Flip the epoch and return the slot holding the requests already in flight.
+    fn close_epoch(&self) -> usize {
         let old = self.epoch.fetch_add(1, Ordering::AcqRel);
         (old % 2) as usize
     }
 
     /// Resolves once `slot` has no request left.
     async fn wait_slot_empty(&self, slot: usize) {
+        self.wait_until(|| self.in_flight[slot].load(Ordering::Acquire) == 0)
+            .await;
+    }
+
+    /// Resolves once no request at all is in flight. The last request to leave empties its
+    /// slot, which notifies.
+    async fn wait_no_request(&self) {
+        self.wait_until(|| self.in_flight() == 0).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn() -> bool) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             // Register before checking, so a decrement in between is not missed.
             notified.as_mut().enable();
-            if self.in_flight[slot].load(Ordering::Acquire) == 0 {
+            if done() {
                 return;
             }
             notified.await;
@@ -153,21 +169,39 @@ impl Gates {
         out.unwrap_or_default()
     }
 
-    /// Put `gates` into drain mode now, and return a future that waits (at most `limit`)
-    /// for the requests in flight at this moment to finish; it resolves to whether they all
-    /// did. The drain starts here, not when the future is first polled.
-    pub fn drain(
+    /// A future that waits (at most `limit`) for the requests in flight on `gates` at this
+    /// moment to finish, and resolves to whether they all did. The set of requests is fixed
+    /// here, not when the future is first polled. Keep-alive is left on.
+    pub fn wait_in_flight(
         gates: &[Arc<Gate>],
         limit: Duration,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let slots: Vec<(Arc<Gate>, usize)> = gates
             .iter()
-            .map(|g| (Arc::clone(g), g.begin_drain()))
+            .map(|g| (Arc::clone(g), g.close_epoch()))
             .collect();
         async move {
             let wait = async {
                 for (g, slot) in &slots {
                     g.wait_slot_empty(*slot).await;
+                }
+            };
+            tokio::time::timeout(limit, wait).await.is_ok()
+        }
+    }
+
+    /// A future that waits (at most `limit`) until no request is in flight on any of
+    /// `gates`, including requests that start while it waits; resolves to whether that
+    /// happened in time.
+    pub fn wait_idle(
+        gates: &[Arc<Gate>],
+        limit: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let gates = gates.to_vec();
+        async move {
+            let wait = async {
+                for g in &gates {
+                    g.wait_no_request().await;
                 }
             };
             tokio::time::timeout(limit, wait).await.is_ok()
@@ -180,23 +214,21 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn drain_waits_for_old_requests_only() {
+    async fn wait_in_flight_waits_for_old_requests_only_and_keeps_keep_alive() {
         let gates = Gates::default();
         assert!(gates.enter("vip").is_none(), "no gate until created");
         let g = gates.get("vip");
         let old = gates.enter("vip").expect("gated");
         assert!(!old.is_draining());
-        let drain = tokio::spawn({
-            let g = Arc::clone(&g);
-            async move { Gates::drain(&[g], Duration::from_secs(5)).await }
-        });
-        // Wait until the drain has started (it flips the flag first).
-        while !g.is_draining() {
-            tokio::task::yield_now().await;
-        }
-        // A request that arrives during the drain doesn't hold it up.
+        // The set of requests waited for is fixed when the future is made.
+        let drain = tokio::spawn(Gates::wait_in_flight(
+            &[Arc::clone(&g)],
+            Duration::from_secs(5),
+        ));
+        // A request that arrives during the wait doesn't hold it up, and keep-alive stays
+        // on for it (no `Connection: close` before the node is backup).
         let new = gates.enter("vip").expect("gated");
-        assert!(new.is_draining());
+        assert!(!new.is_draining());
         assert_eq!(g.in_flight(), 2);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!drain.is_finished(), "the old request is still running");
@@ -239,6 +271,27 @@ mod tests {
         let gates = Gates::default();
         let g = gates.get("vip");
         let _stuck = gates.enter("vip");
-        assert!(!Gates::drain(&[g], Duration::from_millis(30)).await);
+        assert!(!Gates::wait_in_flight(&[Arc::clone(&g)], Duration::from_millis(30)).await);
+        assert!(!Gates::wait_idle(&[g], Duration::from_millis(30)).await);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_waits_for_requests_that_start_while_it_waits() {
+        let gates = Gates::default();
+        let g = gates.get("vip");
+        assert!(
+            Gates::wait_idle(&[Arc::clone(&g)], Duration::from_millis(30)).await,
+            "nothing in flight: idle at once"
+        );
+        let old = gates.enter("vip").expect("gated");
+        let idle = tokio::spawn(Gates::wait_idle(&[Arc::clone(&g)], Duration::from_secs(5)));
+        // A request accepted after the wait began (a straggler on the old MAC) counts too.
+        g.close_epoch();
+        let new = gates.enter("vip").expect("gated");
+        drop(old);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!idle.is_finished(), "the newer request is still running");
+        drop(new);
+        assert!(idle.await.expect("join"), "idle once both are done");
     }
 }

@@ -249,7 +249,7 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
     let kick = &shared.vrrp;
     loop {
         tokio::select! {
-            msg = rx.recv(), if drain.is_none() => {
+            msg = rx.recv() => {
                 let Some(msg) = msg else { return Err(LinkError::Closed) };
                 let Some(value) = msg? else { return Err(LinkError::Closed) };
                 if value.get("type").is_some() {
@@ -270,6 +270,13 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
                 info!(seq = ev.seq, instance = %ev.instance, state = %ev.state, draining = ev.draining,
                     reason = %ev.reason, "vrrpd event");
                 ctl.update_status(|s| { s.last_seq = ev.seq; s.events += 1; });
+                // A new event supersedes a wait still pending (vrrpd has moved on, e.g. master
+                // again right after a handover, while requests were still in flight): ack the
+                // waiting event now and act on the new one at once.
+                if let Some((seq, _)) = drain.take() {
+                    send(&mut write, &Request::Ack { seq }).await?;
+                    ctl.update_status(|s| s.acked_seq = seq);
+                }
                 match ctl.handle(&ev).await {
                     Next::Ack => {
                         // The heartbeat first, so vrrpd already sees what we serve when it

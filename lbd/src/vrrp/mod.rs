@@ -8,11 +8,14 @@
 //!   `heartbeat_interval` on the same connection.
 //! - [`controller`] per-instance state and the actions: `master` binds the instance's
 //!   listeners (IP_FREEBIND) before the ack, because vrrpd adds the VIP on that ack;
-//!   `master` + `draining` puts them in drain mode and acks once the requests in flight have
-//!   finished (bounded); `backup`/`fault`/`initialize` stop accepting (vrrpd has already
-//!   removed the VIP). Losing vrrpd for longer than the instance's `master_down_ms` stops
-//!   serving, because by then the peer has taken the VIP over; a quicker vrrpd restart
-//!   keeps serving, and the new subscription's snapshot tells the truth.
+//!   `master` + `draining` (a switchover) acks once the requests in flight have finished
+//!   (bounded), keep-alive staying on; `backup` at the end of a switchover stops accepting
+//!   and acks once *no* request is in flight (bounded by `drain_timeout`), because vrrpd
+//!   keeps the VIP until that ack; other `backup`s, `fault` and `initialize` stop accepting
+//!   (vrrpd removes the VIP at once). Losing vrrpd for longer than the instance's
+//!   `master_down_ms` stops serving, because by then the peer has taken the VIP over; a
+//!   quicker vrrpd restart keeps serving, and the new subscription's snapshot tells the
+//!   truth.
 //! - [`gate`]       per-listener drain flag and in-flight counts, read by the proxy.
 //! - [`readiness`]  the named conditions behind the heartbeat's `able` and `ready`.
 //!
@@ -154,7 +157,7 @@ pub struct InstanceView {
     pub state: String,
     /// Every listener of the instance is bound.
     pub serving: bool,
-    /// Switchover drain mode: responses carry `Connection: close`.
+    /// A switchover is waiting for requests in flight (keep-alive stays on).
     pub draining: bool,
     pub listeners: Vec<String>,
     pub master_down_ms: Option<u64>,

@@ -11,6 +11,10 @@
 //! that is a few threads, and plain std keeps this binary free of any runtime that could
 //! itself be the cause of a measured gap.
 //!
+//! `GET /slow?ms=M&bytes=N` answers after M ms (at most 10 s) with a body of N bytes (at
+//! most 1 MiB): a request that is still in flight while the VIP moves, whose body the client
+//! can check to the last byte.
+//!
 //! The request body, if any, is read by `Content-Length` and discarded; chunked request
 //! bodies aren't supported (the load client and lbd's health checks send none).
 #![allow(clippy::disallowed_types)]
@@ -25,6 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Longest request head accepted, so a broken client can't make us buffer without bound.
 const MAX_HEAD: usize = 16 * 1024;
 const IDLE: Duration = Duration::from_secs(60);
+/// Bounds on `/slow`, so a typo can't park a thread for an hour or allocate a gigabyte.
+const MAX_SLOW: Duration = Duration::from_secs(10);
+const MAX_SLOW_BODY: usize = 1 << 20;
 
 /// What every connection's thread shares.
 struct App {
@@ -99,7 +106,7 @@ fn serve(stream: TcpStream, app: &App) {
         return;
     };
     let mut reader = BufReader::new(stream);
-    let body = format!("{name}\n");
+    let plain = format!("{name}\n");
     loop {
         let Some(head) = read_head(&mut reader) else {
             return;
@@ -130,6 +137,13 @@ fn serve(stream: TcpStream, app: &App) {
                 )
             })
             .unwrap_or_default();
+        let body = match slow_request(&head) {
+            Some((delay, bytes)) => {
+                thread::sleep(delay);
+                "x".repeat(bytes)
+            }
+            None => plain.clone(),
+        };
         let response = format!(
             "HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-type: text/plain\r\n\
              content-length: {}\r\n{set_cookie}{}\r\n{body}",
@@ -140,6 +154,25 @@ fn serve(stream: TcpStream, app: &App) {
             return;
         }
     }
+}
+
+/// `GET /slow?ms=M&bytes=N`: the delay and body size asked for (bounded).
+fn slow_request(head: &str) -> Option<(Duration, usize)> {
+    let target = head.lines().next()?.split_whitespace().nth(1)?;
+    let query = target
+        .strip_prefix("/slow")?
+        .strip_prefix('?')
+        .unwrap_or("");
+    let mut delay = Duration::ZERO;
+    let mut bytes = 1;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("ms", v)) => delay = Duration::from_millis(v.parse().ok()?),
+            Some(("bytes", v)) => bytes = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some((delay.min(MAX_SLOW), bytes.min(MAX_SLOW_BODY)))
 }
 
 /// Reads one request head (up to the blank line); `None` on EOF, error or oversize.

@@ -4,7 +4,7 @@
 //! ```text
 //! loadclient --target IP:PORT --out FILE [--interval-ms 5] [--timeout-ms 200]
 //!            [--duration-ms 10000] [--fresh | --keepalive] [--stop-file PATH]
-//!            [--node-header x-lbpair-node]
+//!            [--node-header x-lbpair-node] [--path /]
 //! ```
 //!
 //! A scheduler thread releases one request per tick to a pool of worker threads, so a
@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use netns_tests::pair::load::{summarize, Header, Outcome, Record};
 
 /// Longest response head or body we read; more is an error, not an allocation.
-const MAX_RESPONSE: usize = 64 * 1024;
+const MAX_RESPONSE: usize = 1024 * 1024;
 const MAX_WORKERS: u64 = 256;
 /// Hard cap on the run, whatever `--duration-ms` says.
 const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -45,6 +45,8 @@ struct Options {
     keepalive: bool,
     stop_file: Option<PathBuf>,
     node_header: String,
+    /// The request target (`--path`, default `/`).
+    path: String,
 }
 
 fn main() {
@@ -64,6 +66,7 @@ fn parse_options() -> Result<Options> {
         keepalive: false,
         stop_file: None,
         node_header: "x-lbpair-node".into(),
+        path: "/".into(),
     };
     let mut target = None;
     let mut args = std::env::args().skip(1);
@@ -84,6 +87,7 @@ fn parse_options() -> Result<Options> {
             "--keepalive" => o.keepalive = true,
             "--stop-file" => o.stop_file = Some(PathBuf::from(value()?)),
             "--node-header" => o.node_header = value()?.to_ascii_lowercase(),
+            "--path" => o.path = value()?,
             other => bail!("unknown option {other} (see the module docs for the usage)"),
         }
     }
@@ -93,6 +97,12 @@ fn parse_options() -> Result<Options> {
     }
     if o.interval.is_zero() || o.timeout.is_zero() {
         bail!("--interval-ms and --timeout-ms must be > 0");
+    }
+    if !o.path.starts_with('/') || o.path.bytes().any(|b| b.is_ascii_whitespace()) {
+        bail!(
+            "--path must start with / and hold no whitespace: {:?}",
+            o.path
+        );
     }
     o.duration = o.duration.min(MAX_DURATION);
     Ok(o)
@@ -313,7 +323,8 @@ fn exchange(
         return Err(Failure::other(Outcome::Error, "no connection"));
     };
     let req = format!(
-        "GET / HTTP/1.1\r\nhost: {}\r\nuser-agent: lbpair-loadclient\r\n{}\r\n",
+        "GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: lbpair-loadclient\r\n{}\r\n",
+        o.path,
         o.target,
         if o.keepalive {
             ""

@@ -461,6 +461,26 @@ impl PairTopology {
         interval_ms: u64,
         timeout_ms: u64,
     ) -> Result<Load> {
+        self.start_load_path(vip, keepalive, max, interval_ms, timeout_ms, "/")
+    }
+
+    /// One request for `path` on a fresh connection, in the background, answered within
+    /// `timeout`; [`Self::finish_load`] collects it (it ends once the request has).
+    pub fn start_request(&mut self, vip: Ipv4Addr, path: &str, timeout: Duration) -> Result<Load> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.start_load_path(vip, false, Duration::from_millis(1), 1, ms, path)
+    }
+
+    /// [`Self::start_load_with`] for requests to `path`.
+    fn start_load_path(
+        &mut self,
+        vip: Ipv4Addr,
+        keepalive: bool,
+        max: Duration,
+        interval_ms: u64,
+        timeout_ms: u64,
+        path: &str,
+    ) -> Result<Load> {
         let bin = workspace_bin("loadclient", "LOADCLIENT_BIN")?;
         self.loads += 1;
         let dir = self.lan.topo.dir().to_path_buf();
@@ -482,6 +502,8 @@ impl PairTopology {
             if keepalive { "--keepalive" } else { "--fresh" }.into(),
             "--stop-file".into(),
             stop.to_string_lossy().into_owned(),
+            "--path".into(),
+            path.into(),
         ];
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let ns = self.lan.node(NodeId::Client).ns.clone();
@@ -687,9 +709,10 @@ pub fn vrrpd_toml(lan: &Lan, cfg: &PairConfig, id: NodeId, socket: &Path) -> Str
         socket.display()
     );
     if cfg.coupled {
+        // The switchover drain outlasts the 2 s request of pair_planned's slow-request test.
         t.push_str(&format!(
             "[lbd]\nheartbeat_timeout_ms = {}\nack_timeout_ms = 500\nstartup_grace_ms = {STARTUP_GRACE_MS}\n\
-             drain_timeout_ms = 2000\n\n",
+             drain_timeout_ms = 4000\n\n",
             cfg.heartbeat_timeout_ms
         ));
     }
@@ -732,9 +755,10 @@ pub fn lbd_toml(
         softstate::lbd_toml_global(lan, cfg)
     );
     if cfg.coupled {
+        // As vrrpd's `[lbd] drain_timeout_ms` (see `vrrpd_toml`).
         t.push_str(&format!(
             "[vrrp]\nsocket = \"{}\"\nheartbeat_interval_ms = 50\nreconnect_interval_ms = 20\n\
-             unable_when_no_healthy_backend = true\ndrain_timeout_ms = 2000\n\n",
+             unable_when_no_healthy_backend = true\ndrain_timeout_ms = 4000\n\n",
             socket.display()
         ));
         let count = if cfg.active_active { 2 } else { 1 };

@@ -77,13 +77,43 @@ pub fn report_dir() -> PathBuf {
 }
 
 /// Writes a scenario's rows (replacing its previous ones) and regenerates the table.
+///
+/// Every attempt is kept: under a nextest retry (`NEXTEST_ATTEMPT` > 1) the rows go in
+/// beside the earlier attempts' as `<id>@<attempt>`, "(attempt N)" in the scenario, so a
+/// pass on a retry never hides the failure before it. A first attempt clears the retries
+/// an earlier run left.
 pub fn record(id: &str, rows: &[Row]) -> Result<String> {
     let dir = report_dir().join("results");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{id}.json"));
-    fs::write(&path, serde_json::to_vec_pretty(rows)?)
+    let attempt = std::env::var("NEXTEST_ATTEMPT")
+        .ok()
+        .and_then(|a| a.parse::<u32>().ok())
+        .unwrap_or(1);
+    let (file, rows) = if attempt > 1 {
+        let retried = rows.iter().cloned().map(|mut r| {
+            r.id = format!("{}@{attempt}", r.id);
+            r.scenario = format!("{} (attempt {attempt})", r.scenario);
+            r
+        });
+        (format!("{id}@{attempt}"), retried.collect())
+    } else {
+        forget_retries(&dir, id);
+        (id.to_owned(), rows.to_vec())
+    };
+    let path = dir.join(format!("{file}.json"));
+    fs::write(&path, serde_json::to_vec_pretty(&rows)?)
         .with_context(|| format!("writing {}", path.display()))?;
     write_table()
+}
+
+/// Removes the `<id>@<attempt>.json` files of an earlier run's retries.
+fn forget_retries(dir: &std::path::Path, id: &str) {
+    let prefix = format!("{id}@");
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Merges every results file into `failover.md`; returns (and prints) the table.

@@ -330,8 +330,8 @@ impl Fsm {
         }
     }
 
-    /// The one place the state changes. No-op if `to` is the current state; otherwise runs
-    /// the exit actions of the old state, emits [`Action::Transition`], counts, logs, and
+    /// The one place the state changes. No-op if `to` is the current state; otherwise emits
+    /// [`Action::Transition`], counts, logs, runs the exit actions of the old state, and
     /// enters the new state with its deadline computed from the current fields (callers set
     /// a learned Master_Adver_Interval before calling).
     fn transition(&mut self, to: StateKind, reason: TransitionReason, now: Duration) {
@@ -339,14 +339,16 @@ impl Fsm {
         if from == to {
             return;
         }
-        // Exit actions.
-        if from == StateKind::Master {
-            self.actions.push_back(Action::RemoveVips);
-        }
         self.counters.transitions += 1;
         info!(vrid = self.cfg.vrid, from = %from, to = %to, reason = %reason, "vrrp transition");
         self.actions
             .push_back(Action::Transition { from, to, reason });
+        // Exit actions, after the `Transition` that tells lbd: lbd must hear that it no
+        // longer owns the VIP before the address goes, so that (leaving for Backup) the shell
+        // can keep the address until lbd's requests in flight have been answered.
+        if from == StateKind::Master {
+            self.actions.push_back(Action::RemoveVips);
+        }
         self.state_since = now;
         self.preempting = false;
         self.last_discard = None;

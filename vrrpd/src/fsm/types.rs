@@ -69,7 +69,8 @@ pub enum Action {
     RemoveVips,
     /// Send gratuitous ARP for every virtual address (after `AddVips`).
     SendGarp,
-    /// The state changed; emitted after the exit actions and before the entry actions.
+    /// The state changed; emitted first, before the exit actions (so lbd is told before the
+    /// VIPs go) and the entry actions.
     Transition {
         from: StateKind,
         to: StateKind,

@@ -76,6 +76,9 @@ pub enum Command {
     Resume,
     /// Internal: lbd has drained (or the drain timed out); resign now.
     Drained { event_id: u64 },
+    /// Internal: lbd has answered every request in flight on the VIPs this node just handed
+    /// to the new master (or the wait timed out); remove them now.
+    LbdIdle { event_id: u64 },
 }
 
 /// The daemon's handle on a running instance.
@@ -223,6 +226,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<Ins
         notifier: config.pair.notify.clone().map(Notifier::new),
         commands: cmd_tx.downgrade(),
         switchover: None,
+        vip_release: None,
         lbd_effect: pair::LbdEffect::None,
         auth: config
             .auth
@@ -281,6 +285,9 @@ struct Driver {
     commands: mpsc::WeakSender<Command>,
     /// A planned switchover under way, and the operator waiting for it.
     switchover: Option<pair::PendingSwitchover>,
+    /// Handed over by a switchover and kept the VIPs until lbd is idle: the id of the
+    /// `backup` event whose ack lets them go.
+    vip_release: Option<u64>,
     /// What lbd tracking currently does to this instance.
     lbd_effect: pair::LbdEffect,
     /// Signs our adverts and checks the peer's, with `auth_key_file`.
@@ -372,6 +379,7 @@ impl Driver {
                     }
                     Some(Command::Switchover { done }) => self.begin_switchover(done).await,
                     Some(Command::Drained { event_id }) => self.resign_after_drain(event_id).await,
+                    Some(Command::LbdIdle { event_id }) => self.release_vips_now(event_id).await,
                     Some(Command::Resume) => {
                         let now = self.now();
                         self.fsm.clear_switchover_hold(now);
@@ -567,6 +575,7 @@ impl Driver {
         let now = self.now();
         self.fsm.handle_shutdown(now);
         self.apply_actions().await;
+        self.await_lbd_idle_before_stop().await;
         // Whatever the state, no VIP may outlive the instance.
         self.remove_vips().await;
         self.publish_status();
@@ -578,24 +587,33 @@ impl Driver {
 
     /// Carry out every pending FSM action, in order.
     async fn apply_actions(&mut self) {
+        // Why the state last changed: `RemoveVips` follows its `Transition`.
+        let mut reason = None;
         while let Some(action) = self.fsm.poll_action() {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::AddVips => {
+                    // Master again before lbd went idle: the VIPs are ours to keep.
+                    self.vip_release = None;
                     self.wait_lbd_ack().await;
                     self.add_vips().await;
                 }
                 Action::RemoveVips => {
                     self.stop_garp();
-                    self.remove_vips().await;
+                    self.release_vips(reason).await;
                 }
                 Action::SendGarp => self.start_garp(),
-                Action::Transition { from, to, reason } => {
+                Action::Transition {
+                    from,
+                    to,
+                    reason: why,
+                } => {
+                    reason = Some(why);
                     if to != StateKind::Master {
                         self.stop_garp();
                     }
-                    debug!(%from, %to, %reason, "transition applied");
-                    self.publish_event(to, reason.as_str(), false);
+                    debug!(%from, %to, reason = %why, "transition applied");
+                    self.publish_event(to, why.as_str(), false);
                     if let Some(notifier) = &self.notifier {
                         notifier.notify(
                             &self.config.name,
@@ -640,7 +658,7 @@ impl Driver {
         info!(vips = ?self.vips.iter().map(|v| v.addr).collect::<Vec<_>>(), "VIPs added");
     }
 
-    async fn remove_vips(&mut self) {
+    pub(super) async fn remove_vips(&mut self) {
         for vip in &self.vips {
             if let Err(e) = self.shared.vips.remove(self.ifindex, vip).await {
                 warn!(vip = %vip.addr, error = %e, "could not remove VIP");

@@ -8,8 +8,12 @@
 //!   lowers its priority, per `track_lbd`. The FSM makes a master advertise at once (priority
 //!   0 when it faults), so the peer takes over after Skew_Time, not Master_Down_Interval.
 //! - **Readiness.** lbd's `ready` gates preemption (a returning node waits for its lbd).
-//! - **Switchover.** Drain lbd (it answers with `Connection: close` and waits for in-flight
-//!   requests), then resign make-before-break: keep the VIP until the peer is master.
+//! - **Switchover.** Drain lbd (it waits for the requests in flight, keep-alive stays on),
+//!   then resign make-before-break: keep the VIP until the peer is master.
+//! - **Release after idle.** Leaving Master for Backup (the peer holds the VIP now), lbd hears
+//!   `backup` first and the VIP stays until lbd acks it, which it does once no request is in
+//!   flight on the instance's listeners (bounded by `drain_timeout + ack_timeout`): a
+//!   response written after the address is gone could not leave the host.
 //! - **Resume.** A restarted vrrpd that finds its VIP still up and served by lbd resumes as
 //!   master instead of dropping the VIP.
 
@@ -19,9 +23,9 @@ use shared::control::LbdView;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Command, Driver};
+use super::{Command, Driver, LbdShared};
 use crate::config::TrackLbd;
-use crate::fsm::{FaultReason, StateKind};
+use crate::fsm::{FaultReason, StateKind, TransitionReason};
 use crate::lbd_link::{LbdHealth, LBD_CLIENT};
 use crate::timers;
 
@@ -32,6 +36,10 @@ pub(super) enum LbdEffect {
     Fault,
     Priority(u8),
 }
+
+/// The longest a stopping instance waits for lbd to go idle: the daemon aborts an instance
+/// that takes longer than its 3 s stop budget (`daemon::STOP_TIMEOUT`), VIPs and all.
+const STOP_IDLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A switchover in progress.
 pub(super) struct PendingSwitchover {
@@ -101,6 +109,88 @@ impl Driver {
                 timeout_ms = lbd.config.ack_timeout.as_millis() as u64,
                 "lbd did not ack the master event in time; claiming the VIP anyway"
             );
+        }
+    }
+
+    /// The FSM's `RemoveVips`, `why` being the reason of the transition it follows. At the
+    /// end of a planned switchover the new master holds the VIPs and clients are already
+    /// sent there; ours only serve the requests lbd still has in flight, so they go once lbd
+    /// has acked the `backup` event just published (it acks when idle). Anything else
+    /// (preempted, fault, link down, shutdown): at once. A preemption is not deferred (yet):
+    /// the two nodes would hold the VIP together for longer than the one network delay the
+    /// pair's no-two-holders tests allow (see doc/vrrpd-LIFECYCLE.md).
+    pub(super) async fn release_vips(&mut self, why: Option<TransitionReason>) {
+        let lbd = self
+            .shared
+            .lbd
+            .clone()
+            .filter(|l| l.health.borrow().connected);
+        let handed_over = why == Some(TransitionReason::SwitchoverComplete)
+            && self.fsm.state() == StateKind::Backup;
+        let Some(lbd) = lbd.filter(|_| handed_over) else {
+            self.vip_release = None;
+            self.remove_vips().await;
+            return;
+        };
+        let id = self.last_event_id;
+        self.vip_release = Some(id);
+        self.after_lbd_ack(
+            lbd,
+            Command::LbdIdle { event_id: id },
+            "lbd still has requests in flight; removing the VIPs anyway",
+        );
+    }
+
+    /// Send ourselves `then` once lbd has acked the last event published, or after
+    /// `drain_timeout + ack_timeout` (logging `late`), without holding up the instance.
+    fn after_lbd_ack(&self, lbd: LbdShared, then: Command, late: &'static str) {
+        let id = self.last_event_id;
+        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
+                .await
+                .is_err()
+            {
+                warn!(timeout_ms = limit.as_millis() as u64, "{late}");
+            }
+            if let Some(tx) = commands.upgrade() {
+                let _ = tx.send(then).await;
+            }
+        });
+    }
+
+    /// Stopping while the VIPs are kept for lbd (SIGTERM on a master: the handover has just
+    /// completed): let lbd answer what is in flight first, within the stop budget.
+    pub(super) async fn await_lbd_idle_before_stop(&mut self) {
+        let Some(id) = self.vip_release.take() else {
+            return;
+        };
+        let Some(lbd) = self.shared.lbd.clone() else {
+            return;
+        };
+        let limit = (lbd.config.drain_timeout + lbd.config.ack_timeout).min(STOP_IDLE_LIMIT);
+        if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
+            .await
+            .is_err()
+        {
+            warn!(
+                timeout_ms = limit.as_millis() as u64,
+                "stopping: lbd still has requests in flight; removing the VIPs anyway"
+            );
+        }
+    }
+
+    /// lbd is idle after `event_id` (or the wait timed out): remove the kept VIPs, unless
+    /// the node has become Master again since (then they are in use).
+    pub(super) async fn release_vips_now(&mut self, event_id: u64) {
+        if self.vip_release != Some(event_id) {
+            return;
+        }
+        self.vip_release = None;
+        if self.fsm.state() != StateKind::Master {
+            info!(event = event_id, "lbd is idle: removing the VIPs");
+            self.remove_vips().await;
         }
     }
 
@@ -175,23 +265,13 @@ impl Driver {
         };
         info!("switchover: asking lbd to drain");
         self.publish_event(StateKind::Master, "switchover", true);
-        let id = self.last_event_id;
-        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
-        let commands = self.commands.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))
-                .await
-                .is_err()
-            {
-                warn!(
-                    timeout_ms = limit.as_millis() as u64,
-                    "lbd did not finish draining in time; handing over anyway"
-                );
-            }
-            if let Some(tx) = commands.upgrade() {
-                let _ = tx.send(Command::Drained { event_id: id }).await;
-            }
-        });
+        self.after_lbd_ack(
+            lbd,
+            Command::Drained {
+                event_id: self.last_event_id,
+            },
+            "lbd did not finish draining in time; handing over anyway",
+        );
     }
 
     /// lbd has drained: send priority 0 but keep the VIP until the peer is master.
@@ -206,6 +286,9 @@ impl Driver {
                 "switchover: resigning, keeping the VIP until the peer is master"
             );
             pending.resigning = true;
+            // A GARP of ours still due (the burst after becoming master, or the refresh)
+            // would pull clients back from the new master after its own GARP.
+            self.stop_garp();
         } else if let Some(p) = self.switchover.take() {
             let _ = p.reply.send(Err(format!(
                 "{}: no longer master, nothing to hand over",
@@ -233,6 +316,8 @@ impl Driver {
                 self.fsm.state()
             ))
         } else if !self.fsm.is_resigning() {
+            // Still master: announce ourselves again (the resign stopped our GARPs).
+            self.start_garp();
             Err(format!(
                 "{}: no peer took over; still master",
                 self.config.name
