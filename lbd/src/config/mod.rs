@@ -34,7 +34,7 @@ use crate::upstream::health::{ActiveConfig, EjectionConfig};
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9100";
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 /// Open client connections. Most of a balancer's connections are idle keep-alive ones, which
-/// lbd parks for about 1.5 KiB each (`crate::park`): 50 000 of them fit in the shipped unit's
+/// lbd parks for about 1.6 KiB each (`crate::park`): 50 000 of them fit in the shipped unit's
 /// `LimitNOFILE=65536` with room for upstream connections (it was 10 000).
 pub const DEFAULT_MAX_CLIENT_CONNS: u32 = 50_000;
 pub const DEFAULT_CONNECT_MS: u64 = 2_000;
