@@ -96,48 +96,16 @@ pub struct RawConn {
     _open: ConnGuard,
 }
 
-/// What a look at an idle connection's socket found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IdleProbe {
-    /// Nothing to read: the connection is as the last response left it.
-    Clean,
-    /// The backend sent something, or closed: the connection can't carry another request.
-    Spoiled(DiscardReason),
-}
-
 impl RawConn {
-    /// Before reuse: by the reactor's readiness first (no syscall). A pooled connection was
-    /// armed at check-in, so its readiness is exact up to the reactor's last poll; when it says
-    /// something arrived, the socket itself settles it ([`RawConn::probe`]). Bytes that arrive
-    /// after the reactor's last poll are not seen here, nor would a syscall see bytes that
-    /// arrive just after it: no proxy can tell those from the next request's answer.
-    fn probe_for_reuse(&self) -> IdleProbe {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => IdleProbe::Clean,
-            Poll::Ready(_) => self.probe(),
-        }
-    }
-
-    /// Look at the socket itself (a non-blocking `MSG_PEEK`, one syscall), not at tokio's
-    /// readiness cache: bytes that arrived since the reactor last polled are seen too. A
-    /// response served from bytes a backend sent before the request was written would be
-    /// another request's answer.
-    fn probe(&self) -> IdleProbe {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => IdleProbe::Clean,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => IdleProbe::Clean,
-            Ok(0) | Err(_) => IdleProbe::Spoiled(DiscardReason::IdleClosed),
-            Ok(_) => IdleProbe::Spoiled(DiscardReason::UnexpectedBytes),
-        }
-    }
-
     /// Ask the reactor to wake `watch` when the backend sends or closes anything while the
     /// connection sits in the pool, so it is closed at once rather than at its next use.
     /// Done at check-in and again at each housekeeping pass (a wake-up uses the registration
     /// up). An error when something is already there: the connection must not be pooled.
-    /// Costs no syscall unless the readiness says something arrived.
+    /// Costs no syscall unless the readiness says something arrived. Before reuse it runs with
+    /// a no-op waker: a pooled connection was armed at check-in, so its readiness is exact up
+    /// to the reactor's last poll. Bytes that arrive after that are not seen, nor would a
+    /// syscall see bytes that arrive just after it: no proxy can tell those from the next
+    /// request's answer.
     fn arm(&self, watch: &Waker) -> Result<(), DiscardReason> {
         let mut cx = Context::from_waker(watch);
         for _ in 0..2 {
@@ -287,9 +255,9 @@ impl ConnPool {
                 idle.clear();
                 return None;
             }
-            match c.conn.probe_for_reuse() {
-                IdleProbe::Clean => return Some(c.conn),
-                IdleProbe::Spoiled(reason) => self.stats.discarded(reason),
+            match c.conn.arm(futures::task::noop_waker_ref()) {
+                Ok(()) => return Some(c.conn),
+                Err(reason) => self.stats.discarded(reason),
             }
         }
         None

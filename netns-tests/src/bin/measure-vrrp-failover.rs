@@ -48,7 +48,7 @@ impl Fault {
         }
     }
 
-    /// keepalived's figures measured on this kind of machine (shared/NETNS-NOTES.md).
+    /// keepalived's figures measured earlier on this kind of machine (2-core VM, kernel 6.18).
     fn reference_ms(self, interval_cs: u16) -> Option<&'static str> {
         match (self, interval_cs) {
             (Fault::NodeLost, 100) => Some("3150"),

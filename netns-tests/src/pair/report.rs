@@ -52,7 +52,7 @@ impl Row {
     }
 }
 
-/// What keepalived with HAProxy measured on this kind of machine (NETNS-NOTES.md).
+/// What keepalived with HAProxy measured earlier on this kind of machine (2-core VM, kernel 6.18).
 pub fn keepalived_reference(kind: RefKind, advert_cs: u16) -> Option<String> {
     let v = match (kind, advert_cs) {
         (RefKind::NodeLoss, 100) => "3150",
@@ -155,7 +155,7 @@ pub fn render(rows: &[Row]) -> String {
          windows); failed: requests without a 2xx answer. `(≤ N)`: the bound the test asserts, \
          in ms, on the figure the scenario is about (the takeover time for a lost master, \
          the outage otherwise; 0 means no failed request). keepalived+HAProxy: the reference \
-         figures measured on this kind of machine (shared/NETNS-NOTES.md), where comparable. \
+         figures measured earlier on this kind of machine, where comparable. \
          The machine has 2 cores shared with other work: rerun before reading much into \
          one figure.\n\n\
          | scenario | 100 cs: outage ms | failed / total | keepalived+HAProxy | \

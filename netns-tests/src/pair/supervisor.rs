@@ -348,7 +348,7 @@ impl Drop for Supervisor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // Reap, bounded: a SIGKILLed process can take a moment (NETNS-NOTES).
+        // Reap, bounded: a SIGKILLed process can take a moment to be reaped.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let running = live_pid(&mut self.lock()).is_some();
