@@ -233,29 +233,7 @@ async fn websocket_upgrade_is_tunnelled() {
         pool("web", &[&a], "")
     ))
     .await;
-    let mut s = TcpStream::connect(lbd.listen).await.expect("connect");
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
-            .await
-            .expect("101 in time")
-            .expect("read");
-        assert_eq!(
-            n,
-            1,
-            "closed before the 101: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let (mut s, head) = websocket_handshake(lbd.listen).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     for msg in [&b"hello"[..], b"second frame"] {

@@ -732,26 +732,8 @@ async fn upgraded_tunnels_keep_counting_against_the_per_client_cap() {
     let lbd = Lbd::start(&body).await;
     let mut tunnels = Vec::new();
     for i in 0..3 {
-        let mut s = tokio::net::TcpStream::connect(lbd.listen)
-            .await
-            .expect("connect");
-        s.write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .expect("write");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
-                .await
-                .expect("101 in time")
-                .expect("read");
-            assert_eq!(n, 1, "tunnel {i} closed before its 101");
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "tunnel {i}");
+        let (mut s, head) = websocket_handshake(lbd.listen).await;
+        assert!(head.starts_with("http/1.1 101"), "tunnel {i}: {head}");
         // The tunnel carries bytes both ways.
         s.write_all(b"ping").await.expect("write");
         let mut echo = [0u8; 4];

@@ -583,3 +583,31 @@ pub async fn request_from(
     let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
     send_on(stream, "GET", path, headers).await
 }
+
+/// Open a connection to `addr`, ask `/ws` for a WebSocket upgrade and read the response head
+/// byte by byte (so no tunnel byte is consumed). Returns the stream and the head, lowercased.
+pub async fn websocket_handshake(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "closed before the 101: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_lowercase())
+}
