@@ -268,8 +268,10 @@ pub struct ConnCtx {
     pub listener: Arc<str>,
     /// "http" (later "https" behind TLS termination).
     pub proto: &'static str,
-    /// Framing verdicts of this connection's requests (HTTP/1 only), asked once per request.
-    pub framing: Arc<FramingVerdicts>,
+    /// Framing verdicts of this connection's requests (HTTP/1 on hyper only), asked once per
+    /// request; made at the hand-off to hyper, so fast-path connections (most, and every
+    /// parked one) don't carry it.
+    framing: std::sync::OnceLock<Arc<FramingVerdicts>>,
     /// `peer`'s IP as a header value, rendered once for every request's X-Forwarded-For.
     pub client_ip_value: http::HeaderValue,
     /// The port the client connected to (X-Forwarded-Port).
@@ -302,12 +304,17 @@ impl ConnCtx {
             peer,
             listener,
             proto: "http",
-            framing: Arc::new(FramingVerdicts::new()),
+            framing: std::sync::OnceLock::new(),
             client_ip_value: crate::l7::headers::ip_value(peer.ip()),
             local_port,
             active: AtomicU32::new(0),
             last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
         }
+    }
+
+    /// The connection's framing verdicts (made on first use).
+    pub fn framing(&self) -> &Arc<FramingVerdicts> {
+        self.framing.get_or_init(Arc::default)
     }
 
     /// A request started on this connection; it counts as active until the guard drops
@@ -600,22 +607,58 @@ thread_local! {
 fn park(shared: &Arc<Shared>, stream: TcpStream, held: Held, deadline: tokio::time::Instant) {
     let lot = LOT.with(|lot| {
         let mut lot = lot.borrow_mut();
-        Arc::clone(lot.get_or_insert_with(|| new_lot(shared)))
+        if lot.is_none() {
+            *lot = new_lot(shared);
+        }
+        lot.clone()
     });
-    lot.park(stream, held, deadline);
+    match lot {
+        Some(lot) => {
+            lot.park(stream, held, deadline);
+        }
+        None => wait_unparked(shared, stream, held, deadline),
+    }
+}
+
+/// Without a lot (its epoll instance could not be made: out of file descriptors), an idle
+/// connection waits for its next request in a task of its own, as it did before parking.
+fn wait_unparked(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    held: Held,
+    deadline: tokio::time::Instant,
+) {
+    let shared = Arc::clone(shared);
+    let span = info_span!("conn", client.addr = %held.ctx.peer, listener = %held.ctx.listener);
+    let tracker = shared.tracker.clone();
+    tracker.spawn(
+        async move {
+            if let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
+                serve_fast(shared, stream, held).await;
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// A lot for this worker, and its task (tracked, so a drain waits for it; it closes every
 /// parked connection once shutdown begins: they are between requests).
-fn new_lot(shared: &Arc<Shared>) -> Arc<crate::park::Lot<Held>> {
+fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
     let resume_shared = Arc::clone(shared);
-    let lot = crate::park::Lot::new(Box::new(move |stream, held: Held| {
+    let made = crate::park::Lot::new(Box::new(move |stream, held: Held| {
         let span = info_span!("conn", client.addr = %held.ctx.peer, listener = %held.ctx.listener);
         let shared = Arc::clone(&resume_shared);
         resume_shared
             .tracker
             .spawn(serve_fast(shared, stream, held).instrument(span));
     }));
+    let lot = match made {
+        Ok(lot) => lot,
+        Err(e) => {
+            warn!(error = %e, "idle connections wait in their own tasks on this worker");
+            return None;
+        }
+    };
     let driver = Arc::clone(&lot);
     let shutdown = shared.shutdown.clone();
     shared.tracker.spawn(async move {
@@ -625,7 +668,7 @@ fn new_lot(shared: &Arc<Shared>) -> Arc<crate::park::Lot<Held>> {
             })
             .await;
     });
-    lot
+    Some(lot)
 }
 
 async fn serve_h2(shared: &Arc<Shared>, stream: TcpStream, held: &Held) {
@@ -676,7 +719,7 @@ async fn serve_hyper_http1(shared: &Arc<Shared>, stream: TcpStream, buffered: By
     // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
     let io = TokioIo::new(FramingIo::new(
         Prefixed::new(stream, buffered),
-        Arc::clone(&held.ctx.framing),
+        Arc::clone(held.ctx.framing()),
         max_head,
     ));
     let conn = Box::pin(

@@ -6,25 +6,32 @@
 //! against under 1 KiB in nginx and HAProxy, whose idle connections are a socket in the
 //! event loop and a small struct. So a connection that has waited a while for its next
 //! request with no buffer (see `l7::fast::conn`) ends its task and leaves its socket and a few
-//! handles here ([`park`]), on the worker thread that served it.
+//! handles here ([`Lot::park`]), on the worker thread that served it.
 //!
-//! How: each worker thread has one [`Lot`] and one task driving it. A parked socket registers
-//! a small per-entry waker with the reactor; when the client sends its next request (or
-//! closes), the reactor wakes that waker, the entry is queued, and the lot's task hands the
-//! socket back through the lot's `resume` callback, which spawns a fresh connection task. The
-//! lot also closes entries whose deadline passed (the connection's keep-alive timeout), and
-//! on shutdown closes them all: they are between requests, so nothing is cut off.
+//! How: each worker thread has one [`Lot`] and one task driving it. The lot has an epoll
+//! instance of its own, and a parked socket leaves tokio's reactor for it: tokio keeps a
+//! cache-line-aligned registration (about 256 bytes) per socket it watches, more than the
+//! rest of a parked connection together, while the lot's epoll costs a few bytes of kernel
+//! memory per socket and one registration in tokio for the whole lot. When the client sends
+//! its next request (or closes), the lot's epoll becomes readable, the lot's task takes the
+//! socket out, gives it back to tokio, and hands it to the lot's `resume` callback, which
+//! spawns a fresh connection task. The lot also closes entries whose deadline passed (the
+//! connection's keep-alive timeout), and on shutdown closes them all: they are between
+//! requests, so nothing is cut off. Parking and resuming cost three `epoll_ctl` calls, paid
+//! only by a connection that was idle for a while.
 //!
 //! The lot is generic over what a parked connection carries (`T`), so it knows nothing of
 //! HTTP or of the listener: it is tested here with plain sockets.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use slab::Slab;
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -41,20 +48,25 @@ pub fn parked() -> usize {
 /// What a lot does with a socket that became readable: serve it again.
 pub type Resume<T> = Box<dyn Fn(TcpStream, T) + Send + Sync>;
 
+/// Events taken from the lot's epoll per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 64;
+
 /// One worker's parked connections.
 pub struct Lot<T> {
     inner: Mutex<Inner<T>>,
-    /// Entries whose socket became readable, as (key, generation); filled by the reactor.
-    ready: Arc<ReadyQueue>,
+    /// Watches the parked sockets; its own descriptor is the one thing tokio watches.
+    epoll: AsyncFd<LotEpoll>,
+    /// Wakes the lot's task when a park brought the next deadline forward.
+    deadline_moved: Notify,
     resume: Resume<T>,
 }
 
 struct Inner<T> {
     entries: Slab<Entry<T>>,
     /// Deadlines, earliest first; an item whose entry has moved on is skipped (lazy deletion).
-    expiry: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    expiry: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Tells a key's current entry from an earlier one that used the same slot.
-    next_generation: u64,
+    next_generation: u32,
     /// After shutdown nothing is parked any more: the socket is closed instead.
     closed: bool,
     /// When the lot's task will next look at deadlines (`None`: it waits for wake-ups only).
@@ -79,33 +91,10 @@ impl<T> Inner<T> {
 }
 
 struct Entry<T> {
-    stream: TcpStream,
+    /// Out of tokio's reactor while parked (see the module docs).
+    stream: std::net::TcpStream,
     held: T,
-    generation: u64,
-}
-
-#[derive(Default)]
-struct ReadyQueue {
-    keys: Mutex<Vec<(usize, u64)>>,
-    notify: Notify,
-}
-
-/// The waker a parked socket registers with the reactor.
-struct EntryWaker {
-    queue: Arc<ReadyQueue>,
-    key: usize,
-    generation: u64,
-}
-
-impl Wake for EntryWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        lock(&self.queue.keys).push((self.key, self.generation));
-        self.queue.notify.notify_one();
-    }
+    generation: u32,
 }
 
 /// What [`Lot::park`] did with a connection.
@@ -119,9 +108,48 @@ pub enum Parked {
     Closed,
 }
 
+/// Why a lot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LotError {
+    #[error("creating the parking lot's epoll instance: {0}")]
+    Create(#[from] nix::Error),
+    #[error("registering the parking lot's epoll instance with tokio: {0}")]
+    Register(#[from] std::io::Error),
+}
+
+/// The lot's epoll instance, as tokio's `AsyncFd` wants it.
+struct LotEpoll(Epoll);
+
+impl AsRawFd for LotEpoll {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0 .0.as_raw_fd()
+    }
+}
+
+/// Watch `epoll` with tokio's reactor. `AsyncFd::new` is deprecated because it is unsound
+/// for a value whose descriptor may change or close while registered; its replacement is an
+/// `unsafe fn` stating that contract, and lbd forbids `unsafe`. The contract holds here by
+/// construction: the `AsyncFd` owns the `Epoll`, whose `OwnedFd` never changes and closes
+/// only when the `AsyncFd` (after deregistering) drops it.
+#[allow(deprecated)]
+fn watch(epoll: Epoll) -> std::io::Result<AsyncFd<LotEpoll>> {
+    AsyncFd::with_interest(LotEpoll(epoll), tokio::io::Interest::READABLE)
+}
+
+/// An entry's key and generation, as the epoll event's user data.
+fn token(key: usize, generation: u32) -> u64 {
+    ((key as u64) << 32) | u64::from(generation)
+}
+
+fn untoken(data: u64) -> (usize, u32) {
+    ((data >> 32) as usize, data as u32)
+}
+
 impl<T: Send + 'static> Lot<T> {
-    pub fn new(resume: Resume<T>) -> Arc<Self> {
-        Arc::new(Lot {
+    /// Must be called on the runtime that drives the lot.
+    pub fn new(resume: Resume<T>) -> Result<Arc<Self>, LotError> {
+        let epoll = watch(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?)?;
+        Ok(Arc::new(Lot {
             inner: Mutex::new(Inner {
                 entries: Slab::new(),
                 expiry: BinaryHeap::new(),
@@ -129,9 +157,10 @@ impl<T: Send + 'static> Lot<T> {
                 closed: false,
                 next_wake: None,
             }),
-            ready: Arc::default(),
+            epoll,
+            deadline_moved: Notify::new(),
             resume,
-        })
+        }))
     }
 
     /// Park `stream` until the client sends something, or until `deadline` (then it is
@@ -141,22 +170,33 @@ impl<T: Send + 'static> Lot<T> {
         if inner.closed {
             return Parked::Closed;
         }
-        let generation = inner.next_generation;
-        inner.next_generation += 1;
-        let key = inner.entries.vacant_key();
-        let waker = Waker::from(Arc::new(EntryWaker {
-            queue: Arc::clone(&self.ready),
-            key,
-            generation,
-        }));
-        match wait_readable(&stream, &waker) {
-            Poll::Pending => {}
-            Poll::Ready(Ok(())) => {
+        match has_input(&stream) {
+            Ok(false) => {}
+            Ok(true) => {
                 drop(inner);
                 (self.resume)(stream, held);
                 return Parked::Resumed;
             }
-            Poll::Ready(Err(_)) => return Parked::Closed,
+            Err(_) => return Parked::Closed,
+        }
+        let Ok(stream) = stream.into_std() else {
+            return Parked::Closed;
+        };
+        let generation = inner.next_generation;
+        inner.next_generation = generation.wrapping_add(1);
+        let key = inner.entries.vacant_key();
+        // One-shot: the first readiness takes the socket out, and nothing fires again until
+        // it is parked anew. Level-triggered, so bytes that came after the peek above fire
+        // at once.
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        if self
+            .epoll
+            .get_ref()
+            .0
+            .add(&stream, EpollEvent::new(interest, token(key, generation)))
+            .is_err()
+        {
+            return Parked::Closed;
         }
         let inserted = inner.entries.insert(Entry {
             stream,
@@ -171,7 +211,7 @@ impl<T: Send + 'static> Lot<T> {
             // The lot's task sleeps past this deadline: have it look again.
             inner.next_wake = Some(deadline);
             drop(inner);
-            self.ready.notify.notify_one();
+            self.deadline_moved.notify_one();
         }
         Parked::Waiting
     }
@@ -200,7 +240,15 @@ impl<T: Send + 'static> Lot<T> {
             };
             tokio::select! {
                 _ = &mut stop => break,
-                _ = self.ready.notify.notified() => {}
+                guard = self.epoll.readable() => {
+                    if let Ok(mut guard) = guard {
+                        // Take everything that is ready now; readiness that arrives after
+                        // this survives `clear_ready` (tokio compares ticks).
+                        self.resume_ready();
+                        guard.clear_ready();
+                    }
+                }
+                _ = self.deadline_moved.notified() => {}
                 _ = sleep => {}
             }
         }
@@ -213,21 +261,42 @@ impl<T: Send + 'static> Lot<T> {
 
     /// Hand every readable entry back to `resume`.
     fn resume_ready(&self) {
-        let keys = std::mem::take(&mut *lock(&self.ready.keys));
-        for (key, generation) in keys {
-            let entry = {
-                let mut inner = lock(&self.inner);
-                match inner.entries.get(key) {
-                    Some(e) if e.generation == generation => {
-                        PARKED.fetch_sub(1, Ordering::Relaxed);
-                        inner.entries.remove(key)
-                    }
-                    // Already resumed or expired: a late wake-up.
-                    _ => continue,
+        let mut events = [EpollEvent::empty(); EVENTS_PER_WAIT];
+        loop {
+            let n = self
+                .epoll
+                .get_ref()
+                .0
+                .wait(&mut events, EpollTimeout::ZERO)
+                .unwrap_or(0);
+            for event in &events[..n] {
+                let (key, generation) = untoken(event.data());
+                if let Some((stream, held)) = self.take(key, generation) {
+                    (self.resume)(stream, held);
                 }
-            };
-            (self.resume)(entry.stream, entry.held);
+            }
+            if n < EVENTS_PER_WAIT {
+                return;
+            }
         }
+    }
+
+    /// Take an entry out of the lot and give its socket back to tokio; `None` for a late
+    /// event (the entry already expired or was resumed) or a socket tokio refuses (closed).
+    fn take(&self, key: usize, generation: u32) -> Option<(TcpStream, T)> {
+        let entry = {
+            let mut inner = lock(&self.inner);
+            match inner.entries.get(key) {
+                Some(e) if e.generation == generation => {}
+                _ => return None,
+            }
+            PARKED.fetch_sub(1, Ordering::Relaxed);
+            inner.entries.remove(key)
+        };
+        // Out of the lot's epoll, so the socket can be parked again later.
+        let _ = self.epoll.get_ref().0.delete(&entry.stream);
+        let stream = TcpStream::from_std(entry.stream).ok()?;
+        Some((stream, entry.held))
     }
 
     /// Close entries whose deadline is at or before `now`; the next deadline, if any.
@@ -245,7 +314,7 @@ impl<T: Send + 'static> Lot<T> {
             inner.expiry.pop();
             if current {
                 // Dropping the socket closes the idle connection (a FIN, as a keep-alive
-                // timeout should).
+                // timeout should) and takes it out of the epoll.
                 inner.entries.remove(key);
                 PARKED.fetch_sub(1, Ordering::Relaxed);
             }
@@ -255,28 +324,14 @@ impl<T: Send + 'static> Lot<T> {
     }
 }
 
-/// Register `waker` for the socket's next readability; `Ready` when the client already sent
-/// something (or closed). tokio's readiness can be stale (a new socket starts out ready): a
-/// look at the socket (a `MSG_PEEK` through `try_io`, which clears the readiness when nothing
-/// is there) settles it before the waker is registered for real.
-fn wait_readable(stream: &TcpStream, waker: &Waker) -> Poll<std::io::Result<()>> {
-    let mut cx = Context::from_waker(waker);
-    for _ in 0..2 {
-        match stream.poll_read_ready(&mut cx) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
-        }
-        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
-            let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            socket2::SockRef::from(stream).peek(&mut byte)
-        });
-        match peeked {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            _ => return Poll::Ready(Ok(())),
-        }
+/// Whether the client already sent something (or closed): a non-blocking `MSG_PEEK`.
+fn has_input(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
-    // Readiness keeps saying yes with nothing there: let the connection task find out.
-    Poll::Ready(Ok(()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -299,7 +354,8 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let lot = Lot::new(Box::new(move |s, tag| {
             let _ = tx.send((s, tag));
-        }));
+        }))
+        .expect("epoll");
         (lot, rx)
     }
 

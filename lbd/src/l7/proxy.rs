@@ -321,7 +321,7 @@ async fn forward(
     let cfg = &rt.config;
     // Framing hyper accepted but hid (CL+TE, duplicate CL, extra codings, a bad chunk line
     // that came with the head): asked once per request, in order.
-    if let Some(why) = conn.framing.next_request() {
+    if let Some(why) = conn.framing().next_request() {
         return Err(Local::from(
             ProxyError::new(refusal_kind(why)).with_source(why.as_str()),
         ));
