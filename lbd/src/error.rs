@@ -167,14 +167,12 @@ impl ErrorKind {
     }
 }
 
-/// A failed request: kind, side, retryability and the underlying cause.
+/// A failed request: kind, side and the underlying cause. Whether it may be sent again is
+/// decided by the request's attempts (`l7::attempts`), from how it failed.
 #[derive(Debug, thiserror::Error)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub side: Side,
-    /// The request never reached the backend's application (connect failed, or the connection
-    /// died before any response byte), so an idempotent request may be sent elsewhere.
-    pub retryable: bool,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -194,14 +192,8 @@ impl ProxyError {
         ProxyError {
             kind,
             side: kind.side(),
-            retryable: false,
             source: None,
         }
-    }
-
-    pub fn retryable(mut self) -> Self {
-        self.retryable = true;
-        self
     }
 
     pub fn with_source(mut self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -225,10 +217,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(ErrorKind::Connect.side(), Side::Backend);
-        let e = ProxyError::new(ErrorKind::Connect)
-            .retryable()
-            .with_source(std::io::Error::other("refused"));
-        assert!(e.retryable);
+        let e = ProxyError::new(ErrorKind::Connect).with_source(std::io::Error::other("refused"));
         assert_eq!(e.to_string(), "connect (backend side): refused");
     }
 }

@@ -28,7 +28,7 @@
 //! - [`peer`]       the authenticated peer link that replicates [`softstate`] to the other node
 //!   (protocol in `shared::peer`), and the cold/learning/warm readiness it reports.
 //! - [`access_log`] one line per request, plain or JSON; [`error`] `ProxyError { kind, side,
-//!   retryable }` and the status each kind maps to; [`log_limit`] one log line a second for
+//!   source }` and the status each kind maps to; [`log_limit`] one log line a second for
 //!   events that come in floods.
 #![forbid(unsafe_code)]
 

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::body::Finish;
 use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::attempts::Blame;
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::path::normalize_path_str;
 use crate::l7::ratelimit::{Denied, RequestKeys};
@@ -140,19 +141,33 @@ pub fn route_and_limit<'r>(
     Ok((index, pool, rule, rt.config.body_limit(matched.rule)))
 }
 
-/// A connect to `backend` failed: count it, tell passive health, and keep the request's
-/// further attempts off that backend (both HTTP paths).
-pub fn connect_failed(
-    pool: &PoolRt,
-    conns: &ConnPool,
-    backend: &Backend,
-    exclude: &mut Vec<BackendId>,
-    e: &ProxyError,
-) {
+/// A connect to `backend` failed: count it and tell passive health (both HTTP paths; the
+/// request's [`Attempts`](crate::l7::attempts::Attempts) keeps it off that backend).
+pub fn connect_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, e: &ProxyError) {
     debug!(backend = %backend.addr, error = %e, "connect failed");
     inc(&conns.stats.failures);
     report(pool, backend, Outcome::ConnectFailure);
-    exclude.push(backend.id);
+}
+
+/// A send to `backend` failed after the connect, and [`Attempts`] said whose failure it was.
+/// The backend's is counted and, unless the connection was a reused one (whose closing under
+/// a request is usually the keep-alive race, not a sick backend), told to passive health
+/// (both HTTP paths).
+///
+/// [`Attempts`]: crate::l7::attempts::Attempts
+pub fn send_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, reused: bool, blame: Blame) {
+    match blame {
+        Blame::KeepAliveRace => {
+            debug!(backend = %backend.addr, "stale pooled connection: resending on a fresh one");
+        }
+        Blame::Backend => {
+            debug!(backend = %backend.addr, reused, "backend failed before responding");
+            inc(&conns.stats.failures);
+            if !reused {
+                report(pool, backend, Outcome::ResetAfterSend);
+            }
+        }
+    }
 }
 
 /// Header hygiene for the request going upstream: hop-by-hop headers out, forwarding headers

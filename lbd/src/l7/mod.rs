@@ -12,6 +12,9 @@
 //!   connection, release the backend and the gate, count, access log).
 //! - [`headers`] hop-by-hop stripping, forwarding headers and the real client address (pure).
 //! - [`path`]    request path normalisation before routing (pure).
+//! - [`attempts`] one request's attempts at a backend: what a failed connect or send means
+//!   (resend after the keep-alive race, retry elsewhere, or fail), the one policy both HTTP
+//!   paths drive (pure).
 //! - [`retry`]   retry budget and idempotency rules (pure).
 //! - [`sticky`]  sticky sessions: the signed insert-mode cookie, the learn-mode cookie and
 //!   the per-pool precomputed state (pure; the learn table is [`crate::softstate`]).
@@ -20,6 +23,7 @@
 //! - [`ratelimit`] which `[[rate_limit]]` tables apply to a request and its key for each; the
 //!   buckets are [`crate::softstate`].
 
+pub mod attempts;
 pub mod body;
 pub mod dispatch;
 pub mod fast;

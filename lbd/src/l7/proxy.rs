@@ -54,11 +54,13 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
+use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
 use super::body::{CappedBody, Finish, Inner, LogInfo, RequestBodyState, Stall};
 use super::dispatch::{
     client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
-    pair_headers, pick, report, rewrite_request_headers, route_and_limit, Lease, Local,
+    pair_headers, pick, report, rewrite_request_headers, route_and_limit, send_failed, Lease,
+    Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::framing::Suspect;
@@ -438,24 +440,19 @@ async fn forward(
     let replayable = idempotent && replay_bytes.is_some();
 
     let mut pending = Some((parts, body));
-    let mut exclude: Vec<BackendId> = Vec::new();
-    let mut retries = 0u32;
-    let mut stale = 0u32;
-    let mut last_err: Option<ProxyError> = None;
-    let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
-        may_retry(shared, rt, pool, retries, exclude)
-    };
+    let mut attempts = Attempts::new();
+    let may_retry =
+        |retries: u32, exclude: &[BackendId]| may_retry(shared, rt, pool, retries, exclude);
     loop {
         let Some((parts, body)) = pending.take() else {
             return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
         };
         let ctx = PickContext::new(client)
             .with_headers(&parts.headers)
-            .with_exclude(&exclude);
+            .with_exclude(attempts.excluded());
         let (backend, lease, pinned) = match pick(pool, pcfg, meta.pin.as_ref(), &ctx).await {
             Ok(p) => p,
-            // A retry that finds no other backend reports the failure that caused it.
-            Err(e) => return Err(Local::from(last_err.take().unwrap_or(e))),
+            Err(e) => return Err(Local::from(attempts.pick_failed(e))),
         };
         meta.backend = Some(backend.addr);
         meta.backend_index = Some(backend.id.0);
@@ -466,18 +463,19 @@ async fn forward(
         if pinned {
             inc(&conns.stats.sticky_requests);
         }
-        let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, stale > 0).await {
+        let fresh = attempts.needs_fresh_connection();
+        let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, fresh).await {
             Ok(c) => c,
             Err(e) => {
-                connect_failed(pool, conns, &backend, &mut exclude, &e);
+                connect_failed(pool, conns, &backend, &e);
                 drop(lease);
-                if may_retry(retries, &exclude) {
-                    retries += 1;
-                    pending = Some((parts, body));
-                    last_err = Some(e);
-                    continue;
+                match attempts.on_connect_failed(backend.id, e, may_retry) {
+                    Step::Again => {
+                        pending = Some((parts, body));
+                        continue;
+                    }
+                    Step::Fail(e) => return Err(Local::from(e)),
                 }
-                return Err(Local::from(e));
             }
         };
         if reused {
@@ -488,7 +486,8 @@ async fn forward(
         // on another backend (so a fresh connection in a single-backend pool never needs
         // one; cloning the head on every request is measurable).
         let other_backends = pool.pool.backends.len() > 1;
-        let resend_possible = reused && stale < 2 || retries < max_retries && other_backends;
+        let resend_possible =
+            reused && attempts.may_resend() || attempts.retries() < max_retries && other_backends;
         let replay = (replayable && resend_possible).then(|| {
             let bytes = replay_bytes.clone().unwrap_or_default();
             (parts.clone(), Either::Left(Full::new(bytes)))
@@ -561,60 +560,37 @@ async fn forward(
                         ProxyError::new(ErrorKind::BodyTooLarge).with_source(e.into_error()),
                     ));
                 }
-                if let Some(unsent) = e.take_message() {
-                    // The pooled connection died before our request was written: resend on
-                    // a fresh connection; not the backend's fault.
-                    debug!(backend = %backend.addr, error = %e.error(), "stale pooled connection");
-                    stale += 1;
-                    if stale > 2 {
-                        return Err(Local::from(
-                            ProxyError::new(ErrorKind::BackendIo).with_source(e.into_error()),
-                        ));
-                    }
-                    pending = Some(unsent.into_parts());
-                    continue;
-                }
+                // Not written at all: hyper hands the request back.
+                let unsent = e.take_message().map(|r| r.into_parts());
                 let err = e.into_error();
-                if client_body_failed(&err) {
+                if unsent.is_none() && client_body_failed(&err) {
                     return Err(Local::from(
                         ProxyError::new(ErrorKind::ClientBody).with_source(err),
                     ));
                 }
-                let replay = match replay {
-                    // Written, then the reused connection closed without a response: the
-                    // keep-alive race again (the backend closed it as the request went out).
-                    // An idempotent request goes once more on a fresh connection.
-                    Some(r) if reused && stale < 2 => {
-                        debug!(backend = %backend.addr, error = %err, "pooled connection closed under the request");
-                        stale += 1;
-                        pending = Some(r);
-                        continue;
-                    }
-                    other => other,
+                let how = SendFailed {
+                    reused,
+                    written: unsent.is_none(),
+                    replayable: unsent.is_some() || replay.is_some(),
                 };
-                debug!(backend = %backend.addr, error = %err, reused, "backend failed before responding");
-                inc(&conns.stats.failures);
-                // A reused connection closing under us is usually the keep-alive race, not a
-                // sick backend.
-                if !reused {
-                    report(pool, &backend, Outcome::ResetAfterSend);
-                }
-                exclude.push(backend.id);
                 let e = ProxyError::new(ErrorKind::BackendIo).with_source(err);
-                if let Some(r) = replay {
-                    if may_retry(retries, &exclude) {
-                        retries += 1;
-                        pending = Some(r);
-                        last_err = Some(e);
+                let (blame, next) = attempts.on_send_failed(backend.id, how, e, may_retry);
+                send_failed(pool, conns, &backend, reused, blame);
+                match next {
+                    Step::Again => {
+                        pending = unsent.or(replay);
                         continue;
                     }
+                    Step::Fail(e) => return Err(Local::from(e)),
                 }
-                return Err(Local::from(e));
             }
             Err(_) => {
                 inc(&conns.stats.failures);
                 report(pool, &backend, Outcome::Timeout);
-                return Err(Local::from(ProxyError::new(ErrorKind::ResponseTimeout)));
+                match attempts.on_timeout() {
+                    Step::Fail(e) => return Err(Local::from(e)),
+                    Step::Again => continue,
+                }
             }
         }
     }

@@ -417,11 +417,7 @@ impl ConnPool {
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                ProxyError::new(ErrorKind::Connect)
-                    .retryable()
-                    .with_source(e)
-            })?;
+            .map_err(|e| ProxyError::new(ErrorKind::Connect).with_source(e))?;
         let guard = backend.conn_opened();
         inc(&self.stats.conns_new);
         let stats = Arc::clone(&self.stats);
@@ -450,12 +446,8 @@ impl ConnPool {
     async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(ProxyError::new(ErrorKind::Connect)
-                    .retryable()
-                    .with_source(e))
-            }
-            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout).retryable()),
+            Ok(Err(e)) => return Err(ProxyError::new(ErrorKind::Connect).with_source(e)),
+            Err(_) => return Err(ProxyError::new(ErrorKind::ConnectTimeout)),
         };
         // Requests and responses are small and latency-bound; Nagle only adds delay.
         let _ = stream.set_nodelay(true);

@@ -26,10 +26,12 @@ use tracing::{debug, warn};
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
     client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
-    pair_headers, pick, report, report_at, rewrite_request_headers, route_and_limit, Local,
+    pair_headers, pick, report, report_at, rewrite_request_headers, route_and_limit, send_failed,
+    Local,
 };
 use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
@@ -276,20 +278,16 @@ async fn forward(
 
     let replayable = is_idempotent(&req.method);
     let request_is_head = req.method == http::Method::HEAD;
-    let mut exclude: Vec<BackendId> = Vec::new();
-    let (mut retries, mut stale) = (0u32, 0u32);
-    let mut last_err: Option<ProxyError> = None;
-    let may_retry = |retries: u32, exclude: &[BackendId]| -> bool {
-        may_retry(shared, rt, pool, retries, exclude)
-    };
+    let mut attempts = Attempts::new();
+    let may_retry =
+        |retries: u32, exclude: &[BackendId]| may_retry(shared, rt, pool, retries, exclude);
     loop {
         let ctx = PickContext::new(client)
             .with_headers(&req.headers)
-            .with_exclude(&exclude);
+            .with_exclude(attempts.excluded());
         let (backend, lease, pinned) = match pick(pool, pcfg, pin.as_ref(), &ctx).await {
             Ok(p) => p,
-            // A retry that finds no other backend reports the failure that caused it.
-            Err(e) => return Err(last_err.take().unwrap_or(e).into()),
+            Err(e) => return Err(attempts.pick_failed(e).into()),
         };
         fin.backend = Some(backend.addr);
         let Some(conns) = pool.conns.get(backend.id.0) else {
@@ -301,20 +299,19 @@ async fn forward(
         }
         // One clock reading serves the pool's idle check and the latency's start.
         let mut sent_at = Instant::now();
+        let fresh = attempts.needs_fresh_connection();
         let (mut up, reused) = match conns
-            .get_raw(&backend, cfg.timeouts.connect, stale > 0, sent_at)
+            .get_raw(&backend, cfg.timeouts.connect, fresh, sent_at)
             .await
         {
             Ok(c) => c,
             Err(e) => {
-                connect_failed(pool, conns, &backend, &mut exclude, &e);
+                connect_failed(pool, conns, &backend, &e);
                 drop(lease);
-                if may_retry(retries, &exclude) {
-                    retries += 1;
-                    last_err = Some(e);
-                    continue;
+                match attempts.on_connect_failed(backend.id, e, may_retry) {
+                    Step::Again => continue,
+                    Step::Fail(e) => return Err(e.into()),
                 }
-                return Err(e.into());
             }
         };
         if reused {
@@ -333,43 +330,33 @@ async fn forward(
             MAX_RESPONSE_HEAD,
         )
         .await;
-        let failure = match sent {
-            Ok(()) => None,
+        let written = match &sent {
+            Ok(()) => true,
             Err(HeadError::Timeout) => {
                 inc(&conns.stats.failures);
                 report(pool, &backend, Outcome::Timeout);
-                return Err(ProxyError::new(ErrorKind::ResponseTimeout).into());
-            }
-            Err(e @ HeadError::Write(_)) if reused => Some((e, true)),
-            Err(e @ HeadError::NoResponse(_)) if reused && replayable => Some((e, true)),
-            Err(e) => Some((e, false)),
-        };
-        if let Some((err, keep_alive_race)) = failure {
-            drop(lease);
-            if keep_alive_race {
-                // Not the backend's fault: resend on a fresh connection to it.
-                debug!(backend = %backend.addr, error = %err, "stale pooled connection");
-                stale += 1;
-                if stale > 2 {
-                    return Err(ProxyError::new(ErrorKind::BackendIo)
-                        .with_source(err)
-                        .into());
+                match attempts.on_timeout() {
+                    Step::Fail(e) => return Err(e.into()),
+                    Step::Again => continue,
                 }
-                continue;
             }
-            debug!(backend = %backend.addr, error = %err, reused, "backend failed before responding");
-            inc(&conns.stats.failures);
-            if !reused {
-                report(pool, &backend, Outcome::ResetAfterSend);
-            }
-            exclude.push(backend.id);
+            Err(HeadError::Write(_)) => false,
+            Err(_) => true,
+        };
+        if let Err(err) = sent {
+            drop(lease);
+            let how = SendFailed {
+                reused,
+                written,
+                replayable,
+            };
             let e = ProxyError::new(ErrorKind::BackendIo).with_source(err);
-            if replayable && may_retry(retries, &exclude) {
-                retries += 1;
-                last_err = Some(e);
-                continue;
+            let (blame, next) = attempts.on_send_failed(backend.id, how, e, may_retry);
+            send_failed(pool, conns, &backend, reused, blame);
+            match next {
+                Step::Again => continue,
+                Step::Fail(e) => return Err(e.into()),
             }
-            return Err(e.into());
         }
 
         // A complete head is at the start of the buffer.
