@@ -64,35 +64,58 @@ enum Command {
     },
 }
 
+/// Why `lbd status` could not show the status.
+#[derive(Debug, thiserror::Error)]
+enum StatusError {
+    #[error("cannot reach lbd's admin listener {admin}: {source}")]
+    Connect {
+        admin: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{admin}: {source}")]
+    Io {
+        admin: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{admin}: not an HTTP answer")]
+    NotHttp { admin: SocketAddr },
+    #[error("{admin}: {status_line}")]
+    Refused {
+        admin: SocketAddr,
+        status_line: String,
+    },
+    #[error("malformed /status answer: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
 /// GET `/status` from the admin listener: HTTP/1.0, so the server closes after answering.
-fn fetch_status(admin: SocketAddr) -> Result<String, String> {
+fn fetch_status(admin: SocketAddr) -> Result<String, StatusError> {
     let timeout = Duration::from_secs(2);
     let mut s = TcpStream::connect_timeout(&admin, timeout)
-        .map_err(|e| format!("cannot reach lbd's admin listener {admin}: {e}"))?;
+        .map_err(|source| StatusError::Connect { admin, source })?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
+    let io = |source| StatusError::Io { admin, source };
     s.write_all(b"GET /status HTTP/1.0\r\nHost: lbd\r\n\r\n")
-        .map_err(|e| format!("{admin}: {e}"))?;
+        .map_err(io)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{admin}: {e}"))?;
+    s.read_to_end(&mut raw).map_err(io)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{admin}: not an HTTP answer"))?;
+        .ok_or(StatusError::NotHttp { admin })?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "{admin}: {}",
-            head.lines().next().unwrap_or("no status line")
-        ));
+        return Err(StatusError::Refused {
+            admin,
+            status_line: head.lines().next().unwrap_or("no status line").to_string(),
+        });
     }
     Ok(body.to_string())
 }
 
 /// A few lines for people; `--json` has everything.
-fn print_status(json: &str) -> Result<(), String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("malformed /status answer: {e}"))?;
+fn print_status(json: &str) -> Result<(), StatusError> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
     println!("node {}  phase {}", s(&v["node"]), s(&v["phase"]));
     lbd::peer::print_status(&v);

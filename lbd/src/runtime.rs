@@ -61,12 +61,20 @@ pub struct Runtime {
 /// Why a runtime could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("routes: {0}")]
-    Router(String),
-    #[error("pool {0:?}: {1}")]
-    Pool(String, String),
+    #[error("routes: {}", join(.0))]
+    Router(Vec<crate::l7::router::RouterError>),
+    #[error(transparent)]
+    Pool(#[from] crate::upstream::backend::PoolError),
     #[error(transparent)]
     CookieKey(#[from] crate::l7::sticky::BadKey),
+}
+
+/// Every rule error, on one line.
+fn join(errs: &[crate::l7::router::RouterError]) -> String {
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Runtime {
@@ -76,14 +84,8 @@ impl Runtime {
         previous: Option<&Runtime>,
         generation: u64,
     ) -> Result<Runtime, BuildError> {
-        let router = Router::new(config.routes.clone(), config.default_pool).map_err(|errs| {
-            BuildError::Router(
-                errs.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let router =
+            Router::new(config.routes.clone(), config.default_pool).map_err(BuildError::Router)?;
         let mut pools = Vec::with_capacity(config.pools.len());
         let now = clock();
         let cookie_key = match &config.global.cookie_secret {
@@ -162,8 +164,7 @@ impl Runtime {
                 backends.push(backend);
                 conns.push(conn);
             }
-            let pool = Pool::from_backends(pc.name.clone(), backends, pc.algorithm.clone())
-                .map_err(|e| BuildError::Pool(pc.name.clone(), e.to_string()))?;
+            let pool = Pool::from_backends(pc.name.clone(), backends, pc.algorithm.clone())?;
             pool.balancer.warm(&pool.backends);
             let sticky = pc
                 .sticky

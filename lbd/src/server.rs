@@ -138,6 +138,22 @@ impl Shared {
     }
 }
 
+/// Why a reload was rejected (the previous config keeps running).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    #[error("listener {listener:?}: cannot bind {address}: {source}")]
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -297,7 +313,7 @@ impl Server {
     }
 
     /// Reload the config file: validate, build, swap; keep the old snapshot on any error.
-    pub fn reload(&self) -> Result<u64, String> {
+    pub fn reload(&self) -> Result<u64, ReloadError> {
         let result = self.try_reload();
         match &result {
             Ok(generation) => {
@@ -312,8 +328,8 @@ impl Server {
         result
     }
 
-    fn try_reload(&self) -> Result<u64, String> {
-        let config = LbConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+    fn try_reload(&self) -> Result<u64, ReloadError> {
+        let config = LbConfig::load(&self.config_path)?;
         let old = self.shared.runtime();
         for (what, changed) in [
             (
@@ -352,9 +368,7 @@ impl Server {
             warn_cookie_key(&config);
         }
         let listeners = config.listeners.clone();
-        let new = Arc::new(
-            Runtime::build(config, Some(&old), old.generation + 1).map_err(|e| e.to_string())?,
-        );
+        let new = Arc::new(Runtime::build(config, Some(&old), old.generation + 1)?);
         // Bind new listeners before swapping so a bind failure keeps the old config whole.
         // The vrrp task starts and stops VIP listeners under this same lock, so the set of
         // instances it serves can't change under the reconciliation.
@@ -371,8 +385,10 @@ impl Server {
             .collect();
         for l in listeners.iter().filter(|l| wanted(l)) {
             if !running.iter().any(|(_, r)| r == l) {
-                self.start_listener(l).map_err(|e| {
-                    format!("listener {:?}: cannot bind {}: {e}", l.name, l.address)
+                self.start_listener(l).map_err(|source| ReloadError::Bind {
+                    listener: l.name.clone(),
+                    address: l.address,
+                    source,
                 })?;
             }
         }

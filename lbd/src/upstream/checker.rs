@@ -110,10 +110,25 @@ pub async fn probe(backend: &Backend, hc: &HealthCheckConfig) -> bool {
     }
 }
 
-async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), String> {
+/// Why a health probe failed (the backend side, always).
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("building the probe request: {0}")]
+    Request(#[from] http::Error),
+    #[error("request: {0}")]
+    Send(hyper::Error),
+    #[error("status {status} outside {low}-{high}")]
+    Status { status: u16, low: u16, high: u16 },
+}
+
+async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(backend.addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(ProbeError::Connect)?;
     let ProbeKind::Http {
         method,
         path,
@@ -126,7 +141,7 @@ async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), String> 
     let _ = stream.set_nodelay(true);
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(ProbeError::Handshake)?;
     let driver = tokio::spawn(conn);
     let host = host.clone().unwrap_or_else(|| backend.addr.to_string());
     let req = Request::builder()
@@ -134,19 +149,22 @@ async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), String> 
         .uri(path.as_str())
         .header(
             header::HOST,
-            HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(&host).map_err(http::Error::from)?,
         )
         .header(header::USER_AGENT, "lbd-health-check")
         .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .body(Empty::<Bytes>::new())?;
     let result = tx.send_request(req).await;
     driver.abort();
-    let resp = result.map_err(|e| format!("request: {e}"))?;
+    let resp = result.map_err(ProbeError::Send)?;
     let status = resp.status().as_u16();
     if (expect.0..=expect.1).contains(&status) {
         Ok(())
     } else {
-        Err(format!("status {status} outside {}-{}", expect.0, expect.1))
+        Err(ProbeError::Status {
+            status,
+            low: expect.0,
+            high: expect.1,
+        })
     }
 }
