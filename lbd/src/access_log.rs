@@ -136,6 +136,16 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// The `lbd_access_log_dropped_total` counter.
+pub fn render_metrics(e: &mut crate::metrics::Exposition) {
+    e.family(
+        "lbd_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer fell behind.",
+    );
+    e.sample("lbd_access_log_dropped_total", &[], dropped());
+}
+
 type Batch = Arc<Mutex<Vec<u8>>>;
 
 thread_local! {

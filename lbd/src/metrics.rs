@@ -2,8 +2,11 @@
 //!
 //! Everything is a relaxed atomic: metrics are read rarely (a scrape) and written on every
 //! request, so the write path must not take a lock. The exposition is hand-written
-//! ([`Exposition`]) rather than pulling in a metrics crate; `admin.rs` walks the current
-//! runtime snapshot and emits one family at a time.
+//! ([`Exposition`]) rather than pulling in a metrics crate. Each owner of counters renders
+//! its own families (linkerd's `FmtMetrics` pattern): [`GlobalStats::render`] here, the
+//! runtime snapshot its pools, backends and limiters (`runtime/metrics.rs`), the vrrpd
+//! coupling, the peer link, the parking lot and the access log theirs; `admin::render` only
+//! calls them in turn.
 //!
 //! Per-backend stats ([`BackendStats`]) live next to the backend's connection pool and are
 //! carried over a reload for an unchanged address, so counters keep increasing across
@@ -156,6 +159,133 @@ pub struct GlobalStats {
 }
 
 impl GlobalStats {
+    /// The process-wide request, connection, error, retry and reload families.
+    pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "lbd_client_connections",
+            "gauge",
+            "Open client connections.",
+        );
+        e.sample(
+            "lbd_client_connections",
+            &[],
+            self.client_conns_active.load(Ordering::Relaxed),
+        );
+        e.family(
+            "lbd_client_connections_total",
+            "counter",
+            "Accepted client connections.",
+        );
+        e.sample(
+            "lbd_client_connections_total",
+            &[],
+            get(&self.client_conns_total),
+        );
+        e.family("lbd_requests_total", "counter", "Client requests received.");
+        e.sample("lbd_requests_total", &[], get(&self.requests_total));
+        e.family(
+            "lbd_responses_total",
+            "counter",
+            "Responses sent to clients by status class.",
+        );
+        for (i, class) in STATUS_CLASSES.iter().enumerate() {
+            e.sample(
+                "lbd_responses_total",
+                &[("class", class)],
+                get(&self.responses[i]),
+            );
+        }
+        e.family(
+            "lbd_proxy_errors_total",
+            "counter",
+            "Requests lbd answered itself, by error kind and blamed side.",
+        );
+        for k in ErrorKind::ALL {
+            e.sample(
+                "lbd_proxy_errors_total",
+                &[("kind", k.as_str()), ("side", k.side().as_str())],
+                get(&self.errors[k.index()]),
+            );
+        }
+        e.family(
+            "lbd_retries_total",
+            "counter",
+            "Requests retried on another backend.",
+        );
+        e.sample("lbd_retries_total", &[], get(&self.retries_total));
+        e.family(
+            "lbd_retry_budget_exhausted_total",
+            "counter",
+            "Retries refused by the retry budget.",
+        );
+        e.sample(
+            "lbd_retry_budget_exhausted_total",
+            &[],
+            get(&self.retry_budget_exhausted),
+        );
+        e.family(
+            "lbd_upgrades_total",
+            "counter",
+            "Upgraded (WebSocket) tunnels opened.",
+        );
+        e.sample("lbd_upgrades_total", &[], get(&self.upgrades_total));
+        e.family(
+            "lbd_upgrades_stripped_total",
+            "counter",
+            "Upgrade requests for a protocol the route does not tunnel, forwarded without Upgrade.",
+        );
+        e.sample(
+            "lbd_upgrades_stripped_total",
+            &[],
+            get(&self.upgrades_stripped_total),
+        );
+        e.family(
+            "lbd_http1_fast_path_requests_total",
+            "counter",
+            "Requests served by lbd's own HTTP/1 engine (the rest are served by hyper).",
+        );
+        e.sample(
+            "lbd_http1_fast_path_requests_total",
+            &[],
+            get(&self.fast_path_requests_total),
+        );
+        e.family(
+        "lbd_http1_fast_path_handoffs_total",
+        "counter",
+        "Client connections the HTTP/1 fast path handed to hyper on a request it does not take.",
+    );
+        e.sample(
+            "lbd_http1_fast_path_handoffs_total",
+            &[],
+            get(&self.fast_path_handoffs_total),
+        );
+        e.family(
+        "lbd_client_conns_rejected_total",
+        "counter",
+        "Client connections closed at accept (per_client_cap: the IP had max_conns_per_client open).",
+    );
+        e.sample(
+            "lbd_client_conns_rejected_total",
+            &[("reason", "per_client_cap")],
+            get(&self.client_conns_over_cap),
+        );
+        e.family(
+            "lbd_config_reloads_total",
+            "counter",
+            "Config reloads by result.",
+        );
+        e.sample(
+            "lbd_config_reloads_total",
+            &[("result", "ok")],
+            get(&self.reloads_ok),
+        );
+        e.sample(
+            "lbd_config_reloads_total",
+            &[("result", "error")],
+            get(&self.reloads_failed),
+        );
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
@@ -226,141 +356,6 @@ impl Exposition {
     }
 }
 
-/// The sticky-session and rate-limit families (issue 5) and their tables' sizes (issue 9);
-/// `admin::render` appends them.
-pub fn render_datapath(
-    e: &mut Exposition,
-    rt: &crate::server::Runtime,
-    soft: &crate::softstate::SoftState,
-) {
-    for (name, help, sticky) in [
-        (
-            "lbd_backend_requests_total",
-            "Requests sent to the backend (every attempt, retries included).",
-            false,
-        ),
-        (
-            "lbd_backend_sticky_requests_total",
-            "Requests sent to the backend because a sticky cookie pinned them to it (sticky \
-             share = this / lbd_backend_requests_total).",
-            true,
-        ),
-    ] {
-        e.family(name, "counter", help);
-        for p in &rt.pools {
-            for (b, c) in p.pool.backends.iter().zip(&p.conns) {
-                let addr = b.addr.to_string();
-                let v = if sticky {
-                    get(&c.stats.sticky_requests)
-                } else {
-                    get(&c.stats.requests)
-                };
-                e.sample(name, &[("pool", p.name()), ("backend", &addr)], v);
-            }
-        }
-    }
-    if !rt.limiters.all.is_empty() {
-        for (name, help, hashed) in [
-            (
-                "lbd_rate_limited_total",
-                "Requests answered 429 by a rate limiter.",
-                false,
-            ),
-            (
-                "lbd_rate_limit_keys_hashed_total",
-                "Keys longer than the limiter's max_key_bytes, replaced by their SHA-256.",
-                true,
-            ),
-        ] {
-            e.family(name, "counter", help);
-            for l in &rt.limiters.all {
-                let c = if hashed { &l.hashed } else { &l.denied };
-                e.sample(name, &[("limiter", &l.name)], get(c));
-            }
-        }
-    }
-    render_soft_tables(e, rt, soft);
-}
-
-/// Entries, estimated bytes and evictions of the sticky (per learn-mode pool) and rate-limit
-/// tables.
-fn render_soft_tables(
-    e: &mut Exposition,
-    rt: &crate::server::Runtime,
-    soft: &crate::softstate::SoftState,
-) {
-    let learn_pools: Vec<&str> = rt
-        .pools
-        .iter()
-        .filter(|p| {
-            p.sticky
-                .as_ref()
-                .is_some_and(|s| s.mode == crate::config::StickyMode::Learn)
-        })
-        .map(|p| p.name())
-        .collect();
-    let usage: Vec<_> = learn_pools.iter().map(|p| soft.sticky_usage(p)).collect();
-    for (name, help, bytes) in [
-        (
-            "lbd_sticky_table_entries",
-            "Learn-mode sticky entries held for the pool (one table serves all learn pools).",
-            false,
-        ),
-        (
-            "lbd_sticky_table_bytes",
-            "Estimated bytes of the pool's learn-mode sticky entries (2 x key + overhead each).",
-            true,
-        ),
-    ] {
-        e.family(name, "gauge", help);
-        for (pool, u) in learn_pools.iter().zip(&usage) {
-            e.sample(
-                name,
-                &[("pool", pool)],
-                if bytes { u.bytes } else { u.entries },
-            );
-        }
-    }
-    let (_, sticky) = soft.sticky_table();
-    let (rate, rate_counters) = soft.rate_table();
-    let families: [(&str, &str, &str, u64); 5] = [
-        (
-            "lbd_sticky_evictions_total",
-            "counter",
-            "Sticky entries evicted to keep the table within max_entries / max_bytes.",
-            sticky.evictions,
-        ),
-        (
-            "lbd_sticky_keys_too_long_total",
-            "counter",
-            "Session cookie values not learned: longer than the pool's max_key_bytes.",
-            sticky.keys_too_long,
-        ),
-        (
-            "lbd_rate_limit_table_entries",
-            "gauge",
-            "Rate-limit buckets held.",
-            rate.entries as u64,
-        ),
-        (
-            "lbd_rate_limit_table_bytes",
-            "gauge",
-            "Estimated bytes of the rate-limit buckets (2 x key + overhead each).",
-            rate.bytes as u64,
-        ),
-        (
-            "lbd_rate_limit_evictions_total",
-            "counter",
-            "Rate-limit buckets evicted to keep the table within its bounds.",
-            rate_counters.evictions,
-        ),
-    ];
-    for (name, kind, help, value) in families {
-        e.family(name, kind, help);
-        e.sample(name, &[], value);
-    }
-}
-
 /// Read a counter.
 pub fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
@@ -393,41 +388,6 @@ mod tests {
         assert!(text.contains("le=\"10\"} 2\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count{b=\"a\\\"b\"} 3\n"), "{text}");
-    }
-
-    #[test]
-    fn datapath_families_show_sticky_share_and_denials() {
-        let text = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
-            [[pool]]\nname = \"web\"\n[pool.sticky]\nmode = \"insert\"\n\
-            [[pool.backend]]\naddress = \"127.0.0.1:9001\"\n\
-            [[rate_limit]]\nname = \"per-ip\"\nkey = \"client_ip\"\nrate = 1\nburst = 1\n";
-        let cfg = crate::config::LbConfig::from_source(&shared::config::Source::from_text(
-            "t.toml", text,
-        ))
-        .expect("valid");
-        let rt = crate::server::Runtime::build(cfg, None, 1).expect("runtime");
-        let stats = &rt.pools[0].conns[0].stats;
-        for _ in 0..4 {
-            inc(&stats.requests);
-        }
-        inc(&stats.sticky_requests);
-        rt.limiters.all[0].denied.fetch_add(3, Ordering::Relaxed);
-        let mut e = Exposition::new();
-        let soft = crate::softstate::SoftState::new("a", crate::server::soft_limits(&rt.config));
-        render_datapath(&mut e, &rt, &soft);
-        let out = e.finish();
-        for line in [
-            "lbd_backend_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 4\n",
-            "lbd_backend_sticky_requests_total{pool=\"web\",backend=\"127.0.0.1:9001\"} 1\n",
-            "lbd_rate_limited_total{limiter=\"per-ip\"} 3\n",
-            "# TYPE lbd_rate_limited_total counter\n",
-            "lbd_rate_limit_keys_hashed_total{limiter=\"per-ip\"} 0\n",
-            "# TYPE lbd_rate_limit_table_bytes gauge\n",
-            "lbd_rate_limit_table_bytes 0\n",
-            "lbd_sticky_evictions_total 0\n",
-        ] {
-            assert!(out.contains(line), "missing {line:?} in:\n{out}");
-        }
     }
 
     #[test]

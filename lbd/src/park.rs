@@ -45,6 +45,16 @@ pub fn parked() -> usize {
     PARKED.load(Ordering::Relaxed)
 }
 
+/// The `lbd_client_connections_parked` gauge.
+pub fn render_metrics(e: &mut crate::metrics::Exposition) {
+    e.family(
+        "lbd_client_connections_parked",
+        "gauge",
+        "Idle keep-alive client connections parked without a task (a subset of lbd_client_connections).",
+    );
+    e.sample("lbd_client_connections_parked", &[], parked());
+}
+
 /// What a lot does with a socket that became readable: serve it again.
 pub type Resume<T> = Box<dyn Fn(TcpStream, T) + Send + Sync>;
 

@@ -167,3 +167,42 @@ pub struct InstanceView {
     pub reason: String,
     pub errors: Vec<String>,
 }
+
+impl CouplingStatus {
+    /// The `lbd_vrrp_*` families (none when lbd is not coupled to vrrpd).
+    pub fn render_metrics(&self, e: &mut crate::metrics::Exposition) {
+        let v = self;
+        if v.enabled {
+            e.family(
+                "lbd_vrrp_connected",
+                "gauge",
+                "1 while subscribed to vrrpd's state stream.",
+            );
+            e.sample("lbd_vrrp_connected", &[], u8::from(v.connected));
+            e.family(
+                "lbd_vrrp_heartbeats_sent_total",
+                "counter",
+                "Heartbeats sent to vrrpd.",
+            );
+            e.sample("lbd_vrrp_heartbeats_sent_total", &[], v.heartbeats_sent);
+            e.family(
+                "lbd_vrrp_events_total",
+                "counter",
+                "State events received from vrrpd.",
+            );
+            e.sample("lbd_vrrp_events_total", &[], v.events);
+            e.family(
+                "lbd_vrrp_instance_serving",
+                "gauge",
+                "1 while the instance's VIP listeners are bound.",
+            );
+            for i in &v.instances {
+                e.sample(
+                    "lbd_vrrp_instance_serving",
+                    &[("instance", &i.name)],
+                    u8::from(i.serving),
+                );
+            }
+        }
+    }
+}

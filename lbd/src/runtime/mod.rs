@@ -9,6 +9,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod metrics;
+
 use crate::access_log::AccessLog;
 use crate::config::LbConfig;
 use crate::config::StickyMode;
