@@ -46,5 +46,6 @@ pub mod peer;
 pub mod runtime;
 pub mod server;
 pub mod softstate;
+pub mod tls;
 pub mod upstream;
 pub mod vrrp;

@@ -50,6 +50,7 @@ use crate::l7::fast::conn::{ConnLimits, Served};
 use crate::l7::fast::prefixed::Prefixed;
 use crate::l7::framing::{FramingIo, FramingVerdicts};
 use crate::server::{clock, Shared};
+use crate::tls::ListenerTls;
 
 const BACKLOG: i32 = 1024;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -519,8 +520,37 @@ async fn serve_connection(
     let timeouts = rt.config.timeouts.clone();
     let limits = rt.config.limits.clone();
     let fast_path = rt.config.global.http1_fast_path;
+    let tls = rt.tls.get(&*listener).cloned();
     drop(rt);
-
+    let local_port = stream.local_addr().map_or(0, |a| a.port());
+    let hold = ConnHold {
+        _permit: permit,
+        _slot: slot,
+        _gauge: gauge,
+    };
+    let held = |proto| {
+        let mut ctx = ConnCtx::new(peer, local_port, listener, hold);
+        ctx.proto = proto;
+        // The whole head (request line + headers); the proxy checks each part against
+        // its own limit to answer 414 or 431.
+        let max_head = limits.max_header_bytes + limits.max_request_line;
+        Held {
+            ctx: Arc::new(ctx),
+            limits: ConnLimits {
+                head_timeout: timeouts.request_header.min(timeouts.client_idle),
+                max_head,
+                body_timeout: timeouts.client_idle,
+                park_after: PARK_AFTER,
+            },
+            request_header: timeouts.request_header,
+            client_idle: timeouts.client_idle,
+            head_deadline: None,
+        }
+    };
+    if let Some(tls) = tls {
+        let held = held("https");
+        return serve_tls(&shared, stream, &tls, held).await;
+    }
     let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
         Ok(Ok(h2)) => h2,
         Ok(Err(e)) => {
@@ -532,37 +562,38 @@ async fn serve_connection(
             return;
         }
     };
-    let local_port = stream.local_addr().map_or(0, |a| a.port());
-    // The whole head (request line + headers); the proxy checks each part against
-    // its own limit to answer 414 or 431.
-    let max_head = limits.max_header_bytes + limits.max_request_line;
-    let held = Held {
-        ctx: Arc::new(ConnCtx::new(
-            peer,
-            local_port,
-            listener,
-            ConnHold {
-                _permit: permit,
-                _slot: slot,
-                _gauge: gauge,
-            },
-        )),
-        limits: ConnLimits {
-            head_timeout: timeouts.request_header.min(timeouts.client_idle),
-            max_head,
-            body_timeout: timeouts.client_idle,
-            park_after: PARK_AFTER,
-        },
-        request_header: timeouts.request_header,
-        client_idle: timeouts.client_idle,
-        head_deadline: None,
-    };
+    let held = held("http");
     if is_h2 {
         serve_h2(&shared, stream, &held).await;
     } else if fast_path {
         serve_fast(shared, stream, held).await;
     } else {
         serve_hyper_http1(&shared, stream, Bytes::new(), &held).await;
+    }
+}
+
+/// A TLS client connection: the handshake (within the header timeout), then HTTP/2 or
+/// HTTP/1.1 on hyper as ALPN chose (lbd's fast path works on plain sockets only).
+async fn serve_tls(shared: &Arc<Shared>, stream: TcpStream, tls: &ListenerTls, held: Held) {
+    let handshake = tls.acceptor.accept(stream);
+    let stream = match tokio::time::timeout(held.request_header, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            crate::metrics::inc(&shared.stats.tls_handshake_failures);
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            crate::metrics::inc(&shared.stats.tls_handshake_failures);
+            debug!("no TLS handshake within the header timeout, closing");
+            return;
+        }
+    };
+    crate::metrics::inc(&shared.stats.tls_handshakes);
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(shared, stream, &held).await;
+    } else {
+        serve_hyper_http1(shared, stream, Bytes::new(), &held).await;
     }
 }
 
@@ -671,7 +702,10 @@ fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
     Some(lot)
 }
 
-async fn serve_h2(shared: &Arc<Shared>, stream: TcpStream, held: &Held) {
+async fn serve_h2<S>(shared: &Arc<Shared>, stream: S, held: &Held)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let limits = &held.limits;
     // Boxed, like the HTTP/1 connection: see `serve_connection`'s docs.
@@ -714,7 +748,10 @@ fn service(
 
 /// hyper's HTTP/1 for the rest of the connection, starting with `buffered` (what the fast
 /// path read but did not take).
-async fn serve_hyper_http1(shared: &Arc<Shared>, stream: TcpStream, buffered: Bytes, held: &Held) {
+async fn serve_hyper_http1<S>(shared: &Arc<Shared>, stream: S, buffered: Bytes, held: &Held)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let max_head = held.limits.max_head;
     // Watches the request framing hyper hides from the service (CL+TE, duplicate CL).
     let io = TokioIo::new(FramingIo::new(
@@ -782,6 +819,7 @@ mod tests {
             address: address.parse().expect("addr"),
             freebind,
             vrrp_instance: None,
+            tls: None,
         }
     }
 

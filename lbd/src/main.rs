@@ -1,4 +1,5 @@
-//! `lbd run --config FILE` serves; `lbd check-config FILE` validates and exits;
+//! `lbd run --config FILE` serves; `lbd check-config FILE` validates (the config and its
+//! TLS certificate files) and exits;
 //! `lbd status [--json]` prints the admin listener's `/status` (node, phase, vrrpd coupling).
 //!
 //! `run` starts the worker threads first ([`lbd::server::spawn_workers`]), then serves the
@@ -196,6 +197,14 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => match LbConfig::load(&file) {
             Ok(cfg) => {
+                // The certificate files too: a reload would refuse a bad pair.
+                let now = std::time::SystemTime::now();
+                for l in &cfg.listeners {
+                    if let Some(Err(e)) = l.tls.as_ref().map(|t| lbd::tls::build(t, now)) {
+                        eprintln!("{}: listener {:?}: TLS: {e}", file.display(), l.name);
+                        return ExitCode::from(1);
+                    }
+                }
                 println!(
                     "{}: ok ({} listener(s), {} pool(s), {} route(s))",
                     file.display(),

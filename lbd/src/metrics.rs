@@ -156,11 +156,29 @@ pub struct GlobalStats {
     /// Client connections closed at accept because their IP was at
     /// `global.max_conns_per_client`.
     pub client_conns_over_cap: AtomicU64,
+    /// TLS handshakes completed, and failed or timed out.
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl GlobalStats {
     /// The process-wide request, connection, error, retry and reload families.
     pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "lbd_tls_handshakes_total",
+            "counter",
+            "TLS handshakes on TLS listeners by result (failed: refused, broken or timed out).",
+        );
+        e.sample(
+            "lbd_tls_handshakes_total",
+            &[("result", "ok")],
+            get(&self.tls_handshakes),
+        );
+        e.sample(
+            "lbd_tls_handshakes_total",
+            &[("result", "failed")],
+            get(&self.tls_handshake_failures),
+        );
         e.family(
             "lbd_client_connections",
             "gauge",

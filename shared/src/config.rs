@@ -367,6 +367,11 @@ impl<'a> Validator<'a> {
         !self.errors.is_empty()
     }
 
+    /// Errors recorded so far (to tell whether one section added any).
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// `Ok(())` when nothing was recorded, else every error at once.
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.errors.is_empty() {

@@ -139,6 +139,31 @@ pub struct FileListener {
     pub freebind: Option<bool>,
     /// Bind only while vrrpd is Master for this instance (needs `[vrrp]`).
     pub vrrp_instance: Option<String>,
+    /// Terminate TLS on this listener.
+    pub tls: Option<FileTls>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Certificate chain and key pairs; chosen by SNI, the first is the default.
+    #[serde(default)]
+    pub certs: Vec<FileCertPair>,
+    /// "default" (the first pair) or "refuse" for a client without SNI or with an unknown name.
+    pub unknown_sni: Option<String>,
+    /// "1.2" or "1.3".
+    pub min_version: Option<String>,
+    /// Warn (and report in `lbd_tls_cert_expiry_seconds`) when a certificate expires sooner.
+    pub expiry_warning_days: Option<u32>,
+}
+
+/// One certificate chain (PEM) and its private key (PEM).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertPair {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,15 +66,79 @@ pub(super) fn validate_listeners(
                 );
             }
         }
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| validate_tls(v, &format!("{key}.tls"), t));
         if let (Some(name), Some(address)) = (name, addr) {
+            if l.tls.is_some() && tls.is_none() {
+                continue;
+            }
             listeners.push(ListenerConfig {
                 name: name.to_string(),
                 address,
                 // A VIP listener binds before the VIP is on the interface.
                 freebind: l.freebind.unwrap_or(vrrp_instance.is_some()),
                 vrrp_instance,
+                tls,
             });
         }
     }
     listeners
+}
+
+/// Default for `tls.expiry_warning_days`.
+const EXPIRY_WARNING_DAYS: u32 = 14;
+
+/// `[listener.tls]`: the shape only; the files themselves are checked when a snapshot is
+/// built (`crate::tls`), so a reload re-reads them.
+fn validate_tls(v: &mut Validator<'_>, key: &str, t: &FileTls) -> Option<TlsConfig> {
+    let errors_before = v.error_count();
+    if t.certs.is_empty() {
+        v.error(
+            format!("{key}.certs"),
+            "at least one { cert = \"chain.pem\", key = \"key.pem\" } pair is required",
+        );
+    }
+    let mut certs = Vec::new();
+    for (i, pair) in t.certs.iter().enumerate() {
+        let cert = required(v, &format!("{key}.certs[{i}].cert"), &pair.cert);
+        let pkey = required(v, &format!("{key}.certs[{i}].key"), &pair.key);
+        if let (Some(cert), Some(pkey)) = (cert, pkey) {
+            certs.push(CertPairConfig {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(pkey),
+            });
+        }
+    }
+    let unknown_sni = match t.unknown_sni.as_deref() {
+        None | Some("default") => UnknownSni::Default,
+        Some("refuse") => UnknownSni::Refuse,
+        Some(other) => {
+            v.error(
+                format!("{key}.unknown_sni"),
+                format!("{other:?} is not one of \"default\", \"refuse\""),
+            );
+            UnknownSni::Default
+        }
+    };
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            v.error(
+                format!("{key}.min_version"),
+                format!("{other:?} is not one of \"1.2\", \"1.3\""),
+            );
+            TlsVersion::Tls12
+        }
+    };
+    let days = t.expiry_warning_days.unwrap_or(EXPIRY_WARNING_DAYS);
+    v.check_range(format!("{key}.expiry_warning_days"), days, 0, 3650);
+    (v.error_count() == errors_before).then(|| TlsConfig {
+        certs,
+        unknown_sni,
+        min_version,
+        expiry_warning: Duration::from_secs(u64::from(days) * 86_400),
+    })
 }

@@ -390,6 +390,43 @@ pub struct ListenerConfig {
     pub freebind: bool,
     /// Bound only while vrrpd is Master for this instance (`None`: always bound).
     pub vrrp_instance: Option<String>,
+    /// TLS termination (`None`: plain HTTP).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listener.tls]`: what to load. The files are read, parsed and checked when a runtime
+/// snapshot is built (at start and on every reload, so a replaced file is picked up), see
+/// `crate::tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The first pair is the default certificate.
+    pub certs: Vec<CertPairConfig>,
+    pub unknown_sni: UnknownSni,
+    pub min_version: TlsVersion,
+    pub expiry_warning: Duration,
+}
+
+/// One certificate chain file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPairConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a handshake without SNI, or with a name no certificate covers, gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    /// The first certificate pair.
+    Default,
+    /// The handshake is refused.
+    Refuse,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 /// When lbd tells vrrpd it cannot serve because a pool has no healthy backend.

@@ -1043,3 +1043,40 @@ fn admin_token_file_is_checked_as_opened_not_by_path() {
     assert!(e.contains("not a regular file"), "{e}");
     assert!(load_in(&with("good")).is_ok());
 }
+
+#[test]
+fn listener_tls_is_typed_and_every_bad_key_is_reported() {
+    let with_tls = |tls: &str| {
+        GOOD.replace(
+            "address = \"127.0.0.1:8080\"\n",
+            &format!("address = \"127.0.0.1:8080\"\n[listener.tls]\n{tls}\n"),
+        )
+    };
+    let c = load(&with_tls(
+        "certs = [{ cert = \"/c.pem\", key = \"/c.key\" }]\nunknown_sni = \"refuse\"\nmin_version = \"1.3\"",
+    ))
+    .expect("valid");
+    let tls = c.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.certs[0].cert, PathBuf::from("/c.pem"));
+    assert_eq!(tls.unknown_sni, UnknownSni::Refuse);
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(tls.expiry_warning, Duration::from_secs(14 * 86_400));
+
+    let e = errors(&with_tls(
+        "certs = [{ cert = \"/c.pem\" }]\nunknown_sni = \"maybe\"\nmin_version = \"1.1\"\nexpiry_warning_days = 5000",
+    ));
+    for want in [
+        "listener[0].tls.certs[0].key",
+        "listener[0].tls.unknown_sni",
+        "\"default\", \"refuse\"",
+        "listener[0].tls.min_version",
+        "\"1.2\", \"1.3\"",
+        "listener[0].tls.expiry_warning_days",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let e = errors(&with_tls("certs = []"));
+    assert!(e.contains("listener[0].tls.certs"), "{e}");
+    let e = errors(&with_tls("cert = \"/c.pem\""));
+    assert!(e.contains("cert"), "unknown keys are refused: {e}");
+}

@@ -17,8 +17,35 @@ impl Runtime {
         e.sample("lbd_config_generation", &[], self.generation);
 
         render_datapath(e, self, soft);
+        self.render_tls(e);
         self.render_pools(e);
         self.render_backends(e);
+    }
+
+    /// Seconds until each TLS certificate expires (negative once expired).
+    fn render_tls(&self, e: &mut Exposition) {
+        if self.tls.is_empty() {
+            return;
+        }
+        e.family(
+            "lbd_tls_cert_expiry_seconds",
+            "gauge",
+            "Seconds until the TLS certificate expires (negative once it has).",
+        );
+        let now = std::time::SystemTime::now();
+        for (listener, tls) in &self.tls {
+            for c in &tls.certs {
+                let left = match c.not_after.duration_since(now) {
+                    Ok(d) => d.as_secs() as i64,
+                    Err(e) => -(e.duration().as_secs() as i64),
+                };
+                e.sample(
+                    "lbd_tls_cert_expiry_seconds",
+                    &[("listener", listener), ("name", &c.name)],
+                    left,
+                );
+            }
+        }
     }
 
     /// Queue and refusal families per pool.

@@ -3,6 +3,7 @@
 //! built from a validated config, carrying state over from the previous snapshot on a reload
 //! (see [`crate::server`] for when and why), plus the soft-state bounds a config asks for.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -20,6 +21,7 @@ use crate::l7::router::Router;
 use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::metrics::PoolStats;
 use crate::server::clock;
+use crate::tls::ListenerTls;
 use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::health::{Change, HealthTracker};
 use crate::upstream::pool::ConnPool;
@@ -55,6 +57,9 @@ pub struct Runtime {
     /// `[[rate_limit]]` tables, listed per route.
     pub limiters: Limiters,
     pub access_log: AccessLog,
+    /// TLS of each TLS listener, by listener name: the certificate files as read when this
+    /// snapshot was built (a reload re-reads them).
+    pub tls: HashMap<String, Arc<ListenerTls>>,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
     pub retired: CancellationToken,
@@ -69,6 +74,28 @@ pub enum BuildError {
     Pool(#[from] crate::upstream::backend::PoolError),
     #[error(transparent)]
     CookieKey(#[from] crate::l7::sticky::BadKey),
+    #[error("listener {listener:?}: TLS: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// Load every TLS listener's certificates.
+fn build_tls(config: &LbConfig) -> Result<HashMap<String, Arc<ListenerTls>>, BuildError> {
+    let now = std::time::SystemTime::now();
+    let mut tls = HashMap::new();
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            let built = crate::tls::build(t, now).map_err(|source| BuildError::Tls {
+                listener: l.name.clone(),
+                source,
+            })?;
+            tls.insert(l.name.clone(), Arc::new(built));
+        }
+    }
+    Ok(tls)
 }
 
 /// Every rule error, on one line.
@@ -187,8 +214,10 @@ impl Runtime {
             config.routes.len(),
             previous.map(|p| &p.limiters),
         );
+        let tls = build_tls(&config)?;
         Ok(Runtime {
             limiters,
+            tls,
             retry_budget: RetryBudget::new(
                 config.retries.budget_percent,
                 config.retries.min_per_sec,

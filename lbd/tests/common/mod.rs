@@ -456,9 +456,19 @@ impl Lbd {
 
     /// [`Lbd::start`] with extra environment variables.
     pub async fn start_env(body: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lbd {
+        Lbd::start_full(body, "", env).await
+    }
+
+    /// [`Lbd::start`] with `listener_extra` appended to the test listener's table (e.g. a
+    /// `[listener.tls]` table).
+    pub async fn start_with_listener(body: &str, listener_extra: &str) -> Lbd {
+        Lbd::start_full(body, listener_extra, &[]).await
+    }
+
+    async fn start_full(body: &str, listener_extra: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lbd {
         let listen = free_addr();
         let admin = free_addr();
-        let text = config_with(listen, admin, body);
+        let text = config_with(listen, admin, body) + listener_extra;
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lbd.toml");
         std::fs::write(&config, text).expect("write config");
@@ -525,8 +535,13 @@ impl Lbd {
 
     /// Rewrite the config file (same listener/admin) for a reload.
     pub fn write_config(&self, body: &str) {
-        std::fs::write(&self.config, config_with(self.listen, self.admin, body))
-            .expect("write config");
+        self.write_config_with_listener(body, "");
+    }
+
+    /// [`Lbd::write_config`] with `listener_extra` appended to the test listener's table.
+    pub fn write_config_with_listener(&self, body: &str, listener_extra: &str) {
+        let text = config_with(self.listen, self.admin, body) + listener_extra;
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     /// Wait for the process to exit.

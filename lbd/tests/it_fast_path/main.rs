@@ -32,6 +32,7 @@ mod hostile;
 mod hygiene;
 mod idle;
 mod responses;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;

@@ -1,0 +1,423 @@
+//! TLS termination with rustls: certificates chosen by SNI, loaded from `[listener.tls]`.
+//!
+//! A listener's TLS setup ([`ListenerTls`]) is part of the runtime snapshot, built with it at
+//! start and on every reload. So `SIGHUP` re-reads the certificate and key files: new
+//! handshakes use the new pairs, connections already open keep theirs, and a bad pair (a key
+//! that does not match its certificate, an expired or not-yet-valid certificate, an
+//! unreadable file, a chain that does not parse) rejects the reload with an error naming the
+//! file, so the previous pairs keep serving.
+//!
+//! Certificate choice ([`SniResolver`]): the client's SNI name, lowercased, is looked up
+//! among the DNS names of every pair's leaf certificate: an exact name first, then a
+//! wildcard `*.example.com` for a name one label below `example.com` (a wildcard covers one
+//! label only, as clients check it). Several pairs may cover the same name (an RSA and an
+//! ECDSA certificate side by side): the first whose key can sign with a scheme the client
+//! offers is used. A handshake without SNI, or with a name no pair covers, gets the first
+//! pair (and the pairs with exactly its names), or is refused with `unknown_sni = "refuse"`.
+//!
+//! ALPN offers `h2` and `http/1.1`. Session resumption uses rustls's stateless tickets, whose
+//! keys rotate every six hours, and its in-memory session cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
+use tokio_rustls::TlsAcceptor;
+use tracing::warn;
+
+use crate::config::{CertPairConfig, TlsConfig, TlsVersion, UnknownSni};
+
+/// ALPN protocols offered, most preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// A listener's TLS: the acceptor for new handshakes and what its certificates say.
+pub struct ListenerTls {
+    pub acceptor: TlsAcceptor,
+    pub certs: Vec<CertSummary>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("certs", &self.certs)
+            .finish()
+    }
+}
+
+/// One loaded certificate, for the expiry metric.
+#[derive(Debug, Clone)]
+pub struct CertSummary {
+    /// The first DNS name of the certificate, else the file name.
+    pub name: String,
+    pub not_after: SystemTime,
+}
+
+/// Why a listener's TLS could not be set up. Always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate in the file", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: certificate does not parse: {reason}", path.display())]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("{}: key not usable: {source}", path.display())]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: the key does not match the certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: certificate expired {} s ago", path.display(), ago.as_secs())]
+    Expired { path: PathBuf, ago: Duration },
+    #[error("{}: certificate not valid for another {} s", path.display(), wait.as_secs())]
+    NotYetValid { path: PathBuf, wait: Duration },
+    #[error("TLS settings: {0}")]
+    Settings(#[from] rustls::Error),
+}
+
+/// The names and validity of a leaf certificate.
+struct Leaf {
+    dns_names: Vec<String>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+/// The crypto provider: ring, the one already in the workspace. rustls deprecates ring's
+/// default provider because it has no post-quantum key exchange (aws-lc-rs has
+/// X25519MLKEM768); the ring-versus-aws-lc-rs benchmark has not been run yet, and
+/// the switch is this one function.
+#[allow(deprecated)]
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// Load every pair of `cfg` and build the listener's acceptor, as of `now`.
+pub fn build(cfg: &TlsConfig, now: SystemTime) -> Result<ListenerTls, TlsError> {
+    let provider = Arc::new(provider());
+    let mut resolver = SniResolver::default();
+    let mut certs = Vec::new();
+    for (i, pair) in cfg.certs.iter().enumerate() {
+        let (key, leaf) = load_pair(pair, &provider, now)?;
+        if leaf.not_after.duration_since(now).unwrap_or_default() < cfg.expiry_warning {
+            warn!(cert = %pair.cert.display(), "TLS certificate expires within expiry_warning_days");
+        }
+        certs.push(CertSummary {
+            name: leaf
+                .dns_names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| pair.cert.display().to_string()),
+            not_after: leaf.not_after,
+        });
+        resolver.add(&leaf.dns_names, key, i == 0);
+    }
+    if cfg.unknown_sni == UnknownSni::Refuse {
+        resolver.default.clear();
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(ListenerTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        certs,
+    })
+}
+
+/// Read, parse and check one chain and key.
+fn load_pair(
+    pair: &CertPairConfig,
+    provider: &CryptoProvider,
+    now: SystemTime,
+) -> Result<(Arc<CertifiedKey>, Leaf), TlsError> {
+    let chain = read_chain(&pair.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|source| TlsError::Read {
+        path: pair.key.clone(),
+        source,
+    })?;
+    let leaf = parse_leaf(&chain[0], &pair.cert)?;
+    if let Ok(ago) = now.duration_since(leaf.not_after) {
+        return Err(TlsError::Expired {
+            path: pair.cert.clone(),
+            ago,
+        });
+    }
+    if let Ok(wait) = leaf.not_before.duration_since(now) {
+        return Err(TlsError::NotYetValid {
+            path: pair.cert.clone(),
+            wait,
+        });
+    }
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::BadKey {
+            path: pair.key.clone(),
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| TlsError::KeyMismatch {
+        cert: pair.cert.clone(),
+        key: pair.key.clone(),
+    })?;
+    Ok((Arc::new(certified), leaf))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = CertificateDer::pem_file_iter(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let chain = read
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
+}
+
+/// The leaf's DNS names (subjectAltName, else the subject's CN) and validity.
+fn parse_leaf(der: &CertificateDer<'_>, path: &Path) -> Result<Leaf, TlsError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let bad = |reason: String| TlsError::BadCertificate {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+    let mut dns_names: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(bad(format!("subjectAltName: {e}"))),
+    };
+    if dns_names.is_empty() {
+        dns_names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    let time = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        } else {
+            SystemTime::UNIX_EPOCH
+        }
+    };
+    Ok(Leaf {
+        dns_names,
+        not_before: time(cert.validity().not_before),
+        not_after: time(cert.validity().not_after),
+    })
+}
+
+/// Chooses a certificate by SNI name and by the signature schemes the client offers.
+#[derive(Debug, Default)]
+struct SniResolver {
+    exact: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// `*.example.com` is kept under `example.com`.
+    wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// For no SNI or an unknown name; empty: refuse.
+    default: Vec<Arc<CertifiedKey>>,
+    /// The names of the first pair, whose alternatives join `default`.
+    default_names: Vec<String>,
+}
+
+impl SniResolver {
+    fn add(&mut self, names: &[String], key: Arc<CertifiedKey>, first: bool) {
+        for name in names {
+            let table = match name.strip_prefix("*.") {
+                Some(parent) => self.wildcard.entry(parent.to_string()),
+                None => self.exact.entry(name.clone()),
+            };
+            table.or_default().push(Arc::clone(&key));
+        }
+        if first {
+            self.default_names = names.to_vec();
+        }
+        if first || (!names.is_empty() && names == self.default_names.as_slice()) {
+            self.default.push(key);
+        }
+    }
+
+    /// The candidates for `name`: exact, then one-label wildcard, then the default.
+    fn candidates(&self, name: Option<&str>) -> &[Arc<CertifiedKey>] {
+        let Some(name) = name.map(str::to_ascii_lowercase) else {
+            return &self.default;
+        };
+        if let Some(c) = self.exact.get(&name) {
+            return c;
+        }
+        if let Some(c) = name
+            .split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent))
+        {
+            return c;
+        }
+        &self.default
+    }
+}
+
+/// The first candidate whose key can sign with a scheme the client offers.
+fn choose(
+    candidates: &[Arc<CertifiedKey>],
+    offered: &[SignatureScheme],
+) -> Option<Arc<CertifiedKey>> {
+    candidates
+        .iter()
+        .find(|c| c.key.choose_scheme(offered).is_some())
+        .cloned()
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        choose(
+            self.candidates(hello.server_name()),
+            hello.signature_schemes(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed pair for `names`, valid between the two dates, written to `dir`.
+    fn pair(
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        valid: (time::OffsetDateTime, time::OffsetDateTime),
+    ) -> CertPairConfig {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        (params.not_before, params.not_after) = valid;
+        let cert = params.self_signed(&key).expect("cert");
+        let p = CertPairConfig {
+            cert: dir.join(format!("{file}.pem")),
+            key: dir.join(format!("{file}.key")),
+        };
+        std::fs::write(&p.cert, cert.pem()).expect("write");
+        std::fs::write(&p.key, key.serialize_pem()).expect("write");
+        p
+    }
+
+    fn years(n: i64) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + time::Duration::days(365 * n)
+    }
+
+    fn config(certs: Vec<CertPairConfig>) -> TlsConfig {
+        TlsConfig {
+            certs,
+            unknown_sni: UnknownSni::Default,
+            min_version: TlsVersion::Tls12,
+            expiry_warning: Duration::from_secs(14 * 86_400),
+        }
+    }
+
+    #[test]
+    fn bad_pairs_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let now = SystemTime::now();
+        let good = pair(d, "good", &["a.test"], (years(-1), years(1)));
+        assert!(build(&config(vec![good.clone()]), now).is_ok());
+
+        let expired = pair(d, "expired", &["a.test"], (years(-2), years(-1)));
+        let e = build(&config(vec![expired]), now).expect_err("expired");
+        assert!(matches!(e, TlsError::Expired { .. }), "{e}");
+        assert!(e.to_string().contains("expired.pem"), "{e}");
+
+        let early = pair(d, "early", &["a.test"], (years(1), years(2)));
+        let e = build(&config(vec![early]), now).expect_err("not yet valid");
+        assert!(matches!(e, TlsError::NotYetValid { .. }), "{e}");
+
+        let other = pair(d, "other", &["b.test"], (years(-1), years(1)));
+        let mismatched = CertPairConfig {
+            cert: good.cert.clone(),
+            key: other.key.clone(),
+        };
+        let e = build(&config(vec![mismatched]), now).expect_err("mismatch");
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("other.key"), "{e}");
+
+        let missing = CertPairConfig {
+            cert: d.join("missing.pem"),
+            key: good.key.clone(),
+        };
+        let e = build(&config(vec![missing]), now).expect_err("missing");
+        assert!(matches!(e, TlsError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+
+        std::fs::write(d.join("empty.pem"), "not a certificate\n").expect("write");
+        let empty = CertPairConfig {
+            cert: d.join("empty.pem"),
+            key: good.key,
+        };
+        let e = build(&config(vec![empty]), now).expect_err("empty");
+        assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_resolver_prefers_exact_then_one_label_wildcards_then_the_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let valid = (years(-1), years(1));
+        let provider = provider();
+        let now = SystemTime::now();
+        let mut r = SniResolver::default();
+        let mut keys = Vec::new();
+        for (i, names) in [vec!["d.test"], vec!["a.test"], vec!["*.w.test"]]
+            .iter()
+            .enumerate()
+        {
+            let p = pair(d, &format!("p{i}"), names, valid);
+            let (key, leaf) = load_pair(&p, &provider, now).expect("pair");
+            keys.push(Arc::clone(&key));
+            r.add(&leaf.dns_names, key, i == 0);
+        }
+        let is = |got: &[Arc<CertifiedKey>], want: usize| Arc::ptr_eq(&got[0], &keys[want]);
+        assert!(is(r.candidates(Some("a.test")), 1));
+        assert!(is(r.candidates(Some("x.w.test")), 2));
+        assert!(
+            is(r.candidates(Some("w.test")), 0),
+            "the wildcard's own parent is not covered"
+        );
+        assert!(is(r.candidates(Some("y.x.w.test")), 0));
+        assert!(is(r.candidates(None), 0));
+    }
+}

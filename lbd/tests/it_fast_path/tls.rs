@@ -1,0 +1,474 @@
+//! TLS listeners through the real binary: certificates chosen by SNI (exact, wildcard, the
+//! default, or refused), ALPN h2 and http/1.1, a key chosen by the schemes the client offers,
+//! and certificates replaced by a reload while open connections keep theirs. Every
+//! certificate is generated here (rcgen), signed by a CA made for the test.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::*;
+
+/// A certificate and key written to `dir` as `NAME.pem` and `NAME.key`.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+/// The test CA and the certificates it issues.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("ca cert");
+        Ca { cert, key }
+    }
+
+    /// A leaf for `names` with a key of `alg`, written to `dir/file.{pem,key}`.
+    fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Issued {
+        let key = rcgen::KeyPair::generate_for(alg).expect("leaf key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf cert");
+        let issued = Issued {
+            cert: dir.join(format!("{file}.pem")),
+            key: dir.join(format!("{file}.key")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, cert.pem()).expect("write cert");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("write key");
+        issued
+    }
+}
+
+/// `[listener.tls]` with these pairs (the first is the default).
+fn tls_table(pairs: &[&Issued], extra: &str) -> String {
+    let certs: Vec<String> = pairs
+        .iter()
+        .map(|p| {
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                p.cert.display(),
+                p.key.display()
+            )
+        })
+        .collect();
+    format!("[listener.tls]\ncerts = [{}]\n{extra}\n", certs.join(", "))
+}
+
+/// Accepts any server certificate: the tests look at which one was presented.
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[allow(deprecated)]
+fn ring() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A client offering `alpn`, verifying nothing, with `provider`'s signature schemes.
+fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
+    let provider = Arc::new(provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Handshake with `sni` (`None`: no SNI, the address is used).
+async fn handshake(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    connector: &TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string()).expect("name"),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    connector.connect(name, tcp).await
+}
+
+fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+}
+
+/// One HTTP/1.1 GET on an established TLS stream; the body.
+async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tx.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// lbd with a TLS listener in front of one backend.
+async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
+         [[pool.backend]]\naddress = \"{}\"\n",
+        backend.addr
+    );
+    Lbd::start_with_listener(&body, tls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let default = ca.issue(dir.path(), "default", &["default.test"], alg);
+    let exact = ca.issue(dir.path(), "exact", &["a.test"], alg);
+    let wild = ca.issue(dir.path(), "wild", &["*.wild.test"], alg);
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&default, &exact, &wild], "")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    for (sni, want, what) in [
+        (Some("a.test"), &exact, "exact name"),
+        (Some("A.TEST"), &exact, "names compare without case"),
+        (Some("x.wild.test"), &wild, "wildcard, one label"),
+        (
+            Some("y.x.wild.test"),
+            &default,
+            "a wildcard covers one label only",
+        ),
+        (Some("unknown.test"), &default, "unknown name"),
+        (None, &default, "no SNI"),
+    ] {
+        let s = handshake(lbd.listen, sni, &c).await.expect(what);
+        assert!(
+            presented(&s) == want.der,
+            "{what}: wrong certificate for {sni:?}"
+        );
+    }
+    // Requests over TLS reach the backend, which is told the client came over HTTPS.
+    let s = handshake(lbd.listen, Some("a.test"), &c)
+        .await
+        .expect("handshake");
+    let body = get_http1(s, "/").await;
+    assert!(body.starts_with("b1\n"), "{body}");
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    assert!(metric(lbd.admin, "lbd_tls_handshakes_total{result=\"ok\"}").await >= Some(7.0));
+    let expiry = metric(
+        lbd.admin,
+        "lbd_tls_cert_expiry_seconds{listener=\"http\",name=\"a.test\"}",
+    )
+    .await
+    .expect("expiry gauge");
+    assert!(
+        expiry > 86_400.0,
+        "rcgen certificates are valid for years: {expiry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sni_can_be_refused() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let known = ca.issue(dir.path(), "known", &["known.test"], alg);
+    let tls = tls_table(&[&known], "unknown_sni = \"refuse\"");
+    let lbd = lbd_with_tls(&backend, &tls).await;
+    let c = connector(&[b"http/1.1"], ring());
+    assert!(handshake(lbd.listen, Some("known.test"), &c).await.is_ok());
+    assert!(handshake(lbd.listen, Some("other.test"), &c).await.is_err());
+    assert!(handshake(lbd.listen, None, &c).await.is_err());
+    eventually(
+        "failed handshakes counted",
+        Duration::from_secs(5),
+        || async {
+            metric(lbd.admin, "lbd_tls_handshakes_total{result=\"failed\"}").await >= Some(2.0)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_h2_serves_http2_and_http1_clients_get_http1() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let pair = ca.issue(dir.path(), "a", &["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&pair], "")).await;
+
+    let h2 = connector(&[b"h2", b"http/1.1"], ring());
+    let s = handshake(lbd.listen, Some("a.test"), &h2)
+        .await
+        .expect("handshake");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("https://a.test/")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tx.send_request(req).await.expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
+    let h1 = connector(&[b"http/1.1"], ring());
+    let s = handshake(lbd.listen, Some("a.test"), &h1)
+        .await
+        .expect("handshake");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert!(get_http1(s, "/").await.starts_with("b1\n"));
+}
+
+/// A provider whose clients offer only ECDSA signature schemes.
+fn ecdsa_only() -> CryptoProvider {
+    let mut p = ring();
+    let algs = p.signature_verification_algorithms;
+    let mapping: Vec<_> = algs
+        .mapping
+        .iter()
+        .filter(|(scheme, _)| {
+            matches!(
+                scheme,
+                SignatureScheme::ECDSA_NISTP256_SHA256 | SignatureScheme::ECDSA_NISTP384_SHA384
+            )
+        })
+        .copied()
+        .collect();
+    p.signature_verification_algorithms = rustls::crypto::WebPkiSupportedAlgorithms {
+        all: algs.all,
+        mapping: Box::leak(mapping.into_boxed_slice()),
+    };
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_for_one_name_are_chosen_by_what_the_client_supports() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let ed = ca.issue(dir.path(), "ed", &["dual.test"], &rcgen::PKCS_ED25519);
+    let ec = ca.issue(
+        dir.path(),
+        "ec",
+        &["dual.test"],
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    );
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&ed, &ec], "")).await;
+    let any = handshake(lbd.listen, Some("dual.test"), &connector(&[], ring()))
+        .await
+        .expect("handshake");
+    assert!(
+        presented(&any) == ed.der,
+        "a client taking both gets the first pair"
+    );
+    let ecdsa = handshake(lbd.listen, Some("dual.test"), &connector(&[], ecdsa_only()))
+        .await
+        .expect("handshake");
+    assert!(
+        presented(&ecdsa) == ec.der,
+        "an ECDSA-only client gets the ECDSA pair"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_new_certificates_keeps_open_connections_and_refuses_a_bad_pair() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let old = ca.issue(dir.path(), "site", &["site.test"], alg);
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
+         [[pool.backend]]\naddress = \"{}\"\n",
+        backend.addr
+    );
+    let lbd = Lbd::start_with_listener(&body, &tls_table(&[&old], "")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    // A connection opened before the reload, with a request in it already.
+    let s = handshake(lbd.listen, Some("site.test"), &c)
+        .await
+        .expect("handshake");
+    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "site.test")
+            .body(Empty::<Bytes>::new())
+            .expect("request")
+    };
+    assert_eq!(
+        open.send_request(get()).await.expect("before").status(),
+        200
+    );
+
+    // The files are replaced in place (same paths, same config) and lbd reloads.
+    let new = ca.issue(dir.path(), "site", &["site.test"], alg);
+    assert!(new.der != old.der);
+    lbd.signal("HUP");
+    eventually(
+        "new handshakes get the new certificate",
+        Duration::from_secs(5),
+        || async {
+            let s = handshake(lbd.listen, Some("site.test"), &c).await;
+            s.is_ok_and(|s| presented(&s) == new.der)
+        },
+    )
+    .await;
+    assert_eq!(
+        open.send_request(get()).await.expect("after").status(),
+        200,
+        "the open connection keeps working"
+    );
+
+    // A key that does not belong to the certificate: the reload is refused, naming the
+    // file, and the current pair keeps serving.
+    let stray = ca.issue(dir.path(), "stray", &["stray.test"], alg);
+    std::fs::copy(&stray.key, &new.key).expect("swap key");
+    let rejected = metric(lbd.admin, "lbd_config_reloads_total{result=\"error\"}")
+        .await
+        .unwrap_or(0.0);
+    lbd.signal("HUP");
+    eventually(
+        "the bad pair is refused",
+        Duration::from_secs(5),
+        || async {
+            metric(lbd.admin, "lbd_config_reloads_total{result=\"error\"}").await > Some(rejected)
+        },
+    )
+    .await;
+    let log = lbd.log_text();
+    assert!(
+        log.contains("does not match the certificate") && log.contains("site.key"),
+        "{log}"
+    );
+    let s = handshake(lbd.listen, Some("site.test"), &c)
+        .await
+        .expect("still serving");
+    assert!(presented(&s) == new.der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reads_the_certificate_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let good = ca.issue(dir.path(), "good", &["a.test"], alg);
+    let other = ca.issue(dir.path(), "other", &["b.test"], alg);
+    let config = dir.path().join("lbd.toml");
+    let write = |cert: &Path, key: &Path| {
+        let text = format!(
+            "default_pool = \"web\"\n[[pool]]\nname = \"web\"\n[[pool.backend]]\n\
+             address = \"127.0.0.1:9\"\n[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\n\
+             [listener.tls]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&config, text).expect("write");
+    };
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+            .arg("check-config")
+            .arg(&config)
+            .output()
+            .expect("run check-config")
+    };
+    write(&good.cert, &good.key);
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(&good.cert, &other.key);
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a mismatched key passes check-config"
+    );
+    assert!(
+        err.contains("other.key") && err.contains("does not match"),
+        "{err}"
+    );
+}
