@@ -34,7 +34,10 @@ fn parse_args() -> Result<Args> {
         seed: Rng::fresh_seed(),
         rounds: 1,
         moments: KillMoment::ALL.to_vec(),
-        opts: Opts::default(),
+        opts: Opts {
+            quiet_teardown: true,
+            ..Opts::default()
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -135,8 +138,8 @@ fn print_summary(all: &[(usize, Outcome)], rounds: usize) {
     println!();
     println!(
         "| kill | rounds | learn: old sessions kept | worst round | insert: old kept | worst round | \
-         young kept (learn / insert) | buckets beyond ±1 interval, first burst | worst | sustained clients \
-         beyond ±1 | worst | takeover ms (max) |"
+         young kept (learn / insert) | buckets beyond ±1 interval: first burst | worst | all requests \
+         after the failover (some clients sustained) | worst | takeover ms (max) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for moment in KillMoment::ALL {
@@ -177,7 +180,7 @@ fn print_summary(all: &[(usize, Outcome)], rounds: usize) {
         let takeover = rows.iter().map(|o| o.takeover).max().unwrap_or_default();
         println!(
             "| {} | {}/{rounds} | {}/{} = {:.3}% | {:.3}% | {}/{} = {:.3}% | {:.3}% | {}/{} / {}/{} | \
-             {} of {buckets} | {:+} | {} of {sustained} | {:+} | {} |",
+             {} of {buckets} | {:+} | {} of {buckets} ({sustained} sustained) | {:+} | {} |",
             moment.name(),
             rows.len(),
             learn.old_kept,
