@@ -308,11 +308,16 @@ pub fn run(tag: &str, moment: KillMoment, opts: &Opts, rng: &mut Rng) -> Result<
     let mut takes = clients.empty_buckets(&keys)?;
 
     let mut notes = Vec::new();
-    let (drawn, t_kill, before) = match moment {
+    // The takeover is timed inside the steady load's scope: joining its threads first would
+    // wait out their requests to the dead master and start the clock late.
+    let (drawn, t_kill, before, takeover) = match moment {
         KillMoment::Steady => {
             let drawn = rng.between(Duration::from_millis(300), Duration::from_millis(1300));
-            let (t_kill, before, more, more_takes) =
-                clients.under_steady_load(&keys, || std::thread::sleep(drawn))?;
+            let (t_kill, before, takeover, more, more_takes) = clients.under_steady_load(
+                &keys,
+                || std::thread::sleep(drawn),
+                |t_kill| await_takeover(&pair, t_kill, moment),
+            )?;
             notes.push(format!(
                 "steady load: {} new sessions, {} bucket requests",
                 more.len(),
@@ -322,12 +327,12 @@ pub fn run(tag: &str, moment: KillMoment, opts: &Opts, rng: &mut Rng) -> Result<
             for (k, t) in more_takes {
                 takes.entry(k).or_default().extend(t);
             }
-            (drawn, t_kill, before)
+            (drawn, t_kill, before, Some(takeover))
         }
         KillMoment::Resync => {
             let drawn = rng.between(Duration::ZERO, opts.resync);
             let (t_kill, before) = kill_during_resync(&pair, drawn, &mut notes)?;
-            (drawn, t_kill, before)
+            (drawn, t_kill, before, None)
         }
         KillMoment::AfterBurst => {
             let drawn = rng.between(Duration::ZERO, Duration::from_millis(500));
@@ -352,7 +357,7 @@ pub fn run(tag: &str, moment: KillMoment, opts: &Opts, rng: &mut Rng) -> Result<
             let before = views_before_kill(&pair);
             let t_kill = Instant::now();
             pair.power_off(NodeId::A)?;
-            (drawn, t_kill, before)
+            (drawn, t_kill, before, None)
         }
     };
     notes.push(format!("kill {:?} after the last session", {
@@ -360,19 +365,10 @@ pub fn run(tag: &str, moment: KillMoment, opts: &Opts, rng: &mut Rng) -> Result<
         last.map(|l| t_kill.saturating_duration_since(l))
     }));
 
-    let budget = pair.cfg.mdi() * 2
-        + Duration::from_secs(2)
-        + Duration::from_millis(2 * RESYNC_WARM_TIMEOUT_MS)
-            * u32::from(moment == KillMoment::Resync);
-    let vip = pair.vip(0);
-    let at = wait::eventually_until(
-        t_kill,
-        t_kill + wait::scaled(budget),
-        Duration::from_millis(5),
-        || Ok(pair.holders(vip)?.contains(&NodeId::B)),
-    )
-    .context("the backup never took the VIP over")?;
-    let takeover = at.saturating_duration_since(t_kill);
+    let takeover = match takeover {
+        Some(t) => t,
+        None => await_takeover(&pair, t_kill, moment)?,
+    };
 
     // Buckets first: the closer to the kill, the less refill blurs what was lost.
     let first = clients.burst_buckets(&keys, opts.burst as usize + 2)?;
@@ -405,6 +401,25 @@ pub fn run(tag: &str, moment: KillMoment, opts: &Opts, rng: &mut Rng) -> Result<
         rate,
         notes,
     })
+}
+
+/// Waits from the kill until the backup holds the VIP; the time it took.
+fn await_takeover(pair: &PairTopology, t_kill: Instant, moment: KillMoment) -> Result<Duration> {
+    // A cold backup (the resync kill) reports warm without its peer only after the warm
+    // timeout, twice at most (see lbd's peer link); it has taken over sooner so far.
+    let budget = pair.cfg.mdi() * 2
+        + Duration::from_secs(2)
+        + Duration::from_millis(2 * RESYNC_WARM_TIMEOUT_MS)
+            * u32::from(moment == KillMoment::Resync);
+    let vip = pair.vip(0);
+    let at = wait::eventually_until(
+        t_kill,
+        t_kill + wait::scaled(budget),
+        Duration::from_millis(5),
+        || Ok(pair.holders(vip)?.contains(&NodeId::B)),
+    )
+    .context("the backup never took the VIP over")?;
+    Ok(at.saturating_duration_since(t_kill))
 }
 
 /// (backup phase, backup records, master records), read just before a kill; errors shown
@@ -626,16 +641,20 @@ impl<'a> Clients<'a> {
     }
 
     /// Runs `wait` (the random delay) while two client threads keep pinning new sessions
-    /// of both modes and taking tokens round the keys, then kills the master and stops the
-    /// load. Returns the kill instant, the views before it, and what the load did.
+    /// of both modes and taking tokens round the keys, then kills the master, tells the
+    /// load to stop and runs `after_kill` (the takeover wait) while its last requests time
+    /// out. Returns the kill instant, the views before it, `after_kill`'s answer, and what
+    /// the load did.
     #[allow(clippy::type_complexity)]
-    fn under_steady_load(
+    fn under_steady_load<T: Send>(
         &self,
         keys: &[String],
         wait: impl FnOnce(),
+        after_kill: impl FnOnce(Instant) -> Result<T>,
     ) -> Result<(
         Instant,
         (String, u64, u64),
+        T,
         Vec<Session>,
         BTreeMap<String, Vec<Take>>,
     )> {
@@ -667,22 +686,22 @@ impl<'a> Clients<'a> {
                 Ok(())
             })
         };
-        let (t_kill, before) = std::thread::scope(|s| -> Result<_> {
+        let (t_kill, before, after) = std::thread::scope(|s| -> Result<_> {
             let lanes: Vec<_> = (0..2).map(|lane| s.spawn(move || load(lane))).collect();
             wait();
             let before = views_before_kill(self.pair);
             let t_kill = Instant::now();
             let killed = self.pair.power_off(NodeId::A);
             stop.store(true, Ordering::Relaxed);
+            let after = killed.and_then(|()| after_kill(t_kill));
             for l in lanes {
                 l.join().map_err(|_| anyhow!("a load thread panicked"))??;
             }
-            killed?;
-            Ok((t_kill, before))
+            Ok((t_kill, before, after?))
         })?;
         let sessions = sessions.into_inner().unwrap_or_else(|e| e.into_inner());
         let takes = takes.into_inner().unwrap_or_else(|e| e.into_inner());
-        Ok((t_kill, before, sessions, takes))
+        Ok((t_kill, before, after, sessions, takes))
     }
 }
 
