@@ -24,7 +24,10 @@
 //! - [`scenario`]   load, fault, wait, figures: the shape every scenario shares.
 //! - [`softstate`]  issue 5: sticky sessions, rate limits and the peer link (`[peer]` on
 //!   `peer0`), off unless [`PairConfig::softstate`] is set; HTTP from inside a namespace.
+//! - [`failover_soft`] issue 11: the soft-state promise across a kill -9 of the master,
+//!   measured from outside (the benchmark `bench-failover-softstate` and its test).
 
+pub mod failover_soft;
 pub mod load;
 pub mod report;
 pub mod scenario;
@@ -786,6 +789,7 @@ pub fn lbd_toml(
             n + 1
         ));
     }
+    t.push_str(&softstate::lbd_toml_insert_pool(cfg, backends));
     t.push_str(&softstate::lbd_toml_tail(lan, cfg, id));
     t
 }

@@ -49,6 +49,8 @@ pub const DIRECT_PORT: u16 = 8000;
 pub const SESSION_COOKIE: &str = "JSESSIONID";
 /// The cookie lbd inserts in insert mode.
 pub const INSERT_COOKIE: &str = "LBPAIR";
+/// The path prefix routed to the insert-mode pool of [`SoftStateOpts::insert_pool`].
+pub const INSERT_PREFIX: &str = "/ins";
 /// Longest response the client reads: the scenarios' responses are tiny.
 const MAX_RESPONSE: usize = 256 * 1024;
 /// The nftables table [`PairTopology::impair_peer_link`] falls back to.
@@ -116,6 +118,10 @@ pub struct SoftStateOpts {
     /// one-way delay in both directions (the stand-in for `tc netem delay`, which this
     /// kernel lacks): each lbd dials its own relay, which connects to the other lbd.
     pub peer_delay_ms: Option<u32>,
+    /// A second pool, `ins`, with insert-mode stickiness, on the route `INSERT_PREFIX`
+    /// (the same backends): one pair then holds sessions of both modes (issue 11's
+    /// failover benchmark). Its cookie is [`INSERT_COOKIE`].
+    pub insert_pool: bool,
 }
 
 impl Default for SoftStateOpts {
@@ -129,6 +135,7 @@ impl Default for SoftStateOpts {
             ping_ms: None,
             reconnect_ms: None,
             peer_delay_ms: None,
+            insert_pool: false,
         }
     }
 }
@@ -205,9 +212,10 @@ pub(super) fn lbd_toml_global(lan: &Lan, cfg: &PairConfig) -> String {
         "admin_token_file = \"{}\"\n",
         admin_token_path(dir).display()
     );
-    if s.sticky
-        .as_ref()
-        .is_some_and(|k| k.mode == StickyMode::Insert)
+    if s.insert_pool
+        || s.sticky
+            .as_ref()
+            .is_some_and(|k| k.mode == StickyMode::Insert)
     {
         let _ = writeln!(
             t,
@@ -244,6 +252,29 @@ pub(super) fn lbd_toml_pool(cfg: &PairConfig) -> String {
         sticky.cookie(),
         sticky.ttl_s
     )
+}
+
+/// The insert-mode pool `ins` and its route, with [`SoftStateOpts::insert_pool`] (empty
+/// otherwise): the `app` pool's health checks, the same backends.
+pub(super) fn lbd_toml_insert_pool(cfg: &PairConfig, backends: &[Ipv4Addr]) -> String {
+    if !cfg.softstate.as_ref().is_some_and(|s| s.insert_pool) {
+        return String::new();
+    }
+    let mut t = format!(
+        "[[route]]\nname = \"ins\"\npath_prefix = \"{INSERT_PREFIX}\"\npool = \"ins\"\n\n\
+         [[pool]]\nname = \"ins\"\nalgorithm = \"round_robin\"\n\n[pool.health]\n\
+         kind = \"http\"\npath = \"/\"\ninterval_ms = 300\ntimeout_ms = 250\nrise = 1\nfall = 3\n\n\
+         [pool.sticky]\nmode = \"insert\"\ncookie = \"{INSERT_COOKIE}\"\n\n"
+    );
+    for (n, b) in backends.iter().enumerate() {
+        let _ = write!(
+            t,
+            "[[pool.backend]]\nname = \"be{}\"\naddress = \"{b}:{}\"\n\n",
+            n + 1,
+            super::BACKEND_PORT
+        );
+    }
+    t
 }
 
 /// The top-level tables: `[[rate_limit]]`s and `[peer]`.
