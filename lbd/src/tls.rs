@@ -67,6 +67,11 @@ pub enum TlsError {
         path: PathBuf,
         source: rustls::pki_types::pem::Error,
     },
+    #[error("{}: cannot read the OCSP response: {source}", path.display())]
+    Ocsp {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: no certificate in the file", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{}: certificate does not parse: {reason}", path.display())]
@@ -172,7 +177,15 @@ fn load_pair(
             path: pair.key.clone(),
             source,
         })?;
-    let certified = CertifiedKey::new(chain, signing);
+    let mut certified = CertifiedKey::new(chain, signing);
+    if let Some(path) = &pair.ocsp {
+        // Stapled as is: the CA's signed response, refreshed by whoever writes the file.
+        let staple = std::fs::read(path).map_err(|source| TlsError::Ocsp {
+            path: path.clone(),
+            source,
+        })?;
+        certified.ocsp = Some(staple);
+    }
     certified.keys_match().map_err(|_| TlsError::KeyMismatch {
         cert: pair.cert.clone(),
         key: pair.key.clone(),
@@ -330,6 +343,7 @@ mod tests {
         let p = CertPairConfig {
             cert: dir.join(format!("{file}.pem")),
             key: dir.join(format!("{file}.key")),
+            ocsp: None,
         };
         std::fs::write(&p.cert, cert.pem()).expect("write");
         std::fs::write(&p.key, key.serialize_pem()).expect("write");
@@ -370,6 +384,7 @@ mod tests {
         let mismatched = CertPairConfig {
             cert: good.cert.clone(),
             key: other.key.clone(),
+            ocsp: None,
         };
         let e = build(&config(vec![mismatched]), now).expect_err("mismatch");
         assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
@@ -378,6 +393,7 @@ mod tests {
         let missing = CertPairConfig {
             cert: d.join("missing.pem"),
             key: good.key.clone(),
+            ocsp: None,
         };
         let e = build(&config(vec![missing]), now).expect_err("missing");
         assert!(matches!(e, TlsError::Read { .. }), "{e}");
@@ -386,10 +402,19 @@ mod tests {
         std::fs::write(d.join("empty.pem"), "not a certificate\n").expect("write");
         let empty = CertPairConfig {
             cert: d.join("empty.pem"),
-            key: good.key,
+            key: good.key.clone(),
+            ocsp: None,
         };
         let e = build(&config(vec![empty]), now).expect_err("empty");
         assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+
+        let no_staple = CertPairConfig {
+            ocsp: Some(d.join("missing.ocsp")),
+            ..good
+        };
+        let e = build(&config(vec![no_staple]), now).expect_err("staple");
+        assert!(matches!(e, TlsError::Ocsp { .. }), "{e}");
+        assert!(e.to_string().contains("missing.ocsp"), "{e}");
     }
 
     #[test]

@@ -164,6 +164,8 @@ pub struct FileTls {
 pub struct FileCertPair {
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// A DER OCSP response to staple (re-read with the pair).
+    pub ocsp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

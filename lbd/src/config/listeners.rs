@@ -108,6 +108,7 @@ fn validate_tls(v: &mut Validator<'_>, key: &str, t: &FileTls) -> Option<TlsConf
             certs.push(CertPairConfig {
                 cert: PathBuf::from(cert),
                 key: PathBuf::from(pkey),
+                ocsp: pair.ocsp.as_ref().map(PathBuf::from),
             });
         }
     }

@@ -411,6 +411,8 @@ pub struct TlsConfig {
 pub struct CertPairConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// An OCSP response (DER) stapled to handshakes with this certificate.
+    pub ocsp: Option<PathBuf>,
 }
 
 /// What a handshake without SNI, or with a name no certificate covers, gets.

@@ -82,9 +82,10 @@ fn tls_table(pairs: &[&Issued], extra: &str) -> String {
     format!("[listener.tls]\ncerts = [{}]\n{extra}\n", certs.join(", "))
 }
 
-/// Accepts any server certificate: the tests look at which one was presented.
+/// Accepts any server certificate: the tests look at which one was presented. Keeps the
+/// last stapled OCSP response.
 #[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
+struct AnyCert(Arc<CryptoProvider>, Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -92,9 +93,10 @@ impl ServerCertVerifier for AnyCert {
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.1.lock().expect("lock") = ocsp.to_vec();
         Ok(ServerCertVerified::assertion())
     }
 
@@ -138,12 +140,21 @@ fn ring() -> CryptoProvider {
 
 /// A client offering `alpn`, verifying nothing, with `provider`'s signature schemes.
 fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
+    connector_seeing_ocsp(alpn, provider, Arc::default())
+}
+
+/// [`connector`], keeping each stapled OCSP response in `ocsp`.
+fn connector_seeing_ocsp(
+    alpn: &[&[u8]],
+    provider: CryptoProvider,
+    ocsp: Arc<std::sync::Mutex<Vec<u8>>>,
+) -> TlsConnector {
     let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider, ocsp)))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
@@ -471,4 +482,39 @@ async fn check_config_reads_the_certificate_files() {
         err.contains("other.key") && err.contains("does not match"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ocsp_staple_is_sent_and_re_read_on_reload() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let pair = ca.issue(dir.path(), "s", &["s.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let staple = dir.path().join("s.ocsp");
+    std::fs::write(&staple, b"staple-one").expect("write");
+    let tls = format!(
+        "[listener.tls]\ncerts = [{{ cert = \"{}\", key = \"{}\", ocsp = \"{}\" }}]\n",
+        pair.cert.display(),
+        pair.key.display(),
+        staple.display()
+    );
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
+         [[pool.backend]]\naddress = \"{}\"\n",
+        backend.addr
+    );
+    let lbd = Lbd::start_with_listener(&body, &tls).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c = connector_seeing_ocsp(&[b"http/1.1"], ring(), Arc::clone(&seen));
+    handshake(lbd.listen, Some("s.test"), &c)
+        .await
+        .expect("handshake");
+    assert_eq!(seen.lock().expect("lock").as_slice(), b"staple-one");
+    std::fs::write(&staple, b"staple-two").expect("write");
+    lbd.signal("HUP");
+    eventually("the new staple", Duration::from_secs(5), || async {
+        handshake(lbd.listen, Some("s.test"), &c).await.is_ok()
+            && seen.lock().expect("lock").as_slice() == b"staple-two"
+    })
+    .await;
 }
