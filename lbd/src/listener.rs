@@ -520,7 +520,7 @@ async fn serve_connection(
     let timeouts = rt.config.timeouts.clone();
     let limits = rt.config.limits.clone();
     let fast_path = rt.config.global.http1_fast_path;
-    let tls = rt.tls.get(&*listener).cloned();
+    let tls = rt.tls.get(&*listener).map(|slot| slot.current());
     drop(rt);
     let local_port = stream.local_addr().map_or(0, |a| a.port());
     let hold = ConnHold {

@@ -232,6 +232,7 @@ impl Server {
                 source,
             })?;
         crate::upstream::checker::spawn_all(&runtime);
+        runtime.spawn_tls_watchers();
         spawn_soft_sweeper(&shared.soft);
         if let Some(peer) = &shared.peer {
             peer.spawn(Arc::clone(&shared));
@@ -408,6 +409,7 @@ impl Server {
             }
         }
         crate::upstream::checker::spawn_all(&new);
+        new.spawn_tls_watchers();
         for (name, _) in running {
             if !listeners.iter().any(|l| l.name == name && wanted(l)) {
                 self.stop_listener(&name);

@@ -15,13 +15,23 @@
 //! offers is used. A handshake without SNI, or with a name no pair covers, gets the first
 //! pair (and the pairs with exactly its names), or is refused with `unknown_sni = "refuse"`.
 //!
+//! Files replaced on disk are picked up without a reload too: each TLS listener's
+//! [`TlsSlot`] is watched ([`watch`], every `tls.watch_ms`) by the metadata of its files
+//! (modification time, size, inode), and a change re-reads them; a bad set is refused and
+//! logged, the current pairs keep serving, and the next change is tried again (a
+//! certificate written before its key is refused once, then taken).
+//!
 //! ALPN offers `h2` and `http/1.1`. Session resumption uses rustls's stateless tickets, whose
 //! keys rotate every six hours, and its in-memory session cache.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -30,7 +40,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use tokio_rustls::TlsAcceptor;
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use crate::config::{CertPairConfig, TlsConfig, TlsVersion, UnknownSni};
 
@@ -89,6 +99,138 @@ pub enum TlsError {
     NotYetValid { path: PathBuf, wait: Duration },
     #[error("TLS settings: {0}")]
     Settings(#[from] rustls::Error),
+}
+
+/// A listener's current TLS, swapped when its files change on disk.
+pub struct TlsSlot {
+    cfg: TlsConfig,
+    current: ArcSwap<ListenerTls>,
+    /// The files' metadata when they were last read (or last refused).
+    seen: Mutex<Vec<Option<FileStamp>>>,
+}
+
+impl std::fmt::Debug for TlsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSlot")
+            .field("current", &self.current.load())
+            .finish()
+    }
+}
+
+/// What tells a replaced file from the one read before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+/// What a look at the files did.
+#[derive(Debug)]
+pub enum Refresh {
+    Unchanged,
+    Swapped,
+    Refused(TlsError),
+}
+
+/// Certificate sets taken, and refused, by the file watcher.
+static WATCH_RELOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+impl TlsSlot {
+    /// Read `cfg`'s files as of `now`.
+    pub fn new(cfg: TlsConfig, now: SystemTime) -> Result<TlsSlot, TlsError> {
+        let seen = stamps(&cfg);
+        let current = build(&cfg, now)?;
+        Ok(TlsSlot {
+            cfg,
+            current: ArcSwap::from_pointee(current),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// What new handshakes use.
+    pub fn current(&self) -> Arc<ListenerTls> {
+        self.current.load_full()
+    }
+
+    /// Re-read the files if any changed since the last look.
+    pub fn refresh_if_changed(&self, now: SystemTime) -> Refresh {
+        let latest = stamps(&self.cfg);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if *seen == latest {
+                return Refresh::Unchanged;
+            }
+            *seen = latest;
+        }
+        match build(&self.cfg, now) {
+            Ok(tls) => {
+                self.current.store(Arc::new(tls));
+                Refresh::Swapped
+            }
+            Err(e) => Refresh::Refused(e),
+        }
+    }
+}
+
+/// The metadata of every file of `cfg`, in order (`None`: unreadable now).
+fn stamps(cfg: &TlsConfig) -> Vec<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    cfg.certs
+        .iter()
+        .flat_map(|p| [Some(&p.cert), Some(&p.key), p.ocsp.as_ref()])
+        .flatten()
+        .map(|path| {
+            std::fs::metadata(path).ok().map(|m| FileStamp {
+                modified: m.modified().ok(),
+                len: m.len(),
+                inode: m.ino(),
+            })
+        })
+        .collect()
+}
+
+/// Watch `slot`'s files every `every` until `stop` (the snapshot was replaced).
+pub async fn watch(listener: String, slot: Arc<TlsSlot>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match slot.refresh_if_changed(SystemTime::now()) {
+            Refresh::Unchanged => {}
+            Refresh::Swapped => {
+                WATCH_RELOADS[0].fetch_add(1, Ordering::Relaxed);
+                info!(
+                    listener,
+                    "TLS files changed on disk: new handshakes use them"
+                );
+            }
+            Refresh::Refused(e) => {
+                WATCH_RELOADS[1].fetch_add(1, Ordering::Relaxed);
+                error!(listener, error = %e, "TLS files changed on disk but are refused; the previous ones keep serving");
+            }
+        }
+    }
+}
+
+/// `lbd_tls_file_reloads_total{result}`.
+pub fn render_metrics(e: &mut crate::metrics::Exposition) {
+    e.family(
+        "lbd_tls_file_reloads_total",
+        "counter",
+        "Certificate files re-read after a change on disk, by result (error: refused, the previous pairs kept).",
+    );
+    for (i, result) in ["ok", "error"].iter().enumerate() {
+        e.sample(
+            "lbd_tls_file_reloads_total",
+            &[("result", result)],
+            WATCH_RELOADS[i].load(Ordering::Relaxed),
+        );
+    }
 }
 
 /// The names and validity of a leaf certificate.
@@ -360,6 +502,7 @@ mod tests {
             unknown_sni: UnknownSni::Default,
             min_version: TlsVersion::Tls12,
             expiry_warning: Duration::from_secs(14 * 86_400),
+            watch: None,
         }
     }
 

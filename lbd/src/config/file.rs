@@ -156,6 +156,8 @@ pub struct FileTls {
     pub min_version: Option<String>,
     /// Warn (and report in `lbd_tls_cert_expiry_seconds`) when a certificate expires sooner.
     pub expiry_warning_days: Option<u32>,
+    /// How often the certificate files are checked for changes; 0: only on reload.
+    pub watch_ms: Option<u64>,
 }
 
 /// One certificate chain (PEM) and its private key (PEM).

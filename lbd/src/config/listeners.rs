@@ -87,6 +87,9 @@ pub(super) fn validate_listeners(
     listeners
 }
 
+/// Default for `tls.watch_ms`.
+const WATCH_MS: u64 = 5000;
+
 /// Default for `tls.expiry_warning_days`.
 const EXPIRY_WARNING_DAYS: u32 = 14;
 
@@ -136,10 +139,15 @@ fn validate_tls(v: &mut Validator<'_>, key: &str, t: &FileTls) -> Option<TlsConf
     };
     let days = t.expiry_warning_days.unwrap_or(EXPIRY_WARNING_DAYS);
     v.check_range(format!("{key}.expiry_warning_days"), days, 0, 3650);
+    let watch_ms = t.watch_ms.unwrap_or(WATCH_MS);
+    if watch_ms != 0 {
+        v.check_range(format!("{key}.watch_ms"), watch_ms, 100, 3_600_000);
+    }
     (v.error_count() == errors_before).then(|| TlsConfig {
         certs,
         unknown_sni,
         min_version,
         expiry_warning: Duration::from_secs(u64::from(days) * 86_400),
+        watch: (watch_ms != 0).then(|| Duration::from_millis(watch_ms)),
     })
 }

@@ -404,6 +404,8 @@ pub struct TlsConfig {
     pub unknown_sni: UnknownSni,
     pub min_version: TlsVersion,
     pub expiry_warning: Duration,
+    /// How often the files are checked for changes (`None`: only on reload).
+    pub watch: Option<Duration>,
 }
 
 /// One certificate chain file and its key file.

@@ -1061,9 +1061,10 @@ fn listener_tls_is_typed_and_every_bad_key_is_reported() {
     assert_eq!(tls.unknown_sni, UnknownSni::Refuse);
     assert_eq!(tls.min_version, TlsVersion::Tls13);
     assert_eq!(tls.expiry_warning, Duration::from_secs(14 * 86_400));
+    assert_eq!(tls.watch, Some(Duration::from_secs(5)));
 
     let e = errors(&with_tls(
-        "certs = [{ cert = \"/c.pem\" }]\nunknown_sni = \"maybe\"\nmin_version = \"1.1\"\nexpiry_warning_days = 5000",
+        "certs = [{ cert = \"/c.pem\" }]\nunknown_sni = \"maybe\"\nmin_version = \"1.1\"\nexpiry_warning_days = 5000\nwatch_ms = 5",
     ));
     for want in [
         "listener[0].tls.certs[0].key",
@@ -1072,6 +1073,7 @@ fn listener_tls_is_typed_and_every_bad_key_is_reported() {
         "listener[0].tls.min_version",
         "\"1.2\", \"1.3\"",
         "listener[0].tls.expiry_warning_days",
+        "listener[0].tls.watch_ms",
     ] {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }

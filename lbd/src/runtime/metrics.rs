@@ -33,8 +33,8 @@ impl Runtime {
             "Seconds until the TLS certificate expires (negative once it has).",
         );
         let now = std::time::SystemTime::now();
-        for (listener, tls) in &self.tls {
-            for c in &tls.certs {
+        for (listener, slot) in &self.tls {
+            for c in &slot.current().certs {
                 let left = match c.not_after.duration_since(now) {
                     Ok(d) => d.as_secs() as i64,
                     Err(e) => -(e.duration().as_secs() as i64),

@@ -21,7 +21,7 @@ use crate::l7::router::Router;
 use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::metrics::PoolStats;
 use crate::server::clock;
-use crate::tls::ListenerTls;
+use crate::tls::TlsSlot;
 use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::health::{Change, HealthTracker};
 use crate::upstream::pool::ConnPool;
@@ -59,7 +59,7 @@ pub struct Runtime {
     pub access_log: AccessLog,
     /// TLS of each TLS listener, by listener name: the certificate files as read when this
     /// snapshot was built (a reload re-reads them).
-    pub tls: HashMap<String, Arc<ListenerTls>>,
+    pub tls: HashMap<String, Arc<TlsSlot>>,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
     pub retired: CancellationToken,
@@ -83,12 +83,12 @@ pub enum BuildError {
 }
 
 /// Load every TLS listener's certificates.
-fn build_tls(config: &LbConfig) -> Result<HashMap<String, Arc<ListenerTls>>, BuildError> {
+fn build_tls(config: &LbConfig) -> Result<HashMap<String, Arc<TlsSlot>>, BuildError> {
     let now = std::time::SystemTime::now();
     let mut tls = HashMap::new();
     for l in &config.listeners {
         if let Some(t) = &l.tls {
-            let built = crate::tls::build(t, now).map_err(|source| BuildError::Tls {
+            let built = TlsSlot::new(t.clone(), now).map_err(|source| BuildError::Tls {
                 listener: l.name.clone(),
                 source,
             })?;
@@ -232,6 +232,24 @@ impl Runtime {
             generation,
             retired: CancellationToken::new(),
         })
+    }
+
+    /// Watch each TLS listener's files (on the current runtime) until this snapshot is
+    /// replaced; the next snapshot watches its own.
+    pub fn spawn_tls_watchers(&self) {
+        for l in &self.config.listeners {
+            let (Some(slot), Some(every)) =
+                (self.tls.get(&l.name), l.tls.as_ref().and_then(|t| t.watch))
+            else {
+                continue;
+            };
+            tokio::spawn(crate::tls::watch(
+                l.name.clone(),
+                Arc::clone(slot),
+                every,
+                self.retired.clone(),
+            ));
+        }
     }
 
     pub fn pool_config(&self, pool: &PoolRt) -> &crate::config::PoolConfig {

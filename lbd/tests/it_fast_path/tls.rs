@@ -518,3 +518,42 @@ async fn the_ocsp_staple_is_sent_and_re_read_on_reload() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_replaced_on_disk_are_picked_up_without_a_reload_and_a_bad_set_is_refused() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let old = ca.issue(dir.path(), "site", &["site.test"], alg);
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&old], "watch_ms = 100")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    let served = || async {
+        presented(
+            &handshake(lbd.listen, Some("site.test"), &c)
+                .await
+                .expect("handshake"),
+        )
+    };
+    assert!(served().await == old.der);
+    let ok = |r: &str| format!("lbd_tls_file_reloads_total{{result=\"{r}\"}}");
+
+    // Replaced as a deploy tool would, certificate and key in turn; no SIGHUP.
+    let new = ca.issue(dir.path(), "site", &["site.test"], alg);
+    eventually("the new pair is served", Duration::from_secs(5), || async {
+        served().await == new.der
+    })
+    .await;
+    assert!(metric(lbd.admin, &ok("ok")).await >= Some(1.0));
+
+    // A key that does not match: refused, the current pair serves on.
+    let stray = ca.issue(dir.path(), "stray", &["stray.test"], alg);
+    let errors = metric(lbd.admin, &ok("error")).await.unwrap_or(0.0);
+    std::fs::copy(&stray.key, &new.key).expect("swap key");
+    eventually("the bad set is refused", Duration::from_secs(5), || async {
+        metric(lbd.admin, &ok("error")).await > Some(errors)
+    })
+    .await;
+    assert!(served().await == new.der);
+    assert!(lbd.log_text().contains("refused"), "{}", lbd.log_text());
+}
