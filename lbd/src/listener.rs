@@ -277,6 +277,9 @@ pub struct ConnCtx {
     pub client_ip_value: http::HeaderValue,
     /// The port the client connected to (X-Forwarded-Port).
     pub local_port: u16,
+    /// On a TLS listener with client certificates: the subject header (boxed: plain
+    /// connections, the many, carry one pointer).
+    pub client_cert: Option<Box<crate::tls::ClientCert>>,
     active: AtomicU32,
     last_activity_ms: AtomicU64,
     /// The connection's places under the caps, released when the last holder of the context
@@ -308,6 +311,7 @@ impl ConnCtx {
             framing: std::sync::OnceLock::new(),
             client_ip_value: crate::l7::headers::ip_value(peer.ip()),
             local_port,
+            client_cert: None,
             active: AtomicU32::new(0),
             last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
         }
@@ -528,9 +532,10 @@ async fn serve_connection(
         _slot: slot,
         _gauge: gauge,
     };
-    let held = |proto| {
+    let held = |proto, client_cert| {
         let mut ctx = ConnCtx::new(peer, local_port, listener, hold);
         ctx.proto = proto;
+        ctx.client_cert = client_cert;
         // The whole head (request line + headers); the proxy checks each part against
         // its own limit to answer 414 or 431.
         let max_head = limits.max_header_bytes + limits.max_request_line;
@@ -548,8 +553,7 @@ async fn serve_connection(
         }
     };
     if let Some(tls) = tls {
-        let held = held("https");
-        return serve_tls(&shared, stream, &tls, held).await;
+        return serve_tls(&shared, stream, &tls, |cert| held("https", cert)).await;
     }
     let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
         Ok(Ok(h2)) => h2,
@@ -562,7 +566,7 @@ async fn serve_connection(
             return;
         }
     };
-    let held = held("http");
+    let held = held("http", None);
     if is_h2 {
         serve_h2(&shared, stream, &held).await;
     } else if fast_path {
@@ -573,10 +577,17 @@ async fn serve_connection(
 }
 
 /// A TLS client connection: the handshake (within the header timeout), then HTTP/2 or
-/// HTTP/1.1 on hyper as ALPN chose (lbd's fast path works on plain sockets only).
-async fn serve_tls(shared: &Arc<Shared>, stream: TcpStream, tls: &ListenerTls, held: Held) {
+/// HTTP/1.1 on hyper as ALPN chose (lbd's fast path works on plain sockets only). `held`
+/// makes the connection's context once the client certificate, if any, is known.
+async fn serve_tls(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    tls: &ListenerTls,
+    held: impl FnOnce(Option<Box<crate::tls::ClientCert>>) -> Held,
+) {
     let handshake = tls.acceptor.accept(stream);
-    let stream = match tokio::time::timeout(held.request_header, handshake).await {
+    let timeout = shared.runtime().config.timeouts.request_header;
+    let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             crate::metrics::inc(&shared.stats.tls_handshake_failures);
@@ -590,6 +601,13 @@ async fn serve_tls(shared: &Arc<Shared>, stream: TcpStream, tls: &ListenerTls, h
         }
     };
     crate::metrics::inc(&shared.stats.tls_handshakes);
+    let client_cert = tls.subject_header.as_ref().map(|header| {
+        Box::new(crate::tls::ClientCert {
+            header: header.clone(),
+            subject: crate::tls::client_subject(stream.get_ref().1),
+        })
+    });
+    let held = held(client_cert);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(shared, stream, &held).await;
     } else {

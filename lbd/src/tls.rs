@@ -51,6 +51,8 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct ListenerTls {
     pub acceptor: TlsAcceptor,
     pub certs: Vec<CertSummary>,
+    /// With client certificates: the header that carries a verified one's subject upstream.
+    pub subject_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -97,6 +99,8 @@ pub enum TlsError {
     Expired { path: PathBuf, ago: Duration },
     #[error("{}: certificate not valid for another {} s", path.display(), wait.as_secs())]
     NotYetValid { path: PathBuf, wait: Duration },
+    #[error("{}: client CA bundle: {reason}", path.display())]
+    ClientCa { path: PathBuf, reason: String },
     #[error("TLS settings: {0}")]
     Settings(#[from] rustls::Error),
 }
@@ -276,16 +280,62 @@ pub fn build(cfg: &TlsConfig, now: SystemTime) -> Result<ListenerTls, TlsError> 
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)?;
+    let mut config = match &cfg.client {
+        Some(client) => builder
+            .with_client_cert_verifier(client_verifier(client, provider)?)
+            .with_cert_resolver(Arc::new(resolver)),
+        None => builder
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver)),
+    };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(ListenerTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         certs,
+        subject_header: cfg.client.as_ref().map(|c| c.subject_header.clone()),
     })
+}
+
+/// Verifies client certificates against `client.ca` (webpki: chain, validity, key usage).
+fn client_verifier(
+    client: &crate::config::ClientAuthConfig,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |reason: String| TlsError::ClientCa {
+        path: client.ca.clone(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_chain(&client.ca)? {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if client.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| bad(e.to_string()))
+}
+
+/// What a TLS connection tells the backend about its client certificate: `header` is always
+/// removed from the client's requests, and set to `subject` when a certificate was verified.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub header: http::HeaderName,
+    pub subject: Option<http::HeaderValue>,
+}
+
+/// The subject of a client's verified certificate (RFC 4514 form), as a header value.
+pub fn client_subject(conn: &rustls::ServerConnection) -> Option<http::HeaderValue> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+    http::HeaderValue::from_str(&cert.subject().to_string()).ok()
 }
 
 /// Read, parse and check one chain and key.
@@ -503,6 +553,7 @@ mod tests {
             min_version: TlsVersion::Tls12,
             expiry_warning: Duration::from_secs(14 * 86_400),
             watch: None,
+            client: None,
         }
     }
 

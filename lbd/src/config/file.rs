@@ -158,6 +158,12 @@ pub struct FileTls {
     pub expiry_warning_days: Option<u32>,
     /// How often the certificate files are checked for changes; 0: only on reload.
     pub watch_ms: Option<u64>,
+    /// Client certificates (mTLS): the CA bundle (PEM) that signs them.
+    pub client_ca: Option<String>,
+    /// "required" (default with `client_ca`) or "optional".
+    pub client_auth: Option<String>,
+    /// The request header that carries a verified client certificate's subject upstream.
+    pub client_subject_header: Option<String>,
 }
 
 /// One certificate chain (PEM) and its private key (PEM).

@@ -143,11 +143,64 @@ fn validate_tls(v: &mut Validator<'_>, key: &str, t: &FileTls) -> Option<TlsConf
     if watch_ms != 0 {
         v.check_range(format!("{key}.watch_ms"), watch_ms, 100, 3_600_000);
     }
+    let client = validate_client_auth(v, key, t);
     (v.error_count() == errors_before).then(|| TlsConfig {
         certs,
         unknown_sni,
         min_version,
         expiry_warning: Duration::from_secs(u64::from(days) * 86_400),
         watch: (watch_ms != 0).then(|| Duration::from_millis(watch_ms)),
+        client,
+    })
+}
+
+/// Default for `tls.client_subject_header`.
+const CLIENT_SUBJECT_HEADER: &str = "x-client-cert-subject";
+
+/// `client_ca`, `client_auth`, `client_subject_header`.
+fn validate_client_auth(v: &mut Validator<'_>, key: &str, t: &FileTls) -> Option<ClientAuthConfig> {
+    let Some(ca) = &t.client_ca else {
+        for (set, k) in [
+            (t.client_auth.is_some(), "client_auth"),
+            (t.client_subject_header.is_some(), "client_subject_header"),
+        ] {
+            if set {
+                v.error(
+                    format!("{key}.{k}"),
+                    "needs client_ca (the CA bundle client certificates chain to)",
+                );
+            }
+        }
+        return None;
+    };
+    let required = match t.client_auth.as_deref() {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(other) => {
+            v.error(
+                format!("{key}.client_auth"),
+                format!("{other:?} is not one of \"required\", \"optional\""),
+            );
+            true
+        }
+    };
+    let header = t
+        .client_subject_header
+        .as_deref()
+        .unwrap_or(CLIENT_SUBJECT_HEADER);
+    let subject_header = match http::HeaderName::from_bytes(header.as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            v.error(
+                format!("{key}.client_subject_header"),
+                format!("{header:?} is not a valid header name"),
+            );
+            return None;
+        }
+    };
+    Some(ClientAuthConfig {
+        ca: PathBuf::from(ca),
+        required,
+        subject_header,
     })
 }

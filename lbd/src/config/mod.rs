@@ -406,6 +406,20 @@ pub struct TlsConfig {
     pub expiry_warning: Duration,
     /// How often the files are checked for changes (`None`: only on reload).
     pub watch: Option<Duration>,
+    /// Client certificates (`None`: not asked for).
+    pub client: Option<ClientAuthConfig>,
+}
+
+/// `client_ca` and friends: who may present a client certificate, and where its subject goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthConfig {
+    /// CA certificates (PEM) a client certificate must chain to.
+    pub ca: PathBuf,
+    /// Without a certificate the handshake fails; `false`: it goes on, unauthenticated.
+    pub required: bool,
+    /// Set upstream to the verified certificate's subject (and always removed from what the
+    /// client sent, so it cannot be forged).
+    pub subject_header: http::HeaderName,
 }
 
 /// One certificate chain file and its key file.

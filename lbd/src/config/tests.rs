@@ -1082,3 +1082,36 @@ fn listener_tls_is_typed_and_every_bad_key_is_reported() {
     let e = errors(&with_tls("cert = \"/c.pem\""));
     assert!(e.contains("cert"), "unknown keys are refused: {e}");
 }
+
+#[test]
+fn client_certificate_settings_are_checked() {
+    let with_tls = |tls: &str| {
+        GOOD.replace(
+            "address = \"127.0.0.1:8080\"\n",
+            &format!(
+                "address = \"127.0.0.1:8080\"\n[listener.tls]\ncerts = [{{ cert = \"/c.pem\", key = \"/c.key\" }}]\n{tls}\n"
+            ),
+        )
+    };
+    let c = load(&with_tls("client_ca = \"/ca.pem\"")).expect("valid");
+    let client = c.listeners[0]
+        .tls
+        .as_ref()
+        .and_then(|t| t.client.clone())
+        .expect("client");
+    assert!(client.required);
+    assert_eq!(client.subject_header.as_str(), "x-client-cert-subject");
+    let e = errors(&with_tls(
+        "client_auth = \"optional\"\nclient_subject_header = \"x-s\"",
+    ));
+    assert!(
+        e.contains("listener[0].tls.client_auth") && e.contains("needs client_ca"),
+        "{e}"
+    );
+    assert!(e.contains("listener[0].tls.client_subject_header"), "{e}");
+    let e = errors(&with_tls(
+        "client_ca = \"/ca.pem\"\nclient_auth = \"sometimes\"\nclient_subject_header = \"bad header\"",
+    ));
+    assert!(e.contains("\"required\", \"optional\""), "{e}");
+    assert!(e.contains("not a valid header name"), "{e}");
+}

@@ -200,6 +200,13 @@ pub fn rewrite_request_headers(
             h.insert(header::HOST, v);
         }
     }
+    if let Some(cert) = &conn.client_cert {
+        // Only lbd says which certificate the client presented.
+        h.remove(&cert.header);
+        if let Some(subject) = &cert.subject {
+            h.insert(cert.header.clone(), subject.clone());
+        }
+    }
     upgrade
 }
 

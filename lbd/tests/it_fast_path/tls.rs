@@ -557,3 +557,118 @@ async fn files_replaced_on_disk_are_picked_up_without_a_reload_and_a_bad_set_is_
     assert!(served().await == new.der);
     assert!(lbd.log_text().contains("refused"), "{}", lbd.log_text());
 }
+
+/// A client certificate with subject CN=`cn`, issued by `ca`.
+fn client_cert(
+    ca: &Ca,
+    cn: &str,
+) -> (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("cert");
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    (vec![cert.der().clone()], der.into())
+}
+
+/// A client presenting `cert`, verifying nothing.
+fn connector_with_cert(
+    cert: (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+) -> TlsConnector {
+    let provider = Arc::new(ring());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider, Arc::default())))
+        .with_client_auth_cert(cert.0, cert.1)
+        .expect("client cert");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One GET with a forged subject header; the backend's echo, or why it failed.
+async fn get_forging(lbd: &Lbd, c: &TlsConnector) -> Result<String, String> {
+    let s = handshake(lbd.listen, Some("m.test"), c)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "m.test")
+        .header("x-client-cert-subject", "CN=forged")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_verified_and_their_subject_goes_upstream() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let stranger_ca = Ca::new();
+    let pair = server_ca.issue(dir.path(), "m", &["m.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let bundle = dir.path().join("clients.pem");
+    std::fs::write(&bundle, client_ca.cert.pem()).expect("write");
+    let start = |auth: &'static str| {
+        let tls = tls_table(
+            &[&pair],
+            &format!(
+                "client_ca = \"{}\"\nclient_auth = \"{auth}\"",
+                bundle.display()
+            ),
+        );
+        let backend = &backend;
+        async move { lbd_with_tls(backend, &tls).await }
+    };
+
+    let lbd = start("required").await;
+    let alice = connector_with_cert(client_cert(&client_ca, "alice"));
+    let body = get_forging(&lbd, &alice).await.expect("alice is let in");
+    assert!(body.contains("x-client-cert-subject: CN=alice\n"), "{body}");
+    assert!(
+        !body.contains("forged"),
+        "the client's own header is dropped: {body}"
+    );
+    let anonymous = connector(&[b"http/1.1"], ring());
+    assert!(
+        get_forging(&lbd, &anonymous).await.is_err(),
+        "no certificate, no entry"
+    );
+    let mallory = connector_with_cert(client_cert(&stranger_ca, "mallory"));
+    assert!(
+        get_forging(&lbd, &mallory).await.is_err(),
+        "another CA's certificate"
+    );
+    drop(lbd);
+
+    let lbd = start("optional").await;
+    let body = get_forging(&lbd, &anonymous)
+        .await
+        .expect("optional lets it in");
+    assert!(
+        !body.contains("x-client-cert-subject"),
+        "nothing verified, nothing said: {body}"
+    );
+    let body = get_forging(&lbd, &alice).await.expect("alice");
+    assert!(body.contains("x-client-cert-subject: CN=alice\n"), "{body}");
+}
