@@ -265,6 +265,14 @@ pub struct FileRoute {
     pub upgrades: Option<Vec<String>>,
     /// Overrides `limits.max_request_body_bytes` for this route.
     pub max_request_body_bytes: Option<u64>,
+    /// Answer plain-HTTP requests with a redirect to the same URL over HTTPS.
+    pub redirect_to_https: Option<bool>,
+    /// The port of that URL (default: none, i.e. 443).
+    pub https_port: Option<u16>,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses of this route.
+    pub hsts_max_age_s: Option<u64>,
+    /// Add `includeSubDomains` to it.
+    pub hsts_include_subdomains: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -394,6 +394,15 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
 }
 
+/// A route's HTTPS policy (`[[route]] redirect_to_https`, `hsts_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteHttps {
+    /// Redirect plain-HTTP requests to HTTPS; `Some(None)`: the default port.
+    pub redirect: Option<Option<u16>>,
+    /// The `Strict-Transport-Security` value for HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
+}
+
 /// `[listener.tls]`: what to load. The files are read, parsed and checked when a runtime
 /// snapshot is built (at start and on every reload, so a replaced file is picked up), see
 /// `crate::tls`.
@@ -553,6 +562,8 @@ pub struct LbConfig {
     pub route_upgrades: Vec<Vec<String>>,
     /// `route[i].max_request_body_bytes`, by index into `routes` (`None`: the global limit).
     pub route_body_limits: Vec<Option<u64>>,
+    /// Per route (same index as `routes`): HTTPS redirect and HSTS.
+    pub route_https: Vec<RouteHttps>,
     pub default_pool: Option<PoolId>,
     /// Checked in order; the first denial answers 429.
     pub rate_limits: Vec<RateLimitConfig>,
@@ -576,6 +587,11 @@ impl LbConfig {
 
     /// The request body limit of a request that matched route `rule` (`None`: no route, the
     /// default pool).
+    /// The matched route's HTTPS policy (`None`: no route, or nothing set).
+    pub fn route_https(&self, rule: Option<usize>) -> Option<&RouteHttps> {
+        rule.and_then(|i| self.route_https.get(i))
+    }
+
     pub fn body_limit(&self, rule: Option<usize>) -> u64 {
         rule.and_then(|i| self.route_body_limits.get(i).copied().flatten())
             .unwrap_or(self.limits.max_request_body_bytes)

@@ -117,6 +117,54 @@ pub(super) fn validate_route_body_limits(
         .collect()
 }
 
+/// `route[i].redirect_to_https`, `https_port`, `hsts_max_age_s`, `hsts_include_subdomains`.
+pub(super) fn validate_route_https(
+    v: &mut Validator<'_>,
+    file_routes: &[FileRoute],
+) -> Vec<RouteHttps> {
+    file_routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = format!("route[{i}]");
+            let redirect = r.redirect_to_https.unwrap_or(false);
+            if r.https_port.is_some() && !redirect {
+                v.error(
+                    format!("{key}.https_port"),
+                    "only with redirect_to_https = true",
+                );
+            }
+            if r.https_port == Some(0) {
+                v.error(
+                    format!("{key}.https_port"),
+                    "0 is out of range (valid: 1..=65535)",
+                );
+            }
+            if r.hsts_include_subdomains.is_some() && r.hsts_max_age_s.is_none() {
+                v.error(
+                    format!("{key}.hsts_include_subdomains"),
+                    "only with hsts_max_age_s",
+                );
+            }
+            let hsts = r.hsts_max_age_s.and_then(|age| {
+                if !v.check_range(format!("{key}.hsts_max_age_s"), age, 0, 2 * 31_536_000) {
+                    return None;
+                }
+                let sub = if r.hsts_include_subdomains == Some(true) {
+                    "; includeSubDomains"
+                } else {
+                    ""
+                };
+                http::HeaderValue::from_str(&format!("max-age={age}{sub}")).ok()
+            });
+            RouteHttps {
+                redirect: redirect.then_some(r.https_port),
+                hsts,
+            }
+        })
+        .collect()
+}
+
 /// `route[i].header`: a valid header name, and a value that could appear in a request.
 fn validate_header_match(
     v: &mut Validator<'_>,

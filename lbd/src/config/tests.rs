@@ -1115,3 +1115,28 @@ fn client_certificate_settings_are_checked() {
     assert!(e.contains("\"required\", \"optional\""), "{e}");
     assert!(e.contains("not a valid header name"), "{e}");
 }
+
+#[test]
+fn route_https_settings_are_typed_and_checked() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "path_prefix = \"/v1/\"\n",
+            &format!("path_prefix = \"/v1/\"\n{extra}\n"),
+        )
+    };
+    let c = load(&with("redirect_to_https = true\nhttps_port = 8443\nhsts_max_age_s = 600\nhsts_include_subdomains = true")).expect("valid");
+    let h = c.route_https(Some(0)).expect("policy");
+    assert_eq!(h.redirect, Some(Some(8443)));
+    assert_eq!(
+        h.hsts.as_ref().map(|v| v.to_str().expect("ascii")),
+        Some("max-age=600; includeSubDomains")
+    );
+    let e = errors(&with("https_port = 0\nhsts_include_subdomains = true\n"));
+    assert!(
+        e.contains("route[0].https_port") && e.contains("only with redirect_to_https"),
+        "{e}"
+    );
+    assert!(e.contains("route[0].hsts_include_subdomains"), "{e}");
+    let e = errors(&with("hsts_max_age_s = 99999999999"));
+    assert!(e.contains("route[0].hsts_max_age_s"), "{e}");
+}

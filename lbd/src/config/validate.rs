@@ -15,7 +15,8 @@ use super::pools::validate_pool;
 use super::rate_limits::validate_rate_limits;
 use super::request_policy::{validate_headers, validate_paths, validate_retries};
 use super::routes::{
-    validate_default_pool, validate_route_body_limits, validate_route_upgrades, validate_routes,
+    validate_default_pool, validate_route_body_limits, validate_route_https,
+    validate_route_upgrades, validate_routes,
 };
 use super::vrrp::validate_vrrp;
 
@@ -37,6 +38,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
     let routes = validate_routes(&mut v, &file.route, &pool_refs);
     let route_upgrades = validate_route_upgrades(&mut v, &file.route);
     let route_body_limits = validate_route_body_limits(&mut v, &file.route);
+    let route_https = validate_route_https(&mut v, &file.route);
     let default_pool = validate_default_pool(&mut v, file.default_pool.as_deref(), &pool_refs);
     let vrrp = file
         .vrrp
@@ -63,6 +65,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         routes,
         route_upgrades,
         route_body_limits,
+        route_https,
         default_pool,
         rate_limits,
     })

@@ -270,6 +270,56 @@ pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, versio
 pub enum Local {
     Error(ProxyError),
     RateLimited(Denied),
+    /// The route sends plain-HTTP clients to HTTPS.
+    Redirect(Redirect),
+}
+
+/// A redirect lbd answers itself.
+#[derive(Debug)]
+pub struct Redirect {
+    pub status: http::StatusCode,
+    pub location: HeaderValue,
+}
+
+/// A route with `redirect_to_https` answers a plain-HTTP request with the same URL over
+/// HTTPS: 301 for GET and HEAD, 308 otherwise (the method and body must be kept). `host` is
+/// the request's Host (its port is dropped), `target` the origin-form path and query. A
+/// request without a host goes on as usual: there is no URL to send it to.
+pub fn https_redirect(
+    rt: &Runtime,
+    conn: &ConnCtx,
+    rule: Option<usize>,
+    method: &http::Method,
+    host: Option<&str>,
+    target: &str,
+) -> Result<(), Local> {
+    let Some(port) = rt.config.route_https(rule).and_then(|h| h.redirect) else {
+        return Ok(());
+    };
+    if conn.proto != "http" {
+        return Ok(());
+    }
+    let Some(host) = host.map(host_without_port).filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{target}")) else {
+        return Ok(());
+    };
+    let status = if method == http::Method::GET || method == http::Method::HEAD {
+        http::StatusCode::MOVED_PERMANENTLY
+    } else {
+        http::StatusCode::PERMANENT_REDIRECT
+    };
+    Err(Local::Redirect(Redirect { status, location }))
+}
+
+/// `example.com:8080` -> `example.com`, `[2001:db8::1]:8080` -> `[2001:db8::1]`.
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
 }
 
 impl From<ProxyError> for Local {

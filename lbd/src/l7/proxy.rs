@@ -58,9 +58,9 @@ use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
 use super::body::{CappedBody, Finish, Inner, LogInfo, RequestBodyState, Stall};
 use super::dispatch::{
-    client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
-    pair_headers, pick, report, rewrite_request_headers, route_and_limit, send_failed, Lease,
-    Local,
+    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
+    note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
+    send_failed, Lease, Local,
 };
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::framing::Suspect;
@@ -157,6 +157,17 @@ pub async fn handle(
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 pair_headers(&mut parts.headers, &rt, &fin, client_version);
             }
+            if conn.proto == "https" {
+                if let Some(hsts) = rt
+                    .config
+                    .route_https(meta.rule)
+                    .and_then(|h| h.hsts.as_ref())
+                {
+                    parts
+                        .headers
+                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
+            }
             fin.status = parts.status.as_u16();
             fin.upstream = f.keep;
             fin.lease = f.lease;
@@ -176,6 +187,20 @@ pub async fn handle(
             let mut h = HeaderMap::new();
             pair_headers(&mut h, &rt, &fin, client_version);
             let mut resp = rate_limited_response(denied, fin);
+            resp.headers_mut().extend(h);
+            resp
+        }
+        Err(Local::Redirect(r)) => {
+            fin.status = r.status.as_u16();
+            let mut h = HeaderMap::new();
+            pair_headers(&mut h, &rt, &fin, client_version);
+            let mut resp = Response::new(ProxyBody {
+                inner: Inner::Local(Some(Bytes::new())),
+                fin: Some(fin),
+                stall: None,
+            });
+            *resp.status_mut() = r.status;
+            resp.headers_mut().insert(header::LOCATION, r.location);
             resp.headers_mut().extend(h);
             resp
         }
@@ -221,6 +246,8 @@ struct Meta {
     client: Option<std::net::IpAddr>,
     /// A streamed request body's progress: was it cut off, did it go out whole.
     request_body: Option<Arc<RequestBodyState>>,
+    /// The matched route rule (for its HSTS policy).
+    rule: Option<usize>,
 }
 
 /// 429 with `Retry-After`; the client may not have sent anything wrong, so the connection
@@ -366,6 +393,15 @@ async fn forward(
     let (pool_index, pool, rule, max_body) =
         route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
     meta.pool = Some(pool_index);
+    meta.rule = rule;
+    let target = parts.uri.path_and_query().map_or("/", |t| t.as_str());
+    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    https_redirect(rt, conn, rule, &parts.method, host, target)?;
     // A declared length over the limit is refused before anything goes upstream (and before
     // hyper sends a `100 Continue` for it); a chunked body is cut off as it passes the limit.
     if body.size_hint().lower() > max_body {

@@ -123,6 +123,7 @@ fn backend_series(name: &str, b: &RawBackend) -> String {
 // ---- every scenario on both paths ----
 
 on_both_paths!(
+    tls::routes_redirect_plain_http_to_https,
     connections::local_answers_respect_head_and_connection_close,
     connections::pipelined_requests_in_one_write_are_answered_in_order,
     responses::chunked_response_with_extension_and_trailer_is_relayed,

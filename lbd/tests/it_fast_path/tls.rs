@@ -672,3 +672,100 @@ async fn client_certificates_are_verified_and_their_subject_goes_upstream() {
     let body = get_forging(&lbd, &alice).await.expect("alice");
     assert!(body.contains("x-client-cert-subject: CN=alice\n"), "{body}");
 }
+
+/// A route with `redirect_to_https` (one with `https_port`, one without) next to one
+/// without: 301 for GET and HEAD, 308 for the rest, the Host's port dropped; other routes
+/// are served as usual.
+pub async fn routes_redirect_plain_http_to_https(global: &str) {
+    let backend = TestBackend::start("b1").await;
+    let body = format!(
+        "{}[[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n\
+         [[route]]\nname = \"secure\"\nhost = \"r.test\"\npool = \"web\"\nredirect_to_https = true\n\
+         [[route]]\nname = \"alt\"\nhost = \"alt.test\"\npool = \"web\"\nredirect_to_https = true\nhttps_port = 8443\n\
+         [[route]]\nname = \"plain\"\nhost = \"p.test\"\npool = \"web\"\n",
+        config(global, ""),
+        backend.addr
+    );
+    let lbd = Lbd::start(&body).await;
+    let location = |r: &Resp| {
+        r.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let r = request(lbd.listen, "GET", "/a/b?c=d", &[("host", "r.test:8080")])
+        .await
+        .expect("get");
+    assert_eq!(
+        (r.status, location(&r).as_str()),
+        (301, "https://r.test/a/b?c=d")
+    );
+    let r = request(lbd.listen, "POST", "/form", &[("host", "r.test")])
+        .await
+        .expect("post");
+    assert_eq!(
+        (r.status, location(&r).as_str()),
+        (308, "https://r.test/form")
+    );
+    let r = request(lbd.listen, "GET", "/", &[("host", "alt.test")])
+        .await
+        .expect("alt");
+    assert_eq!(
+        (r.status, location(&r).as_str()),
+        (301, "https://alt.test:8443/")
+    );
+    let r = request(lbd.listen, "GET", "/", &[("host", "p.test")])
+        .await
+        .expect("plain");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        backend.hits(),
+        1,
+        "only the plain route reached the backend"
+    );
+    assert!(
+        metric(lbd.admin, "lbd_responses_total{class=\"3xx\"}").await >= Some(3.0),
+        "redirects are counted as 3xx responses"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_goes_on_https_responses_and_https_is_not_redirected() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let pair = ca.issue(dir.path(), "a", &["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
+         [[pool.backend]]\naddress = \"{}\"\n[[route]]\nname = \"secure\"\nhost = \"a.test\"\n\
+         pool = \"web\"\nredirect_to_https = true\nhsts_max_age_s = 31536000\n\
+         hsts_include_subdomains = true\n",
+        backend.addr
+    );
+    let lbd = Lbd::start_with_listener(&body, &tls_table(&[&pair], "")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    let s = handshake(lbd.listen, Some("a.test"), &c)
+        .await
+        .expect("handshake");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = tx.send_request(req).await.expect("response");
+    assert_eq!(
+        resp.status(),
+        200,
+        "an HTTPS request is served, not redirected"
+    );
+    assert_eq!(
+        resp.headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000; includeSubDomains")
+    );
+}

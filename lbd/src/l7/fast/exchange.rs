@@ -29,9 +29,9 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::dispatch::{
-    client_of, connect_failed, may_retry, normalized_path, note_error, note_rate_limited,
-    pair_headers, pick, report, report_at, rewrite_request_headers, route_and_limit, send_failed,
-    Local,
+    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
+    note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
+    route_and_limit, send_failed, Local,
 };
 use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
@@ -250,8 +250,8 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    // Upgrades never reach the fast path, so the matched rule is not needed.
-    let (pool_index, pool, _, max_body) = route_and_limit(shared, rt, client, &view)?;
+    let (pool_index, pool, rule, max_body) = route_and_limit(shared, rt, client, &view)?;
+    https_redirect(rt, conn, rule, &req.method, view.host, req.target.as_str())?;
     fin.pool = Some(pool_index);
     // The whole body is already read (it is at most MAX_BODY): over the route's limit, it
     // goes nowhere.
@@ -480,6 +480,10 @@ async fn answer_locally(
                 e.kind.body().as_bytes(),
                 e.kind.side() == Side::Client,
             )
+        }
+        Local::Redirect(r) => {
+            h.insert(header::LOCATION, r.location);
+            (r.status, b"", false)
         }
     };
     fin.status = status.as_u16();
