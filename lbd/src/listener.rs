@@ -726,11 +726,18 @@ where
 {
     let io = TokioIo::new(stream);
     let limits = &held.limits;
+    let h2 = shared.runtime().config.http2.clone();
     // Boxed, like the HTTP/1 connection: see `serve_connection`'s docs.
+    // hyper's h2 also bounds CONTINUATION frames by the header list size.
     let conn = Box::pin(
         http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_head as u32)
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
+            .max_pending_accept_reset_streams(h2.max_pending_reset_streams as usize)
+            .max_local_error_reset_streams(h2.max_local_error_reset_streams as usize)
             .serve_connection(io, service(shared, &held.ctx)),
     );
     log_end(drive!(

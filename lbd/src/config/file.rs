@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub paths: FilePaths,
     #[serde(default)]
     pub retries: FileRetries,
+    #[serde(default)]
+    pub http2: super::http2::FileHttp2,
     /// Absent: lbd runs standalone and serves every listener all the time.
     pub vrrp: Option<FileVrrp>,
     /// Absent: no peer link; soft state (sticky, rate limits) stays local.

@@ -549,6 +549,8 @@ pub struct LbConfig {
     /// How request paths are normalised before routing.
     pub paths: PathPolicy,
     pub retries: RetryPolicy,
+    /// Downstream HTTP/2 limits.
+    pub http2: http2::Http2Config,
     /// `None`: standalone, every listener always bound.
     pub vrrp: Option<VrrpConfig>,
     /// `None`: no peer link.
@@ -600,6 +602,7 @@ impl LbConfig {
 
 mod file;
 mod global;
+pub mod http2;
 mod listeners;
 pub mod peer;
 mod pools;

@@ -1140,3 +1140,20 @@ fn route_https_settings_are_typed_and_checked() {
     let e = errors(&with("hsts_max_age_s = 99999999999"));
     assert!(e.contains("route[0].hsts_max_age_s"), "{e}");
 }
+
+#[test]
+fn http2_limits_have_defaults_and_ranges() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.http2.max_concurrent_streams, 100);
+    assert_eq!(c.http2.max_pending_reset_streams, 20);
+    let e = errors(&format!(
+        "{GOOD}\n[http2]\nmax_concurrent_streams = 0\ninitial_stream_window_bytes = 10\nmax_pending_reset_streams = 0\n"
+    ));
+    for key in [
+        "http2.max_concurrent_streams",
+        "http2.initial_stream_window_bytes",
+        "http2.max_pending_reset_streams",
+    ] {
+        assert!(e.contains(key), "missing {key} in {e}");
+    }
+}

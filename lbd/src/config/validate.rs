@@ -32,6 +32,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
     let headers = validate_headers(&mut v, &file.headers, &global.node_name);
     let paths = validate_paths(&mut v, &file.paths);
     let retries = validate_retries(&mut v, &file.retries);
+    let http2 = super::http2::validate_http2(&mut v, &file.http2);
     let listeners = validate_listeners(&mut v, file, global.admin);
     let pools = validate_pools(&mut v, &file.pool);
     let pool_refs = PoolRefs::new(&file.pool, &pools);
@@ -58,6 +59,7 @@ pub fn validate(source: &Source, file: &FileConfig) -> Result<LbConfig, ConfigEr
         headers,
         paths,
         retries,
+        http2,
         vrrp,
         peer,
         listeners,

@@ -29,6 +29,7 @@ mod common;
 mod connections;
 mod forwarding;
 mod hostile;
+mod http2;
 mod hygiene;
 mod idle;
 mod responses;
