@@ -164,6 +164,12 @@ struct Setup {
 fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Setup, String> {
     let psk = dir.join("peer.key");
     std::fs::write(&psk, "5a".repeat(32) + "\n").map_err(|e| format!("psk: {e}"))?;
+    // lbd refuses a key file others can read.
+    std::fs::set_permissions(
+        &psk,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .map_err(|e| format!("psk: chmod 600: {e}"))?;
     let (peer_a, peer_b) = (free_port()?, free_port()?);
     let node = |id: &str, other: &str, listen: SocketAddr, peer: SocketAddr| {
         let (http, admin) = (free_port()?, free_port()?);
