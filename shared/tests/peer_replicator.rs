@@ -463,6 +463,26 @@ fn a_ping_flood_leaves_one_pong_pending() {
 }
 
 #[test]
+fn the_outbox_of_sealed_frames_is_bounded() {
+    use shared::peer::replicator::{MAX_OUTBOX_BYTES, MAX_OUTBOX_FRAMES};
+    let (mut a, _) = a_with_hand_driven_peer();
+    let _ = collect(&mut a, Duration::ZERO);
+    // A driver that queues CLOSEs (the one frame it can make the replicator seal at will)
+    // and never writes: the queue stops at its bound instead of growing.
+    for _ in 0..(MAX_OUTBOX_FRAMES * 3) {
+        a.rep.close(&"x".repeat(200));
+    }
+    let queued = collect(&mut a, Duration::ZERO);
+    let bytes: usize = queued.iter().map(Vec::len).sum();
+    assert!(queued.len() <= MAX_OUTBOX_FRAMES, "{} frames", queued.len());
+    assert!(bytes <= MAX_OUTBOX_BYTES, "{bytes} bytes");
+    assert!(
+        queued.len() >= MAX_OUTBOX_FRAMES / 2,
+        "the bound is not tiny"
+    );
+}
+
+#[test]
 fn handle_bytes_without_a_connection_is_an_error() {
     let mut n = Node::new(config("a", "b", 1), MemStore::default());
     assert_eq!(
