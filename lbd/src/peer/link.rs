@@ -687,9 +687,16 @@ async fn read_first_message(
 /// Only while `cur` is still being set up, and only if the newcomer is the one dialed by the
 /// node with the lower id (ours when `lower`) and `cur` is not. Both nodes apply the same
 /// rule to the same two TCP connections, so they keep the same one.
+///
+/// Two accepted connections (both past the first-message screen): the newer wins. The peer
+/// dials again only once it gave its previous connection up, so the newer one is the live
+/// one; and a HELLO replayed at a node that just restarted (its replay guard is empty, so
+/// the screen cannot tell it from a fresh one) then holds the slot only until the real
+/// peer's next dial, instead of shutting it out until the handshake timeout.
 fn keep_newcomer(lower: bool, cur_role: Role, cur_established: bool, new_role: Role) -> bool {
     let preferred = if lower { Role::Dialer } else { Role::Acceptor };
-    !cur_established && cur_role != preferred && new_role == preferred
+    let newer_accepted = cur_role == Role::Acceptor && new_role == Role::Acceptor;
+    !cur_established && (newer_accepted || (cur_role != preferred && new_role == preferred))
 }
 
 async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -752,6 +759,14 @@ mod tests {
             let b_kept = keep(false, b_first, b_first.other());
             assert_eq!(dialed_by(true, a_kept), "a", "a, first {a_first:?}");
             assert_eq!(dialed_by(false, b_kept), "a", "b, first {b_first:?}");
+        }
+    }
+
+    #[test]
+    fn a_newer_accepted_connection_replaces_one_still_in_its_handshake() {
+        for lower in [true, false] {
+            assert!(keep_newcomer(lower, Role::Acceptor, false, Role::Acceptor));
+            assert!(!keep_newcomer(lower, Role::Acceptor, true, Role::Acceptor));
         }
     }
 

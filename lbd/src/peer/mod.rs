@@ -24,7 +24,9 @@
 //! peer; both apply the same rule — *keep the connection dialed by the node with the lower
 //! node id (byte order), close the other* — so they agree on which one survives without
 //! talking about it. An accepted connection takes part only once its first message verified,
-//! so a stranger can neither displace nor block a real handshake. An established
+//! so a stranger can neither displace nor block a real handshake; of two accepted
+//! connections still in their handshake the newer wins (the peer only dials again once it
+//! gave up the older one). An established
 //! (authenticated) connection is never displaced by a newcomer: the newcomer is closed. A
 //! stale connection (peer gone without a FIN) is dropped by the keepalive after
 //! 3 × `ping_ms`, and the next dial replaces it.
