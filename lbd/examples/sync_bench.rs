@@ -162,8 +162,17 @@ struct Setup {
 }
 
 fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Setup, String> {
+    // The table's byte cap (32 MiB by default, ~200k of these entries) must not be what
+    // limits the run: 256 bytes an entry is ample.
+    let max_bytes = (max_entries * 256).clamp(64 << 10, 16 << 30);
     let psk = dir.join("peer.key");
     std::fs::write(&psk, "5a".repeat(32) + "\n").map_err(|e| format!("psk: {e}"))?;
+    // lbd refuses a key file others can read.
+    std::fs::set_permissions(
+        &psk,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .map_err(|e| format!("psk: chmod 600: {e}"))?;
     let (peer_a, peer_b) = (free_port()?, free_port()?);
     let node = |id: &str, other: &str, listen: SocketAddr, peer: SocketAddr| {
         let (http, admin) = (free_port()?, free_port()?);
@@ -175,7 +184,8 @@ fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Set
              resync_rate = {resync_rate}\nreconnect_ms = 50\n\n\
              [[listener]]\nname = \"http\"\naddress = \"{http}\"\n\n\
              [[pool]]\nname = \"{POOL}\"\n[pool.health]\nkind = \"none\"\n\
-             [pool.sticky]\nmode = \"learn\"\ncookie = \"SESSION\"\nmax_entries = {max_entries}\n\n\
+             [pool.sticky]\nmode = \"learn\"\ncookie = \"SESSION\"\nmax_entries = {max_entries}\n\
+             max_bytes = {max_bytes}\n\n\
              [[pool.backend]]\naddress = \"{BACKEND}\"\n",
             psk.display()
         ))

@@ -94,7 +94,13 @@ fn check_config_exit_codes_and_messages() {
 fn node_configs_peer_blocks_load_once_uncommented() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("peer.key");
+    // As the configs' comments tell operators: the key file is private to lbd's user.
     std::fs::write(&key, "ab".repeat(32)).expect("write key");
+    std::fs::set_permissions(
+        &key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("chmod key");
     let mut ids = Vec::new();
     for node in ["node-a", "node-b"] {
         let text = std::fs::read_to_string(configs_dir().join(node).join("lbd.toml"))

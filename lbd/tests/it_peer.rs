@@ -33,6 +33,8 @@ struct Node {
     warm_timeout_ms: u64,
     /// How many of the fixture's backends this node's pool lists.
     backends: usize,
+    /// More `[peer]` lines (e.g. `allow_from`).
+    peer_extra: String,
 }
 
 /// Key files and backends shared by both nodes of a test.
@@ -48,8 +50,9 @@ struct Fixture {
 impl Fixture {
     async fn new(n_backends: usize) -> Fixture {
         let keys = tempfile::tempdir().expect("tempdir");
-        std::fs::write(keys.path().join("good.key"), PSK).expect("key");
-        std::fs::write(keys.path().join("other.key"), OTHER_PSK).expect("key");
+        // Key files must be private to lbd's user (git keeps no modes: set them here).
+        common::write_mode(&keys.path().join("good.key"), PSK, 0o600);
+        common::write_mode(&keys.path().join("other.key"), OTHER_PSK, 0o600);
         let mut backends = Vec::new();
         for i in 0..n_backends {
             backends.push(TestBackend::start(&format!("b{i}")).await);
@@ -79,6 +82,7 @@ impl Fixture {
                 psk: self.key("good.key"),
                 warm_timeout_ms: 60_000,
                 backends: usize::MAX,
+                peer_extra: String::new(),
             },
             Node {
                 id: "lb-b",
@@ -89,6 +93,7 @@ impl Fixture {
                 psk: self.key("good.key"),
                 warm_timeout_ms: 60_000,
                 backends: usize::MAX,
+                peer_extra: String::new(),
             },
         )
     }
@@ -97,7 +102,7 @@ impl Fixture {
         let mut s = format!(
             "default_pool = \"web\"\n[global]\n#GLOBAL\naccess_log = \"off\"\n\n[peer]\nnode_id = \"{}\"\n\
              peer_node_id = \"{}\"\ncluster_id = \"{}\"\nlisten = \"{}\"\npeer = \"{}\"\n\
-             psk_file = {:?}\nwarm_timeout_ms = {}\nreconnect_ms = 50\nping_ms = 200\n\n\
+             psk_file = {:?}\nwarm_timeout_ms = {}\nreconnect_ms = 50\nping_ms = 200\n{}\n\
              {}\n[[pool]]\nname = \"web\"\n[pool.health]\nkind = \"none\"\n{}\n",
             n.id,
             n.peer_id,
@@ -106,6 +111,7 @@ impl Fixture {
             n.peer,
             n.psk.display().to_string(),
             n.warm_timeout_ms,
+            n.peer_extra,
             self.top,
             self.pool,
         );
@@ -538,10 +544,12 @@ async fn forged_and_replayed_frames_are_rejected_without_state_change() {
     // whenever it is read: accepted now, it would look newer than this undrain and win.
     drain(a.admin, x, false).await;
     let before = digest(a.admin).await;
-    let replays_before = rejected(a.admin, "bad_mac").await;
+    let bad_mac_before = rejected(a.admin, "bad_mac").await;
+    let replays_before = rejected(a.admin, "replay").await;
 
-    // 1. The whole recorded stream (a valid HELLO, then frames of the old session that
-    //    drained x) replayed to A: the first session frame fails its MAC.
+    // 1. The whole recorded stream (B's valid HELLO as the acceptor, then encrypted frames
+    //    of the old session that drained x) replayed to A: an acceptor's HELLO is no first
+    //    message, so A refuses it before answering.
     assert!(
         send_and_wait_close(na.listen, &recorded).await,
         "A closes a replay"
@@ -551,6 +559,7 @@ async fn forged_and_replayed_frames_are_rejected_without_state_change() {
         cluster_id: "pair-1".into(),
         node_id: "lb-b".into(),
         boot_id: 7,
+        attempt: 1,
         epoch: 0,
         schema_hash: lbd::peer::schema_hash(),
         nonce: [9; 32],
@@ -569,7 +578,8 @@ async fn forged_and_replayed_frames_are_rejected_without_state_change() {
     assert!(send_and_wait_close(na.listen, b"GET / HTTP/1.1\r\n\r\n").await);
 
     eventually("rejections counted", Duration::from_secs(5), || async {
-        rejected(a.admin, "bad_mac").await >= replays_before + 2.0
+        rejected(a.admin, "bad_mac").await >= bad_mac_before + 1.0
+            && rejected(a.admin, "replay").await >= replays_before + 1.0
     })
     .await;
     assert_eq!(digest(a.admin).await, before, "A's state is unchanged");
@@ -914,4 +924,248 @@ async fn a_peer_record_over_the_key_cap_is_refused_and_counted() {
     assert!(warm_and_connected(b.admin).await, "the link stays up");
     let err = peer_status(b.admin).await["last_error"].to_string();
     assert!(err.contains("over the 256-byte cap"), "{err}");
+}
+
+/// The fixture's key as bytes (what lbd decodes from the hex file).
+fn psk_bytes() -> Vec<u8> {
+    (0..PSK.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&PSK[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// "lb-b" played by the test, holding the pair's key: dials `addr`, speaks first with
+/// `attempt` of boot `boot_id`, and completes the handshake. Returns the stream, the session,
+/// and the first message it sent (for replaying).
+async fn fake_peer(
+    addr: SocketAddr,
+    boot_id: u64,
+    attempt: u64,
+) -> (TcpStream, shared::peer::auth::Session, Vec<u8>) {
+    use shared::peer::auth::{seal_hello, MacKey, Psk, Session};
+    use shared::peer::frame::{self, Frame, Hello};
+    use shared::peer::Role;
+    let nd: [u8; 32] = rand::random();
+    let hello = Hello {
+        cluster_id: "pair-1".into(),
+        node_id: "lb-b".into(),
+        boot_id,
+        attempt,
+        epoch: 0,
+        schema_hash: lbd::peer::schema_hash(),
+        nonce: nd,
+        resume: None,
+    };
+    let first = seal_hello(&hello, &MacKey::hello(&psk_bytes(), "pair-1")).expect("HELLO");
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&first).await.expect("write HELLO");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let na = loop {
+        if let Ok(Some(raw)) = frame::split(&buf) {
+            match raw.parse() {
+                Ok(Frame::Hello(h)) => break h.nonce,
+                other => panic!("lbd's first frame: {other:?}"),
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5) * patience(), s.read(&mut chunk))
+            .await
+            .expect("lbd answers a valid HELLO")
+            .expect("read");
+        assert!(n > 0, "lbd closed instead of answering a valid HELLO");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let psk = Psk::new(psk_bytes()).expect("psk");
+    let mut session = Session::new(&psk, Role::Dialer, &nd, &na);
+    let ping = session.seal(&Frame::Ping { token: 0 }).expect("seal");
+    s.write_all(&ping).await.expect("key confirmation");
+    (s, session, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stranger_gets_no_byte_and_is_closed_after_1s() {
+    let fx = Fixture::new(1).await;
+    let (na, _) = fx.pair();
+    let a = fx.start(&na).await;
+    let before = rejected(a.admin, "first_message_timeout").await;
+    let mut s = TcpStream::connect(na.listen).await.expect("connect");
+    let t0 = Instant::now();
+    let (got, closed) = common::read_until_close(&mut s, Duration::from_secs(5) * patience()).await;
+    let took = t0.elapsed();
+    assert!(closed, "a silent connection is closed");
+    assert_eq!(
+        got, "",
+        "the acceptor speaks second: nothing before a valid HELLO"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3) * patience(),
+        "closed after {took:?} (the first message gets 1 s)"
+    );
+    eventually("counted", Duration::from_secs(5), || async {
+        rejected(a.admin, "first_message_timeout").await > before
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_outside_allow_from_is_closed_unanswered() {
+    let fx = Fixture::new(1).await;
+    let (mut na, _) = fx.pair();
+    na.peer_extra = "allow_from = [\"127.0.0.2\"]".into();
+    let a = fx.start(&na).await;
+    // A valid first message, from 127.0.0.1: refused before it is even read.
+    let mut s = TcpStream::connect(na.listen).await.expect("connect");
+    let t0 = Instant::now();
+    let (got, closed) = common::read_until_close(&mut s, Duration::from_secs(5) * patience()).await;
+    assert!(closed && got.is_empty(), "closed {closed}, got {got:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "refused at once, not timed out"
+    );
+    eventually("counted", Duration::from_secs(5), || async {
+        rejected(a.admin, "wrong_source").await >= 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_first_message_is_refused_unanswered() {
+    let fx = Fixture::new(1).await;
+    let (na, _) = fx.pair();
+    let a = fx.start(&na).await;
+    let boot: u64 = rand::random();
+    let (s, _, first) = fake_peer(na.listen, boot, 1).await;
+    eventually(
+        "the fake peer is connected",
+        Duration::from_secs(5),
+        || async { peer_status(a.admin).await["connected"] == true },
+    )
+    .await;
+    drop(s);
+    eventually("A sees it gone", Duration::from_secs(5), || async {
+        peer_status(a.admin).await["connected"] == false
+    })
+    .await;
+    // The same bytes again, as a recording would replay them.
+    let mut r = TcpStream::connect(na.listen).await.expect("connect");
+    r.write_all(&first).await.expect("replay");
+    let (got, closed) = common::read_until_close(&mut r, Duration::from_secs(5) * patience()).await;
+    assert!(closed, "a replayed first message is closed");
+    assert_eq!(got, "", "and gets no answer");
+    eventually("counted as a replay", Duration::from_secs(5), || async {
+        rejected(a.admin, "replay").await >= 1.0
+    })
+    .await;
+    // The next attempt of that boot is a fresh one: accepted.
+    let (_s2, _, _) = fake_peer(na.listen, boot, 2).await;
+}
+
+/// RSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_pings_from_a_key_holding_peer_leave_memory_bounded() {
+    use shared::peer::frame::Frame;
+    const PINGS: u64 = 1_000_000;
+    let fx = Fixture::new(1).await;
+    let (na, _) = fx.pair();
+    let a = fx.start(&na).await;
+    let (s, mut session, _) = fake_peer(na.listen, rand::random(), 1).await;
+    eventually("connected", Duration::from_secs(5), || async {
+        peer_status(a.admin).await["connected"] == true
+    })
+    .await;
+    let rss_before = rss_kib(a.pid());
+    let (mut rd, mut wr) = s.into_split();
+    // Write the flood without reading anything back: A must not queue a PONG per PING.
+    let writer = tokio::spawn(async move {
+        let mut token = 1;
+        while token <= PINGS {
+            // Small batches: sealing is slow in a debug build, and A drops a peer silent for
+            // 3 × ping_ms (600 ms).
+            let mut batch = Vec::with_capacity(1000 * 40);
+            for _ in 0..1000 {
+                batch.extend(session.seal(&Frame::Ping { token }).expect("seal"));
+                token += 1;
+            }
+            if wr.write_all(&batch).await.is_err() {
+                return (session, false);
+            }
+        }
+        (session, true)
+    });
+    let mut peak = rss_before;
+    let (session, all_written) = loop {
+        if writer.is_finished() {
+            break writer.await.expect("writer");
+        }
+        peak = peak.max(rss_kib(a.pid()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    peak = peak.max(rss_kib(a.pid()));
+    let mut session = session;
+    // Either A kept up (then the PONG to the last PING arrives) or it closed the link.
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(30) * patience();
+    let outcome = loop {
+        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break "closed",
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("neither the last PONG nor a close within 30 s"),
+        }
+        if let Some(found) = find_pong(&mut session, &mut buf, PINGS) {
+            break found;
+        }
+    };
+    let grown_mib = peak.saturating_sub(rss_before) / 1024;
+    if outcome == "closed" {
+        // Only a bound may close it (not a stall of this test's writer).
+        let log = a.log_text();
+        let why: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+        assert!(
+            why.iter().any(|l| l.contains("reason=\"limit\"")),
+            "A closed the link, but not for a bound:\n{}",
+            why.join("\n")
+        );
+    }
+    eprintln!(
+        "{PINGS} PINGs ({} MB): {outcome}; A's RSS {} MiB before, peak {} MiB",
+        PINGS * 40 / 1_000_000,
+        rss_before / 1024,
+        peak / 1024
+    );
+    assert!(
+        grown_mib < 32,
+        "A's RSS grew by {grown_mib} MiB under a PING flood"
+    );
+    if outcome == "pong" {
+        // A answered the very last PING: it read and processed the whole flood.
+        assert!(all_written);
+    }
+}
+
+/// Open the complete frames in `buf`; `Some("pong")` once the PONG for `token` is among them.
+fn find_pong(
+    session: &mut shared::peer::auth::Session,
+    buf: &mut Vec<u8>,
+    token: u64,
+) -> Option<&'static str> {
+    use shared::peer::frame::{self, Frame};
+    while let Ok(Some(raw)) = frame::split(buf) {
+        let len = raw.len();
+        let f = session.open(&raw).expect("A's frames open");
+        buf.drain(..len);
+        if f == (Frame::Pong { token }) {
+            return Some("pong");
+        }
+    }
+    None
 }

@@ -743,11 +743,11 @@ async fn a_hung_vrrpd_with_its_socket_open_is_lost() {
 async fn cold_peer_state_keeps_lbd_unready_until_warm() {
     let keys = tempfile::tempdir().expect("tempdir");
     let psk = keys.path().join("peer.key");
-    std::fs::write(
+    write_mode(
         &psk,
         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-    )
-    .expect("write psk");
+        0o600,
+    );
     let extra = format!(
         "reconnect_interval_ms = 20\n\n[peer]\nnode_id = \"a\"\npeer_node_id = \"b\"\n\
          cluster_id = \"t\"\nlisten = \"{}\"\npeer = \"{}\"\npsk_file = \"{}\"\n\

@@ -13,13 +13,22 @@
 //! run fails if the impairment dropped nothing.
 #![allow(clippy::disallowed_types)]
 
-use std::net::SocketAddrV4;
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Result};
-use netns_tests::pair::softstate::{same_backend, SoftStateOpts, StickyMode, SESSION_COOKIE};
+use anyhow::{ensure, Context, Result};
+use netns_tests::cmd;
+use netns_tests::pair::softstate::{
+    in_netns, peer_addr, same_backend, RateLimitOpts, SoftStateOpts, StickyMode, PEER_IF,
+    PEER_PORT, SESSION_COOKIE,
+};
 use netns_tests::pair::{PairConfig, PairTopology, BACKEND_PORT};
 use netns_tests::{eventually, eventually_until, margin, NodeId};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 const ADVERT_CS: u16 = 10;
 const PEER_SETTLE: Duration = Duration::from_secs(20);
@@ -239,4 +248,355 @@ fn short_peer_link_partition_heals_to_equal_digests_within_5s() -> Result<()> {
 #[test]
 fn long_peer_link_partition_heals_to_equal_digests_within_5s() -> Result<()> {
     partition_and_heal("f3-peer-partition-long", true)
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: the link is encrypted and strangers cannot keep the pair from getting warm.
+
+/// What the link carries in these runs: a learn-mode session cookie and an API key (a
+/// `header:x-api-key` limiter's bucket key), both replicated.
+fn secrets_pair(id: &str) -> Result<PairTopology> {
+    let cfg = PairConfig {
+        softstate: Some(SoftStateOpts {
+            rate_limits: vec![RateLimitOpts {
+                name: "api".into(),
+                key: "header:x-api-key".into(),
+                // Slow refill: the bucket stays below full (so replicated) for the whole run.
+                rate: 0.01,
+                burst: 100,
+                routes: Vec::new(),
+            }],
+            ..SoftStateOpts::sticky(StickyMode::Learn)
+        }),
+        ..PairConfig::coupled(ADVERT_CS)
+    };
+    let pair = PairTopology::new(id, cfg)?;
+    pair.await_past_startup_grace();
+    pair.await_peer_steady(PEER_SETTLE)?;
+    Ok(pair)
+}
+
+/// `tcpdump` on node `id`'s peer interface, writing everything on the peer port to a pcap.
+struct Capture {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Capture {
+    fn start(pair: &PairTopology, id: NodeId, name: &str) -> Result<Capture> {
+        cmd::require("tcpdump")?;
+        let path = pair.lan.topo.dir().join(name);
+        let log = std::fs::File::create(path.with_extension("log")).context("tcpdump log")?;
+        let ns = pair.lan.node(id).ns.clone();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "tcpdump",
+                "-i",
+                PEER_IF,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "0",
+            ])
+            .arg("-w")
+            .arg(&path)
+            .arg(format!("tcp port {PEER_PORT}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning tcpdump")?;
+        // tcpdump writes the pcap header once it listens.
+        eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+            Ok(std::fs::metadata(&path).is_ok_and(|m| m.len() >= 24))
+        })
+        .context("tcpdump never started capturing")?;
+        Ok(Capture { child, path })
+    }
+
+    /// Stops the capture (SIGINT: tcpdump flushes) and returns the pcap's bytes.
+    fn finish(mut self) -> Result<Vec<u8>> {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).context("stopping tcpdump")?;
+        self.child.wait().context("waiting for tcpdump")?;
+        let said = std::fs::read_to_string(self.path.with_extension("log")).unwrap_or_default();
+        eprintln!("tcpdump: {}", said.trim());
+        std::fs::read(&self.path).context("reading the capture")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A random u64 (std's per-process random hash keys; no rand dependency for this).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The payload of the first segment sent *to* the peer port that holds a HELLO (a dialer's
+/// first message), decoded by tshark from the capture.
+fn first_message(pcap: &std::path::Path) -> Result<Vec<u8>> {
+    cmd::require("tshark")?;
+    let filter = format!("tcp.dstport == {PEER_PORT} && tcp.len > 0");
+    let path = pcap.display().to_string();
+    let out = cmd::run(
+        "tshark",
+        [
+            "-r",
+            &path,
+            "-Y",
+            &filter,
+            "-T",
+            "fields",
+            "-e",
+            "tcp.payload",
+        ],
+    )?;
+    for line in out.lines() {
+        let hex: String = line.chars().filter(char::is_ascii_hexdigit).collect();
+        // "LP", version 2, kind 1 (HELLO).
+        if hex.starts_with("4c500201") {
+            return (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("tshark hex"))
+                .collect();
+        }
+    }
+    anyhow::bail!("no HELLO sent to port {PEER_PORT} in the capture")
+}
+
+/// `n` connections from namespace `ns` to `to`, silent except the first, which sends
+/// `replay`. Returned open: the listener has to close them.
+fn strangers(ns: &str, to: SocketAddrV4, n: usize, replay: &[u8]) -> Result<Vec<TcpStream>> {
+    let replay = replay.to_vec();
+    in_netns(ns, move || {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))
+                .with_context(|| format!("stranger {i} to {to}"))?;
+            if i == 0 {
+                s.write_all(&replay).context("replaying")?;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    })
+}
+
+fn peer_port(pair: &PairTopology, id: NodeId) -> SocketAddrV4 {
+    SocketAddrV4::new(peer_addr(&pair.lan, id), PEER_PORT)
+}
+
+fn rejected(pair: &PairTopology, id: NodeId, reason: &str) -> Result<u64> {
+    let s = pair.lbd_status(id)?;
+    Ok(s["peer"]["rejected"][reason].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn the_link_carries_no_cookie_or_api_key_in_clear_and_strangers_do_not_delay_warm() -> Result<()> {
+    let pair = secrets_pair("f4-peer-encrypted")?;
+    let tag = random_u64();
+    let cookie = format!("SECRET-{tag:016x}");
+    let api_key = format!("APIKEY-{:016x}", random_u64());
+    let capture = Capture::start(&pair, NodeId::A, "peer-link.pcap")?;
+    let base = pair.peer_view(NodeId::A)?.count;
+
+    // (a) The secrets are replicated live (A serves the VIP) and again in a full resync
+    // (B's lbd restarted), both on the captured link.
+    let r = pair.client_request(
+        pair.vip_target(),
+        &[
+            ("cookie", &format!("{SESSION_COOKIE}={cookie}")),
+            ("x-api-key", &api_key),
+        ],
+    )?;
+    ensure!(r.status == 200, "the client's request: {r:?}");
+    let t0 = Instant::now();
+    pair.await_equal_digests(t0, t0 + margin(Duration::from_secs(5)), base + 2)?;
+    pair.b.lbd.power_off();
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        Ok(!pair.peer_view(NodeId::A)?.connected)
+    })
+    .context("A never noticed B's lbd gone")?;
+    pair.b.lbd.power_on()?;
+    let (a, b) = pair.await_peer_steady(PEER_SETTLE)?;
+    for table in ["sticky", "rate_limit"] {
+        ensure!(
+            b.raw["entries"][table].as_u64().unwrap_or(0) >= 1,
+            "B's resync brought no {table} entry: {b:?}"
+        );
+    }
+    let pcap_path = capture.path.clone();
+    let pcap = capture.finish()?;
+    let frames = pcap.windows(3).filter(|w| *w == b"LP\x02").count();
+    eprintln!(
+        "captured {} bytes on A's peer0 ({frames} frame headers) while {cookie} and the API key \
+         were replicated live and in B's resync ({} records)",
+        pcap.len(),
+        a.count
+    );
+    // The capture saw the link (so this test can fail): headers of many frames, and the
+    // resync's volume.
+    ensure!(frames >= 10, "the capture saw only {frames} peer frames");
+    for (what, secret) in [
+        ("cookie", cookie.as_bytes()),
+        ("API key", api_key.as_bytes()),
+    ] {
+        ensure!(
+            !contains(&pcap, secret),
+            "the {what} crossed the peer link in cleartext"
+        );
+    }
+
+    // (b) 8 strangers at each node's peer port, from the allowed address (the other node's
+    // namespace), one replaying the captured first message, while B's lbd comes back: both
+    // nodes still get warm within reconnect + handshake + 1 s.
+    let replay = first_message(&pcap_path)?;
+    let replays_before =
+        rejected(&pair, NodeId::A, "replay")? + rejected(&pair, NodeId::B, "replay")?;
+    pair.b.lbd.power_off();
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        Ok(!pair.peer_view(NodeId::A)?.connected)
+    })
+    .context("A never noticed B's lbd gone")?;
+    let ns_a = pair.lan.node(NodeId::A).ns.clone();
+    let ns_b = pair.lan.node(NodeId::B).ns.clone();
+    let at_a = strangers(&ns_b, peer_port(&pair, NodeId::A), 8, &replay)?;
+    let t_on = Instant::now();
+    pair.b.lbd.power_on()?;
+    let mut at_b = Vec::new();
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || match strangers(&ns_a, peer_port(&pair, NodeId::B), 8, &replay) {
+            Ok(s) => {
+                at_b = s;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        },
+    )
+    .context("B's peer port never opened")?;
+    // From the moment B listens (its strangers are in): reconnect_ms (500) + handshake + 1 s.
+    let t_up = Instant::now();
+    let bound = Duration::from_millis(500) + Duration::from_secs(1) + Duration::from_secs(1);
+    let mut last = None;
+    let took = eventually(margin(bound) * 3, Duration::from_millis(10), || {
+        let (a, b) = (pair.peer_view(NodeId::A)?, pair.peer_view(NodeId::B)?);
+        let ok = a.connected && b.connected && a.is_warm() && b.is_warm();
+        last = Some((a, b));
+        Ok(ok)
+    })
+    .map_err(|e| anyhow::anyhow!("never warm with strangers about: {last:?}: {e:#}"))?;
+    let took = took.min(t_up.elapsed());
+    eprintln!(
+        "8 strangers at each peer port (one replaying a captured first message): both warm \
+         {took:?} after B listened (bound {bound:?}), {:?} after B's lbd was started",
+        t_on.elapsed()
+    );
+    ensure!(
+        took <= margin(bound),
+        "warm only {took:?} after B listened, with strangers about (bound {bound:?})"
+    );
+    // The strangers were refused: the replay at once or at its verification, the silent ones
+    // after 1 s, and none got a byte.
+    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        Ok(
+            rejected(&pair, NodeId::A, "replay")? + rejected(&pair, NodeId::B, "replay")?
+                > replays_before
+                || rejected(&pair, NodeId::B, "own_node_id")? > 0,
+        )
+    })
+    .context("the replayed first message was not refused")?;
+    for s in at_a.iter().chain(&at_b) {
+        ensure!(
+            got_nothing_and_closed(s)?,
+            "a stranger got bytes or was left open"
+        );
+    }
+    let count = |reason| -> Result<u64> {
+        Ok(rejected(&pair, NodeId::A, reason)? + rejected(&pair, NodeId::B, reason)?)
+    };
+    eprintln!(
+        "refused: replay {}, own_node_id {}, first_message_timeout {}",
+        count("replay")? - replays_before,
+        count("own_node_id")?,
+        count("first_message_timeout")?
+    );
+    Ok(())
+}
+
+/// Whether `s` is closed by the other side without having received a byte (within 5 s).
+fn got_nothing_and_closed(s: &TcpStream) -> Result<bool> {
+    let mut s = s.try_clone()?;
+    s.set_read_timeout(Some(margin(Duration::from_secs(5))))?;
+    let mut buf = [0u8; 64];
+    Ok(match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A reset (the listener closed with our replay unread) is a close too.
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    })
+}
+
+#[test]
+fn a_silent_stranger_at_the_peer_port_gets_no_byte_and_is_closed_after_1s() -> Result<()> {
+    let pair = pair("f5-peer-silent", None)?;
+    let before = rejected(&pair, NodeId::A, "first_message_timeout")?;
+    // From B's namespace: the address A allows.
+    let to = peer_port(&pair, NodeId::A);
+    let (got, closed_after) = in_netns(&pair.lan.node(NodeId::B).ns, move || {
+        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))?;
+        let t0 = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => return Err(anyhow::anyhow!("no close within 5 s: {e}")),
+            }
+        }
+        Ok((got, t0.elapsed()))
+    })?;
+    eprintln!(
+        "a silent connection from B's address: {} bytes received, closed after {closed_after:?}",
+        got.len()
+    );
+    ensure!(
+        got.is_empty(),
+        "the acceptor sent {} bytes to a stranger",
+        got.len()
+    );
+    ensure!(
+        closed_after >= Duration::from_millis(900)
+            && closed_after <= margin(Duration::from_secs(2)),
+        "closed after {closed_after:?}, not ~1 s"
+    );
+    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        Ok(rejected(&pair, NodeId::A, "first_message_timeout")? > before)
+    })
+    .context("the timeout was not counted")?;
+    // The real link was not disturbed.
+    ensure!(
+        pair.peer_view(NodeId::A)?.connected,
+        "the peer link dropped"
+    );
+    Ok(())
 }

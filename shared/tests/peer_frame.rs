@@ -1,15 +1,50 @@
-//! Frame codec: round trips, truncation, oversize lengths, fuzzed input, tampering.
+//! Frame codec: round trips, truncation, oversize lengths, fuzzed input, tampering, and the
+//! encryption of every frame after HELLO (ChaCha20-Poly1305, counter as nonce, header as AAD).
 
 use proptest::prelude::*;
-use shared::peer::auth::MacKey;
+use shared::peer::auth::{AeadKey, MacKey};
 use shared::peer::frame::{
-    self, decode, encode, peek_header, split, Frame, FrameError, Hello, Kind, Resume, HEADER_LEN,
-    MAX_FRAME_PAYLOAD, MAX_KEY_LEN, MAX_VALUE_LEN, TAG_LEN,
+    self, decode, decode_hello, encode, encode_hello, peek_header, split, Decoded, Frame,
+    FrameError, Hello, Kind, Resume, AEAD_TAG_LEN, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_KEY_LEN,
+    MAX_VALUE_LEN,
 };
-use shared::peer::{Digest, Record, Table};
+use shared::peer::{Digest, Record, Role, Table};
 
-fn key() -> MacKey {
-    MacKey::hello(b"0123456789abcdef-test", "cluster-1")
+const PSK: &[u8] = b"0123456789abcdef-test";
+
+fn hello_key() -> MacKey {
+    MacKey::hello(PSK, "cluster-1")
+}
+
+/// The dialer's session key of one connection.
+fn key() -> AeadKey {
+    AeadKey::session(PSK, &[1; 32], &[2; 32], Role::Dialer)
+}
+
+/// Encode any kind the way the link does: HELLO MAC'd, the rest encrypted.
+fn enc(f: &Frame, counter: u64) -> Result<Vec<u8>, FrameError> {
+    match f {
+        Frame::Hello(h) => encode_hello(h, &hello_key()),
+        other => encode(other, counter, &key()),
+    }
+}
+
+/// Decode any kind the way the link does (the kind byte picks the key).
+fn dec(buf: &[u8]) -> Result<Option<Decoded>, FrameError> {
+    match split(buf)? {
+        Some(raw) if raw.header.kind == Kind::Hello => decode_hello(buf, &hello_key()),
+        Some(_) => decode(buf, &key()),
+        None => Ok(None),
+    }
+}
+
+/// The expected counter: HELLO is always 0.
+fn counter_of(f: &Frame, counter: u64) -> u64 {
+    if matches!(f, Frame::Hello(_)) {
+        0
+    } else {
+        counter
+    }
 }
 
 fn hello(resume: Option<Resume>) -> Frame {
@@ -17,6 +52,7 @@ fn hello(resume: Option<Resume>) -> Frame {
         cluster_id: "cluster-1".into(),
         node_id: "lb-a".into(),
         boot_id: 0x1122_3344_5566_7788,
+        attempt: 3,
         epoch: 9,
         schema_hash: 0xdead_beef,
         nonce: [0xa5; 32],
@@ -65,10 +101,10 @@ fn samples() -> Vec<Frame> {
 #[test]
 fn every_kind_round_trips() {
     for (i, f) in samples().into_iter().enumerate() {
-        let bytes = encode(&f, i as u64 + 1, &key()).unwrap();
-        let d = decode(&bytes, &key()).unwrap().expect("complete frame");
+        let bytes = enc(&f, i as u64 + 1).unwrap();
+        let d = dec(&bytes).unwrap().expect("complete frame");
         assert_eq!(d.frame, f);
-        assert_eq!(d.counter, i as u64 + 1);
+        assert_eq!(d.counter, counter_of(&f, i as u64 + 1));
         assert_eq!(d.len, bytes.len());
     }
 }
@@ -77,11 +113,11 @@ fn every_kind_round_trips() {
 fn frames_decode_one_after_another_from_one_buffer() {
     let mut buf = Vec::new();
     for (i, f) in samples().iter().enumerate() {
-        buf.extend(encode(f, i as u64, &key()).unwrap());
+        buf.extend(enc(f, i as u64).unwrap());
     }
     let mut off = 0;
     let mut got = Vec::new();
-    while let Some(d) = decode(&buf[off..], &key()).unwrap() {
+    while let Some(d) = dec(&buf[off..]).unwrap() {
         off += d.len;
         got.push(d.frame);
     }
@@ -92,10 +128,10 @@ fn frames_decode_one_after_another_from_one_buffer() {
 #[test]
 fn every_truncated_prefix_needs_more_bytes() {
     for f in samples() {
-        let bytes = encode(&f, 5, &key()).unwrap();
+        let bytes = enc(&f, 5).unwrap();
         for n in 0..bytes.len() {
             assert_eq!(
-                decode(&bytes[..n], &key()),
+                dec(&bytes[..n]),
                 Ok(None),
                 "{} prefix of {n}/{} bytes",
                 f.kind(),
@@ -113,7 +149,7 @@ fn oversize_length_is_refused_from_the_header_alone() {
     h.extend_from_slice(&u32::MAX.to_be_bytes());
     // No counter, payload or tag yet: refused anyway.
     assert_eq!(
-        decode(&h, &key()),
+        dec(&h),
         Err(FrameError::Oversize {
             len: u32::MAX as usize,
             max: MAX_FRAME_PAYLOAD
@@ -122,7 +158,7 @@ fn oversize_length_is_refused_from_the_header_alone() {
     // The largest allowed length is fine and simply needs more bytes.
     let mut ok = h.clone();
     ok[4..8].copy_from_slice(&(MAX_FRAME_PAYLOAD as u32).to_be_bytes());
-    assert_eq!(decode(&ok, &key()), Ok(None));
+    assert_eq!(dec(&ok), Ok(None));
 }
 
 #[test]
@@ -131,14 +167,14 @@ fn encode_refuses_what_decode_would_refuse() {
         records: vec![(1, rec(Table::Sticky, &[0; MAX_KEY_LEN + 1], b"v"))],
     };
     assert!(matches!(
-        encode(&big_key, 1, &key()),
+        enc(&big_key, 1),
         Err(FrameError::FieldTooLong { .. })
     ));
     let big_value = Frame::Update {
         records: vec![(1, rec(Table::Sticky, b"k", &vec![0; MAX_VALUE_LEN + 1]))],
     };
     assert!(matches!(
-        encode(&big_value, 1, &key()),
+        enc(&big_value, 1),
         Err(FrameError::FieldTooLong { .. })
     ));
     // 20 maximal records exceed 1 MiB.
@@ -148,7 +184,7 @@ fn encode_refuses_what_decode_would_refuse() {
             .collect(),
     };
     assert!(matches!(
-        encode(&too_many, 1, &key()),
+        enc(&too_many, 1),
         Err(FrameError::Oversize { .. })
     ));
 }
@@ -205,7 +241,7 @@ fn every_bit_flip_is_caught() {
         for bit in 0..8 {
             let mut b = bytes.clone();
             b[i] ^= 1 << bit;
-            let r = decode(&b, &key());
+            let r = dec(&b);
             match i {
                 // Magic and version: refused as not-our-protocol.
                 0..=2 => assert!(
@@ -233,19 +269,28 @@ fn every_bit_flip_is_caught() {
 
 #[test]
 fn a_frame_under_another_key_fails_the_mac() {
-    let bytes = encode(&Frame::Ping { token: 1 }, 1, &key()).unwrap();
-    let other = MacKey::hello(b"0123456789abcdef-test", "cluster-2");
-    assert_eq!(decode(&bytes, &other), Err(FrameError::BadMac));
+    let Frame::Hello(h) = hello(None) else {
+        unreachable!()
+    };
+    let bytes = encode_hello(&h, &hello_key()).unwrap();
+    let other = MacKey::hello(PSK, "cluster-2");
+    assert_eq!(decode_hello(&bytes, &other), Err(FrameError::BadMac));
 }
 
 #[test]
 fn split_reports_header_and_payload() {
-    let bytes = encode(&Frame::Ack { seq: 1 }, 4, &key()).unwrap();
+    let bytes = enc(&Frame::Ack { seq: 1 }, 4).unwrap();
     let raw = split(&bytes).unwrap().unwrap();
     assert_eq!(raw.header.kind, Kind::Ack);
     assert_eq!(raw.header.counter, 4);
-    assert_eq!(raw.payload, &1u64.to_be_bytes());
-    assert_eq!(raw.len(), HEADER_LEN + 8 + TAG_LEN);
+    assert_eq!(raw.body.len(), 8);
+    assert_ne!(
+        raw.body,
+        &1u64.to_be_bytes(),
+        "the payload travels encrypted"
+    );
+    assert_eq!(raw.tag.len(), AEAD_TAG_LEN);
+    assert_eq!(raw.len(), HEADER_LEN + 8 + AEAD_TAG_LEN);
     assert_eq!(peek_header(&bytes[..HEADER_LEN]).unwrap(), Some(raw.header));
 }
 
@@ -263,14 +308,15 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         (
             "[a-z0-9-]{0,40}",
             "[a-z0-9-]{0,40}",
-            any::<[u64; 3]>(),
+            any::<[u64; 4]>(),
             any::<[u8; 32]>(),
             any::<Option<(u64, u64)>>()
         )
-            .prop_map(|(c, n, [b, e, s], nonce, r)| Frame::Hello(Hello {
+            .prop_map(|(c, n, [b, a, e, s], nonce, r)| Frame::Hello(Hello {
                 cluster_id: c,
                 node_id: n,
                 boot_id: b,
+                attempt: a,
                 epoch: e,
                 schema_hash: s,
                 nonce,
@@ -297,20 +343,20 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
 proptest! {
     #[test]
     fn arbitrary_frames_round_trip(f in arb_frame(), counter in any::<u64>()) {
-        let bytes = encode(&f, counter, &key()).unwrap();
-        let d = decode(&bytes, &key()).unwrap().unwrap();
+        let bytes = enc(&f, counter).unwrap();
+        let d = dec(&bytes).unwrap().unwrap();
+        prop_assert_eq!(d.counter, counter_of(&f, counter));
         prop_assert_eq!(d.frame, f);
-        prop_assert_eq!(d.counter, counter);
         prop_assert_eq!(d.len, bytes.len());
         // And every prefix just asks for more.
         for n in 0..bytes.len() {
-            prop_assert_eq!(decode(&bytes[..n], &key()), Ok(None));
+            prop_assert_eq!(dec(&bytes[..n]), Ok(None));
         }
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = decode(&bytes, &key());
+        let _ = dec(&bytes);
         let _ = split(&bytes);
         for k in 0..=9u8 {
             let _ = Frame::parse_payload(Kind::from_u8(k), &bytes);
@@ -322,19 +368,89 @@ proptest! {
         kind in 0u8..10,
         payload in prop::collection::vec(any::<u8>(), 0..512),
     ) {
-        // Build a well-formed, correctly MAC'd frame around random payload bytes, so the
-        // payload parser (not the MAC) is what gets fuzzed.
+        // Build a well-formed, correctly sealed frame around random payload bytes, so the
+        // payload parser (not the AEAD or the MAC) is what gets fuzzed.
         let mut b = Vec::from(&b"LP"[..]);
         b.push(frame::VERSION);
         b.push(kind);
         b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         b.extend_from_slice(&1u64.to_be_bytes());
-        b.extend_from_slice(&payload);
-        let tag = key().tag(&b);
-        b.extend_from_slice(&tag);
-        if let Ok(Some(d)) = decode(&b, &key()) {
+        if kind == Kind::Hello.as_u8() {
+            b.extend_from_slice(&payload);
+            let tag = hello_key().tag(&b);
+            b.extend_from_slice(&tag);
+        } else {
+            let mut body = payload.clone();
+            let tag = key().seal_in_place(1, &b, &mut body).unwrap();
+            b.extend_from_slice(&body);
+            b.extend_from_slice(&tag);
+        }
+        if let Ok(Some(d)) = dec(&b) {
             // Whatever parsed must re-encode to the same bytes (the format is canonical).
-            prop_assert_eq!(encode(&d.frame, 1, &key()).unwrap(), b);
+            prop_assert_eq!(enc(&d.frame, 1).unwrap(), b);
         }
     }
+}
+
+#[test]
+fn record_bytes_never_appear_on_the_wire() {
+    let secret = b"SECRET-4f1c9a2e";
+    let f = Frame::Update {
+        records: vec![(1, rec(Table::Sticky, secret, b"x-api-key: k-77aa"))],
+    };
+    let bytes = enc(&f, 1).unwrap();
+    for needle in [&secret[..], b"x-api-key", b"k-77aa"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{:?} in the frame",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    assert_eq!(dec(&bytes).unwrap().unwrap().frame, f);
+}
+
+#[test]
+fn the_counter_is_the_nonce_and_is_authenticated() {
+    let f = Frame::Ping { token: 5 };
+    let (a, b) = (enc(&f, 1).unwrap(), enc(&f, 2).unwrap());
+    assert_ne!(
+        a[HEADER_LEN..],
+        b[HEADER_LEN..],
+        "a new counter, a new keystream"
+    );
+    // The counter is associated data: moving a frame to another counter breaks it.
+    let mut moved = a.clone();
+    moved[8..16].copy_from_slice(&2u64.to_be_bytes());
+    assert_eq!(dec(&moved), Err(FrameError::BadMac));
+}
+
+#[test]
+fn a_session_frame_under_the_other_direction_key_fails() {
+    let bytes = enc(&Frame::Ping { token: 1 }, 1).unwrap();
+    let acceptor = AeadKey::session(PSK, &[1; 32], &[2; 32], Role::Acceptor);
+    assert_eq!(decode(&bytes, &acceptor), Err(FrameError::BadMac));
+    let other_session = AeadKey::session(PSK, &[1; 32], &[3; 32], Role::Dialer);
+    assert_eq!(decode(&bytes, &other_session), Err(FrameError::BadMac));
+}
+
+#[test]
+fn a_hello_is_never_sealed_with_the_session_key_nor_opened_with_it() {
+    let Frame::Hello(h) = hello(None) else {
+        unreachable!()
+    };
+    assert_eq!(
+        encode(&Frame::Hello(h.clone()), 0, &key()),
+        Err(FrameError::KeyMismatch("HELLO"))
+    );
+    let bytes = encode_hello(&h, &hello_key()).unwrap();
+    assert_eq!(decode(&bytes, &key()), Err(FrameError::BadMac));
+}
+
+#[test]
+fn an_old_version_frame_is_refused_with_an_upgrade_hint() {
+    let mut bytes = enc(&Frame::Ping { token: 1 }, 1).unwrap();
+    bytes[2] = 1;
+    let e = dec(&bytes).unwrap_err();
+    assert_eq!(e, FrameError::UnsupportedVersion(1));
+    assert!(e.to_string().contains("upgrade both nodes"), "{e}");
 }

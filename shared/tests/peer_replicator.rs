@@ -359,7 +359,13 @@ fn a_with_hand_driven_peer() -> (Node, Session) {
     let mut a = Node::new(config("a", "b", 1), MemStore::default());
     let mut b = Node::new(config("b", "a", 2), MemStore::default());
     a.rep.connect(Role::Dialer, [1; 32], now);
+    // b answers only a valid HELLO from a: take one from a twin of a with the same nonce
+    // (a's own stays in its outbox for the tests to see).
+    let mut a_twin = Node::new(config("a", "b", 1), MemStore::default());
+    a_twin.rep.connect(Role::Dialer, [1; 32], now);
+    let hello_a = collect(&mut a_twin, now).remove(0);
     b.rep.connect(Role::Acceptor, [2; 32], now);
+    b.rep.handle_bytes(&hello_a, &mut b.store, now).unwrap();
     let hello_b = collect(&mut b, now).remove(0);
     a.rep.handle_bytes(&hello_b, &mut a.store, now).unwrap();
     let psk = Psk::new(PSK.to_vec()).unwrap();
@@ -432,6 +438,47 @@ fn a_hand_driven_peer_can_ping_and_gets_a_pong() {
     assert_eq!(
         fake_b.open(&frame::split(&pong).unwrap().unwrap()),
         Ok(Frame::Pong { token: 42 })
+    );
+}
+
+#[test]
+fn a_ping_flood_leaves_one_pong_pending() {
+    let (mut a, mut fake_b) = a_with_hand_driven_peer();
+    let _ = collect(&mut a, Duration::ZERO);
+    // 100k PINGs that a never gets to answer (the driver is not writing): one PONG waits,
+    // for the newest, not 100k.
+    let mut flood = Vec::new();
+    for token in 1..=100_000u64 {
+        flood.extend(fake_b.seal(&Frame::Ping { token }).unwrap());
+    }
+    a.rep
+        .handle_bytes(&flood, &mut a.store, Duration::ZERO)
+        .unwrap();
+    let out = collect(&mut a, Duration::ZERO);
+    assert_eq!(out.len(), 1, "one PONG");
+    assert_eq!(
+        fake_b.open(&frame::split(&out[0]).unwrap().unwrap()),
+        Ok(Frame::Pong { token: 100_000 })
+    );
+}
+
+#[test]
+fn the_outbox_of_sealed_frames_is_bounded() {
+    use shared::peer::replicator::{MAX_OUTBOX_BYTES, MAX_OUTBOX_FRAMES};
+    let (mut a, _) = a_with_hand_driven_peer();
+    let _ = collect(&mut a, Duration::ZERO);
+    // A driver that queues CLOSEs (the one frame it can make the replicator seal at will)
+    // and never writes: the queue stops at its bound instead of growing.
+    for _ in 0..(MAX_OUTBOX_FRAMES * 3) {
+        a.rep.close(&"x".repeat(200));
+    }
+    let queued = collect(&mut a, Duration::ZERO);
+    let bytes: usize = queued.iter().map(Vec::len).sum();
+    assert!(queued.len() <= MAX_OUTBOX_FRAMES, "{} frames", queued.len());
+    assert!(bytes <= MAX_OUTBOX_BYTES, "{bytes} bytes");
+    assert!(
+        queued.len() >= MAX_OUTBOX_FRAMES / 2,
+        "the bound is not tiny"
     );
 }
 

@@ -225,7 +225,7 @@ fn read_admin_token(v: &mut Validator<'_>, file: &str) -> Option<AdminToken> {
 /// made on the opened file (not the path, which could be swapped between a check and the
 /// read), a FIFO or device can't block a reload (opened non-blocking, then refused as not a
 /// regular file), and no symlink is followed at the last component.
-fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+pub(super) fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let shown = path.display();
@@ -256,7 +256,7 @@ fn read_private_file(path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, 
     }
     if meta.len() > max_bytes {
         return Err(format!(
-            "{shown} is {} bytes, too large for a token (at most {max_bytes})",
+            "{shown} is {} bytes, too large for a secret (at most {max_bytes})",
             meta.len()
         ));
     }

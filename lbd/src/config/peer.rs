@@ -7,25 +7,31 @@
 //! cluster_id = "pair-1"         # both nodes must agree, or HELLO is rejected
 //! listen = "10.0.0.1:7946"      # where the other node dials us
 //! peer = "10.0.0.2:7946"        # where we dial the other node
-//! psk_file = "/etc/lbpair/peer.key"   # >= 32 hex chars, or >= 16 raw bytes; relative to
+//! psk_file = "/etc/lbpair/peer.key"   # >= 32 hex digits, or exactly 32 random bytes; mode
+//!                                     # 0600 or stricter, owned by lbd's user; relative to
 //!                                     # the config file's directory
+//! allow_from = ["10.0.0.2"]     # who may connect to `listen` (IPs/CIDRs; default: peer's IP)
 //! resync_rate = 500000          # entries/s streamed during a full resync (1M entries: ~2 s)
 //! warm_timeout_ms = 10000       # peer unreachable this long after start: report warm anyway
 //! reconnect_ms = 500            # dial interval while not connected
 //! ping_ms = 1000                # keepalive; a peer silent for 3x this is dropped
 //! ```
 //!
-//! The key file is read at validation time, so a missing, unreadable or short key is a
-//! config error at `lbd check-config` and on reload, not a link that silently never comes up.
+//! The key file is read at validation time, so a missing, unreadable, weak or world-readable
+//! key is a config error at `lbd check-config` and on reload, not a link that silently never
+//! comes up (or one whose key anybody on the host can read).
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use shared::config::Validator;
 
+use ipnet::IpNet;
+
+use super::global::read_private_file;
 use super::validate::{check_ms, parse_addr, required};
 
 /// 1M entries (a full sticky table) in about 2 s, ~30 MB/s on the peer link.
@@ -35,8 +41,8 @@ pub const DEFAULT_PEER_RECONNECT_MS: u64 = 500;
 pub const DEFAULT_PEER_PING_MS: u64 = 1_000;
 /// A hex key needs at least this many hex digits (128 bits).
 pub const PSK_MIN_HEX_CHARS: usize = 32;
-/// A raw key needs at least this many bytes.
-pub const PSK_MIN_RAW_BYTES: usize = 16;
+/// A raw (binary) key has exactly this many bytes (256 bits).
+pub const PSK_RAW_BYTES: usize = 32;
 /// Longer than any sane key: a wrong path (a log, a binary) is caught instead of slurped.
 const PSK_MAX_FILE_BYTES: u64 = 4096;
 const ID_MAX_LEN: usize = 64;
@@ -51,6 +57,7 @@ pub struct FilePeer {
     pub listen: Option<String>,
     pub peer: Option<String>,
     pub psk_file: Option<String>,
+    pub allow_from: Option<Vec<String>>,
     pub resync_rate: Option<u32>,
     pub warm_timeout_ms: Option<u64>,
     pub reconnect_ms: Option<u64>,
@@ -78,6 +85,8 @@ pub struct PeerConfig {
     /// Where the key came from (resolved against the config file's directory).
     pub psk_file: PathBuf,
     pub psk: Psk,
+    /// Addresses a connection to `listen` may come from; any other is closed unanswered.
+    pub allow_from: Vec<IpNet>,
     /// Entries per second streamed during a full resync.
     pub resync_rate: u32,
     /// Report warm anyway if the peer stays unreachable this long after start.
@@ -103,18 +112,22 @@ fn check_id(v: &mut Validator<'_>, key: &str, value: &Option<String>) -> Option<
     Some(s.to_string())
 }
 
-/// Decode a key file: all hex digits (whitespace trimmed) means a hex key of at least
-/// [`PSK_MIN_HEX_CHARS`] digits; anything else is a raw key of at least
-/// [`PSK_MIN_RAW_BYTES`] bytes (used as is, a trailing newline included would be a trap, so
-/// surrounding ASCII whitespace is trimmed for both).
+/// What a key file may hold, for the errors.
+const PSK_VALID: &str = "valid: at least 32 hex digits, e.g. `openssl rand -hex 32`, or exactly \
+     32 random bytes, e.g. `head -c 32 /dev/urandom`";
+
+/// Decode a key file: all hex digits (surrounding whitespace trimmed) is a hex key of at
+/// least [`PSK_MIN_HEX_CHARS`] digits; otherwise the file must be exactly [`PSK_RAW_BYTES`]
+/// bytes of binary. Text that is not hex (a passphrase) is refused whatever its length: a
+/// typed phrase has far fewer than 128 bits of entropy, and the HELLO's MAC would let anyone
+/// who captures one guess it offline.
 pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, String> {
     let trimmed = content.trim_ascii();
     let is_hex = !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_hexdigit);
     if is_hex {
         if trimmed.len() < PSK_MIN_HEX_CHARS {
             return Err(format!(
-                "hex key has {} digits (valid: at least {PSK_MIN_HEX_CHARS} hex digits, or at \
-                 least {PSK_MIN_RAW_BYTES} raw bytes)",
+                "hex key has {} digits, under 128 bits ({PSK_VALID})",
                 trimmed.len()
             ));
         }
@@ -134,29 +147,66 @@ pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, String> {
             .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
             .collect());
     }
-    if trimmed.len() < PSK_MIN_RAW_BYTES {
+    let is_text = content
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if is_text {
         return Err(format!(
-            "key has {} bytes (valid: at least {PSK_MIN_HEX_CHARS} hex digits, or at least \
-             {PSK_MIN_RAW_BYTES} raw bytes)",
-            trimmed.len()
+            "holds {} bytes of text that is not hex: a passphrase is refused ({PSK_VALID})",
+            content.len()
         ));
     }
-    Ok(trimmed.to_vec())
+    if content.len() != PSK_RAW_BYTES {
+        return Err(format!(
+            "holds {} bytes of binary; a raw key is exactly {PSK_RAW_BYTES} ({PSK_VALID})",
+            content.len()
+        ));
+    }
+    Ok(content.to_vec())
 }
 
+/// Read the key file: private to lbd's user (mode 0600 or stricter, owned by it) and decoded
+/// by [`decode_psk`].
 fn read_psk(path: &Path) -> Result<Vec<u8>, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.len() > PSK_MAX_FILE_BYTES {
-        return Err(format!(
-            "{} is {} bytes, too large for a key (at most {PSK_MAX_FILE_BYTES})",
-            path.display(),
-            meta.len()
-        ));
-    }
-    let content =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let content = read_private_file(path, PSK_MAX_FILE_BYTES)?;
     decode_psk(&content).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `peer.allow_from`: IPs and CIDRs; by default the peer's own address.
+fn check_allow_from(
+    v: &mut Validator<'_>,
+    file: &Option<Vec<String>>,
+    peer: Option<SocketAddr>,
+) -> Option<Vec<IpNet>> {
+    const KEY: &str = "peer.allow_from";
+    let Some(list) = file else {
+        return peer.map(|p| vec![IpNet::from(p.ip().to_canonical())]);
+    };
+    if list.is_empty() {
+        v.error(
+            KEY,
+            "must list at least one address (the peer's), or be left out to allow only              the IP of `peer.peer`",
+        );
+        return None;
+    }
+    let mut nets = Vec::new();
+    for s in list {
+        let net = s
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(n) => nets.push(n.trunc()),
+            None => v.error(
+                KEY,
+                format!(
+                    "{s:?} is not an IP address or CIDR (e.g. \"10.0.0.2\", \"10.0.0.0/24\", \
+                     \"fd00::/64\")"
+                ),
+            ),
+        }
+    }
+    (nets.len() == list.len()).then_some(nets)
 }
 
 /// Check `[peer]`, recording every problem in `v`.
@@ -197,6 +247,7 @@ pub fn validate_peer(file: &FilePeer, v: &mut Validator<'_>) -> Option<PeerConfi
             None
         }
     });
+    let allow_from = check_allow_from(v, &file.allow_from, peer);
     let resync_rate = file.resync_rate.unwrap_or(DEFAULT_PEER_RESYNC_RATE);
     v.check_range("peer.resync_rate", resync_rate, 1, 100_000_000);
     let warm_timeout = check_ms(
@@ -231,6 +282,7 @@ pub fn validate_peer(file: &FilePeer, v: &mut Validator<'_>) -> Option<PeerConfi
         peer: peer?,
         psk_file: psk_file?,
         psk: psk?,
+        allow_from: allow_from?,
         resync_rate,
         warm_timeout,
         reconnect,
@@ -262,12 +314,18 @@ address = "127.0.0.1:9001"
     impl Dir {
         fn new() -> Dir {
             let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(
-                dir.path().join("good.key"),
-                "00112233445566778899aabbccddeeff\n",
-            )
-            .expect("write key");
-            Dir { dir }
+            let d = Dir { dir };
+            d.write_key("good.key", b"00112233445566778899aabbccddeeff\n", 0o600);
+            d
+        }
+
+        /// A key file with `mode` (git keeps no modes: every key a test makes is chmod'ed).
+        fn write_key(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.dir.path().join(name);
+            std::fs::write(&p, content).expect("write key");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            p
         }
 
         fn load(&self, peer: &str) -> Result<LbConfig, String> {
@@ -389,31 +447,106 @@ ping_ms = 100000"#;
     fn short_or_bad_keys_are_config_errors_naming_the_key() {
         let d = Dir::new();
         for (content, want) in [
-            ("0011223344556677\n", "hex key has 16 digits"),
-            ("short raw key", "key has 13 bytes"),
-            ("", "key has 0 bytes"),
-            ("00112233445566778899aabbccddeeff0", "odd number of digits"),
+            (
+                &b"0011223344556677\n"[..],
+                "hex key has 16 digits, under 128 bits (valid: at least 32 hex digits",
+            ),
+            (
+                b"short raw key",
+                "holds 13 bytes of text that is not hex: a passphrase is refused",
+            ),
+            (
+                b"a passphrase of exactly 32 bytes",
+                "a passphrase is refused",
+            ),
+            (b"", "holds 0 bytes of text"),
+            (b"00112233445566778899aabbccddeeff0", "odd number of digits"),
+            (
+                &[0xff; 31],
+                "holds 31 bytes of binary; a raw key is exactly 32",
+            ),
         ] {
-            std::fs::write(d.dir.path().join("bad.key"), content).expect("write");
+            d.write_key("bad.key", content, 0o600);
             let e = d.errors(&GOOD.replace("good.key", "bad.key"));
             assert!(e.contains("`peer.psk_file`"), "{e}");
             assert!(e.contains(want), "{content:?}: want {want:?} in {e}");
         }
-        std::fs::write(d.dir.path().join("big.key"), vec![b'k'; 5000]).expect("write");
+        d.write_key("big.key", &[b'k'; 5000], 0o600);
         assert!(d
             .errors(&GOOD.replace("good.key", "big.key"))
-            .contains("too large for a key"));
+            .contains("too large for a secret"));
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_a_config_error() {
+        let d = Dir::new();
+        for mode in [0o644, 0o640, 0o604] {
+            let p = d.write_key("open.key", b"00112233445566778899aabbccddeeff", mode);
+            let e = d.errors(&GOOD.replace("good.key", "open.key"));
+            let want = format!(
+                "`peer.psk_file`: {} has mode {mode:04o}; it must be 0600 or stricter (no group \
+                 or other access): chmod 600 {}",
+                p.display(),
+                p.display()
+            );
+            assert!(e.contains(&want), "want {want:?} in {e}");
+        }
+        d.write_key("ro.key", b"00112233445566778899aabbccddeeff", 0o400);
+        assert!(d.load(&GOOD.replace("good.key", "ro.key")).is_ok());
+        // Owned by another user: refused even at 0600 (only root can make such a file).
+        if nix::unistd::geteuid().is_root() {
+            let p = d.write_key("theirs.key", b"00112233445566778899aabbccddeeff", 0o600);
+            std::os::unix::fs::chown(&p, Some(65534), None).expect("chown");
+            let e = d.errors(&GOOD.replace("good.key", "theirs.key"));
+            assert!(
+                e.contains("is owned by uid 65534; it must be owned by uid 0"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn raw_and_absolute_keys_are_accepted() {
         let d = Dir::new();
-        let raw = d.dir.path().join("raw.key");
-        std::fs::write(&raw, "a raw passphrase of 30 bytes!!").expect("write");
+        let bytes: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0x80).collect();
+        let raw = d.write_key("raw.key", &bytes, 0o600);
         let text = GOOD.replace("\"good.key\"", &format!("{:?}", raw.display().to_string()));
         let c = d.load(&text).expect("valid").peer.expect("peer");
-        assert_eq!(c.psk.0, b"a raw passphrase of 30 bytes!!".to_vec());
+        assert_eq!(c.psk.0, bytes);
         assert_eq!(c.psk_file, raw);
+    }
+
+    #[test]
+    fn allow_from_defaults_to_the_peer_and_takes_ips_and_cidrs() {
+        let d = Dir::new();
+        let c = d.load(GOOD).expect("valid").peer.expect("peer");
+        assert_eq!(
+            c.allow_from,
+            vec!["127.0.0.2/32".parse::<IpNet>().expect("net")]
+        );
+        let c = d
+            .load(&format!(
+                "{GOOD}\nallow_from = [\"10.0.0.2\", \"10.1.0.0/16\", \"fd00::1/64\"]"
+            ))
+            .expect("valid")
+            .peer
+            .expect("peer");
+        let want: Vec<IpNet> = ["10.0.0.2/32", "10.1.0.0/16", "fd00::/64"]
+            .iter()
+            .map(|s| s.parse().expect("net"))
+            .collect();
+        assert_eq!(c.allow_from, want);
+        let e = d.errors(&format!("{GOOD}\nallow_from = [\"10.0.0.300\", \"x/8\"]"));
+        assert!(
+            e.contains("`peer.allow_from`: \"10.0.0.300\" is not an IP address or CIDR"),
+            "{e}"
+        );
+        assert!(e.contains("\"x/8\" is not an IP address or CIDR"), "{e}");
+        let e = d.errors(&format!("{GOOD}\nallow_from = []"));
+        assert!(
+            e.contains("`peer.allow_from`: must list at least one address"),
+            "{e}"
+        );
     }
 
     #[test]

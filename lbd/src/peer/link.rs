@@ -6,6 +6,11 @@
 //!
 //! Loop invariants:
 //! - at most one connection (`conn`) is fed to the replicator; any other is closed;
+//! - an accepted connection gets no byte from us before its first message (the dialer's
+//!   HELLO) has verified and is not a replay: a source outside `peer.allow_from` is closed at
+//!   once, and up to [`MAX_PENDING_HANDSHAKES`] others each get [`FIRST_MESSAGE_TIMEOUT`] to
+//!   send it, read by a task of their own, so a stranger can neither hold a slot nor block
+//!   the real peer's handshake; only then does the tie-break see the connection;
 //! - bytes the replicator produced are written in order from `conn.out`, and new ones are
 //!   asked for only while `out` is below `OUT_HIGH`, so a full resync to a slow peer
 //!   waits on the socket instead of piling up in memory;
@@ -17,8 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::peer::auth::Role;
+use shared::peer::frame;
 use shared::peer::replicator::{Phase, ReplicatorConfig};
 use shared::peer::ProtocolError;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -39,6 +46,29 @@ const TICK_IDLE: Duration = Duration::from_millis(100);
 const BACKPRESSURE_WAKE: Duration = Duration::from_millis(50);
 /// Read buffer size.
 const READ_CHUNK: usize = 64 * 1024;
+/// An accepted connection that has not sent a complete first message by then is closed.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Accepted connections waiting for their first message at most; more are closed at once.
+/// Well above the one the real peer needs, so a handful of strangers cannot crowd it out.
+pub const MAX_PENDING_HANDSHAKES: usize = 16;
+/// Refusals before the handshake are logged at warn at most this often (each is counted).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the task reading an accepted connection's first message reports.
+enum FirstMessage {
+    /// The connection sent a complete first frame (form checked, MAC not yet).
+    Complete {
+        stream: TcpStream,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// It did not: `reason` is a label of [`super::REJECT_REASONS`].
+    Refused {
+        remote: SocketAddr,
+        reason: &'static str,
+        error: String,
+    },
+}
 
 /// One TCP connection being fed to the replicator.
 struct Conn {
@@ -94,8 +124,12 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
         warm_by_timeout: false,
         last_error: None,
         generation: 0,
+        pending: 0,
+        last_refusal_log: None,
     };
     let (dial_tx, mut dial_rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
+    // Never full: at most MAX_PENDING_HANDSHAKES readers exist, each sends once.
+    let (first_tx, mut first_rx) = mpsc::channel::<FirstMessage>(MAX_PENDING_HANDSHAKES);
     let mut dialing = false;
     let mut dial_failures = 0u32;
     let mut next_dial = Instant::now();
@@ -148,7 +182,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
                 }
             }
             accepted = accept(&listener), if Instant::now() >= accept_pause_until => match accepted {
-                Ok((stream, remote)) => link.offer(&mut repl, stream, remote, Role::Acceptor),
+                Ok((stream, remote)) => link.accepted(stream, remote, &first_tx),
                 Err(e) => {
                     // E.g. out of file descriptors: don't spin on it (the tick wakes us).
                     warn!(error = %e, "peer link: accept failed");
@@ -171,6 +205,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
                     let _ = tx.send(r).await;
                 });
             }
+            Some(first) = first_rx.recv() => link.first_message(&mut repl, first),
             dialed = dial_rx.recv() => {
                 dialing = false;
                 next_dial = Instant::now() + cfg.reconnect;
@@ -178,7 +213,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
                     Some(Ok(stream)) => {
                         let remote = stream.peer_addr().unwrap_or(cfg.peer);
                         dial_failures = 0;
-                        link.offer(&mut repl, stream, remote, Role::Dialer);
+                        link.offer(&mut repl, stream, remote, Role::Dialer, &[]);
                     }
                     Some(Err(e)) => {
                         // Once per outage (and every 100th try), not every reconnect_ms.
@@ -277,6 +312,10 @@ struct Link {
     last_error: Option<String>,
     /// The config generation whose backends have the soft state's drains applied.
     generation: u64,
+    /// Accepted connections whose first message is being read.
+    pending: usize,
+    /// When a refusal before the handshake was last logged at warn.
+    last_refusal_log: Option<Instant>,
 }
 
 impl Link {
@@ -284,9 +323,89 @@ impl Link {
         self.conn.as_ref().is_some_and(|c| c.established)
     }
 
-    /// A new TCP connection (dialed or accepted): keep it, or the current one, by the
-    /// tie-break rule; the loser is closed.
-    fn offer(&mut self, repl: &mut Replicator, stream: TcpStream, remote: SocketAddr, role: Role) {
+    /// A connection to our listener: refused at once unless its source is allowed and a
+    /// pending slot is free; else a task reads its first message (we send nothing).
+    fn accepted(&mut self, stream: TcpStream, remote: SocketAddr, tx: &mpsc::Sender<FirstMessage>) {
+        let ip = remote.ip().to_canonical();
+        if !self
+            .peer
+            .config()
+            .allow_from
+            .iter()
+            .any(|n| n.contains(&ip))
+        {
+            drop(stream);
+            self.refuse(
+                remote,
+                "wrong_source",
+                "source address not in peer.allow_from",
+            );
+            return;
+        }
+        if self.pending >= MAX_PENDING_HANDSHAKES {
+            drop(stream);
+            self.refuse(
+                remote,
+                "over_cap",
+                &format!("{MAX_PENDING_HANDSHAKES} handshakes already pending"),
+            );
+            return;
+        }
+        self.pending += 1;
+        tokio::spawn(read_first_message(stream, remote, tx.clone()));
+    }
+
+    /// A pending connection's first message is in (or it failed): screen it (MAC, identity,
+    /// replay) and hand it to the tie-break, or refuse it.
+    fn first_message(&mut self, repl: &mut Replicator, first: FirstMessage) {
+        self.pending = self.pending.saturating_sub(1);
+        match first {
+            FirstMessage::Refused {
+                remote,
+                reason,
+                error,
+            } => self.refuse(remote, reason, &error),
+            FirstMessage::Complete {
+                stream,
+                remote,
+                bytes,
+            } => match repl.screen_first_message(&bytes) {
+                Ok(Some(_)) => self.offer(repl, stream, remote, Role::Acceptor, &bytes),
+                Ok(None) => self.refuse(remote, "malformed", "incomplete first message"),
+                Err(e) => {
+                    let label = super::reject_label(&e).unwrap_or("other");
+                    self.refuse(remote, label, &e.to_string());
+                }
+            },
+        }
+    }
+
+    /// Count (and log, at warn once per [`REFUSAL_LOG_INTERVAL`]) a connection refused
+    /// before its handshake.
+    fn refuse(&mut self, remote: SocketAddr, reason: &'static str, error: &str) {
+        self.peer.reject(reason);
+        let now = Instant::now();
+        if self
+            .last_refusal_log
+            .is_none_or(|t| now >= t + REFUSAL_LOG_INTERVAL)
+        {
+            self.last_refusal_log = Some(now);
+            warn!(%remote, reason, error, "peer link: connection refused before the handshake (further ones for 10 s at debug; all counted in lbd_peer_rejected_total)");
+        } else {
+            debug!(%remote, reason, error, "peer link: connection refused before the handshake");
+        }
+    }
+
+    /// A new TCP connection (dialed, or accepted with a verified first message `initial`):
+    /// keep it, or the current one, by the tie-break rule; the loser is closed.
+    fn offer(
+        &mut self,
+        repl: &mut Replicator,
+        stream: TcpStream,
+        remote: SocketAddr,
+        role: Role,
+        initial: &[u8],
+    ) {
         if let Some(cur) = &self.conn {
             if !keep_newcomer(self.lower, cur.role, cur.established, role) {
                 debug!(%remote, ?role, kept = ?cur.role, "peer link: second connection closed (tie-break)");
@@ -307,6 +426,9 @@ impl Link {
             out: Vec::new(),
             established: false,
         });
+        if !initial.is_empty() {
+            self.feed(repl, initial);
+        }
     }
 
     /// The replicator refused the connection (or timed it out): close and count it.
@@ -348,12 +470,18 @@ impl Link {
                 return;
             }
         };
-        self.stats.bytes_received += n as u64;
+        self.feed(repl, &buf[..n]);
+    }
+
+    /// Hand bytes read from the connection to the replicator; apply drains it merged; close
+    /// the connection if it refused them.
+    fn feed(&mut self, repl: &mut Replicator, bytes: &[u8]) {
+        self.stats.bytes_received += bytes.len() as u64;
         let now = clock();
         let before = repl.status(now).entries_received;
         let result = {
             let mut store = self.shared.soft.lock();
-            repl.handle_bytes(&buf[..n], &mut store, now)
+            repl.handle_bytes(bytes, &mut store, now)
         };
         // Records merged before a failing frame stay merged (each was authenticated).
         let merged = repl.status(now).entries_received != before;
@@ -508,13 +636,67 @@ impl Link {
     }
 }
 
+/// Read an accepted connection's first message (a HELLO, at most one HELLO's worth of bytes)
+/// within [`FIRST_MESSAGE_TIMEOUT`], writing nothing, and report it to the link task.
+async fn read_first_message(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    tx: mpsc::Sender<FirstMessage>,
+) {
+    let read = async {
+        let mut bytes = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        loop {
+            match frame::first_message_len(&bytes) {
+                Ok(Some(_)) => return Ok(bytes),
+                Ok(None) => {}
+                Err(e) => return Err(ProtocolError::Frame(e)),
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) => {
+                    return Err(ProtocolError::PeerClosed(
+                        "closed before its first message".into(),
+                    ))
+                }
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(ProtocolError::PeerClosed(format!("read: {e}"))),
+            }
+        }
+    };
+    let report = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => FirstMessage::Complete {
+            stream,
+            remote,
+            bytes,
+        },
+        Ok(Err(e)) => FirstMessage::Refused {
+            remote,
+            reason: super::reject_label(&e).unwrap_or("malformed"),
+            error: e.to_string(),
+        },
+        Err(_) => FirstMessage::Refused {
+            remote,
+            reason: "first_message_timeout",
+            error: format!("no complete first message within {FIRST_MESSAGE_TIMEOUT:?}"),
+        },
+    };
+    let _ = tx.send(report).await;
+}
+
 /// The tie-break: with a connection `cur` already in hand, does a new one replace it?
 /// Only while `cur` is still being set up, and only if the newcomer is the one dialed by the
 /// node with the lower id (ours when `lower`) and `cur` is not. Both nodes apply the same
 /// rule to the same two TCP connections, so they keep the same one.
+///
+/// Two accepted connections (both past the first-message screen): the newer wins. The peer
+/// dials again only once it gave its previous connection up, so the newer one is the live
+/// one; and a HELLO replayed at a node that just restarted (its replay guard is empty, so
+/// the screen cannot tell it from a fresh one) then holds the slot only until the real
+/// peer's next dial, instead of shutting it out until the handshake timeout.
 fn keep_newcomer(lower: bool, cur_role: Role, cur_established: bool, new_role: Role) -> bool {
     let preferred = if lower { Role::Dialer } else { Role::Acceptor };
-    !cur_established && cur_role != preferred && new_role == preferred
+    let newer_accepted = cur_role == Role::Acceptor && new_role == Role::Acceptor;
+    !cur_established && (newer_accepted || (cur_role != preferred && new_role == preferred))
 }
 
 async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -577,6 +759,14 @@ mod tests {
             let b_kept = keep(false, b_first, b_first.other());
             assert_eq!(dialed_by(true, a_kept), "a", "a, first {a_first:?}");
             assert_eq!(dialed_by(false, b_kept), "a", "b, first {b_first:?}");
+        }
+    }
+
+    #[test]
+    fn a_newer_accepted_connection_replaces_one_still_in_its_handshake() {
+        for lower in [true, false] {
+            assert!(keep_newcomer(lower, Role::Acceptor, false, Role::Acceptor));
+            assert!(!keep_newcomer(lower, Role::Acceptor, true, Role::Acceptor));
         }
     }
 

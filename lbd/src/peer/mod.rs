@@ -13,15 +13,31 @@
 //!
 //! ## Connections and the tie-break
 //! Both nodes listen on `peer.listen` and dial `peer.peer` every `reconnect_ms` while they
-//! have no connection. When both dial at the same moment, each node ends up with two
-//! connections to the same peer; both apply the same rule — *keep the connection dialed by
-//! the node with the lower node id (byte order), close the other* — so they agree on which
-//! one survives without talking about it. An established (authenticated) connection is never
-//! displaced by a newcomer: the newcomer is closed. A stale connection (peer gone without a
-//! FIN) is dropped by the keepalive after 3 × `ping_ms`, and the next dial replaces it.
-//! The rule is applied before the newcomer has authenticated, so on the higher-id node a
-//! stranger's connection can displace one still in its HELLO exchange; the cost is one
-//! retry after `reconnect_ms`, and the stranger is refused at its HELLO.
+//! have no connection. The dialer speaks first; the acceptor sends no byte until the dialer's
+//! HELLO has verified. An accepted connection is closed unanswered if its source is not in
+//! `peer.allow_from` (default: the IP of `peer.peer`), if [`link::MAX_PENDING_HANDSHAKES`]
+//! are already waiting, if it has not sent a complete first message within
+//! [`link::FIRST_MESSAGE_TIMEOUT`], or if that message does not verify or replays one
+//! already seen (see `shared::peer::auth`); each refusal is counted by reason.
+//!
+//! When both dial at the same moment, each node ends up with two connections to the same
+//! peer; both apply the same rule — *keep the connection dialed by the node with the lower
+//! node id (byte order), close the other* — so they agree on which one survives without
+//! talking about it. An accepted connection takes part only once its first message verified,
+//! so a stranger can neither displace nor block a real handshake; of two accepted
+//! connections still in their handshake the newer wins (the peer only dials again once it
+//! gave up the older one). An established
+//! (authenticated) connection is never displaced by a newcomer: the newcomer is closed. A
+//! stale connection (peer gone without a FIN) is dropped by the keepalive after
+//! 3 × `ping_ms`, and the next dial replaces it.
+//!
+//! ## Encryption and bounds
+//! Every frame after the HELLOs is encrypted with ChaCha20-Poly1305 under per-connection,
+//! per-direction keys (`shared::peer::auth`), so sticky cookies and rate-limit keys never
+//! cross the wire in cleartext. What a peer can make this node hold is bounded: one pending
+//! PONG however many PINGs arrive, a bounded outbox, frames and records bounded by the codec,
+//! and the soft-state tables by their entry and byte caps; a peer that exceeds a bound gets
+//! its connection closed (and reconnects), counted as `limit`.
 //!
 //! ## Drains
 //! Operator drains are the one piece of soft state that acts outside the soft-state tables:
@@ -62,6 +78,13 @@ use shared::peer::ProtocolError;
 /// `lbd_peer_rejected_total{reason}` (every label always present, so a dashboard can rate
 /// it from zero). A reason not in the list counts as `other`.
 pub const REJECT_REASONS: &[&str] = &[
+    // Refused before the handshake, answering nothing: a source outside `peer.allow_from`,
+    // no complete first message within FIRST_MESSAGE_TIMEOUT, more pending handshakes than
+    // MAX_PENDING_HANDSHAKES, a first message that is not a HELLO or from an older release.
+    "wrong_source",
+    "first_message_timeout",
+    "over_cap",
+    "old_version",
     "bad_mac",
     "wrong_cluster",
     "wrong_peer_node",
@@ -72,6 +95,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "protocol",
     "handshake_timeout",
     "peer_timeout",
+    // The peer exceeded a bound (queued answers, buffered bytes).
+    "limit",
     "other",
 ];
 
@@ -82,6 +107,7 @@ pub fn reject_label(e: &ProtocolError) -> Option<&'static str> {
     Some(match e {
         ProtocolError::NotConnected | ProtocolError::PeerClosed(_) => return None,
         ProtocolError::Frame(FrameError::BadMac) => "bad_mac",
+        ProtocolError::Frame(FrameError::UnsupportedVersion(_)) => "old_version",
         ProtocolError::Frame(_) => "malformed",
         ProtocolError::Auth(a) => match a.as_str() {
             "short_key" => "other",
@@ -93,6 +119,7 @@ pub fn reject_label(e: &ProtocolError) -> Option<&'static str> {
         | ProtocolError::UnexpectedSyncDone => "protocol",
         ProtocolError::HandshakeTimeout(_) => "handshake_timeout",
         ProtocolError::PeerTimeout(_) => "peer_timeout",
+        ProtocolError::OutboxFull { .. } => "limit",
     })
 }
 
@@ -487,6 +514,7 @@ mod tests {
             peer: "127.0.0.1:2".parse().expect("addr"),
             psk_file: "k".into(),
             psk: crate::config::peer::Psk(vec![0; 16]),
+            allow_from: vec!["127.0.0.2/32".parse().expect("net")],
             resync_rate: 1,
             warm_timeout: std::time::Duration::ZERO,
             reconnect: std::time::Duration::from_millis(10),

@@ -305,7 +305,7 @@ pub(super) fn lbd_toml_tail(lan: &Lan, cfg: &PairConfig, id: NodeId) -> String {
             t,
             "[peer]\nnode_id = \"{}\"\npeer_node_id = \"{}\"\ncluster_id = \"lbpair-netns\"\n\
              listen = \"{}:{PEER_PORT}\"\npeer = \"{}\"\npsk_file = \"{}\"\n\
-             warm_timeout_ms = {}\n",
+             allow_from = [\"{}\"]\nwarm_timeout_ms = {}\n",
             role(id),
             role(other_id),
             peer_addr(lan, id),
@@ -315,6 +315,9 @@ pub(super) fn lbd_toml_tail(lan: &Lan, cfg: &PairConfig, id: NodeId) -> String {
                 None => format!("{}:{PEER_PORT}", peer_addr(lan, other_id)),
             },
             psk_path(lan.topo.dir()).display(),
+            // The other node's address, also when `peer` is this node's own delay relay
+            // (the default, the IP of `peer`, would then be our own).
+            peer_addr(lan, other_id),
             s.warm_timeout_ms
         );
         for (key, value) in [

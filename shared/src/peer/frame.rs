@@ -1,30 +1,36 @@
-//! The peer link's frame codec: versioned, length-checked, MAC'd binary frames.
+//! The peer link's frame codec: versioned, length-checked binary frames, each either MAC'd
+//! (HELLO) or encrypted and authenticated with an AEAD (every later frame).
 //!
 //! Layout of one frame (all integers big-endian):
 //!
 //! ```text
-//!  0      2   3    4          8                 16             16+len       16+len+32
+//!  0      2   3    4          8                 16             16+len       16+len+tag
 //!  +------+---+----+----------+-----------------+----------------+------------+
-//!  |magic |ver|kind|length u32| frame counter u64| payload (len) | HMAC tag    |
+//!  |magic |ver|kind|length u32| frame counter u64| payload (len) | tag         |
 //!  +------+---+----+----------+-----------------+----------------+------------+
-//!  |<------------------- authenticated (header + payload) ------>|
 //! ```
 //!
 //! - `magic` is `"LP"`; `ver` is [`VERSION`]. A frame with another version is refused rather
-//!   than guessed at: both nodes of a pair run the same release.
-//! - `length` is checked against [`MAX_FRAME_PAYLOAD`] as soon as the header's first eight
-//!   bytes are in, before anything is allocated, so a hostile length cannot make us reserve
-//!   memory or wait forever for bytes that will never come.
+//!   than guessed at ([`FrameError::UnsupportedVersion`] says to upgrade both nodes).
+//!   Version 1 sent every frame in cleartext; version 2 encrypts every frame after HELLO.
+//! - `length` is the payload length (plaintext and ciphertext are the same length). It is
+//!   checked against [`MAX_FRAME_PAYLOAD`] as soon as the header's first eight bytes are in,
+//!   before anything is allocated, so a hostile length cannot make us reserve memory or wait
+//!   forever for bytes that will never come.
 //! - the `frame counter` is 0 for HELLO and strictly increasing from 1 afterwards in each
-//!   direction; [`super::auth`] enforces it (replay protection).
-//! - the tag is HMAC-SHA256 over header and payload with the key [`super::auth`] picks (the
-//!   HELLO key or the session key of the direction).
+//!   direction; [`super::auth`] enforces it (replay protection). For an encrypted frame it is
+//!   also the AEAD nonce, so a nonce never repeats under one key.
+//! - HELLO (the only frame before session keys exist) travels in cleartext with an
+//!   HMAC-SHA256 tag ([`HELLO_TAG_LEN`]) over header and payload under the cluster's HELLO key.
+//!   Every other frame's payload is ChaCha20-Poly1305 ciphertext with its 16-byte tag
+//!   ([`AEAD_TAG_LEN`]); the header is the associated data, so kind, length and counter are
+//!   authenticated too. The kind byte picks the tag length.
 //!
 //! Payloads (`str` = u8 length + UTF-8, ≤ [`MAX_STRING_LEN`]):
 //!
 //! | kind | payload |
 //! |------|---------|
-//! | HELLO (1) | str cluster_id, str node_id, u64 boot_id, u64 epoch, u64 schema_hash, 32-byte nonce, u8 has_resume, [u64 peer_boot_id, u64 last_seq_received] |
+//! | HELLO (1) | str cluster_id, str node_id, u64 boot_id, u64 attempt, u64 epoch, u64 schema_hash, 32-byte nonce, u8 has_resume, [u64 peer_boot_id, u64 last_seq_received] |
 //! | UPDATE (2) | u32 n, n × (u64 seq, u8 table, u16 key_len, key, u32 value_len, value) |
 //! | ACK (3) | u64 seq |
 //! | SYNC_START (4) | (empty) |
@@ -39,21 +45,23 @@
 //! or a counter is fresh is [`super::auth`]'s call, and what a frame means is
 //! [`super::replicator`]'s. Nothing here panics on any input.
 
-use super::auth::MacKey;
+use super::auth::{AeadKey, MacKey};
 use super::{Digest, Record, Table};
 
 /// `"LP"`: lbpair peer.
 pub const MAGIC: [u8; 2] = *b"LP";
-/// The only frame format version this build speaks.
-pub const VERSION: u8 = 1;
+/// The only frame format version this build speaks (2: frames after HELLO are encrypted).
+pub const VERSION: u8 = 2;
 /// Fixed header: magic, version, kind, length, counter.
 pub const HEADER_LEN: usize = 16;
-/// HMAC-SHA256 tag length.
-pub const TAG_LEN: usize = 32;
+/// HELLO's tag: HMAC-SHA256.
+pub const HELLO_TAG_LEN: usize = 32;
+/// Every other frame's tag: Poly1305.
+pub const AEAD_TAG_LEN: usize = 16;
 /// Largest payload accepted or produced (1 MiB): bounds the memory one frame can claim.
 pub const MAX_FRAME_PAYLOAD: usize = 1 << 20;
 /// Largest whole frame on the wire.
-pub const MAX_FRAME_LEN: usize = HEADER_LEN + MAX_FRAME_PAYLOAD + TAG_LEN;
+pub const MAX_FRAME_LEN: usize = HEADER_LEN + MAX_FRAME_PAYLOAD + HELLO_TAG_LEN;
 /// Largest record key (the tables' keys are a pool name and a cookie or client key).
 pub const MAX_KEY_LEN: usize = 1024;
 /// Largest record value.
@@ -62,6 +70,8 @@ pub const MAX_VALUE_LEN: usize = 64 * 1024;
 pub const MAX_STRING_LEN: usize = 255;
 /// Length of a HELLO nonce.
 pub const NONCE_LEN: usize = 32;
+/// Largest HELLO payload: two maximal strings, four u64, the nonce, a RESUME claim.
+pub const MAX_HELLO_PAYLOAD: usize = 2 * (1 + MAX_STRING_LEN) + 4 * 8 + NONCE_LEN + 1 + 16;
 /// The `seq` of an UPDATE record sent by a full resync (outside the sequence space).
 pub const SEQ_RESYNC: u64 = 0;
 /// Fixed bytes of one UPDATE record besides its key and value.
@@ -152,7 +162,7 @@ impl std::fmt::Display for Kind {
 pub enum FrameError {
     #[error("bad frame magic {0:02x?} (not an lbpair peer link?)")]
     BadMagic([u8; 2]),
-    #[error("unsupported frame version {0} (this build speaks {VERSION})")]
+    #[error("peer speaks frame version {0}, this node speaks {VERSION}; upgrade both nodes")]
     UnsupportedVersion(u8),
     #[error("frame payload of {len} bytes exceeds the maximum of {max}")]
     Oversize { len: usize, max: usize },
@@ -176,6 +186,12 @@ pub enum FrameError {
     InvalidUtf8(&'static str),
     #[error("invalid resume flag {0}")]
     BadFlag(u8),
+    #[error(
+        "{0} frames are not sealed with this kind of key (HELLO is MAC'd, the rest encrypted)"
+    )]
+    KeyMismatch(&'static str),
+    #[error("the first frame of a connection is {0}, not HELLO")]
+    FirstNotHello(&'static str),
 }
 
 impl FrameError {
@@ -183,7 +199,7 @@ impl FrameError {
     pub fn as_str(&self) -> &'static str {
         match self {
             FrameError::BadMagic(_) => "bad_magic",
-            FrameError::UnsupportedVersion(_) => "unsupported_version",
+            FrameError::UnsupportedVersion(_) => "old_version",
             FrameError::Oversize { .. } => "oversize",
             FrameError::BadMac => "bad_mac",
             FrameError::UnknownKind(_) => "unknown_kind",
@@ -193,6 +209,8 @@ impl FrameError {
             FrameError::UnknownTable(_) => "unknown_table",
             FrameError::InvalidUtf8(_) => "invalid_utf8",
             FrameError::BadFlag(_) => "bad_flag",
+            FrameError::KeyMismatch(_) => "key_mismatch",
+            FrameError::FirstNotHello(_) => "not_hello",
         }
     }
 }
@@ -210,6 +228,9 @@ pub struct Hello {
     pub cluster_id: String,
     pub node_id: String,
     pub boot_id: u64,
+    /// The dialer's connection attempts of this boot, strictly increasing: the acceptor
+    /// refuses a HELLO whose (boot id, attempt) is not above the last it accepted (replay).
+    pub attempt: u64,
     pub epoch: u64,
     pub schema_hash: u64,
     pub nonce: [u8; NONCE_LEN],
@@ -253,20 +274,32 @@ pub struct Header {
     pub counter: u64,
 }
 
+/// The tag length a frame of `kind` carries: HELLO is MAC'd, everything else encrypted.
+pub fn tag_len(kind: Kind) -> usize {
+    if kind == Kind::Hello {
+        HELLO_TAG_LEN
+    } else {
+        AEAD_TAG_LEN
+    }
+}
+
 /// One complete, not yet authenticated frame inside a buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct RawFrame<'a> {
     pub header: Header,
-    /// Header and payload: the bytes the tag covers.
+    /// The header's bytes: the AEAD's associated data.
+    pub header_bytes: &'a [u8],
+    /// Header and body: the bytes a HELLO's MAC covers.
     pub authenticated: &'a [u8],
-    pub payload: &'a [u8],
+    /// The payload as sent: cleartext for HELLO, ciphertext otherwise.
+    pub body: &'a [u8],
     pub tag: &'a [u8],
 }
 
 impl RawFrame<'_> {
     /// Whole frame length on the wire.
     pub fn len(&self) -> usize {
-        self.authenticated.len() + TAG_LEN
+        self.authenticated.len() + self.tag.len()
     }
 
     /// Never true: a frame has at least a header and a tag (here for clippy's `len` rule).
@@ -274,18 +307,33 @@ impl RawFrame<'_> {
         false
     }
 
-    /// Check the tag in constant time.
+    /// Check a HELLO's MAC in constant time (any other kind fails: it is not MAC'd).
     pub fn verify(&self, key: &MacKey) -> Result<(), FrameError> {
-        if key.verify(self.authenticated, self.tag) {
+        if self.header.kind == Kind::Hello && key.verify(self.authenticated, self.tag) {
             Ok(())
         } else {
             Err(FrameError::BadMac)
         }
     }
 
-    /// Parse the payload (call after [`RawFrame::verify`]).
+    /// Parse a HELLO's cleartext payload (call after [`RawFrame::verify`]).
     pub fn parse(&self) -> Result<Frame, FrameError> {
-        Frame::parse_payload(self.header.kind, self.payload)
+        if self.header.kind != Kind::Hello {
+            return Err(FrameError::KeyMismatch(self.header.kind.as_str()));
+        }
+        Frame::parse_payload(self.header.kind, self.body)
+    }
+
+    /// Decrypt and authenticate an encrypted frame under `key` (nonce: its counter), then
+    /// parse it. A HELLO, a wrong key, or any altered byte is [`FrameError::BadMac`].
+    pub fn open(&self, key: &AeadKey) -> Result<Frame, FrameError> {
+        if self.header.kind == Kind::Hello {
+            return Err(FrameError::BadMac);
+        }
+        let mut plain = self.body.to_vec();
+        key.open_in_place(self.header.counter, self.header_bytes, &mut plain, self.tag)
+            .map_err(|_| FrameError::BadMac)?;
+        Frame::parse_payload(self.header.kind, &plain)
     }
 }
 
@@ -336,17 +384,40 @@ pub fn split(buf: &[u8]) -> Result<Option<RawFrame<'_>>, FrameError> {
         return Ok(None);
     };
     let auth_len = HEADER_LEN + header.payload_len;
-    let (Some(authenticated), Some(tag)) =
-        (buf.get(..auth_len), buf.get(auth_len..auth_len + TAG_LEN))
-    else {
+    let (Some(authenticated), Some(tag)) = (
+        buf.get(..auth_len),
+        buf.get(auth_len..auth_len + tag_len(header.kind)),
+    ) else {
         return Ok(None);
     };
     Ok(Some(RawFrame {
         header,
+        header_bytes: &authenticated[..HEADER_LEN],
         authenticated,
-        payload: &authenticated[HEADER_LEN..],
+        body: &authenticated[HEADER_LEN..],
         tag,
     }))
+}
+
+/// For the first message of an accepted connection, which must be a HELLO: its length once
+/// `buf` holds all of it (`Ok(None)`: read more). Another kind, or a length no HELLO can
+/// have, is refused from the header alone, so a stranger gets at most one HELLO's worth of
+/// buffer. Checks form only; the MAC is [`super::auth`]'s.
+pub fn first_message_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(header) = peek_header(buf)? else {
+        return Ok(None);
+    };
+    if header.kind != Kind::Hello {
+        return Err(FrameError::FirstNotHello(header.kind.as_str()));
+    }
+    if header.payload_len > MAX_HELLO_PAYLOAD {
+        return Err(FrameError::Oversize {
+            len: header.payload_len,
+            max: MAX_HELLO_PAYLOAD,
+        });
+    }
+    let len = HEADER_LEN + header.payload_len + HELLO_TAG_LEN;
+    Ok((buf.len() >= len).then_some(len))
 }
 
 /// A frame decoded from a buffer.
@@ -358,9 +429,22 @@ pub struct Decoded {
     pub len: usize,
 }
 
-/// Split, verify with `key` and parse the first frame of `buf`. `Ok(None)`: need more bytes.
-/// (The replicator uses [`split`] directly because it picks the key by kind and state.)
-pub fn decode(buf: &[u8], key: &MacKey) -> Result<Option<Decoded>, FrameError> {
+/// Split, decrypt with `key` and parse the first (encrypted) frame of `buf`.
+/// `Ok(None)`: need more bytes. (The replicator uses [`split`] directly because it picks the
+/// key by kind and state.)
+pub fn decode(buf: &[u8], key: &AeadKey) -> Result<Option<Decoded>, FrameError> {
+    let Some(raw) = split(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some(Decoded {
+        frame: raw.open(key)?,
+        counter: raw.header.counter,
+        len: raw.len(),
+    }))
+}
+
+/// Split, verify with `key` and parse a HELLO at the start of `buf`.
+pub fn decode_hello(buf: &[u8], key: &MacKey) -> Result<Option<Decoded>, FrameError> {
     let Some(raw) = split(buf)? else {
         return Ok(None);
     };
@@ -372,8 +456,8 @@ pub fn decode(buf: &[u8], key: &MacKey) -> Result<Option<Decoded>, FrameError> {
     }))
 }
 
-/// Encode `frame` with `counter` and the tag under `key`.
-pub fn encode(frame: &Frame, counter: u64, key: &MacKey) -> Result<Vec<u8>, FrameError> {
+/// Header and cleartext payload of `frame`, every bound checked.
+fn encode_clear(frame: &Frame, counter: u64, tag_len: usize) -> Result<Vec<u8>, FrameError> {
     let payload_len = frame.payload_len()?;
     if payload_len > MAX_FRAME_PAYLOAD {
         return Err(FrameError::Oversize {
@@ -381,7 +465,7 @@ pub fn encode(frame: &Frame, counter: u64, key: &MacKey) -> Result<Vec<u8>, Fram
             max: MAX_FRAME_PAYLOAD,
         });
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + payload_len + TAG_LEN);
+    let mut out = Vec::with_capacity(HEADER_LEN + payload_len + tag_len);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.push(frame.kind().as_u8());
@@ -390,7 +474,27 @@ pub fn encode(frame: &Frame, counter: u64, key: &MacKey) -> Result<Vec<u8>, Fram
     out.extend_from_slice(&counter.to_be_bytes());
     frame.emit_payload(&mut out);
     debug_assert_eq!(out.len(), HEADER_LEN + payload_len);
+    Ok(out)
+}
+
+/// Encode a HELLO (counter 0) with its MAC under `key`.
+pub fn encode_hello(hello: &Hello, key: &MacKey) -> Result<Vec<u8>, FrameError> {
+    let mut out = encode_clear(&Frame::Hello(hello.clone()), 0, HELLO_TAG_LEN)?;
     let tag = key.tag(&out);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Encode `frame` with `counter`, its payload encrypted under `key` with the counter as the
+/// nonce and the header as associated data. The caller never reuses a counter under one key
+/// ([`super::auth::Session`] counts). A HELLO is refused: it is MAC'd ([`encode_hello`]).
+pub fn encode(frame: &Frame, counter: u64, key: &AeadKey) -> Result<Vec<u8>, FrameError> {
+    if let Frame::Hello(_) = frame {
+        return Err(FrameError::KeyMismatch("HELLO"));
+    }
+    let mut out = encode_clear(frame, counter, AEAD_TAG_LEN)?;
+    let (header, payload) = out.split_at_mut(HEADER_LEN);
+    let tag = key.seal_in_place(counter, header, payload)?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
@@ -438,7 +542,7 @@ impl Frame {
                 1 + h.cluster_id.len()
                     + 1
                     + h.node_id.len()
-                    + 24
+                    + 32
                     + NONCE_LEN
                     + 1
                     + if h.resume.is_some() { 16 } else { 0 }
@@ -473,6 +577,7 @@ impl Frame {
                 put_str(out, &h.cluster_id);
                 put_str(out, &h.node_id);
                 out.extend_from_slice(&h.boot_id.to_be_bytes());
+                out.extend_from_slice(&h.attempt.to_be_bytes());
                 out.extend_from_slice(&h.epoch.to_be_bytes());
                 out.extend_from_slice(&h.schema_hash.to_be_bytes());
                 out.extend_from_slice(&h.nonce);
@@ -522,6 +627,7 @@ impl Frame {
                 let cluster_id = r.string("cluster id")?;
                 let node_id = r.string("node id")?;
                 let boot_id = r.u64()?;
+                let attempt = r.u64()?;
                 let epoch = r.u64()?;
                 let schema_hash = r.u64()?;
                 let mut nonce = [0u8; NONCE_LEN];
@@ -538,6 +644,7 @@ impl Frame {
                     cluster_id,
                     node_id,
                     boot_id,
+                    attempt,
                     epoch,
                     schema_hash,
                     nonce,
@@ -636,8 +743,13 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn key() -> MacKey {
-        MacKey::hello(b"0123456789abcdef0123", "c1")
+    fn key() -> AeadKey {
+        AeadKey::session(
+            b"0123456789abcdef0123",
+            &[1; 32],
+            &[2; 32],
+            super::super::Role::Dialer,
+        )
     }
 
     #[test]
@@ -648,8 +760,9 @@ mod tests {
         assert_eq!(bytes[3], 3);
         assert_eq!(&bytes[4..8], &[0, 0, 0, 8]);
         assert_eq!(&bytes[8..16], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(&bytes[16..24], &7u64.to_be_bytes());
-        assert_eq!(bytes.len(), HEADER_LEN + 8 + TAG_LEN);
+        // Encrypted: the payload is not the cleartext seq.
+        assert_ne!(&bytes[16..24], &7u64.to_be_bytes());
+        assert_eq!(bytes.len(), HEADER_LEN + 8 + AEAD_TAG_LEN);
     }
 
     #[test]
@@ -666,9 +779,53 @@ mod tests {
     fn garbage_first_byte_is_refused_at_once() {
         assert!(matches!(split(b"G"), Err(FrameError::BadMagic(_))));
         assert!(matches!(
-            split(b"LP\x02"),
-            Err(FrameError::UnsupportedVersion(2))
+            split(b"LP\x01"),
+            Err(FrameError::UnsupportedVersion(1))
         ));
+    }
+
+    #[test]
+    fn an_old_version_is_named_with_both_versions() {
+        let e = split(b"LP\x01").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "peer speaks frame version 1, this node speaks 2; upgrade both nodes"
+        );
+        assert_eq!(e.as_str(), "old_version");
+    }
+
+    #[test]
+    fn a_first_message_must_be_a_bounded_hello() {
+        let ping = encode(&Frame::Ping { token: 1 }, 1, &key()).unwrap();
+        assert_eq!(
+            first_message_len(&ping),
+            Err(FrameError::FirstNotHello("PING"))
+        );
+        let mut h = Vec::from(&b"LP"[..]);
+        h.extend_from_slice(&[VERSION, 1]);
+        h.extend_from_slice(&((MAX_HELLO_PAYLOAD as u32) + 1).to_be_bytes());
+        h.extend_from_slice(&0u64.to_be_bytes());
+        assert!(matches!(
+            first_message_len(&h),
+            Err(FrameError::Oversize { .. })
+        ));
+        let hello = Hello {
+            cluster_id: "c".repeat(MAX_STRING_LEN),
+            node_id: "n".repeat(MAX_STRING_LEN),
+            boot_id: 1,
+            attempt: 1,
+            epoch: 0,
+            schema_hash: 0,
+            nonce: [0; NONCE_LEN],
+            resume: Some(Resume {
+                peer_boot_id: 1,
+                last_seq_received: 2,
+            }),
+        };
+        let bytes = encode_hello(&hello, &MacKey::hello(b"k", "c")).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + MAX_HELLO_PAYLOAD + HELLO_TAG_LEN);
+        assert_eq!(first_message_len(&bytes), Ok(Some(bytes.len())));
+        assert_eq!(first_message_len(&bytes[..bytes.len() - 1]), Ok(None));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Layout:
 //! - this file: the seam every side agrees on: [`Table`], [`Record`], [`RecordKey`], [`Digest`]
 //!   and the [`ReplicaStore`] trait that lbd's soft-state store implements.
-//! - [`frame`]: the versioned, length-checked, MAC'd frame codec.
-//! - [`auth`]: pre-shared-key session keys, per-frame MAC and replay protection.
+//! - [`frame`]: the versioned, length-checked frame codec (HELLO MAC'd, every later frame
+//!   encrypted with ChaCha20-Poly1305).
+//! - [`auth`]: pre-shared-key key schedule, the AEAD and HELLO keys, frame counters and the
+//!   HELLO replay guard.
 //! - [`replicator`]: the sans-IO protocol (HELLO, full resync, ACK, RESUME, phases), driven by
 //!   `handle_*(now)` / `poll_*()`; its config, errors and status types are in
 //!   `replicator/types.rs`.

@@ -14,11 +14,14 @@
 //!
 //! # Lifecycle of a connection
 //!
-//! 1. `Link::AwaitHello`: both sides send a HELLO at once (MAC'd with the cluster's HELLO
-//!    key). Any other frame before the peer's HELLO is a protocol error. The HELLO is checked
-//!    (cluster, node ids, schema) by [`super::auth::open_hello`] before anything changes.
+//! 1. `Link::AwaitHello`: the dialer sends its HELLO at once (MAC'd with the cluster's HELLO
+//!    key); the acceptor sends nothing until that HELLO verified (the driver screens it with
+//!    [`Replicator::screen_first_message`], which also refuses replays, before it even hands
+//!    the connection over), then answers with its own HELLO. Any other frame before the
+//!    peer's HELLO is a protocol error. The HELLO is checked (cluster, node ids, schema) by
+//!    [`super::auth::open_hello`] before anything changes.
 //! 2. `Link::Up` unconfirmed: session keys are derived from both nonces; each side sends a
-//!    PING as its first session frame. Nothing from the peer's HELLO (its boot id, its RESUME
+//!    PING as its first session frame (encrypted, like every frame from here on). Nothing from the peer's HELLO (its boot id, its RESUME
 //!    claim) is applied until a frame MAC'd with the session key arrives, because a recorded
 //!    HELLO can be replayed by anyone, but only the peer can follow it up.
 //! 3. `Link::Up` confirmed: if the peer resumes (same peer boot as last time, and it holds
@@ -51,7 +54,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::auth::{self, HelloPolicy, MacKey, Psk, Role, Session};
+use super::auth::{self, HelloPolicy, MacKey, Psk, ReplayGuard, Role, Session};
 use super::dirty::DirtySet;
 use super::frame::{
     self, Frame, Hello, Kind, Resume, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN, SEQ_RESYNC,
@@ -88,6 +91,8 @@ struct Conn {
     next_ping_at: Duration,
     last_rx_at: Duration,
     ping_token: u64,
+    /// The newest PING's token, to answer: however many PINGs arrive, one PONG waits.
+    pong_due: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -109,9 +114,15 @@ pub struct Replicator {
     hello_key: MacKey,
     policy: HelloPolicy,
     link: Link,
-    /// Frames already sealed (counters assigned), written before anything new.
+    /// Frames already sealed (counters assigned), written before anything new. Bounded by
+    /// [`MAX_OUTBOX_FRAMES`] and [`MAX_OUTBOX_BYTES`].
     outbox: VecDeque<Vec<u8>>,
+    outbox_bytes: usize,
     rxbuf: Vec<u8>,
+    /// Our connection attempts as the dialer in this boot (HELLO's `attempt`).
+    attempts: u64,
+    /// As the acceptor: the highest HELLO attempt seen per dialer boot.
+    replay_guard: ReplayGuard,
 
     // Our stream (sender side): sequence numbers, what the peer still lacks.
     dirty: DirtySet,
@@ -181,7 +192,10 @@ impl Replicator {
             policy,
             link: Link::Down,
             outbox: VecDeque::new(),
+            outbox_bytes: 0,
             rxbuf: Vec::new(),
+            attempts: 0,
+            replay_guard: ReplayGuard::new(auth::REPLAY_GUARD_BOOTS),
             dirty: DirtySet::new(),
             peer_boot: None,
             peer_epoch: None,
@@ -195,29 +209,15 @@ impl Replicator {
     }
 
     /// A connection is up; `role` says which end we are, `nonce` must be fresh random bytes.
-    /// Queues our HELLO. A previous connection, if any, is dropped first.
+    /// As the dialer, queues our HELLO (the dialer speaks first); as the acceptor, queues
+    /// nothing until the peer's HELLO arrives and verifies. A previous connection, if any,
+    /// is dropped first.
     pub fn connect(&mut self, role: Role, nonce: [u8; NONCE_LEN], now: Duration) {
         self.disconnected(now);
-        let resume = match (self.synced_from_peer, self.peer_boot) {
-            (true, Some(peer_boot_id)) => Some(Resume {
-                peer_boot_id,
-                last_seq_received: self.rx_seq,
-            }),
-            _ => None,
-        };
-        let hello = Hello {
-            cluster_id: self.cfg.cluster_id.clone(),
-            node_id: self.cfg.node_id.clone(),
-            boot_id: self.cfg.boot_id,
-            epoch: self.cfg.epoch,
-            schema_hash: self.cfg.schema_hash,
-            nonce,
-            resume,
-        };
-        match auth::seal_hello(&hello, &self.hello_key) {
-            Ok(bytes) => self.outbox.push_back(bytes),
-            // Unreachable: `new` checked the ids against the codec's bounds. Stay down.
-            Err(e) => {
+        if role == Role::Dialer {
+            self.attempts += 1;
+            if let Err(e) = self.queue_hello(nonce) {
+                // Unreachable: `new` checked the ids against the codec's bounds. Stay down.
                 self.last_error = Some(format!("cannot encode HELLO: {e}"));
                 return;
             }
@@ -229,6 +229,71 @@ impl Replicator {
         };
     }
 
+    fn queue_hello(&mut self, nonce: [u8; NONCE_LEN]) -> Result<(), ProtocolError> {
+        let resume = match (self.synced_from_peer, self.peer_boot) {
+            (true, Some(peer_boot_id)) => Some(Resume {
+                peer_boot_id,
+                last_seq_received: self.rx_seq,
+            }),
+            _ => None,
+        };
+        let attempt = match &self.link {
+            // Answering as the acceptor: attempt 0, which no acceptor takes as a first
+            // message, so this HELLO cannot be replayed as one.
+            Link::AwaitHello {
+                role: Role::Acceptor,
+                ..
+            } => 0,
+            _ => self.attempts,
+        };
+        let hello = Hello {
+            cluster_id: self.cfg.cluster_id.clone(),
+            node_id: self.cfg.node_id.clone(),
+            boot_id: self.cfg.boot_id,
+            attempt,
+            epoch: self.cfg.epoch,
+            schema_hash: self.cfg.schema_hash,
+            nonce,
+            resume,
+        };
+        let bytes = auth::seal_hello(&hello, &self.hello_key)?;
+        // The first frame of a connection: the outbox is empty, the bound cannot trip.
+        self.push_outbox(bytes)
+    }
+
+    /// Queue a sealed frame, refusing to hold more than the outbox bounds.
+    fn push_outbox(&mut self, bytes: Vec<u8>) -> Result<(), ProtocolError> {
+        if self.outbox.len() >= MAX_OUTBOX_FRAMES
+            || self.outbox_bytes + bytes.len() > MAX_OUTBOX_BYTES
+        {
+            return Err(ProtocolError::OutboxFull {
+                frames: self.outbox.len(),
+                bytes: self.outbox_bytes,
+            });
+        }
+        self.outbox_bytes += bytes.len();
+        self.outbox.push_back(bytes);
+        Ok(())
+    }
+
+    /// For the driver, on an accepted connection before it hands it to [`Replicator::connect`]:
+    /// does `buf` (what the connection sent so far) start with a valid HELLO that is not a
+    /// replay? `Ok(None)`: not complete yet, read more. `Ok(Some(len))`: the HELLO's length,
+    /// verified (and its attempt remembered, so the same bytes are refused next time). An
+    /// `Err` is the refusal (close the connection, answering nothing). Changes nothing else.
+    pub fn screen_first_message(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let Some(raw) = frame::split(buf)? else {
+            return Ok(None);
+        };
+        if raw.header.kind != Kind::Hello {
+            return Err(ProtocolError::BeforeHello(raw.header.kind));
+        }
+        let hello = auth::open_hello(&raw, &self.psk, &self.hello_key, &self.policy)?;
+        self.replay_guard
+            .check_and_record(hello.boot_id, hello.attempt)?;
+        Ok(Some(raw.len()))
+    }
+
     /// The connection is gone (closed by either side or failed). Keeps the dirty set, the
     /// sequence state and what we know of the peer, for RESUME.
     pub fn disconnected(&mut self, _now: Duration) {
@@ -237,6 +302,7 @@ impl Replicator {
         }
         self.link = Link::Down;
         self.outbox.clear();
+        self.outbox_bytes = 0;
         self.rxbuf.clear();
         self.in_resync_from_peer = false;
         if self.phase == Phase::Learning {
@@ -269,7 +335,8 @@ impl Replicator {
                 reason: reason[..end].to_string(),
             };
             if let Ok(bytes) = conn.session.seal(&f) {
-                self.outbox.push_back(bytes);
+                // Best effort: a full outbox is about to be dropped anyway.
+                let _ = self.push_outbox(bytes);
             }
         }
     }
@@ -353,11 +420,15 @@ impl Replicator {
                     Role::Dialer => (ours, hello.nonce),
                     Role::Acceptor => (hello.nonce, ours),
                 };
+                if role == Role::Acceptor {
+                    // The dialer's HELLO verified: only now does the acceptor say anything.
+                    self.queue_hello(ours)?;
+                }
                 let mut session = Session::new(&self.psk, role, &nd, &na);
                 // Key confirmation: our first session frame proves we hold the PSK and saw
                 // this connection's nonces; the peer's proves the same to us.
                 let ping = session.seal(&Frame::Ping { token: 0 })?;
-                self.outbox.push_back(ping);
+                self.push_outbox(ping)?;
                 self.link = Link::Up(Box::new(Conn {
                     session,
                     peer: hello,
@@ -369,6 +440,7 @@ impl Replicator {
                     next_ping_at: now + self.cfg.ping_interval,
                     last_rx_at: now,
                     ping_token: 1,
+                    pong_due: None,
                 }));
                 Ok(())
             }
@@ -493,8 +565,8 @@ impl Replicator {
                 self.phase = Phase::Warm;
             }
             Frame::Ping { token } => {
-                let pong = conn.session.seal(&Frame::Pong { token })?;
-                self.outbox.push_back(pong);
+                // Answered from poll_transmit: a flood of PINGs costs one pending PONG.
+                conn.pong_due = Some(token);
             }
             Frame::Pong { .. } => {}
             Frame::Close { reason } => return Err(ProtocolError::PeerClosed(reason)),
@@ -529,6 +601,9 @@ impl Replicator {
     /// A time ≤ now (e.g. `Duration::ZERO`) means "now". `None`: nothing until more input.
     pub fn poll_timeout(&self) -> Option<Duration> {
         if !self.outbox.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        if matches!(&self.link, Link::Up(c) if c.confirmed && c.pong_due.is_some()) {
             return Some(Duration::ZERO);
         }
         match &self.link {
@@ -632,6 +707,7 @@ impl Replicator {
 
     fn next_frame(&mut self, store: &impl ReplicaStore, now: Duration) -> Option<Vec<u8>> {
         if let Some(b) = self.outbox.pop_front() {
+            self.outbox_bytes -= b.len();
             return Some(b);
         }
         let rx_seq = self.rx_seq;
@@ -640,6 +716,10 @@ impl Replicator {
         };
         if !conn.confirmed {
             return None;
+        }
+        // 0. The PONG the peer waits for (its keepalive).
+        if let Some(token) = conn.pong_due.take() {
+            return self.seal(&Frame::Pong { token });
         }
         // 1. ACKs first: they let the peer shrink its dirty set.
         if conn.ack_due.is_some_and(|t| now >= t) {

@@ -19,6 +19,11 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
 pub use crate::peer::dirty::MIN_PRUNE_AT;
 /// The connection is declared dead after this long without receiving anything.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sealed frames the replicator holds for the driver at most (HELLO, PINGs, CLOSE): past
+/// this the driver is not writing, and the connection is closed rather than grown.
+pub const MAX_OUTBOX_FRAMES: usize = 1024;
+/// Bytes of sealed frames held for the driver at most.
+pub const MAX_OUTBOX_BYTES: usize = 1 << 20;
 /// How long the HELLO exchange and key confirmation may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,6 +134,8 @@ pub enum ProtocolError {
     PeerTimeout(Duration),
     #[error("peer closed the connection: {0}")]
     PeerClosed(String),
+    #[error("outbound queue full ({frames} frames, {bytes} bytes waiting): the connection is not being written")]
+    OutboxFull { frames: usize, bytes: usize },
 }
 
 impl ProtocolError {
@@ -145,6 +152,7 @@ impl ProtocolError {
             ProtocolError::HandshakeTimeout(_) => "handshake_timeout",
             ProtocolError::PeerTimeout(_) => "peer_timeout",
             ProtocolError::PeerClosed(_) => "peer_closed",
+            ProtocolError::OutboxFull { .. } => "limit",
         }
     }
 }
