@@ -76,6 +76,8 @@ pub fn normalize_path<'a>(path: &'a [u8], policy: &PathPolicy) -> Result<Cow<'a,
         return Ok(Cow::Borrowed(path));
     }
     let mut p = decode_unreserved(path, policy.encoded_slash)?;
+    // A decoded `%2F` can start a new segment (`%2F.;` is `/.;`): look again.
+    refuse_ambiguous(&p)?;
     if policy.merge_slashes {
         p.dedup_by(|a, b| *a == b'/' && *b == b'/');
     }
