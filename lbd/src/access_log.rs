@@ -7,11 +7,11 @@
 //!
 //! Lines are batched, as nginx's `access_log ... buffer=` and HAProxy's log rings do: each
 //! thread formats its lines straight into a buffer of its own, and a dedicated writer thread
-//! takes every thread's batch at least every [`FLUSH_EVERY`] (sooner once a batch passes
-//! [`WAKE_AT`]) and writes it out. Request handlers never block on stdout (a slow pipe to a log
+//! takes every thread's batch at least every `FLUSH_EVERY` (100 ms) (sooner once a batch passes
+//! `WAKE_AT`) and writes it out. Request handlers never block on stdout (a slow pipe to a log
 //! shipper must not stall the proxy), and no request pays a thread wake-up: handing each line
 //! to the writer over a channel cost a futex wake and two context switches per request,
-//! about a sixth of lbd's CPU under load. A thread's batch is bounded ([`MAX_PENDING`]);
+//! about a sixth of lbd's CPU under load. A thread's batch is bounded (`MAX_PENDING`);
 //! beyond it lines are dropped and counted ([`dropped`]) rather than applying backpressure to
 //! clients. Lines from one thread stay in order; lines of different threads are ordered by
 //! batch. [`flush`] is called on exit.

@@ -14,7 +14,7 @@
 //! `WWW-Authenticate: Bearer`) changes nothing, here or on the peer, and is counted in
 //! `lbd_admin_requests_rejected_total{reason}`. The token is compared in constant time.
 //!
-//! `/metrics` renders the *current* runtime snapshot: a backend removed by a reload disappears
+//! `/metrics` renders the *current* snapshot: a backend removed by a reload disappears
 //! from the output; a kept one keeps its counters (see `server.rs`).
 
 use std::convert::Infallible;
@@ -178,7 +178,7 @@ static REFUSED_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter:
 /// Reads are open; any other method must pass [`authorize`] first.
 fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let rt = shared.runtime();
+        let rt = shared.snapshot();
         if let Err(why) = authorize(rt.config.global.admin_token.as_ref(), req.headers()) {
             crate::metrics::inc(&shared.stats.admin_rejected[why.index()]);
             REFUSED_LOG.note(|suppressed| {
@@ -220,7 +220,7 @@ fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
 
 /// `/status`: the node, the lifecycle phase and the vrrpd coupling, as one JSON object.
 pub fn status_json(shared: &Shared) -> String {
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     let phase = format!("{:?}", *shared.phase.borrow()).to_lowercase();
     let body = serde_json::json!({
         "node": rt.config.global.node_name,
@@ -236,7 +236,7 @@ pub fn status_json(shared: &Shared) -> String {
 
 /// One line per backend: pool, address and its state flags.
 fn backends(shared: &Shared) -> String {
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     let mut out = String::from("pool backend up healthy ejected drained in_flight\n");
     for p in &rt.pools {
         for b in &p.pool.backends {
@@ -273,7 +273,7 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
             "usage: POST /backends/drain?pool=NAME&backend=IP:PORT\n",
         );
     };
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     let mut changed = 0;
     for p in rt
         .pools
@@ -314,7 +314,7 @@ pub fn render(shared: &Shared) -> String {
     render_rejections(&shared.stats, &mut e);
     shared.vrrp.status().render_metrics(&mut e);
     crate::peer::render_metrics(shared, &mut e);
-    shared.runtime().render_metrics(&shared.soft, &mut e);
+    shared.snapshot().render_metrics(&shared.soft, &mut e);
     e.finish()
 }
 

@@ -13,8 +13,8 @@
 //!   pools), [`upstream::balance`] (algorithms), [`upstream::health`] (pure rise/fall and
 //!   ejection), [`upstream::checker`] (the async probe loop feeding it), [`upstream::pool`]
 //!   (keep-alive connections on hyper's low-level http1 client).
-//! - [`server`]     the `ArcSwap<Runtime>` snapshot, SIGHUP reload with state carry-over,
-//!   listener start/stop, SIGTERM drain, lifecycle phases; [`runtime`] builds the snapshot.
+//! - [`server`]     the current `ArcSwap<Snapshot>`, SIGHUP reload with state carry-over,
+//!   listener start/stop, SIGTERM drain, lifecycle phases; [`snapshot`] builds the [`Snapshot`](snapshot::Snapshot) a request runs on.
 //! - [`config`]     TOML file structs → `validate()` (every error, with file:line:col) →
 //!   [`config::LbConfig`].
 //! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener,
@@ -43,8 +43,8 @@ pub mod log_limit;
 pub mod metrics;
 pub mod park;
 pub mod peer;
-pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod softstate;
 pub mod tls;
 pub mod upstream;

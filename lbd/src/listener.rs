@@ -196,7 +196,7 @@ async fn accept_loop(
 /// The connection's slot under `global.max_conns_per_client`, or `None` when its address is
 /// at the cap: the caller then drops (closes) the stream unread.
 fn admit(shared: &Shared, peer: SocketAddr, listener: &str) -> Option<ClientSlot> {
-    let cap = shared.runtime.load().config.global.max_conns_per_client;
+    let cap = shared.snapshot.load().config.global.max_conns_per_client;
     match shared.client_conns.try_acquire(peer.ip(), cap) {
         Ok(slot) => Some(slot),
         Err(AtCap) => {
@@ -520,7 +520,7 @@ async fn serve_connection(
     crate::metrics::inc(&shared.stats.client_conns_total);
     let gauge = ActiveGauge(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     let timeouts = rt.config.timeouts.clone();
     let limits = rt.config.limits.clone();
     let fast_path = rt.config.global.http1_fast_path;
@@ -586,7 +586,7 @@ async fn serve_tls(
     held: impl FnOnce(Option<Box<crate::tls::ClientCert>>) -> Held,
 ) {
     let handshake = tls.acceptor.accept(stream);
-    let timeout = shared.runtime().config.timeouts.request_header;
+    let timeout = shared.snapshot().config.timeouts.request_header;
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -726,7 +726,7 @@ where
 {
     let io = TokioIo::new(stream);
     let limits = &held.limits;
-    let h2 = shared.runtime().config.http2.clone();
+    let h2 = shared.snapshot().config.http2.clone();
     // Boxed, like the HTTP/1 connection: see `serve_connection`'s docs.
     // hyper's h2 also bounds CONTINUATION frames by the header list size.
     let conn = Box::pin(

@@ -4,7 +4,7 @@
 //! request, so the write path must not take a lock. The exposition is hand-written
 //! ([`Exposition`]) rather than pulling in a metrics crate. Each owner of counters renders
 //! its own families (linkerd's `FmtMetrics` pattern): [`GlobalStats::render`] here, the
-//! runtime snapshot its pools, backends and limiters (`runtime/metrics.rs`), the vrrpd
+//! snapshot its pools, backends and limiters (`runtime/metrics.rs`), the vrrpd
 //! coupling, the peer link, the parking lot and the access log theirs; `admin::render` only
 //! calls them in turn.
 //!

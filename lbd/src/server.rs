@@ -1,15 +1,15 @@
-//! The running proxy: the runtime snapshot, reload, listeners, drain.
+//! The running proxy: the snapshot, reload, listeners, drain.
 //!
 //! ## Snapshots
 //! Everything a request needs (router, pools with their balancers and connection pools,
-//! limits, header policy, retry budget) is one immutable [`Runtime`] behind an
+//! limits, header policy, retry budget) is one immutable [`Snapshot`] behind an
 //! `ArcSwap`. A request loads the snapshot once and keeps that `Arc` until its response body
 //! ends, so a reload never changes the rules under a request in flight; new requests see the
 //! new snapshot as soon as it is stored.
 //!
 //! ## Reload (SIGHUP)
 //! [`Server::reload`] reads and validates the file; on any error it logs every problem and
-//! keeps serving the old snapshot. On success it builds a new [`Runtime`] *carrying over*
+//! keeps serving the old snapshot. On success it builds a new [`Snapshot`] *carrying over*
 //! state keyed by (pool name, backend address): the `Arc<Backend>` itself when the backend is
 //! otherwise unchanged (same position, fields and health settings), else a new `Backend`
 //! that continues its health, ejection, drain flag and in-flight counters
@@ -25,7 +25,7 @@
 //! ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
 //! replicated state rather than config. A task sweeps expired entries every second. The
 //! per-snapshot views of it ([`PoolRt::sticky`] with each backend's cookie precomputed,
-//! [`Runtime::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
+//! [`Snapshot::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
 //! key comes from `global.cookie_secret_file`, else a random key kept for the process.
 //!
 //! ## Lifecycle
@@ -70,8 +70,8 @@ use crate::listener::RunningListener;
 use crate::metrics::GlobalStats;
 use crate::softstate::SoftState;
 
-use crate::runtime::warn_cookie_key;
-pub use crate::runtime::{log_health_change, soft_limits, BuildError, PoolRt, Runtime};
+use crate::snapshot::warn_cookie_key;
+pub use crate::snapshot::{log_health_change, soft_limits, BuildError, PoolRt, Snapshot};
 
 /// Monotonic time since process start: the epoch of the pure health machines.
 pub fn clock() -> Duration {
@@ -111,7 +111,7 @@ fn spawn_soft_sweeper(soft: &Arc<SoftState>) {
 
 /// State shared by every task of the process.
 pub struct Shared {
-    pub runtime: ArcSwap<Runtime>,
+    pub snapshot: ArcSwap<Snapshot>,
     pub stats: GlobalStats,
     pub shutdown: Shutdown,
     /// Client connections and tunnels: what a drain waits for.
@@ -133,8 +133,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 }
 
@@ -187,7 +187,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Build the first runtime, bind the admin and proxy listeners, start health checks.
+    /// Build the first snapshot, bind the admin and proxy listeners, start health checks.
     pub async fn start(
         config_path: &Path,
         config: LbConfig,
@@ -210,10 +210,10 @@ impl Server {
         // Cold until the peer link's first resync (or its warm timeout): see SoftState.
         soft.set_cold(config.peer.is_some());
         warn_cookie_key(&config);
-        let runtime = Arc::new(Runtime::build(config, None, 1)?);
+        let snapshot = Arc::new(Snapshot::build(config, None, 1)?);
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::new(Arc::clone(&runtime)),
+            snapshot: ArcSwap::new(Arc::clone(&snapshot)),
             stats: GlobalStats::default(),
             shutdown: Shutdown::new(),
             tracker: TaskTracker::new(),
@@ -223,7 +223,7 @@ impl Server {
             vrrp,
             workers,
             soft,
-            peer: crate::peer::PeerHandle::from_config(runtime.config.peer.as_ref()),
+            peer: crate::peer::PeerHandle::from_config(snapshot.config.peer.as_ref()),
         });
         let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
             .await
@@ -231,8 +231,8 @@ impl Server {
                 addr: admin,
                 source,
             })?;
-        crate::upstream::checker::spawn_all(&runtime);
-        runtime.spawn_tls_watchers();
+        crate::upstream::checker::spawn_all(&snapshot);
+        snapshot.spawn_tls_watchers();
         spawn_soft_sweeper(&shared.soft);
         if let Some(peer) = &shared.peer {
             peer.spawn(Arc::clone(&shared));
@@ -257,7 +257,7 @@ impl Server {
         info!(
             listeners = listener_cfgs.len(),
             admin = %admin_addr,
-            pools = runtime.pools.len(),
+            pools = snapshot.pools.len(),
             "lbd serving"
         );
         Ok(server)
@@ -331,7 +331,7 @@ impl Server {
 
     fn try_reload(&self) -> Result<u64, ReloadError> {
         let config = LbConfig::load(&self.config_path)?;
-        let old = self.shared.runtime();
+        let old = self.shared.snapshot();
         for (what, changed) in [
             (
                 "global.admin",
@@ -369,7 +369,7 @@ impl Server {
             warn_cookie_key(&config);
         }
         let listeners = config.listeners.clone();
-        let new = Arc::new(Runtime::build(config, Some(&old), old.generation + 1)?);
+        let new = Arc::new(Snapshot::build(config, Some(&old), old.generation + 1)?);
         // Bind new listeners before swapping so a bind failure keeps the old config whole.
         // The vrrp task starts and stops VIP listeners under this same lock, so the set of
         // instances it serves can't change under the reconciliation.
@@ -394,7 +394,7 @@ impl Server {
             }
         }
         let generation = new.generation;
-        self.shared.runtime.store(Arc::clone(&new));
+        self.shared.snapshot.store(Arc::clone(&new));
         old.retired.cancel();
         // Backends that disappeared: close their idle connections now.
         for op in &old.pools {
@@ -471,7 +471,7 @@ impl Server {
         self.shared.phase.send_replace(Phase::Draining);
         // Coupled to vrrpd: keep serving the VIPs until vrrpd has moved them away, so no
         // client meets a VIP whose listener is already closed.
-        if let Some(v) = self.shared.runtime().config.vrrp.as_ref() {
+        if let Some(v) = self.shared.snapshot().config.vrrp.as_ref() {
             if !self.shared.vrrp.hand_over(v.drain_timeout).await {
                 warn!(
                     timeout_ms = v.drain_timeout.as_millis() as u64,
@@ -484,7 +484,7 @@ impl Server {
         for name in names {
             self.stop_listener(&name);
         }
-        let grace = self.shared.runtime().config.global.drain_timeout;
+        let grace = self.shared.snapshot().config.global.drain_timeout;
         let clean = shared::shutdown::drain(&self.shared.tracker, grace).await;
         if clean {
             info!("drained, exiting");

@@ -1,6 +1,6 @@
 //! TLS termination with rustls: certificates chosen by SNI, loaded from `[listener.tls]`.
 //!
-//! A listener's TLS setup ([`ListenerTls`]) is part of the runtime snapshot, built with it at
+//! A listener's TLS setup ([`ListenerTls`]) is part of the snapshot, built with it at
 //! start and on every reload. So `SIGHUP` re-reads the certificate and key files: new
 //! handshakes use the new pairs, connections already open keep theirs, and a bad pair (a key
 //! that does not match its certificate, an expired or not-yet-valid certificate, an

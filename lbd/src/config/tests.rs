@@ -461,7 +461,7 @@ fn sticky_defaults_and_modes() {
     assert_eq!(st.ttl, Duration::from_secs(60));
     assert_eq!(st.max_entries, 5);
     assert_eq!((st.max_bytes, st.max_key_bytes), (65536, 100));
-    let limits = crate::runtime::soft_limits(&c);
+    let limits = crate::snapshot::soft_limits(&c);
     assert_eq!(
         (
             limits.sticky_max_entries,
@@ -634,7 +634,7 @@ fn rate_limits_are_typed() {
     );
     assert_eq!(c.global.rate_limit_max_keys, DEFAULT_RATE_LIMIT_MAX_KEYS);
     assert_eq!(c.global.rate_limit_max_bytes, DEFAULT_RATE_LIMIT_MAX_BYTES);
-    let limits = crate::runtime::soft_limits(&c);
+    let limits = crate::snapshot::soft_limits(&c);
     assert_eq!(
         (limits.rate_max_bytes, limits.rate_max_key_bytes),
         (

@@ -28,7 +28,7 @@ use crate::access_log::{now_rfc3339, Record};
 use crate::l7::timer::LazyDeadline;
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
-use crate::server::{Runtime, Shared};
+use crate::server::{Shared, Snapshot};
 use crate::upstream::pool::{ConnPool, Sender};
 use crate::vrrp::gate::GateGuard;
 
@@ -48,7 +48,7 @@ pub(super) struct LogInfo {
 pub(super) struct Finish {
     pub(super) shared: Arc<Shared>,
     /// Keeps the request's snapshot alive until the body ends.
-    pub(super) rt: Arc<Runtime>,
+    pub(super) rt: Arc<Snapshot>,
     pub(super) active: ActiveRequest,
     pub(super) status: u16,
     pub(super) bytes: u64,

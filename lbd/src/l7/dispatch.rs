@@ -34,14 +34,14 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, PoolRt, Runtime, Shared};
+use crate::server::{clock, log_health_change, PoolRt, Shared, Snapshot};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::health::Outcome;
 use crate::upstream::pool::ConnPool;
 
 /// Count and log a 429 (both HTTP paths).
-pub fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
+pub fn note_rate_limited(rt: &Snapshot, conn: &ConnCtx, denied: &Denied) {
     let limiter = rt.limiters.all.get(denied.limiter);
     if let Some(l) = limiter {
         inc(&l.denied);
@@ -58,7 +58,7 @@ pub fn note_rate_limited(rt: &Runtime, conn: &ConnCtx, denied: &Denied) {
 /// paths).
 pub fn note_error(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &Snapshot,
     e: &ProxyError,
     pool: Option<usize>,
     backend: Option<SocketAddr>,
@@ -80,7 +80,7 @@ pub fn note_error(
 /// The client address lbd believes for this request ([`headers::real_client`]): the peer, or
 /// behind `headers.trusted_proxies` the first untrusted X-Forwarded-For hop. Read before the
 /// headers are rewritten (lbd's own entry would be last).
-pub fn client_of(rt: &Runtime, conn: &ConnCtx, headers: &HeaderMap) -> IpAddr {
+pub fn client_of(rt: &Snapshot, conn: &ConnCtx, headers: &HeaderMap) -> IpAddr {
     headers::real_client(&rt.config.headers, conn.peer.ip(), headers)
 }
 
@@ -88,7 +88,7 @@ pub fn client_of(rt: &Runtime, conn: &ConnCtx, headers: &HeaderMap) -> IpAddr {
 /// untouched; `None` when it already is (nearly always). Routing, rate limits and the backend
 /// all see the result. A path lbd refuses is a 400 (`bad_path`).
 pub fn normalized_path(
-    rt: &Runtime,
+    rt: &Snapshot,
     target: &PathAndQuery,
 ) -> Result<Option<PathAndQuery>, ProxyError> {
     let bad = |e| ProxyError::new(ErrorKind::BadPath).with_source(e);
@@ -113,7 +113,7 @@ pub fn normalized_path(
 /// (`None`: the default pool) and the route's request body limit.
 pub fn route_and_limit<'r>(
     shared: &Shared,
-    rt: &'r Runtime,
+    rt: &'r Snapshot,
     client: IpAddr,
     view: &RequestView<'_>,
 ) -> Result<(usize, &'r PoolRt, Option<usize>, u64), Local> {
@@ -176,7 +176,7 @@ pub fn send_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, reused: b
 /// value when the client asked for one. `client` is [`client_of`]'s answer.
 pub fn rewrite_request_headers(
     h: &mut HeaderMap,
-    rt: &Runtime,
+    rt: &Snapshot,
     conn: &ConnCtx,
     client: IpAddr,
     host: Option<HeaderValue>,
@@ -236,7 +236,7 @@ pub async fn pick(
 /// usable, and when the retry budget has one (counted either way).
 pub fn may_retry(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &Snapshot,
     pool: &PoolRt,
     retries: u32,
     exclude: &[BackendId],
@@ -256,7 +256,7 @@ pub fn may_retry(
 
 /// The node header, and `Connection: close` while the request's listener drains. HTTP/2
 /// has no `Connection` header (its connection drains with GOAWAY on shutdown instead).
-pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Runtime, fin: &Finish, version: Version) {
+pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Snapshot, fin: &Finish, version: Version) {
     if let Some((name, value)) = &rt.config.headers.node_header {
         h.insert(name.clone(), value.clone());
     }
@@ -286,7 +286,7 @@ pub struct Redirect {
 /// the request's Host (its port is dropped), `target` the origin-form path and query. A
 /// request without a host goes on as usual: there is no URL to send it to.
 pub fn https_redirect(
-    rt: &Runtime,
+    rt: &Snapshot,
     conn: &ConnCtx,
     rule: Option<usize>,
     method: &http::Method,

@@ -1,7 +1,7 @@
 //! The HTTP reverse proxy: one client request in, one backend exchange out.
 //!
 //! [`handle`] is the hyper service. For each request it:
-//! 1. loads the runtime snapshot once (kept until the response body ends, so a reload never
+//! 1. loads the snapshot once (kept until the response body ends, so a reload never
 //!    changes the rules mid-request);
 //! 2. enforces `limits` (414 / 431), normalises the path ([`super::path`]; the backend gets
 //!    the normalised one), works out the real client ([`super::dispatch::client_of`]), routes,
@@ -71,7 +71,7 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{Runtime, Shared};
+use crate::server::{Shared, Snapshot};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
 use crate::upstream::health::Outcome;
@@ -83,7 +83,7 @@ pub async fn handle(
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     inc(&shared.stats.requests_total);
     rt.retry_budget.deposit();
     // Dropped with the future if the client abandons the request, so the connection's idle
@@ -315,7 +315,7 @@ fn client_body_failed(e: &hyper::Error) -> bool {
 /// request goes on as a plain one.
 fn tunnelled_upgrade(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &Snapshot,
     rule: Option<usize>,
     offer: &HeaderValue,
 ) -> Option<HeaderValue> {
@@ -342,7 +342,7 @@ fn origin_form(uri: &Uri) -> Uri {
 
 async fn forward(
     shared: &Arc<Shared>,
-    rt: &Arc<Runtime>,
+    rt: &Arc<Snapshot>,
     conn: &Arc<ConnCtx>,
     req: Request<Incoming>,
     meta: &mut Meta,

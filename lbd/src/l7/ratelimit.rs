@@ -32,7 +32,7 @@ use crate::config::{RateKey, RateLimitConfig};
 use crate::metrics::inc;
 use crate::softstate::{bounded_key, RateDecision, RateSpec, SoftState, HASHED_KEY_LEN};
 
-/// One limiter in a runtime snapshot.
+/// One limiter in a snapshot.
 #[derive(Debug)]
 pub struct LimiterRt {
     pub name: String,

@@ -16,7 +16,7 @@ use http::Method;
 /// One token, in milli-tokens (integers keep the budget lock-free).
 const TOKEN: i64 = 1000;
 
-/// A retry budget shared by all requests of one runtime snapshot.
+/// A retry budget shared by all requests of one snapshot.
 #[derive(Debug)]
 pub struct RetryBudget {
     /// Milli-tokens added per request.

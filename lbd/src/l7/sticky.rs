@@ -152,7 +152,7 @@ pub fn set_cookie_header(cfg: &StickyConfig, value: &str) -> Option<HeaderValue>
     HeaderValue::from_str(&s).ok()
 }
 
-/// One pool's stickiness in a runtime snapshot, with everything per backend precomputed.
+/// One pool's stickiness in a snapshot, with everything per backend precomputed.
 #[derive(Debug)]
 pub struct StickyRt {
     pub mode: StickyMode,

@@ -560,7 +560,7 @@ impl Link {
     /// (here or on the peer) drained its address; the soft state knows, so apply all of it.
     /// Backends the reload kept already carry their drain flag over.
     fn reapply_drains_after_reload(&mut self) {
-        let generation = self.shared.runtime().generation;
+        let generation = self.shared.snapshot().generation;
         if generation == self.generation {
             return;
         }
@@ -573,7 +573,7 @@ impl Link {
         if drains.is_empty() {
             return;
         }
-        let rt = self.shared.runtime();
+        let rt = self.shared.snapshot();
         for (pool, backend, drained) in drains {
             for p in rt.pools.iter().filter(|p| p.name() == pool) {
                 for b in p

@@ -11,7 +11,7 @@
 //! polls): the runtime must call it at [`Backend::health_deadline`] or on every probe tick.
 //!
 //! A [`Pool`] is a named list of backends plus a [`Balancer`]; [`BackendId`] is the index of a
-//! backend in its pool and [`PoolId`] the index of a pool in the runtime's pool list.
+//! backend in its pool and [`PoolId`] the index of a pool in the snapshot's pool list.
 //!
 //! Across a config reload, a backend whose address stays in its pool but whose position or
 //! static fields change becomes a new [`Backend`] built with [`Backend::with_health_of`]: it
@@ -31,7 +31,7 @@ use crate::upstream::health::{ActiveConfig, Change, EjectionConfig, HealthTracke
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(pub usize);
 
-/// Index of a pool in the runtime's list of pools (what the router returns).
+/// Index of a pool in the snapshot's list of pools (what the router returns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolId(pub usize);
 
@@ -48,7 +48,7 @@ pub struct BackendSpec {
     pub max_conns: u32,
 }
 
-/// Runtime state of one backend.
+/// Snapshot state of one backend.
 #[derive(Debug)]
 pub struct Backend {
     pub id: BackendId,

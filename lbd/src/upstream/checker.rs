@@ -1,6 +1,6 @@
 //! The async half of health checking: probes backends and feeds the pure machines.
 //!
-//! One task per backend per runtime snapshot. Every `interval` it probes (TCP connect, or an
+//! One task per backend per snapshot. Every `interval` it probes (TCP connect, or an
 //! HTTP request whose status must fall in `expect_status`) under `timeout`, and feeds the
 //! result to [`Backend::record_probe`] (rise/fall in `health.rs`). The same loop also wakes at
 //! [`Backend::health_deadline`] to end passive ejections on time, and reaps expired idle
@@ -24,7 +24,7 @@ use tracing::{debug, Instrument};
 
 use crate::config::{HealthCheckConfig, ProbeKind};
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, start, Runtime};
+use crate::server::{clock, log_health_change, start, Snapshot};
 use crate::upstream::backend::Backend;
 use crate::upstream::pool::ConnPool;
 
@@ -32,7 +32,7 @@ use crate::upstream::pool::ConnPool;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Spawn the checkers of every backend of a snapshot.
-pub fn spawn_all(rt: &Arc<Runtime>) {
+pub fn spawn_all(rt: &Arc<Snapshot>) {
     for pool in &rt.pools {
         let hc = rt.pool_config(pool).health.clone();
         for (backend, conns) in pool.pool.backends.iter().zip(&pool.conns) {

@@ -100,7 +100,7 @@ impl Controller {
     fn listeners_of(&self, instance: &str) -> Vec<ListenerConfig> {
         self.server
             .shared
-            .runtime()
+            .snapshot()
             .config
             .listeners
             .iter()
@@ -413,7 +413,7 @@ impl Controller {
     /// Evaluate the conditions and build the next heartbeat.
     pub fn heartbeat(&mut self) -> Heartbeat {
         let now = Instant::now();
-        let rt = self.server.shared.runtime();
+        let rt = self.server.shared.snapshot();
         let mut able = Readiness::default();
         able.conditions.push(
             if self.server.shared.shutdown.is_triggered() || self.coupling().is_leaving() {

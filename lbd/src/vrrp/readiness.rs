@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::config::UnableWhen;
-use crate::server::{Runtime, Shared};
+use crate::server::{Shared, Snapshot};
 
 /// One named check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ impl Readiness {
 }
 
 /// Pools (by name) that have no available backend right now.
-pub fn pools_without_backend(rt: &Runtime) -> Vec<String> {
+pub fn pools_without_backend(rt: &Snapshot) -> Vec<String> {
     rt.pools
         .iter()
         .filter(|p| {
@@ -86,7 +86,7 @@ pub fn pools_without_backend(rt: &Runtime) -> Vec<String> {
 
 /// The `backends` condition of *able*, per `unable_when_no_healthy_backend`; `None` when
 /// backend health doesn't affect ability.
-pub fn able_backends(rt: &Runtime, when: &UnableWhen) -> Option<Condition> {
+pub fn able_backends(rt: &Snapshot, when: &UnableWhen) -> Option<Condition> {
     let empty = pools_without_backend(rt);
     let failing: Vec<String> = match when {
         UnableWhen::Never => return None,
@@ -101,7 +101,7 @@ pub fn able_backends(rt: &Runtime, when: &UnableWhen) -> Option<Condition> {
 }
 
 /// The `backends` condition of *ready*: every pool has an available backend.
-pub fn ready_backends(rt: &Runtime) -> Condition {
+pub fn ready_backends(rt: &Snapshot) -> Condition {
     let problems: Vec<String> = pools_without_backend(rt)
         .iter()
         .map(|p| format!("pool {p:?} has no healthy backend"))

@@ -41,7 +41,7 @@ use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
 use crate::listener::ConnCtx;
 use crate::metrics::{inc, DiscardReason};
-use crate::server::{start, Runtime, Shared};
+use crate::server::{start, Shared, Snapshot};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
 use crate::upstream::health::Outcome;
@@ -117,7 +117,7 @@ pub(super) async fn serve(
     body: Bytes,
     bufs: &mut Bufs,
 ) -> Next {
-    let rt = shared.runtime();
+    let rt = shared.snapshot();
     inc(&shared.stats.requests_total);
     inc(&shared.stats.fast_path_requests_total);
     rt.retry_budget.deposit();
@@ -221,7 +221,7 @@ struct Forwarded {
 /// `bufs.response` and the backend's body bytes that came with it in `bufs.upstream`.
 async fn forward(
     shared: &Arc<Shared>,
-    rt: &Arc<Runtime>,
+    rt: &Arc<Snapshot>,
     conn: &ConnCtx,
     req: &mut RequestHead,
     body: Bytes,
@@ -449,7 +449,7 @@ struct Asked {
 #[allow(clippy::too_many_arguments)]
 async fn answer_locally(
     shared: &Arc<Shared>,
-    rt: &Runtime,
+    rt: &Snapshot,
     conn: &ConnCtx,
     client: &mut TcpStream,
     local: Local,

@@ -1,12 +1,12 @@
-//! The metric families a runtime snapshot owns: its generation, its pools and backends, its
+//! The metric families a snapshot owns: its generation, its pools and backends, its
 //! rate limiters, and the soft-state tables its pools use.
 
 use std::sync::atomic::Ordering;
 
-use super::Runtime;
+use super::Snapshot;
 use crate::metrics::{get, DiscardReason, Exposition, STATUS_CLASSES};
 
-impl Runtime {
+impl Snapshot {
     /// Every family of this snapshot, with the soft-state tables' sizes from `soft`.
     pub fn render_metrics(&self, soft: &crate::softstate::SoftState, e: &mut Exposition) {
         e.family(
@@ -281,7 +281,7 @@ impl Runtime {
 }
 
 /// The sticky-session and rate-limit families and their tables' sizes.
-fn render_datapath(e: &mut Exposition, rt: &Runtime, soft: &crate::softstate::SoftState) {
+fn render_datapath(e: &mut Exposition, rt: &Snapshot, soft: &crate::softstate::SoftState) {
     for (name, help, sticky) in [
         (
             "lbd_backend_requests_total",
@@ -333,7 +333,7 @@ fn render_datapath(e: &mut Exposition, rt: &Runtime, soft: &crate::softstate::So
 
 /// Entries, estimated bytes and evictions of the sticky (per learn-mode pool) and rate-limit
 /// tables.
-fn render_soft_tables(e: &mut Exposition, rt: &Runtime, soft: &crate::softstate::SoftState) {
+fn render_soft_tables(e: &mut Exposition, rt: &Snapshot, soft: &crate::softstate::SoftState) {
     let learn_pools: Vec<&str> = rt
         .pools
         .iter()
@@ -420,7 +420,7 @@ mod tests {
             "t.toml", text,
         ))
         .expect("valid");
-        let rt = Runtime::build(cfg, None, 1).expect("runtime");
+        let rt = Snapshot::build(cfg, None, 1).expect("snapshot");
         let stats = &rt.pools[0].conns[0].stats;
         for _ in 0..4 {
             crate::metrics::inc(&stats.requests);

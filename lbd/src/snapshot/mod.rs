@@ -1,4 +1,4 @@
-//! The snapshot a request runs on: [`Runtime`] (router, pools with their balancers and
+//! The snapshot a request runs on: [`Snapshot`] (router, pools with their balancers and
 //! connection pools, limits, header policy, retry budget, rate limiters, sticky views),
 //! built from a validated config, carrying state over from the previous snapshot on a reload
 //! (see [`crate::server`] for when and why), plus the soft-state bounds a config asks for.
@@ -26,11 +26,11 @@ use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::health::{Change, HealthTracker};
 use crate::upstream::pool::ConnPool;
 
-/// One pool at runtime: the core [`Pool`] plus what the proxy adds per backend.
+/// One pool in a snapshot: the core [`Pool`] plus what the proxy adds per backend.
 #[derive(Debug)]
 pub struct PoolRt {
     pub pool: Pool,
-    /// Index into `Runtime::config.pools`.
+    /// Index into `Snapshot::config.pools`.
     pub index: usize,
     /// Parallel to `pool.backends`.
     pub conns: Vec<Arc<ConnPool>>,
@@ -49,7 +49,7 @@ impl PoolRt {
 
 /// An immutable snapshot of everything a request needs.
 #[derive(Debug)]
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Arc<LbConfig>,
     pub router: Router,
     pub pools: Vec<PoolRt>,
@@ -65,7 +65,7 @@ pub struct Runtime {
     pub retired: CancellationToken,
 }
 
-/// Why a runtime could not be built from a valid config.
+/// Why a snapshot could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("routes: {}", join(.0))]
@@ -106,13 +106,13 @@ fn join(errs: &[crate::l7::router::RouterError]) -> String {
         .join("; ")
 }
 
-impl Runtime {
+impl Snapshot {
     /// Build a snapshot, carrying state over from `previous` (see the module docs).
     pub fn build(
         config: LbConfig,
-        previous: Option<&Runtime>,
+        previous: Option<&Snapshot>,
         generation: u64,
-    ) -> Result<Runtime, BuildError> {
+    ) -> Result<Snapshot, BuildError> {
         let router =
             Router::new(config.routes.clone(), config.default_pool).map_err(BuildError::Router)?;
         let mut pools = Vec::with_capacity(config.pools.len());
@@ -215,7 +215,7 @@ impl Runtime {
             previous.map(|p| &p.limiters),
         );
         let tls = build_tls(&config)?;
-        Ok(Runtime {
+        Ok(Snapshot {
             limiters,
             tls,
             retry_budget: RetryBudget::new(
