@@ -11,7 +11,7 @@
 //!   (retry budget, idempotency).
 //! - [`upstream`]   the backend side: [`upstream::backend`] (lock-free per-backend state and
 //!   pools), [`upstream::balance`] (algorithms), [`upstream::health`] (pure rise/fall and
-//!   ejection), [`upstream::checker`] (the async probe loop feeding it), [`upstream::pool`]
+//!   ejection), [`upstream::checker`] (the async probe loop feeding it), [`upstream::conns`]
 //!   (keep-alive connections on hyper's low-level http1 client).
 //! - [`server`]     the current `ArcSwap<Snapshot>`, SIGHUP reload with state carry-over,
 //!   listener start/stop, SIGTERM drain, lifecycle phases; [`snapshot`] builds the [`Snapshot`](snapshot::Snapshot) a request runs on.

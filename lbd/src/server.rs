@@ -13,7 +13,7 @@
 //! state keyed by (pool name, backend address): the `Arc<Backend>` itself when the backend is
 //! otherwise unchanged (same position, fields and health settings), else a new `Backend`
 //! that continues its health, ejection, drain flag and in-flight counters
-//! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::pool::ConnPool`] (idle
+//! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::conns::BackendConns`] (idle
 //! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
 //! Loading re-reads the files the config names, so a reload also picks up a rotated
@@ -24,7 +24,7 @@
 //! (`crate::softstate`), created once at startup with the bounds of the first config
 //! ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
 //! replicated state rather than config. A task sweeps expired entries every second. The
-//! per-snapshot views of it ([`PoolRt::sticky`] with each backend's cookie precomputed,
+//! per-snapshot views of it ([`PoolState::sticky`] with each backend's cookie precomputed,
 //! [`Snapshot::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
 //! key comes from `global.cookie_secret_file`, else a random key kept for the process.
 //!
@@ -40,7 +40,7 @@
 //! health checks and the vrrpd link. Every listener socket is accepted from on every worker
 //! ([`crate::listener::start`]); a client connection, its requests and the upstream
 //! connections they use then stay on that worker, and each worker keeps its own idle
-//! upstream connections ([`crate::upstream::pool`]). What is shared between threads is only
+//! upstream connections ([`crate::upstream::conns`]). What is shared between threads is only
 //! what has to be: the snapshot behind the `ArcSwap`, backend health and load (atomics and
 //! short locks), metrics, the global client connection semaphore, the sharded per-client
 //! connection counts, the shutdown and vrrp gate signals.
@@ -71,7 +71,7 @@ use crate::metrics::GlobalStats;
 use crate::softstate::SoftState;
 
 use crate::snapshot::warn_cookie_key;
-pub use crate::snapshot::{log_health_change, soft_limits, BuildError, PoolRt, Snapshot};
+pub use crate::snapshot::{log_health_change, soft_limits, BuildError, PoolState, Snapshot};
 
 /// Monotonic time since process start: the epoch of the pure health machines.
 pub fn clock() -> Duration {
@@ -546,12 +546,12 @@ pub fn default_workers() -> usize {
 /// worker cost about 18% more CPU per request than current_thread, and made wrk and the
 /// backend spend more too. Every listener socket is served by all workers (see
 /// [`crate::listener::start`]), and each worker keeps its own idle upstream connections
-/// ([`crate::upstream::pool`]).
+/// ([`crate::upstream::conns`]).
 ///
 /// The threads run until the process exits: `main` returns without joining them.
 pub fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
     let n = n.max(1);
-    crate::upstream::pool::set_worker_count(n);
+    crate::upstream::conns::set_worker_count(n);
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -569,7 +569,7 @@ pub fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
                         return;
                     }
                 };
-                crate::upstream::pool::set_worker_slot(i);
+                crate::upstream::conns::set_worker_slot(i);
                 let _ = tx.send(Ok(rt.handle().clone()));
                 // block_on is what drives this runtime's tasks; nothing ever completes it.
                 rt.block_on(std::future::pending::<()>());

@@ -29,7 +29,7 @@ use crate::l7::timer::LazyDeadline;
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
 use crate::server::{Shared, Snapshot};
-use crate::upstream::pool::{ConnPool, Sender};
+use crate::upstream::conns::{BackendConns, Sender};
 use crate::vrrp::gate::GateGuard;
 
 /// What the access log needs from the request (only when the log is on).
@@ -52,7 +52,7 @@ pub(super) struct Finish {
     pub(super) active: ActiveRequest,
     pub(super) status: u16,
     pub(super) bytes: u64,
-    pub(super) upstream: Option<(Sender, Arc<ConnPool>)>,
+    pub(super) upstream: Option<(Sender, Arc<BackendConns>)>,
     pub(super) lease: Option<Lease>,
     pub(super) log: Option<LogInfo>,
     pub(super) pool: Option<usize>,

@@ -34,11 +34,11 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, PoolRt, Shared, Snapshot};
+use crate::server::{clock, log_health_change, PoolState, Shared, Snapshot};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
+use crate::upstream::conns::BackendConns;
 use crate::upstream::health::Outcome;
-use crate::upstream::pool::ConnPool;
 
 /// Count and log a 429 (both HTTP paths).
 pub fn note_rate_limited(rt: &Snapshot, conn: &ConnCtx, denied: &Denied) {
@@ -116,7 +116,7 @@ pub fn route_and_limit<'r>(
     rt: &'r Snapshot,
     client: IpAddr,
     view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolRt, Option<usize>, u64), Local> {
+) -> Result<(usize, &'r PoolState, Option<usize>, u64), Local> {
     let matched = rt.router.route(view);
     let applicable = rt
         .limiters
@@ -143,7 +143,7 @@ pub fn route_and_limit<'r>(
 
 /// A connect to `backend` failed: count it and tell passive health (both HTTP paths; the
 /// request's [`Attempts`](crate::l7::attempts::Attempts) keeps it off that backend).
-pub fn connect_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, e: &ProxyError) {
+pub fn connect_failed(pool: &PoolState, conns: &BackendConns, backend: &Backend, e: &ProxyError) {
     debug!(backend = %backend.addr, error = %e, "connect failed");
     inc(&conns.stats.failures);
     report(pool, backend, Outcome::ConnectFailure);
@@ -155,7 +155,13 @@ pub fn connect_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, e: &Pr
 /// (both HTTP paths).
 ///
 /// [`Attempts`]: crate::l7::attempts::Attempts
-pub fn send_failed(pool: &PoolRt, conns: &ConnPool, backend: &Backend, reused: bool, blame: Blame) {
+pub fn send_failed(
+    pool: &PoolState,
+    conns: &BackendConns,
+    backend: &Backend,
+    reused: bool,
+    blame: Blame,
+) {
     match blame {
         Blame::KeepAliveRace => {
             debug!(backend = %backend.addr, "stale pooled connection: resending on a fresh one");
@@ -214,7 +220,7 @@ pub fn rewrite_request_headers(
 /// eligibility test (otherwise the algorithm picks and the response re-pins), else
 /// [`acquire`]. `true` with a followed pin.
 pub async fn pick(
-    pool: &PoolRt,
+    pool: &PoolState,
     pcfg: &PoolConfig,
     pin: Option<&RequestPin>,
     ctx: &PickContext<'_>,
@@ -237,7 +243,7 @@ pub async fn pick(
 pub fn may_retry(
     shared: &Shared,
     rt: &Snapshot,
-    pool: &PoolRt,
+    pool: &PoolState,
     retries: u32,
     exclude: &[BackendId],
 ) -> bool {
@@ -343,7 +349,7 @@ impl Drop for Lease {
     }
 }
 
-pub fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
+pub fn lease(pool: &PoolState, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
     let guard = backend.begin_request();
     (
         Arc::clone(backend),
@@ -355,7 +361,7 @@ pub fn lease(pool: &PoolRt, backend: &Arc<Backend>) -> (Arc<Backend>, Lease) {
 }
 
 /// Could any backend take this request if it had capacity?
-pub fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
+pub fn any_usable(pool: &PoolState, exclude: &[BackendId]) -> bool {
     pool.pool
         .backends
         .iter()
@@ -363,7 +369,7 @@ pub fn any_usable(pool: &PoolRt, exclude: &[BackendId]) -> bool {
 }
 
 /// Decrements the queue depth gauge on drop.
-struct QueueSlot<'a>(&'a PoolRt);
+struct QueueSlot<'a>(&'a PoolState);
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
@@ -373,7 +379,7 @@ impl Drop for QueueSlot<'_> {
 
 /// Pick a backend, waiting in the pool's queue while all usable backends are full.
 pub async fn acquire(
-    pool: &PoolRt,
+    pool: &PoolState,
     pcfg: &PoolConfig,
     ctx: &PickContext<'_>,
 ) -> Result<(Arc<Backend>, Lease), ProxyError> {
@@ -416,12 +422,12 @@ pub async fn acquire(
 }
 
 /// Feed passive health and log a resulting change.
-pub fn report(pool: &PoolRt, backend: &Backend, outcome: Outcome) {
+pub fn report(pool: &PoolState, backend: &Backend, outcome: Outcome) {
     report_at(pool, backend, outcome, clock());
 }
 
 /// [`report`] with the caller's reading of [`clock`].
-pub fn report_at(pool: &PoolRt, backend: &Backend, outcome: Outcome, now: Duration) {
+pub fn report_at(pool: &PoolState, backend: &Backend, outcome: Outcome, now: Duration) {
     if let Some(change) = backend.record_result(outcome, now) {
         log_health_change(pool.name(), backend, change);
     }

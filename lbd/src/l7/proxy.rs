@@ -15,7 +15,7 @@
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
 //!    passes the balancer's eligibility test, else `acquire`: fast 503 when none is available,
 //!    else waits in the pool's bounded queue while every backend is at `max_conns`;
-//! 5. sends on a pooled or new connection ([`crate::upstream::pool`]) under
+//! 5. sends on a pooled or new connection ([`crate::upstream::conns`]) under
 //!    `backend_response_ms`, retrying on another backend when that is safe:
 //!    - connect failures: always (nothing reached the backend);
 //!    - a pooled connection that died before the request was written: always, on a fresh
@@ -74,8 +74,8 @@ use crate::metrics::inc;
 use crate::server::{Shared, Snapshot};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
+use crate::upstream::conns::{BackendConns, Sender, UpstreamBody};
 use crate::upstream::health::Outcome;
-use crate::upstream::pool::{ConnPool, Sender, UpstreamBody};
 
 /// The hyper service: never fails; every error becomes a short response.
 pub async fn handle(
@@ -272,7 +272,7 @@ fn rate_limited_response(denied: Denied, fin: Finish) -> Response<ProxyBody> {
 struct Forwarded {
     resp: Response<Incoming>,
     /// The connection, returned to the pool when the body ends cleanly.
-    keep: Option<(Sender, Arc<ConnPool>)>,
+    keep: Option<(Sender, Arc<BackendConns>)>,
     lease: Option<Lease>,
 }
 

@@ -23,17 +23,17 @@ use crate::metrics::PoolStats;
 use crate::server::clock;
 use crate::tls::TlsSlot;
 use crate::upstream::backend::{Backend, BackendId, Pool};
+use crate::upstream::conns::BackendConns;
 use crate::upstream::health::{Change, HealthTracker};
-use crate::upstream::pool::ConnPool;
 
 /// One pool in a snapshot: the core [`Pool`] plus what the proxy adds per backend.
 #[derive(Debug)]
-pub struct PoolRt {
+pub struct PoolState {
     pub pool: Pool,
     /// Index into `Snapshot::config.pools`.
     pub index: usize,
     /// Parallel to `pool.backends`.
-    pub conns: Vec<Arc<ConnPool>>,
+    pub conns: Vec<Arc<BackendConns>>,
     pub stats: Arc<PoolStats>,
     /// Woken whenever a request of this pool releases its backend (the max_conns queue).
     pub released: Arc<Notify>,
@@ -41,7 +41,7 @@ pub struct PoolRt {
     pub sticky: Option<StickyRt>,
 }
 
-impl PoolRt {
+impl PoolState {
     pub fn name(&self) -> &str {
         &self.pool.name
     }
@@ -52,7 +52,7 @@ impl PoolRt {
 pub struct Snapshot {
     pub config: Arc<LbConfig>,
     pub router: Router,
-    pub pools: Vec<PoolRt>,
+    pub pools: Vec<PoolState>,
     pub retry_budget: RetryBudget,
     /// `[[rate_limit]]` tables, listed per route.
     pub limiters: Limiters,
@@ -184,7 +184,7 @@ impl Snapshot {
                         c.configure(pc.idle_max_for(spec), pc.idle_timeout);
                         c
                     }
-                    None => Arc::new(ConnPool::new(
+                    None => Arc::new(BackendConns::new(
                         spec.addr,
                         pc.idle_max_for(spec),
                         pc.idle_timeout,
@@ -199,7 +199,7 @@ impl Snapshot {
                 .sticky
                 .as_ref()
                 .map(|st| StickyRt::new(st, &pc.name, &pool.backends, cookie_key.clone()));
-            pools.push(PoolRt {
+            pools.push(PoolState {
                 pool,
                 index,
                 conns,
@@ -252,7 +252,7 @@ impl Snapshot {
         }
     }
 
-    pub fn pool_config(&self, pool: &PoolRt) -> &crate::config::PoolConfig {
+    pub fn pool_config(&self, pool: &PoolState) -> &crate::config::PoolConfig {
         &self.config.pools[pool.index]
     }
 }

@@ -26,7 +26,7 @@ use crate::config::{HealthCheckConfig, ProbeKind};
 use crate::metrics::inc;
 use crate::server::{clock, log_health_change, start, Snapshot};
 use crate::upstream::backend::Backend;
-use crate::upstream::pool::ConnPool;
+use crate::upstream::conns::BackendConns;
 
 /// How often the loop wakes at least (idle connection reaping).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -54,7 +54,7 @@ pub fn spawn_all(rt: &Arc<Snapshot>) {
 async fn run(
     pool: String,
     backend: Arc<Backend>,
-    conns: Arc<ConnPool>,
+    conns: Arc<BackendConns>,
     hc: HealthCheckConfig,
     retired: CancellationToken,
 ) {

@@ -5,11 +5,11 @@
 //! - [`balance`] the balancing algorithms (round robin, smooth weighted, least connections,
 //!   power of two choices, IP hash, Maglev).
 //! - [`health`]  the pure (sans-IO, no clock) active rise/fall and passive ejection state machines.
-//! - [`pool`]    keep-alive connections per backend on hyper's low-level http1 client.
+//! - [`conns`]   a backend's upstream connections: the keep-alive idle pool on hyper's low-level http1 client.
 //! - [`checker`] the async probe loop that feeds [`health`] through [`backend::Backend`].
 
 pub mod backend;
 pub mod balance;
 pub mod checker;
+pub mod conns;
 pub mod health;
-pub mod pool;

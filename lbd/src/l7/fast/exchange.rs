@@ -44,8 +44,8 @@ use crate::metrics::{inc, DiscardReason};
 use crate::server::{start, Shared, Snapshot};
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
+use crate::upstream::conns::{BackendConns, RawConn};
 use crate::upstream::health::Outcome;
-use crate::upstream::pool::{ConnPool, RawConn};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -209,7 +209,7 @@ struct Forwarded {
     up: RawConn,
     /// When the response head arrived (the upstream connection's idle clock starts there).
     answered: Instant,
-    pool_conns: Arc<ConnPool>,
+    pool_conns: Arc<BackendConns>,
     framing: head::Framing,
     /// The backend keeps the connection open after this response.
     reusable: bool,

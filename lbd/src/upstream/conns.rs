@@ -3,7 +3,7 @@
 //! hyper_util's legacy pooled `Client` costs about 2 µs per request more than driving
 //! `http1::handshake` connections directly (measured on this project's benchmark), and it hides the events a proxy
 //! needs (was this connection reused? did it die before the request went out?). So each
-//! backend has a [`ConnPool`]: a LIFO stack of idle [`SendRequest`]s, bounded by `idle_max`,
+//! backend has a [`BackendConns`]: a LIFO stack of idle [`SendRequest`]s, bounded by `idle_max`,
 //! each dropped once idle longer than `idle_timeout`.
 //!
 //! Per worker: the stack is split into one slot per worker thread
@@ -20,14 +20,14 @@
 //!
 //! Hygiene (doc/lbd.md, "Upstream connection hygiene"): a byte no request asked for must
 //! never be read as the next request's answer. A raw connection is pooled only when nothing
-//! followed its response; while idle it is watched (its socket wakes [`ConnPool::idle_activity`],
+//! followed its response; while idle it is watched (its socket wakes [`BackendConns::idle_activity`],
 //! and the backend's housekeeping task closes it at once); before reuse its socket is peeked.
 //! hyper's connection task does the same for hyper connections (it ends on any idle byte).
 //! Each discard is counted by reason (`BackendStats::conns_discarded`).
 //!
 //! Rules that keep reuse safe:
 //! - A connection goes back only after its response body was read to the end without error
-//!   ([`ConnPool::checkin`] is called by the response body wrapper in `l7/body.rs`). A
+//!   ([`BackendConns::checkin`] is called by the response body wrapper in `l7/body.rs`). A
 //!   connection that saw any error, a cancelled request or an upgrade is dropped, which
 //!   closes it.
 //! - LIFO: the most recently used connection is the least likely to have been closed by the
@@ -66,7 +66,7 @@ const READY_WAIT: Duration = Duration::from_millis(100);
 /// A connection ready to carry one request.
 pub type Sender = SendRequest<UpstreamBody>;
 
-/// How many idle slots a new [`ConnPool`] has: the number of worker threads.
+/// How many idle slots a new [`BackendConns`] has: the number of worker threads.
 static WORKER_COUNT: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
@@ -156,7 +156,7 @@ struct RawIdle {
 }
 
 /// Idle keep-alive connections to one backend address.
-pub struct ConnPool {
+pub struct BackendConns {
     pub addr: SocketAddr,
     /// One LIFO stack per worker thread (see the module docs).
     idle: Box<[Mutex<VecDeque<Idle>>]>,
@@ -173,16 +173,16 @@ pub struct ConnPool {
     watch_waker: Waker,
 }
 
-impl std::fmt::Debug for ConnPool {
+impl std::fmt::Debug for BackendConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnPool")
+        f.debug_struct("BackendConns")
             .field("addr", &self.addr)
             .field("idle", &self.idle_count())
             .finish()
     }
 }
 
-impl ConnPool {
+impl BackendConns {
     /// A pool with one idle slot per worker thread ([`set_worker_count`]).
     pub fn new(addr: SocketAddr, idle_max: u32, idle_timeout: Duration) -> Self {
         Self::with_slots(
@@ -201,7 +201,7 @@ impl ConnPool {
         slots: usize,
     ) -> Self {
         let watch = Arc::new(IdleWatch::default());
-        ConnPool {
+        BackendConns {
             watch_waker: Waker::from(Arc::clone(&watch)),
             watch,
             addr,
@@ -282,7 +282,7 @@ impl ConnPool {
         idle.push_back(RawIdle { conn, since: now });
     }
 
-    /// Resolves when an idle fast-path connection became readable: call [`ConnPool::reap`].
+    /// Resolves when an idle fast-path connection became readable: call [`BackendConns::reap`].
     pub async fn idle_activity(&self) {
         self.watch.readable.notified().await;
     }
@@ -442,7 +442,7 @@ impl ConnPool {
     }
 }
 
-impl ConnPool {
+impl BackendConns {
     async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
@@ -499,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_reused_lifo_bounded_and_expire() {
         let (addr, backend, accept) = silent_backend().await;
-        let pool = ConnPool::new(addr, 2, Duration::from_millis(200));
+        let pool = BackendConns::new(addr, 2, Duration::from_millis(200));
         let mut conns = Vec::new();
         for _ in 0..3 {
             conns.push(
@@ -525,7 +525,12 @@ mod tests {
     #[tokio::test]
     async fn each_worker_reuses_only_its_own_idle_connections() {
         let (addr, backend, accept) = silent_backend().await;
-        let pool = Arc::new(ConnPool::with_slots(addr, 4, Duration::from_secs(60), 2));
+        let pool = Arc::new(BackendConns::with_slots(
+            addr,
+            4,
+            Duration::from_secs(60),
+            2,
+        ));
         let tx = pool
             .connect(&backend, Duration::from_secs(1))
             .await
@@ -578,14 +583,14 @@ mod tests {
         (backend, rx, accept)
     }
 
-    fn discarded(pool: &ConnPool, reason: DiscardReason) -> u64 {
+    fn discarded(pool: &BackendConns, reason: DiscardReason) -> u64 {
         pool.stats.conns_discarded[reason as usize].load(Ordering::Relaxed)
     }
 
     #[tokio::test]
     async fn an_idle_raw_connection_that_receives_bytes_is_dropped_at_once_and_counted() {
         let (backend, mut accepted, accept) = held_backend().await;
-        let pool = ConnPool::new(backend.addr, 4, Duration::from_secs(60));
+        let pool = BackendConns::new(backend.addr, 4, Duration::from_secs(60));
         let (conn, reused) = pool
             .get_raw(&backend, Duration::from_secs(1), false, Instant::now())
             .await
@@ -626,7 +631,7 @@ mod tests {
     #[tokio::test]
     async fn bytes_already_there_keep_a_raw_connection_out_of_the_pool() {
         let (backend, mut accepted, accept) = held_backend().await;
-        let pool = ConnPool::new(backend.addr, 4, Duration::from_secs(60));
+        let pool = BackendConns::new(backend.addr, 4, Duration::from_secs(60));
         let (conn, _) = pool
             .get_raw(&backend, Duration::from_secs(1), false, Instant::now())
             .await
