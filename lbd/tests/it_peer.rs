@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, free_addr, get, metric, patience, request, Lbd, TestBackend, ADMIN_AUTH};
+use common::{
+    eventually, free_addr, get, metric, patience, request, two_free_addrs, Lbd, TestBackend,
+    ADMIN_AUTH,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -71,7 +74,7 @@ impl Fixture {
 
     /// Two nodes "lb-a" and "lb-b" pointing at each other.
     fn pair(&self) -> (Node, Node) {
-        let (la, lb) = (free_addr(), free_addr());
+        let (la, lb) = two_free_addrs();
         (
             Node {
                 id: "lb-a",

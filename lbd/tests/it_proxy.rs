@@ -558,7 +558,8 @@ async fn a_token_file_others_can_read_is_a_config_error() {
     write_mode(&token, ADMIN_TOKEN, 0o644);
     let config = dir.path().join("lbd.toml");
     let body = "[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n";
-    std::fs::write(&config, config_with(free_addr(), free_addr(), body)).expect("config");
+    let (listen, admin) = two_free_addrs();
+    std::fs::write(&config, config_with(listen, admin, body)).expect("config");
     let want = format!(
         "`global.admin_token_file`: {} has mode 0644; it must be 0600 or stricter",
         token.display()

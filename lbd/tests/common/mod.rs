@@ -61,9 +61,37 @@ where
 }
 
 /// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+/// A free address on 127.0.0.1 that no other caller in this test process gets, with a port
+/// below Linux's ephemeral range (32768 up by default).
+///
+/// Why not port 0: the kernel hands a released port 0 out again, to the next `bind(0)` or as
+/// the local port of a test client's `connect()`, between the moment it is picked here and the
+/// moment lbd binds it, and lbd then fails to start ("Address already in use", or the listener
+/// and admin address coming out equal). Ports below the ephemeral range are never picked by
+/// the kernel, and a process-wide counter never picks one twice.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr")
+    use std::sync::atomic::AtomicU16;
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        // A different start per process, so two test binaries run at once rarely meet.
+        let seed = (std::process::id() as u16).wrapping_mul(7919) % SPAN;
+        let _ = NEXT.compare_exchange(0, FIRST + seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (port.wrapping_sub(FIRST)) % SPAN;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
+}
+
+/// Two distinct free addresses.
+pub fn two_free_addrs() -> (SocketAddr, SocketAddr) {
+    (free_addr(), free_addr())
 }
 
 /// An in-process HTTP backend.
@@ -466,8 +494,7 @@ impl Lbd {
     }
 
     async fn start_full(body: &str, listener_extra: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lbd {
-        let listen = free_addr();
-        let admin = free_addr();
+        let (listen, admin) = two_free_addrs();
         let text = config_with(listen, admin, body) + listener_extra;
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("lbd.toml");

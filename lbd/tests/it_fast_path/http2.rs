@@ -69,7 +69,12 @@ async fn streams_reset_as_fast_as_they_open_end_the_connection_with_goaway() {
         .expect("lbd ended the connection")
         .expect("task");
     let err = ended.expect_err("the connection ends in an error");
-    assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+    // GOAWAY ENHANCE_YOUR_CALM, or, when our writes were still going out as lbd closed, the
+    // broken pipe that hides it; with the cap raised the connection does not end at all.
+    assert!(
+        err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || err.is_io(),
+        "{err:?}"
+    );
     // lbd itself is fine.
     assert_eq!(
         request(lbd.listen, "GET", "/", &[]).await.map(|r| r.status),
