@@ -241,6 +241,11 @@ pub fn summarize<'r>(records: impl Iterator<Item = &'r Record>) -> Summary {
 }
 
 impl Summary {
+    /// No requests at all (an attempt that ended before its load ran).
+    pub fn empty() -> Self {
+        summarize(std::iter::empty())
+    }
+
     /// One line for logs and the client's stdout.
     pub fn one_line(&self) -> String {
         format!(
