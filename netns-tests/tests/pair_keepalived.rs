@@ -2,9 +2,9 @@
 //! that keepalived and HAProxy can undergo the same way, on the same topology, with the same
 //! load client (`netns_tests::pair::keepalived`). Each row goes beside the lbpair row of the
 //! scenario it copies (`report::keepalived_id`); the other lbpair rows say "not measured":
-//! kill -9 of lbd (HAProxy without a `track_script` isn't watched at all), vrrpd restarted
-//! or dead for good (no control socket, no failure handler), hung daemons, the planned
-//! switchover (keepalived has none), and the shipped-config runs.
+//! lbd without fast takeover, vrrpd restarted or dead for good (no control socket, no
+//! failure handler), hung daemons, the planned switchover (keepalived has none), the
+//! preemption, partition and active-active runs, and the shipped-config runs.
 //!
 //! These rows assert nothing about keepalived (it is the comparison); the test fails only
 //! when the run itself can't be made (keepalived never takes over).
@@ -55,6 +55,18 @@ fn keepalived_sigterm_of_the_master() -> anyhow::Result<()> {
         "05-sigterm-vrrpd",
         "SIGTERM of keepalived on the master",
         |p| p.a.vrrpd.stop_with(Signal::SIGTERM),
+    )
+}
+
+/// The proxy dies on the master and stays dead; keepalived's `track_script` (every second)
+/// notices and puts the instance in FAULT. Beside lbpair's kill -9 of lbd with fast
+/// takeover, where lbd's closed socket is noticed at once.
+#[test]
+fn keepalived_kill_9_of_haproxy() -> anyhow::Result<()> {
+    compare(
+        "03-kill9-lbd-fast",
+        "kill -9 of HAProxy on the master (tracked by a 1 s track_script)",
+        |p| p.a.lbd.stop_with(Signal::SIGKILL),
     )
 }
 

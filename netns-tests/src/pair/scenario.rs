@@ -216,8 +216,8 @@ impl Scenario {
             if !self.rows.iter().any(|r| r.advert_cs == self.cs) {
                 let mut r = Row::from_summary(&self.id, &self.desc, self.cs, &Summary::empty());
                 r.note = "no figures: the attempt ended in an error".into();
-                if let Some(stack) = self.rows.first().map(|r| r.stack.clone()) {
-                    r.stack = stack;
+                if self.id.ends_with(&report::keepalived_id("")) {
+                    r.stack = report::STACK_KEEPALIVED.to_owned();
                 }
                 self.rows.push(r);
             }
