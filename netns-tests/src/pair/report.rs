@@ -277,7 +277,8 @@ pub fn render(rows: &[Row]) -> String {
          A client in its own namespace sends `GET /` to the VIP every 5 ms (200 ms timeout). \
          Outage: from the first failed request to the first success after it (summed over \
          windows); windows: how many separate outages the client saw (every scenario asserts \
-         at most one); failed: requests without a 2xx answer. `(≤ N)`: the bound the test \
+         at most one; a window ends once a success is sent after its failed requests \
+         ended, see `load.rs`); failed: requests without a 2xx answer. `(≤ N)`: the bound the test \
          asserts on the outage, in ms (0: no failed request). Attempt: the nextest attempt \
          and its result; a retried test shows every attempt. keepalived+HAProxy: the same \
          fault on the same topology with keepalived and HAProxy instead of vrrpd and lbd, \

@@ -184,6 +184,24 @@ impl Scenario {
                     w.failed
                 );
             }
+            // The failures of short windows, one by one (their outcome says why).
+            for w in m.summary.windows.iter().filter(|w| w.failed <= 3) {
+                let end = w.end_ms.unwrap_or(f64::INFINITY);
+                for r in m
+                    .run
+                    .records
+                    .iter()
+                    .filter(|r| !r.outcome.is_ok() && r.t_ms >= w.start_ms && r.t_ms < end)
+                {
+                    eprintln!(
+                        "  failed at {:+.1} ms: {:?} after {:.1} ms {}",
+                        r.t_ms - m.fault_ms,
+                        r.outcome,
+                        r.latency_ms,
+                        r.detail.as_deref().unwrap_or("")
+                    );
+                }
+            }
         }
         let desc = self.desc.clone();
         self.push(m.row(&self.id, &desc, cfg, Some(bound)))
