@@ -10,6 +10,8 @@ declare -A NEED=(
   [ip]=iproute2
   [bridge]=iproute2
   [keepalived]=keepalived
+  # pair_keepalived: keepalived + HAProxy measured beside vrrpd + lbd (the report's column).
+  [haproxy]=haproxy
   [tshark]=tshark
   [tcpdump]=tcpdump
   [ping]=iputils-ping

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use netns_tests::pair::report::{self, RefKind, Row};
+use netns_tests::pair::report::{self, Row};
 use netns_tests::pair::{PairConfig, PairTopology};
 use netns_tests::{margin, NodeId, Signal};
 
@@ -62,7 +62,6 @@ fn uncoupled_pair_serves_and_fails_over_on_sigterm() -> anyhow::Result<()> {
         &s,
     );
     row.bound_ms = Some(bound.as_secs_f64() * 1000.0);
-    row.reference = report::keepalived_reference(RefKind::Sigterm, cfg.advert_cs);
     report::record("00-harness-uncoupled-sigterm", &[row])?;
     Ok(())
 }

@@ -6,107 +6,139 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
-use netns_tests::pair::report::{self, RefKind};
-use netns_tests::pair::scenario::{measure, never_two_holders, Verdict};
+use netns_tests::pair::report;
+use netns_tests::pair::scenario::{self, measure, never_two_holders, Measured, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
 use netns_tests::{margin, NodeId};
 
+/// A lost master costs Master_Down_Interval: the takeover (B's first answer) and the
+/// client's outage are both bounded by it.
+fn loss_bound(cfg: &PairConfig) -> Duration {
+    cfg.mdi() + margin(Duration::from_millis(300))
+}
+
+fn link_down(id: &str, desc: &str, cfgs: &[PairConfig]) -> anyhow::Result<()> {
+    scenario::run(id, desc, |sc| {
+        for cfg in cfgs {
+            sc.at(cfg.advert_cs);
+            let bound = loss_bound(cfg);
+            let mut pair = PairTopology::new(id, cfg.clone())?;
+            let vip = pair.vip(0);
+            let m = measure(
+                &mut pair,
+                vip,
+                false,
+                NodeId::A,
+                |p| p.lan.set_link(NodeId::A, false),
+                |p, _| Ok(p.holders(vip)? == [NodeId::B]),
+                cfg.mdi() * 2 + Duration::from_secs(2),
+                cfg.advert() * 2,
+            )?;
+            pair.await_state(NodeId::A, &cfg.instance, "fault", Duration::from_secs(1))?;
+            let takeover = m
+                .first_answer_after_fault(NodeId::B)
+                .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
+            eprintln!(
+                "{desc} at {} cs: B answers after {takeover:.0} ms (bound {bound:?}); {}",
+                cfg.advert_cs,
+                m.summary.one_line()
+            );
+            sc.check(takeover <= bound.as_secs_f64() * 1000.0, || {
+                format!("B answered {takeover:.0} ms after A's link went down (bound {bound:?})")
+            });
+            sc.outage(&m, cfg, bound);
+        }
+        Ok(())
+    })
+}
+
+fn power_off(id: &str, desc: &str, cfgs: &[PairConfig]) -> anyhow::Result<()> {
+    scenario::run(id, desc, |sc| {
+        for cfg in cfgs {
+            sc.at(cfg.advert_cs);
+            let bound = loss_bound(cfg);
+            let mut pair = PairTopology::new(id, cfg.clone())?;
+            let vip = pair.vip(0);
+            let mut m = measure(
+                &mut pair,
+                vip,
+                false,
+                NodeId::A,
+                |p| p.power_off(NodeId::A),
+                |p, _| Ok(p.holders(vip)?.contains(&NodeId::B)),
+                cfg.mdi() * 2 + Duration::from_secs(2),
+                cfg.advert() * 3,
+            )?;
+            let takeover = m
+                .first_answer_after_fault(NodeId::B)
+                .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
+            eprintln!(
+                "{desc} at {} cs: B answers after {takeover:.0} ms (bound {bound:?}); {}",
+                cfg.advert_cs,
+                m.summary.one_line()
+            );
+            sc.check(takeover <= bound.as_secs_f64() * 1000.0, || {
+                format!("B answered {takeover:.0} ms after A's power-off (bound {bound:?})")
+            });
+            if !cfg.shipped {
+                m.events = vec![
+                    (m.fault_ms, "A powered off".into()),
+                    (m.fault_ms + takeover, "B answers".into()),
+                ];
+                write_timeline(&m, cfg.advert_cs)?;
+            }
+            sc.outage(&m, cfg, bound);
+        }
+        Ok(())
+    })
+}
+
+fn write_timeline(m: &Measured, cs: u16) -> anyhow::Result<()> {
+    let svg = report::timeline_svg(
+        &m.run,
+        &m.events,
+        &format!(
+            "Power-off of the master at {cs} cs adverts: requests every 5 ms, by node \
+             (blue A, green B), failures red; mark height = latency"
+        ),
+    );
+    let name = if cs == 100 {
+        "timeline.svg".to_owned()
+    } else {
+        format!("timeline-{cs}cs.svg")
+    };
+    let path = report::write_file(&name, &svg)?;
+    eprintln!("timeline written to {}", path.display());
+    Ok(())
+}
+
 #[test]
 fn master_link_down_backup_serves_within_master_down_interval() -> anyhow::Result<()> {
-    let id = "07-link-down";
-    let mut rows = Vec::new();
-    let mut verdict = Verdict::default();
-    for cs in INTERVALS {
-        let cfg = PairConfig::coupled(cs);
-        let bound = cfg.mdi() + margin(Duration::from_millis(300));
-        let mut pair = PairTopology::new(id, cfg.clone())?;
-        let vip = pair.vip(0);
-        let m = measure(
-            &mut pair,
-            vip,
-            false,
-            NodeId::A,
-            |p| p.lan.set_link(NodeId::A, false),
-            |p, _| Ok(p.holders(vip)? == [NodeId::B]),
-            cfg.mdi() * 2 + Duration::from_secs(2),
-            cfg.advert() * 2,
-        )?;
-        pair.await_state(NodeId::A, "web", "fault", Duration::from_secs(1))?;
-        let takeover = m
-            .first_answer_after_fault(NodeId::B)
-            .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
-        eprintln!(
-            "link down at {cs} cs: B answers after {takeover:.0} ms (bound {bound:?}); {}",
-            m.summary.one_line()
-        );
-        verdict.check(takeover <= bound.as_secs_f64() * 1000.0, || {
-            format!("B answered {takeover:.0} ms after A's link went down (bound {bound:?})")
-        });
-        rows.push(m.row(id, "master's LAN link down (FAULT)", &cfg, Some(bound)));
-    }
-    report::record(id, &rows)?;
-    verdict.finish()
+    link_down(
+        "07-link-down",
+        "master's LAN link down (FAULT)",
+        &PairConfig::every_interval(false),
+    )
 }
 
 #[test]
 fn master_power_off_backup_serves_within_master_down_interval() -> anyhow::Result<()> {
-    let id = "08-power-off";
-    let mut rows = Vec::new();
-    let mut verdict = Verdict::default();
-    for cs in INTERVALS {
-        let cfg = PairConfig::coupled(cs);
-        let bound = cfg.mdi() + margin(Duration::from_millis(300));
-        let mut pair = PairTopology::new(id, cfg.clone())?;
-        let vip = pair.vip(0);
-        let mut m = measure(
-            &mut pair,
-            vip,
-            false,
-            NodeId::A,
-            |p| p.power_off(NodeId::A),
-            |p, _| Ok(p.holders(vip)?.contains(&NodeId::B)),
-            cfg.mdi() * 2 + Duration::from_secs(2),
-            cfg.advert() * 3,
-        )?;
-        let takeover = m
-            .first_answer_after_fault(NodeId::B)
-            .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
-        eprintln!(
-            "power-off at {cs} cs: B answers after {takeover:.0} ms (bound {bound:?}); {}",
-            m.summary.one_line()
-        );
-        verdict.check(takeover <= bound.as_secs_f64() * 1000.0, || {
-            format!("B answered {takeover:.0} ms after A's power-off (bound {bound:?})")
-        });
-        m.events = vec![
-            (m.fault_ms, "A powered off".into()),
-            (m.fault_ms + takeover, "B answers".into()),
-        ];
-        let svg = report::timeline_svg(
-            &m.run,
-            &m.events,
-            &format!(
-                "Power-off of the master at {cs} cs adverts: requests every 5 ms, by node \
-                 (blue A, green B), failures red; mark height = latency"
-            ),
-        );
-        let name = if cs == 100 {
-            "timeline.svg".to_owned()
-        } else {
-            format!("timeline-{cs}cs.svg")
-        };
-        let path = report::write_file(&name, &svg)?;
-        eprintln!("timeline written to {}", path.display());
-        rows.push(m.row_ref(
-            id,
-            "master power-off (processes killed, link down)",
-            &cfg,
-            Some(bound),
-            RefKind::NodeLoss,
-        ));
-    }
-    report::record(id, &rows)?;
-    verdict.finish()
+    power_off(
+        "08-power-off",
+        "master power-off (processes killed, link down)",
+        &PairConfig::every_interval(false),
+    )
+}
+
+/// Power-off with the shipped configs/node-{a,b} (see `netns_tests::pair::shipped`).
+#[test]
+fn master_power_off_with_the_shipped_configs() -> anyhow::Result<()> {
+    let cfg = PairConfig::shipped()?;
+    power_off(
+        "08s-power-off-shipped",
+        &format!("master power-off, {}", cfg.shipped_desc()),
+        &[cfg],
+    )
 }
 
 #[test]

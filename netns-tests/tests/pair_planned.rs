@@ -13,66 +13,53 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use netns_tests::pair::load::Outcome;
-use netns_tests::pair::report::{self, RefKind};
-use netns_tests::pair::scenario::{measure, Verdict};
+use netns_tests::pair::scenario::{self, measure, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology, INTERVALS, VIP_PORT};
 use netns_tests::{cmd, margin, scaled, wait, NodeId, Signal};
 
 #[test]
 fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Result<()> {
     let id = "05-sigterm-vrrpd";
-    let mut rows = Vec::new();
-    let mut verdict = Verdict::default();
-    for cs in INTERVALS {
-        let cfg = PairConfig::coupled(cs);
-        let bound = cfg.skew() + margin(Duration::from_millis(300));
-        let mut pair = PairTopology::new(id, cfg.clone())?;
-        let vip = pair.vip(0);
-        let mut b_at = None;
-        let m = measure(
-            &mut pair,
-            vip,
-            false,
-            NodeId::A,
-            // `systemctl stop`: SIGTERM, and no restart.
-            |p| p.a.vrrpd.stop_with(Signal::SIGTERM),
-            |p, since| {
-                if b_at.is_none() && p.holders(vip)? == [NodeId::B] {
-                    b_at = Some(since);
-                }
-                Ok(b_at.is_some() && p.a.vrrpd.pid().is_none())
-            },
-            Duration::from_secs(10),
-            cfg.advert() * 2,
-        )?;
-        let exits = pair.a.vrrpd.exits();
-        verdict.check(exits.last().is_some_and(|s| s.success()), || {
-            format!("vrrpd on A exited with {exits:?}")
-        });
-        let takeover = m
-            .first_answer_after_fault(NodeId::B)
-            .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
-        eprintln!(
-            "SIGTERM vrrpd at {cs} cs: B sole holder after {b_at:?}, answers after \
+    scenario::run(id, "SIGTERM of vrrpd on the master", |sc| {
+        for cs in INTERVALS {
+            sc.at(cs);
+            let cfg = PairConfig::coupled(cs);
+            let bound = cfg.skew() + margin(Duration::from_millis(300));
+            let mut pair = PairTopology::new(id, cfg.clone())?;
+            let vip = pair.vip(0);
+            let mut b_at = None;
+            let m = measure(
+                &mut pair,
+                vip,
+                false,
+                NodeId::A,
+                // `systemctl stop`: SIGTERM, and no restart.
+                |p| p.a.vrrpd.stop_with(Signal::SIGTERM),
+                |p, since| {
+                    if b_at.is_none() && p.holders(vip)? == [NodeId::B] {
+                        b_at = Some(since);
+                    }
+                    Ok(b_at.is_some() && p.a.vrrpd.pid().is_none())
+                },
+                Duration::from_secs(10),
+                cfg.advert() * 2,
+            )?;
+            let exits = pair.a.vrrpd.exits();
+            sc.check(exits.last().is_some_and(|s| s.success()), || {
+                format!("vrrpd on A exited with {exits:?}")
+            });
+            let takeover = m
+                .first_answer_after_fault(NodeId::B)
+                .ok_or_else(|| anyhow!("B never answered: {:?}", m.summary))?;
+            eprintln!(
+                "SIGTERM vrrpd at {cs} cs: B sole holder after {b_at:?}, answers after \
              {takeover:.0} ms; {}",
-            m.summary.one_line()
-        );
-        verdict.check(m.summary.outage_ms <= bound.as_secs_f64() * 1000.0, || {
-            format!(
-                "outage {:.0} ms (bound {bound:?}): {:?}",
-                m.summary.outage_ms, m.summary.windows
-            )
-        });
-        rows.push(m.row_ref(
-            id,
-            "SIGTERM of vrrpd on the master",
-            &cfg,
-            Some(bound),
-            RefKind::Sigterm,
-        ));
-    }
-    report::record(id, &rows)?;
-    verdict.finish()
+                m.summary.one_line()
+            );
+            sc.outage(&m, &cfg, bound);
+        }
+        Ok(())
+    })
 }
 
 /// A keep-alive client (which the old drain's `Connection: close` pushed onto fresh
@@ -82,7 +69,7 @@ fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Resul
 /// once the MAC has moved. Never retried by nextest.
 #[test]
 fn switchover_under_load_fails_no_request() -> anyhow::Result<()> {
-    switchover_under_load("06-switchover", true)
+    switchover_under_load("06-switchover", true, &pair_mode())
 }
 
 /// The same with a new connection per request at 200 req/s. Every request is a handshake,
@@ -93,73 +80,79 @@ fn switchover_under_load_fails_no_request() -> anyhow::Result<()> {
 /// this test, and only this one, a retry.
 #[test]
 fn switchover_under_fresh_connection_load_fails_no_request() -> anyhow::Result<()> {
-    switchover_under_load("06-switchover-fresh", false)
+    switchover_under_load("06-switchover-fresh", false, &pair_mode())
+}
+
+/// The pair mode, as shipped in configs/node-*: the backup takes over the moment the master
+/// resigns, so the resign-to-takeover gap is one advert's flight, not Skew_Time.
+fn pair_mode() -> Vec<PairConfig> {
+    PairConfig::every_interval(true)
 }
 
 /// `vrrpd switchover` on A under load (keep-alive or fresh connections, a request every
-/// 5 ms), at every advert interval: no request may fail, and B must answer afterwards.
-fn switchover_under_load(id: &str, keepalive: bool) -> anyhow::Result<()> {
+/// 5 ms), once per config: no request may fail (outage bound 0), and B must answer
+/// afterwards.
+fn switchover_under_load(id: &str, keepalive: bool, cfgs: &[PairConfig]) -> anyhow::Result<()> {
     let client = if keepalive {
         "keep-alive"
     } else {
         "fresh-connection"
     };
-    let mut rows = Vec::new();
-    let mut verdict = Verdict::default();
-    for cs in INTERVALS {
-        // The pair mode, as shipped in configs/node-*: the backup takes over the moment the
-        // master resigns, so the resign-to-takeover gap is one advert's flight, not Skew_Time.
-        let cfg = PairConfig {
-            fast_takeover: true,
-            ..PairConfig::coupled(cs)
-        };
-        let mut pair = PairTopology::new(id, cfg.clone())?;
-        let vip = pair.vip(0);
-        let mut out = String::new();
-        let m = measure(
-            &mut pair,
-            vip,
-            keepalive,
-            NodeId::A,
-            |p| {
-                out = p.switchover(NodeId::A)?;
-                Ok(())
-            },
-            |p, _| Ok(p.holders(vip)? == [NodeId::B]),
-            Duration::from_secs(10),
-            cfg.advert() * 2,
-        )?;
-        eprintln!(
-            "switchover at {cs} cs, {client} client ({}): {}",
-            out.trim(),
-            m.summary.one_line()
-        );
-        for r in m.run.records.iter().filter(|r| !r.outcome.is_ok()) {
+    let shipped = cfgs
+        .first()
+        .filter(|c| c.shipped)
+        .map(|c| format!(", {}", c.shipped_desc()))
+        .unwrap_or_default();
+    let desc = format!("planned switchover under load ({client} client){shipped}");
+    scenario::run(id, &desc, |sc| {
+        for cfg in cfgs {
+            sc.at(cfg.advert_cs);
+            let mut pair = PairTopology::new(id, cfg.clone())?;
+            let vip = pair.vip(0);
+            let mut out = String::new();
+            let m = measure(
+                &mut pair,
+                vip,
+                keepalive,
+                NodeId::A,
+                |p| {
+                    out = p.switchover(NodeId::A)?;
+                    Ok(())
+                },
+                |p, _| Ok(p.holders(vip)? == [NodeId::B]),
+                Duration::from_secs(10),
+                cfg.advert() * 2,
+            )?;
             eprintln!(
-                "failed (sent {:+.1} ms after the switchover command): {r:?}",
-                r.t_ms - m.fault_ms
+                "switchover at {} cs, {client} client ({}): {}",
+                cfg.advert_cs,
+                out.trim(),
+                m.summary.one_line()
             );
+            for r in m.run.records.iter().filter(|r| !r.outcome.is_ok()) {
+                eprintln!(
+                    "failed (sent {:+.1} ms after the switchover command): {r:?}",
+                    r.t_ms - m.fault_ms
+                );
+            }
+            sc.check(m.first_answer_after_fault(NodeId::B).is_some(), || {
+                format!("B never answered: {:?}", m.summary)
+            });
+            pair.await_state(NodeId::A, &cfg.instance, "backup", Duration::from_secs(2))?;
+            let row = sc.outage(&m, cfg, Duration::ZERO);
+            if keepalive {
+                row.note = format!("{} keep-alive retries", m.summary.retried);
+            }
         }
-        verdict.check(m.summary.failed == 0, || {
-            format!("{client} client at {cs} cs: {:?}", m.summary)
-        });
-        verdict.check(m.first_answer_after_fault(NodeId::B).is_some(), || {
-            format!("B never answered: {:?}", m.summary)
-        });
-        pair.await_state(NodeId::A, "web", "backup", Duration::from_secs(2))?;
-        let mut row = m.row(
-            id,
-            &format!("planned switchover under load ({client} client)"),
-            &cfg,
-            Some(Duration::ZERO),
-        );
-        if keepalive {
-            row.note = format!("{} keep-alive retries", m.summary.retried);
-        }
-        rows.push(row);
-    }
-    report::record(id, &rows)?;
-    verdict.finish()
+        Ok(())
+    })
+}
+
+/// The keep-alive switchover with the shipped configs/node-{a,b} (see
+/// `netns_tests::pair::shipped`). Not retried (see .config/nextest.toml).
+#[test]
+fn switchover_with_the_shipped_configs_fails_no_request() -> anyhow::Result<()> {
+    switchover_under_load("06s-switchover-shipped", true, &[PairConfig::shipped()?])
 }
 
 /// Slow requests across a switchover, with the times chosen so that each one is in flight

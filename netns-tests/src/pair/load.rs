@@ -8,7 +8,12 @@
 //!
 //! An *outage window* runs from the send time of a failed request to the send time of the
 //! first successful request after it: what a user probing at this rate would call "the
-//! site was down from ... to ...".
+//! site was down from ... to ...". A window ends for good only once the client has seen
+//! the site back: a success sent after every failure of the window had ended (its answer
+//! or timeout). Requests overlap (one every 5 ms, answered in 1 to 200 ms), so a fault
+//! fails the requests in flight at that instant, sent up to a timeout before it, while
+//! faster ones sent among them succeeded before the fault: by send time alone one fault
+//! would read as several windows. A failure after such a recovery is a second outage.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -180,6 +185,15 @@ impl LoadRun {
     }
 }
 
+/// The window being built by [`summarize`].
+struct Open {
+    window: Window,
+    /// When the last of its failures ended (send time + latency).
+    failing_until: f64,
+    /// A success was sent after that: the client saw the site back.
+    recovered: bool,
+}
+
 /// Computes a [`Summary`] over records sorted by send time.
 pub fn summarize<'r>(records: impl Iterator<Item = &'r Record>) -> Summary {
     let mut s = Summary {
@@ -193,7 +207,7 @@ pub fn summarize<'r>(records: impl Iterator<Item = &'r Record>) -> Summary {
         by_outcome: BTreeMap::new(),
         retried: 0,
     };
-    let mut open: Option<Window> = None;
+    let mut open: Option<Open> = None;
     let mut last_ms = 0.0f64;
     for r in records {
         s.total += 1;
@@ -211,26 +225,38 @@ pub fn summarize<'r>(records: impl Iterator<Item = &'r Record>) -> Summary {
             if let Some(b) = &r.backend {
                 *s.by_backend.entry(b.clone()).or_default() += 1;
             }
-            if let Some(mut w) = open.take() {
-                w.end_ms = Some(r.t_ms);
-                s.windows.push(w);
+            if let Some(o) = &mut open {
+                o.window.end_ms.get_or_insert(r.t_ms);
+                o.recovered |= r.t_ms >= o.failing_until;
             }
         } else {
             s.failed += 1;
+            let done = r.t_ms + r.latency_ms;
             match &mut open {
-                Some(w) => w.failed += 1,
-                None => {
-                    open = Some(Window {
-                        start_ms: r.t_ms,
-                        end_ms: None,
-                        failed: 1,
-                    })
+                Some(o) if !o.recovered => {
+                    o.window.failed += 1;
+                    o.window.end_ms = None;
+                    o.failing_until = o.failing_until.max(done);
+                }
+                _ => {
+                    if let Some(o) = open.take() {
+                        s.windows.push(o.window);
+                    }
+                    open = Some(Open {
+                        window: Window {
+                            start_ms: r.t_ms,
+                            end_ms: None,
+                            failed: 1,
+                        },
+                        failing_until: done,
+                        recovered: false,
+                    });
                 }
             }
         }
     }
-    if let Some(w) = open {
-        s.windows.push(w);
+    if let Some(o) = open {
+        s.windows.push(o.window);
     }
     for w in &s.windows {
         let len = w.len_ms(last_ms);
@@ -241,6 +267,11 @@ pub fn summarize<'r>(records: impl Iterator<Item = &'r Record>) -> Summary {
 }
 
 impl Summary {
+    /// No requests at all (an attempt that ended before its load ran).
+    pub fn empty() -> Self {
+        summarize(std::iter::empty())
+    }
+
     /// One line for logs and the client's stdout.
     pub fn one_line(&self) -> String {
         format!(
@@ -298,6 +329,50 @@ mod tests {
         assert!((s.outage_ms - 25.0).abs() < 1e-9, "{}", s.outage_ms);
         assert!((s.longest_ms - 10.0).abs() < 1e-9);
         assert_eq!(s.by_node.get("b"), Some(&2));
+    }
+
+    fn failed(t: f64, latency: f64) -> Record {
+        Record {
+            latency_ms: latency,
+            ..rec(t, false, "")
+        }
+    }
+
+    #[test]
+    fn requests_in_flight_at_the_fault_and_faster_ones_among_them_are_one_window() {
+        // A kill at 30: the requests sent at 0 and 15 were still in flight (reset at 30),
+        // the one sent at 10 was answered at 12. One outage, not three windows.
+        let r = [
+            failed(0.0, 30.0),
+            rec(10.0, true, "a"),
+            failed(15.0, 15.0),
+            failed(30.0, 1.0),
+            rec(40.0, true, "b"),
+            rec(45.0, true, "b"),
+        ];
+        let s = summarize(r.iter());
+        assert_eq!(s.windows.len(), 1, "{:?}", s.windows);
+        assert_eq!(s.windows[0].end_ms, Some(40.0));
+        assert_eq!(s.windows[0].failed, 3);
+        assert!((s.outage_ms - 40.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failure_after_the_client_saw_the_site_back_is_a_second_window() {
+        // The timeouts end at 205 and 210; the success sent at 220 is a recovery the client
+        // saw, so the failure at 300 is a second outage.
+        let r = [
+            failed(5.0, 200.0),
+            failed(10.0, 200.0),
+            rec(15.0, true, "b"),
+            rec(220.0, true, "b"),
+            failed(300.0, 2.0),
+            rec(305.0, true, "a"),
+        ];
+        let s = summarize(r.iter());
+        assert_eq!(s.windows.len(), 2, "{:?}", s.windows);
+        assert_eq!(s.windows[0].end_ms, Some(15.0));
+        assert_eq!(s.windows[1].start_ms, 300.0);
     }
 
     #[test]

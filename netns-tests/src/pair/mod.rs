@@ -22,15 +22,20 @@
 //! - [`load`]       the load client's records and the outage figures.
 //! - [`report`]     the Markdown table and the SVG timeline under `target/netns-report/`.
 //! - [`scenario`]   load, fault, wait, figures: the shape every scenario shares.
+//! - [`keepalived`] keepalived + HAProxy in place of vrrpd + lbd, for the report's
+//!   keepalived column.
+//! - [`shipped`]    the shipped `configs/node-{a,b}` files, given the namespaces' addresses.
 //! - [`softstate`]  issue 5: sticky sessions, rate limits and the peer link (`[peer]` on
 //!   `peer0`), off unless [`PairConfig::softstate`] is set; HTTP from inside a namespace.
 //! - [`failover_soft`] issue 11: the soft-state promise across a kill -9 of the master,
 //!   measured from outside (the benchmark `bench-failover-softstate` and its test).
 
 pub mod failover_soft;
+pub mod keepalived;
 pub mod load;
 pub mod report;
 pub mod scenario;
+pub mod shipped;
 pub mod softstate;
 pub mod supervisor;
 
@@ -83,6 +88,17 @@ pub struct PairConfig {
     /// Issue 5's sticky sessions, rate limits and peer link. `None`: none of it, lbd's
     /// config exactly as issue 4's scenarios had it.
     pub softstate: Option<SoftStateOpts>,
+    /// vrrpd `[lbd] startup_grace_ms`.
+    pub startup_grace_ms: u64,
+    /// The (first) VRRP instance's name.
+    pub instance: String,
+    /// Run lbd under `nice -n -10` (see `start_node`); the shipped units don't.
+    pub nice_lbd: bool,
+    /// Both daemons run the shipped `configs/node-{a,b}` files (see [`shipped`]); the
+    /// fields above are read from them.
+    pub shipped: bool,
+    /// keepalived + HAProxy instead of vrrpd + lbd (see [`keepalived`]).
+    pub keepalived: bool,
 }
 
 impl PairConfig {
@@ -103,7 +119,46 @@ impl PairConfig {
             // scenarios measure.
             heartbeat_timeout_ms: 800,
             softstate: None,
+            startup_grace_ms: STARTUP_GRACE_MS,
+            instance: INSTANCES[0].0.to_owned(),
+            nice_lbd: true,
+            shipped: false,
+            keepalived: false,
         }
+    }
+
+    /// keepalived + HAProxy at `advert_cs`, the suite's priorities (see [`keepalived`]).
+    pub fn keepalived(advert_cs: u16) -> Self {
+        Self {
+            coupled: false,
+            startup_grace_ms: 0,
+            keepalived: true,
+            ..Self::coupled(advert_cs)
+        }
+    }
+
+    /// The coupled pair at each of [`INTERVALS`], with or without `fast_takeover`.
+    pub fn every_interval(fast_takeover: bool) -> Vec<Self> {
+        INTERVALS
+            .iter()
+            .map(|&cs| Self {
+                fast_takeover,
+                ..Self::coupled(cs)
+            })
+            .collect()
+    }
+
+    /// The pair as shipped in `configs/node-{a,b}`: see [`shipped::config`].
+    pub fn shipped() -> Result<Self> {
+        shipped::config()
+    }
+
+    /// "shipped configs (...)" for a scenario's description.
+    pub fn shipped_desc(&self) -> String {
+        format!(
+            "shipped configs (unicast, {} cs, heartbeat_timeout_ms = {}, lbd not niced)",
+            self.advert_cs, self.heartbeat_timeout_ms
+        )
     }
 
     /// vrrpd alone, lbd always listening on 0.0.0.0:80 (with freebind not even needed).
@@ -282,8 +337,17 @@ impl PairTopology {
             softstate::write_secrets(lan.topo.dir())?;
         }
         let started = Instant::now();
-        let a = start_node(&mut lan, &cfg, NodeId::A, &vrrpd, &lbd, &backends)?;
-        let b = start_node(&mut lan, &cfg, NodeId::B, &vrrpd, &lbd, &backends)?;
+        let (a, b) = if cfg.keepalived {
+            (
+                keepalived::start_node(&mut lan, &cfg, NodeId::A, &backends)?,
+                keepalived::start_node(&mut lan, &cfg, NodeId::B, &backends)?,
+            )
+        } else {
+            (
+                start_node(&mut lan, &cfg, NodeId::A, &vrrpd, &lbd, &backends)?,
+                start_node(&mut lan, &cfg, NodeId::B, &vrrpd, &lbd, &backends)?,
+            )
+        };
         let pair = Self {
             a,
             b,
@@ -302,7 +366,7 @@ impl PairTopology {
     /// disconnect of lbd counts as "not connected yet" rather than "down", so a fault
     /// injected earlier would test the grace, not the failover.
     pub fn await_past_startup_grace(&self) {
-        let end = self.started + Duration::from_millis(STARTUP_GRACE_MS + 200);
+        let end = self.started + Duration::from_millis(self.cfg.startup_grace_ms + 200);
         let now = Instant::now();
         if end > now {
             std::thread::sleep(end - now);
@@ -326,9 +390,12 @@ impl PairTopology {
         role(id)
     }
 
-    /// A startup budget: two Master_Down_Intervals plus lbd's first health checks.
+    /// A startup budget: two Master_Down_Intervals plus lbd's first health checks, plus
+    /// the preemption delay (B may win the first election while A's lbd starts).
     pub fn startup_budget(&self) -> Duration {
-        self.cfg.mdi() * 2 + Duration::from_secs(5)
+        self.cfg.mdi() * 2
+            + Duration::from_secs(5)
+            + Duration::from_millis(self.cfg.preempt_delay_ms)
     }
 
     /// Waits until A alone holds VIP1 (and B alone VIP2 when active-active), the other
@@ -336,7 +403,9 @@ impl PairTopology {
     pub fn await_converged(&self) -> Result<()> {
         let budget = self.startup_budget();
         self.lan.await_sole_holder(self.vip(0), NodeId::A, budget)?;
-        self.await_state(NodeId::B, "web", "backup", budget)?;
+        if !self.cfg.keepalived {
+            self.await_state(NodeId::B, &self.cfg.instance, "backup", budget)?;
+        }
         self.await_answer(self.vip(0), NodeId::A, budget)?;
         if self.cfg.active_active {
             self.lan.await_sole_holder(self.vip(1), NodeId::B, budget)?;
@@ -657,8 +726,13 @@ fn start_node(
     let socket = dir.join(format!("vrrpd-{r}.sock"));
     let vrrpd_config = dir.join(format!("vrrpd-{r}.toml"));
     let lbd_config = dir.join(format!("lbd-{r}.toml"));
-    write_file(&vrrpd_config, &vrrpd_toml(lan, cfg, id, &socket))?;
-    write_file(&lbd_config, &lbd_toml(lan, cfg, id, &socket, backends))?;
+    if cfg.shipped {
+        write_file(&vrrpd_config, &shipped::vrrpd_toml(lan, id, &socket)?)?;
+        write_file(&lbd_config, &shipped::lbd_toml(lan, id, &socket, backends)?)?;
+    } else {
+        write_file(&vrrpd_config, &vrrpd_toml(lan, cfg, id, &socket))?;
+        write_file(&lbd_config, &lbd_toml(lan, cfg, id, &socket, backends))?;
+    }
     let ns = lan.node(id).ns.clone();
     let vconf = vrrpd_config.to_string_lossy().into_owned();
     let release = Some((
@@ -681,18 +755,27 @@ fn start_node(
     // other builds and benchmarks, a starved lbd misses heartbeats and vrrpd rightly
     // declares it down, which would measure the neighbours rather than the pair. vrrpd
     // gets the same protection from its own `realtime = true`, as the shipped config does.
+    let lbd_args = vec![
+        "run".to_owned(),
+        "--config".into(),
+        lbd_config.to_string_lossy().into_owned(),
+    ];
+    let (program, args) = if cfg.nice_lbd {
+        let mut niced = vec![
+            "-n".to_owned(),
+            NICE.to_owned(),
+            lbd.to_string_lossy().into(),
+        ];
+        niced.extend(lbd_args);
+        (Path::new("nice"), niced)
+    } else {
+        (lbd, lbd_args)
+    };
     let lbd = Supervisor::start(
         &ns,
         &format!("lbd-{r}"),
-        Path::new("nice"),
-        &[
-            "-n".into(),
-            NICE.into(),
-            lbd.to_string_lossy().into_owned(),
-            "run".into(),
-            "--config".into(),
-            lbd_config.to_string_lossy().into_owned(),
-        ],
+        program,
+        &args,
         &dir.join(format!("lbd-{r}.log")),
         None,
     )?;

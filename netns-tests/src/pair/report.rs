@@ -6,17 +6,16 @@
 //! file present ([`write_table`]), so the table grows as the tests run, whatever their
 //! order, and a rerun of one test replaces only its rows.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::load::{LoadRun, Summary};
 use super::target_dir;
 
-/// One cell pair of the table: a scenario at one advert interval.
+/// One line of the table: a scenario at one advert interval, one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Sort key and file name, e.g. "01-kill9-vrrpd-restart".
@@ -25,14 +24,33 @@ pub struct Row {
     pub scenario: String,
     pub advert_cs: u16,
     pub outage_ms: f64,
+    /// The outage windows the client saw (more than one fails the scenario).
+    #[serde(default)]
+    pub windows: usize,
     pub failed: usize,
     pub total: usize,
-    /// The asserted bound, for the reader.
+    /// The bound the test asserts on `outage_ms` (and so shows the reader).
     pub bound_ms: Option<f64>,
-    /// keepalived+HAProxy's figure for the comparable case, if there is one.
-    pub reference: Option<String>,
+    /// Which stack ran: [`STACK_LBPAIR`] or [`STACK_KEEPALIVED`].
+    #[serde(default = "lbpair_stack")]
+    pub stack: String,
+    /// The nextest attempt (1 without retries), set by [`record`].
+    #[serde(default)]
+    pub attempt: u32,
+    /// "pass", or "FAIL: why", set by [`record`] or [`record_attempt`].
+    #[serde(default)]
+    pub result: String,
     #[serde(default)]
     pub note: String,
+}
+
+/// vrrpd + lbd.
+pub const STACK_LBPAIR: &str = "lbpair";
+/// keepalived + HAProxy on the same topology, measured by `pair_keepalived`.
+pub const STACK_KEEPALIVED: &str = "keepalived+haproxy";
+
+fn lbpair_stack() -> String {
+    STACK_LBPAIR.to_owned()
 }
 
 impl Row {
@@ -43,16 +61,51 @@ impl Row {
             scenario: scenario.to_owned(),
             advert_cs,
             outage_ms: s.outage_ms,
+            windows: s.windows.len(),
             failed: s.failed,
             total: s.total,
             bound_ms: None,
-            reference: None,
+            stack: lbpair_stack(),
+            attempt: 0,
+            result: String::new(),
             note: String::new(),
         }
     }
+
+    /// What every failover row must show, whatever the scenario: the client's failures
+    /// form at most one contiguous window (a second one is a second outage, which no
+    /// scenario may cause), and the outage stays within the asserted bound.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        // keepalived's rows are a comparison, not a claim of ours.
+        if self.stack != STACK_LBPAIR {
+            return v;
+        }
+        let what = format!(
+            "{} at {} cs ({})",
+            self.scenario, self.advert_cs, self.stack
+        );
+        if self.windows > 1 {
+            v.push(format!(
+                "{what}: {} outage windows, at most one allowed ({} failed of {})",
+                self.windows, self.failed, self.total
+            ));
+        }
+        if let Some(b) = self.bound_ms {
+            if self.outage_ms > b {
+                v.push(format!(
+                    "{what}: outage {:.0} ms over the bound {b:.0} ms",
+                    self.outage_ms
+                ));
+            }
+        }
+        v
+    }
 }
 
-/// What keepalived with HAProxy measured earlier on this kind of machine (2-core VM, kernel 6.18).
+/// What earlier keepalived+HAProxy runs measured on this kind of machine (2-core VM,
+/// kernel 6.18). Only the demo shows these; the report's keepalived column is measured by
+/// the suite (`pair_keepalived`), or says "not measured".
 pub fn keepalived_reference(kind: RefKind, advert_cs: u16) -> Option<String> {
     let v = match (kind, advert_cs) {
         (RefKind::NodeLoss, 100) => "3150",
@@ -64,7 +117,7 @@ pub fn keepalived_reference(kind: RefKind, advert_cs: u16) -> Option<String> {
     Some(v.to_owned())
 }
 
-/// Which reference figure a scenario compares with.
+/// Which reference figure the demo compares with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefKind {
     NodeLoss,
@@ -76,30 +129,71 @@ pub fn report_dir() -> PathBuf {
     target_dir().join("netns-report")
 }
 
-/// Writes a scenario's rows (replacing its previous ones) and regenerates the table.
-///
-/// Every attempt is kept: under a nextest retry (`NEXTEST_ATTEMPT` > 1) the rows go in
-/// beside the earlier attempts' as `<id>@<attempt>`, "(attempt N)" in the scenario, so a
-/// pass on a retry never hides the failure before it. A first attempt clears the retries
-/// an earlier run left.
-pub fn record(id: &str, rows: &[Row]) -> Result<String> {
-    let dir = report_dir().join("results");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let attempt = std::env::var("NEXTEST_ATTEMPT")
+/// The nextest attempt this process runs (`NEXTEST_ATTEMPT`; 1 under plain cargo test).
+pub fn attempt() -> u32 {
+    std::env::var("NEXTEST_ATTEMPT")
         .ok()
         .and_then(|a| a.parse::<u32>().ok())
-        .unwrap_or(1);
-    let (file, rows) = if attempt > 1 {
-        let retried = rows.iter().cloned().map(|mut r| {
-            r.id = format!("{}@{attempt}", r.id);
-            r.scenario = format!("{} (attempt {attempt})", r.scenario);
+        .unwrap_or(1)
+}
+
+/// Writes a scenario's rows for this attempt, each marked "pass" or "FAIL" by its own
+/// [`Row::violations`] (the outage bound and the single outage window), regenerates the
+/// table, and fails with every violation. Every pair scenario goes through here, so every
+/// one asserts both. [`record_attempt`] is the same for rows whose result is already set.
+pub fn record(id: &str, rows: &[Row]) -> Result<String> {
+    let mut violations = Vec::new();
+    let rows: Vec<Row> = rows
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            let v = r.violations();
+            if r.result.is_empty() {
+                r.result = if v.is_empty() {
+                    "pass".to_owned()
+                } else {
+                    format!("FAIL: {}", v.join("; "))
+                };
+            }
+            violations.extend(v);
             r
-        });
-        (format!("{id}@{attempt}"), retried.collect())
+        })
+        .collect();
+    let table = record_attempt(id, &rows)?;
+    if !violations.is_empty() {
+        bail!(
+            "{} violation(s):\n- {}",
+            violations.len(),
+            violations.join("\n- ")
+        );
+    }
+    Ok(table)
+}
+
+/// Writes `rows` as this attempt's (replacing the same attempt's earlier ones) and
+/// regenerates the table.
+///
+/// Every attempt is kept: under a nextest retry (`NEXTEST_ATTEMPT` > 1) the rows go in
+/// beside the earlier attempts' (`<id>@<attempt>.json`), so a pass on a retry never hides
+/// the failure before it. A first attempt clears the retries an earlier run left.
+pub fn record_attempt(id: &str, rows: &[Row]) -> Result<String> {
+    let dir = report_dir().join("results");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let attempt = attempt();
+    let file = if attempt > 1 {
+        format!("{id}@{attempt}")
     } else {
         forget_retries(&dir, id);
-        (id.to_owned(), rows.to_vec())
+        id.to_owned()
     };
+    let rows: Vec<Row> = rows
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.attempt = attempt;
+            r
+        })
+        .collect();
     let path = dir.join(format!("{file}.json"));
     fs::write(&path, serde_json::to_vec_pretty(&rows)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -138,56 +232,103 @@ pub fn write_table() -> Result<String> {
     Ok(table)
 }
 
-/// The Markdown table of `rows`.
+/// keepalived+HAProxy's cell for an lbpair row: the latest attempt measured by the suite
+/// for the same scenario and interval, or "not measured".
+fn keepalived_cell(rows: &[Row], of: &Row) -> String {
+    let id = keepalived_id(&of.id);
+    rows.iter()
+        .filter(|k| k.stack == STACK_KEEPALIVED && k.id == id && k.advert_cs == of.advert_cs)
+        .max_by_key(|k| k.attempt)
+        .map_or_else(
+            || "not measured".to_owned(),
+            |k| {
+                if k.total == 0 {
+                    return "not measured (the run failed)".to_owned();
+                }
+                format!(
+                    "{:.0} ({} window{}, {} / {})",
+                    k.outage_ms,
+                    k.windows,
+                    if k.windows == 1 { "" } else { "s" },
+                    k.failed,
+                    k.total
+                )
+            },
+        )
+}
+
+/// The scenario id of keepalived+HAProxy's run of lbpair scenario `id`.
+pub fn keepalived_id(id: &str) -> String {
+    format!("{id}+keepalived")
+}
+
+/// The Markdown table of `rows`: one line per scenario, advert interval and attempt.
 pub fn render(rows: &[Row]) -> String {
-    // scenario id -> (description, interval -> row)
-    let mut by: BTreeMap<&str, (&str, BTreeMap<u16, &Row>)> = BTreeMap::new();
-    for r in rows {
-        by.entry(&r.id)
-            .or_insert_with(|| (&r.scenario, BTreeMap::new()))
-            .1
-            .insert(r.advert_cs, r);
-    }
+    let mut ours: Vec<&Row> = rows.iter().filter(|r| r.stack == STACK_LBPAIR).collect();
+    ours.sort_by(|a, b| {
+        (&a.id, std::cmp::Reverse(a.advert_cs), a.attempt).cmp(&(
+            &b.id,
+            std::cmp::Reverse(b.advert_cs),
+            b.attempt,
+        ))
+    });
     let mut out = String::from(
         "# Failover as a client sees it\n\n\
          A client in its own namespace sends `GET /` to the VIP every 5 ms (200 ms timeout). \
          Outage: from the first failed request to the first success after it (summed over \
-         windows); failed: requests without a 2xx answer. `(≤ N)`: the bound the test asserts, \
-         in ms, on the figure the scenario is about (the takeover time for a lost master, \
-         the outage otherwise; 0 means no failed request). keepalived+HAProxy: the reference \
-         figures measured earlier on this kind of machine, where comparable. \
-         The machine has 2 cores shared with other work: rerun before reading much into \
-         one figure.\n\n\
-         | scenario | 100 cs: outage ms | failed / total | keepalived+HAProxy | \
-         10 cs: outage ms | failed / total | keepalived+HAProxy |\n\
+         windows); windows: how many separate outages the client saw (every scenario asserts \
+         at most one; a window ends once a success is sent after its failed requests \
+         ended, see `load.rs`); failed: requests without a 2xx answer. `(≤ N)`: the bound the test \
+         asserts on the outage, in ms (0: no failed request). Attempt: the nextest attempt \
+         and its result; a retried test shows every attempt. keepalived+HAProxy: the same \
+         fault on the same topology with keepalived and HAProxy instead of vrrpd and lbd, \
+         measured by `pair_keepalived` in this suite (\"not measured\" where it has no such \
+         run). The machine has 2 cores shared with other work: rerun before reading much \
+         into one figure.\n\n\
+         | scenario | adverts | attempt | outage ms (bound) | windows | failed / total | \
+         keepalived+HAProxy outage ms |\n\
          |---|---|---|---|---|---|---|\n",
     );
-    for (desc, per) in by.values() {
-        out.push_str(&format!("| {desc} |"));
-        for cs in [100u16, 10] {
-            match per.get(&cs) {
-                Some(r) => {
-                    let bound = r
-                        .bound_ms
-                        .map(|b| format!(" (≤ {b:.0})"))
-                        .unwrap_or_default();
-                    out.push_str(&format!(
-                        " {:.0}{bound} | {} / {} | {} |",
-                        r.outage_ms,
-                        r.failed,
-                        r.total,
-                        r.reference.as_deref().unwrap_or("–")
-                    ));
-                }
-                None => out.push_str(" – | – | – |"),
-            }
-        }
-        out.push('\n');
+    for r in &ours {
+        let bound = r
+            .bound_ms
+            .map(|b| format!(" (≤ {b:.0})"))
+            .unwrap_or_default();
+        let result = r.result.split(':').next().unwrap_or("");
+        let figures = if r.total == 0 {
+            format!("–{bound} | – | – / –")
+        } else {
+            format!(
+                "{:.0}{bound} | {} | {} / {}",
+                r.outage_ms, r.windows, r.failed, r.total
+            )
+        };
+        out.push_str(&format!(
+            "| {} | {} cs | {} {result} | {figures} | {} |\n",
+            r.scenario,
+            r.advert_cs,
+            r.attempt.max(1),
+            keepalived_cell(rows, r)
+        ));
     }
-    let notes: Vec<String> = rows
+    let notes: Vec<String> = ours
         .iter()
-        .filter(|r| !r.note.is_empty())
-        .map(|r| format!("- {} at {} cs: {}", r.scenario, r.advert_cs, r.note))
+        .filter(|r| !r.note.is_empty() || r.result.starts_with("FAIL"))
+        .map(|r| {
+            let mut text = r.note.clone();
+            if r.result.starts_with("FAIL") {
+                if !text.is_empty() {
+                    text.push_str("; ");
+                }
+                text.push_str(&r.result);
+            }
+            format!(
+                "- {} at {} cs (attempt {}): {text}",
+                r.scenario,
+                r.advert_cs,
+                r.attempt.max(1)
+            )
+        })
         .collect();
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
@@ -310,35 +451,66 @@ mod tests {
             scenario: format!("scenario {id}"),
             advert_cs: cs,
             outage_ms: outage,
+            windows: 1,
             failed: 3,
             total: 100,
             bound_ms: Some(500.0),
-            reference: keepalived_reference(RefKind::NodeLoss, cs),
+            stack: STACK_LBPAIR.into(),
+            attempt: 1,
+            result: "pass".into(),
             note: String::new(),
         }
     }
 
     #[test]
-    fn table_has_one_line_per_scenario_with_both_intervals() {
+    fn table_has_one_line_per_scenario_interval_and_attempt() {
+        let mut retry = row("02-x", 10, 42.0);
+        retry.attempt = 2;
+        let mut first = row("02-x", 10, 900.0);
+        first.result = "FAIL: outage 900 ms over the bound 500 ms".into();
+        let mut k = row(&keepalived_id("01-y"), 100, 3150.0);
+        k.stack = STACK_KEEPALIVED.into();
         let t = render(&[
-            row("02-x", 10, 42.0),
+            retry,
             row("01-y", 100, 3100.0),
+            first,
             row("02-x", 100, 7.0),
+            k,
         ]);
         let lines: Vec<&str> = t
             .lines()
             .filter(|l| l.starts_with("| scenario 0"))
             .collect();
-        assert_eq!(lines.len(), 2, "{t}");
+        assert_eq!(lines.len(), 4, "{t}");
         assert!(
-            lines[0].contains("3100 (≤ 500)") && lines[0].contains("3150"),
+            lines[0].contains("| 100 cs | 1 pass | 3100 (≤ 500) |")
+                && lines[0].ends_with("| 3150 (1 window, 3 / 100) |"),
             "{t}"
         );
+        assert!(lines[1].contains("| 100 cs | 1 pass | 7 (≤ 500) |"), "{t}");
+        assert!(lines[2].contains("| 10 cs | 1 FAIL | 900 (≤ 500) |"), "{t}");
         assert!(
-            lines[1].contains("| 7 (≤ 500)") && lines[1].contains("| 42 (≤ 500)"),
+            lines[3].contains("| 10 cs | 2 pass | 42 (≤ 500) |")
+                && lines[3].ends_with("| not measured |"),
             "{t}"
         );
-        assert!(lines[0].ends_with("– | – | – |"), "{t}");
+        assert!(t.contains("(attempt 1): FAIL: outage 900 ms"), "{t}");
+    }
+
+    #[test]
+    fn a_second_outage_window_or_an_outage_over_the_bound_is_a_violation() {
+        let ok = row("01-y", 100, 400.0);
+        assert!(ok.violations().is_empty());
+        let mut two = ok.clone();
+        two.windows = 2;
+        assert_eq!(two.violations().len(), 1, "{:?}", two.violations());
+        let mut long = ok.clone();
+        long.outage_ms = 501.0;
+        assert_eq!(long.violations().len(), 1);
+        let mut theirs = long.clone();
+        theirs.stack = STACK_KEEPALIVED.into();
+        theirs.windows = 3;
+        assert!(theirs.violations().is_empty());
     }
 
     #[test]

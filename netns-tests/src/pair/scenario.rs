@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 
 use super::load::{LoadRun, Summary};
-use super::report::{self, RefKind, Row};
+use super::report::{self, Row};
 use super::{PairConfig, PairTopology};
 use crate::lan::NodeId;
 use crate::wait;
@@ -30,24 +30,10 @@ impl Measured {
             .map(|r| r.t_ms - self.fault_ms)
     }
 
-    /// A report row.
+    /// A report row; `bound` is the bound asserted on its outage (see [`Row::violations`]).
     pub fn row(&self, id: &str, scenario: &str, cfg: &PairConfig, bound: Option<Duration>) -> Row {
         let mut r = Row::from_summary(id, scenario, cfg.advert_cs, &self.summary);
         r.bound_ms = bound.map(|b| b.as_secs_f64() * 1000.0);
-        r
-    }
-
-    /// A report row with keepalived's reference figure.
-    pub fn row_ref(
-        &self,
-        id: &str,
-        scenario: &str,
-        cfg: &PairConfig,
-        bound: Option<Duration>,
-        kind: RefKind,
-    ) -> Row {
-        let mut r = self.row(id, scenario, cfg, bound);
-        r.reference = report::keepalived_reference(kind, cfg.advert_cs);
         r
     }
 }
@@ -156,6 +142,149 @@ impl Verdict {
                 self.failures.len(),
                 self.failures.join("\n- ")
             )
+        }
+    }
+}
+
+/// One scenario test over its advert intervals: its rows, its violations, and its record
+/// in the report, whatever happens. Run the body with [`run`].
+pub struct Scenario {
+    id: String,
+    desc: String,
+    /// The advert interval being run, for the violations and an error's row.
+    cs: u16,
+    rows: Vec<Row>,
+    failures: Vec<(u16, String)>,
+}
+
+impl Scenario {
+    /// Now running at `cs`.
+    pub fn at(&mut self, cs: u16) {
+        self.cs = cs;
+    }
+
+    /// Notes `msg` as a violation at the current interval unless `ok`.
+    pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
+        if !ok {
+            let m = msg();
+            eprintln!("VIOLATION at {} cs: {m}", self.cs);
+            self.failures.push((self.cs, m));
+        }
+    }
+
+    /// The row of `m` under the scenario's description, with the outage bound the row
+    /// asserts (and the single outage window every row asserts).
+    pub fn outage(&mut self, m: &Measured, cfg: &PairConfig, bound: Duration) -> &mut Row {
+        if m.summary.windows.len() > 1 {
+            for w in &m.summary.windows {
+                eprintln!(
+                    "outage window from {:+.0} ms to {:?} ms after the fault: {} failed",
+                    w.start_ms - m.fault_ms,
+                    w.end_ms.map(|e| (e - m.fault_ms).round()),
+                    w.failed
+                );
+            }
+            // The failures of short windows, one by one (their outcome says why).
+            for w in m.summary.windows.iter().filter(|w| w.failed <= 3) {
+                let end = w.end_ms.unwrap_or(f64::INFINITY);
+                for r in m
+                    .run
+                    .records
+                    .iter()
+                    .filter(|r| !r.outcome.is_ok() && r.t_ms >= w.start_ms && r.t_ms < end)
+                {
+                    eprintln!(
+                        "  failed at {:+.1} ms: {:?} after {:.1} ms {}",
+                        r.t_ms - m.fault_ms,
+                        r.outcome,
+                        r.latency_ms,
+                        r.detail.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        let desc = self.desc.clone();
+        self.push(m.row(&self.id, &desc, cfg, Some(bound)))
+    }
+
+    /// The row of `m` for the keepalived+HAProxy column: no bound, no assertion (it is
+    /// the comparison, not a claim of ours).
+    pub fn comparison(&mut self, m: &Measured, cfg: &PairConfig) -> &mut Row {
+        let desc = self.desc.clone();
+        let mut row = m.row(&self.id, &desc, cfg, None);
+        row.stack = report::STACK_KEEPALIVED.to_owned();
+        self.rows.push(row);
+        self.rows.last_mut().expect("just pushed")
+    }
+
+    /// Adds a row at the current interval; its [`Row::violations`] are violations.
+    pub fn push(&mut self, row: Row) -> &mut Row {
+        for v in row.violations() {
+            self.check(false, || v);
+        }
+        self.rows.push(row);
+        self.rows.last_mut().expect("just pushed")
+    }
+
+    /// Records every row, marked pass or FAIL, plus a FAIL row for an interval that
+    /// ended in `error` before giving one; fails with every violation and the error.
+    fn finish(mut self, error: Option<String>) -> Result<()> {
+        if let Some(e) = &error {
+            self.failures.push((self.cs, format!("error: {e}")));
+            if !self.rows.iter().any(|r| r.advert_cs == self.cs) {
+                let mut r = Row::from_summary(&self.id, &self.desc, self.cs, &Summary::empty());
+                r.note = "no figures: the attempt ended in an error".into();
+                if self.id.ends_with(&report::keepalived_id("")) {
+                    r.stack = report::STACK_KEEPALIVED.to_owned();
+                }
+                self.rows.push(r);
+            }
+        }
+        for r in &mut self.rows {
+            let mine: Vec<&str> = self
+                .failures
+                .iter()
+                .filter(|(cs, _)| *cs == r.advert_cs)
+                .map(|(_, m)| m.as_str())
+                .collect();
+            r.result = if mine.is_empty() {
+                "pass".into()
+            } else {
+                format!("FAIL: {}", mine.join("; "))
+            };
+        }
+        report::record_attempt(&self.id, &self.rows)?;
+        if self.failures.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(cs, m)| format!("{cs} cs: {m}"))
+            .collect();
+        bail!("{} violation(s):\n- {}", all.len(), all.join("\n- "))
+    }
+}
+
+/// Runs scenario `id` ("desc" in the report) and records its rows even when the body
+/// fails early or panics, so a failed attempt is in the report beside the one that passed.
+pub fn run<F>(id: &str, desc: &str, body: F) -> Result<()>
+where
+    F: FnOnce(&mut Scenario) -> Result<()>,
+{
+    let mut sc = Scenario {
+        id: id.to_owned(),
+        desc: desc.to_owned(),
+        cs: 0,
+        rows: Vec::new(),
+        failures: Vec::new(),
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut sc))) {
+        Ok(Ok(())) => sc.finish(None),
+        Ok(Err(e)) => sc.finish(Some(format!("{e:#}"))),
+        Err(panic) => {
+            let _ = sc.finish(Some("panicked".into()));
+            std::panic::resume_unwind(panic)
         }
     }
 }

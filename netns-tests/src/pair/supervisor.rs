@@ -169,7 +169,7 @@ impl Supervisor {
         let mut st = self.lock();
         st.mode = Mode::Stopped;
         if let Some(pid) = live_pid(&mut st) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            kill_group(pid);
         }
     }
 
@@ -209,6 +209,13 @@ impl Supervisor {
 }
 
 /// The child's PID while it is unreaped; reaps (and records) it if it has exited.
+/// SIGKILLs the child's whole process group (it leads its own, and is unreaped, so the
+/// group can't be anyone else's): a daemon that forks workers (keepalived's VRRP child)
+/// must lose them too on a power-off. For vrrpd and lbd the group is the daemon alone.
+fn kill_group(pid: i32) {
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+}
+
 fn live_pid(st: &mut State) -> Option<i32> {
     let child = st.child.as_mut()?;
     match child.try_wait() {
@@ -342,7 +349,7 @@ impl Drop for Supervisor {
             st.quit = true;
             st.mode = Mode::Stopped;
             if let Some(pid) = live_pid(&mut st) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                kill_group(pid);
             }
         }
         if let Some(t) = self.thread.take() {
