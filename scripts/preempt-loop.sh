@@ -8,17 +8,22 @@
 # builds its own namespaces and daemons (the harness). Needs root. Exit status 1 when any
 # request or run failed.
 #
-#   scripts/preempt-loop.sh [--runs N] [--interval-cs CS[,CS...]]   (defaults: 50, 100,10,2)
+#   scripts/preempt-loop.sh [--runs N] [--interval-cs CS[,CS...]] [--daemon-logs]
+#
+# Defaults: 50 runs at 100, 10 and 2 cs. --daemon-logs keeps the last lines of every daemon's
+# log in each run's log (to find the mechanism of a lost request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=50
 intervals=100,10,2
+quiet=(NETNS_QUIET=1)
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="${2:-}"; shift 2 ;;
     --interval-cs) intervals="${2:-}"; shift 2 ;;
-    *) echo "usage: $0 [--runs N (1..1000)] [--interval-cs CS[,CS...]]" >&2; exit 2 ;;
+    --daemon-logs) quiet=(); shift ;;
+    *) echo "usage: $0 [--runs N (1..1000)] [--interval-cs CS[,CS...]] [--daemon-logs]" >&2; exit 2 ;;
   esac
 done
 if ! [[ "$runs" =~ ^[0-9]+$ ]] || (( runs < 1 || runs > 1000 )); then
@@ -57,8 +62,9 @@ for ((i = 1; i <= runs; i++)); do
   for cs in "${cs_list[@]}"; do
     log="$log_dir/run-$i-${cs}cs.log"
     status=ok
-    PREEMPT_INTERVALS_CS="$cs" NETNS_QUIET=1 timeout 300 "$test_bin" --exact --test-threads=1 \
-      --nocapture returning_master_preempts_once_ready_without_failures >"$log" 2>&1 || status=FAILED
+    env "${quiet[@]}" PREEMPT_INTERVALS_CS="$cs" timeout 300 "$test_bin" --exact \
+      --test-threads=1 --nocapture returning_master_preempts_once_ready_without_failures \
+      >"$log" 2>&1 || status=FAILED
     # "preempt-figures cs=2 keepalive_failed=0 keepalive_total=812 keepalive_retried=3
     #  fresh_failed=0 fresh_total=815"
     fig=$(grep -m1 "^preempt-figures cs=$cs " "$log" || true)
