@@ -8,22 +8,25 @@
 # builds its own namespaces and daemons (the harness). Needs root. Exit status 1 when any
 # request or run failed.
 #
-#   scripts/preempt-loop.sh [--runs N] [--interval-cs CS[,CS...]] [--daemon-logs]
+#   scripts/preempt-loop.sh [--runs N] [--interval-cs CS[,CS...]] [--daemon-logs] [--pcap]
 #
 # Defaults: 50 runs at 100, 10 and 2 cs. --daemon-logs keeps the last lines of every daemon's
-# log in each run's log (to find the mechanism of a lost request).
+# log in each run's log, and --pcap keeps a capture (dumpcap) of the client's side of every run that
+# lost a request in the log directory (to find the mechanism of a lost request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=50
 intervals=100,10,2
 quiet=(NETNS_QUIET=1)
+pcap=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="${2:-}"; shift 2 ;;
     --interval-cs) intervals="${2:-}"; shift 2 ;;
     --daemon-logs) quiet=(); shift ;;
-    *) echo "usage: $0 [--runs N (1..1000)] [--interval-cs CS[,CS...]] [--daemon-logs]" >&2; exit 2 ;;
+    --pcap) pcap=1; shift ;;
+    *) echo "usage: $0 [--runs N (1..1000)] [--interval-cs CS[,CS...]] [--daemon-logs] [--pcap]" >&2; exit 2 ;;
   esac
 done
 if ! [[ "$runs" =~ ^[0-9]+$ ]] || (( runs < 1 || runs > 1000 )); then
@@ -49,6 +52,8 @@ if [ -z "$test_bin" ] || [ ! -x "$test_bin" ]; then
 fi
 
 log_dir=$(mktemp -d /tmp/preempt-loop.XXXXXX)
+capture=()
+[ "$pcap" = 1 ] && capture=(PREEMPT_PCAP_DIR="$log_dir")
 echo "preempt-loop: $runs runs at ${intervals//,/, } cs; $(uptime)"
 IFS=, read -r -a cs_list <<<"$intervals"
 declare -A failed_at runs_failed_at requests_at
@@ -62,7 +67,7 @@ for ((i = 1; i <= runs; i++)); do
   for cs in "${cs_list[@]}"; do
     log="$log_dir/run-$i-${cs}cs.log"
     status=ok
-    env "${quiet[@]}" PREEMPT_INTERVALS_CS="$cs" timeout 300 "$test_bin" --exact \
+    env "${quiet[@]}" "${capture[@]}" PREEMPT_INTERVALS_CS="$cs" timeout 300 "$test_bin" --exact \
       --test-threads=1 --nocapture returning_master_preempts_once_ready_without_failures \
       >"$log" 2>&1 || status=FAILED
     # "preempt-figures cs=2 keepalive_failed=0 keepalive_total=812 keepalive_retried=3

@@ -148,6 +148,7 @@ fn returning_master_preempts_once_ready_without_failures() -> anyhow::Result<()>
             || Ok(pair.holders(vip)?.contains(&NodeId::B)),
         )?;
         pair.await_answer(vip, NodeId::B, Duration::from_secs(3))?;
+        let capture = ClientCapture::start(&mut pair)?;
         let watch_timeout = cfg.mdi() * 2 + Duration::from_secs(8);
         let fresh = pair.start_load(vip, false, watch_timeout * 3 + Duration::from_secs(30))?;
         // Counted from its first answer, like the keep-alive client `measure` starts: a client
@@ -215,6 +216,9 @@ fn returning_master_preempts_once_ready_without_failures() -> anyhow::Result<()>
                     r.t_ms - fault_ms
                 );
             }
+        }
+        if let Some(capture) = capture {
+            capture.finish(&mut pair, cs, m.summary.failed + fresh_summary.failed > 0)?;
         }
         verdict.check(m.summary.failed == 0, || {
             format!("keep-alive client at {cs} cs: {:?}", m.summary)
@@ -287,6 +291,79 @@ impl ResidualCopy {
                  (bound {bound:?})",
                 now - serving_since
             );
+        }
+        Ok(())
+    }
+}
+
+/// With `PREEMPT_PCAP_DIR` set (`scripts/preempt-loop.sh --pcap`): dumpcap on the client's
+/// LAN interface (TCP to port 80 and ARP, link-layer headers kept, so each packet shows
+/// which node's MAC it went to or came from) while the scenario runs; the file is kept in
+/// that directory only when a request failed, to find which packet lost it.
+struct ClientCapture {
+    proc: netns_tests::ProcId,
+    file: std::path::PathBuf,
+    keep_dir: std::path::PathBuf,
+}
+
+impl ClientCapture {
+    fn start(pair: &mut PairTopology) -> anyhow::Result<Option<Self>> {
+        let Some(keep_dir) = std::env::var_os("PREEMPT_PCAP_DIR") else {
+            return Ok(None);
+        };
+        let file = pair.lan.topo.dir().join("client.pcap");
+        let ns = pair.lan.node(NodeId::Client).ns.clone();
+        let out = file.to_string_lossy().into_owned();
+        let args = [
+            "-i",
+            "eth0",
+            "-q",
+            "-s",
+            "128",
+            "-f",
+            "tcp port 80 or arp",
+            "-w",
+            &out,
+        ];
+        let proc = pair
+            .lan
+            .topo
+            .spawn(&ns, "dumpcap", std::path::Path::new("dumpcap"), &args)?;
+        // dumpcap creates the file once it captures. (Not tcpdump: stopped, it dropped the
+        // last third of the packets it had received, the preemption among them.)
+        netns_tests::eventually(Duration::from_secs(3), Duration::from_millis(10), || {
+            Ok(file.exists())
+        })?;
+        Ok(Some(Self {
+            proc,
+            file,
+            keep_dir: keep_dir.into(),
+        }))
+    }
+
+    fn finish(self, pair: &mut PairTopology, cs: u16, keep: bool) -> anyhow::Result<()> {
+        // Wait until the file has stopped growing (the clients are done).
+        let mut size = 0;
+        netns_tests::eventually(Duration::from_secs(3), Duration::from_millis(100), || {
+            let now = std::fs::metadata(&self.file)?.len();
+            let settled = now == size;
+            size = now;
+            Ok(settled)
+        })?;
+        pair.lan
+            .topo
+            .signal(self.proc, netns_tests::Signal::SIGTERM)?;
+        pair.lan.topo.wait_exit(self.proc, Duration::from_secs(3))?;
+        if keep {
+            let name = format!(
+                "preempt-{cs}cs-{}.pcapng",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis()
+            );
+            let kept = self.keep_dir.join(name);
+            std::fs::copy(&self.file, &kept)?;
+            eprintln!("client capture kept: {}", kept.display());
         }
         Ok(())
     }
