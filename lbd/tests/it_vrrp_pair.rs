@@ -503,6 +503,48 @@ async fn switchover_drain_keeps_keepalive_and_backup_acks_once_idle() {
     );
 }
 
+/// Preempted (or a healed partition): vrrpd yields to a better master with `backup` and
+/// reason `higher_priority_advert` / `equal_priority_higher_address`, and keeps its copy of
+/// the VIP until lbd acks, as at the end of a switchover. lbd stops accepting at once and
+/// acks only once the request in flight is answered; a plain `backup` (a fault, say) is
+/// acked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_for_a_better_master_acks_once_idle() {
+    for reason in ["higher_priority_advert", "equal_priority_higher_address"] {
+        let mut p = pair("", false).await;
+        let mut conn = p.fake.next_conn(WAIT).await;
+        let seq = conn.state("web", "master", 3000).await;
+        conn.wait_ack(seq, WAIT).await;
+        let slow = in_flight(&p, client(p.vip).await, "/slow/600").await;
+        let sent = Instant::now();
+        let mut yielded = event(0, "web", "backup", false, 3000);
+        yielded.reason = reason.into();
+        let seq = conn.send(yielded).await;
+        let vip = p.vip;
+        eventually(
+            "backup: no new connection is accepted",
+            WAIT,
+            || async move { refused(vip).await },
+        )
+        .await;
+        let acked = conn.wait_ack(seq, WAIT).await;
+        let (complete, _) = slow.await.expect("join");
+        assert!(
+            complete,
+            "{reason}: the in-flight request was answered whole"
+        );
+        let waited = acked.duration_since(sent);
+        assert!(
+            waited >= Duration::from_millis(400),
+            "{reason}: the backup ack came {waited:?} after the request, before it was answered"
+        );
+        assert!(
+            waited < Duration::from_millis(2500),
+            "{reason}: the backup ack waited for the timeout ({waited:?}), not for the request"
+        );
+    }
+}
+
 /// Master again while lbd still waits for the requests of a handover to finish: the new
 /// event is handled at once (vrrpd adds the VIP on its ack), not after the wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

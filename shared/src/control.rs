@@ -122,11 +122,23 @@ pub struct StateEvent {
     /// For `master`: drain this instance's connections, then ack (planned switchover).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
-    /// How long this node's backup would wait before taking over a silent master. lbd stops
+    /// The longest a backup may wait before taking over a silent master (Master_Down_Interval
+    /// at the lowest backup priority, 1, and this instance's advert interval). lbd stops
     /// serving a VIP if it loses vrrpd for this long, because by then the peer holds it.
     #[serde(default)]
     pub master_down_ms: u64,
 }
+
+/// The `reason`s of a `backup` event that hands the VIP to another router now master (a
+/// completed switchover, a better master: preemption or a healed partition). vrrpd keeps
+/// its copy of the VIP until lbd acks such an event, and lbd acks it once no request is in
+/// flight on the instance's listeners, so responses still being written can leave the host.
+/// The labels of vrrpd's `TransitionReason::hands_over_to_new_master`.
+pub const HANDED_OVER_REASONS: [&str; 3] = [
+    "switchover_complete",
+    "higher_priority_advert",
+    "equal_priority_higher_address",
+];
 
 /// `vrrpd status` output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

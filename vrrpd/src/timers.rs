@@ -61,6 +61,23 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
     centis(master_down_interval_cs(priority, master_adver_interval_cs))
 }
 
+/// The lowest priority a backup can have (0 means "resigning", never a local priority).
+pub const LOWEST_BACKUP_PRIORITY: u8 = 1;
+
+/// The longest any backup may wait before it takes over from a master advertising every
+/// `master_adver_interval_cs`: the Master_Down_Interval at priority 1, whose Skew_Time is
+/// the longest. A master tells lbd this (`StateEvent::master_down_ms`), and lbd stops serving
+/// a VIP when it hasn't heard vrrpd for that long. The master's *own* Master_Down_Interval
+/// is the wrong figure: its priority is above the backup's, so its Skew_Time is shorter, and
+/// lbd would stop serving before the peer could have taken over (a hung vrrpd at priority
+/// 200 against a backup at 100, 1 s adverts: 3.21 s against the backup's 3.60 s, so clients
+/// would find nobody serving for ~390 ms). Stopping a little after the peer took over costs
+/// nothing: clients have followed the peer's GARP by then. The peer learns our interval
+/// (clamped into its adopt window, which can only shorten it), so ours is the longest.
+pub fn longest_backup_master_down_interval(master_adver_interval_cs: u16) -> Duration {
+    master_down_interval(LOWEST_BACKUP_PRIORITY, master_adver_interval_cs)
+}
+
 /// An advertisement interval (clamped to `1..=4095` cs) as a [`Duration`].
 pub fn adver_interval(interval_cs: u16) -> Duration {
     centis(clamp_interval(interval_cs))
@@ -76,6 +93,39 @@ mod tests {
         assert_eq!(master_down_interval_cs(0, 0), 3);
         assert_eq!(adver_interval(0), Duration::from_millis(10));
         assert_eq!(adver_interval(u16::MAX), Duration::from_millis(40_950));
+    }
+
+    #[test]
+    fn lbd_is_told_the_longest_a_backup_can_wait() {
+        // 3 x 100 + (255 x 100) / 256 = 300 + 99 cs: priority 1's Skew_Time.
+        assert_eq!(
+            longest_backup_master_down_interval(100),
+            Duration::from_millis(3990)
+        );
+        // 3 x 2 + 510 / 256 = 7 cs; 3 x 10 + 2550 / 256 = 39 cs.
+        assert_eq!(
+            longest_backup_master_down_interval(2),
+            Duration::from_millis(70)
+        );
+        assert_eq!(
+            longest_backup_master_down_interval(10),
+            Duration::from_millis(390)
+        );
+        // Never shorter than the Master_Down_Interval of any backup priority, so lbd never
+        // stops serving before the peer can have taken over.
+        for interval in [1, 2, 10, 100, 4095] {
+            for priority in 1..=255u8 {
+                assert!(
+                    longest_backup_master_down_interval(interval)
+                        >= master_down_interval(priority, interval),
+                    "priority {priority}, interval {interval} cs"
+                );
+            }
+        }
+        // The master's own figure was the bug: 3.21 s at priority 200 while a backup at
+        // priority 100 waits 3.6 s.
+        assert_eq!(master_down_interval(200, 100), Duration::from_millis(3210));
+        assert_eq!(master_down_interval(100, 100), Duration::from_millis(3600));
     }
 
     #[test]

@@ -313,3 +313,93 @@ fn switchover_between_two_machines_is_make_before_break() {
         assert_eq!(vips, [false, true]);
     }
 }
+
+// ----- which exits from Master hand the VIPs to a new master -----
+
+/// Every reason, so a new one must be classified here (the match below is exhaustive).
+fn every_reason() -> Vec<R> {
+    let all = [
+        R::Startup,
+        R::AddressOwner,
+        R::MasterDown,
+        R::PreemptLowerPriority,
+        R::PriorityZeroReceived,
+        R::HigherPriorityAdvert,
+        R::EqualPriorityHigherAddress,
+        R::Shutdown,
+        R::LinkDown,
+        R::LinkUp,
+        R::Fault(FaultReason::Tracking),
+        R::Fault(FaultReason::Admin),
+        R::FaultCleared,
+        R::SwitchoverComplete,
+        R::Resumed,
+    ];
+    for r in all {
+        // Fails to compile when a variant is added: add it to the list above too.
+        match r {
+            R::Startup
+            | R::AddressOwner
+            | R::MasterDown
+            | R::PreemptLowerPriority
+            | R::PriorityZeroReceived
+            | R::HigherPriorityAdvert
+            | R::EqualPriorityHigherAddress
+            | R::Shutdown
+            | R::LinkDown
+            | R::LinkUp
+            | R::Fault(_)
+            | R::FaultCleared
+            | R::SwitchoverComplete
+            | R::Resumed => {}
+        }
+    }
+    all.to_vec()
+}
+
+/// The shell keeps the VIPs until lbd is idle exactly when another router has become master
+/// (a switchover completed, or a better master appeared: preemption, a healed partition),
+/// and lbd acks such a `backup` only once idle: both sides must agree on the labels.
+#[test]
+fn hand_over_reasons_are_the_yields_to_a_new_master_and_lbd_knows_their_labels() {
+    let handed: Vec<R> = every_reason()
+        .into_iter()
+        .filter(|r| r.hands_over_to_new_master())
+        .collect();
+    assert_eq!(
+        handed,
+        vec![
+            R::HigherPriorityAdvert,
+            R::EqualPriorityHigherAddress,
+            R::SwitchoverComplete
+        ]
+    );
+    let labels: Vec<&str> = handed.iter().map(|r| r.as_str()).collect();
+    let mut shared_labels = shared::control::HANDED_OVER_REASONS.to_vec();
+    shared_labels.sort_unstable();
+    let mut labels_sorted = labels.clone();
+    labels_sorted.sort_unstable();
+    assert_eq!(labels_sorted, shared_labels);
+}
+
+/// A preempted master's exit: `Transition` (lbd hears `backup` with the reason that makes
+/// it ack once idle) before `RemoveVips` (which the shell then defers until that ack).
+#[test]
+fn preempted_master_tells_lbd_before_removing_the_vips() {
+    let (mut f, since) = master(100);
+    let t = since + ms(300);
+    f.handle_advert(&adv(LOWER_ADDR, 200), t);
+    let actions = drain(&mut f);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Transition {
+                from: StateKind::Master,
+                to: StateKind::Backup,
+                reason: R::HigherPriorityAdvert
+            },
+            Action::RemoveVips,
+        ]
+    );
+    assert!(R::HigherPriorityAdvert.hands_over_to_new_master());
+}

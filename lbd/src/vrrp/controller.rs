@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::control::{Heartbeat, StateEvent};
+use shared::control::{Heartbeat, StateEvent, HANDED_OVER_REASONS};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -150,8 +150,9 @@ impl Controller {
                 }
                 Next::Ack
             }
-            // The end of a planned switchover: vrrpd keeps the VIP until the ack.
-            "backup" if ev.reason == SWITCHOVER_COMPLETE => {
+            // Another router is master now (the end of a planned switchover, or a better
+            // master took over): vrrpd keeps the VIP until the ack.
+            "backup" if HANDED_OVER_REASONS.contains(&ev.reason.as_str()) => {
                 inst.unconfirmed_since = None;
                 self.stop(&ev.instance, &ev.state).await;
                 self.ack_when_idle(&ev.instance)
@@ -241,10 +242,11 @@ impl Controller {
         inst.errors.clear();
     }
 
-    /// Backup after a switchover: the peer holds the VIP now and new requests go there, but
-    /// vrrpd keeps our copy of the address until this ack, so the responses to the requests still in flight
-    /// here (including those accepted after the switchover's drain began) can leave the
-    /// host. Ack once none is left, at most `drain_timeout` from now.
+    /// Backup after a switchover or for a better master (preemption): the peer holds the VIP
+    /// now and new requests go there, but vrrpd keeps our copy of the address until this
+    /// ack, so the responses to the requests still in flight here (including those accepted
+    /// after a switchover's drain began) can leave the host. Ack once none is left, at most
+    /// `drain_timeout` from now.
     fn ack_when_idle(&self, instance: &str) -> Next {
         let gates = self.gates_of(instance);
         let in_flight: u64 = gates.iter().map(|g| g.in_flight()).sum();

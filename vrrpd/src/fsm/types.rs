@@ -163,6 +163,23 @@ pub enum TransitionReason {
 }
 
 impl TransitionReason {
+    /// Master -> Backup because another router now advertises as master: a planned
+    /// switchover completed, or a better master appeared (preemption, a healed partition).
+    /// That router added the VIPs before it advertised and clients follow its GARP, so ours
+    /// only still serve the requests lbd has in flight: the shell keeps them until lbd is
+    /// idle (bounded) rather than removing them at once, which would strand those
+    /// responses. Every other exit from Master (fault, link down, shutdown) leaves no peer
+    /// holding the VIPs yet, or the daemon is going: the VIPs go at once. lbd knows these
+    /// by their labels, `shared::control::HANDED_OVER_REASONS`.
+    pub fn hands_over_to_new_master(self) -> bool {
+        matches!(
+            self,
+            Self::SwitchoverComplete
+                | Self::HigherPriorityAdvert
+                | Self::EqualPriorityHigherAddress
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Startup => "startup",

@@ -60,8 +60,11 @@ impl Driver {
         }
         self.last_published = Some(state);
         self.last_event_id = self.shared.next_event_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // The longest a backup may wait before taking over from us, not our own
+        // Master_Down_Interval: ours is shorter than any lower-priority backup's, and lbd
+        // would stop serving a hung vrrpd's VIP before the peer could have taken it.
         let master_down =
-            timers::master_down_interval(self.fsm.priority(), self.fsm.master_adver_interval_cs());
+            timers::longest_backup_master_down_interval(self.fsm.master_adver_interval_cs());
         // No subscriber is fine: the control server snapshots state for late joiners.
         let _ = self.shared.events.send(StateEvent {
             seq: self.last_event_id,

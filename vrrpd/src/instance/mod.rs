@@ -285,8 +285,8 @@ struct Driver {
     commands: mpsc::WeakSender<Command>,
     /// A planned switchover under way, and the operator waiting for it.
     switchover: Option<pair::PendingSwitchover>,
-    /// Handed over by a switchover and kept the VIPs until lbd is idle: the id of the
-    /// `backup` event whose ack lets them go.
+    /// Handed over to a new master (a switchover, or yielding to a better master) and kept
+    /// the VIPs until lbd is idle: the id of the `backup` event whose ack lets them go.
     vip_release: Option<u64>,
     /// What lbd tracking currently does to this instance.
     lbd_effect: pair::LbdEffect,

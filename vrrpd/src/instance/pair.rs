@@ -112,20 +112,19 @@ impl Driver {
         }
     }
 
-    /// The FSM's `RemoveVips`, `why` being the reason of the transition it follows. At the
-    /// end of a planned switchover the new master holds the VIPs and clients are already
-    /// sent there; ours only serve the requests lbd still has in flight, so they go once lbd
-    /// has acked the `backup` event just published (it acks when idle). Anything else
-    /// (preempted, fault, link down, shutdown): at once. A preemption is not deferred (yet):
-    /// the two nodes would hold the VIP together for longer than the one network delay the
-    /// pair's no-two-holders tests allow (see doc/vrrpd-LIFECYCLE.md).
+    /// The FSM's `RemoveVips`, `why` being the reason of the transition it follows. When
+    /// another router has become master (the end of a planned switchover, or a better
+    /// master: preemption, a healed partition) it holds the VIPs and clients are already
+    /// sent there by its GARP; ours only serve the requests lbd still has in flight, so they
+    /// go once lbd has acked the `backup` event just published (it acks when idle). Anything
+    /// else (fault, link down, shutdown): at once (see doc/vrrpd-LIFECYCLE.md).
     pub(super) async fn release_vips(&mut self, why: Option<TransitionReason>) {
         let lbd = self
             .shared
             .lbd
             .clone()
             .filter(|l| l.health.borrow().connected);
-        let handed_over = why == Some(TransitionReason::SwitchoverComplete)
+        let handed_over = why.is_some_and(TransitionReason::hands_over_to_new_master)
             && self.fsm.state() == StateKind::Backup;
         let Some(lbd) = lbd.filter(|_| handed_over) else {
             self.vip_release = None;
