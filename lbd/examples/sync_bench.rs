@@ -127,7 +127,10 @@ impl Node {
     }
 
     fn phase(&self) -> &'static str {
-        self.shared.peer.as_ref().map_or("none", |p| p.view().phase)
+        self.shared
+            .peer
+            .as_ref()
+            .map_or("none", |p| p.view().phase.as_str())
     }
 }
 

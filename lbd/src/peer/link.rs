@@ -106,7 +106,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
             // The config validation rules out every cause; say so loudly if one slips by.
             warn!(error = %e, "peer link: cannot start the replicator; link disabled");
             peer.publish(LinkView {
-                phase: "cold",
+                phase: Phase::Cold,
                 last_error: Some(format!("replicator: {e}")),
                 ..LinkView::default()
             });
@@ -606,7 +606,7 @@ impl Link {
         }
         self.peer.publish(LinkView {
             connected: self.established(),
-            phase: s.phase.as_str(),
+            phase: s.phase,
             warm_by_timeout: self.warm_by_timeout,
             role: self.conn.as_ref().map(|c| match c.role {
                 Role::Dialer => "dialer",

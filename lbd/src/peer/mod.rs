@@ -72,7 +72,7 @@ use crate::metrics::Exposition;
 use crate::server::Shared;
 
 pub use shared::peer::replicator::Replicator;
-use shared::peer::ProtocolError;
+use shared::peer::{Phase, ProtocolError};
 
 /// Reasons a connection is refused or dropped, as exported on
 /// `lbd_peer_rejected_total{reason}` (every label always present, so a dashboard can rate
@@ -141,13 +141,18 @@ pub const fn schema_hash() -> u64 {
     h
 }
 
+fn phase_name<S: serde::Serializer>(phase: &Phase, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(phase.as_str())
+}
+
 /// The link as `/status` shows it, published by the link task after every event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LinkView {
     /// An authenticated connection is up.
     pub connected: bool,
-    /// "cold", "learning" or "warm".
-    pub phase: &'static str,
+    /// Cold, learning or warm (`"cold"`… in `/status`).
+    #[serde(serialize_with = "phase_name")]
+    pub phase: Phase,
     /// Warm because the peer stayed unreachable for `warm_timeout_ms` (not because it synced).
     pub warm_by_timeout: bool,
     /// "dialer" or "acceptor" for the current connection.
@@ -204,7 +209,7 @@ impl PeerHandle {
             inner: Arc::new(Inner {
                 cfg,
                 view: Mutex::new(LinkView {
-                    phase: "cold",
+                    phase: Phase::Cold,
                     ..LinkView::default()
                 }),
                 rejected: REJECT_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -254,7 +259,7 @@ impl PeerHandle {
     }
 
     pub fn is_warm(&self) -> bool {
-        self.view_lock().phase == "warm"
+        self.view_lock().phase == Phase::Warm
     }
 
     /// Count a refused or dropped connection.
@@ -303,7 +308,7 @@ pub fn status_value(shared: &Shared) -> serde_json::Value {
         "listen": cfg.listen.to_string(),
         "peer": cfg.peer.to_string(),
         "connected": view.connected,
-        "phase": view.phase,
+        "phase": view.phase.as_str(),
         "warm_by_timeout": view.warm_by_timeout,
         "role": view.role,
         "remote": view.remote,
@@ -343,7 +348,7 @@ pub fn render_metrics(shared: &Shared, e: &mut Exposition) {
         (
             "lbd_peer_warm",
             "1 once this node holds the peer's soft state (or gave up waiting for it).",
-            u8::from(v.phase == "warm").to_string(),
+            u8::from(v.phase == Phase::Warm).to_string(),
         ),
         (
             "lbd_peer_lag_seconds",

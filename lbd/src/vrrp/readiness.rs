@@ -119,11 +119,11 @@ pub fn ready_peer(shared: &Shared) -> Option<Condition> {
     Some(peer_condition(peer.view().phase))
 }
 
-fn peer_condition(phase: &str) -> Condition {
-    if phase == "warm" {
+fn peer_condition(phase: shared::peer::Phase) -> Condition {
+    if phase == shared::peer::Phase::Warm {
         Condition::ok("peer_warm")
     } else {
-        Condition::failing("peer_warm", phase)
+        Condition::failing("peer_warm", phase.as_str())
     }
 }
 
@@ -152,12 +152,13 @@ mod tests {
 
     #[test]
     fn peer_warm_fails_with_the_phase_as_reason() {
-        assert_eq!(peer_condition("warm"), Condition::ok("peer_warm"));
-        for phase in ["cold", "learning"] {
+        use shared::peer::Phase;
+        assert_eq!(peer_condition(Phase::Warm), Condition::ok("peer_warm"));
+        for phase in [Phase::Cold, Phase::Learning] {
             let c = peer_condition(phase);
             assert!(!c.ok);
             assert_eq!(c.name, "peer_warm");
-            assert_eq!(c.reason, phase);
+            assert_eq!(c.reason, phase.as_str());
         }
     }
 }

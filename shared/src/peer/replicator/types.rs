@@ -158,8 +158,9 @@ impl ProtocolError {
 }
 
 /// This node's own readiness, as reported to vrrpd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Phase {
+    #[default]
     Cold,
     Learning,
     Warm,
