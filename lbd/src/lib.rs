@@ -20,7 +20,7 @@
 //! - [`admin`]      `/metrics` (Prometheus text), `/healthz`, `/readyz` on the admin listener,
 //!   and the drain endpoints behind the bearer token of `global.admin_token_file`;
 //!   [`metrics`] holds the atomics and the exposition writer.
-//! - [`vrrp`]       the coupling to vrrpd: subscribe to its state stream, bind a VIP's
+//! - [`coupling`]   the coupling to vrrpd: subscribe to its state stream, bind a VIP's
 //!   listeners only while Master (ack after binding), drain on switchover, heartbeat
 //!   able/ready/serving, stop serving when vrrpd is lost for its Master_Down_Interval.
 //! - [`softstate`]  sticky tables, rate-limit buckets and operator drains: the soft state a
@@ -36,6 +36,7 @@ pub mod access_log;
 pub mod admin;
 pub mod client_cap;
 pub mod config;
+pub mod coupling;
 pub mod error;
 pub mod l7;
 pub mod listener;
@@ -48,4 +49,3 @@ pub mod snapshot;
 pub mod softstate;
 pub mod tls;
 pub mod upstream;
-pub mod vrrp;

@@ -122,7 +122,7 @@ pub struct Shared {
     pub client_conns: Arc<crate::client_cap::ClientConns>,
     pub phase: watch::Sender<Phase>,
     /// The coupling to vrrpd (inert without `[vrrp]`): listener gates, status.
-    pub vrrp: crate::vrrp::Coupling,
+    pub vrrp: crate::coupling::Coupling,
     /// The worker runtimes client connections run on (see [`spawn_workers`]); empty means
     /// the runtime that starts the listener (tests, embedding).
     pub workers: Vec<tokio::runtime::Handle>,
@@ -197,7 +197,7 @@ impl Server {
         let listener_cfgs = config.listeners.clone();
         let admin = config.global.admin;
         let max_conns = config.global.max_client_conns as usize;
-        let vrrp = crate::vrrp::Coupling::new(config.vrrp.as_ref());
+        let vrrp = crate::coupling::Coupling::new(config.vrrp.as_ref());
         // The soft state's merges tell nodes apart by id: with a peer link that must be the
         // id the peer knows us by (two nodes may share a hostname, hence a node_name).
         let soft = Arc::new(SoftState::new(
@@ -243,7 +243,7 @@ impl Server {
             listeners: Mutex::new(HashMap::new()),
             admin_addr,
         };
-        // A VIP listener is bound only once vrrpd says Master (crate::vrrp).
+        // A VIP listener is bound only once vrrpd says Master (crate::coupling).
         for l in listener_cfgs.iter().filter(|l| l.vrrp_instance.is_none()) {
             server
                 .start_listener(l)
@@ -517,7 +517,7 @@ pub async fn run(
     let vrrp = config.vrrp.clone();
     let server = Arc::new(Server::start(config_path, config, workers).await?);
     if let Some(cfg) = vrrp {
-        tokio::spawn(crate::vrrp::link::run(Arc::clone(&server), cfg));
+        tokio::spawn(crate::coupling::link::run(Arc::clone(&server), cfg));
     }
     Ok(server.serve(signals).await)
 }

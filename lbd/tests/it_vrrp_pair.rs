@@ -763,8 +763,8 @@ async fn a_hung_vrrpd_with_its_socket_open_is_lost() {
     let noticed = hung.elapsed();
     // Dropped at the first of: the silence limit, and the lost timeout (master_down_ms 600)
     // after which lbd gives the instance up and resubscribes.
-    let limit =
-        lbd::vrrp::link::silence_limit(Duration::from_millis(50)).min(Duration::from_millis(600));
+    let limit = lbd::coupling::link::silence_limit(Duration::from_millis(50))
+        .min(Duration::from_millis(600));
     assert!(
         noticed + Duration::from_millis(100) >= limit,
         "dropped after {noticed:?}, before {limit:?}"

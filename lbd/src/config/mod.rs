@@ -467,7 +467,7 @@ pub enum UnableWhen {
     Pools(Vec<String>),
 }
 
-/// `[vrrp]`: the coupling to the local vrrpd (see `crate::vrrp`).
+/// `[vrrp]`: the coupling to the local vrrpd (see `crate::coupling`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VrrpConfig {
     /// vrrpd's control socket.

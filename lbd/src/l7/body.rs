@@ -25,12 +25,12 @@ use tokio::time::Instant;
 
 use super::dispatch::Lease;
 use crate::access_log::{now_rfc3339, Record};
+use crate::coupling::gate::GateGuard;
 use crate::l7::timer::LazyDeadline;
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::conns::{BackendConns, Sender};
-use crate::vrrp::gate::GateGuard;
 
 /// What the access log needs from the request (only when the log is on).
 pub(super) struct LogInfo {

@@ -35,7 +35,7 @@
 //! in `lbd_upgrades_stripped_total`, and the request proceeds as a plain one. On a 101 both
 //! sides are upgraded and joined with `copy_bidirectional` in a tracked task.
 //!
-//! Pair coupling ([`crate::vrrp`]): every response names the node that served it
+//! Pair coupling ([`crate::coupling`]): every response names the node that served it
 //! (`headers.node_header`), and a request on a VIP listener holds that listener's gate until
 //! its body ends; while the gate drains (switchover, or vrrpd left Master) HTTP/1 responses
 //! carry `Connection: close`, so hyper closes the connection after them and keep-alive reuse

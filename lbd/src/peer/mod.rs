@@ -56,7 +56,7 @@
 //! ## Readiness
 //! The replicator's phase is cold (nothing learned yet) → learning (full resync streaming)
 //! → warm (SYNC_DONE received, or no peer reachable for `warm_timeout_ms` after start, which
-//! is logged). Readiness (`peer_warm` in `crate::vrrp::readiness`) holds only when warm, so a
+//! is logged). Readiness (`peer_warm` in `crate::coupling::readiness`) holds only when warm, so a
 //! restarted node's vrrpd does not preempt before the node has the sticky table.
 
 pub mod link;
@@ -299,7 +299,7 @@ pub fn status_value(shared: &Shared) -> serde_json::Value {
         .into_iter()
         .map(|(r, n)| (r.to_string(), serde_json::json!(n)))
         .collect();
-    let ready = crate::vrrp::readiness::ready_peer(shared);
+    let ready = crate::coupling::readiness::ready_peer(shared);
     serde_json::json!({
         "configured": true,
         "node_id": cfg.node_id,

@@ -1,5 +1,5 @@
 //! Per-instance state and what lbd does on each vrrpd event (see the module docs of
-//! [`crate::vrrp`]). Everything here is synchronous: starting and stopping listeners are
+//! [`crate::coupling`]). Everything here is synchronous: starting and stopping listeners are
 //! plain calls, and the one slow action (a switchover drain) is returned as a future for
 //! the link to await while it keeps heartbeating.
 
