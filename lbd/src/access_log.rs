@@ -188,7 +188,8 @@ fn writer() -> &'static std::thread::Thread {
 }
 
 /// Take every thread's batch and write it to stdout. Serialised by the stdout lock, so a
-/// [`flush`] and the writer thread never interleave batches.
+/// [`flush`] and the writer thread never interleave batches. Each thread starts a new batch
+/// (the old one's capacity goes with it: a burst's buffer is not kept for good).
 fn write_out() {
     static OUT: OnceLock<Mutex<std::io::BufWriter<std::io::Stdout>>> = OnceLock::new();
     let out = OUT.get_or_init(|| {
@@ -198,19 +199,22 @@ fn write_out() {
         ))
     });
     let mut out = lock(out);
-    let mut spare = Vec::new();
-    let mut batches = lock(batches());
-    // A thread that has ended leaves its batch behind: write it, then forget it.
-    batches.retain(|batch| {
-        std::mem::swap(&mut *lock(batch), &mut spare);
+    // Take the batches under the registry's lock and write them after releasing it: a thread
+    // logging its first line registers under that lock, and must not wait on a slow stdout.
+    let taken: Vec<Vec<u8>> = {
+        let mut batches = lock(batches());
+        let mut taken = Vec::with_capacity(batches.len());
+        // A thread that has ended leaves its batch behind: take it, then forget the thread.
+        batches.retain(|batch| {
+            taken.push(std::mem::take(&mut *lock(batch)));
+            Arc::strong_count(batch) > 1
+        });
+        taken
+    };
+    for batch in taken.iter().filter(|b| !b.is_empty()) {
         // A closed stdout must not take the proxy down.
-        let _ = out.write_all(&spare);
-        spare.clear();
-        // A burst's capacity is not kept for good.
-        spare.shrink_to(2 * WAKE_AT);
-        Arc::strong_count(batch) > 1
-    });
-    drop(batches);
+        let _ = out.write_all(batch);
+    }
     let _ = out.flush();
 }
 
