@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{InstanceConfig, VrrpConfig};
-use crate::control::{self, AdminCommand, AdminRequest};
+use crate::control::{self, AdminCommand, AdminError, AdminRequest};
 use crate::instance::{self, InstanceHandle, LbdShared, Shared};
 use crate::lbd_link::LbdMonitor;
 use crate::net::link::{LinkEvent, LinkWatcher};
@@ -208,7 +208,7 @@ impl Daemon {
             }
         };
         if let Some(name) = unknown {
-            let _ = req.reply.send(Err(format!("no instance named {name:?}")));
+            let _ = req.reply.send(Err(AdminError::UnknownInstance(name)));
             return;
         }
         match req.command {
@@ -231,20 +231,22 @@ impl Daemon {
                     .map(|h| h.commands())
                     .collect();
                 if masters.is_empty() {
-                    let _ = req.reply.send(Err("no instance is master here".into()));
+                    let _ = req.reply.send(Err(AdminError::NoMaster));
                     return;
                 }
                 tokio::spawn(async move {
                     let results =
                         futures::future::join_all(masters.iter().map(instance::switchover_via))
                             .await;
-                    let failed: Vec<String> =
-                        results.iter().filter_map(|r| r.clone().err()).collect();
+                    let failed: Vec<String> = results
+                        .iter()
+                        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+                        .collect();
                     let done: Vec<String> = results.into_iter().filter_map(Result::ok).collect();
                     let _ = req.reply.send(if failed.is_empty() {
                         Ok(done.join("; "))
                     } else {
-                        Err(failed.join("; "))
+                        Err(AdminError::Switchover(failed))
                     });
                 });
             }

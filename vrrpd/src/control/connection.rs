@@ -475,7 +475,9 @@ async fn admin(
     }
     let response = match tokio::time::timeout(ADMIN_TIMEOUT, answer).await {
         Ok(Ok(Ok(message))) => Response::Done { message },
-        Ok(Ok(Err(message))) => Response::Error { message },
+        Ok(Ok(Err(e))) => Response::Error {
+            message: e.to_string(),
+        },
         Ok(Err(_)) => error("the daemon dropped the command"),
         Err(_) => error("the command did not finish in time"),
     };

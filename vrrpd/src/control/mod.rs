@@ -115,7 +115,19 @@ pub struct ControlHandle {
 #[derive(Debug)]
 pub struct AdminRequest {
     pub command: AdminCommand,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: oneshot::Sender<Result<String, AdminError>>,
+}
+
+/// Why an operator command was not carried out (sent to the operator as the error message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("no instance named {0:?}")]
+    UnknownInstance(String),
+    #[error("no instance is master here")]
+    NoMaster,
+    /// Each failed instance's own reason.
+    #[error("{}", .0.join("; "))]
+    Switchover(Vec<String>),
 }
 
 /// Operator commands that change the daemon's behaviour.

@@ -70,7 +70,7 @@ pub enum Command {
     /// Planned switchover: drain lbd, then resign make-before-break. The reply comes when
     /// the peer has taken over (Ok) or nobody did (Err).
     Switchover {
-        done: oneshot::Sender<Result<String, String>>,
+        done: oneshot::Sender<Result<String, SwitchoverError>>,
     },
     /// Lift the hold a completed switchover leaves.
     Resume,
@@ -119,16 +119,32 @@ impl InstanceHandle {
     }
 }
 
+/// Why an instance did not hand over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchoverError {
+    #[error("{instance}: not master (state {state}), nothing to hand over")]
+    NotMaster { instance: String, state: String },
+    #[error("{instance}: a switchover is already under way")]
+    AlreadyUnderWay { instance: String },
+    #[error("{instance}: no longer master, nothing to hand over")]
+    NoLongerMaster { instance: String },
+    #[error("{instance}: no peer took over; still master")]
+    NoPeerTookOver { instance: String },
+    #[error("instance is stopping")]
+    Stopping,
+    #[error("instance stopped during the switchover")]
+    StoppedDuring,
+}
+
 /// Start a planned switchover through an instance's command queue; resolves when it has
 /// completed or failed.
-pub async fn switchover_via(commands: &mpsc::Sender<Command>) -> Result<String, String> {
+pub async fn switchover_via(commands: &mpsc::Sender<Command>) -> Result<String, SwitchoverError> {
     let (done, wait) = oneshot::channel();
     commands
         .send(Command::Switchover { done })
         .await
-        .map_err(|_| "instance is stopping".to_string())?;
-    wait.await
-        .unwrap_or_else(|_| Err("instance stopped during the switchover".into()))
+        .map_err(|_| SwitchoverError::Stopping)?;
+    wait.await.unwrap_or(Err(SwitchoverError::StoppedDuring))
 }
 
 pub use pair::handover_patience;

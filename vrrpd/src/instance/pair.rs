@@ -23,7 +23,7 @@ use shared::control::LbdView;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Command, Driver, LbdShared};
+use super::{Command, Driver, LbdShared, SwitchoverError};
 use crate::config::TrackLbd;
 use crate::fsm::{FaultReason, StateKind, TransitionReason};
 use crate::lbd_link::{LbdHealth, LBD_CLIENT};
@@ -43,7 +43,7 @@ const STOP_IDLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// A switchover in progress.
 pub(super) struct PendingSwitchover {
-    reply: oneshot::Sender<Result<String, String>>,
+    reply: oneshot::Sender<Result<String, SwitchoverError>>,
     /// False while lbd drains; true once the FSM is resigning.
     resigning: bool,
 }
@@ -231,21 +231,19 @@ impl Driver {
     /// `vrrpd switchover`: drain lbd, then resign make-before-break.
     pub(super) async fn begin_switchover(
         &mut self,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, SwitchoverError>>,
     ) {
         if self.fsm.state() != StateKind::Master || self.fsm.is_resigning() {
-            let _ = reply.send(Err(format!(
-                "{}: not master (state {}), nothing to hand over",
-                self.config.name,
-                self.fsm.state()
-            )));
+            let _ = reply.send(Err(SwitchoverError::NotMaster {
+                instance: self.config.name.clone(),
+                state: self.fsm.state().to_string(),
+            }));
             return;
         }
         if self.switchover.is_some() {
-            let _ = reply.send(Err(format!(
-                "{}: a switchover is already under way",
-                self.config.name
-            )));
+            let _ = reply.send(Err(SwitchoverError::AlreadyUnderWay {
+                instance: self.config.name.clone(),
+            }));
             return;
         }
         self.switchover = Some(PendingSwitchover {
@@ -289,10 +287,9 @@ impl Driver {
             // would pull clients back from the new master after its own GARP.
             self.stop_garp();
         } else if let Some(p) = self.switchover.take() {
-            let _ = p.reply.send(Err(format!(
-                "{}: no longer master, nothing to hand over",
-                self.config.name
-            )));
+            let _ = p.reply.send(Err(SwitchoverError::NoLongerMaster {
+                instance: self.config.name.clone(),
+            }));
         }
         self.apply_actions().await;
     }
@@ -317,10 +314,9 @@ impl Driver {
         } else if !self.fsm.is_resigning() {
             // Still master: announce ourselves again (the resign stopped our GARPs).
             self.start_garp();
-            Err(format!(
-                "{}: no peer took over; still master",
-                self.config.name
-            ))
+            Err(SwitchoverError::NoPeerTookOver {
+                instance: self.config.name.clone(),
+            })
         } else {
             return;
         };
