@@ -300,19 +300,6 @@ apply_pinning() { # alone|shared
   CURRENT_PINNING=$1
 }
 
-CLK_TCK=$(getconf CLK_TCK)
-ticks_of() { # PIDS...: "utime+stime stime" (fields 14 and 15, all threads) summed, in clock ticks
-  local total=0 sys=0 pid line f
-  for pid in "$@"; do
-    read -r line <"/proc/$pid/stat" || die "process $pid vanished"
-    # Field 2 (comm) may contain spaces; everything after the last ')' starts at field 3.
-    read -ra f <<<"${line##*) }"
-    total=$(( total + f[11] + f[12] ))
-    sys=$(( sys + f[12] ))
-  done
-  echo "$total $sys"
-}
-
 # The backend's request counter (stub_status "requests"; the status request itself counts).
 backend_requests() {
   local n

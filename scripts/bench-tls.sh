@@ -80,19 +80,6 @@ chmod 644 "$WORK/cert.pem" "$WORK/key.pem" "$WORK/haproxy.pem"
 
 start_backend taskset -c "$LOAD_CPU"
 
-# TLS readiness: GET / over https answers "ok".
-wait_tls() { # NAME PID PORT LOG
-  local name=$1 pid=$2 port=$3 log=$4 i body
-  for (( i = 0; i < 100; i++ )); do
-    dead "$pid" && { cat "$log" >&2 || true; die "$name exited during startup"; }
-    body=$(curl -sk --max-time 1 "https://127.0.0.1:$port/" 2>/dev/null || true)
-    [ "$body" = ok ] && return 0
-    sleep 0.1
-  done
-  cat "$log" >&2 || true
-  die "$name did not answer over TLS on 127.0.0.1:$port within 10 s"
-}
-
 declare -A PORT_OF PID_OF
 if want haproxy; then
   alloc_port; PORT_OF[haproxy]=$PORT
@@ -117,7 +104,7 @@ backend be
 EOF
   taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
   PID_OF[haproxy]=$!; STARTED+=("$!")
-  wait_tls haproxy "${PID_OF[haproxy]}" "$PORT" "$WORK/haproxy.out"
+  wait_ready haproxy "${PID_OF[haproxy]}" "$PORT" "$WORK/haproxy.out" https
 fi
 if want nginx; then
   alloc_port; PORT_OF[nginx]=$PORT
@@ -152,7 +139,7 @@ EOF
   taskset -c "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/proxy.error.log" -c "$WORK/proxy.conf" -g 'daemon off;' \
     >"$WORK/nginx.out" 2>&1 &
   PID_OF[nginx]=$!; STARTED+=("$!")
-  wait_tls nginx "${PID_OF[nginx]}" "$PORT" "$WORK/nginx.out"
+  wait_ready nginx "${PID_OF[nginx]}" "$PORT" "$WORK/nginx.out" https
 fi
 if want lbd; then
   alloc_port; PORT_OF[lbd]=$PORT
@@ -161,29 +148,18 @@ if want lbd; then
     BACKEND_PORT="$BACKEND_PORT" CERT="$WORK/cert.pem" KEY="$WORK/key.pem"
   taskset -c "$PROXY_CPU" "$LBD_BIN" run --config "$WORK/lbd.toml" >/dev/null 2>"$WORK/lbd.out" &
   PID_OF[lbd]=$!; STARTED+=("$!")
-  wait_tls lbd "${PID_OF[lbd]}" "${PORT_OF[lbd]}" "$WORK/lbd.out"
+  wait_ready lbd "${PID_OF[lbd]}" "${PORT_OF[lbd]}" "$WORK/lbd.out" https
 fi
-
-CLK_TCK=$(getconf CLK_TCK)
-ticks_of() { # PIDS...: utime+stime in clock ticks, summed
-  local total=0 pid line f
-  for pid in "$@"; do
-    read -r line <"/proc/$pid/stat" || die "process $pid vanished"
-    read -ra f <<<"${line##*) }"
-    total=$(( total + f[11] + f[12] ))
-  done
-  echo "$total"
-}
 
 # One wrk run: prints "req/s cpu_us_per_req errors".
 run_one() { # TARGET SCENARIO
   local t=$1 scen=$2 pids hdr=() out t0 t1 reqs rps errs
   mapfile -t pids < <(pids_of "${PID_OF[$t]}")
   [ "$scen" = handshake ] && hdr=(-H "Connection: close")
-  t0=$(ticks_of "${pids[@]}")
+  read -r t0 _ < <(ticks_of "${pids[@]}")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "${hdr[@]}" \
     "https://127.0.0.1:${PORT_OF[$t]}/" 2>&1) || die "wrk failed against $t: $out"
-  t1=$(ticks_of "${pids[@]}")
+  read -r t1 _ < <(ticks_of "${pids[@]}")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   errs=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10} /Non-2xx/ {print $4}' <<<"$out" | paste -sd+ | bc 2>/dev/null || echo 0)

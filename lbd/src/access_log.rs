@@ -19,12 +19,13 @@
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::AccessLogFormat;
+use crate::sync::lock;
 
 /// What one access log line says.
 #[derive(Debug, Clone, Serialize)]
@@ -231,11 +232,6 @@ pub fn flush(timeout: Duration) {
     if spawned.is_ok() {
         let _ = finished.recv_timeout(timeout);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every operation leaves the state consistent, so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Wall-clock time as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T08:16:04.123Z`.

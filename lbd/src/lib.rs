@@ -47,5 +47,6 @@ pub mod peer;
 pub mod server;
 pub mod snapshot;
 pub mod softstate;
+pub mod sync;
 pub mod tls;
 pub mod upstream;

@@ -212,6 +212,11 @@ fn admit(shared: &Shared, peer: SocketAddr, listener: &str) -> Option<ClientSlot
 /// Refused connections come in floods: one log line a second is enough to see one.
 static OVER_CAP_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
 
+/// The span every task serving a client connection runs in (a resumed one gets a new one).
+fn conn_span(peer: SocketAddr, listener: &str) -> tracing::Span {
+    info_span!("conn", client.addr = %peer, listener = %listener)
+}
+
 fn spawn_connection(
     shared: &Arc<Shared>,
     stream: TcpStream,
@@ -220,7 +225,7 @@ fn spawn_connection(
     permit: OwnedSemaphorePermit,
     slot: ClientSlot,
 ) {
-    let span = info_span!("conn", client.addr = %peer, listener = %name);
+    let span = conn_span(peer, name);
     // The slot lives as long as the connection (in its `Held`), whichever way it ends.
     shared.tracker.spawn(
         serve_connection(
@@ -553,7 +558,11 @@ async fn serve_connection(
         }
     };
     if let Some(tls) = tls {
-        return serve_tls(&shared, stream, &tls, |cert| held("https", cert)).await;
+        let handshake_timeout = timeouts.request_header;
+        return serve_tls(&shared, stream, &tls, handshake_timeout, |cert| {
+            held("https", cert)
+        })
+        .await;
     }
     let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
         Ok(Ok(h2)) => h2,
@@ -583,10 +592,10 @@ async fn serve_tls(
     shared: &Arc<Shared>,
     stream: TcpStream,
     tls: &ListenerTls,
+    timeout: Duration,
     held: impl FnOnce(Option<Box<crate::tls::ClientCert>>) -> Held,
 ) {
     let handshake = tls.acceptor.accept(stream);
-    let timeout = shared.snapshot().config.timeouts.request_header;
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -678,7 +687,7 @@ fn wait_unparked(
     deadline: tokio::time::Instant,
 ) {
     let shared = Arc::clone(shared);
-    let span = info_span!("conn", client.addr = %held.ctx.peer, listener = %held.ctx.listener);
+    let span = conn_span(held.ctx.peer, &held.ctx.listener);
     let tracker = shared.tracker.clone();
     tracker.spawn(
         async move {
@@ -695,7 +704,7 @@ fn wait_unparked(
 fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
     let resume_shared = Arc::clone(shared);
     let made = crate::park::Lot::new(Box::new(move |stream, held: Held| {
-        let span = info_span!("conn", client.addr = %held.ctx.peer, listener = %held.ctx.listener);
+        let span = conn_span(held.ctx.peer, &held.ctx.listener);
         let shared = Arc::clone(&resume_shared);
         resume_shared
             .tracker

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -161,7 +161,7 @@ impl TlsSlot {
     pub fn refresh_if_changed(&self, now: SystemTime) -> Refresh {
         let latest = stamps(&self.cfg);
         {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut seen = crate::sync::lock(&self.seen);
             if *seen == latest {
                 return Refresh::Unchanged;
             }

@@ -62,20 +62,35 @@ render() { # TEMPLATE OUT KEY=VALUE...
   ! grep -q '@[A-Z_0-9]*@' "$out" || die "unfilled placeholder in $out"
 }
 
-wait_ready() { # NAME PID PORT LOG: until GET / answers 200 "ok", bounded to 10 s
-  local name=$1 pid=$2 port=$3 log=$4 i body
+wait_ready() { # NAME PID PORT LOG [SCHEME]: until GET / answers 200 "ok", bounded to 10 s
+  # SCHEME https: over TLS, any certificate accepted (the benchmarks make their own).
+  local name=$1 pid=$2 port=$3 log=$4 scheme=${5:-http} i body insecure=()
+  [ "$scheme" = https ] && insecure=(-k)
   for (( i = 0; i < 100; i++ )); do
     if dead "$pid"; then
       echo "$BENCH_NAME: $name exited during startup; its output:" >&2
       cat "$log" >&2 || true
       die "$name failed to start"
     fi
-    body=$(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null || true)
+    body=$(curl -s "${insecure[@]}" --max-time 1 "$scheme://127.0.0.1:$port/" 2>/dev/null || true)
     [ "$body" = ok ] && return 0
     sleep 0.1
   done
   cat "$log" >&2 || true
-  die "$name did not answer 200 \"ok\" on 127.0.0.1:$port within 10 s"
+  die "$name did not answer 200 \"ok\" on $scheme://127.0.0.1:$port within 10 s"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+ticks_of() { # PIDS...: "utime+stime stime" (fields 14 and 15, all threads) summed, in clock ticks
+  local total=0 sys=0 pid line f
+  for pid in "$@"; do
+    read -r line <"/proc/$pid/stat" || die "process $pid vanished"
+    # Field 2 (comm) may contain spaces; everything after the last ')' starts at field 3.
+    read -ra f <<<"${line##*) }"
+    total=$(( total + f[11] + f[12] ))
+    sys=$(( sys + f[12] ))
+  done
+  echo "$total $sys"
 }
 
 # A process and its children (nginx: master + worker). Children are listed once, after startup:

@@ -289,8 +289,9 @@ pub struct Redirect {
 
 /// A route with `redirect_to_https` answers a plain-HTTP request with the same URL over
 /// HTTPS: 301 for GET and HEAD, 308 otherwise (the method and body must be kept). `host` is
-/// the request's Host (its port is dropped), `target` the origin-form path and query. A
-/// request without a host goes on as usual: there is no URL to send it to.
+/// the request's Host or authority (normalised as the router does: no port, no userinfo),
+/// `target` the origin-form path and query. A request without a host goes on as usual:
+/// there is no URL to send it to.
 pub fn https_redirect(
     rt: &Snapshot,
     conn: &ConnCtx,
@@ -305,7 +306,10 @@ pub fn https_redirect(
     if conn.proto != "http" {
         return Ok(());
     }
-    let Some(host) = host.map(host_without_port).filter(|h| !h.is_empty()) else {
+    let Some(host) = host
+        .map(crate::l7::router::normalize_host)
+        .filter(|h| !h.is_empty())
+    else {
         return Ok(());
     };
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -318,14 +322,6 @@ pub fn https_redirect(
         http::StatusCode::PERMANENT_REDIRECT
     };
     Err(Local::Redirect(Redirect { status, location }))
-}
-
-/// `example.com:8080` -> `example.com`, `[2001:db8::1]:8080` -> `[2001:db8::1]`.
-fn host_without_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    }
 }
 
 impl From<ProxyError> for Local {

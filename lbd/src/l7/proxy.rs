@@ -390,18 +390,12 @@ async fn forward(
     }
     let client = client_of(rt, conn, &parts.headers);
     meta.client = Some(client);
-    let (pool_index, pool, rule, max_body) =
-        route_and_limit(shared, rt, client, &RequestView::from_parts(&parts))?;
+    let view = RequestView::from_parts(&parts);
+    let (pool_index, pool, rule, max_body) = route_and_limit(shared, rt, client, &view)?;
     meta.pool = Some(pool_index);
     meta.rule = rule;
     let target = parts.uri.path_and_query().map_or("/", |t| t.as_str());
-    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    https_redirect(rt, conn, rule, &parts.method, host, target)?;
+    https_redirect(rt, conn, rule, &parts.method, view.host, target)?;
     // A declared length over the limit is refused before anything goes upstream (and before
     // hyper sends a `100 Continue` for it); a chunked body is cut off as it passes the limit.
     if body.size_hint().lower() > max_body {

@@ -143,7 +143,7 @@ impl<'a> RequestView<'a> {
 
 /// `Example.COM.:8080` → `Example.COM` (case is handled by the comparisons). Also drops any
 /// `userinfo@` of an authority and keeps IPv6 literals in their brackets.
-fn normalize_host(raw: &str) -> &str {
+pub fn normalize_host(raw: &str) -> &str {
     let raw = raw.trim();
     let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
     let host = if raw.starts_with('[') {

@@ -37,7 +37,7 @@ mod lru;
 pub mod ratelimit;
 pub mod sticky;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use shared::peer::{Digest, MergeError, Record, RecordKey, ReplicaStore, Table};
@@ -48,6 +48,8 @@ use admin::AdminTable;
 use lru::Bounds;
 use ratelimit::RateTable;
 use sticky::StickyTable;
+
+use crate::sync::lock;
 
 /// Default bound of the sticky table.
 pub const DEFAULT_STICKY_MAX_ENTRIES: usize = 100_000;
@@ -120,13 +122,6 @@ pub struct SoftState {
     sticky: Mutex<StickyTable>,
     rate: Mutex<RateTable>,
     admin: Mutex<AdminTable>,
-}
-
-/// A poisoned mutex only means another thread panicked mid-operation; every operation
-/// leaves its table consistent between statements that can panic (none should), so carry on
-/// rather than take the whole proxy down.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SoftState {

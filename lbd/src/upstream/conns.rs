@@ -39,7 +39,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ use tokio::time::Instant;
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::{inc, BackendStats, DiscardReason};
+use crate::sync::lock;
 use crate::upstream::backend::{Backend, ConnGuard};
 
 /// The request body lbd sends upstream: buffered (replayable) or streamed from the client
@@ -462,14 +463,23 @@ fn is_unexpected_message(e: &hyper::Error) -> bool {
     e.to_string() == "received unexpected message from connection"
 }
 
-fn lock<T>(slot: &Mutex<VecDeque<T>>) -> std::sync::MutexGuard<'_, VecDeque<T>> {
-    // The vector is consistent after every operation, so a poisoned lock is still usable.
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backend record for `addr` (id 0, weight 1, no connection cap).
+    fn backend_at(addr: SocketAddr) -> Arc<Backend> {
+        Arc::new(Backend::new(
+            crate::upstream::backend::BackendId(0),
+            crate::upstream::backend::BackendSpec {
+                name: String::new(),
+                addr,
+                weight: 1,
+                max_conns: 0,
+            },
+            Default::default(),
+        ))
+    }
 
     /// A backend on loopback that accepts and holds connections open without answering.
     async fn silent_backend() -> (SocketAddr, Arc<Backend>, tokio::task::JoinHandle<()>) {
@@ -483,16 +493,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let backend = Arc::new(Backend::new(
-            crate::upstream::backend::BackendId(0),
-            crate::upstream::backend::BackendSpec {
-                name: String::new(),
-                addr,
-                weight: 1,
-                max_conns: 0,
-            },
-            Default::default(),
-        ));
+        let backend = backend_at(addr);
         (addr, backend, accept)
     }
 
@@ -570,16 +571,7 @@ mod tests {
                 let _ = tx.send(s);
             }
         });
-        let backend = Arc::new(Backend::new(
-            crate::upstream::backend::BackendId(0),
-            crate::upstream::backend::BackendSpec {
-                name: String::new(),
-                addr,
-                weight: 1,
-                max_conns: 0,
-            },
-            Default::default(),
-        ));
+        let backend = backend_at(addr);
         (backend, rx, accept)
     }
 

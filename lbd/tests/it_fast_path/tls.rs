@@ -196,9 +196,14 @@ async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
 
 /// lbd with a TLS listener in front of one backend.
 async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
+    lbd_with_tls_and_routes(backend, "", tls).await
+}
+
+/// [`lbd_with_tls`] with `routes` (`[[route]]` tables to pool "web") too.
+async fn lbd_with_tls_and_routes(backend: &TestBackend, routes: &str, tls: &str) -> Lbd {
     let body = format!(
         "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
-         [[pool.backend]]\naddress = \"{}\"\n",
+         [[pool.backend]]\naddress = \"{}\"\n{routes}",
         backend.addr
     );
     Lbd::start_with_listener(&body, tls).await
@@ -367,12 +372,7 @@ async fn a_reload_serves_new_certificates_keeps_open_connections_and_refuses_a_b
     let ca = Ca::new();
     let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
     let old = ca.issue(dir.path(), "site", &["site.test"], alg);
-    let body = format!(
-        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
-         [[pool.backend]]\naddress = \"{}\"\n",
-        backend.addr
-    );
-    let lbd = Lbd::start_with_listener(&body, &tls_table(&[&old], "")).await;
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&old], "")).await;
     let c = connector(&[b"http/1.1"], ring());
     // A connection opened before the reload, with a request in it already.
     let s = handshake(lbd.listen, Some("site.test"), &c)
@@ -498,12 +498,7 @@ async fn the_ocsp_staple_is_sent_and_re_read_on_reload() {
         pair.key.display(),
         staple.display()
     );
-    let body = format!(
-        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
-         [[pool.backend]]\naddress = \"{}\"\n",
-        backend.addr
-    );
-    let lbd = Lbd::start_with_listener(&body, &tls).await;
+    let lbd = lbd_with_tls(&backend, &tls).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let c = connector_seeing_ocsp(&[b"http/1.1"], ring(), Arc::clone(&seen));
     handshake(lbd.listen, Some("s.test"), &c)
@@ -736,14 +731,9 @@ async fn hsts_goes_on_https_responses_and_https_is_not_redirected() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new();
     let pair = ca.issue(dir.path(), "a", &["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
-    let body = format!(
-        "default_pool = \"web\"\n[global]\n#GLOBAL\n[[pool]]\nname = \"web\"\n\
-         [[pool.backend]]\naddress = \"{}\"\n[[route]]\nname = \"secure\"\nhost = \"a.test\"\n\
-         pool = \"web\"\nredirect_to_https = true\nhsts_max_age_s = 31536000\n\
-         hsts_include_subdomains = true\n",
-        backend.addr
-    );
-    let lbd = Lbd::start_with_listener(&body, &tls_table(&[&pair], "")).await;
+    let route = "[[route]]\nname = \"secure\"\nhost = \"a.test\"\npool = \"web\"\n\
+                 redirect_to_https = true\nhsts_max_age_s = 31536000\nhsts_include_subdomains = true\n";
+    let lbd = lbd_with_tls_and_routes(&backend, route, &tls_table(&[&pair], "")).await;
     let c = connector(&[b"http/1.1"], ring());
     let s = handshake(lbd.listen, Some("a.test"), &c)
         .await
