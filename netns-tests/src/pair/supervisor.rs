@@ -164,12 +164,18 @@ impl Supervisor {
         self.signal(sig)
     }
 
-    /// Stops supervising and SIGKILLs the child (no restart, no handler): power-off.
+    /// Stops supervising and SIGKILLs the child (no restart, no handler): power-off. Returns
+    /// once the child is gone (reaped, bounded by 5 s): its sockets close while it exits, so a
+    /// peer can see it gone before it is, and a `power_on` right then must not find it alive.
     pub fn power_off(&self) {
         let mut st = self.lock();
         st.mode = Mode::Stopped;
         if let Some(pid) = live_pid(&mut st) {
             kill_group(pid);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while live_pid(&mut st).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 
