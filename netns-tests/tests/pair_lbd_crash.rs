@@ -4,7 +4,8 @@
 //! supervisor restarts lbd and A takes the VIP back. SIGSTOP: the
 //! socket stays open and silent, and vrrpd must call lbd down once its heartbeats are
 //! `heartbeat_timeout_ms` old. Every scenario asserts the client's outage and a single
-//! outage window (`report::Row::violations`).
+//! outage window (`report::Row::violations`); A's return is a preemption, which may cut
+//! one handshake straddling the MAC move, as the preemption test allows (README).
 #![allow(clippy::disallowed_types)]
 
 use std::time::Duration;
@@ -75,7 +76,8 @@ fn lbd_crash(id: &str, desc: &str, cfgs: &[PairConfig]) -> anyhow::Result<()> {
                 m.summary.one_line()
             );
             sc.check(pair.a.lbd.starts() >= 2, || "lbd was not restarted".into());
-            sc.outage(&m, cfg, bound);
+            let b_at = b_at.ok_or_else(|| anyhow!("B never held the VIP alone"))?;
+            sc.outage_with_return(&m, cfg, bound, b_at);
         }
         Ok(())
     })
@@ -186,8 +188,9 @@ fn lbd_hang(id: &str, desc: &str, cfgs: &[PairConfig]) -> anyhow::Result<()> {
                 )
             });
             // The outage bound, and one window over the whole run: the return after
-            // SIGCONT must not cost a second outage.
-            sc.outage(&m, cfg, bound).note = format!(
+            // SIGCONT must not cost a second outage (beyond the cut handshake a
+            // preemption may cost, see `outage_with_return`).
+            sc.outage_with_return(&m, cfg, bound, b_at).note = format!(
                 "heartbeat_timeout_ms = {}; A resumed as sole holder {:.0} ms after SIGCONT",
                 cfg.heartbeat_timeout_ms,
                 a_back

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail};
 use netns_tests::pair::load::Record;
 use netns_tests::pair::report;
 use netns_tests::pair::scenario::{self, listening, measure, Measured, Verdict};
-use netns_tests::pair::{PairConfig, PairTopology};
+use netns_tests::pair::{PairConfig, PairTopology, MAX_CUT_HANDSHAKES};
 use netns_tests::{margin, NodeId};
 
 /// A lost master costs Master_Down_Interval: the takeover (B's first answer) and the
@@ -158,9 +158,6 @@ fn preempt_intervals() -> anyhow::Result<Vec<u16>> {
         Err(_) => Ok(vec![100, 10, 2]),
     }
 }
-
-/// Requests a preemption may fail: a new connection whose handshake straddles the MAC move.
-const MAX_CUT_HANDSHAKES: usize = 1;
 
 /// The outage such a failure makes: the reset comes at once, and the client's next request
 /// (5 ms later) succeeds; the bound leaves room for a loaded machine.

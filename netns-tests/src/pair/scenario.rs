@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use super::load::{LoadRun, Summary};
+use super::load::{LoadRun, Outcome, Record, Summary, Window};
 use super::report::{self, Row};
 use super::{PairConfig, PairTopology};
 use crate::lan::NodeId;
@@ -175,36 +175,34 @@ impl Scenario {
     /// The row of `m` under the scenario's description, with the outage bound the row
     /// asserts (and the single outage window every row asserts).
     pub fn outage(&mut self, m: &Measured, cfg: &PairConfig, bound: Duration) -> &mut Row {
-        if m.summary.windows.len() > 1 {
-            for w in &m.summary.windows {
-                eprintln!(
-                    "outage window from {:+.0} ms to {:?} ms after the fault: {} failed",
-                    w.start_ms - m.fault_ms,
-                    w.end_ms.map(|e| (e - m.fault_ms).round()),
-                    w.failed
-                );
-            }
-            // The failures of short windows, one by one (their outcome says why).
-            for w in m.summary.windows.iter().filter(|w| w.failed <= 3) {
-                let end = w.end_ms.unwrap_or(f64::INFINITY);
-                for r in m
-                    .run
-                    .records
-                    .iter()
-                    .filter(|r| !r.outcome.is_ok() && r.t_ms >= w.start_ms && r.t_ms < end)
-                {
-                    eprintln!(
-                        "  failed at {:+.1} ms: {:?} after {:.1} ms {}",
-                        r.t_ms - m.fault_ms,
-                        r.outcome,
-                        r.latency_ms,
-                        r.detail.as_deref().unwrap_or("")
-                    );
-                }
-            }
-        }
+        log_windows(m);
         let desc = self.desc.clone();
         self.push(m.row(&self.id, &desc, cfg, Some(bound)))
+    }
+
+    /// [`Self::outage`] for a scenario that ends with the first master preempting back:
+    /// a window after the fault's own one that is a single reset, sent once the backup
+    /// had taken over (`taken_over`, from the fault), is that preemption's cut handshake
+    /// ([`super::MAX_CUT_HANDSHAKES`], the rule the preemption test asserts), not a second
+    /// outage. Any other extra window, or a timeout, still fails the row.
+    pub fn outage_with_return(
+        &mut self,
+        m: &Measured,
+        cfg: &PairConfig,
+        bound: Duration,
+        taken_over: Duration,
+    ) -> &mut Row {
+        log_windows(m);
+        let mut row = m.row(&self.id, &self.desc, cfg, Some(bound));
+        row.cut_handshakes =
+            cut_handshakes_after(m, m.fault_ms + taken_over.as_secs_f64() * 1000.0);
+        if row.cut_handshakes > 0 {
+            eprintln!(
+                "{} handshake(s) cut by the return's preemption",
+                row.cut_handshakes
+            );
+        }
+        self.push(row)
     }
 
     /// The row of `m` for the keepalived+HAProxy column: no bound, no assertion (it is
@@ -264,6 +262,54 @@ impl Scenario {
             .collect();
         bail!("{} violation(s):\n- {}", all.len(), all.join("\n- "))
     }
+}
+
+/// Prints every outage window of a run that had more than one, and the failures of the
+/// short ones one by one (their outcome says why).
+fn log_windows(m: &Measured) {
+    if m.summary.windows.len() <= 1 {
+        return;
+    }
+    for w in &m.summary.windows {
+        eprintln!(
+            "outage window from {:+.0} ms to {:?} ms after the fault: {} failed",
+            w.start_ms - m.fault_ms,
+            w.end_ms.map(|e| (e - m.fault_ms).round()),
+            w.failed
+        );
+    }
+    for w in m.summary.windows.iter().filter(|w| w.failed <= 3) {
+        for r in failures_in(m, w) {
+            eprintln!(
+                "  failed at {:+.1} ms: {:?} after {:.1} ms {}",
+                r.t_ms - m.fault_ms,
+                r.outcome,
+                r.latency_ms,
+                r.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
+/// The failed requests of window `w`.
+fn failures_in<'a>(m: &'a Measured, w: &'a Window) -> impl Iterator<Item = &'a Record> {
+    let end = w.end_ms.unwrap_or(f64::INFINITY);
+    m.run
+        .records
+        .iter()
+        .filter(move |r| !r.outcome.is_ok() && r.t_ms >= w.start_ms && r.t_ms < end)
+}
+
+/// The windows after the fault's own one that start after `from_ms` (client axis) and are
+/// a single reset: what a preemption's MAC move does to a handshake it straddles.
+fn cut_handshakes_after(m: &Measured, from_ms: f64) -> usize {
+    m.summary
+        .windows
+        .iter()
+        .skip(1)
+        .filter(|w| w.start_ms >= from_ms && w.failed == 1)
+        .filter(|w| failures_in(m, w).all(|r| r.outcome == Outcome::Reset))
+        .count()
 }
 
 /// Runs scenario `id` ("desc" in the report) and records its rows even when the body
