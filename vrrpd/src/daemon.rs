@@ -57,6 +57,26 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
     }
 }
 
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonStartError {
+    #[error("signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("control socket access: {0}")]
+    Access(#[from] control::AccessError),
+    #[error("control socket {path}: {source}")]
+    ControlSocket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("VIP manager: {0}")]
+    Vips(#[from] crate::net::vip::VipError),
+    #[error("link watcher: {0}")]
+    LinkWatcher(#[source] std::io::Error),
+    #[error(transparent)]
+    Instance(#[from] instance::StartError),
+}
+
 struct Daemon {
     config_path: PathBuf,
     config: VrrpConfig,
@@ -69,8 +89,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(config_path: PathBuf, config: VrrpConfig) -> anyhow::Result<Daemon> {
-        let signals = Signals::install()?;
+    async fn start(config_path: PathBuf, config: VrrpConfig) -> Result<Daemon, DaemonStartError> {
+        let signals = Signals::install().map_err(DaemonStartError::Signals)?;
         if config.global.realtime {
             let outcome = crate::net::realtime::enable_realtime(config.global.realtime_priority);
             if outcome.is_complete() {
@@ -96,7 +116,12 @@ impl Daemon {
             admin_gid = ?policy.admin_gid,
             "control socket access: lbd role for root and lbd_uid, commands for root and admin_gid"
         );
-        let listener = control::bind(&config.global.control_socket)?.with_access(policy);
+        let listener = control::bind(&config.global.control_socket)
+            .map_err(|source| DaemonStartError::ControlSocket {
+                path: config.global.control_socket.clone(),
+                source,
+            })?
+            .with_access(policy);
         let subscribers = listener.subscribers();
         tokio::spawn(control::serve(
             listener,
@@ -124,7 +149,9 @@ impl Daemon {
             next_event_id: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             lbd,
         };
-        let mut watcher = LinkWatcher::new().await?;
+        let mut watcher = LinkWatcher::new()
+            .await
+            .map_err(DaemonStartError::LinkWatcher)?;
         tokio::spawn(async move {
             loop {
                 match watcher.recv().await {

@@ -119,6 +119,29 @@ impl InstanceHandle {
     }
 }
 
+/// Why an instance could not start: each names the instance and what it needed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("instance {instance}: interface {interface}: {source}")]
+    Interface {
+        instance: String,
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error("instance {instance}: interface {interface} has no IPv4 address to send adverts from")]
+    NoIpv4 { instance: String, interface: String },
+    #[error("instance {instance}: VRRP socket: {source}")]
+    VrrpSocket {
+        instance: String,
+        source: std::io::Error,
+    },
+    #[error("instance {instance}: ARP socket: {source}")]
+    ArpSocket {
+        instance: String,
+        source: std::io::Error,
+    },
+}
+
 /// Why an instance did not hand over.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchoverError {
@@ -173,28 +196,31 @@ pub struct LbdShared {
 
 /// Start an instance: open its socket, clear VIPs left by a crash, enter Backup (or Fault
 /// if the link is down), and run until stopped.
-pub async fn spawn(config: InstanceConfig, shared: Shared) -> anyhow::Result<InstanceHandle> {
+pub async fn spawn(config: InstanceConfig, shared: Shared) -> Result<InstanceHandle, StartError> {
     let vip_addrs: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+    let instance = || config.name.clone();
     let iface = link::interface_info_excluding(&config.interface, &vip_addrs)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "instance {}: interface {}: {e}",
-                config.name,
-                config.interface
-            )
+        .map_err(|source| StartError::Interface {
+            instance: instance(),
+            interface: config.interface.clone(),
+            source,
         })?;
-    let primary = iface.primary_v4.ok_or_else(|| {
-        anyhow::anyhow!(
-            "instance {}: interface {} has no IPv4 address to send adverts from",
-            config.name,
-            config.interface
-        )
+    let primary = iface.primary_v4.ok_or_else(|| StartError::NoIpv4 {
+        instance: instance(),
+        interface: config.interface.clone(),
     })?;
-    let socket = VrrpSocket::open(&config.interface, primary, &config.unicast_peers)
-        .map_err(|e| anyhow::anyhow!("instance {}: VRRP socket: {e}", config.name))?;
-    let garp = GarpSender::open()
-        .map_err(|e| anyhow::anyhow!("instance {}: ARP socket: {e}", config.name))?;
+    let socket =
+        VrrpSocket::open(&config.interface, primary, &config.unicast_peers).map_err(|source| {
+            StartError::VrrpSocket {
+                instance: instance(),
+                source,
+            }
+        })?;
+    let garp = GarpSender::open().map_err(|source| StartError::ArpSocket {
+        instance: instance(),
+        source,
+    })?;
 
     if config.accept_from.is_empty() {
         warn!(instance = %config.name,
