@@ -22,6 +22,7 @@
 //! workspace's ban (for code whose tests pause tokio's clock) doesn't apply here.
 #![allow(clippy::disallowed_types)]
 
+pub mod burners;
 pub mod capture;
 pub mod cmd;
 pub mod forge;

@@ -17,24 +17,19 @@
 //! status of both runs and is printed, never asserted: it measures the machine, not the
 //! daemon.
 //!
-//! The burners are threads rather than processes so that they die with the test process
-//! whatever ends it, `kill -9` included, and each also stops on its own after 3 × [`load()`].
-//! While they run, the test thread itself is SCHED_FIFO (below the daemons) so that the VIP
-//! keeps being polled; it must switch only *after* starting them, since threads inherit
-//! their creator's scheduler and SCHED_FIFO burners would starve the whole machine.
+//! The burners (`netns_tests::burners`) stop on their own after 3 × [`load()`]. While they
+//! run, the test thread itself is SCHED_FIFO (below the daemons) so that the VIP keeps
+//! being polled.
 #![allow(clippy::disallowed_types)]
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use netns_tests::burners::{Burners, FifoThread};
+use netns_tests::pair::soak::{self, SoakPlan};
 use netns_tests::{always_for, eventually, vrrpd_bin, Lan, NodeId, VrrpInstance, Vrrpd};
-use nix::sched::{sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 /// Advert interval; `NETNS_SOAK_ADV_CS` overrides it (the soak, `scripts/soak-vrrp.sh`,
@@ -85,89 +80,6 @@ fn burner_nice() -> i32 {
 const POLL: Duration = Duration::from_millis(100);
 /// `policy` in `/proc/PID/stat` for SCHED_FIFO.
 const SCHED_FIFO: u64 = 1;
-
-/// Busy threads pinned to every CPU; stopped and joined on drop.
-struct Burners {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Burners {
-    fn start(per_cpu: usize, nice: i32) -> Result<Burners> {
-        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut burners = Burners {
-            stop: stop.clone(),
-            threads: Vec::new(),
-        };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        for cpu in 0..cpus {
-            for _ in 0..per_cpu {
-                let stop = stop.clone();
-                let ready = ready_tx.clone();
-                // Pushed as spawned, so an early return still stops and joins them.
-                burners.threads.push(thread::spawn(move || {
-                    let mut set = CpuSet::new();
-                    let pinned = set
-                        .set(cpu)
-                        .and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
-                    let tid = nix::unistd::gettid();
-                    let _ = ready.send(pinned.map(|()| tid).map_err(|e| format!("cpu {cpu}: {e}")));
-                    // Bounded on their own too, in case the test thread can't stop them.
-                    let end = Instant::now() + load() * 3;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                        std::hint::spin_loop();
-                    }
-                }));
-            }
-        }
-        drop(ready_tx);
-        for _ in 0..cpus * per_cpu {
-            match ready_rx.recv_timeout(Duration::from_secs(5)) {
-                Ok(Ok(tid)) => {
-                    let tid = tid.to_string();
-                    // SCHED_OTHER whatever the creating thread runs under, then niced.
-                    netns_tests::cmd::run("chrt", ["-o", "-p", "0", &tid])?;
-                    netns_tests::cmd::run("renice", ["-n", &nice.to_string(), "-p", &tid])?;
-                }
-                Ok(Err(e)) => bail!("pinning a burner: {e}"),
-                Err(e) => bail!("a burner never started: {e}"),
-            }
-        }
-        Ok(burners)
-    }
-}
-
-/// The calling thread under SCHED_FIFO until dropped (set and reset with `chrt`, which
-/// nix doesn't wrap).
-struct FifoThread {
-    tid: String,
-}
-
-impl FifoThread {
-    fn enter(priority: u8) -> Result<FifoThread> {
-        let tid = nix::unistd::gettid().to_string();
-        netns_tests::cmd::run("chrt", ["-f", "-p", &priority.to_string(), &tid])?;
-        Ok(FifoThread { tid })
-    }
-}
-
-impl Drop for FifoThread {
-    fn drop(&mut self) {
-        if let Err(e) = netns_tests::cmd::run("chrt", ["-o", "-p", "0", &self.tid]) {
-            eprintln!("cannot reset the test thread's scheduler: {e:#}");
-        }
-    }
-}
-
-impl Drop for Burners {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Starts vrrpd with `realtime` set in `[global]` (the harness's `start_vrrpd` writes
 /// its own `[global]` without it). Same layout as the harness's configs otherwise.
@@ -314,7 +226,7 @@ fn run_under_load(tag: &str, realtime: bool) -> Result<Outcome> {
 
     let before = [counters(&lan, &a)?, counters(&lan, &b)?];
     // Burners first: they would inherit a SCHED_FIFO creator's scheduler (module docs).
-    let burners = Burners::start(BURNERS_PER_CPU, burner_nice())?;
+    let burners = Burners::start(BURNERS_PER_CPU, burner_nice(), load() * 3)?;
     let watcher = FifoThread::enter(WATCHER_FIFO_PRIORITY)?;
     let mut polls = 0u32;
     let mut vip_moved = 0u32;
@@ -373,5 +285,28 @@ fn realtime_pair_has_no_false_failover_under_cpu_load() -> Result<()> {
 fn without_realtime_under_cpu_load_measurement_only() -> Result<()> {
     let out = run_under_load("starve-nort", false)?;
     out.print("realtime = false");
+    Ok(())
+}
+
+/// The whole pair as shipped (`configs/node-{a,b}`: unicast, vrrpd realtime, lbd not
+/// niced) at 2 cs adverts, under a keep-alive and a fresh-connection client, with every
+/// core busy with other work (nice 0) for [`load()`]: no VRRP transition, A the VIP's only
+/// holder throughout, and no failed request (issue 10's soak target; `scripts/soak-pair.sh`
+/// runs it for 10 minutes). See `netns_tests::pair::soak`.
+#[test]
+fn shipped_pair_serves_through_cpu_load_without_moving() -> Result<()> {
+    let plan = SoakPlan {
+        load: load(),
+        advert_cs: env_or("NETNS_SOAK_ADV_CS", 2),
+        burner_nice: env_or("NETNS_BURNER_NICE", 0),
+    };
+    let out = soak::run("soak-pair", plan)?;
+    eprintln!("pair soak: {}", out.one_line());
+    let v = out.violations();
+    assert!(
+        v.is_empty(),
+        "the pair moved or failed under CPU load:\n- {}",
+        v.join("\n- ")
+    );
     Ok(())
 }

@@ -36,6 +36,7 @@ pub mod load;
 pub mod report;
 pub mod scenario;
 pub mod shipped;
+pub mod soak;
 pub mod softstate;
 pub mod supervisor;
 
@@ -733,7 +734,10 @@ fn start_node(
     let vrrpd_config = dir.join(format!("vrrpd-{r}.toml"));
     let lbd_config = dir.join(format!("lbd-{r}.toml"));
     if cfg.shipped {
-        write_file(&vrrpd_config, &shipped::vrrpd_toml(lan, id, &socket)?)?;
+        write_file(
+            &vrrpd_config,
+            &shipped::vrrpd_toml(lan, id, &socket, cfg.advert_cs)?,
+        )?;
         write_file(&lbd_config, &shipped::lbd_toml(lan, id, &socket, backends)?)?;
     } else {
         write_file(&vrrpd_config, &vrrpd_toml(lan, cfg, id, &socket))?;

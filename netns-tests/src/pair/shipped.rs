@@ -11,7 +11,8 @@
 //!   names lbd gives itself in responses (`node_name`, `via_name`), because the load client
 //!   tells the nodes apart by them (`a`/`b`).
 //!
-//! Everything else (advert interval, priorities, preemption delay, `[lbd]` timeouts,
+//! Everything else (the advert interval unless a scenario sets its own, as the soak does;
+//! priorities, preemption delay, `[lbd]` timeouts,
 //! `fast_takeover`, `realtime`, `[control]`, lbd's pool, health checks and timeouts) is the
 //! shipped value, and [`config`] reads the harness's [`PairConfig`] from the same files, so
 //! the bounds follow whatever is shipped. lbd runs without `nice`, as the shipped unit does.
@@ -151,8 +152,10 @@ fn addr_array(addrs: &[Ipv4Addr]) -> Item {
     value(a)
 }
 
-/// `configs/node-<id>/vrrpd.toml` with the namespaces' socket, interface and addresses.
-pub fn vrrpd_toml(lan: &Lan, id: NodeId, socket: &Path) -> Result<String> {
+/// `configs/node-<id>/vrrpd.toml` with the namespaces' socket, interface and addresses, and
+/// `advert_cs` as the advert interval (the shipped one unless a scenario changed
+/// [`PairConfig::advert_cs`], as the soak does).
+pub fn vrrpd_toml(lan: &Lan, id: NodeId, socket: &Path, advert_cs: u16) -> Result<String> {
     let mut doc = load(id, "vrrpd.toml")?;
     set(
         &mut doc,
@@ -167,6 +170,7 @@ pub fn vrrpd_toml(lan: &Lan, id: NodeId, socket: &Path) -> Result<String> {
     let vip = lan.vip(0);
     let inst = instance_mut(&mut doc)?;
     inst.insert("interface", value(LAN_IF));
+    inst.insert("advert_interval_cs", value(i64::from(advert_cs)));
     for key in ["unicast_peers", "accept_from"] {
         if inst.contains_key(key) {
             inst.insert(key, addr_array(&[peer]));

@@ -1,0 +1,179 @@
+//! The pair soak (issue 10, "Steady under load, with the shipped configs"): the shipped
+//! node configs at a short advert interval, a keep-alive client and a fresh-connection
+//! client each sending a request every 5 ms, and every core kept busy by other work for a
+//! while. Nothing may move: no VRRP transition on either node, A the VIP's only holder at
+//! every poll, and no failed request.
+//!
+//! The "other work" is busy threads at niceness 0 by default, which is what other jobs on
+//! a node are: the fair scheduler then still wakes lbd and vrrpd within milliseconds. At
+//! niceness -20 a nice-0 process (lbd as shipped, or HAProxy) gets about 1% of a CPU, so
+//! requests time out wherever the VIP is; `scripts/soak-pair.sh --nice -20` shows that,
+//! and the vrrpd-only soak (`scripts/soak-vrrp.sh`) covers the VIP under that load.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+use super::load::Summary;
+use super::{PairConfig, PairTopology};
+use crate::burners::{Burners, FifoThread};
+use crate::lan::NodeId;
+use crate::wait;
+
+/// Busy threads per core: more than one, so the daemons compete with a queue, not a peer.
+const BURNERS_PER_CPU: usize = 2;
+/// Between two looks at who holds the VIP (each runs `ip` in the nodes' namespaces).
+const POLL: Duration = Duration::from_millis(100);
+/// SCHED_FIFO priority of the watching thread: below vrrpd's (10), so it can't delay it,
+/// above the burners, so the watch keeps sampling (the `ip` commands inherit it).
+const WATCHER_FIFO_PRIORITY: u8 = 5;
+/// Fewer looks at the VIP than this and the run proves nothing.
+const MIN_POLLS: u32 = 3;
+
+/// What a soak run is: how long, at which advert interval, and how nice the burners are.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakPlan {
+    pub load: Duration,
+    pub advert_cs: u16,
+    pub burner_nice: i32,
+}
+
+/// What the soak saw while the CPUs were busy.
+#[derive(Debug)]
+pub struct SoakOutcome {
+    pub plan: SoakPlan,
+    pub polls: u32,
+    /// Polls at which A was not the VIP's only holder.
+    pub vip_moved: u32,
+    /// VRRP transitions during the load, A then B.
+    pub transitions: [u64; 2],
+    /// Timers that fired over half an advert interval late during the load, A then B.
+    pub late_timers: [u64; 2],
+    pub keepalive: Summary,
+    pub fresh: Summary,
+}
+
+impl SoakOutcome {
+    /// Everything the soak promises that did not hold.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        // The counters are the main witness (a flap between polls still counts there);
+        // the polls must at least have looked. Each runs `ip` in two namespaces, which
+        // takes hundreds of ms on a 2-core machine this loaded.
+        if self.polls < MIN_POLLS {
+            v.push(format!(
+                "only {} polls of the VIP: the watch proves nothing",
+                self.polls
+            ));
+        }
+        if self.vip_moved > 0 {
+            v.push(format!(
+                "A was not the VIP's only holder at {} polls",
+                self.vip_moved
+            ));
+        }
+        if self.transitions != [0, 0] {
+            v.push(format!(
+                "VRRP transitions under load: A {}, B {}",
+                self.transitions[0], self.transitions[1]
+            ));
+        }
+        for (client, s) in [
+            ("keep-alive", &self.keepalive),
+            ("fresh-connection", &self.fresh),
+        ] {
+            if s.failed > 0 || s.total == 0 {
+                v.push(format!("{client} client: {}", s.one_line()));
+            }
+        }
+        v
+    }
+
+    pub fn one_line(&self) -> String {
+        format!(
+            "{:?} at {} cs, burners at nice {}: {} polls, VIP off A at {}; transitions A={} B={}; \
+             late timers A={} B={}; keep-alive: {}; fresh: {}",
+            self.plan.load,
+            self.plan.advert_cs,
+            self.plan.burner_nice,
+            self.polls,
+            self.vip_moved,
+            self.transitions[0],
+            self.transitions[1],
+            self.late_timers[0],
+            self.late_timers[1],
+            self.keepalive.one_line(),
+            self.fresh.one_line()
+        )
+    }
+}
+
+/// Runs the soak: the shipped pair at `plan.advert_cs`, both clients, the burners for
+/// `plan.load`.
+pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
+    let mut cfg = PairConfig::shipped()?;
+    cfg.advert_cs = plan.advert_cs;
+    let mut pair = PairTopology::new(tag, cfg)?;
+    let vip = pair.vip(0);
+    pair.await_past_startup_grace();
+    pair.await_answer(vip, NodeId::A, Duration::from_secs(3))?;
+    let max = plan.load + Duration::from_secs(60);
+    let keepalive = pair.start_load(vip, true, max)?;
+    let fresh = pair.start_load(vip, false, max)?;
+    for load in [&keepalive, &fresh] {
+        pair.await_load_answer(load, NodeId::A, Duration::from_secs(3))?;
+    }
+    let before = [counters(&pair, NodeId::A)?, counters(&pair, NodeId::B)?];
+    let (mut polls, mut vip_moved) = (0u32, 0u32);
+    {
+        let _burners = Burners::start(BURNERS_PER_CPU, plan.burner_nice, plan.load * 3)?;
+        // Started after the burners, which would inherit it (`crate::burners`).
+        let _watcher = FifoThread::enter(WATCHER_FIFO_PRIORITY)?;
+        // `always_for` bounds the watch; the condition never fails, the moves are counted.
+        wait::always_for(plan.load, POLL, || {
+            polls += 1;
+            if pair.holders(vip)? != [NodeId::A] {
+                vip_moved += 1;
+            }
+            Ok(true)
+        })?;
+    }
+    let keepalive = pair.finish_load(keepalive, Duration::from_secs(10))?;
+    let fresh = pair.finish_load(fresh, Duration::from_secs(10))?;
+    // Read once the CPUs are free: the counters only grow, so a flap shows whenever read.
+    let after = [counters(&pair, NodeId::A)?, counters(&pair, NodeId::B)?];
+    let delta =
+        |f: fn(&Counters) -> u64| [0, 1].map(|i| f(&after[i]).saturating_sub(f(&before[i])));
+    Ok(SoakOutcome {
+        plan,
+        polls,
+        vip_moved,
+        transitions: delta(|c| c.transitions),
+        late_timers: delta(|c| c.late_timers),
+        keepalive: keepalive.summary(),
+        fresh: fresh.summary(),
+    })
+}
+
+struct Counters {
+    transitions: u64,
+    late_timers: u64,
+}
+
+/// The first instance's counters in `vrrpd status` on `id`.
+fn counters(pair: &PairTopology, id: NodeId) -> Result<Counters> {
+    let st = pair.status(id)?;
+    let inst = st
+        .pointer("/instances/0/counters")
+        .ok_or_else(|| anyhow!("no counters in {st}"))?;
+    let num = |k: &str| {
+        inst.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no counters.{k} in {inst}"))
+    };
+    Ok(Counters {
+        transitions: num("transitions")?,
+        late_timers: num("late_timers")?,
+    })
+}
