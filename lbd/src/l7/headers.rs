@@ -24,7 +24,7 @@
 //! `Transfer-Encoding` on HTTP/1.0. For `Content-Length` + `Transfer-Encoding` it follows
 //! RFC 9112 §6.1: the body is read as chunked, `Content-Length` is dropped and the connection
 //! is closed after the response, so nothing after the chunked body can be read as a second
-//! request. The proxy never forwards both headers either way (tests/it_smuggling.rs).
+//! request. The proxy never forwards both headers either way (tests/it/smuggling.rs).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

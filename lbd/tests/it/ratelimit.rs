@@ -1,7 +1,7 @@
 //! Rate limiting against the real lbd: burst then 429 with Retry-After, refill, keys by client
 //! IP, header and route, route-scoped limiters, and the denial metric.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Reload, drain, fast exit and WebSocket tunnelling on a real lbd process.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Health state survives a reload for backends whose address did not change, even when
 //! they moved in the list, changed weight or the pool's health settings changed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

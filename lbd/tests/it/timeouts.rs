@@ -2,13 +2,13 @@
 //!
 //! Already covered elsewhere, so not repeated here: a slow single backend answering 504 at
 //! `backend_response_ms` (`it_health.rs`) and an idle keep-alive client closed at
-//! `client_idle_ms` (`it_lifecycle.rs`).
+//! `client_idle_ms` (`lifecycle.rs`).
 //!
 //! - [`Blackhole`]: a loopback address whose SYNs go unanswered, so a connect to it neither
 //!   succeeds nor is refused: the only way to exercise `timeouts.connect_ms` on loopback.
 //! - [`Silent`]: a backend that accepts and reads the request but never answers.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

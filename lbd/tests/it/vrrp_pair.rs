@@ -5,7 +5,7 @@
 //! The VIP is emulated by 127.0.0.2 on loopback: the listener is bound only while the fake
 //! says `master`, so "connection refused" means "not serving".
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! Transfer-Encoding and identical duplicate Content-Length lines are caught by lbd's framing
 //! tracker (`l7::framing`) and answered by the proxy.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Sticky sessions against the real lbd: insert mode (lbd's signed cookie) and learn mode
 //! (the application's session cookie), including re-pinning when the pinned backend goes away.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
