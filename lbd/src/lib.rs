@@ -1,4 +1,4 @@
-//! lbd: the L7 HTTP / L4 TCP reverse proxy of the lbpair pair.
+//! lbd: the L7 HTTP(S) reverse proxy of the lbpair pair (L4 TCP/UDP is not built yet).
 //!
 //! Layout (a request flows top to bottom):
 //! - [`listener`]   bound sockets (IP_FREEBIND for VIPs), accept loop with the client

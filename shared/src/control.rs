@@ -217,11 +217,11 @@ pub struct InstanceCounters {
     pub checksum_modes: BTreeMap<String, u64>,
     pub garps_sent: u64,
     pub send_errors: u64,
-    /// Learned advert intervals clamped into the adopt window (issue 10).
+    /// Learned advert intervals clamped into the adopt window.
     #[serde(default)]
     pub interval_clamped: u64,
     /// Replies to worse or priority-0 adverts not sent: one already went out less than an
-    /// advert interval ago (issue 10: a flood is not amplified).
+    /// advert interval ago (so a flood is not amplified).
     #[serde(default)]
     pub replies_suppressed: u64,
 }

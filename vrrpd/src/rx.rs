@@ -26,7 +26,7 @@
 //!   misconfigured owners settle on one master by address instead of both staying master.
 //! - **Source.** An unspecified, multicast or broadcast source cannot be a router's primary
 //!   address, and the FSM uses the source as the tie-breaker, so it is discarded.
-//! - **Allowed sources** ([`Policy::accept_from`], issue 10). VRRP has no authentication:
+//! - **Allowed sources** ([`Policy::accept_from`]). VRRP has no authentication:
 //!   any host on the LAN can forge an advert. With a list of allowed sources (by default the
 //!   unicast peers) an advert from any other address is [`Discard::SourceNotAllowed`].
 //!   It does not stop a forger that spoofs an allowed address; the HMAC trailer does.

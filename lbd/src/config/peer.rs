@@ -1,4 +1,4 @@
-//! `[peer]`: the authenticated link to the other lbd node (issue 5).
+//! `[peer]`: the authenticated link to the other lbd node.
 //!
 //! ```toml
 //! [peer]

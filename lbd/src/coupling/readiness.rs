@@ -1,7 +1,7 @@
 //! What lbd tells vrrpd about itself: *able* to serve, and *ready* to take over.
 //!
-//! Both are lists of named conditions rather than two booleans, so a later condition (issue:
-//! "state synced with the peer") is one more entry, and `/status` can say which one fails.
+//! Both are lists of named conditions rather than two booleans, so a condition such as
+//! "state synced with the peer" is one more entry, and `/status` can say which one fails.
 //! - able: `shutdown` (not draining out of the process), `listeners_bound` (every listener
 //!   of an instance that is master here is bound), and, per `[vrrp]
 //!   unable_when_no_healthy_backend`, `backends` for the listed pools.

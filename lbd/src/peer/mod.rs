@@ -1,4 +1,4 @@
-//! The peer link (issue 5): drives `shared::peer`'s sans-IO [`Replicator`] over an
+//! The peer link: drives `shared::peer`'s sans-IO [`Replicator`] over an
 //! authenticated TCP stream to the other lbd node, so sticky entries, rate-limit buckets and
 //! operator drains ([`crate::softstate`]) survive a failover.
 //!

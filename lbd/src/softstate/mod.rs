@@ -1,4 +1,4 @@
-//! Soft state a failover should not lose (issue 5): learn-mode sticky sessions, rate-limit
+//! Soft state a failover should not lose: learn-mode sticky sessions, rate-limit
 //! buckets and operator drains, replicated to the peer node by [`crate::peer`].
 //!
 //! Layout:

@@ -25,7 +25,7 @@
 //! ## What it approximates
 //! Because a node's token goes on top of the other node's debt, the bucket refills at `r`
 //! whoever took the tokens: after a failover the new node continues the old node's bucket
-//! exactly (measured from outside by issue 11's benchmark: a client hammering through the
+//! exactly (measured from outside by `scripts/bench-failover-softstate.sh`: a client hammering through the
 //! failover gets what one bucket allows, within one refill interval; an earlier design that
 //! summed independently decaying components let one extra burst through per failover).
 //! Tokens the two nodes take without having seen each other's (within one replication

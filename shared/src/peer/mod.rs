@@ -1,4 +1,4 @@
-//! The peer link's wire format and sans-IO protocol (issue 5): how two lbd nodes replicate
+//! The peer link's wire format and sans-IO protocol: how two lbd nodes replicate
 //! their soft state (sticky tables, rate-limit buckets, operator drains).
 //!
 //! Layout:

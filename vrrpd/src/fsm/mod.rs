@@ -15,7 +15,7 @@
 //!   actions, `Transition` action, counters, log, entry actions);
 //! - `events`: the RFC 5798 events (startup, shutdown, adverts, timers, link, faults,
 //!   tracking priority);
-//! - `pair`: what the HA pair adds (issue 4): the readiness gate on preemption, the
+//! - `pair`: what the HA pair adds: the readiness gate on preemption, the
 //!   make-before-break switchover with its preemption hold, and resuming after a restart.
 //!
 //! The deadlines live inside the `State` variants (`Backup { master_down_at }`,
@@ -38,7 +38,7 @@
 //! - Adverts whose max advert interval or address list differ from ours are accepted (the
 //!   Backup learns the interval, RFC 5798 §6.4.2) and counted in `interval_mismatch` /
 //!   `addr_mismatch`.
-//! - **Deviation from RFC 5798 §6.4.2 (issue 10):** the learned Master_Adver_Interval is
+//! - **Deviation from RFC 5798 §6.4.2:** the learned Master_Adver_Interval is
 //!   clamped into `FsmConfig::adopt_interval_cs` (default: a quarter of our interval up to
 //!   our interval) and every clamp is counted in `interval_clamped`. Adopting any interval
 //!   lets one forged advert (priority 200, Max Adver Int 4095) make the master yield and

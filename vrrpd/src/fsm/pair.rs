@@ -1,4 +1,4 @@
-//! What the HA pair adds to RFC 5798 (issue 4), still pure:
+//! What the HA pair adds to RFC 5798, still pure:
 //!
 //! - **readiness gate**: [`Fsm::set_ready`]. A Backup preempts a lower-priority master only
 //!   while the local services (lbd) are ready. Readiness never holds back a takeover from a

@@ -108,7 +108,7 @@ impl fmt::Display for StateKind {
     }
 }
 
-/// Why a local fault was raised (issue 4: tracking).
+/// Why a local fault was raised (tracking).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultReason {

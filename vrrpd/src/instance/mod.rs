@@ -17,7 +17,7 @@
 //! declaring it dead. A timer that fires more than half an advert interval late is counted
 //! and logged.
 //!
-//! Floods (issue 10): the loop polls the timer *before* the socket, and reads at most
+//! Floods: the loop polls the timer *before* the socket, and reads at most
 //! [`RECV_BATCH`] datagrams per turn, stopping early when the deadline passes, so a flood of
 //! protocol-112 packets can't hold back our own adverts. When datagrams wake the loop more
 //! often than once per [`RX_COALESCE`], the socket is left alone for that long after each
