@@ -42,8 +42,12 @@ for run in $(seq 1 "$RUNS"); do
     cargo nextest run -p netns-tests --no-capture --test-threads 1 \
     -E 'test(=shipped_pair_serves_through_cpu_load_without_moving)' >"$log" 2>&1 || rc=$?
   grep -E "pair soak:|^- |PASS|FAIL" "$log" | sort -u || true
-  rm -f "$log"
-  if [[ $rc -ne 0 ]]; then failed=$((failed + 1)); fi
+  if [[ $rc -ne 0 ]]; then
+    failed=$((failed + 1))
+    echo "(the run's whole output, daemon logs included: $log)"
+  else
+    rm -f "$log"
+  fi
 done
 echo "=== pair soak: $failed of $RUNS runs failed (a VIP move, a transition or a failed request)"
 [[ $failed -eq 0 ]]

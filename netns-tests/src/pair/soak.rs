@@ -139,6 +139,7 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
             Ok(true)
         })?;
     }
+    print_state_changes(&pair);
     let keepalive = pair.finish_load(keepalive, Duration::from_secs(10))?;
     let fresh = pair.finish_load(fresh, Duration::from_secs(10))?;
     // Read once the CPUs are free: the counters only grow, so a flap shows whenever read.
@@ -154,6 +155,36 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
         keepalive: keepalive.summary(),
         fresh: fresh.summary(),
     })
+}
+
+/// The daemons' log lines that say why something moved (state changes, lbd or vrrpd
+/// judged down, late timers), for a run that had any: the supervised logs are long (DEBUG
+/// adverts 50 times a second at 2 cs), and the failure dump shows only their tails.
+fn print_state_changes(pair: &PairTopology) {
+    const WHY: [&str; 6] = [
+        "vrrp transition",
+        "lbd is down",
+        "lbd is back",
+        "late",
+        "vrrpd link",
+        "no longer master",
+    ];
+    for id in [NodeId::A, NodeId::B] {
+        let n = pair.node(id);
+        for d in [&n.vrrpd, &n.lbd] {
+            let Ok(text) = std::fs::read_to_string(d.log_path()) else {
+                continue;
+            };
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("DEBUG") && WHY.iter().any(|w| l.contains(w)))
+                .collect();
+            // The start-up's own lines are the first few; more means something moved.
+            for l in lines.iter().rev().take(40).rev() {
+                eprintln!("[{}] {l}", d.label());
+            }
+        }
+    }
 }
 
 struct Counters {

@@ -123,6 +123,11 @@ impl Supervisor {
         &self.spec.label
     }
 
+    /// The file its output goes to (every start's, appended).
+    pub fn log_path(&self) -> &Path {
+        &self.spec.log
+    }
+
     /// The running child's PID, if one runs (unreaped).
     pub fn pid(&self) -> Option<i32> {
         let mut st = self.lock();
