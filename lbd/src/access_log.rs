@@ -145,6 +145,16 @@ pub fn render_metrics(e: &mut crate::metrics::Exposition) {
         "Access log lines dropped because the writer fell behind.",
     );
     e.sample("lbd_access_log_dropped_total", &[], dropped());
+    e.family(
+        "lbd_log_lines_dropped_total",
+        "counter",
+        "Daemon log lines (not access log) dropped because stderr was blocked and the queue full.",
+    );
+    e.sample(
+        "lbd_log_lines_dropped_total",
+        &[],
+        shared::telemetry::dropped_lines(),
+    );
 }
 
 type Batch = Arc<Mutex<Vec<u8>>>;

@@ -229,7 +229,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            shared::telemetry::init(cfg.global.log_format, &cfg.global.log_level);
+            let log = shared::telemetry::init(cfg.global.log_format, &cfg.global.log_level);
             raise_open_file_limit(cfg.global.max_client_conns);
             // --workers, else `global.workers`, else one per CPU.
             let n = workers
@@ -260,14 +260,17 @@ fn main() -> ExitCode {
             // threads end with the process.
             runtime.shutdown_background();
             lbd::access_log::flush(std::time::Duration::from_secs(2));
-            match code {
+            let exit = match code {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
                     tracing::error!(error = %e, "lbd failed to start");
                     eprintln!("lbd: {e}");
                     ExitCode::from(1)
                 }
-            }
+            };
+            // The queued log lines go out before the process ends.
+            drop(log);
+            exit
         }
     }
 }

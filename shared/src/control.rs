@@ -150,6 +150,10 @@ pub struct DaemonStatus {
     /// The control socket's own counters (absent from older daemons).
     #[serde(default)]
     pub control: ControlStats,
+    /// Log lines dropped because stderr was blocked and the writer's queue was full
+    /// (`shared::telemetry`; absent from older daemons).
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// The control socket as the daemon sees it.

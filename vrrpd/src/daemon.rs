@@ -47,7 +47,7 @@ pub async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    shared::telemetry::init(config.global.log_format, &config.global.log_level);
+    let _log = shared::telemetry::init(config.global.log_format, &config.global.log_level);
     match Daemon::start(config_path, config).await {
         Ok(daemon) => daemon.serve().await,
         Err(e) => {
@@ -439,6 +439,7 @@ fn empty_status(config_path: &Path) -> DaemonStatus {
         config_path: config_path.display().to_string(),
         control: Default::default(),
         instances: Vec::new(),
+        log_lines_dropped: shared::telemetry::dropped_lines(),
     }
 }
 

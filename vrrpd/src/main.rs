@@ -303,6 +303,13 @@ fn render_status(s: &DaemonStatus) -> String {
         s.config_path
     );
     push_control(&mut out, &s.control);
+    if s.log_lines_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "log lines dropped (stderr blocked): {}",
+            s.log_lines_dropped
+        );
+    }
     if s.instances.is_empty() {
         out.push_str("no instances\n");
         return out;
@@ -455,6 +462,7 @@ mod tests {
                 connections: 3,
                 refused: [("not_admin".to_string(), 2)].into(),
             },
+            log_lines_dropped: 7,
             instances: vec![InstanceStatus {
                 name: "web".into(),
                 interface: "eth0".into(),
@@ -490,6 +498,7 @@ mod tests {
             "ttl=3",
             "pseudo_header=34",
             "3 connection(s) open; refused: not_admin=2",
+            "log lines dropped (stderr blocked): 7",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

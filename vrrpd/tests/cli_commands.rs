@@ -126,6 +126,7 @@ fn fake_status(config: &Path) -> DaemonStatus {
         uptime_ms: 90_000,
         config_path: config.display().to_string(),
         control: Default::default(),
+        log_lines_dropped: 0,
         instances: vec![InstanceStatus {
             name: "web".into(),
             interface: "eth0".into(),

@@ -45,6 +45,7 @@ fn status() -> DaemonStatus {
         uptime_ms: 1000,
         config_path: "/etc/lbpair/vrrpd.toml".into(),
         control: Default::default(),
+        log_lines_dropped: 0,
         instances: vec![instance("web", 51, "backup"), instance("api", 52, "master")],
     }
 }

@@ -48,6 +48,7 @@ async fn start(startup_grace: Duration) -> Fixture {
         uptime_ms: 0,
         config_path: "test".into(),
         control: Default::default(),
+        log_lines_dropped: 0,
         instances: Vec::new(),
     });
     let (events, _) = broadcast::channel(16);
