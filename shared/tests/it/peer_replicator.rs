@@ -1,7 +1,7 @@
 //! The replicator wired back to back under simulated time: resync, live updates, RESUME,
 //! peer restarts, the dirty-set bound, resync pacing and the phase.
 
-mod peer_common;
+use crate::peer_common;
 
 use std::time::Duration;
 
