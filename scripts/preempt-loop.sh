@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the preemption scenario of netns-tests/tests/pair_node_loss.rs
+# Runs the preemption scenario of netns-tests/tests/it/pair_node_loss.rs
 # (`returning_master_preempts_once_ready_without_failures`) RUNS times at each advert
 # interval and prints, for every run, the failed requests of its two clients: a keep-alive
 # client and a client opening a new connection per request, each sending a request every
@@ -44,10 +44,11 @@ fi
 export CARGO_TERM_COLOR=never
 # The daemons and helpers the harness starts, then the test binary itself.
 cargo build -q -p vrrpd -p lbd -p netns-tests --bins
-test_bin=$(cargo test -q -p netns-tests --test pair_node_loss --no-run --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*pair_node_loss[^"]*\)".*/\1/p' | tail -n 1)
+# The scenarios' test binary (`it`), not the helper binaries built for it.
+test_bin=$(cargo test -q -p netns-tests --test it --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\/it-[0-9a-f]*\)".*/\1/p' | tail -n 1)
 if [ -z "$test_bin" ] || [ ! -x "$test_bin" ]; then
-  echo "preempt-loop: could not find the pair_node_loss test binary" >&2
+  echo "preempt-loop: could not find the netns-tests test binary" >&2
   exit 1
 fi
 
@@ -68,7 +69,7 @@ for ((i = 1; i <= runs; i++)); do
     log="$log_dir/run-$i-${cs}cs.log"
     status=ok
     env "${quiet[@]}" "${capture[@]}" PREEMPT_INTERVALS_CS="$cs" timeout 300 "$test_bin" --exact \
-      --test-threads=1 --nocapture returning_master_preempts_once_ready_without_failures \
+      --test-threads=1 --nocapture pair_node_loss::returning_master_preempts_once_ready_without_failures \
       >"$log" 2>&1 || status=FAILED
     # "preempt-figures cs=2 keepalive_failed=0 keepalive_total=812 keepalive_retried=3
     #  fresh_failed=0 fresh_total=815"

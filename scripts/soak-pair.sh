@@ -4,7 +4,7 @@
 # client each sending a request every 5 ms to the VIP, and every core kept busy by other
 # work (busy threads, nice 0 by default). Target: 0 VIP moves, 0 VRRP transitions and 0
 # failed requests. It runs the netns test
-# `shipped_pair_serves_through_cpu_load_without_moving` (5 s in CI) for longer.
+# `vrrp_starvation::shipped_pair_serves_through_cpu_load_without_moving` (5 s in CI) for longer.
 #
 #   scripts/soak-pair.sh [--seconds S] [--interval-cs N] [--nice N] [--runs N]
 #
@@ -40,7 +40,7 @@ for run in $(seq 1 "$RUNS"); do
   rc=0
   NETNS_SOAK_SECS=$SECONDS_LOAD NETNS_SOAK_ADV_CS=$ADV NETNS_BURNER_NICE=$NICE \
     cargo nextest run -p netns-tests --no-capture --test-threads 1 \
-    -E 'test(=shipped_pair_serves_through_cpu_load_without_moving)' >"$log" 2>&1 || rc=$?
+    -E 'test(=vrrp_starvation::shipped_pair_serves_through_cpu_load_without_moving)' >"$log" 2>&1 || rc=$?
   grep -E "pair soak:|^- |PASS|FAIL" "$log" | sort -u || true
   if [[ $rc -ne 0 ]]; then
     failed=$((failed + 1))

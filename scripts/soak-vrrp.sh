@@ -32,8 +32,9 @@ for run in $(seq 1 "$RUNS"); do
   log=$(mktemp)
   rc=0
   NETNS_SOAK_SECS=$SECONDS_LOAD NETNS_SOAK_ADV_CS=$ADV \
-    cargo test -q -p netns-tests --test vrrp_starvation -- \
-    realtime_pair_has_no_false_failover_under_cpu_load --exact --nocapture --test-threads=1 \
+    cargo test -q -p netns-tests --test it -- \
+    vrrp_starvation::realtime_pair_has_no_false_failover_under_cpu_load --exact --nocapture \
+    --test-threads=1 \
     >"$log" 2>&1 || rc=$?
   grep -E "realtime|late|transition|polls|test result|panicked" "$log" || true
   rm -f "$log"

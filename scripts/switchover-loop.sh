@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the planned-switchover scenarios of netns-tests/tests/pair_planned.rs RUNS times
+# Runs the planned-switchover scenarios of netns-tests/tests/it/pair_planned.rs RUNS times
 # (default 50, at most 1000) and prints, for every run, the failed requests of each client
 # (a keep-alive client and a fresh-connection client, a request every 5 ms, each at advert
 # intervals 100 and 10 cs) and whether the slow-request test passed; then the totals. Every
@@ -22,10 +22,11 @@ fi
 export CARGO_TERM_COLOR=never
 # The daemons and helpers the harness starts, then the test binary itself.
 cargo build -q -p vrrpd -p lbd -p netns-tests --bins
-test_bin=$(cargo test -q -p netns-tests --test pair_planned --no-run --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*pair_planned[^"]*\)".*/\1/p' | tail -n 1)
+# The scenarios' test binary (`it`), not the helper binaries built for it.
+test_bin=$(cargo test -q -p netns-tests --test it --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\/it-[0-9a-f]*\)".*/\1/p' | tail -n 1)
 if [ -z "$test_bin" ] || [ ! -x "$test_bin" ]; then
-  echo "switchover-loop: could not find the pair_planned test binary" >&2
+  echo "switchover-loop: could not find the netns-tests test binary" >&2
   exit 1
 fi
 
@@ -35,7 +36,7 @@ total_requests=0
 bad_runs=0
 # Runs one test of pair_planned; its log is $log_dir/run-$i-$2.log. Status 1 if it failed.
 run_test() {
-  NETNS_QUIET=1 timeout 300 "$test_bin" --exact --test-threads=1 --nocapture "$1" \
+  NETNS_QUIET=1 timeout 300 "$test_bin" --exact --test-threads=1 --nocapture "pair_planned::$1" \
     >"$log_dir/run-$i-$2.log" 2>&1
 }
 # "switchover at 100 cs, keep-alive client (...): 426 requests, 0 failed, ... retried 23, ..."

@@ -11,7 +11,7 @@
 //!   which are refill intervals (one token refills in 1/rate; the promise: within one).
 //!
 //! The kill comes at one of three [`KillMoment`]s. Used by `src/bin/bench-failover-softstate.rs`
-//! (the benchmark, `scripts/bench-failover-softstate.sh`) and `tests/pair_softstate.rs` (the
+//! (the benchmark, `scripts/bench-failover-softstate.sh`) and `tests/it/pair_softstate.rs` (the
 //! bound, one kill per moment).
 //!
 //! Clients run on threads inside the client's namespace ([`in_netns`]; threads spawned there

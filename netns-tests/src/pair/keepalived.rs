@@ -1,6 +1,6 @@
 //! keepalived + HAProxy in the pair topology, in place of vrrpd + lbd, so the report's
 //! keepalived column is measured by the suite on the same topology, load client and fault
-//! as the lbpair row beside it (`tests/pair_keepalived.rs`), rather than copied from notes.
+//! as the lbpair row beside it (`tests/it/pair_keepalived.rs`), rather than copied from notes.
 //!
 //! Each LB node runs keepalived's VRRP subsystem (VRRPv3, the suite's priorities and advert
 //! interval, multicast, preempt, HAProxy tracked by a one-second `track_script`) and HAProxy (listening on

@@ -2,7 +2,7 @@
 //! interval stays inside the adopt window, so one forged Max Adver Int can't hold the VIP
 //! with nobody, and a Master answers worse adverts at most once per interval.
 
-mod fsm_support;
+use crate::fsm_support;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //! Waiting is always on a condition with a deadline. `LBPAIR_TEST_PATIENCE` multiplies the
 //! deadlines on a slow machine.
 //!
-//! Run: `cargo test -p vrrpd --test net_netns`
+//! Run: `cargo test -p vrrpd --test it -- net_netns::`
 
 use std::fs::File;
 use std::future::Future;

@@ -1,7 +1,6 @@
 //! Helpers shared by the state-machine tests (`fsm_transitions`, `fsm_pair`,
 //! `fsm_switchover`): one configuration, adverts from a lower and a higher address, and
 //! machines already in Backup or Master. Times are milliseconds since an arbitrary epoch.
-#![allow(dead_code)]
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

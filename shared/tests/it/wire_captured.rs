@@ -21,32 +21,32 @@ fn hex(text: &str) -> Vec<u8> {
 const ADVERTS: [(&str, &str, u16, u8); 5] = [
     (
         "advert-1",
-        include_str!("../testdata/keepalived-v3/advert-1.hex"),
+        include_str!("../../testdata/keepalived-v3/advert-1.hex"),
         1,
         150,
     ),
     (
         "advert-2",
-        include_str!("../testdata/keepalived-v3/advert-2.hex"),
+        include_str!("../../testdata/keepalived-v3/advert-2.hex"),
         2,
         150,
     ),
     (
         "advert-3",
-        include_str!("../testdata/keepalived-v3/advert-3.hex"),
+        include_str!("../../testdata/keepalived-v3/advert-3.hex"),
         3,
         150,
     ),
     (
         "advert-4",
-        include_str!("../testdata/keepalived-v3/advert-4.hex"),
+        include_str!("../../testdata/keepalived-v3/advert-4.hex"),
         4,
         150,
     ),
     // Sent on SIGTERM while Master: RFC 5798 §6.4.3 priority 0.
     (
         "advert-5",
-        include_str!("../testdata/keepalived-v3/advert-5.hex"),
+        include_str!("../../testdata/keepalived-v3/advert-5.hex"),
         5,
         0,
     ),

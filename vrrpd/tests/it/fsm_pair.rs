@@ -4,7 +4,7 @@
 //! first, fast takeover on priority 0). The switchover is in `fsm_switchover.rs`. Times are
 //! milliseconds since an arbitrary epoch.
 
-mod fsm_support;
+use crate::fsm_support;
 
 use fsm_support::*;
 use vrrpd::fsm::{Action, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason as R};

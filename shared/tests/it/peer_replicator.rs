@@ -1,7 +1,7 @@
 //! The replicator wired back to back under simulated time: resync, live updates, RESUME,
 //! peer restarts, the dirty-set bound, resync pacing and the phase.
 
-mod peer_common;
+use crate::peer_common;
 
 use std::time::Duration;
 
@@ -498,8 +498,9 @@ fn handle_bytes_without_a_connection_is_an_error() {
     let _: Option<Record> = n.store.record(&rk(Table::Sticky, "none"), Duration::ZERO);
 }
 
-/// Throughput check for BENCHMARKS.md: `cargo test -p shared --release --test peer_replicator
-/// -- --ignored --nocapture`. Protocol cost only (in-memory store, no sockets).
+/// Throughput check for BENCHMARKS.md: `cargo test -p shared --release --test it
+/// -- peer_replicator::bench_ --ignored --nocapture`. Protocol cost only (in-memory store, no
+/// sockets).
 #[test]
 #[ignore = "timing; run in release by hand"]
 fn bench_full_resync_of_a_million_entries() {

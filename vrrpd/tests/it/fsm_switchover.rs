@@ -4,7 +4,7 @@
 //! resigning, and two machines back to back checking make-before-break. Times are
 //! milliseconds since an arbitrary epoch.
 
-mod fsm_support;
+use crate::fsm_support;
 
 use fsm_support::*;
 use vrrpd::fsm::{Action, Advert, FaultReason, Fsm, FsmConfig, StateKind, TransitionReason as R};

@@ -31,7 +31,7 @@
 //! SplitMix64, written there so a seed means the same run forever. A failing seed panics with
 //! the seed and the last events, and `SIM_SEED=n` replays just that seed.
 
-mod sim_support;
+use crate::sim_support;
 
 use sim_support::{ms, run_all, settled_pair, Preempt, Sim, PREEMPT};
 use vrrpd::fsm::StateKind;

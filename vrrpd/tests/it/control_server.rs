@@ -612,7 +612,7 @@ fn foreign_client(socket: &Path, lines: &[&str], hold: usize) -> std::process::C
         .args([
             "--ignored",
             "--exact",
-            "foreign_client_helper",
+            "control_server::foreign_client_helper",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -1,6 +1,5 @@
 //! Test helpers shared by the `peer_*` tests: an in-memory `ReplicaStore` and a harness
 //! that wires two replicators back to back under simulated time.
-#![allow(dead_code)]
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};

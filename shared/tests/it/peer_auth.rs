@@ -1,7 +1,7 @@
 //! Peer-link authentication: every wrong identity or key is refused with its own error
 //! before any state changes; replayed, cross-session and reflected frames fail.
 
-mod peer_common;
+use crate::peer_common;
 
 use peer_common::*;
 use shared::peer::auth::{AeadKey, AuthError, Psk, Session, MIN_PSK_LEN};

@@ -10,9 +10,6 @@
 //! The PRNG is SplitMix64, written here so a seed means the same run forever. A failing seed
 //! panics with the seed and the last events, and `SIM_SEED=n` replays just that seed.
 
-// Each test crate uses a different part of the harness.
-#![allow(dead_code)]
-
 mod pair;
 mod run;
 

@@ -1,7 +1,7 @@
 //! Every transition and action of RFC 5798 §6.4 (with RFC 9568 change 5), driven with
 //! injected time. Times are milliseconds since an arbitrary epoch.
 
-mod fsm_support;
+use crate::fsm_support;
 
 use std::net::Ipv4Addr;
 

@@ -14,7 +14,7 @@
 //!   backup ever taking over and without a moment where nobody holds the VIPs; a restart
 //!   after the backup took over settles on one master within two delays.
 
-mod sim_support;
+use crate::sim_support;
 
 use sim_support::{ms, run_all, settled_pair, Preempt, PREEMPT};
 use vrrpd::fsm::StateKind;
