@@ -449,6 +449,20 @@ impl Router {
         })
     }
 
+    /// Could `req` go to a pool for which `wanted` holds? Looks at the rule [`Self::route`]
+    /// would match (or the default pool), and at every pool of a split, without choosing
+    /// one (a split's turn is taken only by the routing that sends the request).
+    pub fn may_route_to(&self, req: &RequestView<'_>, wanted: impl Fn(PoolId) -> bool) -> bool {
+        let host = req.host.map(normalize_host);
+        match self.rules.iter().find(|rule| rule.matches(req, host)) {
+            Some(rule) => match &rule.target {
+                CompiledTarget::Pool(p) => wanted(*p),
+                CompiledTarget::Split { sequence, .. } => sequence.iter().any(|p| wanted(*p)),
+            },
+            None => self.default.is_some_and(wanted),
+        }
+    }
+
     /// [`Self::route`] for a hyper/http request head.
     pub fn route_parts(&self, parts: &http::request::Parts) -> Option<RouteMatch<'_>> {
         self.route(&RequestView::from_parts(parts))

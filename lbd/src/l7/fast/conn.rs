@@ -187,6 +187,11 @@ pub async fn serve(
                 linger_close(stream).await;
                 return Served::Closed;
             }
+            Next::Hyper(request) => {
+                let mut rest = BytesMut::from(&request[..]);
+                rest.extend_from_slice(&buf);
+                return fallback(shared, stream, rest, "routed to a pool that speaks TLS");
+            }
         }
     }
 }
