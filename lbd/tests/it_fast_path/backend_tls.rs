@@ -177,8 +177,19 @@ impl Pki {
     }
 }
 
-/// lbd: the plain pool "web" (the default) and the TLS pool "tls" for `/tls/`, with passive
+/// The plain pool "web" (the default) and the TLS pool "tls" for `/tls/`, with passive
 /// ejection off (the tests provoke failures) and `health` lines.
+fn pools(web: &TestBackend, backend: &TlsBackend, tls: &str, health: &str) -> String {
+    format!(
+        "{}\n[[pool]]\nname = \"tls\"\n[pool.passive]\nconsecutive_failures = 0\n{health}\n{tls}\n\
+         [[pool.backend]]\naddress = \"{}\"\n\
+         [[route]]\nname = \"to-tls\"\npath_prefix = \"/tls/\"\npool = \"tls\"\n",
+        pool("web", &[web], "[pool.passive]\nconsecutive_failures = 0\n"),
+        backend.addr,
+    )
+}
+
+/// lbd with [`pools`].
 async fn lbd_with(
     global: &str,
     web: &TestBackend,
@@ -186,14 +197,7 @@ async fn lbd_with(
     tls: &str,
     health: &str,
 ) -> Lbd {
-    let pools = format!(
-        "{}\n[[pool]]\nname = \"tls\"\n[pool.passive]\nconsecutive_failures = 0\n{health}\n{tls}\n\
-         [[pool.backend]]\naddress = \"{}\"\n\
-         [[route]]\nname = \"to-tls\"\npath_prefix = \"/tls/\"\npool = \"tls\"\n",
-        pool("web", &[web], "[pool.passive]\nconsecutive_failures = 0\n"),
-        backend.addr,
-    );
-    Lbd::start(&config(global, &pools)).await
+    Lbd::start(&config(global, &pools(web, backend, tls, health))).await
 }
 
 fn tls_series(name: &str, backend: &TlsBackend) -> String {
@@ -471,4 +475,72 @@ async fn https_health_checks_mark_a_backend_down_with_a_bad_certificate_and_up_w
         .await
         .expect("answer");
     assert_eq!((r.status, r.body.as_str()), (200, "tls-ok\n"));
+}
+
+/// SIGHUP and wait until the reload counter of `result` moved past `before`.
+async fn reload(lbd: &Lbd, result: &str, before: f64) {
+    lbd.signal("HUP");
+    let series = format!("lbd_config_reloads_total{{result=\"{result}\"}}");
+    eventually(
+        &format!("a reload with result {result}"),
+        Duration::from_secs(10),
+        || async { metric(lbd.admin, &series).await.unwrap_or(0.0) > before },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_bad_tls_file_keeps_the_old_config_and_a_good_one_takes_a_new_ca() {
+    let pki = Pki::new();
+    let backend = TlsBackend::start(server_config(&pki.backend, None)).await;
+    let web = TestBackend::start("web").await;
+    let tls = pki.tls_table(BACKEND_NAME, "");
+    let lbd = lbd_with(FAST_PATH_ON, &web, &backend, &tls, "").await;
+    let ok = |r: Resp| (r.status, r.body);
+    let tls_ok = (200, "tls-ok\n".to_string());
+    let r = request(lbd.listen, "GET", "/tls/a", &[])
+        .await
+        .expect("answer");
+    assert_eq!(ok(r), tls_ok);
+
+    // A CA file that is not there: the reload is refused, the old config keeps serving.
+    let missing = pki.dir.path().join("missing.pem").display().to_string();
+    let bad = format!("[pool.tls]\nca = \"{missing}\"\nserver_name = \"{BACKEND_NAME}\"\n");
+    lbd.write_config(&config(FAST_PATH_ON, &pools(&web, &backend, &bad, "")));
+    reload(&lbd, "error", 0.0).await;
+    assert!(
+        lbd.log_text().contains("pool[1].tls.ca") && lbd.log_text().contains("missing.pem"),
+        "the error names the key and the file"
+    );
+    let r = request(lbd.listen, "GET", "/tls/a", &[])
+        .await
+        .expect("answer");
+    assert_eq!(ok(r), tls_ok);
+
+    // The backend moves to a certificate of a new CA: lbd, reloaded with that CA, follows.
+    let ca2 = Ca::named(Some("second CA"));
+    let cert2 = ca2.issue(
+        pki.dir.path(),
+        "backend2",
+        &[BACKEND_NAME],
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    );
+    let ca2_file = pki.dir.path().join("ca2.pem");
+    std::fs::write(&ca2_file, ca2.cert.pem()).expect("write");
+    backend.set_config(server_config(&cert2, None));
+    let handshakes = backend.handshakes();
+    let good = format!(
+        "[pool.tls]\nca = \"{}\"\nserver_name = \"{BACKEND_NAME}\"\n",
+        ca2_file.display()
+    );
+    lbd.write_config(&config(FAST_PATH_ON, &pools(&web, &backend, &good, "")));
+    reload(&lbd, "ok", 0.0).await;
+    let r = request(lbd.listen, "GET", "/tls/a", &[])
+        .await
+        .expect("answer");
+    assert_eq!(ok(r), tls_ok);
+    assert!(
+        backend.handshakes() > handshakes,
+        "a new TLS config opens new connections"
+    );
 }
