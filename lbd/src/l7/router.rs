@@ -483,6 +483,53 @@ mod tests {
     }
 
     #[test]
+    fn may_route_to_sees_every_pool_of_a_split_without_taking_its_turn() {
+        let rule = |name: &str, path: &str, target| RouteRule {
+            name: name.into(),
+            host: None,
+            path: Some(PathMatch::Prefix(path.into())),
+            header: None,
+            methods: Vec::new(),
+            target,
+        };
+        let r = Router::new(
+            vec![
+                rule("one", "/one/", RouteTarget::Pool(PoolId(1))),
+                rule(
+                    "split",
+                    "/split/",
+                    RouteTarget::Split(vec![(PoolId(0), 9), (PoolId(2), 1)]),
+                ),
+            ],
+            Some(PoolId(0)),
+        )
+        .unwrap_or_else(|e| panic!("valid rules: {e:?}"));
+        let headers = HeaderMap::new();
+        let view = |path| RequestView {
+            method: &Method::GET,
+            host: Some("a.test"),
+            path,
+            headers: &headers,
+        };
+        let is = |want: usize| move |p: PoolId| p.0 == want;
+        assert!(r.may_route_to(&view("/one/x"), is(1)));
+        assert!(!r.may_route_to(&view("/one/x"), is(2)));
+        assert!(r.may_route_to(&view("/other"), is(0)), "the default pool");
+        assert!(!r.may_route_to(&view("/other"), is(2)));
+        // The split's pool 2 comes up once in ten: asking must not use its turns.
+        let first = r.route(&view("/split/")).map(|m| m.pool);
+        for _ in 0..20 {
+            assert!(r.may_route_to(&view("/split/"), is(2)));
+        }
+        let second = r.route(&view("/split/")).map(|m| m.pool);
+        let sequence: Vec<PoolId> = match &r.rules[1].target {
+            CompiledTarget::Split { sequence, .. } => sequence.to_vec(),
+            CompiledTarget::Pool(_) => panic!("a split"),
+        };
+        assert_eq!((first, second), (Some(sequence[0]), Some(sequence[1])));
+    }
+
+    #[test]
     fn split_sequence_is_smooth() {
         let seq = split_sequence(&[(PoolId(0), 5), (PoolId(1), 1), (PoolId(2), 1)])
             .unwrap_or_else(|_| panic!("valid split"));

@@ -505,3 +505,72 @@ pub fn render_metrics(e: &mut crate::metrics::Exposition, pools: &[crate::server
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_error(e: rustls::Error) -> io::Error {
+        // How tokio-rustls hands rustls's errors over.
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn failures_are_classified_by_reason() {
+        let cert = |c| tls_error(rustls::Error::InvalidCertificate(c));
+        let alert = |a| tls_error(rustls::Error::AlertReceived(a));
+        for (e, want) in [
+            (cert(CertificateError::UnknownIssuer), TlsFailure::UnknownCa),
+            (cert(CertificateError::BadSignature), TlsFailure::UnknownCa),
+            (
+                cert(CertificateError::NotValidForName),
+                TlsFailure::NameMismatch,
+            ),
+            (cert(CertificateError::Expired), TlsFailure::Expired),
+            (cert(CertificateError::NotValidYet), TlsFailure::Expired),
+            (
+                cert(CertificateError::InvalidPurpose),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                alert(AlertDescription::CertificateRequired),
+                TlsFailure::ClientCertRequired,
+            ),
+            (alert(AlertDescription::BadCertificate), TlsFailure::Alert),
+            (tls_error(rustls::Error::DecryptError), TlsFailure::Protocol),
+            (
+                io::Error::from(io::ErrorKind::ConnectionReset),
+                TlsFailure::Io,
+            ),
+        ] {
+            assert_eq!(TlsFailure::of_handshake(&e), want, "{e}");
+        }
+        // After the handshake only TLS errors count: a reset is not one.
+        assert_eq!(
+            TlsFailure::of_tls(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            None
+        );
+        let names: std::collections::HashSet<&str> =
+            TlsFailure::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), TlsFailure::ALL.len(), "labels are distinct");
+    }
+
+    #[test]
+    fn a_refused_handshake_is_a_backend_connect_failure() {
+        let failed = HandshakeError::Failed {
+            reason: TlsFailure::UnknownCa,
+            source: tls_error(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        };
+        let e = ProxyError::from(failed);
+        assert_eq!(
+            (e.kind, e.side),
+            (ErrorKind::Connect, crate::error::Side::Backend)
+        );
+        assert_eq!(e.kind.status(), http::StatusCode::BAD_GATEWAY);
+        assert!(e.to_string().contains("(unknown_ca)"), "{e}");
+        let e = ProxyError::from(HandshakeError::Timeout);
+        assert_eq!(e.kind, ErrorKind::ConnectTimeout);
+    }
+}
