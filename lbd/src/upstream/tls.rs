@@ -555,6 +555,74 @@ mod tests {
         assert_eq!(names.len(), TlsFailure::ALL.len(), "labels are distinct");
     }
 
+    /// A TLS server on loopback presenting a self-signed certificate for `name` (written to
+    /// `dir/backend.pem`), accepting handshakes until the test ends.
+    async fn self_signed_backend(dir: &Path, name: &str) -> (SocketAddr, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let pem = dir.join("backend.pem");
+        std::fs::write(&pem, cert.pem()).expect("write");
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _held = acceptor.accept(tcp).await;
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        (addr, pem)
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_backend_certificate_can_be_its_own_bundle() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (addr, pem) = self_signed_backend(dir.path(), "backend.test").await;
+        let handshake = |name: &str| {
+            let cfg = UpstreamTlsConfig {
+                ca: pem.clone(),
+                server_name: name.to_string(),
+                client_cert: None,
+            };
+            let tls = UpstreamTls::build(&cfg, SystemTime::now()).expect("build");
+            let backend = BackendTls::new("p", addr, Arc::new(tls));
+            async move {
+                let tcp = TcpStream::connect(addr).await.expect("connect");
+                let done = backend
+                    .handshake(tcp, Instant::now() + std::time::Duration::from_secs(5))
+                    .await;
+                (done.map(|_| ()), backend.errors)
+            }
+        };
+        let (done, errors) = handshake("backend.test").await;
+        assert!(done.is_ok(), "{done:?}");
+        assert!(TlsFailure::ALL.iter().all(|r| errors.get(*r) == 0));
+        let (done, errors) = handshake("other.test").await;
+        assert!(matches!(
+            done,
+            Err(HandshakeError::Failed {
+                reason: TlsFailure::NameMismatch,
+                ..
+            })
+        ));
+        assert_eq!(errors.get(TlsFailure::NameMismatch), 1);
+    }
+
     #[test]
     fn a_refused_handshake_is_a_backend_connect_failure() {
         let failed = HandshakeError::Failed {
