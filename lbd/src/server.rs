@@ -13,8 +13,8 @@
 //! state keyed by (pool name, backend address): the `Arc<Backend>` itself when the backend is
 //! otherwise unchanged (same position, fields and health settings), else a new `Backend`
 //! that continues its health, ejection, drain flag and in-flight counters
-//! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and always its [`crate::upstream::conns::BackendConns`] (idle
-//! keep-alive connections and per-backend metrics), the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
+//! ([`crate::upstream::backend::Backend::with_health_of`]) under the new thresholds; and its [`crate::upstream::conns::BackendConns`] (idle
+//! keep-alive connections and per-backend metrics) unless the pool's `[pool.tls]` changed, the pool's queue and its stats. The old snapshot's health-check tasks stop when it is retired.
 //! Listeners are reconciled by name and address: new ones start, removed ones stop accepting.
 //! Loading re-reads the files the config names, so a reload also picks up a rotated
 //! `global.admin_token_file` (a bad one, like any error, keeps the old config and token).

@@ -238,10 +238,10 @@ pub fn render_metrics(e: &mut crate::metrics::Exposition) {
 }
 
 /// The names and validity of a leaf certificate.
-struct Leaf {
-    dns_names: Vec<String>,
-    not_before: SystemTime,
-    not_after: SystemTime,
+pub(crate) struct Leaf {
+    pub(crate) dns_names: Vec<String>,
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
 }
 
 /// The crypto provider: ring, the one already in the workspace. rustls deprecates ring's
@@ -249,7 +249,7 @@ struct Leaf {
 /// X25519MLKEM768); the ring-versus-aws-lc-rs benchmark has not been run yet, and
 /// the switch is this one function.
 #[allow(deprecated)]
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
@@ -338,8 +338,9 @@ pub fn client_subject(conn: &rustls::ServerConnection) -> Option<http::HeaderVal
     http::HeaderValue::from_str(&cert.subject().to_string()).ok()
 }
 
-/// Read, parse and check one chain and key.
-fn load_pair(
+/// Read, parse and check one chain and key (also lbd's client certificate to backends,
+/// `crate::upstream::tls`).
+pub(crate) fn load_pair(
     pair: &CertPairConfig,
     provider: &CryptoProvider,
     now: SystemTime,
@@ -385,7 +386,8 @@ fn load_pair(
     Ok((Arc::new(certified), leaf))
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every certificate of a PEM file (at least one).
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read = CertificateDer::pem_file_iter(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
         source,

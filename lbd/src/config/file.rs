@@ -194,6 +194,22 @@ pub struct FilePool {
     #[serde(default)]
     pub passive: FilePassive,
     pub sticky: Option<FileSticky>,
+    /// TLS to this pool's backends.
+    pub tls: Option<FileUpstreamTls>,
+}
+
+/// `[pool.tls]` as written: TLS to the pool's backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// The CA bundle (PEM) backend certificates must chain to.
+    pub ca: Option<String>,
+    /// The name sent as SNI and checked against the backend's certificate.
+    pub server_name: Option<String>,
+    /// A client certificate chain (PEM) for backends that ask for one (mTLS).
+    pub client_cert: Option<String>,
+    /// Its private key (PEM).
+    pub client_key: Option<String>,
 }
 
 /// `[pool.sticky]` as written.

@@ -524,6 +524,20 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// `None`: no stickiness (the balancer decides every request).
     pub sticky: Option<StickyConfig>,
+    /// `None`: plain HTTP to the backends.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `[pool.tls]`: TLS to a pool's backends. The files were read and checked by [`validate`]
+/// and are read again when a snapshot is built (`crate::upstream::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates (PEM) the backends' certificates must chain to.
+    pub ca: PathBuf,
+    /// Sent as SNI and checked against the backends' certificates: a DNS name or an IP address.
+    pub server_name: String,
+    /// lbd's client certificate and key, for backends that ask for one (`ocsp` is unused).
+    pub client_cert: Option<CertPairConfig>,
 }
 
 impl PoolConfig {
@@ -609,6 +623,7 @@ mod pools;
 mod rate_limits;
 mod request_policy;
 mod routes;
+mod upstream_tls;
 mod validate;
 mod vrrp;
 

@@ -312,6 +312,11 @@ pub(super) fn validate_pool(
         .as_ref()
         .and_then(|st| validate_sticky(v, &key, name.unwrap_or_default(), st));
 
+    let tls = p
+        .tls
+        .as_ref()
+        .and_then(|t| super::upstream_tls::validate_upstream_tls(v, &format!("{key}.tls"), t));
+
     Some(PoolConfig {
         name: name?.to_string(),
         algorithm,
@@ -323,6 +328,7 @@ pub(super) fn validate_pool(
         idle_max,
         idle_timeout,
         sticky,
+        tls,
     })
 }
 

@@ -1157,3 +1157,146 @@ fn http2_limits_have_defaults_and_ranges() {
         assert!(e.contains(key), "missing {key} in {e}");
     }
 }
+
+/// Writes PEM files for the `[pool.tls]` tests: a CA certificate, and self-signed client
+/// pairs valid now or expired.
+struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    fn new() -> Self {
+        TlsFiles {
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    /// `{name}.pem` and `{name}.key`, valid from `from` to `to` years from now.
+    fn pair(&self, name: &str, from: i32, to: i32) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![format!("{name}.test")]).expect("p");
+        let year = time::Duration::days(365);
+        params.not_before = time::OffsetDateTime::now_utc() + year * from;
+        params.not_after = time::OffsetDateTime::now_utc() + year * to;
+        let cert = params.self_signed(&key).expect("cert");
+        let (c, k) = (
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c, k)
+    }
+}
+
+/// GOOD with `tls` as the "canary" pool's (`pool[1]`) `[pool.tls]`.
+fn with_pool_tls(tls: &str) -> String {
+    GOOD.replace(
+        "address = \"127.0.0.1:9003\"\n",
+        &format!("address = \"127.0.0.1:9003\"\n[pool.tls]\n{tls}\n"),
+    )
+}
+
+#[test]
+fn pool_tls_is_typed_and_its_files_are_read() {
+    let f = TlsFiles::new();
+    let (ca, _) = f.pair("ca", -1, 1);
+    let (cert, key) = f.pair("client", -1, 1);
+    let c = load(&with_pool_tls(&format!(
+        "ca = {ca:?}\nserver_name = \"api.internal\"\nclient_cert = {cert:?}\nclient_key = {key:?}"
+    )))
+    .expect("valid");
+    assert_eq!(c.pools[0].tls, None, "plain unless asked");
+    let tls = c.pools[1].tls.as_ref().expect("tls");
+    assert_eq!(tls.ca, PathBuf::from(&ca));
+    assert_eq!(tls.server_name, "api.internal");
+    let client = tls.client_cert.as_ref().expect("client pair");
+    assert_eq!(
+        (client.cert.clone(), client.key.clone()),
+        (PathBuf::from(&cert), PathBuf::from(&key))
+    );
+    // An IP address is a name certificates can carry too.
+    let c = load(&with_pool_tls(&format!(
+        "ca = {ca:?}\nserver_name = \"10.0.0.1\""
+    )))
+    .expect("valid");
+    assert_eq!(c.pools[1].tls.as_ref().expect("tls").client_cert, None);
+}
+
+#[test]
+fn pool_tls_reports_every_missing_or_bad_key() {
+    let e = errors(&with_pool_tls("client_cert = \"/c.pem\""));
+    for want in [
+        "pool[1].tls.ca`: is required",
+        "pool[1].tls.server_name`: is required",
+        "pool[1].tls.client_key`: is required with client_cert",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    let e = errors(&with_pool_tls(
+        "ca = \"/ca.pem\"\nserver_name = \"not a name\"\nclient_key = \"/c.key\"",
+    ));
+    assert!(
+        e.contains("pool[1].tls.client_cert`: is required with client_key"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pool[1].tls.server_name`: \"not a name\" is not a DNS name"),
+        "{e}"
+    );
+    let e = errors(&with_pool_tls(
+        "ca = \"/ca.pem\"\nserver_name = \"a\"\nverify = false",
+    ));
+    assert!(e.contains("verify"), "unknown keys are refused: {e}");
+}
+
+#[test]
+fn pool_tls_files_that_cannot_be_used_are_config_errors_naming_key_and_file() {
+    let f = TlsFiles::new();
+    let (ca, _) = f.pair("ca", -1, 1);
+    let (cert, key) = f.pair("client", -1, 1);
+    let (_, other_key) = f.pair("other", -1, 1);
+    let (expired, expired_key) = f.pair("expired", -2, -1);
+    std::fs::write(f.path("junk.pem"), "not PEM at all\n").expect("write");
+    let junk = f.path("junk.pem");
+    let missing = f.path("missing.pem");
+    let tls = |ca: &str, cert: &str, key: &str| {
+        with_pool_tls(&format!(
+            "ca = {ca:?}\nserver_name = \"api.internal\"\nclient_cert = {cert:?}\nclient_key = {key:?}"
+        ))
+    };
+    // Every bad file of one table is reported in the same run.
+    let e = errors(&tls(&missing, &cert, &other_key));
+    assert!(
+        e.contains("pool[1].tls.ca`: ") && e.contains("missing.pem"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pool[1].tls.client_key`: ") && e.contains("does not match the certificate"),
+        "{e}"
+    );
+    let e = errors(&tls(&junk, &expired, &expired_key));
+    assert!(
+        e.contains("pool[1].tls.ca`: ") && e.contains("junk.pem: no certificate"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pool[1].tls.client_cert`: ") && e.contains("expired.pem: certificate expired"),
+        "{e}"
+    );
+    let e = errors(&tls(&ca, &cert, &missing));
+    assert!(
+        e.contains("pool[1].tls.client_key`: ") && e.contains("missing.pem"),
+        "{e}"
+    );
+    let e = errors(&tls(&ca, &junk, &key));
+    assert!(
+        e.contains("pool[1].tls.client_cert`: ") && e.contains("junk.pem"),
+        "{e}"
+    );
+    assert!(load(&tls(&ca, &cert, &key)).is_ok());
+}

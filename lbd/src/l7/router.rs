@@ -449,6 +449,20 @@ impl Router {
         })
     }
 
+    /// Could `req` go to a pool for which `wanted` holds? Looks at the rule [`Self::route`]
+    /// would match (or the default pool), and at every pool of a split, without choosing
+    /// one (a split's turn is taken only by the routing that sends the request).
+    pub fn may_route_to(&self, req: &RequestView<'_>, wanted: impl Fn(PoolId) -> bool) -> bool {
+        let host = req.host.map(normalize_host);
+        match self.rules.iter().find(|rule| rule.matches(req, host)) {
+            Some(rule) => match &rule.target {
+                CompiledTarget::Pool(p) => wanted(*p),
+                CompiledTarget::Split { sequence, .. } => sequence.iter().any(|p| wanted(*p)),
+            },
+            None => self.default.is_some_and(wanted),
+        }
+    }
+
     /// [`Self::route`] for a hyper/http request head.
     pub fn route_parts(&self, parts: &http::request::Parts) -> Option<RouteMatch<'_>> {
         self.route(&RequestView::from_parts(parts))
@@ -466,6 +480,53 @@ mod tests {
         assert_eq!(normalize_host("user@host:1"), "host");
         assert_eq!(normalize_host("a.b"), "a.b");
         assert_eq!(normalize_host(""), "");
+    }
+
+    #[test]
+    fn may_route_to_sees_every_pool_of_a_split_without_taking_its_turn() {
+        let rule = |name: &str, path: &str, target| RouteRule {
+            name: name.into(),
+            host: None,
+            path: Some(PathMatch::Prefix(path.into())),
+            header: None,
+            methods: Vec::new(),
+            target,
+        };
+        let r = Router::new(
+            vec![
+                rule("one", "/one/", RouteTarget::Pool(PoolId(1))),
+                rule(
+                    "split",
+                    "/split/",
+                    RouteTarget::Split(vec![(PoolId(0), 9), (PoolId(2), 1)]),
+                ),
+            ],
+            Some(PoolId(0)),
+        )
+        .unwrap_or_else(|e| panic!("valid rules: {e:?}"));
+        let headers = HeaderMap::new();
+        let view = |path| RequestView {
+            method: &Method::GET,
+            host: Some("a.test"),
+            path,
+            headers: &headers,
+        };
+        let is = |want: usize| move |p: PoolId| p.0 == want;
+        assert!(r.may_route_to(&view("/one/x"), is(1)));
+        assert!(!r.may_route_to(&view("/one/x"), is(2)));
+        assert!(r.may_route_to(&view("/other"), is(0)), "the default pool");
+        assert!(!r.may_route_to(&view("/other"), is(2)));
+        // The split's pool 2 comes up once in ten: asking must not use its turns.
+        let first = r.route(&view("/split/")).map(|m| m.pool);
+        for _ in 0..20 {
+            assert!(r.may_route_to(&view("/split/"), is(2)));
+        }
+        let second = r.route(&view("/split/")).map(|m| m.pool);
+        let sequence: Vec<PoolId> = match &r.rules[1].target {
+            CompiledTarget::Split { sequence, .. } => sequence.to_vec(),
+            CompiledTarget::Pool(_) => panic!("a split"),
+        };
+        assert_eq!((first, second), (Some(sequence[0]), Some(sequence[1])));
     }
 
     #[test]

@@ -20,6 +20,7 @@ impl Snapshot {
         self.render_tls(e);
         self.render_pools(e);
         self.render_backends(e);
+        crate::upstream::tls::render_metrics(e, &self.pools);
     }
 
     /// Seconds until each TLS certificate expires (negative once expired).

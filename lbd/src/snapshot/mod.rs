@@ -25,6 +25,7 @@ use crate::tls::TlsSlot;
 use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::conns::BackendConns;
 use crate::upstream::health::{Change, HealthTracker};
+use crate::upstream::tls::{BackendTls, UpstreamTls};
 
 /// One pool in a snapshot: the core [`Pool`] plus what the proxy adds per backend.
 #[derive(Debug)]
@@ -60,6 +61,9 @@ pub struct Snapshot {
     /// TLS of each TLS listener, by listener name: the certificate files as read when this
     /// snapshot was built (a reload re-reads them).
     pub tls: HashMap<String, Arc<TlsSlot>>,
+    /// Some pool speaks TLS to its backends (`[pool.tls]`): the fast path then checks where
+    /// each request goes, since it speaks plain TCP only.
+    pub upstream_tls: bool,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
     pub retired: CancellationToken,
@@ -80,6 +84,27 @@ pub enum BuildError {
         #[source]
         source: crate::tls::TlsError,
     },
+    #[error("pool {pool:?}: tls: {source}")]
+    UpstreamTls {
+        pool: String,
+        #[source]
+        source: crate::upstream::tls::UpstreamTlsErrors,
+    },
+}
+
+/// A pool's TLS client setup (`None`: plain), its files read now.
+fn build_upstream_tls(
+    pc: &crate::config::PoolConfig,
+) -> Result<Option<Arc<UpstreamTls>>, BuildError> {
+    let Some(cfg) = &pc.tls else {
+        return Ok(None);
+    };
+    UpstreamTls::build(cfg, std::time::SystemTime::now())
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|source| BuildError::UpstreamTls {
+            pool: pc.name.clone(),
+            source,
+        })
 }
 
 /// Load every TLS listener's certificates.
@@ -134,6 +159,10 @@ impl Snapshot {
                     && (oc.health.kind != crate::config::ProbeKind::None) == probed
                     && oc.ejection == pc.ejection
             });
+            // Connections are kept only while the pool speaks the same protocol to the
+            // same names: a pool that turns TLS on must never reuse a plain connection.
+            let same_tls = old.is_some_and(|(_, oc)| oc.tls == pc.tls);
+            let tls = build_upstream_tls(pc)?;
             let old = old.map(|(o, _)| o);
             let mut backends = Vec::with_capacity(pc.backends.len());
             let mut conns = Vec::with_capacity(pc.backends.len());
@@ -179,16 +208,22 @@ impl Snapshot {
                     )),
                 };
                 let conn = match old_at {
-                    Some((o, j)) => {
+                    Some((o, j)) if same_tls => {
                         let c = Arc::clone(&o.conns[j]);
                         c.configure(pc.idle_max_for(spec), pc.idle_timeout);
+                        if let (Some(bt), Some(t)) = (&c.tls, &tls) {
+                            bt.update(Arc::clone(t));
+                        }
                         c
                     }
-                    None => Arc::new(BackendConns::new(
-                        spec.addr,
-                        pc.idle_max_for(spec),
-                        pc.idle_timeout,
-                    )),
+                    _ => {
+                        let mut c =
+                            BackendConns::new(spec.addr, pc.idle_max_for(spec), pc.idle_timeout);
+                        c.tls = tls
+                            .as_ref()
+                            .map(|t| BackendTls::new(&pc.name, spec.addr, Arc::clone(t)));
+                        Arc::new(c)
+                    }
                 };
                 backends.push(backend);
                 conns.push(conn);
@@ -218,6 +253,7 @@ impl Snapshot {
         Ok(Snapshot {
             limiters,
             tls,
+            upstream_tls: config.pools.iter().any(|p| p.tls.is_some()),
             retry_budget: RetryBudget::new(
                 config.retries.budget_percent,
                 config.retries.min_per_sec,

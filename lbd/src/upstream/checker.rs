@@ -1,7 +1,8 @@
 //! The async half of health checking: probes backends and feeds the pure machines.
 //!
 //! One task per backend per snapshot. Every `interval` it probes (TCP connect, or an
-//! HTTP request whose status must fall in `expect_status`) under `timeout`, and feeds the
+//! HTTP request whose status must fall in `expect_status`; over TLS for a `[pool.tls]` pool,
+//! verified like the proxied requests) under `timeout`, and feeds the
 //! result to [`Backend::record_probe`] (rise/fall in `health.rs`). The same loop also wakes at
 //! [`Backend::health_deadline`] to end passive ejections on time, and reaps expired idle
 //! connections, and wakes whenever an idle pooled connection becomes readable to close it
@@ -27,6 +28,7 @@ use crate::metrics::inc;
 use crate::server::{clock, log_health_change, start, Snapshot};
 use crate::upstream::backend::Backend;
 use crate::upstream::conns::BackendConns;
+use crate::upstream::tls::{secure, BackendTls, HandshakeError};
 
 /// How often the loop wakes at least (idle connection reaping).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -84,7 +86,7 @@ async fn run(
         next_probe = Instant::now() + hc.interval;
         let ok = tokio::select! {
             _ = retired.cancelled() => return,
-            ok = probe(&backend, &hc) => ok,
+            ok = probe(&backend, &hc, conns.tls.as_ref()) => ok,
         };
         if !ok {
             inc(&conns.stats.probe_failures);
@@ -95,9 +97,10 @@ async fn run(
     }
 }
 
-/// One probe under the configured timeout.
-pub async fn probe(backend: &Backend, hc: &HealthCheckConfig) -> bool {
-    match tokio::time::timeout(hc.timeout, probe_inner(backend, &hc.kind)).await {
+/// One probe under the configured timeout; an HTTP probe of a TLS pool goes over `tls`.
+pub async fn probe(backend: &Backend, hc: &HealthCheckConfig, tls: Option<&BackendTls>) -> bool {
+    let deadline = Instant::now() + hc.timeout;
+    match tokio::time::timeout_at(deadline, probe_inner(backend, &hc.kind, tls, deadline)).await {
         Ok(Ok(())) => true,
         Ok(Err(reason)) => {
             debug!(%reason, "probe failed");
@@ -115,6 +118,8 @@ pub async fn probe(backend: &Backend, hc: &HealthCheckConfig) -> bool {
 enum ProbeError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] HandshakeError),
     #[error("handshake: {0}")]
     Handshake(hyper::Error),
     #[error("building the probe request: {0}")]
@@ -125,7 +130,12 @@ enum ProbeError {
     Status { status: u16, low: u16, high: u16 },
 }
 
-async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), ProbeError> {
+async fn probe_inner(
+    backend: &Backend,
+    kind: &ProbeKind,
+    tls: Option<&BackendTls>,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(backend.addr)
         .await
         .map_err(ProbeError::Connect)?;
@@ -139,11 +149,16 @@ async fn probe_inner(backend: &Backend, kind: &ProbeKind) -> Result<(), ProbeErr
         return Ok(());
     };
     let _ = stream.set_nodelay(true);
+    let stream = secure(tls, stream, deadline).await?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(ProbeError::Handshake)?;
     let driver = tokio::spawn(conn);
-    let host = host.clone().unwrap_or_else(|| backend.addr.to_string());
+    // Over TLS the backend expects the name it was reached by.
+    let host = host
+        .clone()
+        .or_else(|| tls.map(|t| t.server_name()))
+        .unwrap_or_else(|| backend.addr.to_string());
     let req = Request::builder()
         .method(method.clone())
         .uri(path.as_str())

@@ -172,6 +172,9 @@ pub struct BackendConns {
     watch: Arc<IdleWatch>,
     /// `watch` as a waker, made once: arming a connection then clones an `Arc`, no more.
     watch_waker: Waker,
+    /// `[pool.tls]`: connections are TLS (`None`: plain TCP). Fixed for the life of this
+    /// pool, so no plain connection is ever reused for a TLS pool.
+    pub tls: Option<crate::upstream::tls::BackendTls>,
 }
 
 impl std::fmt::Debug for BackendConns {
@@ -215,6 +218,7 @@ impl BackendConns {
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: Arc::default(),
+            tls: None,
         }
     }
 
@@ -297,6 +301,11 @@ impl BackendConns {
         fresh: bool,
         now: Instant,
     ) -> Result<(RawConn, bool), ProxyError> {
+        if self.tls.is_some() {
+            // Never plaintext to a TLS backend: such requests are handed to hyper.
+            return Err(ProxyError::new(ErrorKind::Connect)
+                .with_source("the HTTP/1 fast path does not speak TLS to backends"));
+        }
         if !fresh {
             if let Some(c) = self.checkout_raw(now) {
                 return Ok((c, true));
@@ -414,7 +423,10 @@ impl BackendConns {
         backend: &Arc<Backend>,
         timeout: Duration,
     ) -> Result<Sender, ProxyError> {
+        // The TLS handshake, if any, within the same connect timeout.
+        let deadline = Instant::now() + timeout;
         let stream = self.connect_tcp(timeout).await?;
+        let stream = crate::upstream::tls::secure(self.tls.as_ref(), stream, deadline).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -7,9 +7,11 @@
 //! - [`health`]  the pure (sans-IO, no clock) active rise/fall and passive ejection state machines.
 //! - [`conns`]   a backend's upstream connections: the keep-alive idle pool on hyper's low-level http1 client.
 //! - [`checker`] the async probe loop that feeds [`health`] through [`backend::Backend`].
+//! - [`tls`]     TLS to backends (`[pool.tls]`): the client setup, the handshake, its failures.
 
 pub mod backend;
 pub mod balance;
 pub mod checker;
 pub mod conns;
 pub mod health;
+pub mod tls;

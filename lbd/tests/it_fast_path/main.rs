@@ -10,7 +10,8 @@
 //! Layout: [`wire`] and [`backend`] are the harness below; the scenarios are in
 //! [`connections`], [`responses`], [`hygiene`] (bytes no request asked for), [`forwarding`]
 //! (forwarding headers, the real client, path normalisation), [`hostile`] (hostile framing
-//! from either side) and [`body_limit`]; this file has the lbd config helpers and runs every
+//! from either side), [`body_limit`] and [`backend_tls`] (TLS to backends, which the fast
+//! path leaves to hyper); this file has the lbd config helpers and runs every
 //! scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
@@ -23,6 +24,7 @@
 //!   malformed heads, nor drop a keep-alive connection on purpose.
 
 mod backend;
+mod backend_tls;
 mod body_limit;
 #[path = "../common/mod.rs"]
 mod common;
@@ -167,4 +169,9 @@ on_both_paths!(
     hostile::upgrades_other_than_websocket_and_the_routes_are_stripped,
     body_limit::content_length_over_the_route_limit_gets_413_before_going_upstream,
     body_limit::chunked_body_passing_the_limit_is_cut_off_and_its_connection_dropped,
+    backend_tls::verified_backend_serves_and_its_tls_connection_is_reused,
+    backend_tls::a_backend_certificate_from_an_unknown_ca_is_refused_with_502,
+    backend_tls::a_backend_certificate_for_another_name_is_refused_with_502,
+    backend_tls::an_mtls_backend_gets_lbds_client_certificate,
+    backend_tls::an_mtls_backend_refuses_lbd_without_a_client_certificate,
 );

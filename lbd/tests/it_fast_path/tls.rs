@@ -20,29 +20,41 @@ use tokio_rustls::TlsConnector;
 use super::*;
 
 /// A certificate and key written to `dir` as `NAME.pem` and `NAME.key`.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
+pub(super) struct Issued {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) der: CertificateDer<'static>,
 }
 
 /// The test CA and the certificates it issues.
-struct Ca {
-    cert: rcgen::Certificate,
+pub(super) struct Ca {
+    pub(super) cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
+        Ca::named(None)
+    }
+
+    /// A CA whose subject's common name is `cn` (`None`: rcgen's default, the same for
+    /// every CA made so).
+    pub(super) fn named(cn: Option<&str>) -> Ca {
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        if let Some(cn) = cn {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("ca cert");
         Ca { cert, key }
     }
 
     /// A leaf for `names` with a key of `alg`, written to `dir/file.{pem,key}`.
-    fn issue(
+    pub(super) fn issue(
         &self,
         dir: &Path,
         file: &str,
@@ -134,7 +146,7 @@ impl ServerCertVerifier for AnyCert {
 }
 
 #[allow(deprecated)]
-fn ring() -> CryptoProvider {
+pub(super) fn ring() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

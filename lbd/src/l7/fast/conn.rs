@@ -5,8 +5,10 @@
 //!   connection: a slowloris client is closed, an idle one too.
 //! - The driver in [`crate::listener`] asks for a graceful close (SIGTERM, idleness) by
 //!   setting `closing`: a request in progress finishes; between requests the loop ends.
-//! - A head the fast path does not take ends the loop with [`Served::Fallback`]: the socket
-//!   and every byte read so far go to hyper, which serves the rest of the connection.
+//! - A head the fast path does not take, or a request routed to a pool with `[pool.tls]`
+//!   (the fast path speaks plain TCP upstream), ends the loop with [`Served::Fallback`]: the
+//!   socket and every byte read so far (that request's rewritten back to bytes) go to hyper,
+//!   which serves the rest of the connection.
 //! - Closing after a response shuts the write side down and briefly drains what the client
 //!   still sends, so a close with unread bytes does not reset the response away (the
 //!   "lingering close" of nginx and Apache).
@@ -186,6 +188,11 @@ pub async fn serve(
             Next::Close => {
                 linger_close(stream).await;
                 return Served::Closed;
+            }
+            Next::Hyper(request) => {
+                let mut rest = BytesMut::from(&request[..]);
+                rest.extend_from_slice(&buf);
+                return fallback(shared, stream, rest, "routed to a pool that speaks TLS");
             }
         }
     }

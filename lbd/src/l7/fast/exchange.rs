@@ -102,8 +102,10 @@ impl Bufs {
 }
 
 /// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Next {
+    /// Not served: hyper serves the connection from this request on (these are its bytes).
+    Hyper(Bytes),
     KeepAlive,
     Close,
 }
@@ -118,6 +120,9 @@ pub(super) async fn serve(
     bufs: &mut Bufs,
 ) -> Next {
     let rt = shared.snapshot();
+    if rt.upstream_tls && routes_to_tls_pool(&rt, &req) {
+        return Next::Hyper(unparsed(&req, &body));
+    }
     inc(&shared.stats.requests_total);
     inc(&shared.stats.fast_path_requests_total);
     rt.retry_budget.deposit();
@@ -202,6 +207,35 @@ pub(super) async fn serve(
             Next::Close
         }
     }
+}
+
+/// Does the request go to a pool whose backends speak TLS (`[pool.tls]`)? Such a request is
+/// hyper's: the fast path speaks plain TCP upstream. Routing here must not take a split's
+/// turn, so every pool the matched rule may choose counts.
+fn routes_to_tls_pool(rt: &Snapshot, req: &RequestHead) -> bool {
+    // A path lbd refuses is answered by the fast path, as hyper would answer it.
+    let Ok(normalized) = normalized_path(rt, &req.target) else {
+        return false;
+    };
+    let target = normalized.as_ref().unwrap_or(&req.target);
+    let view = RequestView {
+        method: &req.method,
+        host: req.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+        path: target.path(),
+        headers: &req.headers,
+    };
+    rt.router.may_route_to(&view, |pool| {
+        rt.config.pools.get(pool.0).is_some_and(|p| p.tls.is_some())
+    })
+}
+
+/// The request as it came, for hyper to parse again (header names lowercased, values as
+/// sent).
+fn unparsed(req: &RequestHead, body: &Bytes) -> Bytes {
+    let mut out = Vec::with_capacity(HEAD_CAPACITY + body.len());
+    head::write_request_head(&mut out, &req.method, req.target.as_str(), &req.headers);
+    out.extend_from_slice(body);
+    Bytes::from(out)
 }
 
 /// A backend's answer, its head already rewritten for the client.

@@ -9,7 +9,8 @@
 //!
 //! What it takes: HTTP/1.1 requests in origin form with one `Host`, no `Transfer-Encoding`,
 //! no `Expect`, no upgrade, at most one `Content-Length` up to [`MAX_BODY`] (the body is
-//! buffered, so a retry can replay it). The first request that is anything else hands the
+//! buffered, so a retry can replay it), routed to a pool without `[pool.tls]` (the fast path
+//! speaks plain TCP upstream). The first request that is anything else hands the
 //! connection, with the bytes already read, to hyper for the rest of its life
 //! ([`conn::Served::Fallback`]); hyper and the framing tracker then answer it exactly as they
 //! answer every request when `global.http1_fast_path = false`.
