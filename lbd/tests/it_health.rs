@@ -76,7 +76,10 @@ async fn killed_backend_is_ejected_and_gets_no_more_traffic() {
         let r = get(lbd.listen, "/after").await.expect("after");
         assert_eq!((r.status, r.backend()), (200, "a"));
     }
-    assert!(lbd.log_text().contains("backend"), "health change logged");
+    assert!(
+        lbd.log_with("backend").await.contains("backend"),
+        "health change logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +115,9 @@ async fn active_checks_take_a_backend_out_and_bring_it_back() {
         saw_b |= get(lbd.listen, "/").await.expect("get").backend() == "b";
     }
     assert!(saw_b);
-    let log = lbd.log_text();
+    let log = lbd
+        .log_when(|l| l.contains("backend is unhealthy") && l.contains("backend is healthy"))
+        .await;
     assert!(
         log.contains("backend is unhealthy") && log.contains("backend is healthy"),
         "{log}"
@@ -147,9 +152,8 @@ async fn backend_answering_5xx_is_ejected_passively() {
     assert_eq!(b.hits(), 3);
     let ejected = format!("lbd_backend_ejected{{pool=\"web\",backend=\"{}\"}}", b.addr);
     assert_eq!(metric(lbd.admin, &ejected).await, Some(1.0));
-    assert!(lbd
-        .log_text()
-        .contains("backend ejected after consecutive failures"));
+    let ejected = "backend ejected after consecutive failures";
+    assert!(lbd.log_with(ejected).await.contains(ejected));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

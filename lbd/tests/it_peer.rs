@@ -374,7 +374,8 @@ async fn an_unreachable_peer_reports_warm_after_the_timeout() {
         p["phase"] == "warm" && p["warm_by_timeout"] == true && p["connected"] == false
     })
     .await;
-    assert!(a.log_text().contains("reporting warm without its state"));
+    let warm = "reporting warm without its state";
+    assert!(a.log_with(warm).await.contains(warm));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +437,9 @@ async fn kill_9_and_restart_resyncs_to_an_identical_digest() {
         "B received a full resync: {pb}"
     );
     // The restarted B went cold → warm (its log has each phase change).
-    let log = b.log_text();
+    let log = b
+        .log_when(|l| l.contains("peer link: phase cold -> ") && l.contains("-> warm"))
+        .await;
     let cold = log.find("peer link: phase cold -> ");
     let warm = log.find("-> warm");
     assert!(
@@ -474,10 +477,8 @@ async fn a_wrong_key_is_rejected_and_changes_nothing() {
     assert_eq!(digest(b.admin).await.0, 1, "B holds only its own drain");
     assert!(!is_drained(b.admin, fx.backends[0].addr).await);
     assert!(!is_drained(a.admin, fx.backends[1].addr).await);
-    assert!(
-        a.log_text().contains("peer link: connection refused"),
-        "logged"
-    );
+    let refused = "peer link: connection refused";
+    assert!(a.log_with(refused).await.contains(refused), "logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,7 +824,8 @@ async fn a_node_that_cannot_listen_still_dials_its_peer() {
     wait_linked(&a, &b).await;
     let p = peer_status(a.admin).await;
     assert_eq!(p["role"], "dialer", "{p}");
-    assert!(a.log_text().contains("peer link: cannot listen"));
+    let cannot = "peer link: cannot listen";
+    assert!(a.log_with(cannot).await.contains(cannot));
     drop(squatter);
 }
 
@@ -1131,7 +1133,12 @@ async fn a_million_pings_from_a_key_holding_peer_leave_memory_bounded() {
     let grown_mib = peak.saturating_sub(rss_before) / 1024;
     if outcome == "closed" {
         // Only a bound may close it (not a stall of this test's writer).
-        let log = a.log_text();
+        let log = a
+            .log_when(|l| {
+                l.lines()
+                    .any(|x| x.contains("refused") && x.contains("reason=\"limit\""))
+            })
+            .await;
         let why: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
         assert!(
             why.iter().any(|l| l.contains("reason=\"limit\"")),

@@ -546,8 +546,28 @@ impl Lbd {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// lbd's log as it is now. A line logged a moment ago may not be in it yet: lbd hands
+    /// its lines to a writer thread (`shared::telemetry`); wait with [`Self::log_when`].
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// lbd's log once `done` holds of it (polled for up to 5 s; the log as it is then
+    /// otherwise, for the caller's assertion to show).
+    pub async fn log_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5) * patience();
+        loop {
+            let log = self.log_text();
+            if done(&log) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// lbd's log once it contains `needle` (see [`Self::log_when`]).
+    pub async fn log_with(&self, needle: &str) -> String {
+        self.log_when(|log| log.contains(needle)).await
     }
 
     /// Send a signal by name (TERM, HUP, INT) to this process only.

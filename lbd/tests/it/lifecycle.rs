@@ -113,7 +113,13 @@ async fn reload_under_load_fails_nothing_and_bad_reload_keeps_old_config() {
     let (ok, failed) = load.finish().await;
     assert!(ok > 100);
     assert_eq!(failed, 0, "no request failed across reloads");
-    let log = lbd.log_text();
+    let log = lbd
+        .log_when(|l| {
+            l.contains("config reload rejected")
+                && l.contains("lbd.toml:1:1: `default_pool`: unknown pool \"nope\"")
+                && l.contains("`pool[0].backend[0].address`: \"bad\"")
+        })
+        .await;
     assert!(log.contains("config reload rejected"), "{log}");
     assert!(
         log.contains("lbd.toml:1:1: `default_pool`: unknown pool \"nope\""),

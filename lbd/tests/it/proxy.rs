@@ -519,11 +519,8 @@ async fn admin_writes_need_the_bearer_token_and_reads_stay_open() {
         metric(lbd.admin, "lbd_config_reloads_total{result=\"error\"}").await == Some(1.0)
     })
     .await;
-    assert!(
-        lbd.log_text().contains("has mode 0644"),
-        "{}",
-        lbd.log_text()
-    );
+    let log = lbd.log_with("has mode 0644").await;
+    assert!(log.contains("has mode 0644"), "{log}");
     let r = request(lbd.admin, "POST", &drain, &[("authorization", &auth)])
         .await
         .expect("drain");
@@ -681,7 +678,8 @@ async fn connections_over_the_per_client_cap_are_closed_at_accept() {
     }
     assert_eq!(rejected().await, Some(3.0));
     assert_eq!(open_conns().await, Some(5.0));
-    assert!(lbd.log_text().contains("client at max_conns_per_client"));
+    let refused = "client at max_conns_per_client";
+    assert!(lbd.log_with(refused).await.contains(refused));
     // Another client address has its own count.
     let other = request_from("127.0.0.2".parse().expect("ip"), lbd.listen, "/", &[])
         .await

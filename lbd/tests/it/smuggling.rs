@@ -131,7 +131,13 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_second_request()
         );
     }
     assert_eq!(web.hits(), 0, "the backend never sees a CL+TE request");
-    let log = lbd.log_text();
+    let log = lbd
+        .log_when(|l| {
+            l.contains("request rejected")
+                && l.contains("client side")
+                && l.contains("both Content-Length and Transfer-Encoding")
+        })
+        .await;
     assert!(
         log.contains("request rejected")
             && log.contains("client side")

@@ -345,7 +345,9 @@ pub(super) async fn a_backend_certificate_from_an_unknown_ca_is_refused_with_502
         "a refused handshake is a backend connect failure:\n{m}"
     );
     assert!(
-        lbd.log_text().contains("TLS with the backend failed"),
+        lbd.log_with("TLS with the backend failed")
+            .await
+            .contains("TLS with the backend failed"),
         "logged with its reason"
     );
     assert_tls_requests_went_to_hyper(global, &lbd).await;
@@ -508,8 +510,9 @@ async fn a_reload_with_a_bad_tls_file_keeps_the_old_config_and_a_good_one_takes_
     let bad = format!("[pool.tls]\nca = \"{missing}\"\nserver_name = \"{BACKEND_NAME}\"\n");
     lbd.write_config(&config(FAST_PATH_ON, &pools(&web, &backend, &bad, "")));
     reload(&lbd, "error", 0.0).await;
+    let names = |log: &str| log.contains("pool[1].tls.ca") && log.contains("missing.pem");
     assert!(
-        lbd.log_text().contains("pool[1].tls.ca") && lbd.log_text().contains("missing.pem"),
+        names(&lbd.log_when(names).await),
         "the error names the key and the file"
     );
     let r = request(lbd.listen, "GET", "/tls/a", &[])

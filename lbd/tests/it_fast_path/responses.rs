@@ -406,7 +406,7 @@ pub(crate) async fn a_backend_silent_mid_body_is_cut_off(global: &str) {
         let r = c.exchange("after the stall", "GET", &get_req("/ok")).await;
         assert_eq!(r.text(), echo_text("GET", "/ok", 0), "after {target}");
     }
-    let log = lbd.log_text();
+    let log = lbd.log_with("sent nothing for").await;
     assert!(
         log.contains("sent nothing for"),
         "the cut is logged as the backend's failure: {log}"

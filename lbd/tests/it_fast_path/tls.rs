@@ -440,7 +440,9 @@ async fn a_reload_serves_new_certificates_keeps_open_connections_and_refuses_a_b
         },
     )
     .await;
-    let log = lbd.log_text();
+    let log = lbd
+        .log_when(|l| l.contains("does not match the certificate") && l.contains("site.key"))
+        .await;
     assert!(
         log.contains("does not match the certificate") && log.contains("site.key"),
         "{log}"
@@ -562,7 +564,8 @@ async fn files_replaced_on_disk_are_picked_up_without_a_reload_and_a_bad_set_is_
     })
     .await;
     assert!(served().await == new.der);
-    assert!(lbd.log_text().contains("refused"), "{}", lbd.log_text());
+    let log = lbd.log_with("refused").await;
+    assert!(log.contains("refused"), "{log}");
 }
 
 /// A client certificate with subject CN=`cn`, issued by `ca`.
