@@ -172,6 +172,8 @@ pub struct BackendConns {
     watch: Arc<IdleWatch>,
     /// `watch` as a waker, made once: arming a connection then clones an `Arc`, no more.
     watch_waker: Waker,
+    /// HTTP/2 connections, for a pool with `protocol = "h2"` (empty otherwise).
+    pub h2: crate::upstream::h2::H2Conns,
 }
 
 impl std::fmt::Debug for BackendConns {
@@ -215,6 +217,7 @@ impl BackendConns {
             idle_max: AtomicU32::new(idle_max),
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: Arc::default(),
+            h2: Default::default(),
         }
     }
 
@@ -354,6 +357,7 @@ impl BackendConns {
     /// Drop expired and closed idle connections (called periodically by the checker task).
     pub fn reap(&self) {
         let timeout = self.idle_timeout();
+        self.h2.reap(timeout);
         let now = Instant::now();
         for slot in self.idle.iter() {
             lock(slot).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
@@ -378,6 +382,7 @@ impl BackendConns {
 
     /// Drop every idle connection (backend removed by a reload).
     pub fn clear(&self) {
+        self.h2.clear();
         for slot in self.idle.iter() {
             lock(slot).clear();
         }
@@ -444,7 +449,7 @@ impl BackendConns {
 }
 
 impl BackendConns {
-    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    pub(crate) async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ProxyError::new(ErrorKind::Connect).with_source(e)),

@@ -10,7 +10,7 @@
 //! Layout: [`wire`] and [`backend`] are the harness below; the scenarios are in
 //! [`connections`], [`responses`], [`hygiene`] (bytes no request asked for), [`forwarding`]
 //! (forwarding headers, the real client, path normalisation), [`hostile`] (hostile framing
-//! from either side) and [`body_limit`]; this file has the lbd config helpers and runs every
+//! from either side), [`body_limit`] and [`grpc`] (HTTP/2 to backends, gRPC); this file has the lbd config helpers and runs every
 //! scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
@@ -28,6 +28,7 @@ mod body_limit;
 mod common;
 mod connections;
 mod forwarding;
+mod grpc;
 mod hostile;
 mod http2;
 mod hygiene;
@@ -167,4 +168,5 @@ on_both_paths!(
     hostile::upgrades_other_than_websocket_and_the_routes_are_stripped,
     body_limit::content_length_over_the_route_limit_gets_413_before_going_upstream,
     body_limit::chunked_body_passing_the_limit_is_cut_off_and_its_connection_dropped,
+    grpc::http1_clients_reach_an_h2_pool,
 );

@@ -20,20 +20,20 @@ use tokio_rustls::TlsConnector;
 use super::*;
 
 /// A certificate and key written to `dir` as `NAME.pem` and `NAME.key`.
-struct Issued {
+pub(super) struct Issued {
     cert: PathBuf,
     key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 /// The test CA and the certificates it issues.
-struct Ca {
+pub(super) struct Ca {
     cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -42,7 +42,7 @@ impl Ca {
     }
 
     /// A leaf for `names` with a key of `alg`, written to `dir/file.{pem,key}`.
-    fn issue(
+    pub(super) fn issue(
         &self,
         dir: &Path,
         file: &str,
@@ -68,7 +68,7 @@ impl Ca {
 }
 
 /// `[listener.tls]` with these pairs (the first is the default).
-fn tls_table(pairs: &[&Issued], extra: &str) -> String {
+pub(super) fn tls_table(pairs: &[&Issued], extra: &str) -> String {
     let certs: Vec<String> = pairs
         .iter()
         .map(|p| {
@@ -134,12 +134,12 @@ impl ServerCertVerifier for AnyCert {
 }
 
 #[allow(deprecated)]
-fn ring() -> CryptoProvider {
+pub(super) fn ring() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
 /// A client offering `alpn`, verifying nothing, with `provider`'s signature schemes.
-fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
+pub(super) fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
     connector_seeing_ocsp(alpn, provider, Arc::default())
 }
 
@@ -161,7 +161,7 @@ fn connector_seeing_ocsp(
 }
 
 /// Handshake with `sni` (`None`: no SNI, the address is used).
-async fn handshake(
+pub(super) async fn handshake(
     addr: SocketAddr,
     sni: Option<&str>,
     connector: &TlsConnector,

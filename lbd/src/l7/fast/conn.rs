@@ -103,6 +103,14 @@ pub async fn serve(
         let req = loop {
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, MAX_BODY) {
+                    Parsed::Fast(r) if exchange::routes_to_h2_pool(shared, &r) => {
+                        // The fast path speaks HTTP/1 upstream only: hyper takes the
+                        // connection, from this request's head on.
+                        let mut all = BytesMut::with_capacity(r.raw.len() + buf.len());
+                        all.extend_from_slice(&r.raw);
+                        all.extend_from_slice(&buf);
+                        return fallback(shared, stream, all, "routed to an HTTP/2 pool");
+                    }
                     Parsed::Fast(r) => break r,
                     Parsed::Partial if buf.len() <= limits.max_head => {}
                     Parsed::Partial => return fallback(shared, stream, buf, "head over the limit"),

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
+use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
@@ -141,6 +142,7 @@ pub(super) async fn serve(
         error: "-",
         gate: shared.vrrp.gates.enter(&conn.listener),
         request_body: None,
+        h2_stream: None,
     };
     let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
@@ -202,6 +204,37 @@ pub(super) async fn serve(
             Next::Close
         }
     }
+}
+
+/// Does this request go to a pool with `protocol = "h2"`? The one request the fast path
+/// parses but hands to hyper (it speaks HTTP/1 upstream only), asked before anything is
+/// counted so hyper serves it as if it had come first. Routing is asked (on the normalised
+/// path, as [`forward`] routes) only when the config has such a pool.
+pub(super) fn routes_to_h2_pool(shared: &Shared, req: &RequestHead) -> bool {
+    let rt = shared.snapshot();
+    if !rt
+        .config
+        .pools
+        .iter()
+        .any(|p| p.protocol == UpstreamProtocol::H2)
+    {
+        return false;
+    }
+    // A path lbd refuses is answered by the fast path, like any other.
+    let Ok(normalized) = normalized_path(&rt, &req.target) else {
+        return false;
+    };
+    let target = normalized.as_ref().unwrap_or(&req.target);
+    let view = RequestView {
+        method: &req.method,
+        host: req.headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+        path: target.path(),
+        headers: &req.headers,
+    };
+    rt.router
+        .route(&view)
+        .and_then(|m| rt.pools.get(m.pool.0))
+        .is_some_and(|p| rt.pool_config(p).protocol == UpstreamProtocol::H2)
 }
 
 /// A backend's answer, its head already rewritten for the client.
