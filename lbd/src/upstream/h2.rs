@@ -4,7 +4,7 @@
 //! An HTTP/2 connection carries many requests at once, so a backend needs only a few: each
 //! request takes a stream slot on the first open connection that has one, and a new
 //! connection is opened only when every open one is at the backend's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS`. hyper does not tell that limit (h2 would queue a
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (one at a time per backend: a burst waits for it). hyper does not tell that limit (h2 would queue a
 //! request over it inside the connection, where it waits instead of going to a connection
 //! with room), so the connection's reads pass through a [`FrameScan`] that reads the frame
 //! headers the backend sends: the SETTINGS it announces (and changes later) and a GOAWAY,
@@ -46,6 +46,10 @@ pub type H2Sender = http2::SendRequest<UpstreamBody>;
 #[derive(Debug, Default)]
 pub struct H2Conns {
     conns: Mutex<Vec<Arc<H2Conn>>>,
+    /// Held while a connection is being opened: requests that find every connection full
+    /// wait for it and then look again, so a burst opens the connections it needs, not one
+    /// per request (Envoy counts a connecting connection's streams the same way).
+    connecting: tokio::sync::Mutex<()>,
     /// Connections open now (their driver tasks run), for `lbd_backend_h2_connections`.
     open: Arc<AtomicU64>,
 }
@@ -146,6 +150,16 @@ impl H2Conns {
         connect_timeout: Duration,
         fresh: bool,
     ) -> Result<(H2Stream, bool), ProxyError> {
+        if !fresh {
+            if let Some(s) = self.reserve() {
+                return Ok((s, true));
+            }
+        }
+        // Waited for at most a connect's time: behind a backend that times out, requests
+        // then connect side by side instead of one after another.
+        let _connecting = tokio::time::timeout(connect_timeout, self.connecting.lock())
+            .await
+            .ok();
         if !fresh {
             if let Some(s) = self.reserve() {
                 return Ok((s, true));

@@ -619,7 +619,7 @@ async fn a_small_stream_limit_opens_more_connections_and_nothing_fails() {
     let calls = (0..10).map(|i| {
         let listen = lbd.listen;
         tokio::spawn(async move {
-            request(listen, "GET", &format!("/slow/{i}?delay_ms=300"), &[]).await
+            request(listen, "GET", &format!("/slow/{i}?delay_ms=1000"), &[]).await
         })
     });
     for (i, call) in futures::future::join_all(calls)
@@ -634,10 +634,12 @@ async fn a_small_stream_limit_opens_more_connections_and_nothing_fails() {
         backend.most_at_once.load(Ordering::SeqCst) <= 2,
         "never more streams on a connection than the backend allows"
     );
+    // 10 at once at 2 streams each need 5 connections; lbd opens one at a time and looks
+    // again, so a burst never opens more than it needs.
     let conns = backend.conns.load(Ordering::SeqCst);
     assert!(
-        conns >= 5,
-        "10 requests at 2 streams each need 5 connections, saw {conns}"
+        (2..=5).contains(&conns),
+        "10 requests at 2 streams each: 5 connections (fewer only if some came late), saw {conns}"
     );
     let opened = format!(
         "lbd_backend_connections_opened_total{{pool=\"web\",backend=\"{}\"}}",
