@@ -158,6 +158,8 @@ struct H2Backend {
     most_at_once: Arc<AtomicUsize>,
     /// gRPC calls that arrived with `te: trailers` (gRPC servers may insist on it).
     te_trailers: Arc<AtomicUsize>,
+    /// Notified: every open connection says GOAWAY and ends.
+    goaway: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -179,16 +181,19 @@ impl H2Backend {
         let conns = Arc::new(AtomicUsize::new(0));
         let most_at_once = Arc::new(AtomicUsize::new(0));
         let te_trailers = Arc::new(AtomicUsize::new(0));
-        let (h, c, m, te) = (
+        let goaway = Arc::new(tokio::sync::Notify::new());
+        let (h, c, m, te, g) = (
             health.clone(),
             conns.clone(),
             most_at_once.clone(),
             te_trailers.clone(),
+            goaway.clone(),
         );
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
                 let (h, m, te) = (h.clone(), m.clone(), te.clone());
+                let goaway = g.clone();
                 let at_once = Arc::new(AtomicUsize::new(0));
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
@@ -204,10 +209,17 @@ impl H2Backend {
                             Ok::<_, std::convert::Infallible>(reply)
                         }
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .max_concurrent_streams(max_streams)
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                        .serve_connection(TokioIo::new(tcp), svc);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = goaway.notified() => {}
+                    }
+                    // A graceful shutdown: GOAWAY, then the connection ends.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 });
             }
         });
@@ -217,6 +229,7 @@ impl H2Backend {
             conns,
             most_at_once,
             te_trailers,
+            goaway,
             task,
         }
     }
@@ -682,4 +695,37 @@ async fn grpc_health_checks_follow_the_serving_status() {
     lbd.write_config(&config(FAST_PATH_ON, &h2_pool(&[&backend], &other)));
     lbd.signal("HUP");
     eventually("SERVICE_UNKNOWN marks it down", WAIT, is(0.0)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_backend_ends_with_goaway_is_replaced() {
+    let backend = H2Backend::start(None).await;
+    let lbd = lbd_h2(FAST_PATH_ON, &[&backend]).await;
+    let r = request(lbd.listen, "GET", "/one", &[])
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 1);
+    backend.goaway.notify_waiters();
+    let series = format!(
+        "lbd_upstream_conn_discarded_total{{pool=\"web\",backend=\"{}\",reason=\"h2_goaway\"}}",
+        backend.addr
+    );
+    let admin = lbd.admin;
+    eventually("the GOAWAY connection is counted", WAIT, || {
+        let series = series.clone();
+        async move { metric(admin, &series).await == Some(1.0) }
+    })
+    .await;
+    // The next request goes on a new connection, and nothing failed.
+    let r = request(lbd.listen, "GET", "/two", &[])
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 2);
+    let open_now = format!(
+        "lbd_backend_h2_connections{{pool=\"web\",backend=\"{}\"}}",
+        backend.addr
+    );
+    assert_eq!(metric(lbd.admin, &open_now).await, Some(1.0));
 }
