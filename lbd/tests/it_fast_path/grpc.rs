@@ -602,6 +602,26 @@ pub(super) async fn http1_clients_reach_an_h2_pool(global: &str) {
         .await
         .expect("answer");
     assert_eq!(r.status, 200);
+    // One keep-alive connection, pipelined: HTTP/1 pool, h2 pool, HTTP/1 pool. The fast path
+    // serves the first and hands the connection over at the second, bytes and all.
+    let mut c = Wire::connect(lbd.listen).await;
+    c.send(
+        &[
+            get_req("/plain/1"),
+            get_req("/a/pipelined"),
+            get_req("/plain/2"),
+        ]
+        .concat(),
+    )
+    .await;
+    let first = c.response("plain before", "GET").await;
+    let second = c.response("h2 pool", "GET").await;
+    let third = c.response("plain after", "GET").await;
+    assert_eq!((first.status, third.status), (200, 200));
+    assert_eq!(
+        (second.status, second.text()),
+        (200, "h2 GET test.local /a/pipelined".to_string())
+    );
     let handoffs = metric(lbd.admin, "lbd_http1_fast_path_handoffs_total")
         .await
         .unwrap_or(0.0);
@@ -609,10 +629,13 @@ pub(super) async fn http1_clients_reach_an_h2_pool(global: &str) {
         .await
         .unwrap_or(0.0);
     if global == FAST_PATH_ON {
-        assert_eq!(handoffs, 4.0, "each h2-pool request handed to hyper");
         assert_eq!(
-            fast, 1.0,
-            "the HTTP/1 pool's request stayed on the fast path"
+            handoffs, 5.0,
+            "each connection reaching the h2 pool handed over"
+        );
+        assert_eq!(
+            fast, 2.0,
+            "HTTP/1 pool requests before any hand-off stayed on the fast path"
         );
         assert!(lbd.log_text().contains("routed to an HTTP/2 pool"));
     } else {
