@@ -425,6 +425,108 @@ impl FrameScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::backend::{BackendId, BackendSpec};
+
+    /// An h2c server on loopback allowing `max_streams` streams per connection, whose
+    /// answers wait until `release` is notified; counts accepted connections.
+    async fn held_h2_server(
+        max_streams: u32,
+    ) -> (std::net::SocketAddr, Arc<Notify>, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let release = Arc::new(Notify::new());
+        let accepted = Arc::new(AtomicU32::new(0));
+        let (r, a) = (Arc::clone(&release), Arc::clone(&accepted));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let r = Arc::clone(&r);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let r = Arc::clone(&r);
+                        async move {
+                            r.notified().await;
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(max_streams)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, release, accepted)
+    }
+
+    fn backend_at(addr: std::net::SocketAddr) -> Arc<Backend> {
+        Arc::new(Backend::new(
+            BackendId(0),
+            BackendSpec {
+                name: String::new(),
+                addr,
+                weight: 1,
+                max_conns: 0,
+            },
+            Default::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn streams_fill_a_connection_up_to_the_backends_limit_then_open_another() {
+        let (addr, _release, accepted) = held_h2_server(2).await;
+        let backend = backend_at(addr);
+        let conns = BackendConns::new(addr, 4, Duration::from_secs(60));
+        let t = Duration::from_secs(5);
+        let mut held = Vec::new();
+        for (i, want_reused) in [false, true, false, true, false].into_iter().enumerate() {
+            let (s, reused) = conns.h2.get(&conns, &backend, t, false).await.expect("get");
+            assert_eq!(reused, want_reused, "stream {i}");
+            held.push(s);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "2 + 2 + 1 streams");
+        assert_eq!(conns.h2.open_count(), 3);
+        assert_eq!(conns.stats.conns_new.load(Ordering::Relaxed), 3);
+        assert_eq!(backend.active_conns(), 3);
+        // A stream given back makes room on its connection: no new one.
+        held.remove(0);
+        let (_s, reused) = conns.h2.get(&conns, &backend, t, false).await.expect("get");
+        assert!(reused);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        // `fresh` skips the open ones.
+        let (_f, reused) = conns.h2.get(&conns, &backend, t, true).await.expect("get");
+        assert!(!reused);
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn connections_without_streams_are_closed_after_the_idle_timeout() {
+        let (addr, _release, _) = held_h2_server(10).await;
+        let backend = backend_at(addr);
+        let conns = BackendConns::new(addr, 4, Duration::from_millis(100));
+        let t = Duration::from_secs(5);
+        let (busy, _) = conns.h2.get(&conns, &backend, t, false).await.expect("get");
+        let (idle, _) = conns.h2.get(&conns, &backend, t, true).await.expect("get");
+        drop(idle);
+        assert_eq!(conns.h2.open_count(), 2);
+        // The housekeeping pass closes the idle one once its timeout passed (its driver task
+        // ends); the one with a stream stays.
+        let deadline = tokio::time::Instant::now() + t;
+        while conns.h2.open_count() != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "idle connection closed"
+            );
+            conns.reap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(backend.active_conns(), 1);
+        drop(busy);
+    }
 
     fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();
