@@ -11,11 +11,14 @@
 //!    (413: a declared length over it at once; a streamed body as it passes it, see
 //!    [`CappedBody`]);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
-//!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
+//!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1), or HTTP/2 to a pool
+//!    with `protocol = "h2"` (`to_h2_request`: Host as `:authority`, `te: trailers` kept, see
+//!    [`super::grpc`]); a gRPC request to an HTTP/1.1 pool is refused (502, `grpc-status: 14`);
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
 //!    passes the balancer's eligibility test, else `acquire`: fast 503 when none is available,
 //!    else waits in the pool's bounded queue while every backend is at `max_conns`;
-//! 5. sends on a pooled or new connection ([`crate::upstream::conns`]) under
+//! 5. sends on a pooled or new connection ([`crate::upstream::conns`]; for an h2 pool a stream
+//!    on a shared connection, [`crate::upstream::h2`]) under
 //!    `backend_response_ms`, retrying on another backend when that is safe:
 //!    - connect failures: always (nothing reached the backend);
 //!    - a pooled connection that died before the request was written: always, on a fresh
