@@ -525,6 +525,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(backend.active_conns(), 1);
+        // lbd closed it: not a discard of the backend's doing.
+        for reason in DiscardReason::ALL {
+            assert_eq!(
+                conns.stats.conns_discarded[reason as usize].load(Ordering::Relaxed),
+                0,
+                "{reason:?}"
+            );
+        }
         drop(busy);
     }
 
