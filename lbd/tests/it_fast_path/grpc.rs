@@ -643,6 +643,63 @@ pub(super) async fn http1_clients_reach_an_h2_pool(global: &str) {
     }
 }
 
+/// A backend that speaks both HTTP/1.1 and h2c (prior knowledge) and answers with the
+/// version the request came in.
+async fn both_versions_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                    let body = format!("{:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        body,
+                    ))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A reload that switches a pool from HTTP/1.1 to HTTP/2 and back takes effect for the next
+/// request, on both HTTP paths, with the same client connection kept open throughout.
+pub(super) async fn a_reload_switches_a_pools_protocol(global: &str) {
+    let (addr, task) = both_versions_backend().await;
+    let pool = |protocol: &str| {
+        format!(
+            "[[pool]]\nname = \"web\"\nprotocol = \"{protocol}\"\n[[pool.backend]]\naddress = \"{addr}\"\n"
+        )
+    };
+    let lbd = Lbd::start(&config(global, &pool("http1"))).await;
+    let mut c = Wire::connect(lbd.listen).await;
+    c.send(&get_req("/")).await;
+    assert_eq!(c.response("before", "GET").await.text(), "HTTP/1.1");
+    for (protocol, want) in [("h2", "HTTP/2.0"), ("http1", "HTTP/1.1")] {
+        let reloads = metric(lbd.admin, "lbd_config_reloads_total{result=\"ok\"}")
+            .await
+            .unwrap_or(0.0);
+        lbd.write_config(&config(global, &pool(protocol)));
+        lbd.signal("HUP");
+        let admin = lbd.admin;
+        eventually("the reload is done", WAIT, || async move {
+            metric(admin, "lbd_config_reloads_total{result=\"ok\"}").await > Some(reloads)
+        })
+        .await;
+        c.send(&get_req("/")).await;
+        assert_eq!(
+            c.response(protocol, "GET").await.text(),
+            want,
+            "after {protocol}"
+        );
+    }
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_stream_limit_opens_more_connections_and_nothing_fails() {
     let backend = H2Backend::start(Some(2)).await;

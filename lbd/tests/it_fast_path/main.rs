@@ -169,4 +169,5 @@ on_both_paths!(
     body_limit::content_length_over_the_route_limit_gets_413_before_going_upstream,
     body_limit::chunked_body_passing_the_limit_is_cut_off_and_its_connection_dropped,
     grpc::http1_clients_reach_an_h2_pool,
+    grpc::a_reload_switches_a_pools_protocol,
 );
