@@ -66,10 +66,13 @@ pub enum ErrorKind {
     NotImplemented,
     /// The request body is larger than the route's `max_request_body_bytes`.
     BodyTooLarge,
+    /// A gRPC request routed to a pool that speaks HTTP/1.1 (gRPC needs HTTP/2 to the
+    /// backend: trailers, streams both ways). A config mismatch, so lbd's side.
+    GrpcNeedsH2,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadRequest,
         ErrorKind::BadPath,
         ErrorKind::UriTooLong,
@@ -85,6 +88,7 @@ impl ErrorKind {
         ErrorKind::ClientBody,
         ErrorKind::NotImplemented,
         ErrorKind::BodyTooLarge,
+        ErrorKind::GrpcNeedsH2,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,7 @@ impl ErrorKind {
             ErrorKind::ClientBody => "client_body",
             ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::GrpcNeedsH2 => "grpc_needs_h2_pool",
         }
     }
 
@@ -120,7 +125,10 @@ impl ErrorKind {
             | ErrorKind::ClientBody
             | ErrorKind::NotImplemented
             | ErrorKind::BodyTooLarge => Side::Client,
-            ErrorKind::NoRoute | ErrorKind::QueueFull | ErrorKind::QueueTimeout => Side::Internal,
+            ErrorKind::NoRoute
+            | ErrorKind::QueueFull
+            | ErrorKind::QueueTimeout
+            | ErrorKind::GrpcNeedsH2 => Side::Internal,
             ErrorKind::NoHealthyBackend
             | ErrorKind::Connect
             | ErrorKind::ConnectTimeout
@@ -142,7 +150,9 @@ impl ErrorKind {
             ErrorKind::NoHealthyBackend | ErrorKind::QueueFull | ErrorKind::QueueTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorKind::Connect | ErrorKind::BackendIo => StatusCode::BAD_GATEWAY,
+            ErrorKind::Connect | ErrorKind::BackendIo | ErrorKind::GrpcNeedsH2 => {
+                StatusCode::BAD_GATEWAY
+            }
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -163,6 +173,7 @@ impl ErrorKind {
             ErrorKind::QueueTimeout => "503 backend queue timeout\n",
             ErrorKind::Connect | ErrorKind::BackendIo => "502 bad gateway\n",
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => "504 gateway timeout\n",
+            ErrorKind::GrpcNeedsH2 => "502 gRPC needs a pool with protocol = \"h2\"\n",
         }
     }
 }

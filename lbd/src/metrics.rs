@@ -93,15 +93,26 @@ pub enum DiscardReason {
     UnexpectedBytes,
     /// The backend closed (or reset) the connection while it was idle in the pool.
     IdleClosed,
+    /// An HTTP/2 connection the backend ended with GOAWAY: it takes no new stream.
+    H2Goaway,
+    /// An HTTP/2 connection that failed (protocol error, reset, I/O error).
+    H2Error,
 }
 
 impl DiscardReason {
-    pub const ALL: [DiscardReason; 2] = [DiscardReason::UnexpectedBytes, DiscardReason::IdleClosed];
+    pub const ALL: [DiscardReason; 4] = [
+        DiscardReason::UnexpectedBytes,
+        DiscardReason::IdleClosed,
+        DiscardReason::H2Goaway,
+        DiscardReason::H2Error,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DiscardReason::UnexpectedBytes => "unexpected_bytes",
             DiscardReason::IdleClosed => "idle_closed",
+            DiscardReason::H2Goaway => "h2_goaway",
+            DiscardReason::H2Error => "h2_error",
         }
     }
 }

@@ -186,6 +186,8 @@ pub struct FilePool {
     pub hash_key: Option<String>,
     pub queue_size: Option<u32>,
     pub queue_timeout_ms: Option<u64>,
+    /// `"http1"` (default) or `"h2"` (HTTP/2 with prior knowledge to the backends).
+    pub protocol: Option<String>,
     #[serde(default)]
     pub keepalive: FileKeepalive,
     #[serde(default)]
@@ -252,6 +254,8 @@ pub struct FileHealth {
     pub path: Option<String>,
     pub host: Option<String>,
     pub expect_status: Option<String>,
+    /// `kind = "grpc"`: the service asked about (`""`, the default: the whole server).
+    pub grpc_service: Option<String>,
     pub interval_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub rise: Option<u32>,

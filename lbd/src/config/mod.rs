@@ -498,6 +498,24 @@ pub enum ProbeKind {
         host: Option<String>,
         expect: (u16, u16),
     },
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (h2c): up only when the answer is SERVING.
+    Grpc {
+        /// The service asked about (`""`: the server as a whole).
+        service: String,
+        /// The `:authority` sent (default: the backend's address).
+        host: Option<String>,
+    },
+}
+
+/// What lbd speaks to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 keep-alive connections, one request at a time each.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): a few multiplexed connections per backend. gRPC
+    /// needs it.
+    H2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,6 +542,7 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// `None`: no stickiness (the balancer decides every request).
     pub sticky: Option<StickyConfig>,
+    pub protocol: UpstreamProtocol,
     /// `None`: plain HTTP to the backends.
     pub tls: Option<UpstreamTlsConfig>,
 }
@@ -538,6 +557,8 @@ pub struct UpstreamTlsConfig {
     pub server_name: String,
     /// lbd's client certificate and key, for backends that ask for one (`ocsp` is unused).
     pub client_cert: Option<CertPairConfig>,
+    /// Offer `h2` by ALPN instead of `http/1.1` (the pool's `protocol = "h2"`).
+    pub h2: bool,
 }
 
 impl PoolConfig {

@@ -188,6 +188,10 @@ pub(super) fn validate_pool(
             let kind = match h.kind.as_deref().unwrap_or("http") {
                 "none" => ProbeKind::None,
                 "tcp" => ProbeKind::Tcp,
+                "grpc" => ProbeKind::Grpc {
+                    service: h.grpc_service.clone().unwrap_or_default(),
+                    host: h.host.clone(),
+                },
                 "http" => {
                     let method = h.method.as_deref().unwrap_or("GET");
                     let method = Method::from_bytes(method.as_bytes()).unwrap_or_else(|_| {
@@ -230,7 +234,7 @@ pub(super) fn validate_pool(
                 other => {
                     v.error(
                         format!("{hk}.kind"),
-                        format!("{other:?} is not a health check kind (valid: \"http\", \"tcp\", \"none\")"),
+                        format!("{other:?} is not a health check kind (valid: \"http\", \"grpc\", \"tcp\", \"none\")"),
                     );
                     ProbeKind::None
                 }
@@ -244,6 +248,24 @@ pub(super) fn validate_pool(
                     if set {
                         v.error(format!("{hk}.{field}"), "only applies to kind = \"http\"");
                     }
+                }
+            }
+            if h.grpc_service.is_some() && !matches!(kind, ProbeKind::Grpc { .. }) {
+                v.error(
+                    format!("{hk}.grpc_service"),
+                    "only applies to kind = \"grpc\"",
+                );
+            }
+            if let Some(host) = h
+                .host
+                .as_deref()
+                .filter(|_| matches!(kind, ProbeKind::Grpc { .. }))
+            {
+                if host.parse::<http::uri::Authority>().is_err() {
+                    v.error(
+                        format!("{hk}.host"),
+                        format!("{host:?} is not a valid authority (host or host:port)"),
+                    );
                 }
             }
             HealthCheckConfig {
@@ -307,15 +329,28 @@ pub(super) fn validate_pool(
         decay_after: DEFAULT_EJECT_DECAY_AFTER,
     };
 
+    let protocol = match p.protocol.as_deref() {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2") => UpstreamProtocol::H2,
+        Some(other) => {
+            v.error(
+                format!("{key}.protocol"),
+                format!("{other:?} is not an upstream protocol (valid: \"http1\", \"h2\")"),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
+
     let sticky = p
         .sticky
         .as_ref()
         .and_then(|st| validate_sticky(v, &key, name.unwrap_or_default(), st));
 
+    let h2 = protocol == UpstreamProtocol::H2;
     let tls = p
         .tls
         .as_ref()
-        .and_then(|t| super::upstream_tls::validate_upstream_tls(v, &format!("{key}.tls"), t));
+        .and_then(|t| super::upstream_tls::validate_upstream_tls(v, &format!("{key}.tls"), t, h2));
 
     Some(PoolConfig {
         name: name?.to_string(),
@@ -329,6 +364,7 @@ pub(super) fn validate_pool(
         idle_timeout,
         sticky,
         tls,
+        protocol,
     })
 }
 

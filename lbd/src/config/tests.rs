@@ -1300,3 +1300,82 @@ fn pool_tls_files_that_cannot_be_used_are_config_errors_naming_key_and_file() {
     );
     assert!(load(&tls(&ca, &cert, &key)).is_ok());
 }
+
+#[test]
+fn pool_protocol_and_grpc_health_checks_are_typed() {
+    let c = load(GOOD).expect("valid");
+    assert_eq!(c.pools[0].protocol, UpstreamProtocol::Http1, "the default");
+    let text = r#"
+[[listener]]
+name = "l"
+address = "127.0.0.1:8080"
+[[pool]]
+name = "grpc"
+protocol = "h2"
+[[pool.backend]]
+address = "127.0.0.1:50051"
+[pool.health]
+kind = "grpc"
+grpc_service = "app.Greeter"
+host = "greeter.internal:50051"
+[[pool]]
+name = "whole-server"
+protocol = "http1"
+[[pool.backend]]
+address = "127.0.0.1:50052"
+[pool.health]
+kind = "grpc"
+"#;
+    let c = load(text).expect("valid");
+    assert_eq!(c.pools[0].protocol, UpstreamProtocol::H2);
+    assert_eq!(
+        c.pools[0].health.kind,
+        ProbeKind::Grpc {
+            service: "app.Greeter".into(),
+            host: Some("greeter.internal:50051".into()),
+        }
+    );
+    assert_eq!(c.pools[1].protocol, UpstreamProtocol::Http1);
+    assert_eq!(
+        c.pools[1].health.kind,
+        ProbeKind::Grpc {
+            service: String::new(),
+            host: None,
+        },
+        "no service: the server as a whole"
+    );
+}
+
+#[test]
+fn bad_protocols_and_grpc_health_keys_are_rejected() {
+    let pool = |extra: &str, health: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n[[pool]]\nname = \"p\"\n{extra}[[pool.backend]]\naddress = \"127.0.0.1:9000\"\n{health}"
+        )
+    };
+    let e = errors(&pool("protocol = \"h3\"\n", ""));
+    assert!(
+        e.contains("`pool[0].protocol`") && e.contains("(valid: \"http1\", \"h2\")"),
+        "{e}"
+    );
+    let e = errors(&pool(
+        "",
+        "[pool.health]\nkind = \"http\"\ngrpc_service = \"x\"\n",
+    ));
+    assert!(
+        e.contains("`pool[0].health.grpc_service`: only applies to kind = \"grpc\""),
+        "{e}"
+    );
+    let e = errors(&pool("", "[pool.health]\nkind = \"grpc\"\npath = \"/x\"\n"));
+    assert!(
+        e.contains("`pool[0].health.path`: only applies to kind = \"http\""),
+        "{e}"
+    );
+    let e = errors(&pool(
+        "",
+        "[pool.health]\nkind = \"grpc\"\nhost = \"a b\"\n",
+    ));
+    assert!(e.contains("`pool[0].health.host`"), "{e}");
+    let e = errors(&pool("", "[pool.health]\nkind = \"grpcc\"\n"));
+    assert!(e.contains("\"grpc\""), "valid kinds listed: {e}");
+}

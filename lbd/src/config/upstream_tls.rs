@@ -14,6 +14,7 @@ pub(super) fn validate_upstream_tls(
     v: &mut Validator<'_>,
     key: &str,
     t: &FileUpstreamTls,
+    h2: bool,
 ) -> Option<UpstreamTlsConfig> {
     let ca = required(v, &format!("{key}.ca"), &t.ca);
     let server_name = match &t.server_name {
@@ -48,6 +49,7 @@ pub(super) fn validate_upstream_tls(
         ca: PathBuf::from(ca?),
         server_name: server_name?.to_string(),
         client_cert,
+        h2,
     };
     if let Err(errors) = UpstreamTls::build(&cfg, std::time::SystemTime::now()) {
         for e in errors.0 {

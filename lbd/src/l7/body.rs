@@ -31,6 +31,7 @@ use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
 use crate::server::{Shared, Snapshot};
 use crate::upstream::conns::{BackendConns, Sender};
+use crate::upstream::h2::StreamSlot;
 
 /// What the access log needs from the request (only when the log is on).
 pub(super) struct LogInfo {
@@ -63,6 +64,8 @@ pub(super) struct Finish {
     pub(super) gate: Option<GateGuard>,
     /// A streamed request body's progress (`None`: the body was sent whole at once).
     pub(super) request_body: Option<Arc<RequestBodyState>>,
+    /// The request's stream on an HTTP/2 upstream connection, given back when this runs.
+    pub(super) h2_stream: Option<StreamSlot>,
 }
 
 impl Finish {

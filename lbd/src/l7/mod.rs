@@ -10,6 +10,8 @@
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
+//! - [`grpc`]    recognising gRPC requests, `te: trailers` towards HTTP/2 backends, the refusal
+//!   of gRPC to an HTTP/1.1 pool (pure).
 //! - [`headers`] hop-by-hop stripping, forwarding headers and the real client address (pure).
 //! - [`path`]    request path normalisation before routing (pure).
 //! - [`attempts`] one request's attempts at a backend: what a failed connect or send means
@@ -28,6 +30,7 @@ pub mod body;
 pub mod dispatch;
 pub mod fast;
 pub mod framing;
+pub mod grpc;
 pub mod headers;
 pub mod path;
 pub mod proxy;

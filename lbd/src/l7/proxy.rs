@@ -11,11 +11,14 @@
 //!    (413: a declared length over it at once; a streamed body as it passes it, see
 //!    [`CappedBody`]);
 //! 3. rewrites headers ([`super::headers`]): hop-by-hop out, forwarding headers in, origin-form
-//!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1);
+//!    URI, HTTP/1.1 upstream (an h2c client is forwarded as HTTP/1.1), or HTTP/2 to a pool
+//!    with `protocol = "h2"` (`to_h2_request`: Host as `:authority`, `te: trailers` kept, see
+//!    [`super::grpc`]); a gRPC request to an HTTP/1.1 pool is refused (502, `grpc-status: 14`);
 //! 4. picks a backend: the sticky pin ([`super::sticky`]) when the pool has one and its backend
 //!    passes the balancer's eligibility test, else `acquire`: fast 503 when none is available,
 //!    else waits in the pool's bounded queue while every backend is at `max_conns`;
-//! 5. sends on a pooled or new connection ([`crate::upstream::conns`]) under
+//! 5. sends on a pooled or new connection ([`crate::upstream::conns`]; for an h2 pool a stream
+//!    on a shared connection, [`crate::upstream::h2`]) under
 //!    `backend_response_ms`, retrying on another backend when that is safe:
 //!    - connect failures: always (nothing reached the backend);
 //!    - a pooled connection that died before the request was written: always, on a fresh
@@ -62,8 +65,10 @@ use super::dispatch::{
     note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
     send_failed, Lease, Local,
 };
+use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::framing::Suspect;
+use crate::l7::grpc;
 use crate::l7::headers;
 use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
@@ -72,9 +77,10 @@ use crate::l7::sticky::RequestPin;
 use crate::listener::ConnCtx;
 use crate::metrics::inc;
 use crate::server::{Shared, Snapshot};
-use crate::upstream::backend::BackendId;
+use crate::upstream::backend::{Backend, BackendId};
 use crate::upstream::balance::PickContext;
 use crate::upstream::conns::{BackendConns, Sender, UpstreamBody};
+use crate::upstream::h2::{H2Stream, StreamSlot};
 use crate::upstream::health::Outcome;
 
 /// The hyper service: never fails; every error becomes a short response.
@@ -123,6 +129,7 @@ pub async fn handle(
         error: "-",
         gate,
         request_body: meta.request_body.take(),
+        h2_stream: None,
     };
     match result {
         Ok(f) => {
@@ -171,6 +178,7 @@ pub async fn handle(
             fin.status = parts.status.as_u16();
             fin.upstream = f.keep;
             fin.lease = f.lease;
+            fin.h2_stream = f.h2_stream;
             Response::from_parts(
                 parts,
                 ProxyBody {
@@ -226,6 +234,9 @@ fn error_response(kind: ErrorKind, fin: Finish) -> Response<ProxyBody> {
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if kind == ErrorKind::GrpcNeedsH2 {
+        grpc::refusal_headers(h);
+    }
     if kind.side() == Side::Client {
         // After a framing problem the rest of the byte stream cannot be trusted.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -274,6 +285,72 @@ struct Forwarded {
     /// The connection, returned to the pool when the body ends cleanly.
     keep: Option<(Sender, Arc<BackendConns>)>,
     lease: Option<Lease>,
+    /// The request's HTTP/2 stream (an h2 pool), held until the body ends.
+    h2_stream: Option<StreamSlot>,
+}
+
+/// The connection a request goes out on: an HTTP/1.1 connection of its own, or a stream on
+/// a shared HTTP/2 connection (a pool with `protocol = "h2"`).
+enum Leg {
+    H1(Sender),
+    H2(H2Stream),
+}
+
+impl Leg {
+    async fn get(
+        conns: &BackendConns,
+        backend: &Arc<Backend>,
+        connect_timeout: std::time::Duration,
+        fresh: bool,
+        h2: bool,
+    ) -> Result<(Leg, bool), ProxyError> {
+        if h2 {
+            let (s, reused) = conns.h2.get(conns, backend, connect_timeout, fresh).await?;
+            Ok((Leg::H2(s), reused))
+        } else {
+            let (tx, reused) = conns.get(backend, connect_timeout, fresh).await?;
+            Ok((Leg::H1(tx), reused))
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
+        match self {
+            Leg::H1(tx) => tx.try_send_request(req).await,
+            Leg::H2(s) => s.tx.try_send_request(req).await,
+        }
+    }
+}
+
+/// Turn an HTTP/1-shaped upstream request into an HTTP/2 one: the Host header becomes the
+/// `:authority` (RFC 9113 §8.3.1; the backend's address when the client sent none), the
+/// target absolute (`:scheme` and `:path` are required), and a client's `te: trailers`
+/// (stripped with the hop-by-hop headers) is put back: gRPC servers require it.
+fn to_h2_request(parts: &mut http::request::Parts, te_trailers: bool, backend: SocketAddr) {
+    parts.version = Version::HTTP_2;
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if parts.uri.scheme().is_some() {
+        // Already done for an earlier attempt.
+        return;
+    }
+    let authority = parts
+        .headers
+        .remove(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(backend.to_string()).ok());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = authority;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
 }
 
 /// Does the client ask for a protocol upgrade (WebSocket)?
@@ -402,6 +479,14 @@ async fn forward(
         return Err(Local::from(ProxyError::new(ErrorKind::BodyTooLarge)));
     }
     let pcfg = rt.pool_config(pool);
+    let h2 = pcfg.protocol == UpstreamProtocol::H2;
+    // gRPC is HTTP/2 only (an HTTP/1.1 request with that content type is forwarded like any
+    // other, as the fast path does).
+    if !h2 && parts.version == Version::HTTP_2 && grpc::is_grpc(&parts.headers) {
+        return Err(Local::from(ProxyError::new(ErrorKind::GrpcNeedsH2)));
+    }
+    // Read before the hop-by-hop headers go.
+    let te_trailers = h2 && grpc::asks_trailers(&parts.headers);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
     if let Some(st) = &pool.sticky {
         meta.pin = Some(st.request_pin(pool.name(), &parts.headers, &shared.soft));
@@ -494,20 +579,21 @@ async fn forward(
             inc(&conns.stats.sticky_requests);
         }
         let fresh = attempts.needs_fresh_connection();
-        let (mut tx, reused) = match conns.get(&backend, cfg.timeouts.connect, fresh).await {
-            Ok(c) => c,
-            Err(e) => {
-                connect_failed(pool, conns, &backend, &e);
-                drop(lease);
-                match attempts.on_connect_failed(backend.id, e, may_retry) {
-                    Step::Again => {
-                        pending = Some((parts, body));
-                        continue;
+        let (mut leg, reused) =
+            match Leg::get(conns, &backend, cfg.timeouts.connect, fresh, h2).await {
+                Ok(c) => c,
+                Err(e) => {
+                    connect_failed(pool, conns, &backend, &e);
+                    drop(lease);
+                    match attempts.on_connect_failed(backend.id, e, may_retry) {
+                        Step::Again => {
+                            pending = Some((parts, body));
+                            continue;
+                        }
+                        Step::Fail(e) => return Err(Local::from(e)),
                     }
-                    Step::Fail(e) => return Err(Local::from(e)),
                 }
-            }
-        };
+            };
         if reused {
             inc(&conns.stats.conns_reused);
         }
@@ -522,11 +608,13 @@ async fn forward(
             let bytes = replay_bytes.clone().unwrap_or_default();
             (parts.clone(), Either::Left(Full::new(bytes)))
         });
+        let mut parts = parts;
+        if h2 {
+            to_h2_request(&mut parts, te_trailers, backend.addr);
+        }
         let sent_at = Instant::now();
         let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(cfg.timeouts.backend_response, tx.try_send_request(request))
-            .await
-        {
+        match tokio::time::timeout(cfg.timeouts.backend_response, leg.send(request)).await {
             Ok(Ok(mut resp)) => {
                 let status = resp.status();
                 conns
@@ -573,12 +661,18 @@ async fn forward(
                         resp,
                         keep: None,
                         lease: None,
+                        h2_stream: None,
                     });
                 }
+                let (keep, h2_stream) = match leg {
+                    Leg::H1(tx) => (Some((tx, Arc::clone(conns))), None),
+                    Leg::H2(s) => (None, Some(s.slot)),
+                };
                 return Ok(Forwarded {
                     resp,
-                    keep: Some((tx, Arc::clone(conns))),
+                    keep,
                     lease: Some(lease),
+                    h2_stream,
                 });
             }
             Ok(Err(mut e)) => {

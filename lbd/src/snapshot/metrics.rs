@@ -249,7 +249,7 @@ impl Snapshot {
         e.family(
         "lbd_upstream_conn_discarded_total",
         "counter",
-        "Upstream connections closed instead of reused: unexpected_bytes (bytes no request asked for, never relayed), idle_closed (closed by the backend while pooled).",
+        "Upstream connections closed instead of reused: unexpected_bytes (bytes no request asked for, never relayed), idle_closed (closed by the backend while pooled), h2_goaway (an HTTP/2 connection the backend ended with GOAWAY), h2_error (an HTTP/2 connection that failed).",
     );
         for (pool, b, c) in backends() {
             let addr = b.addr.to_string();
@@ -264,6 +264,19 @@ impl Snapshot {
                     get(&c.stats.conns_discarded[reason as usize]),
                 );
             }
+        }
+        e.family(
+            "lbd_backend_h2_connections",
+            "gauge",
+            "HTTP/2 connections open to the backend (pools with protocol = \"h2\").",
+        );
+        for (pool, b, c) in backends() {
+            let addr = b.addr.to_string();
+            e.sample(
+                "lbd_backend_h2_connections",
+                &[("pool", pool), ("backend", &addr)],
+                c.h2.open_count(),
+            );
         }
         e.family(
             "lbd_backend_response_seconds",

@@ -61,9 +61,10 @@ pub struct Snapshot {
     /// TLS of each TLS listener, by listener name: the certificate files as read when this
     /// snapshot was built (a reload re-reads them).
     pub tls: HashMap<String, Arc<TlsSlot>>,
-    /// Some pool speaks TLS to its backends (`[pool.tls]`): the fast path then checks where
-    /// each request goes, since it speaks plain TCP only.
-    pub upstream_tls: bool,
+    /// Some pool speaks TLS (`[pool.tls]`) or HTTP/2 (`protocol = "h2"`) to its backends:
+    /// the fast path then checks where each request goes, since it speaks plain HTTP/1
+    /// upstream only (`l7::fast::exchange::routes_to_hyper_pool`).
+    pub hyper_only_pools: bool,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
     pub retired: CancellationToken,
@@ -253,7 +254,10 @@ impl Snapshot {
         Ok(Snapshot {
             limiters,
             tls,
-            upstream_tls: config.pools.iter().any(|p| p.tls.is_some()),
+            hyper_only_pools: config
+                .pools
+                .iter()
+                .any(|p| p.tls.is_some() || p.protocol == crate::config::UpstreamProtocol::H2),
             retry_budget: RetryBudget::new(
                 config.retries.budget_percent,
                 config.retries.min_per_sec,

@@ -1,8 +1,9 @@
 //! The async half of health checking: probes backends and feeds the pure machines.
 //!
-//! One task per backend per snapshot. Every `interval` it probes (TCP connect, or an
-//! HTTP request whose status must fall in `expect_status`; over TLS for a `[pool.tls]` pool,
-//! verified like the proxied requests) under `timeout`, and feeds the
+//! One task per backend per snapshot. Every `interval` it probes (TCP connect, an HTTP
+//! request whose status must fall in `expect_status`, over TLS for a `[pool.tls]` pool,
+//! verified like the proxied requests, or a gRPC health check over h2c, [`grpc_health`])
+//! under `timeout`, and feeds the
 //! result to [`Backend::record_probe`] (rise/fall in `health.rs`). The same loop also wakes at
 //! [`Backend::health_deadline`] to end passive ejections on time, and reaps expired idle
 //! connections, and wakes whenever an idle pooled connection becomes readable to close it
@@ -28,6 +29,7 @@ use crate::metrics::inc;
 use crate::server::{clock, log_health_change, start, Snapshot};
 use crate::upstream::backend::Backend;
 use crate::upstream::conns::BackendConns;
+use crate::upstream::grpc_health::{self, GrpcProbeError};
 use crate::upstream::tls::{secure, BackendTls, HandshakeError};
 
 /// How often the loop wakes at least (idle connection reaping).
@@ -128,6 +130,8 @@ enum ProbeError {
     Send(hyper::Error),
     #[error("status {status} outside {low}-{high}")]
     Status { status: u16, low: u16, high: u16 },
+    #[error("gRPC health check: {0}")]
+    Grpc(#[from] GrpcProbeError),
 }
 
 async fn probe_inner(
@@ -139,6 +143,10 @@ async fn probe_inner(
     let stream = TcpStream::connect(backend.addr)
         .await
         .map_err(ProbeError::Connect)?;
+    if let ProbeKind::Grpc { service, host } = kind {
+        let authority = host.clone().unwrap_or_else(|| backend.addr.to_string());
+        return Ok(grpc_health::check(stream, &authority, service).await?);
+    }
     let ProbeKind::Http {
         method,
         path,

@@ -175,6 +175,8 @@ pub struct BackendConns {
     /// `[pool.tls]`: connections are TLS (`None`: plain TCP). Fixed for the life of this
     /// pool, so no plain connection is ever reused for a TLS pool.
     pub tls: Option<crate::upstream::tls::BackendTls>,
+    /// HTTP/2 connections, for a pool with `protocol = "h2"` (empty otherwise).
+    pub h2: crate::upstream::h2::H2Conns,
 }
 
 impl std::fmt::Debug for BackendConns {
@@ -219,6 +221,7 @@ impl BackendConns {
             idle_timeout_ms: AtomicU64::new(idle_timeout.as_millis() as u64),
             stats: Arc::default(),
             tls: None,
+            h2: Default::default(),
         }
     }
 
@@ -363,6 +366,7 @@ impl BackendConns {
     /// Drop expired and closed idle connections (called periodically by the checker task).
     pub fn reap(&self) {
         let timeout = self.idle_timeout();
+        self.h2.reap(timeout);
         let now = Instant::now();
         for slot in self.idle.iter() {
             lock(slot).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < timeout);
@@ -387,6 +391,7 @@ impl BackendConns {
 
     /// Drop every idle connection (backend removed by a reload).
     pub fn clear(&self) {
+        self.h2.clear();
         for slot in self.idle.iter() {
             lock(slot).clear();
         }
@@ -456,7 +461,7 @@ impl BackendConns {
 }
 
 impl BackendConns {
-    async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    pub(crate) async fn connect_tcp(&self, timeout: Duration) -> Result<TcpStream, ProxyError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ProxyError::new(ErrorKind::Connect).with_source(e)),

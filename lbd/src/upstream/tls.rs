@@ -46,8 +46,9 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::log_limit::LogLimiter;
 use crate::tls::{load_pair, provider, read_chain, TlsError};
 
-/// The one protocol offered: lbd speaks HTTP/1.1 to backends.
-const ALPN: &[u8] = b"http/1.1";
+/// The protocol offered by ALPN: HTTP/1.1, or HTTP/2 for a pool with `protocol = "h2"`.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+const ALPN_H2: &[u8] = b"h2";
 
 /// A pool's TLS client setup.
 pub struct UpstreamTls {
@@ -132,7 +133,7 @@ impl UpstreamTls {
             Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = vec![if cfg.h2 { ALPN_H2 } else { ALPN_HTTP1 }.to_vec()];
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
@@ -407,6 +408,16 @@ pub enum UpstreamIo {
     Tls(Box<TlsStream<TcpStream>>, Arc<TlsErrors>),
 }
 
+impl UpstreamIo {
+    /// The protocol the backend agreed to by ALPN (`None`: plain TCP, or no agreement).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamIo::Plain(_) => None,
+            UpstreamIo::Tls(s, _) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
 impl AsyncRead for UpstreamIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -598,6 +609,7 @@ mod tests {
                 ca: pem.clone(),
                 server_name: name.to_string(),
                 client_cert: None,
+                h2: false,
             };
             let tls = UpstreamTls::build(&cfg, SystemTime::now()).expect("build");
             let backend = BackendTls::new("p", addr, Arc::new(tls));

@@ -28,7 +28,8 @@ use super::*;
 /// The name the backend's certificate carries.
 const BACKEND_NAME: &str = "backend.test";
 
-/// A backend speaking HTTP/1.1 over TLS; every answer is `200 tls-ok`.
+/// A backend speaking HTTP/1.1 over TLS (or HTTP/2, when its config offers `h2` and the
+/// client takes it); every answer is `200 tls-ok` (`tls-ok h2` over HTTP/2).
 struct TlsBackend {
     addr: SocketAddr,
     /// TLS handshakes completed.
@@ -50,6 +51,15 @@ impl Drop for TlsBackend {
 
 /// The backend's TLS: `cert`, and client certificates from `client_ca` required.
 fn server_config(cert: &Issued, client_ca: Option<&Ca>) -> Arc<ServerConfig> {
+    server_config_offering(cert, client_ca, &[b"http/1.1"])
+}
+
+/// [`server_config`] offering `protocols` by ALPN.
+fn server_config_offering(
+    cert: &Issued,
+    client_ca: Option<&Ca>,
+    protocols: &[&[u8]],
+) -> Arc<ServerConfig> {
     let provider = Arc::new(ring());
     let chain = vec![CertificateDer::from_pem_file(&cert.cert).expect("cert")];
     let key = PrivateKeyDer::from_pem_file(&cert.key).expect("key");
@@ -71,7 +81,7 @@ fn server_config(cert: &Issued, client_ca: Option<&Ca>) -> Arc<ServerConfig> {
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(chain, key).expect("server cert");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -106,17 +116,28 @@ impl TlsBackend {
                         .and_then(|certs| certs.first())
                         .map(|cert| cert.to_vec())
                         .unwrap_or_default();
-                    let svc = service_fn(move |_: Request<Incoming>| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         c.lock().expect("lock").push(client.clone());
-                        async {
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                                b"tls-ok\n",
-                            ))))
+                        let body: &'static [u8] = if req.version() == http::Version::HTTP_2 {
+                            b"tls-ok h2\n"
+                        } else {
+                            b"tls-ok\n"
+                        };
+                        async move {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body))))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .await;
+                    }
                 });
             }
         });
@@ -546,4 +567,30 @@ async fn a_reload_with_a_bad_tls_file_keeps_the_old_config_and_a_good_one_takes_
         backend.handshakes() > handshakes,
         "a new TLS config opens new connections"
     );
+}
+
+/// A pool with `protocol = "h2"` and `[pool.tls]` offers `h2` by ALPN and speaks HTTP/2 to a
+/// backend that takes it; a backend that only offers `http/1.1` is refused (502), never
+/// spoken to in a protocol it did not agree to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_pool_over_tls_negotiates_h2_by_alpn_or_refuses_the_backend() {
+    let pki = Pki::new();
+    let web = TestBackend::start("web").await;
+    for (offers, want) in [
+        (&[&b"h2"[..], b"http/1.1"][..], (200, "tls-ok h2\n")),
+        (&[&b"http/1.1"[..]][..], (502, "")),
+    ] {
+        let backend = TlsBackend::start(server_config_offering(&pki.backend, None, offers)).await;
+        let h2_pool = pools(&web, &backend, &pki.tls_table(BACKEND_NAME, ""), "")
+            .replace("name = \"tls\"\n", "name = \"tls\"\nprotocol = \"h2\"\n");
+        let lbd = Lbd::start(&config(FAST_PATH_ON, &h2_pool)).await;
+        let r = request(lbd.listen, "GET", "/tls/a", &[])
+            .await
+            .expect("answer");
+        if want.0 == 200 {
+            assert_eq!((r.status, r.body.as_str()), want, "offered {offers:?}");
+        } else {
+            assert_eq!(r.status, 502, "offered {offers:?}: {}", r.body);
+        }
+    }
 }

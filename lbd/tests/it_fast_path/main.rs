@@ -10,8 +10,9 @@
 //! Layout: [`wire`] and [`backend`] are the harness below; the scenarios are in
 //! [`connections`], [`responses`], [`hygiene`] (bytes no request asked for), [`forwarding`]
 //! (forwarding headers, the real client, path normalisation), [`hostile`] (hostile framing
-//! from either side), [`body_limit`] and [`backend_tls`] (TLS to backends, which the fast
-//! path leaves to hyper); this file has the lbd config helpers and runs every
+//! from either side), [`body_limit`], [`backend_tls`] (TLS to backends) and [`grpc`]
+//! (HTTP/2 to backends, gRPC), which the fast path leaves to hyper; this file has the lbd
+//! config helpers and runs every
 //! scenario twice.
 //!
 //! - [`Wire`]: a byte-exact HTTP/1 reader over one TCP stream (heads through httparse,
@@ -30,6 +31,7 @@ mod body_limit;
 mod common;
 mod connections;
 mod forwarding;
+mod grpc;
 mod hostile;
 mod http2;
 mod hygiene;
@@ -174,4 +176,6 @@ on_both_paths!(
     backend_tls::a_backend_certificate_for_another_name_is_refused_with_502,
     backend_tls::an_mtls_backend_gets_lbds_client_certificate,
     backend_tls::an_mtls_backend_refuses_lbd_without_a_client_certificate,
+    grpc::http1_clients_reach_an_h2_pool,
+    grpc::a_reload_switches_a_pools_protocol,
 );

@@ -80,7 +80,7 @@ impl Ca {
 }
 
 /// `[listener.tls]` with these pairs (the first is the default).
-fn tls_table(pairs: &[&Issued], extra: &str) -> String {
+pub(super) fn tls_table(pairs: &[&Issued], extra: &str) -> String {
     let certs: Vec<String> = pairs
         .iter()
         .map(|p| {
@@ -151,7 +151,7 @@ pub(super) fn ring() -> CryptoProvider {
 }
 
 /// A client offering `alpn`, verifying nothing, with `provider`'s signature schemes.
-fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
+pub(super) fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
     connector_seeing_ocsp(alpn, provider, Arc::default())
 }
 
@@ -173,7 +173,7 @@ fn connector_seeing_ocsp(
 }
 
 /// Handshake with `sni` (`None`: no SNI, the address is used).
-async fn handshake(
+pub(super) async fn handshake(
     addr: SocketAddr,
     sni: Option<&str>,
     connector: &TlsConnector,

@@ -5,10 +5,10 @@
 //!   connection: a slowloris client is closed, an idle one too.
 //! - The driver in [`crate::listener`] asks for a graceful close (SIGTERM, idleness) by
 //!   setting `closing`: a request in progress finishes; between requests the loop ends.
-//! - A head the fast path does not take, or a request routed to a pool with `[pool.tls]`
-//!   (the fast path speaks plain TCP upstream), ends the loop with [`Served::Fallback`]: the
-//!   socket and every byte read so far (that request's rewritten back to bytes) go to hyper,
-//!   which serves the rest of the connection.
+//! - A head the fast path does not take, or a request routed to a pool behind TLS or
+//!   speaking HTTP/2 (the fast path speaks plain HTTP/1 upstream), ends the loop with
+//!   [`Served::Fallback`]: the socket and every byte read so far (that request's head as it
+//!   came included) go to hyper, which serves the rest of the connection.
 //! - Closing after a response shuts the write side down and briefly drains what the client
 //!   still sends, so a close with unread bytes does not reset the response away (the
 //!   "lingering close" of nginx and Apache).
@@ -105,6 +105,14 @@ pub async fn serve(
         let req = loop {
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, MAX_BODY) {
+                    Parsed::Fast(r) if exchange::routes_to_hyper_pool(shared, &r) => {
+                        // The fast path speaks plain HTTP/1 upstream only: hyper takes the
+                        // connection, from this request's head on.
+                        let mut all = BytesMut::with_capacity(r.raw.len() + buf.len());
+                        all.extend_from_slice(&r.raw);
+                        all.extend_from_slice(&buf);
+                        return fallback(shared, stream, all, "routed to a TLS or HTTP/2 pool");
+                    }
                     Parsed::Fast(r) => break r,
                     Parsed::Partial if buf.len() <= limits.max_head => {}
                     Parsed::Partial => return fallback(shared, stream, buf, "head over the limit"),
@@ -188,11 +196,6 @@ pub async fn serve(
             Next::Close => {
                 linger_close(stream).await;
                 return Served::Closed;
-            }
-            Next::Hyper(request) => {
-                let mut rest = BytesMut::from(&request[..]);
-                rest.extend_from_slice(&buf);
-                return fallback(shared, stream, rest, "routed to a pool that speaks TLS");
             }
         }
     }

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
+use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
@@ -102,10 +103,8 @@ impl Bufs {
 }
 
 /// What the connection does after a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
-    /// Not served: hyper serves the connection from this request on (these are its bytes).
-    Hyper(Bytes),
     KeepAlive,
     Close,
 }
@@ -120,9 +119,6 @@ pub(super) async fn serve(
     bufs: &mut Bufs,
 ) -> Next {
     let rt = shared.snapshot();
-    if rt.upstream_tls && routes_to_tls_pool(&rt, &req) {
-        return Next::Hyper(unparsed(&req, &body));
-    }
     inc(&shared.stats.requests_total);
     inc(&shared.stats.fast_path_requests_total);
     rt.retry_budget.deposit();
@@ -146,6 +142,7 @@ pub(super) async fn serve(
         error: "-",
         gate: shared.vrrp.gates.enter(&conn.listener),
         request_body: None,
+        h2_stream: None,
     };
     let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
@@ -209,12 +206,20 @@ pub(super) async fn serve(
     }
 }
 
-/// Does the request go to a pool whose backends speak TLS (`[pool.tls]`)? Such a request is
-/// hyper's: the fast path speaks plain TCP upstream. Routing here must not take a split's
-/// turn, so every pool the matched rule may choose counts.
-fn routes_to_tls_pool(rt: &Snapshot, req: &RequestHead) -> bool {
-    // A path lbd refuses is answered by the fast path, as hyper would answer it.
-    let Ok(normalized) = normalized_path(rt, &req.target) else {
+/// Does this request go to a pool the fast path cannot speak to: backends behind TLS
+/// (`[pool.tls]`) or speaking HTTP/2 (`protocol = "h2"`)? The fast path speaks plain
+/// HTTP/1 upstream only, so such a request (and its connection from there on) is hyper's,
+/// asked right after the head parses and before anything is counted, so hyper serves it as
+/// if it had come first. Asked only when the config has such a pool, on the normalised
+/// path, as [`forward`] routes; every pool the matched rule may choose counts, so asking
+/// never takes a split's turn.
+pub(super) fn routes_to_hyper_pool(shared: &Shared, req: &RequestHead) -> bool {
+    let rt = shared.snapshot();
+    if !rt.hyper_only_pools {
+        return false;
+    }
+    // A path lbd refuses is answered by the fast path, like any other.
+    let Ok(normalized) = normalized_path(&rt, &req.target) else {
         return false;
     };
     let target = normalized.as_ref().unwrap_or(&req.target);
@@ -225,17 +230,11 @@ fn routes_to_tls_pool(rt: &Snapshot, req: &RequestHead) -> bool {
         headers: &req.headers,
     };
     rt.router.may_route_to(&view, |pool| {
-        rt.config.pools.get(pool.0).is_some_and(|p| p.tls.is_some())
+        rt.config
+            .pools
+            .get(pool.0)
+            .is_some_and(|p| p.tls.is_some() || p.protocol == UpstreamProtocol::H2)
     })
-}
-
-/// The request as it came, for hyper to parse again (header names lowercased, values as
-/// sent).
-fn unparsed(req: &RequestHead, body: &Bytes) -> Bytes {
-    let mut out = Vec::with_capacity(HEAD_CAPACITY + body.len());
-    head::write_request_head(&mut out, &req.method, req.target.as_str(), &req.headers);
-    out.extend_from_slice(body);
-    Bytes::from(out)
 }
 
 /// A backend's answer, its head already rewritten for the client.

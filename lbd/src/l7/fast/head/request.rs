@@ -1,6 +1,6 @@
 //! The request side: which heads the fast path takes, and the upstream request head.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::Method;
@@ -23,6 +23,9 @@ pub struct RequestHead {
     pub close: bool,
     /// Bytes of the head (request line and headers).
     pub head_len: usize,
+    /// The head as the client sent it (shared with `headers`' values: no copy), for a
+    /// hand-off to hyper after the head was taken.
+    pub raw: Bytes,
 }
 
 /// The outcome of looking at the start of the client's buffer.
@@ -128,6 +131,7 @@ pub fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
         content_length,
         close,
         head_len,
+        raw: head,
     }))
 }
 /// Write the upstream request head: the request line in origin form, then every header.
