@@ -151,6 +151,9 @@ pub struct GlobalConfig {
     /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::fast`])
     /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
     pub http1_fast_path: bool,
+    /// How often a new TLS session-ticket key is drawn; also the ticket lifetime announced
+    /// to clients (a key is erased two periods after it was drawn): `crate::tls::tickets`.
+    pub tls_ticket_rotate: Duration,
 }
 
 /// Key material for the sticky cookie MAC; `Debug` never prints it.

@@ -20,20 +20,20 @@ use tokio_rustls::TlsConnector;
 use super::*;
 
 /// A certificate and key written to `dir` as `NAME.pem` and `NAME.key`.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
+pub(super) struct Issued {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
     der: CertificateDer<'static>,
 }
 
 /// The test CA and the certificates it issues.
-struct Ca {
+pub(super) struct Ca {
     cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -42,7 +42,7 @@ impl Ca {
     }
 
     /// A leaf for `names` with a key of `alg`, written to `dir/file.{pem,key}`.
-    fn issue(
+    pub(super) fn issue(
         &self,
         dir: &Path,
         file: &str,
@@ -68,7 +68,7 @@ impl Ca {
 }
 
 /// `[listener.tls]` with these pairs (the first is the default).
-fn tls_table(pairs: &[&Issued], extra: &str) -> String {
+pub(super) fn tls_table(pairs: &[&Issued], extra: &str) -> String {
     let certs: Vec<String> = pairs
         .iter()
         .map(|p| {
@@ -85,7 +85,10 @@ fn tls_table(pairs: &[&Issued], extra: &str) -> String {
 /// Accepts any server certificate: the tests look at which one was presented. Keeps the
 /// last stapled OCSP response.
 #[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>, Arc<std::sync::Mutex<Vec<u8>>>);
+pub(super) struct AnyCert(
+    pub(super) Arc<CryptoProvider>,
+    pub(super) Arc<std::sync::Mutex<Vec<u8>>>,
+);
 
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -134,7 +137,7 @@ impl ServerCertVerifier for AnyCert {
 }
 
 #[allow(deprecated)]
-fn ring() -> CryptoProvider {
+pub(super) fn ring() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
@@ -161,7 +164,7 @@ fn connector_seeing_ocsp(
 }
 
 /// Handshake with `sni` (`None`: no SNI, the address is used).
-async fn handshake(
+pub(super) async fn handshake(
     addr: SocketAddr,
     sni: Option<&str>,
     connector: &TlsConnector,
@@ -179,7 +182,7 @@ fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 }
 
 /// One HTTP/1.1 GET on an established TLS stream; the body.
-async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
+pub(super) async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .expect("http1 handshake");
