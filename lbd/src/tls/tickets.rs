@@ -600,6 +600,39 @@ mod tests {
     }
 
     #[test]
+    fn the_binding_follows_the_certificate_paths_and_the_client_policy() {
+        let pair = |cert: &str| crate::config::CertPairConfig {
+            cert: cert.into(),
+            key: "k.pem".into(),
+            ocsp: None,
+        };
+        let cfg = |cert: &str, client: Option<bool>| TlsConfig {
+            certs: vec![pair(cert)],
+            unknown_sni: crate::config::UnknownSni::Default,
+            min_version: crate::config::TlsVersion::Tls12,
+            expiry_warning: Duration::ZERO,
+            watch: None,
+            client: client.map(|required| crate::config::ClientAuthConfig {
+                ca: "ca.pem".into(),
+                required,
+                subject_header: http::HeaderName::from_static("x-client"),
+            }),
+        };
+        let plain = context(&cfg("a.pem", None));
+        assert_eq!(
+            plain,
+            context(&cfg("a.pem", None)),
+            "same paths, same binding"
+        );
+        assert_ne!(plain, context(&cfg("b.pem", None)));
+        assert_ne!(plain, context(&cfg("a.pem", Some(true))));
+        assert_ne!(
+            context(&cfg("a.pem", Some(false))),
+            context(&cfg("a.pem", Some(true)))
+        );
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let ring = TicketRing::new(HOUR);
         let now = Instant::now();
