@@ -1,8 +1,9 @@
 //! TLS session resumption through the real binary: a rustls client that reconnects gets a
 //! resumed handshake, for TLS 1.3 and 1.2; a ticket sealed before a key rotation still
 //! resumes while its key is in the ring, and one whose key was erased gets a full handshake
-//! (not an error); and across a pair of lbds with a peer link, a ticket one node issued
-//! resumes on the other after the first is killed with SIGKILL.
+//! (not an error); a reload keeps the sessions; and across a pair of lbds with a peer link,
+//! a ticket one node issued resumes on the other, also after the first is killed with
+//! SIGKILL.
 //!
 //! TLS connections are always served by hyper (the HTTP/1 fast path works on plain sockets
 //! only), so these run once, not on both paths.
@@ -212,6 +213,20 @@ async fn a_ticket_issued_by_one_node_resumes_on_its_peer_after_a_kill_9() {
             "{version:?}: b's ticket on a"
         );
     }
+
+    // A reload rebuilds the listener's TLS but keeps the ring: sessions survive it.
+    let client = resuming_client(&rustls::version::TLS13);
+    assert_eq!(connect(a.listen, &client).await, HandshakeKind::Full);
+    a.signal("HUP");
+    eventually("a reloaded", Duration::from_secs(10), || async {
+        counter(a.admin, "lbd_config_reloads_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        connect(a.listen, &client).await,
+        HandshakeKind::Resumed,
+        "a session from before the reload"
+    );
 
     // The failover: sessions from a, then a is killed; b resumes them.
     let clients = [
