@@ -152,7 +152,7 @@ pub struct GlobalConfig {
     /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
     pub http1_fast_path: bool,
     /// How often a new TLS session-ticket key is drawn; also the ticket lifetime announced
-    /// to clients (a key is erased two periods after it was drawn): `crate::tls::tickets`.
+    /// to clients (a key is drawn one period ahead and erased two periods after it started sealing): `crate::tls::tickets`.
     pub tls_ticket_rotate: Duration,
 }
 

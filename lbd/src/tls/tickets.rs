@@ -5,13 +5,16 @@
 //! ## The ring
 //! One ring per process ([`ring`]), shared by every TLS listener and kept across reloads (a
 //! reload or a certificate swap does not cost the clients their sessions). It holds:
-//! - **local keys**, newest first: the first is the *current* key, the only one that seals
-//!   new tickets; a new one is drawn every `global.tls_ticket_rotate_s` ([`run`], and
-//!   [`TicketRing::encrypt`] itself if the task is late). A key is erased `2 × rotate` after
-//!   it was drawn: sealing for one period, then accepted for one more, so every ticket it
-//!   sealed stays usable for at least the ticket lifetime rustls announces (`rotate`), and
-//!   no longer than twice that. Lifetime is enforced by erasing keys, as rustls asks, not by
-//!   a time inside the ticket.
+//! - **local keys**, newest first: the *next* key, drawn one period before it is used; the
+//!   *current* key, the only one that seals new tickets; the previous ones, still accepted.
+//!   Every `global.tls_ticket_rotate_s` ([`run`], and [`TicketRing::encrypt`] itself if the
+//!   task is late) the next key becomes current and a new next key is drawn. A key is erased
+//!   `2 × rotate` after it became current: sealing for one period, then accepted for one
+//!   more, so every ticket it sealed stays usable for at least the ticket lifetime rustls
+//!   announces (`rotate`), and no longer than twice that. Lifetime is enforced by erasing
+//!   keys, as rustls asks, not by a time inside the ticket. Drawing keys a period ahead is
+//!   what lets the peer hold a key before the first ticket it seals exists: a node killed
+//!   right after a rotation still had its current key on the peer.
 //! - **peer keys**: the peer node's local keys, as it sent them over the peer link
 //!   (`TICKET_KEYS` frames), each erased when the peer erases it (the frame says how long
 //!   that is, a duration, since the clocks are not synchronised). They only ever decrypt.
@@ -57,8 +60,8 @@ use crate::config::TlsConfig;
 
 /// `global.tls_ticket_rotate_s` when the config does not say.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(3600);
-/// Local keys held at most: the current one, the previous one still accepted, and room for
-/// a rotation period shortened by a reload.
+/// Local keys held at most: the next one, the current one, the previous one still accepted,
+/// and room for a rotation period shortened by a reload.
 pub const MAX_LOCAL_KEYS: usize = 4;
 /// Peer keys held at most (what one TICKET_KEYS frame can carry).
 pub const MAX_PEER_KEYS: usize = MAX_TICKET_KEYS;
@@ -82,7 +85,8 @@ struct Key {
     id: [u8; TICKET_KEY_ID_LEN],
     secret: [u8; TICKET_KEY_LEN],
     aead: ChaCha20Poly1305,
-    created: Instant,
+    /// When it starts sealing (local keys; a peer key never seals).
+    active_from: Instant,
     erase_at: Instant,
 }
 
@@ -99,24 +103,25 @@ impl Key {
     fn new(
         id: [u8; TICKET_KEY_ID_LEN],
         secret: [u8; TICKET_KEY_LEN],
-        created: Instant,
+        active_from: Instant,
         erase_at: Instant,
     ) -> Key {
         Key {
             id,
             aead: ChaCha20Poly1305::new(&secret.into()),
             secret,
-            created,
+            active_from,
             erase_at,
         }
     }
 
-    fn random(now: Instant, rotate: Duration) -> Key {
+    /// A new local key that seals from `active_from` for one period, then opens for one more.
+    fn random(active_from: Instant, rotate: Duration) -> Key {
         let mut id = [0u8; TICKET_KEY_ID_LEN];
         let mut secret = [0u8; TICKET_KEY_LEN];
         rand::rngs::OsRng.fill_bytes(&mut id);
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        Key::new(id, secret, now, now + rotate * 2)
+        Key::new(id, secret, active_from, active_from + rotate * 2)
     }
 
     fn live(&self, now: Instant) -> bool {
@@ -133,6 +138,18 @@ struct Keys {
 }
 
 impl Keys {
+    /// The key that seals at `now`: the newest local one already active.
+    fn sealing(&self, now: Instant) -> Option<&Arc<Key>> {
+        self.local
+            .iter()
+            .find(|k| k.active_from <= now && k.live(now))
+    }
+
+    /// A newest key still waiting to become current: none means a rotation is due.
+    fn pending_next(&self, now: Instant) -> bool {
+        self.local.first().is_some_and(|k| k.active_from > now)
+    }
+
     fn find(&self, id: &[u8], now: Instant) -> Option<&Arc<Key>> {
         self.local
             .iter()
@@ -204,11 +221,12 @@ impl TicketRing {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Draw a new current key if the current one is due (or there is none), and erase the
-    /// keys past their time. Returns whether a key was drawn.
+    /// Rotate if due (the next key became current, or there are no keys yet): draw a new
+    /// next key, and a current one too if none is active; erase the keys past their time.
+    /// Returns whether it rotated.
     pub fn rotate_if_due(&self, now: Instant) -> bool {
         let rotate = self.rotation();
-        let due = |keys: &Keys| keys.local.first().is_none_or(|k| now >= k.created + rotate);
+        let due = |keys: &Keys| !keys.pending_next(now);
         let expired = |keys: &Keys| keys.local.iter().chain(&keys.peer).any(|k| !k.live(now));
         let keys = self.keys.load();
         if !due(&keys) && !expired(&keys) {
@@ -219,7 +237,11 @@ impl TicketRing {
         let rotated = due(&keys);
         let mut local: Vec<Arc<Key>> = Vec::with_capacity(MAX_LOCAL_KEYS);
         if rotated {
-            local.push(Arc::new(Key::random(now, rotate)));
+            local.push(Arc::new(Key::random(now + rotate, rotate)));
+            if keys.sealing(now).is_none() {
+                // The first keys of the process (or all erased while the task was stopped).
+                local.push(Arc::new(Key::random(now, rotate)));
+            }
         }
         local.extend(keys.local.iter().filter(|k| k.live(now)).cloned());
         local.truncate(MAX_LOCAL_KEYS);
@@ -238,10 +260,7 @@ impl TicketRing {
     /// When [`TicketRing::rotate_if_due`] next has something to do.
     pub fn next_due(&self, now: Instant) -> Instant {
         let keys = self.keys.load();
-        let rotate_at = keys
-            .local
-            .first()
-            .map_or(now, |k| k.created + self.rotation());
+        let rotate_at = keys.local.first().map_or(now, |k| k.active_from);
         keys.local
             .iter()
             .chain(&keys.peer)
@@ -301,7 +320,7 @@ impl TicketRing {
     pub fn encrypt(&self, context: &[u8], plain: &[u8], now: Instant) -> Option<Vec<u8>> {
         self.rotate_if_due(now);
         let keys = self.keys.load();
-        let key = keys.local.first()?;
+        let key = keys.sealing(now)?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
@@ -450,7 +469,7 @@ pub fn render_metrics(ring: &TicketRing, e: &mut crate::metrics::Exposition) {
     e.family(
         "lbd_tls_ticket_rotations_total",
         "counter",
-        "New current TLS ticket keys drawn by this node.",
+        "TLS ticket key rotations on this node (the next key became current, a new one was drawn).",
     );
     e.sample(
         "lbd_tls_ticket_rotations_total",
@@ -500,16 +519,16 @@ mod tests {
         );
         // One rotation later the key is previous, still accepted.
         assert!(ring.rotate_if_due(t0 + HOUR));
-        assert_eq!(ring.counts(), (2, 0));
+        assert_eq!(ring.counts(), (3, 0), "next, current, previous");
         let t1 = t0 + HOUR + Duration::from_secs(1);
         assert!(ring.decrypt(CTX, &ticket, t1).is_some());
         let newer = ring.encrypt(CTX, b"newer", t1).expect("sealed");
         assert_ne!(newer[..16], ticket[..16], "sealed by the new key");
-        // Two periods after it was drawn the key is erased: unknown, not an error.
+        // Two periods after it became current the key is erased: unknown, not an error.
         let t2 = t0 + HOUR * 2;
         assert!(ring.decrypt(CTX, &ticket, t2).is_none());
         ring.rotate_if_due(t2);
-        assert_eq!(ring.counts().0, 2, "the erased key is gone");
+        assert_eq!(ring.counts().0, 3, "the erased key is gone");
         assert_eq!(
             ring.outcomes[Outcome::UnknownKey as usize].load(Ordering::Relaxed),
             1
@@ -568,7 +587,7 @@ mod tests {
         for chunk in flood.chunks(MAX_TICKET_KEYS) {
             b.merge_peer(chunk, now);
         }
-        assert_eq!(b.counts(), (1, MAX_PEER_KEYS));
+        assert_eq!(b.counts(), (2, MAX_PEER_KEYS));
         assert!(b
             .keys
             .load()
@@ -583,6 +602,19 @@ mod tests {
             .local
             .iter()
             .all(|l| l.id != k.id)));
+    }
+
+    #[test]
+    fn the_peer_holds_the_next_key_before_it_seals_anything() {
+        let (a, b) = (TicketRing::new(HOUR), TicketRing::new(HOUR));
+        let t0 = Instant::now();
+        a.rotate_if_due(t0);
+        b.merge_peer(&a.local_for_peer(t0), t0);
+        // a rotates (and dies) before the link could send anything new.
+        let t1 = t0 + HOUR;
+        let after = a.encrypt(CTX, b"s", t1).expect("sealed");
+        assert!(a.rotations.load(Ordering::Relaxed) >= 2);
+        assert_eq!(b.decrypt(CTX, &after, t1).as_deref(), Some(&b"s"[..]));
     }
 
     #[test]

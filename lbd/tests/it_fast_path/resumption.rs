@@ -130,7 +130,7 @@ async fn resumes_within_a_node(version: &'static SupportedProtocolVersion) {
         "a ticket sealed before the rotation resumes while its key is in the ring"
     );
 
-    // Erased two periods after it was drawn: three rotations later the key of the ticket
+    // Erased two periods after it became current: three rotations later the key of the ticket
     // just received is gone whichever key sealed it. The server refuses the ticket (counted)
     // and the client gets a full handshake, not an error.
     let before = rotations(lbd.admin).await;
@@ -145,8 +145,8 @@ async fn resumes_within_a_node(version: &'static SupportedProtocolVersion) {
     );
     assert_eq!(
         counter(lbd.admin, "lbd_tls_ticket_keys{origin=\"local\"}").await,
-        2.0,
-        "the current key and the previous one"
+        3.0,
+        "the next key, the current one and the previous one"
     );
 }
 
