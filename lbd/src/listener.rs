@@ -610,6 +610,7 @@ async fn serve_tls(
         }
     };
     crate::metrics::inc(&shared.stats.tls_handshakes);
+    crate::tls::tickets::ring().note_handshake(stream.get_ref().1);
     let client_cert = tls.subject_header.as_ref().map(|header| {
         Box::new(crate::tls::ClientCert {
             header: header.clone(),

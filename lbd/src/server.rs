@@ -210,6 +210,8 @@ impl Server {
         // Cold until the peer link's first resync (or its warm timeout): see SoftState.
         soft.set_cold(config.peer.is_some());
         warn_cookie_key(&config);
+        let tickets = crate::tls::tickets::ring();
+        tickets.set_rotation(config.global.tls_ticket_rotate);
         let snapshot = Arc::new(Snapshot::build(config, None, 1)?);
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
@@ -234,6 +236,8 @@ impl Server {
         crate::upstream::checker::spawn_all(&snapshot);
         snapshot.spawn_tls_watchers();
         spawn_soft_sweeper(&shared.soft);
+        // Runs as long as the control runtime, like the soft-state sweeper.
+        tokio::spawn(crate::tls::tickets::run(Arc::clone(tickets)));
         if let Some(peer) = &shared.peer {
             peer.spawn(Arc::clone(&shared));
         }
@@ -394,6 +398,7 @@ impl Server {
             }
         }
         let generation = new.generation;
+        crate::tls::tickets::ring().set_rotation(new.config.global.tls_ticket_rotate);
         self.shared.snapshot.store(Arc::clone(&new));
         old.retired.cancel();
         // Backends that disappeared: close their idle connections now.

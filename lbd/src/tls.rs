@@ -21,8 +21,11 @@
 //! logged, the current pairs keep serving, and the next change is tried again (a
 //! certificate written before its key is refused once, then taken).
 //!
-//! ALPN offers `h2` and `http/1.1`. Session resumption uses rustls's stateless tickets, whose
-//! keys rotate every six hours, and its in-memory session cache.
+//! ALPN offers `h2` and `http/1.1`. Session resumption uses stateless tickets sealed by the
+//! process's rotating key ring, shared with the peer node ([`tickets`]), and rustls's
+//! in-memory session cache.
+
+pub mod tickets;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -291,7 +294,7 @@ pub fn build(cfg: &TlsConfig, now: SystemTime) -> Result<ListenerTls, TlsError> 
             .with_cert_resolver(Arc::new(resolver)),
     };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = Arc::new(tickets::Ticketer::new(Arc::clone(tickets::ring()), cfg));
     Ok(ListenerTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         certs,

@@ -58,6 +58,8 @@ pub struct FileGlobal {
     pub rate_limit_max_keys: Option<usize>,
     pub rate_limit_max_bytes: Option<usize>,
     pub http1_fast_path: Option<bool>,
+    /// Seconds between TLS session-ticket key rotations (also the ticket lifetime).
+    pub tls_ticket_rotate_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -115,6 +115,13 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         MIN_TABLE_BYTES,
         MAX_TABLE_BYTES,
     );
+    let tls_ticket_rotate_s = g.tls_ticket_rotate_s.unwrap_or(DEFAULT_TLS_TICKET_ROTATE_S);
+    v.check_range(
+        "global.tls_ticket_rotate_s",
+        tls_ticket_rotate_s,
+        1,
+        MAX_TLS_TICKET_ROTATE_S,
+    );
     GlobalConfig {
         log_format,
         log_level,
@@ -130,8 +137,14 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         rate_limit_max_keys,
         rate_limit_max_bytes,
         http1_fast_path: g.http1_fast_path.unwrap_or(true),
+        tls_ticket_rotate: Duration::from_secs(tls_ticket_rotate_s),
     }
 }
+
+/// Default for `global.tls_ticket_rotate_s`: an hour, as nginx and HAProxy advise rotating.
+const DEFAULT_TLS_TICKET_ROTATE_S: u64 = crate::tls::tickets::DEFAULT_ROTATE.as_secs();
+/// Most for `global.tls_ticket_rotate_s`: a day (a peer's keys are kept two at most).
+const MAX_TLS_TICKET_ROTATE_S: u64 = crate::tls::tickets::MAX_PEER_KEEP.as_secs() / 2;
 
 /// `global.cookie_secret_file`, relative to the config file's directory. Trailing whitespace
 /// (an editor's final newline) is not part of the key, so `echo`/`openssl rand -hex` output

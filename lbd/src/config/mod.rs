@@ -151,6 +151,10 @@ pub struct GlobalConfig {
     /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::fast`])
     /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
     pub http1_fast_path: bool,
+    /// How often TLS session-ticket keys rotate; also the ticket lifetime announced to
+    /// clients (a key is drawn one period ahead and erased two periods after it started
+    /// sealing): `crate::tls::tickets`.
+    pub tls_ticket_rotate: Duration,
 }
 
 /// Key material for the sticky cookie MAC; `Debug` never prints it.

@@ -846,6 +846,31 @@ fn cookie_secret_file_is_read_relative_to_the_config() {
 }
 
 #[test]
+fn tls_ticket_rotation_defaults_to_an_hour_and_is_bounded() {
+    let c = load(SOFT_BASE).expect("valid");
+    assert_eq!(c.global.tls_ticket_rotate, Duration::from_secs(3600));
+    let c = load(&format!("[global]\ntls_ticket_rotate_s = 60\n{SOFT_BASE}")).expect("valid");
+    assert_eq!(c.global.tls_ticket_rotate, Duration::from_secs(60));
+    for (bad, want) in [
+        (
+            "0",
+            "`global.tls_ticket_rotate_s`: 0 is out of range (valid: 1..=86400)",
+        ),
+        (
+            "86401",
+            "`global.tls_ticket_rotate_s`: 86401 is out of range (valid: 1..=86400)",
+        ),
+    ] {
+        let e = load(&format!(
+            "[global]\ntls_ticket_rotate_s = {bad}\n{SOFT_BASE}"
+        ))
+        .expect_err("out of range")
+        .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
 fn idle_connections_are_bounded_by_max_conns_unless_set() {
     let text = "default_pool = \"web\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
 [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\nmax_conns = 300\n\

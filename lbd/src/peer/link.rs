@@ -15,7 +15,10 @@
 //!   asked for only while `out` is below `OUT_HIGH`, so a full resync to a slow peer
 //!   waits on the socket instead of piling up in memory;
 //! - reads and writes are both driven by readiness in one `select!`, so two nodes streaming a
-//!   resync at each other cannot deadlock on full socket buffers.
+//!   resync at each other cannot deadlock on full socket buffers;
+//! - our TLS ticket keys ([`crate::tls::tickets`]) go to the peer once per session as soon as
+//!   it is authenticated, and again whenever they change (checked every tick); the peer's
+//!   are merged into the ring as they arrive.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,6 +129,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
         generation: 0,
         pending: 0,
         last_refusal_log: None,
+        tickets_sent: None,
     };
     let (dial_tx, mut dial_rx) = mpsc::channel::<std::io::Result<TcpStream>>(1);
     // Never full: at most MAX_PENDING_HANDSHAKES readers exist, each sends once.
@@ -275,6 +279,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
                 if link.established() || idle_ticks.is_multiple_of(every) {
                     link.note_local_changes(&mut repl);
                     link.reapply_drains_after_reload();
+                    link.send_ticket_keys(&mut repl);
                 }
             }
             _ = link.peer.kicked() => link.note_local_changes(&mut repl),
@@ -316,6 +321,8 @@ struct Link {
     pending: usize,
     /// When a refusal before the handshake was last logged at warn.
     last_refusal_log: Option<Instant>,
+    /// The generation of our ticket keys sent on the current session (`None`: not yet).
+    tickets_sent: Option<u64>,
 }
 
 impl Link {
@@ -442,6 +449,7 @@ impl Link {
     fn close(&mut self, repl: &mut Replicator, reason: &str, reject: Option<&str>) {
         let Some(conn) = self.conn.take() else { return };
         let was = conn.established;
+        self.tickets_sent = None;
         repl.disconnected(clock());
         if let Some(r) = reject {
             self.peer.reject(r);
@@ -488,11 +496,32 @@ impl Link {
         if merged {
             self.apply_drains();
         }
+        // Like records, keys from frames before a failing one were authenticated.
+        if let Some(keys) = repl.take_peer_ticket_keys() {
+            debug!(count = keys.len(), "peer link: TLS ticket keys received");
+            crate::tls::tickets::ring().merge_peer(&keys, Instant::now());
+        }
         if let Err(e) = result {
             self.fail(repl, &e);
             return;
         }
         self.check_established(repl);
+        self.send_ticket_keys(repl);
+    }
+
+    /// Send our TLS ticket keys if this session has not had the current ones yet.
+    fn send_ticket_keys(&mut self, repl: &mut Replicator) {
+        let ring = crate::tls::tickets::ring();
+        let generation = ring.generation();
+        if !self.established() || self.tickets_sent == Some(generation) {
+            return;
+        }
+        let keys = ring.local_for_peer(Instant::now());
+        match repl.send_ticket_keys(&keys) {
+            Ok(true) => self.tickets_sent = Some(generation),
+            Ok(false) => {}
+            Err(e) => self.fail(repl, &e),
+        }
     }
 
     fn check_established(&mut self, repl: &Replicator) {

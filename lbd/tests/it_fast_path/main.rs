@@ -37,6 +37,7 @@ mod http2;
 mod hygiene;
 mod idle;
 mod responses;
+mod resumption;
 mod tls;
 mod wire;
 

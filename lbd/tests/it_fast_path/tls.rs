@@ -97,7 +97,10 @@ pub(super) fn tls_table(pairs: &[&Issued], extra: &str) -> String {
 /// Accepts any server certificate: the tests look at which one was presented. Keeps the
 /// last stapled OCSP response.
 #[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>, Arc<std::sync::Mutex<Vec<u8>>>);
+pub(super) struct AnyCert(
+    pub(super) Arc<CryptoProvider>,
+    pub(super) Arc<std::sync::Mutex<Vec<u8>>>,
+);
 
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -191,7 +194,7 @@ fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 }
 
 /// One HTTP/1.1 GET on an established TLS stream; the body.
-async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
+pub(super) async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .expect("http1 handshake");

@@ -39,6 +39,7 @@ pub mod shipped;
 pub mod soak;
 pub mod softstate;
 pub mod supervisor;
+pub mod tls;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -340,8 +341,11 @@ impl PairTopology {
                 )?;
             }
         }
-        if cfg.softstate.is_some() {
+        if let Some(s) = &cfg.softstate {
             softstate::write_secrets(lan.topo.dir())?;
+            if s.tls {
+                tls::write_certificate(lan.topo.dir())?;
+            }
         }
         let started = Instant::now();
         let (a, b) = if cfg.keepalived {

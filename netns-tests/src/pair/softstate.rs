@@ -122,6 +122,9 @@ pub struct SoftStateOpts {
     /// (the same backends): one pair then holds sessions of both modes (issue 11's
     /// failover benchmark). Its cookie is [`INSERT_COOKIE`].
     pub insert_pool: bool,
+    /// An HTTPS listener on VIP 0 (`pair::tls`), the same certificate files on both nodes,
+    /// for TLS session resumption across a failover.
+    pub tls: bool,
 }
 
 impl Default for SoftStateOpts {
@@ -136,6 +139,7 @@ impl Default for SoftStateOpts {
             reconnect_ms: None,
             peer_delay_ms: None,
             insert_pool: false,
+            tls: false,
         }
     }
 }
@@ -233,8 +237,9 @@ pub(super) fn lbd_toml_listeners(lan: &Lan, cfg: &PairConfig, id: NodeId) -> Str
         return String::new();
     }
     format!(
-        "[[listener]]\nname = \"direct\"\naddress = \"{}:{DIRECT_PORT}\"\n\n",
-        lan.node(id).addr
+        "[[listener]]\nname = \"direct\"\naddress = \"{}:{DIRECT_PORT}\"\n\n{}",
+        lan.node(id).addr,
+        super::tls::lbd_toml_listener(lan, cfg)
     )
 }
 
@@ -461,7 +466,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
     Ok(Some((status, headers, end + 4)))
 }
 
-fn parse_response(buf: &[u8]) -> Result<Option<HttpResponse>> {
+pub(super) fn parse_response(buf: &[u8]) -> Result<Option<HttpResponse>> {
     let Some((status, headers, body_at)) = parse_head(buf)? else {
         return Ok(None);
     };

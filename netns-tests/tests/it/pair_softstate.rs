@@ -7,6 +7,10 @@
 //! `scripts/bench-failover-softstate.sh`): ≥ 99.9% of sessions older than 200 ms keep their
 //! backend, rate limits stay within one refill interval.
 //!
+//! `tls_sessions_resume_on_the_survivor_after_a_power_off` is issue 13's resumption across a
+//! failover: a TLS session from A, through the VIP, resumes on B once A is gone, because A's
+//! ticket keys reached B over the peer link (`pair::tls`).
+//!
 //! Node loss is the pair's power-off (`PairTopology::power_off`: vrrpd and lbd SIGKILLed,
 //! no restart, the LAN link down), the "kill -9 of the active node" of the issue. Adverts
 //! at 0.1 s, so a failover takes a few hundred ms and the figures are about soft state,
@@ -461,5 +465,64 @@ fn failover_kill_during_resync_loses_only_what_had_not_arrived() -> Result<()> {
         o.backup_records,
         o.master_records
     );
+    Ok(())
+}
+
+/// Issue 13: a client that got a TLS session from A through the VIP resumes it on B after A
+/// is powered off (kill -9 of both daemons, link down), for TLS 1.3 and 1.2. The ticket was
+/// sealed by A's key, which B holds because A sent it over the peer link.
+#[test]
+fn tls_sessions_resume_on_the_survivor_after_a_power_off() -> Result<()> {
+    use netns_tests::pair::tls::resuming_client;
+    use rustls::HandshakeKind;
+
+    let soft = SoftStateOpts {
+        tls: true,
+        ..SoftStateOpts::default()
+    };
+    let pair = pair_with("s8-tls-resume", soft)?;
+    pair.await_peer_steady(PEER_SETTLE)?;
+    eventually(PEER_SETTLE, Duration::from_millis(50), || {
+        Ok(pair.lbd_metric(NodeId::B, "lbd_tls_ticket_keys{origin=\"peer\"}")? >= 1.0)
+    })?;
+    let clients = [
+        ("TLS 1.3", resuming_client(&rustls::version::TLS13)?),
+        ("TLS 1.2", resuming_client(&rustls::version::TLS12)?),
+    ];
+    let timeout = Duration::from_secs(2);
+    for (name, c) in &clients {
+        let a = pair.client_https_get(c, timeout)?;
+        ensure!(
+            a.response.status == 200 && a.response.header("via") == Some("1.1 a"),
+            "{name}: A answers the VIP over HTTPS: {a:?}"
+        );
+        ensure!(a.kind == Some(HandshakeKind::Full), "{name}: {a:?}");
+    }
+    let resumed_before = pair.lbd_metric(NodeId::B, "lbd_tls_resumptions_total")?;
+    let takeover = fail_over_to_b(&pair)?;
+    for (name, c) in &clients {
+        // The first connections after the takeover may still meet the old MAC: retried.
+        let mut last = None;
+        eventually(Duration::from_secs(5), Duration::from_millis(50), || {
+            last = Some(pair.client_https_get(c, timeout));
+            Ok(matches!(&last, Some(Ok(_))))
+        })
+        .map_err(|e| anyhow!("{name}: no HTTPS answer from B: {e}; last {last:?}"))?;
+        let b = last.ok_or_else(|| anyhow!("no answer"))??;
+        eprintln!(
+            "{name}: B holds the VIP after {takeover:?}; its handshake: {:?}",
+            b.kind
+        );
+        ensure!(
+            b.response.status == 200 && b.response.header("via") == Some("1.1 b"),
+            "{name}: B answers after the failover: {b:?}"
+        );
+        ensure!(
+            b.kind == Some(HandshakeKind::Resumed),
+            "{name}: the session from A resumes on B: {b:?}"
+        );
+    }
+    let resumed = pair.lbd_metric(NodeId::B, "lbd_tls_resumptions_total")? - resumed_before;
+    ensure!(resumed == 2.0, "B counted {resumed} resumptions");
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!
 //! - `magic` is `"LP"`; `ver` is [`VERSION`]. A frame with another version is refused rather
 //!   than guessed at ([`FrameError::UnsupportedVersion`] says to upgrade both nodes).
-//!   Version 1 sent every frame in cleartext; version 2 encrypts every frame after HELLO.
+//!   Version 1 sent every frame in cleartext; version 2 encrypts every frame after HELLO;
+//!   version 3 adds TICKET_KEYS.
 //! - `length` is the payload length (plaintext and ciphertext are the same length). It is
 //!   checked against [`MAX_FRAME_PAYLOAD`] as soon as the header's first eight bytes are in,
 //!   before anything is allocated, so a hostile length cannot make us reserve memory or wait
@@ -37,6 +38,7 @@
 //! | SYNC_DONE (5) | u64 count, u64 digest.count, u64 digest.hash |
 //! | PING (6), PONG (7) | u64 token |
 //! | CLOSE (8) | str reason |
+//! | TICKET_KEYS (9) | u8 n ≤ [`MAX_TICKET_KEYS`], n × (16-byte key id, 32-byte secret, u64 ms until the sender erases it) |
 //!
 //! An UPDATE record with `seq == 0` belongs to a full resync, not to the sender's sequence
 //! space, so it is never acknowledged ([`SEQ_RESYNC`]).
@@ -50,8 +52,9 @@ use super::{Digest, Record, Table};
 
 /// `"LP"`: lbpair peer.
 pub const MAGIC: [u8; 2] = *b"LP";
-/// The only frame format version this build speaks (2: frames after HELLO are encrypted).
-pub const VERSION: u8 = 2;
+/// The only frame format version this build speaks (2: frames after HELLO are encrypted;
+/// 3: TICKET_KEYS).
+pub const VERSION: u8 = 3;
 /// Fixed header: magic, version, kind, length, counter.
 pub const HEADER_LEN: usize = 16;
 /// HELLO's tag: HMAC-SHA256.
@@ -78,6 +81,14 @@ pub const SEQ_RESYNC: u64 = 0;
 pub const RECORD_OVERHEAD: usize = 8 + 1 + 2 + 4;
 /// Fixed bytes of an UPDATE payload besides its records.
 pub const UPDATE_OVERHEAD: usize = 4;
+/// TLS ticket keys in one TICKET_KEYS frame at most: bounds what a peer can make us hold.
+pub const MAX_TICKET_KEYS: usize = 8;
+/// Length of a ticket key's id.
+pub const TICKET_KEY_ID_LEN: usize = 16;
+/// Length of a ticket key's secret.
+pub const TICKET_KEY_LEN: usize = 32;
+/// Wire size of one ticket key: id, secret, remaining lifetime.
+const TICKET_KEY_WIRE_LEN: usize = TICKET_KEY_ID_LEN + TICKET_KEY_LEN + 8;
 
 mod field {
     use core::ops::Range;
@@ -99,6 +110,7 @@ pub enum Kind {
     Ping,
     Pong,
     Close,
+    TicketKeys,
     Unknown(u8),
 }
 
@@ -113,6 +125,7 @@ impl Kind {
             6 => Kind::Ping,
             7 => Kind::Pong,
             8 => Kind::Close,
+            9 => Kind::TicketKeys,
             other => Kind::Unknown(other),
         }
     }
@@ -127,6 +140,7 @@ impl Kind {
             Kind::Ping => 6,
             Kind::Pong => 7,
             Kind::Close => 8,
+            Kind::TicketKeys => 9,
             Kind::Unknown(b) => b,
         }
     }
@@ -142,6 +156,7 @@ impl Kind {
             Kind::Ping => "PING",
             Kind::Pong => "PONG",
             Kind::Close => "CLOSE",
+            Kind::TicketKeys => "TICKET_KEYS",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -237,6 +252,27 @@ pub struct Hello {
     pub resume: Option<Resume>,
 }
 
+/// One TLS session-ticket key as it travels to the peer (lbd's `tls::tickets`): the
+/// secret is only ever sent inside an encrypted frame, and `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TicketKey {
+    pub id: [u8; TICKET_KEY_ID_LEN],
+    pub secret: [u8; TICKET_KEY_LEN],
+    /// How long the sender still accepts tickets sealed with it (a duration, not a time:
+    /// the nodes' clocks are not synchronised).
+    pub remaining_ms: u64,
+}
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("remaining_ms", &self.remaining_ms)
+            .finish()
+    }
+}
+
 /// One parsed frame (the meaning-level representation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -263,6 +299,10 @@ pub enum Frame {
     },
     Close {
         reason: String,
+    },
+    /// The sender's own TLS ticket keys, all of them (at most [`MAX_TICKET_KEYS`]).
+    TicketKeys {
+        keys: Vec<TicketKey>,
     },
 }
 
@@ -529,6 +569,7 @@ impl Frame {
             Frame::Ping { .. } => Kind::Ping,
             Frame::Pong { .. } => Kind::Pong,
             Frame::Close { .. } => Kind::Close,
+            Frame::TicketKeys { .. } => Kind::TicketKeys,
         }
     }
 
@@ -561,6 +602,10 @@ impl Frame {
             Frame::Close { reason } => {
                 check_len("close reason", reason.len(), MAX_STRING_LEN)?;
                 1 + reason.len()
+            }
+            Frame::TicketKeys { keys } => {
+                check_len("ticket keys", keys.len(), MAX_TICKET_KEYS)?;
+                1 + keys.len() * TICKET_KEY_WIRE_LEN
             }
         })
     }
@@ -612,6 +657,14 @@ impl Frame {
                 out.extend_from_slice(&digest.hash.to_be_bytes());
             }
             Frame::Close { reason } => put_str(out, reason),
+            Frame::TicketKeys { keys } => {
+                out.push(keys.len() as u8);
+                for k in keys {
+                    out.extend_from_slice(&k.id);
+                    out.extend_from_slice(&k.secret);
+                    out.extend_from_slice(&k.remaining_ms.to_be_bytes());
+                }
+            }
         }
     }
 
@@ -683,6 +736,23 @@ impl Frame {
             Kind::Close => Frame::Close {
                 reason: r.string("close reason")?,
             },
+            Kind::TicketKeys => {
+                let n = r.u8()? as usize;
+                check_len("ticket keys", n, MAX_TICKET_KEYS)?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut key = TicketKey {
+                        id: [0; TICKET_KEY_ID_LEN],
+                        secret: [0; TICKET_KEY_LEN],
+                        remaining_ms: 0,
+                    };
+                    key.id.copy_from_slice(r.take(TICKET_KEY_ID_LEN)?);
+                    key.secret.copy_from_slice(r.take(TICKET_KEY_LEN)?);
+                    key.remaining_ms = r.u64()?;
+                    keys.push(key);
+                }
+                Frame::TicketKeys { keys }
+            }
             Kind::Unknown(b) => return Err(FrameError::UnknownKind(b)),
         };
         if !r.buf.is_empty() {
@@ -789,7 +859,7 @@ mod tests {
         let e = split(b"LP\x01").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "peer speaks frame version 1, this node speaks 2; upgrade both nodes"
+            "peer speaks frame version 1, this node speaks 3; upgrade both nodes"
         );
         assert_eq!(e.as_str(), "old_version");
     }
@@ -833,5 +903,35 @@ mod tests {
         let long = "x".repeat(MAX_STRING_LEN + 1);
         let e = encode(&Frame::Close { reason: long }, 1, &key()).unwrap_err();
         assert!(matches!(e, FrameError::FieldTooLong { .. }));
+    }
+
+    #[test]
+    fn ticket_keys_round_trip_bounded_and_their_secrets_are_never_shown() {
+        let key_n = |i: u8| TicketKey {
+            id: [i; TICKET_KEY_ID_LEN],
+            secret: [0xA5; TICKET_KEY_LEN],
+            remaining_ms: 7_200_000 + u64::from(i),
+        };
+        let keys: Vec<TicketKey> = (0..MAX_TICKET_KEYS as u8).map(key_n).collect();
+        let f = Frame::TicketKeys { keys: keys.clone() };
+        let bytes = encode(&f, 3, &key()).unwrap();
+        assert_eq!(decode(&bytes, &key()).unwrap().unwrap().frame, f);
+        assert!(
+            !bytes
+                .windows(TICKET_KEY_LEN)
+                .any(|w| w == [0xA5; TICKET_KEY_LEN]),
+            "the secret travels encrypted"
+        );
+        assert!(!format!("{f:?}").contains("165"), "{f:?}");
+
+        let mut over = keys;
+        over.push(key_n(99));
+        let e = encode(&Frame::TicketKeys { keys: over }, 4, &key()).unwrap_err();
+        assert!(matches!(e, FrameError::FieldTooLong { .. }), "{e}");
+        // A count over the bound is refused before any key is read.
+        let e = Frame::parse_payload(Kind::TicketKeys, &[MAX_TICKET_KEYS as u8 + 1]).unwrap_err();
+        assert!(matches!(e, FrameError::FieldTooLong { .. }), "{e}");
+        let e = Frame::parse_payload(Kind::TicketKeys, &[1, 0, 0]).unwrap_err();
+        assert!(matches!(e, FrameError::Truncated { .. }), "{e}");
     }
 }

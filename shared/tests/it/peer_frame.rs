@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use shared::peer::auth::{AeadKey, MacKey};
 use shared::peer::frame::{
     self, decode, decode_hello, encode, encode_hello, peek_header, split, Decoded, Frame,
-    FrameError, Hello, Kind, Resume, AEAD_TAG_LEN, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_KEY_LEN,
-    MAX_VALUE_LEN,
+    FrameError, Hello, Kind, Resume, TicketKey, AEAD_TAG_LEN, HEADER_LEN, MAX_FRAME_PAYLOAD,
+    MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 use shared::peer::{Digest, Record, Role, Table};
 
@@ -94,6 +94,17 @@ fn samples() -> Vec<Frame> {
         Frame::Pong { token: u64::MAX },
         Frame::Close {
             reason: "shutting down — bye".into(),
+        },
+        Frame::TicketKeys { keys: vec![] },
+        Frame::TicketKeys {
+            keys: vec![
+                TicketKey {
+                    id: [1; 16],
+                    secret: [2; 32],
+                    remaining_ms: 3,
+                };
+                frame::MAX_TICKET_KEYS
+            ],
         },
     ]
 }
@@ -337,6 +348,20 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(|token| Frame::Pong { token }),
         "\\PC{0,60}".prop_filter_map("≤255 bytes", |s: String| (s.len() <= 255)
             .then_some(Frame::Close { reason: s })),
+        prop::collection::vec(
+            (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<u64>()),
+            0..=frame::MAX_TICKET_KEYS
+        )
+        .prop_map(|keys| Frame::TicketKeys {
+            keys: keys
+                .into_iter()
+                .map(|(id, secret, remaining_ms)| TicketKey {
+                    id,
+                    secret,
+                    remaining_ms
+                })
+                .collect()
+        }),
     ]
 }
 

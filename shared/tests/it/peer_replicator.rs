@@ -553,3 +553,28 @@ fn bench_live_updates() {
         took.as_secs_f64() / (f64::from(n) / 10_000.0) * 100.0
     );
 }
+
+#[test]
+fn ticket_keys_travel_only_on_a_confirmed_session_and_the_latest_set_waits() {
+    let key = |i: u8| frame::TicketKey {
+        id: [i; 16],
+        secret: [i; 32],
+        remaining_ms: 1000,
+    };
+    let mut p = pair(0, 0);
+    assert_eq!(p.a.rep.send_ticket_keys(&[key(1)]), Ok(false), "no link");
+    p.connect();
+    assert_eq!(
+        p.a.rep.send_ticket_keys(&[key(1)]),
+        Ok(false),
+        "HELLO sent, session not confirmed yet"
+    );
+    assert!(p.run_until(10 * S, both_warm));
+    assert_eq!(p.b.rep.take_peer_ticket_keys(), None);
+    assert_eq!(p.a.rep.send_ticket_keys(&[key(1)]), Ok(true));
+    assert_eq!(p.a.rep.send_ticket_keys(&[key(1), key(2)]), Ok(true));
+    assert!(p.run_until(S, |p| p.a.rep.dirty_len() == 0
+        && p.b.rep.status(p.now).bytes_received >= p.a.rep.status(p.now).bytes_sent));
+    assert_eq!(p.b.rep.take_peer_ticket_keys(), Some(vec![key(1), key(2)]));
+    assert_eq!(p.b.rep.take_peer_ticket_keys(), None, "taken once");
+}

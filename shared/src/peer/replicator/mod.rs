@@ -44,6 +44,15 @@
 //! receiver only claims RESUME once it has seen SYNC_DONE, so an interrupted resync is
 //! simply restarted on the next connection.
 //!
+//! # TLS ticket keys
+//!
+//! Besides the soft state the link carries lbd's TLS session-ticket keys (TICKET_KEYS), so a
+//! ticket one node issued resumes on the other after a failover. They are not soft-state
+//! records: no sequence number, no ACK, no resync. The driver hands the whole set of its own
+//! keys to [`Replicator::send_ticket_keys`] once a session is confirmed and again whenever
+//! they change; the peer's latest set waits in [`Replicator::take_peer_ticket_keys`] (one
+//! set, however many frames arrive: the codec bounds each to `MAX_TICKET_KEYS`).
+//!
 //! # Phase
 //!
 //! What this node reports about its own state: `Cold` from creation until the peer's
@@ -57,8 +66,8 @@ use std::time::Duration;
 use super::auth::{self, HelloPolicy, MacKey, Psk, ReplayGuard, Role, Session};
 use super::dirty::DirtySet;
 use super::frame::{
-    self, Frame, Hello, Kind, Resume, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN, SEQ_RESYNC,
-    UPDATE_OVERHEAD,
+    self, Frame, Hello, Kind, Resume, TicketKey, MAX_FRAME_PAYLOAD, MAX_STRING_LEN, NONCE_LEN,
+    SEQ_RESYNC, UPDATE_OVERHEAD,
 };
 use super::{Digest, RecordKey, ReplicaStore};
 
@@ -136,6 +145,9 @@ pub struct Replicator {
     synced_from_peer: bool,
     in_resync_from_peer: bool,
 
+    /// The peer's latest TICKET_KEYS, until the driver takes them.
+    peer_ticket_keys: Option<Vec<TicketKey>>,
+
     phase: Phase,
     stats: Stats,
     last_error: Option<String>,
@@ -202,6 +214,7 @@ impl Replicator {
             rx_seq: 0,
             synced_from_peer: false,
             in_resync_from_peer: false,
+            peer_ticket_keys: None,
             phase: Phase::Cold,
             stats: Stats::default(),
             last_error: None,
@@ -339,6 +352,28 @@ impl Replicator {
                 let _ = self.push_outbox(bytes);
             }
         }
+    }
+
+    /// Queue our TLS ticket keys for the peer (all of them, at most
+    /// [`frame::MAX_TICKET_KEYS`]). `Ok(false)`: no confirmed session, nothing queued (send
+    /// them again once [`ReplicatorStatus::connected`]). An `Err` means: close the connection.
+    pub fn send_ticket_keys(&mut self, keys: &[TicketKey]) -> Result<bool, ProtocolError> {
+        let Link::Up(conn) = &mut self.link else {
+            return Ok(false);
+        };
+        if !conn.confirmed {
+            return Ok(false);
+        }
+        let bytes = conn.session.seal(&Frame::TicketKeys {
+            keys: keys.to_vec(),
+        })?;
+        self.push_outbox(bytes)?;
+        Ok(true)
+    }
+
+    /// The peer's TLS ticket keys, once per TICKET_KEYS frame (only the latest is kept).
+    pub fn take_peer_ticket_keys(&mut self) -> Option<Vec<TicketKey>> {
+        self.peer_ticket_keys.take()
     }
 
     /// Pull the store's locally changed keys into the dirty set, each with a new sequence
@@ -570,6 +605,7 @@ impl Replicator {
             }
             Frame::Pong { .. } => {}
             Frame::Close { reason } => return Err(ProtocolError::PeerClosed(reason)),
+            Frame::TicketKeys { keys } => self.peer_ticket_keys = Some(keys),
         }
         Ok(())
     }
