@@ -1,7 +1,7 @@
 //! Upstream timeouts against real lbd processes: connect timeout and response timeout.
 //!
 //! Already covered elsewhere, so not repeated here: a slow single backend answering 504 at
-//! `backend_response_ms` (`it_health.rs`) and an idle keep-alive client closed at
+//! `backend_response_ms` (`health.rs`) and an idle keep-alive client closed at
 //! `client_idle_ms` (`lifecycle.rs`).
 //!
 //! - [`Blackhole`]: a loopback address whose SYNs go unanswered, so a connect to it neither

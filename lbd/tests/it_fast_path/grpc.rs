@@ -637,7 +637,8 @@ pub(super) async fn http1_clients_reach_an_h2_pool(global: &str) {
             fast, 2.0,
             "HTTP/1 pool requests before any hand-off stayed on the fast path"
         );
-        assert!(lbd.log_text().contains("routed to an HTTP/2 pool"));
+        let why = "routed to a TLS or HTTP/2 pool";
+        assert!(lbd.log_with(why).await.contains(why));
     } else {
         assert_eq!(fast, 0.0);
     }

@@ -1,6 +1,6 @@
 //! Health checks, passive ejection, retries and the max_conns queue.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

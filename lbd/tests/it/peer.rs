@@ -6,7 +6,7 @@
 //! records the drain in the soft state; the peer applies it to its own backends. Every wait
 //! is a deadline on a condition; nothing sleeps a fixed time.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
