@@ -28,6 +28,7 @@ pub mod body;
 pub mod dispatch;
 pub mod fast;
 pub mod framing;
+pub mod h2guard;
 pub mod headers;
 pub mod path;
 pub mod proxy;
