@@ -24,6 +24,7 @@
 
 mod backend;
 mod body_limit;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;

@@ -20,29 +20,34 @@ use tokio_rustls::TlsConnector;
 use super::*;
 
 /// A certificate and key written to `dir` as `NAME.pem` and `NAME.key`.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
+pub(super) struct Issued {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) der: CertificateDer<'static>,
 }
 
 /// The test CA and the certificates it issues.
-struct Ca {
-    cert: rcgen::Certificate,
+pub(super) struct Ca {
+    pub(super) cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // A name of its own: with rcgen's default for both, a leaf's issuer equals its
+        // subject and OpenSSL clients (curl) take the leaf for self-signed.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lbd test CA");
         let cert = params.self_signed(&key).expect("ca cert");
         Ca { cert, key }
     }
 
     /// A leaf for `names` with a key of `alg`, written to `dir/file.{pem,key}`.
-    fn issue(
+    pub(super) fn issue(
         &self,
         dir: &Path,
         file: &str,
@@ -68,7 +73,7 @@ impl Ca {
 }
 
 /// `[listener.tls]` with these pairs (the first is the default).
-fn tls_table(pairs: &[&Issued], extra: &str) -> String {
+pub(super) fn tls_table(pairs: &[&Issued], extra: &str) -> String {
     let certs: Vec<String> = pairs
         .iter()
         .map(|p| {
@@ -134,12 +139,12 @@ impl ServerCertVerifier for AnyCert {
 }
 
 #[allow(deprecated)]
-fn ring() -> CryptoProvider {
+pub(super) fn ring() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
 /// A client offering `alpn`, verifying nothing, with `provider`'s signature schemes.
-fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
+pub(super) fn connector(alpn: &[&[u8]], provider: CryptoProvider) -> TlsConnector {
     connector_seeing_ocsp(alpn, provider, Arc::default())
 }
 
@@ -161,7 +166,7 @@ fn connector_seeing_ocsp(
 }
 
 /// Handshake with `sni` (`None`: no SNI, the address is used).
-async fn handshake(
+pub(super) async fn handshake(
     addr: SocketAddr,
     sni: Option<&str>,
     connector: &TlsConnector,
@@ -174,12 +179,12 @@ async fn handshake(
     connector.connect(name, tcp).await
 }
 
-fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+pub(super) fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref().1.peer_certificates().expect("certificates")[0].clone()
 }
 
 /// One HTTP/1.1 GET on an established TLS stream; the body.
-async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
+pub(super) async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .expect("http1 handshake");
@@ -195,7 +200,7 @@ async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
 }
 
 /// lbd with a TLS listener in front of one backend.
-async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
+pub(super) async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
     lbd_with_tls_and_routes(backend, "", tls).await
 }
 
