@@ -14,21 +14,34 @@ use super::*;
 /// Deadline for one client run (a browser start included).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Run `program` with `args`, killed at the deadline; fails the test when it is not installed
-/// (or outlives the deadline).
+/// Run `program` with `args` in a process group of its own, all of it killed at the deadline
+/// (a browser leaves helper processes); fails the test when it is not installed or outlives the
+/// deadline.
 async fn run_bounded(program: &str, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(CLIENT_DEADLINE * patience(), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} still running after {CLIENT_DEADLINE:?}"));
-    match out {
-        Ok(out) => out,
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "{program} is not installed: run scripts/install-deps.sh (these tests fail rather \
              than skip without it)"
         ),
         Err(e) => panic!("{program}: {e}"),
+    };
+    let group = child.id();
+    match tokio::time::timeout(CLIENT_DEADLINE * patience(), child.wait_with_output()).await {
+        Ok(out) => out.unwrap_or_else(|e| panic!("{program}: {e}")),
+        Err(_) => {
+            if let Some(group) = group {
+                let group = nix::unistd::Pid::from_raw(group as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            panic!("{program} {args:?} still running after {CLIENT_DEADLINE:?}")
+        }
     }
 }
 
