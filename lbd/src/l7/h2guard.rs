@@ -495,6 +495,84 @@ mod tests {
         }
     }
 
+    /// The client's bytes: the preface, then `resets` RST_STREAM frames.
+    fn client_resets(resets: u32) -> Vec<u8> {
+        let mut b = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        b.extend(frame(KIND_HEADERS, FLAG_END_HEADERS, 9, 1));
+        for _ in 0..resets {
+            b.extend(frame(KIND_RST_STREAM, 0, 9, 4));
+        }
+        b
+    }
+
+    #[tokio::test]
+    async fn one_reset_over_the_bucket_sends_goaway_and_fails_the_reads() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let watch = Arc::new(Watch::default());
+        let mut guard = H2Guard::new(server, 3, Arc::clone(&watch));
+        // lbd's own frame first (what hyper writes), whole.
+        guard
+            .write_all(&frame(0x4, 0, 0, 6))
+            .await
+            .expect("settings");
+        client.write_all(&client_resets(4)).await.expect("client");
+        let mut buf = vec![0u8; 4096];
+        let err = guard.read(&mut buf).await.expect_err("cut");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(watch.resets_tripped.load(Ordering::Relaxed));
+        // The client gets lbd's SETTINGS, then the GOAWAY naming stream 9.
+        let mut got = vec![0u8; 15 + goaway(9).len()];
+        client.read_exact(&mut got).await.expect("frames");
+        assert_eq!(&got[15..], &goaway(9)[..]);
+        // hyper's writes after the cut fail rather than follow the GOAWAY.
+        assert!(guard.write_all(&frame(0x4, 0, 0, 0)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cut_while_lbd_is_mid_frame_lets_the_frame_finish_then_sends_goaway() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // 12-byte pipes: lbd's 15-byte frame goes out in two writes.
+        let (client, server) = tokio::io::duplex(12);
+        let mut guard = H2Guard::new(server, 1, Arc::new(Watch::default()));
+        let settings = frame(0x4, 0, 0, 6);
+        assert_eq!(guard.write(&settings).await.expect("first part"), 12);
+        let (mut client_rx, mut client_tx) = tokio::io::split(client);
+        let writer = tokio::spawn(async move { client_tx.write_all(&client_resets(2)).await });
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = client_rx.read_to_end(&mut all).await;
+            all
+        });
+        let mut buf = [0u8; 64];
+        while guard.read(&mut buf).await.is_ok() {}
+        // The rest of the frame, and not a byte more.
+        let mut rest = settings[12..].to_vec();
+        rest.extend_from_slice(&[0; 9]);
+        assert_eq!(guard.write(&rest).await.expect("rest of the frame"), 3);
+        // At the boundary: the GOAWAY goes out, and hyper's write fails.
+        assert!(guard.write(&[0; 9]).await.is_err());
+        drop(guard);
+        let mut expected = settings.clone();
+        expected.extend(goaway(9));
+        assert_eq!(reader.await.expect("reader"), expected);
+        let _ = writer.await;
+    }
+
+    #[tokio::test]
+    async fn resets_within_the_bucket_pass_through_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let watch = Arc::new(Watch::default());
+        let mut guard = H2Guard::new(server, 3, Arc::clone(&watch));
+        let sent = client_resets(3);
+        client.write_all(&sent).await.expect("client");
+        let mut got = vec![0u8; sent.len()];
+        guard.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, sent);
+        assert!(!watch.resets_tripped.load(Ordering::Relaxed));
+    }
+
     #[test]
     fn goaway_is_a_well_formed_frame() {
         let f = goaway(7);
