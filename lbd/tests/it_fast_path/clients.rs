@@ -242,6 +242,8 @@ async fn headless_chromium_loads_a_page_over_https_h2() {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a tiny /dev/shm.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--disable-extensions",
             "--ignore-certificate-errors",
