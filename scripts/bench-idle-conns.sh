@@ -140,37 +140,12 @@ fi
 for t in "${TARGET_LIST[@]}"; do PIDS_OF[$t]=$(pids_of "${PID_OF[$t]}" | tr '\n' ' '); done
 
 # ---- measuring ----
-memory_kb() { # PIDS...: "rss_kb pss_kb" summed
-  local rss=0 pss=0 pid v
-  for pid in "$@"; do
-    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status") || die "process $pid vanished"
-    rss=$(( rss + v ))
-    v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup") || die "no smaps_rollup for $pid"
-    pss=$(( pss + v ))
-  done
-  echo "$rss $pss"
-}
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 
 field() { # LINE KEY: the value of KEY=value in LINE
   local kv
   for kv in $1; do [ "${kv%%=*}" != "$2" ] || { echo "${kv#*=}"; return 0; }; done
   echo ""
-}
-
-wait_line() { # FILE PATTERN SECONDS PID: until FILE has a line starting with PATTERN (bounded)
-  local i
-  for (( i = 0; i < $3 * 10; i++ )); do
-    grep -q "^$2" "$1" 2>/dev/null && return 0
-    dead "$4" && break
-    sleep 0.1
-  done
-  grep -q "^$2" "$1" 2>/dev/null
-}
-
-forget() { # PID: no longer ours to kill at exit (it has been reaped)
-  local i
-  for i in "${!STARTED[@]}"; do [ "${STARTED[$i]}" != "$1" ] || unset 'STARTED[i]'; done
 }
 
 RESULTS=$WORK/results.tsv

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the network-namespace tests and the failover measurement need.
+# Install the Debian packages the network-namespace tests, the real-client HTTP/2 tests
+# (lbd/tests/it_fast_path/clients.rs) and the failover measurement need.
 #
 # Idempotent: when every command is already present, apt is not touched at all (CI on a
 # machine that already has them doesn't pay for `apt-get update`). Needs root.
@@ -25,6 +26,10 @@ declare -A NEED=(
   # Peer-link fault runs: random packet loss (this kernel has no sch_netem).
   [nft]=nftables
   [tc]=iproute2
+  # HTTP/2 through lbd with real clients (it_fast_path::clients): h2load, and a headless
+  # browser checking the protocol it negotiated.
+  [h2load]=nghttp2-client
+  [chromium]=chromium
 )
 
 missing=()

@@ -312,6 +312,7 @@ pub fn render(shared: &Shared) -> String {
     crate::access_log::render_metrics(&mut e);
     crate::tls::render_metrics(&mut e);
     crate::tls::tickets::render_metrics(crate::tls::tickets::ring(), &mut e);
+    shared.stats.http2_cuts.render(&mut e);
     render_rejections(&shared.stats, &mut e);
     shared.vrrp.status().render_metrics(&mut e);
     crate::peer::render_metrics(shared, &mut e);

@@ -734,9 +734,14 @@ async fn serve_h2<S>(shared: &Arc<Shared>, stream: S, held: &Held)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(stream);
     let limits = &held.limits;
     let h2 = shared.snapshot().config.http2.clone();
+    let watch = Arc::new(crate::l7::h2guard::Watch::default());
+    let io = TokioIo::new(crate::l7::h2guard::H2Guard::new(
+        stream,
+        h2.max_resets_per_second,
+        Arc::clone(&watch),
+    ));
     // Boxed, like the HTTP/1 connection: see `serve_connection`'s docs.
     // hyper's h2 also bounds CONTINUATION frames by the header list size.
     let conn = Box::pin(
@@ -750,15 +755,18 @@ where
             .max_local_error_reset_streams(h2.max_local_error_reset_streams as usize)
             .serve_connection(io, service(shared, &held.ctx)),
     );
-    log_end(drive!(
-        conn,
-        shared,
-        held.ctx,
-        held.client_idle,
-        |c: Pin<&mut Pin<Box<http2::Connection<_, _, _>>>>| {
-            c.get_mut().as_mut().graceful_shutdown()
+    let end = drive!(conn, shared, held.ctx, held.client_idle, |c: Pin<
+        &mut Pin<Box<http2::Connection<_, _, _>>>,
+    >| {
+        c.get_mut().as_mut().graceful_shutdown()
+    });
+    if let Some(Err(e)) = &end {
+        if let Some(cut) = watch.cut(e) {
+            debug!(cause = cut.as_str(), "client HTTP/2 connection cut");
+            shared.stats.http2_cuts.count(cut);
         }
-    ));
+    }
+    log_end(end);
 }
 
 /// The hyper service every hyper connection of this client uses.

@@ -170,6 +170,8 @@ pub struct GlobalStats {
     /// TLS handshakes completed, and failed or timed out.
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Client HTTP/2 connections cut for abuse (rendered by their owner).
+    pub http2_cuts: crate::l7::h2guard::Http2Cuts,
 }
 
 impl GlobalStats {

@@ -247,13 +247,20 @@ pub(crate) struct Leaf {
     pub(crate) not_after: SystemTime,
 }
 
-/// The crypto provider: ring, the one already in the workspace. rustls deprecates ring's
-/// default provider because it has no post-quantum key exchange (aws-lc-rs has
-/// X25519MLKEM768); the ring-versus-aws-lc-rs benchmark has not been run yet, and
-/// the switch is this one function.
+/// The crypto provider: ring, the one already in the workspace, unless lbd is built with the
+/// `aws-lc-rs` feature (off by default: it needs a C toolchain to build, and
+/// `scripts/bench-tls.sh --providers ring,aws-lc-rs` measures whether it wins). rustls
+/// deprecates ring's default provider because it has no post-quantum key exchange (aws-lc-rs
+/// has X25519MLKEM768).
+#[cfg(not(feature = "aws-lc-rs"))]
 #[allow(deprecated)]
 pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
+}
+
+#[cfg(feature = "aws-lc-rs")]
+fn provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
 }
 
 /// Load every pair of `cfg` and build the listener's acceptor, as of `now`.

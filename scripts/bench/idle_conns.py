@@ -13,6 +13,8 @@ then holds the connections until SIGTERM / SIGINT (or --hold-max seconds), print
     done open=N closed_by_peer=N
 
 and closes them all with RST (SO_LINGER 0: no TIME_WAIT left on the client's ports).
+--tls: each connection is TLS (any certificate accepted), the request goes over it
+(scripts/bench-tls.sh's memory per idle TLS connection).
 --hold-max 0 closes right after the ready line (a warm-up). Every wait is bounded: the connect
 and the response by --timeout each, the opening phase by --deadline, the hold by --hold-max.
 After --give-up failed connections (default: --concurrency, one wave) no new ones are started
@@ -25,6 +27,7 @@ import asyncio
 import resource
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -39,6 +42,7 @@ def parse_args():
     p.add_argument("--deadline", type=float, default=120.0, help="for opening all connections")
     p.add_argument("--hold-max", type=float, default=300.0)
     p.add_argument("--give-up", type=int, default=0, help="failures before no new connections (0: --concurrency)")
+    p.add_argument("--tls", action="store_true", help="TLS connections (no certificate check)")
     a = p.parse_args()
     if a.give_up <= 0:
         a.give_up = a.concurrency
@@ -94,6 +98,14 @@ async def watch(reader, stats):
 SOURCES = [f"127.0.1.{i}" for i in range(1, 201)]
 
 
+def tls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 async def one(args, stats, gate, held, request, index):
     source = SOURCES[index % len(SOURCES)]
     async with gate:
@@ -102,7 +114,8 @@ async def one(args, stats, gate, held, request, index):
             return
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", args.port, local_addr=(source, 0)),
+                asyncio.open_connection("127.0.0.1", args.port, local_addr=(source, 0),
+                                        ssl=args.ssl, server_hostname="bench.test" if args.ssl else None),
                 args.timeout,
             )
         except (OSError, asyncio.TimeoutError):
@@ -134,6 +147,7 @@ def abort(writer):
 
 async def main():
     args = parse_args()
+    args.ssl = tls_context() if args.tls else None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,4 +1,4 @@
-# Shared by scripts/bench-proxy.sh and scripts/bench-idle-conns.sh (sourced, not run). The caller
+# Shared by scripts/bench-proxy.sh, scripts/bench-idle-conns.sh and scripts/bench-tls.sh (sourced, not run). The caller
 # sets BENCH_NAME (message prefix) and NEXT_PORT (first port to try), and calls start_work to get
 # WORK (a temp dir) and the cleanup trap. Everything started goes into STARTED and is killed by
 # PID on exit; nothing is killed by name.
@@ -146,4 +146,30 @@ commit_desc() {
   else
     echo "$head"
   fi
+}
+
+memory_kb() { # PIDS...: "rss_kb pss_kb" summed
+  local rss=0 pss=0 pid v
+  for pid in "$@"; do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status") || die "process $pid vanished"
+    rss=$(( rss + v ))
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup") || die "no smaps_rollup for $pid"
+    pss=$(( pss + v ))
+  done
+  echo "$rss $pss"
+}
+
+wait_line() { # FILE PATTERN SECONDS PID: until FILE has a line starting with PATTERN (bounded)
+  local i
+  for (( i = 0; i < $3 * 10; i++ )); do
+    grep -q "^$2" "$1" 2>/dev/null && return 0
+    dead "$4" && break
+    sleep 0.1
+  done
+  grep -q "^$2" "$1" 2>/dev/null
+}
+
+forget() { # PID: no longer ours to kill at exit (it has been reaped)
+  local i
+  for i in "${!STARTED[@]}"; do [ "${STARTED[$i]}" != "$1" ] || unset 'STARTED[i]'; done
 }

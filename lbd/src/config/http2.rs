@@ -13,6 +13,7 @@ pub struct FileHttp2 {
     pub initial_connection_window_bytes: Option<u32>,
     pub max_pending_reset_streams: Option<u32>,
     pub max_local_error_reset_streams: Option<u32>,
+    pub max_resets_per_second: Option<u32>,
 }
 
 /// Downstream HTTP/2 limits (see doc/lbd.md, `[http2]`).
@@ -29,6 +30,10 @@ pub struct Http2Config {
     /// Streams lbd had to reset for the client's protocol errors, per connection, before the
     /// connection is closed.
     pub max_local_error_reset_streams: u32,
+    /// RST_STREAM frames a client may send per connection: a burst of this many, refilled at
+    /// this many per second; one more ends the connection with GOAWAY ENHANCE_YOUR_CALM
+    /// (lbd's own count, `l7::h2guard`).
+    pub max_resets_per_second: u32,
 }
 
 /// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
@@ -76,6 +81,13 @@ pub(super) fn validate_http2(v: &mut Validator<'_>, f: &FileHttp2) -> Http2Confi
             "max_local_error_reset_streams",
             f.max_local_error_reset_streams,
             1024,
+            1,
+            100_000,
+        ),
+        max_resets_per_second: get(
+            "max_resets_per_second",
+            f.max_resets_per_second,
+            200,
             1,
             100_000,
         ),

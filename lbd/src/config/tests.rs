@@ -1171,13 +1171,20 @@ fn http2_limits_have_defaults_and_ranges() {
     let c = load(GOOD).expect("valid");
     assert_eq!(c.http2.max_concurrent_streams, 100);
     assert_eq!(c.http2.max_pending_reset_streams, 20);
+    assert_eq!(c.http2.max_resets_per_second, 200);
+    let c = load(&format!(
+        "{GOOD}\n[http2]\nmax_resets_per_second = 100000\n"
+    ))
+    .expect("valid");
+    assert_eq!(c.http2.max_resets_per_second, 100_000);
     let e = errors(&format!(
-        "{GOOD}\n[http2]\nmax_concurrent_streams = 0\ninitial_stream_window_bytes = 10\nmax_pending_reset_streams = 0\n"
+        "{GOOD}\n[http2]\nmax_concurrent_streams = 0\ninitial_stream_window_bytes = 10\nmax_pending_reset_streams = 0\nmax_resets_per_second = 0\n"
     ));
     for key in [
         "http2.max_concurrent_streams",
         "http2.initial_stream_window_bytes",
         "http2.max_pending_reset_streams",
+        "http2.max_resets_per_second",
     ] {
         assert!(e.contains(key), "missing {key} in {e}");
     }

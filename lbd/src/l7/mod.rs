@@ -31,6 +31,7 @@ pub mod dispatch;
 pub mod fast;
 pub mod framing;
 pub mod grpc;
+pub mod h2guard;
 pub mod headers;
 pub mod path;
 pub mod proxy;

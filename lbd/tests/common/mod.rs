@@ -673,3 +673,13 @@ pub async fn websocket_handshake(addr: SocketAddr) -> (TcpStream, String) {
     }
     (s, String::from_utf8_lossy(&head).to_lowercase())
 }
+
+/// RSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    eventually, free_addr, get, metric, patience, request, two_free_addrs, Lbd, TestBackend,
-    ADMIN_AUTH,
+    eventually, free_addr, get, metric, patience, request, rss_kib, two_free_addrs, Lbd,
+    TestBackend, ADMIN_AUTH,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -1063,16 +1063,6 @@ async fn a_replayed_first_message_is_refused_unanswered() {
     .await;
     // The next attempt of that boot is a fresh one: accepted.
     let (_s2, _, _) = fake_peer(na.listen, boot, 2).await;
-}
-
-/// RSS of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@
 mod backend;
 mod backend_tls;
 mod body_limit;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;

@@ -1,6 +1,7 @@
 //! TLS listeners through the real binary: certificates chosen by SNI (exact, wildcard, the
 //! default, or refused), ALPN h2 and http/1.1, a key chosen by the schemes the client offers,
-//! and certificates replaced by a reload while open connections keep theirs. Every
+//! and certificates replaced by a reload while open connections keep theirs (and ten times
+//! over under a loop of new handshakes, none of which may fail). Every
 //! certificate is generated here (rcgen), signed by a CA made for the test.
 
 use std::path::{Path, PathBuf};
@@ -37,17 +38,16 @@ impl Ca {
         Ca::named(None)
     }
 
-    /// A CA whose subject's common name is `cn` (`None`: rcgen's default, the same for
-    /// every CA made so).
+    /// A CA whose subject's common name is `cn` (`None`: "lbd test CA", the same for every
+    /// CA made so). A name of its own: with rcgen's default for both, a leaf's issuer equals
+    /// its subject and OpenSSL clients (curl) take the leaf for self-signed.
     pub(super) fn named(cn: Option<&str>) -> Ca {
         let key = rcgen::KeyPair::generate().expect("ca key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        if let Some(cn) = cn {
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-        }
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn.unwrap_or("lbd test CA"));
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("ca cert");
         Ca { cert, key }
@@ -189,7 +189,7 @@ pub(super) async fn handshake(
     connector.connect(name, tcp).await
 }
 
-fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+pub(super) fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref().1.peer_certificates().expect("certificates")[0].clone()
 }
 
@@ -210,7 +210,7 @@ pub(super) async fn get_http1(s: TlsStream<TcpStream>, path: &str) -> String {
 }
 
 /// lbd with a TLS listener in front of one backend.
-async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
+pub(super) async fn lbd_with_tls(backend: &TestBackend, tls: &str) -> Lbd {
     lbd_with_tls_and_routes(backend, "", tls).await
 }
 
@@ -569,6 +569,125 @@ async fn files_replaced_on_disk_are_picked_up_without_a_reload_and_a_bad_set_is_
     assert!(served().await == new.der);
     let log = lbd.log_with("refused").await;
     assert!(log.contains("refused"), "{log}");
+}
+
+/// Handshakes made by [`handshake_loop`]s, and the failures with their errors.
+#[derive(Default)]
+struct LoopCounts {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+/// New TLS connections to `site.test`, one after the other, each used for one request, until
+/// `stop`.
+async fn handshake_loop(
+    addr: SocketAddr,
+    c: TlsConnector,
+    counts: Arc<LoopCounts>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let served = match handshake(addr, Some("site.test"), &c).await {
+            Ok(s) => get_http1_checked(s).await,
+            Err(e) => Err(format!("handshake: {e}")),
+        };
+        match served {
+            Ok(()) => {
+                counts.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => counts.failed.lock().expect("lock").push(e),
+        }
+    }
+}
+
+/// One HTTP/1.1 GET on `s` answered 200, as a result rather than a panic.
+async fn get_http1_checked(s: TlsStream<TcpStream>) -> Result<(), String> {
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| format!("http1: {e}"))?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "site.test")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    match resp.status() {
+        http::StatusCode::OK => Ok(()),
+        other => Err(format!("status {other}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_rotations_under_a_handshake_loop_fail_no_handshake() {
+    let backend = TestBackend::start("b1").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new();
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let first = ca.issue(dir.path(), "site", &["site.test"], alg);
+    // Both ways of noticing new files are live: the watcher and SIGHUP.
+    let lbd = lbd_with_tls(&backend, &tls_table(&[&first], "watch_ms = 100")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    let counts = Arc::new(LoopCounts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(handshake_loop(
+                lbd.listen,
+                c.clone(),
+                Arc::clone(&counts),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let mut served = first.der.clone();
+    for round in 0..10 {
+        let before = counts.ok.load(Ordering::Relaxed);
+        // Rewritten in place (certificate, then key, as a deploy tool would); every other
+        // round also a SIGHUP, the others left to the watcher.
+        let new = ca.issue(dir.path(), "site", &["site.test"], alg);
+        assert!(new.der != served);
+        if round % 2 == 0 {
+            lbd.signal("HUP");
+        }
+        eventually(
+            &format!("rotation {round}: the new certificate is served"),
+            Duration::from_secs(10),
+            || async {
+                let s = handshake(lbd.listen, Some("site.test"), &c).await;
+                s.is_ok_and(|s| presented(&s) == new.der)
+            },
+        )
+        .await;
+        // The loops kept handshaking across the rotation.
+        eventually(
+            &format!("rotation {round}: handshakes go on"),
+            Duration::from_secs(10),
+            || async { counts.ok.load(Ordering::Relaxed) > before + 5 },
+        )
+        .await;
+        served = new.der;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        tokio::time::timeout(WAIT, l)
+            .await
+            .expect("loop ended")
+            .expect("loop");
+    }
+    let failed = counts.failed.lock().expect("lock").clone();
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {failed:?}",
+        failed.len(),
+        counts.ok.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        metric(lbd.admin, "lbd_tls_handshakes_total{result=\"failed\"}").await,
+        Some(0.0)
+    );
 }
 
 /// A client certificate with subject CN=`cn`, issued by `ca`.
