@@ -368,8 +368,8 @@ fn first_message(pcap: &std::path::Path) -> Result<Vec<u8>> {
     )?;
     for line in out.lines() {
         let hex: String = line.chars().filter(char::is_ascii_hexdigit).collect();
-        // "LP", version 2, kind 1 (HELLO).
-        if hex.starts_with("4c500201") {
+        // "LP", the frame version, kind 1 (HELLO).
+        if hex.starts_with(&format!("4c50{:02x}01", shared::peer::frame::VERSION)) {
             return (0..hex.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("tshark hex"))
@@ -442,7 +442,8 @@ fn the_link_carries_no_cookie_or_api_key_in_clear_and_strangers_do_not_delay_war
     }
     let pcap_path = capture.path.clone();
     let pcap = capture.finish()?;
-    let frames = pcap.windows(3).filter(|w| *w == b"LP\x02").count();
+    let header = [b'L', b'P', shared::peer::frame::VERSION];
+    let frames = pcap.windows(3).filter(|w| *w == header).count();
     eprintln!(
         "captured {} bytes on A's peer0 ({frames} frame headers) while {cookie} and the API key \
          were replicated live and in B's resync ({} records)",
