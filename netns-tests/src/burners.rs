@@ -99,3 +99,28 @@ impl Drop for FifoThread {
         }
     }
 }
+
+/// The calling thread at niceness `nice` until dropped (set and reset with `renice`). For a
+/// watcher that must keep sampling among nice-0 burners without being a real-time task: the
+/// commands it runs inherit it, and real-time ones would spend the kernel's real-time budget
+/// (`sched_rt_runtime_us`), whose throttling stalls every real-time task on the CPU, the
+/// daemons under test included.
+pub struct NicedThread {
+    tid: String,
+}
+
+impl NicedThread {
+    pub fn enter(nice: i32) -> Result<NicedThread> {
+        let tid = nix::unistd::gettid().to_string();
+        crate::cmd::run("renice", ["-n", &nice.to_string(), "-p", &tid])?;
+        Ok(NicedThread { tid })
+    }
+}
+
+impl Drop for NicedThread {
+    fn drop(&mut self) {
+        if let Err(e) = crate::cmd::run("renice", ["-n", "0", "-p", &self.tid]) {
+            eprintln!("cannot reset the test thread's niceness: {e:#}");
+        }
+    }
+}
