@@ -27,12 +27,13 @@
 #
 # lbd: its TLS listener with only the certificate set (scripts/bench/lbd-tls.toml.in: one worker,
 # access log off as in the other proxies' configs here); HAProxy: `bind ... ssl crt`; nginx:
-# `listen ... ssl`. --providers ring,aws-lc-rs adds a target `lbd-aws`: lbd built with the
-# `aws-lc-rs` cargo feature (rustls's aws-lc-rs provider instead of ring), same config.
+# `listen ... ssl`. lbd runs as two targets (--providers, default both): `lbd`, built with
+# ring (`--no-default-features`), and `lbd-aws`, the default build with rustls's aws-lc-rs
+# provider; same config.
 #
 # Installs wrk, nginx, haproxy, openssl, python3 and curl with apt-get when missing (needs
-# root); builds lbd with `cargo build --release -p lbd` unless --lbd-bin or --no-build, and
-# with `--features aws-lc-rs` too (for --providers ...aws-lc-rs) unless --lbd-aws-bin. Every process it starts is killed by PID on exit; the
+# root); builds lbd with `cargo build --release -p lbd --no-default-features` (ring) unless
+# --lbd-bin or --no-build, and with `--features aws-lc-rs` (the default) unless --lbd-aws-bin. Every process it starts is killed by PID on exit; the
 # temp dir is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ DURATION=8
 CONNECTIONS=50
 TARGETS=lbd,haproxy,nginx
 KEYS=ecdsa,rsa
-PROVIDERS=ring
+PROVIDERS=ring,aws-lc-rs
 IDLE_CONNS=1000
 LBD_BIN=""
 LBD_AWS_BIN=""
@@ -99,13 +100,18 @@ start_work
 LOAD_CPU=0
 PROXY_CPU=1
 
-# lbd binaries: ring (the default build) and, with --providers ...aws-lc-rs, the aws-lc-rs
-# build. Both come out of the same cargo path, so each is copied into WORK once built.
+# lbd binaries: ring (`--no-default-features`) and, with --providers ...aws-lc-rs, the
+# aws-lc-rs build (lbd's default). Both come out of the same cargo path, so each is copied
+# into WORK once built.
 declare -A LBD_OF
 PROXIES=()
 for t in "${TARGET_LIST[@]}"; do
   [ "$t" = lbd ] || { PROXIES+=("$t"); continue; }
   if with_provider ring; then
+    if [ -z "${LBD_BIN:-}" ] && [ "$BUILD" -eq 1 ]; then
+      echo "$BENCH_NAME: cargo build --release -p lbd --no-default-features (ring)" >&2
+      (cd "$ROOT" && cargo build --release -p lbd --no-default-features) >&2 || die "lbd does not build with ring"
+    fi
     build_lbd
     cp "$LBD_BIN" "$WORK/lbd-ring"; LBD_OF[lbd]=$WORK/lbd-ring; PROXIES+=(lbd)
   fi

@@ -247,11 +247,11 @@ pub(crate) struct Leaf {
     pub(crate) not_after: SystemTime,
 }
 
-/// The crypto provider: ring, the one already in the workspace, unless lbd is built with the
-/// `aws-lc-rs` feature (off by default: it needs a C toolchain to build, and
-/// `scripts/bench-tls.sh --providers ring,aws-lc-rs` measures whether it wins). rustls
-/// deprecates ring's default provider because it has no post-quantum key exchange (aws-lc-rs
-/// has X25519MLKEM768).
+/// The crypto provider, for listeners and backends alike: aws-lc-rs (the default `aws-lc-rs`
+/// feature: `scripts/bench-tls.sh --providers ring,aws-lc-rs` measured it cheaper for RSA
+/// full handshakes and the same otherwise, and it has post-quantum hybrid key exchange,
+/// X25519MLKEM768), or ring when lbd is built with `--no-default-features` (rustls
+/// deprecates ring's default provider for lacking post-quantum key exchange).
 #[cfg(not(feature = "aws-lc-rs"))]
 #[allow(deprecated)]
 pub(crate) fn provider() -> CryptoProvider {
@@ -259,7 +259,7 @@ pub(crate) fn provider() -> CryptoProvider {
 }
 
 #[cfg(feature = "aws-lc-rs")]
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 
