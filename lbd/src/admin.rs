@@ -284,12 +284,9 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
             b.set_drained(drained);
             // Recorded in the soft state too, so the peer node (and this node's next
             // incarnation, through the peer) drains the same backend.
-            shared.soft.set_drained(
-                p.name(),
-                &b.addr.to_string(),
-                drained,
-                crate::server::clock(),
-            );
+            shared
+                .soft
+                .set_drained(p.name(), &b.addr.to_string(), drained, crate::clock::now());
             tracing::info!(pool = p.name(), backend = %b.addr, drained, "admin changed backend drain state");
             changed += 1;
         }

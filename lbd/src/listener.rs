@@ -45,11 +45,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::client_cap::{AtCap, ClientSlot};
+use crate::clock;
 use crate::config::ListenerConfig;
 use crate::l7::fast::conn::{ConnLimits, Served};
 use crate::l7::fast::prefixed::Prefixed;
 use crate::l7::framing::{FramingIo, FramingVerdicts};
-use crate::server::{clock, Shared};
+use crate::server::Shared;
 use crate::tls::ListenerTls;
 
 const BACKLOG: i32 = 1024;
@@ -318,7 +319,7 @@ impl ConnCtx {
             local_port,
             client_cert: None,
             active: AtomicU32::new(0),
-            last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
+            last_activity_ms: AtomicU64::new(clock::now().as_millis() as u64),
         }
     }
 
@@ -341,7 +342,7 @@ impl ConnCtx {
         }
         let last = self.last_activity_ms.load(Ordering::Relaxed);
         Some(Duration::from_millis(
-            (clock().as_millis() as u64).saturating_sub(last),
+            (clock::now().as_millis() as u64).saturating_sub(last),
         ))
     }
 }
@@ -360,7 +361,7 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         let c = &self.0;
         c.last_activity_ms
-            .store(clock().as_millis() as u64, Ordering::Relaxed);
+            .store(clock::now().as_millis() as u64, Ordering::Relaxed);
         c.active.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -29,7 +29,8 @@ use crate::coupling::gate::GateGuard;
 use crate::l7::timer::LazyDeadline;
 use crate::listener::ActiveRequest;
 use crate::metrics::{inc, status_class};
-use crate::server::{Shared, Snapshot};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::conns::{BackendConns, Sender};
 use crate::upstream::h2::StreamSlot;
 

@@ -444,7 +444,7 @@ mod tests {
             .denied
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
         let mut e = Exposition::new();
-        let soft = crate::softstate::SoftState::new("a", crate::server::soft_limits(&rt.config));
+        let soft = crate::softstate::SoftState::new("a", crate::snapshot::soft_limits(&rt.config));
         rt.render_metrics(&soft, &mut e);
         let out = e.finish();
         for line in [

@@ -485,7 +485,7 @@ impl AsyncWrite for UpstreamIo {
 }
 
 /// `lbd_upstream_tls_errors_total{pool,backend,reason}` for every backend of a TLS pool.
-pub fn render_metrics(e: &mut crate::metrics::Exposition, pools: &[crate::server::PoolState]) {
+pub fn render_metrics(e: &mut crate::metrics::Exposition, pools: &[crate::snapshot::PoolState]) {
     let mut tls_backends = pools.iter().flat_map(|p| {
         p.conns
             .iter()
