@@ -59,12 +59,13 @@ use tracing::{debug, Instrument};
 
 use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
-use super::body::{CappedBody, Finish, Inner, LogInfo, RequestBodyState, Stall};
+use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
     client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
     note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
     send_failed, Lease, Local,
 };
+use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::framing::Suspect;

@@ -20,7 +20,11 @@ impl Snapshot {
         self.render_tls(e);
         self.render_pools(e);
         self.render_backends(e);
-        crate::upstream::tls::render_metrics(e, &self.pools);
+        let backends = self
+            .pools
+            .iter()
+            .flat_map(|p| p.conns.iter().map(move |c| (p.name(), &**c)));
+        crate::upstream::tls::render_metrics(e, backends);
     }
 
     /// Seconds until each TLS certificate expires (negative once expired).

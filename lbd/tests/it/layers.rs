@@ -20,23 +20,6 @@ use std::path::Path;
 /// why it is still there). The check fails on any other, and on an entry that no longer
 /// matches an import: remove it when its import goes.
 const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
-    // Helpers and label sets config and the metrics atoms borrow from higher layers. Next:
-    // move them down.
-    ("config::global", "tls", "the ticket rotation bounds"),
-    ("config::pools", "l7::headers", "is_token"),
-    ("config::routes", "l7::headers", "is_token"),
-    ("metrics", "admin", "the admin rejection labels"),
-    ("metrics", "l7::h2guard", "the HTTP/2 cut counters"),
-    (
-        "upstream::conns",
-        "l7::body",
-        "CappedBody, the streamed request body",
-    ),
-    (
-        "upstream::tls",
-        "snapshot",
-        "render_metrics walks the snapshot's pools",
-    ),
     // Config validation reads `[pool.tls]`'s CA bundle and client pair with upstream::tls's
     // loader, so a bad file is a config error at its key. Next: the PEM loading as a leaf.
     (
