@@ -44,10 +44,10 @@
 //! |------:|------|---------|-------|
 //! | 1 | leaves: clock, errors, metrics atoms, soft state, parsers, router, health, backend, balance | `clock`, `error`, `metrics`, `sync`, `log_limit`, `softstate`, `l7`, `l7::path`, `l7::syntax`, `l7::request_body`, `l7::framing`, `l7::fast::head`, `l7::fast::chunked`, `l7::grpc`, `l7::timer`, `l7::router`, `upstream`, `upstream::backend`, `upstream::balance`, `upstream::health` | `l7` and `upstream` only declare their submodules; the HTTP/1 parsers `l7::fast::head` and `l7::fast::chunked` sit below the rest of `l7::fast` |
 //! | 2 | config | `config` | |
-//! | 3 | components: access log, upstream pool and checker, headers, rate limit, sticky, TLS, the peer handle | `access_log`, `upstream::conns`, `upstream::h2`, `upstream::tls`, `upstream::grpc_health`, `upstream::checker`, `l7::headers`, `l7::ratelimit`, `l7::sticky`, `l7::retry`, `tls`, `park`, `peer`, `coupling::gate` | `peer` is the handle (its `peer::link` is a control task); `coupling::gate` is the listener gates the request engine holds, below the rest of `coupling` |
+//! | 3 | components: access log, upstream pool and checker, headers, rate limit, sticky, TLS, the peer handle | `access_log`, `upstream::conns`, `upstream::h2`, `upstream::tls`, `upstream::grpc_health`, `upstream::checker`, `l7::headers`, `l7::ratelimit`, `l7::sticky`, `l7::retry`, `tls`, `park`, `client_cap`, `peer`, `coupling::gate` | `peer` is the handle (its `peer::link` is a control task); `coupling::gate` is the listener gates the request engine holds, below the rest of `coupling` |
 //! | 4 | the config snapshot | `snapshot` | |
-//! | 5 | the request engine | `l7::attempts`, `l7::dispatch`, `l7::body`, `l7::proxy`, `l7::fast` | both HTTP paths: hyper's (`l7::proxy`) and lbd's own HTTP/1 engine (`l7::fast`) |
-//! | 6 | the listener | `listener`, `client_cap`, `l7::h2guard` | `l7::h2guard` guards the listener's HTTP/2 connections |
+//! | 5 | the request engine | `l7::client`, `l7::attempts`, `l7::dispatch`, `l7::body`, `l7::proxy`, `l7::fast` | both HTTP paths: hyper's (`l7::proxy`) and lbd's own HTTP/1 engine (`l7::fast`) |
+//! | 6 | the listener | `listener`, `l7::h2guard` | `l7::h2guard` guards the listener's HTTP/2 connections |
 //! | 7 | the vrrpd coupling | `coupling` | |
 //! | 8 | the server: phase, reload, drain | `server` | also, for now, the process-wide `Shared` |
 //! | 9 | control tasks: admin, vrrpd link, peer link | `admin`, `coupling::link`, `peer::link` | |

@@ -8,6 +8,8 @@
 //! - [`dispatch`] the request steps both HTTP paths share: route and rate-limit, pick and
 //!   queue, retry, passive health, local-answer accounting.
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
+//! - [`client`]  a client connection as both paths see it ([`client::ConnCtx`]) and what it
+//!   holds while open.
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
 //! - [`request_body`] a client's streamed request body on its way to the backend, capped
@@ -30,6 +32,7 @@
 
 pub mod attempts;
 pub mod body;
+pub mod client;
 pub mod dispatch;
 pub mod fast;
 pub mod framing;

@@ -68,6 +68,7 @@ use super::dispatch::{
 use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::client::ConnCtx;
 use crate::l7::framing::Suspect;
 use crate::l7::grpc;
 use crate::l7::headers;
@@ -75,7 +76,6 @@ use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
-use crate::listener::ConnCtx;
 use crate::metrics::inc;
 use crate::server::Shared;
 use crate::snapshot::Snapshot;

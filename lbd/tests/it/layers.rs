@@ -37,6 +37,11 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     // The request engine takes the process-wide `Shared` (snapshot, stats, soft state,
     // shutdown, tracker, vrrpd coupling, peer). Next: a narrow context of its own
     // (`ProxyCtx { snapshots, stats, soft, gates, shutdown, tracker }`), built by app.rs.
+    (
+        "l7::client",
+        "server",
+        "ActiveGauge holds Shared for the open-connections gauge",
+    ),
     ("l7::body", "server", "Finish holds Shared"),
     (
         "l7::dispatch",
@@ -50,13 +55,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
         "server",
         "the fast-path connection holds Shared",
     ),
-    // `ConnCtx`, the client connection both HTTP paths read, is defined by the listener.
-    // Next: move it to the request engine.
-    ("l7::body", "listener", "ActiveRequest"),
-    ("l7::dispatch", "listener", "ConnCtx"),
-    ("l7::fast::conn", "listener", "ConnCtx"),
-    ("l7::fast::exchange", "listener", "ConnCtx"),
-    ("l7::proxy", "listener", "ConnCtx"),
     // The peer handle spawns its link, and reads `Shared` and the readiness rules for its
     // status and metrics. Next: narrow inputs, the link spawned by the wiring.
     (

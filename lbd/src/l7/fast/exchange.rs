@@ -30,6 +30,7 @@ use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
+use crate::l7::client::ConnCtx;
 use crate::l7::dispatch::{
     client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
     note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
@@ -41,7 +42,6 @@ use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
-use crate::listener::ConnCtx;
 use crate::metrics::{inc, DiscardReason};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
