@@ -197,7 +197,11 @@ pub fn status_json(shared: &Shared) -> String {
         "phase": phase,
         "generation": rt.generation,
         "vrrp": shared.vrrp.status(),
-        "peer": crate::peer::status_value(shared),
+        "peer": crate::peer::status_value(
+            shared.peer.as_ref(),
+            &shared.soft,
+            crate::coupling::readiness::ready_peer(shared),
+        ),
     });
     let mut out = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
     out.push('\n');
@@ -282,7 +286,7 @@ pub fn render(shared: &Shared) -> String {
     shared.stats.http2_cuts.render(&mut e);
     render_rejections(&shared.stats, &mut e);
     shared.vrrp.status().render_metrics(&mut e);
-    crate::peer::render_metrics(shared, &mut e);
+    crate::peer::render_metrics(shared.peer.as_ref(), &mut e);
     shared.snapshot().render_metrics(&shared.soft, &mut e);
     e.finish()
 }

@@ -227,8 +227,9 @@ impl Server {
         spawn_soft_sweeper(&shared.soft);
         // Runs as long as the control runtime, like the soft-state sweeper.
         tokio::spawn(crate::tls::tickets::run(Arc::clone(tickets)));
+        // The peer link runs until a fast shutdown or the process ends.
         if let Some(peer) = &shared.peer {
-            peer.spawn(Arc::clone(&shared));
+            tokio::spawn(crate::peer::link::run(Arc::clone(&shared), peer.clone()));
         }
         let server = Server {
             shared,

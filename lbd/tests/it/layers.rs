@@ -55,19 +55,6 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
         "server",
         "the fast-path connection holds Shared",
     ),
-    // The peer handle spawns its link, and reads `Shared` and the readiness rules for its
-    // status and metrics. Next: narrow inputs, the link spawned by the wiring.
-    (
-        "peer",
-        "server",
-        "status_value, render_metrics and spawn take Shared",
-    ),
-    ("peer", "peer::link", "PeerHandle::spawn runs the link"),
-    (
-        "peer",
-        "coupling",
-        "status_value asks readiness::ready_peer",
-    ),
     // The accept loop takes `Shared` (limits, snapshot, stats, shutdown). Next: a listener
     // context.
     ("listener", "server", "the accept loop holds Shared"),
@@ -86,6 +73,7 @@ const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
     // The server starts the control tasks itself: there is no app.rs wiring yet.
     ("server", "admin", "starts the admin listener"),
     ("server", "coupling::link", "spawns the vrrpd link"),
+    ("server", "peer::link", "spawns the peer link"),
 ];
 
 /// The layer table: every module named in it, with its layer. A module not named is in the
