@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use lbd::clock;
 use lbd::config::LbConfig;
-use lbd::server::{clock, Server, Shared};
+use lbd::server::{Server, Shared};
 
 #[derive(Parser, Debug)]
 #[command(about = "lbd peer-link replication benchmark (two in-process nodes on loopback)")]
@@ -270,7 +271,7 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
                     std::thread::sleep(due - now);
                 }
                 let key = format!("live-{i}");
-                soft.sticky_learn(POOL, key.as_bytes(), BACKEND, ttl, clock());
+                soft.sticky_learn(POOL, key.as_bytes(), BACKEND, ttl, clock::now());
                 if i % 10 == 0 {
                     watched[(i / 10) as usize]
                         .store(start.elapsed().as_nanos() as u64, Ordering::Release);
@@ -295,7 +296,7 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
         let key = format!("live-{next}");
         let seen = wait_for(Duration::from_secs(5), || {
             soft_b
-                .sticky_lookup(POOL, key.as_bytes(), clock())
+                .sticky_lookup(POOL, key.as_bytes(), clock::now())
                 .is_some()
         });
         let wrote = Duration::from_nanos(watched[(next / 10) as usize].load(Ordering::Acquire));
@@ -396,7 +397,7 @@ fn run(args: &Args) -> Result<bool, String> {
             let key = format!("resync-{i}");
             a.shared
                 .soft
-                .sticky_learn(POOL, key.as_bytes(), BACKEND, ttl, clock());
+                .sticky_learn(POOL, key.as_bytes(), BACKEND, ttl, clock::now());
         }
         let want = a.shared.soft.digest();
         println!(

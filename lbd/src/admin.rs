@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::config::AdminToken;
-use crate::metrics::{get, Exposition};
+use crate::metrics::{get, AdminRejection, Exposition};
 use crate::server::{Phase, Shared};
 
 /// Bind the admin listener and serve it in the background; returns the bound address.
@@ -79,73 +79,43 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// Why an admin write request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// No `global.admin_token_file`: the write endpoints are off.
-    Disabled,
-    /// No `Authorization: Bearer` header.
-    MissingToken,
-    /// A token that is not the configured one.
-    BadToken,
-}
-
-impl Rejection {
-    pub const ALL: [Rejection; 3] = [
-        Rejection::Disabled,
-        Rejection::MissingToken,
-        Rejection::BadToken,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Disabled => "disabled",
-            Rejection::MissingToken => "missing_token",
-            Rejection::BadToken => "bad_token",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    fn response(self) -> Response<Full<Bytes>> {
-        match self {
-            Rejection::Disabled => text(
-                StatusCode::FORBIDDEN,
-                "admin write endpoints are disabled: set [global] admin_token_file to a file \
-                 (mode 0600, at least 16 bytes) and send `Authorization: Bearer TOKEN`\n",
-            ),
-            Rejection::MissingToken | Rejection::BadToken => {
-                let body = if self == Rejection::MissingToken {
-                    "401 this endpoint needs `Authorization: Bearer TOKEN` (global.admin_token_file)\n"
-                } else {
-                    "401 wrong admin token\n"
-                };
-                let mut r = text(StatusCode::UNAUTHORIZED, body);
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer realm=\"lbd-admin\""),
-                );
-                r
-            }
+/// The answer to a refused admin write request.
+fn refusal(why: AdminRejection) -> Response<Full<Bytes>> {
+    match why {
+        AdminRejection::Disabled => text(
+            StatusCode::FORBIDDEN,
+            "admin write endpoints are disabled: set [global] admin_token_file to a file \
+             (mode 0600, at least 16 bytes) and send `Authorization: Bearer TOKEN`\n",
+        ),
+        AdminRejection::MissingToken | AdminRejection::BadToken => {
+            let body = if why == AdminRejection::MissingToken {
+                "401 this endpoint needs `Authorization: Bearer TOKEN` (global.admin_token_file)\n"
+            } else {
+                "401 wrong admin token\n"
+            };
+            let mut r = text(StatusCode::UNAUTHORIZED, body);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"lbd-admin\""),
+            );
+            r
         }
     }
 }
 
 /// May this request change state? `Ok` when `token` is configured and the request carries it.
-pub fn authorize(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Rejection> {
+pub fn authorize(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), AdminRejection> {
     let Some(token) = token else {
-        return Err(Rejection::Disabled);
+        return Err(AdminRejection::Disabled);
     };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| bearer_token(v.as_bytes()))
-        .ok_or(Rejection::MissingToken)?;
+        .ok_or(AdminRejection::MissingToken)?;
     if tokens_equal(&token.0, presented) {
         Ok(())
     } else {
-        Err(Rejection::BadToken)
+        Err(AdminRejection::BadToken)
     }
 }
 
@@ -184,7 +154,7 @@ fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response
             REFUSED_LOG.note(|suppressed| {
                 warn!(client = %peer, method = %req.method(), path = req.uri().path(), reason = why.as_str(), suppressed, "admin write request refused")
             });
-            return why.response();
+            return refusal(why);
         }
     }
     match (req.method(), req.uri().path()) {
@@ -227,7 +197,11 @@ pub fn status_json(shared: &Shared) -> String {
         "phase": phase,
         "generation": rt.generation,
         "vrrp": shared.vrrp.status(),
-        "peer": crate::peer::status_value(shared),
+        "peer": crate::peer::status_value(
+            shared.peer.as_ref(),
+            &shared.soft,
+            crate::coupling::readiness::ready_peer(shared),
+        ),
     });
     let mut out = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
     out.push('\n');
@@ -284,12 +258,9 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
             b.set_drained(drained);
             // Recorded in the soft state too, so the peer node (and this node's next
             // incarnation, through the peer) drains the same backend.
-            shared.soft.set_drained(
-                p.name(),
-                &b.addr.to_string(),
-                drained,
-                crate::server::clock(),
-            );
+            shared
+                .soft
+                .set_drained(p.name(), &b.addr.to_string(), drained, crate::clock::now());
             tracing::info!(pool = p.name(), backend = %b.addr, drained, "admin changed backend drain state");
             changed += 1;
         }
@@ -315,7 +286,7 @@ pub fn render(shared: &Shared) -> String {
     shared.stats.http2_cuts.render(&mut e);
     render_rejections(&shared.stats, &mut e);
     shared.vrrp.status().render_metrics(&mut e);
-    crate::peer::render_metrics(shared, &mut e);
+    crate::peer::render_metrics(shared.peer.as_ref(), &mut e);
     shared.snapshot().render_metrics(&shared.soft, &mut e);
     e.finish()
 }
@@ -327,7 +298,7 @@ fn render_rejections(s: &crate::metrics::GlobalStats, e: &mut Exposition) {
         "counter",
         "Admin write requests refused (disabled: no admin_token_file; missing_token; bad_token).",
     );
-    for r in Rejection::ALL {
+    for r in AdminRejection::ALL {
         e.sample(
             "lbd_admin_requests_rejected_total",
             &[("reason", r.as_str())],
@@ -360,7 +331,10 @@ mod tests {
             authorize(t, &headers(Some("bearer  0123456789abcdef-secret "))),
             Ok(())
         );
-        assert_eq!(authorize(t, &headers(None)), Err(Rejection::MissingToken));
+        assert_eq!(
+            authorize(t, &headers(None)),
+            Err(AdminRejection::MissingToken)
+        );
         for missing in [
             "Basic 0123456789abcdef-secret",
             "Bearer",
@@ -369,7 +343,7 @@ mod tests {
         ] {
             assert_eq!(
                 authorize(t, &headers(Some(missing))),
-                Err(Rejection::MissingToken),
+                Err(AdminRejection::MissingToken),
                 "{missing:?}"
             );
         }
@@ -380,31 +354,31 @@ mod tests {
         ] {
             assert_eq!(
                 authorize(t, &headers(Some(bad))),
-                Err(Rejection::BadToken),
+                Err(AdminRejection::BadToken),
                 "{bad:?}"
             );
         }
         // No token configured: disabled, whatever the request carries.
         assert_eq!(
             authorize(None, &headers(Some("Bearer 0123456789abcdef-secret"))),
-            Err(Rejection::Disabled)
+            Err(AdminRejection::Disabled)
         );
     }
 
     #[test]
     fn rejections_answer_403_or_401_with_a_challenge() {
         assert_eq!(
-            Rejection::Disabled.response().status(),
+            refusal(AdminRejection::Disabled).status(),
             StatusCode::FORBIDDEN
         );
-        for r in [Rejection::MissingToken, Rejection::BadToken] {
-            let resp = r.response();
+        for r in [AdminRejection::MissingToken, AdminRejection::BadToken] {
+            let resp = refusal(r);
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
             assert!(resp.headers()[header::WWW_AUTHENTICATE]
                 .to_str()
                 .is_ok_and(|v| v.starts_with("Bearer")));
         }
-        for (i, r) in Rejection::ALL.iter().enumerate() {
+        for (i, r) in AdminRejection::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "ALL is in declaration order");
         }
     }

@@ -28,7 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -46,10 +46,11 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::client_cap::{AtCap, ClientSlot};
 use crate::config::ListenerConfig;
+use crate::l7::client::{ActiveGauge, ConnCtx, ConnHold};
 use crate::l7::fast::conn::{ConnLimits, Served};
 use crate::l7::fast::prefixed::Prefixed;
-use crate::l7::framing::{FramingIo, FramingVerdicts};
-use crate::server::{clock, Shared};
+use crate::l7::framing::FramingIo;
+use crate::server::Shared;
 use crate::tls::ListenerTls;
 
 const BACKLOG: i32 = 1024;
@@ -267,104 +268,6 @@ fn drain_backlog(shared: &Arc<Shared>, listener: &TcpListener, name: &Arc<str>) 
     }
 }
 
-/// Per-connection state the proxy updates (for the idle timeout and the access log).
-#[derive(Debug)]
-pub struct ConnCtx {
-    pub peer: SocketAddr,
-    pub listener: Arc<str>,
-    /// "http" (later "https" behind TLS termination).
-    pub proto: &'static str,
-    /// Framing verdicts of this connection's requests (HTTP/1 on hyper only), asked once per
-    /// request; made at the hand-off to hyper, so fast-path connections (most, and every
-    /// parked one) don't carry it.
-    framing: std::sync::OnceLock<Arc<FramingVerdicts>>,
-    /// `peer`'s IP as a header value, rendered once for every request's X-Forwarded-For.
-    pub client_ip_value: http::HeaderValue,
-    /// The port the client connected to (X-Forwarded-Port).
-    pub local_port: u16,
-    /// On a TLS listener with client certificates: the subject header (boxed: plain
-    /// connections, the many, carry one pointer).
-    pub client_cert: Option<Box<crate::tls::ClientCert>>,
-    active: AtomicU32,
-    last_activity_ms: AtomicU64,
-    /// The connection's places under the caps, released when the last holder of the context
-    /// goes: the connection's task, a parked entry, or a WebSocket tunnel that outlives both.
-    _hold: ConnHold,
-}
-
-/// A client connection's places under `max_client_conns` and `max_conns_per_client`, and in
-/// the open-connections gauge.
-pub struct ConnHold {
-    _permit: OwnedSemaphorePermit,
-    _slot: ClientSlot,
-    _gauge: ActiveGauge,
-}
-
-impl std::fmt::Debug for ConnHold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnHold")
-    }
-}
-
-impl ConnCtx {
-    pub fn new(peer: SocketAddr, local_port: u16, listener: Arc<str>, hold: ConnHold) -> Self {
-        ConnCtx {
-            _hold: hold,
-            peer,
-            listener,
-            proto: "http",
-            framing: std::sync::OnceLock::new(),
-            client_ip_value: crate::l7::headers::ip_value(peer.ip()),
-            local_port,
-            client_cert: None,
-            active: AtomicU32::new(0),
-            last_activity_ms: AtomicU64::new(clock().as_millis() as u64),
-        }
-    }
-
-    /// The connection's framing verdicts (made on first use).
-    pub fn framing(&self) -> &Arc<FramingVerdicts> {
-        self.framing.get_or_init(Arc::default)
-    }
-
-    /// A request started on this connection; it counts as active until the guard drops
-    /// (end of the response body, or the request being abandoned by the client).
-    pub fn begin(self: &Arc<Self>) -> ActiveRequest {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(Arc::clone(self))
-    }
-
-    /// How long the connection has had no request in progress (`None` while busy).
-    fn idle_for(&self) -> Option<Duration> {
-        if self.active.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = self.last_activity_ms.load(Ordering::Relaxed);
-        Some(Duration::from_millis(
-            (clock().as_millis() as u64).saturating_sub(last),
-        ))
-    }
-}
-
-/// One request in progress on a client connection (see [`ConnCtx::begin`]).
-#[derive(Debug)]
-pub struct ActiveRequest(Arc<ConnCtx>);
-
-impl ActiveRequest {
-    pub fn conn(&self) -> &ConnCtx {
-        &self.0
-    }
-}
-
-impl Drop for ActiveRequest {
-    fn drop(&mut self) {
-        let c = &self.0;
-        c.last_activity_ms
-            .store(clock().as_millis() as u64, Ordering::Relaxed);
-        c.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Resolves once the connection has been idle for `limit`.
 async fn idle_expired(ctx: &ConnCtx, limit: Duration) {
     loop {
@@ -523,7 +426,7 @@ async fn serve_connection(
         .client_conns_active
         .fetch_add(1, Ordering::Relaxed);
     crate::metrics::inc(&shared.stats.client_conns_total);
-    let gauge = ActiveGauge(Arc::clone(&shared));
+    let gauge = ActiveGauge::new(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
     let rt = shared.snapshot();
     let timeouts = rt.config.timeouts.clone();
@@ -532,11 +435,7 @@ async fn serve_connection(
     let tls = rt.tls.get(&*listener).map(|slot| slot.current());
     drop(rt);
     let local_port = stream.local_addr().map_or(0, |a| a.port());
-    let hold = ConnHold {
-        _permit: permit,
-        _slot: slot,
-        _gauge: gauge,
-    };
+    let hold = ConnHold::new(permit, slot, gauge);
     let held = |proto, client_cert| {
         let mut ctx = ConnCtx::new(peer, local_port, listener, hold);
         ctx.proto = proto;
@@ -838,18 +737,6 @@ fn count_hyper_rejection(shared: &Shared, e: &hyper::Error) {
     };
     debug!(error = %e, "request refused by hyper's parser");
     shared.stats.error(kind);
-}
-
-/// Decrements the active client connection gauge on drop.
-struct ActiveGauge(Arc<Shared>);
-
-impl Drop for ActiveGauge {
-    fn drop(&mut self) {
-        self.0
-            .stats
-            .client_conns_active
-            .fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Lets one log line through per [`LogLimiter::INTERVAL_MS`], and counts the ones it held
 /// back.
 pub struct LogLimiter {
-    /// When the last line went out ([`crate::server::clock`] ms); `u64::MAX`: never.
+    /// When the last line went out ([`crate::clock::now`] ms); `u64::MAX`: never.
     last_ms: AtomicU64,
     suppressed: AtomicU64,
 }
@@ -30,7 +30,7 @@ impl LogLimiter {
     /// Call `log` with the number of events held back since the last line, unless a line
     /// went out less than an interval ago.
     pub fn note(&self, log: impl FnOnce(u64)) {
-        self.note_at(crate::server::clock().as_millis() as u64, log);
+        self.note_at(crate::clock::now().as_millis() as u64, log);
     }
 
     fn note_at(&self, now_ms: u64, log: impl FnOnce(u64)) {

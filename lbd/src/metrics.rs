@@ -117,6 +117,102 @@ impl DiscardReason {
     }
 }
 
+/// Why an admin write request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRejection {
+    /// No `global.admin_token_file`: the write endpoints are off.
+    Disabled,
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// A token that is not the configured one.
+    BadToken,
+}
+
+impl AdminRejection {
+    pub const ALL: [AdminRejection; 3] = [
+        AdminRejection::Disabled,
+        AdminRejection::MissingToken,
+        AdminRejection::BadToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRejection::Disabled => "disabled",
+            AdminRejection::MissingToken => "missing_token",
+            AdminRejection::BadToken => "bad_token",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why lbd cut a client's HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2Cut {
+    /// More RST_STREAM frames than `http2.max_resets_per_second` allows (lbd's own check).
+    ResetsPerSecond,
+    /// h2 ended the connection while a header block was open: a CONTINUATION flood or a
+    /// header block over the header list size.
+    HeaderBlock,
+    /// Any other GOAWAY `ENHANCE_YOUR_CALM` from h2: streams reset before they were taken up
+    /// (`max_pending_reset_streams`), too many streams lbd reset for the client's errors
+    /// (`max_local_error_reset_streams`), floods of tiny DATA frames.
+    EnhanceYourCalm,
+    /// Any other connection error h2 found in what the client sent (GOAWAY `PROTOCOL_ERROR`,
+    /// `FRAME_SIZE_ERROR`, `COMPRESSION_ERROR`, …).
+    ProtocolError,
+}
+
+impl Http2Cut {
+    pub const ALL: [Http2Cut; 4] = [
+        Http2Cut::ResetsPerSecond,
+        Http2Cut::HeaderBlock,
+        Http2Cut::EnhanceYourCalm,
+        Http2Cut::ProtocolError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Http2Cut::ResetsPerSecond => "resets_per_second",
+            Http2Cut::HeaderBlock => "header_block",
+            Http2Cut::EnhanceYourCalm => "enhance_your_calm",
+            Http2Cut::ProtocolError => "protocol_error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Client HTTP/2 connections cut, by [`Http2Cut`].
+#[derive(Debug, Default)]
+pub struct Http2Cuts([AtomicU64; Http2Cut::ALL.len()]);
+
+impl Http2Cuts {
+    pub fn count(&self, cut: Http2Cut) {
+        inc(&self.0[cut.index()]);
+    }
+
+    pub fn render(&self, e: &mut Exposition) {
+        e.family(
+            "lbd_http2_connections_cut_total",
+            "counter",
+            "Client HTTP/2 connections ended for abuse (resets_per_second, header_block: \
+             CONTINUATION flood or oversized header block, enhance_your_calm, protocol_error).",
+        );
+        for c in Http2Cut::ALL {
+            e.sample(
+                "lbd_http2_connections_cut_total",
+                &[("cause", c.as_str())],
+                get(&self.0[c.index()]),
+            );
+        }
+    }
+}
+
 impl BackendStats {
     pub fn discarded(&self, reason: DiscardReason) {
         self.conns_discarded[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -162,8 +258,8 @@ pub struct GlobalStats {
     pub fast_path_requests_total: AtomicU64,
     /// Connections the fast path handed to hyper (a request it does not take).
     pub fast_path_handoffs_total: AtomicU64,
-    /// Admin write requests refused, by [`crate::admin::Rejection`].
-    pub admin_rejected: [AtomicU64; crate::admin::Rejection::ALL.len()],
+    /// Admin write requests refused, by [`AdminRejection`].
+    pub admin_rejected: [AtomicU64; AdminRejection::ALL.len()],
     /// Client connections closed at accept because their IP was at
     /// `global.max_conns_per_client`.
     pub client_conns_over_cap: AtomicU64,
@@ -171,7 +267,7 @@ pub struct GlobalStats {
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     /// Client HTTP/2 connections cut for abuse (rendered by their owner).
-    pub http2_cuts: crate::l7::h2guard::Http2Cuts,
+    pub http2_cuts: Http2Cuts,
 }
 
 impl GlobalStats {

@@ -24,7 +24,7 @@
 //! (`crate::softstate`), created once at startup with the bounds of the first config
 //! ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
 //! replicated state rather than config. A task sweeps expired entries every second. The
-//! per-snapshot views of it ([`PoolState::sticky`] with each backend's cookie precomputed,
+//! per-snapshot views of it ([`PoolState::sticky`](crate::snapshot::PoolState::sticky) with each backend's cookie precomputed,
 //! [`Snapshot::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
 //! key comes from `global.cookie_secret_file`, else a random key kept for the process.
 //!
@@ -54,7 +54,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -62,27 +62,16 @@ use shared::config::ConfigError;
 use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals, TaskTracker};
 use shared::systemd;
 use tokio::sync::{watch, Semaphore};
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::clock;
 use crate::config::{LbConfig, ListenerConfig};
 use crate::listener::RunningListener;
 use crate::metrics::GlobalStats;
 use crate::softstate::SoftState;
 
 use crate::snapshot::warn_cookie_key;
-pub use crate::snapshot::{log_health_change, soft_limits, BuildError, PoolState, Snapshot};
-
-/// Monotonic time since process start: the epoch of the pure health machines.
-pub fn clock() -> Duration {
-    start().elapsed()
-}
-
-/// The instant [`clock`] counts from.
-pub fn start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
+use crate::snapshot::{soft_limits, BuildError, Snapshot};
 
 /// Lifecycle phase, published for tests and `/readyz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +93,7 @@ fn spawn_soft_sweeper(soft: &Arc<SoftState>) {
         loop {
             tick.tick().await;
             let Some(soft) = soft.upgrade() else { return };
-            soft.sweep(clock());
+            soft.sweep(clock::now());
         }
     });
 }
@@ -193,7 +182,7 @@ impl Server {
         config: LbConfig,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Result<Server, StartError> {
-        let _ = start();
+        let _ = clock::start();
         let listener_cfgs = config.listeners.clone();
         let admin = config.global.admin;
         let max_conns = config.global.max_client_conns as usize;
@@ -238,8 +227,9 @@ impl Server {
         spawn_soft_sweeper(&shared.soft);
         // Runs as long as the control runtime, like the soft-state sweeper.
         tokio::spawn(crate::tls::tickets::run(Arc::clone(tickets)));
+        // The peer link runs until a fast shutdown or the process ends.
         if let Some(peer) = &shared.peer {
-            peer.spawn(Arc::clone(&shared));
+            tokio::spawn(crate::peer::link::run(Arc::clone(&shared), peer.clone()));
         }
         let server = Server {
             shared,

@@ -141,10 +141,8 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
     }
 }
 
-/// Default for `global.tls_ticket_rotate_s`: an hour, as nginx and HAProxy advise rotating.
-const DEFAULT_TLS_TICKET_ROTATE_S: u64 = crate::tls::tickets::DEFAULT_ROTATE.as_secs();
-/// Most for `global.tls_ticket_rotate_s`: a day (a peer's keys are kept two at most).
-const MAX_TLS_TICKET_ROTATE_S: u64 = crate::tls::tickets::MAX_PEER_KEEP.as_secs() / 2;
+const DEFAULT_TLS_TICKET_ROTATE_S: u64 = DEFAULT_TLS_TICKET_ROTATE.as_secs();
+const MAX_TLS_TICKET_ROTATE_S: u64 = MAX_TLS_TICKET_ROTATE.as_secs();
 
 /// `global.cookie_secret_file`, relative to the config file's directory. Trailing whitespace
 /// (an editor's final newline) is not part of the key, so `echo`/`openssl rand -hex` output

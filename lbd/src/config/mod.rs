@@ -98,6 +98,11 @@ pub const DEFAULT_STICKY_MAX_KEY_BYTES: usize = crate::softstate::DEFAULT_STICKY
 pub const DEFAULT_RATE_LIMIT_MAX_BYTES: usize = crate::softstate::DEFAULT_RATE_MAX_BYTES;
 /// Longest rate-limit key used as is (longer ones are hashed).
 pub const DEFAULT_RATE_LIMIT_MAX_KEY_BYTES: usize = crate::softstate::DEFAULT_RATE_MAX_KEY_BYTES;
+/// `global.tls_ticket_rotate_s` when the config does not say: an hour, as nginx and HAProxy
+/// advise rotating.
+pub const DEFAULT_TLS_TICKET_ROTATE: Duration = Duration::from_secs(3600);
+/// The longest `global.tls_ticket_rotate_s`: a day (a peer's keys are kept two at most).
+pub const MAX_TLS_TICKET_ROTATE: Duration = Duration::from_secs(86_400);
 /// Range of the soft-state byte bounds: below 64 KiB a table holds too few long keys to be
 /// useful; 16 GiB is far beyond any sensible table.
 pub const MIN_TABLE_BYTES: usize = 64 << 10;

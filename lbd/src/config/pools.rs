@@ -370,7 +370,7 @@ pub(super) fn validate_pool(
 
 /// RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
 pub(super) fn is_cookie_name(s: &str) -> bool {
-    crate::l7::headers::is_token(s)
+    crate::l7::syntax::is_token(s)
 }
 
 /// `[pool.sticky]`: every problem reported; `None` when unusable.

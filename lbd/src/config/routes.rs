@@ -253,7 +253,7 @@ pub(super) fn validate_route_upgrades(
             for (j, p) in r.upgrades.iter().flatten().enumerate() {
                 let key = format!("route[{i}].upgrades[{j}]");
                 let lower = p.to_ascii_lowercase();
-                if !crate::l7::headers::is_token(&lower) {
+                if !crate::l7::syntax::is_token(&lower) {
                     v.error(
                         key,
                         format!("{p:?} is not a protocol name (an RFC 9110 token)"),

@@ -12,7 +12,8 @@
 use serde::Serialize;
 
 use crate::config::UnableWhen;
-use crate::server::{Shared, Snapshot};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
 
 /// One named check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -24,17 +24,19 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::body::Finish;
+use crate::clock;
 use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::Blame;
+use crate::l7::client::ConnCtx;
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::path::normalize_path_str;
 use crate::l7::ratelimit::{Denied, RequestKeys};
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
-use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, PoolState, Shared, Snapshot};
+use crate::server::Shared;
+use crate::snapshot::{log_health_change, PoolState, Snapshot};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
 use crate::upstream::conns::BackendConns;
@@ -127,7 +129,10 @@ pub fn route_and_limit<'r>(
             headers: view.headers,
             route: matched.as_ref().map_or("-", |m| m.name),
         };
-        if let Some(denied) = rt.limiters.check(&shared.soft, applicable, &keys, clock()) {
+        if let Some(denied) = rt
+            .limiters
+            .check(&shared.soft, applicable, &keys, clock::now())
+        {
             return Err(Local::RateLimited(denied));
         }
     }
@@ -250,7 +255,10 @@ pub fn may_retry(
     if retries >= rt.config.retries.attempts || !any_usable(pool, exclude) {
         return false;
     }
-    if rt.retry_budget.try_withdraw(clock().as_millis() as u64) {
+    if rt
+        .retry_budget
+        .try_withdraw(clock::now().as_millis() as u64)
+    {
         inc(&pool.stats.retries);
         inc(&shared.stats.retries_total);
         true
@@ -419,10 +427,10 @@ pub async fn acquire(
 
 /// Feed passive health and log a resulting change.
 pub fn report(pool: &PoolState, backend: &Backend, outcome: Outcome) {
-    report_at(pool, backend, outcome, clock());
+    report_at(pool, backend, outcome, clock::now());
 }
 
-/// [`report`] with the caller's reading of [`clock`].
+/// [`report`] with the caller's reading of [`clock::now`].
 pub fn report_at(pool: &PoolState, backend: &Backend, outcome: Outcome, now: Duration) {
     if let Some(change) = backend.record_result(outcome, now) {
         log_health_change(pool.name(), backend, change);

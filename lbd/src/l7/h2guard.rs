@@ -26,14 +26,14 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::{get, Exposition};
+use crate::metrics::Http2Cut;
 
 /// The client connection preface (RFC 9113 §3.4), read before the first frame.
 const PREFACE_LEN: usize = 24;
@@ -45,71 +45,6 @@ const FLAG_END_HEADERS: u8 = 0x4;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const GOAWAY_DEBUG: &[u8] = b"too_many_resets_per_second";
 
-/// Why lbd cut a client's HTTP/2 connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
-    /// More RST_STREAM frames than `http2.max_resets_per_second` allows (lbd's own check).
-    ResetsPerSecond,
-    /// h2 ended the connection while a header block was open: a CONTINUATION flood or a
-    /// header block over the header list size.
-    HeaderBlock,
-    /// Any other GOAWAY `ENHANCE_YOUR_CALM` from h2: streams reset before they were taken up
-    /// (`max_pending_reset_streams`), too many streams lbd reset for the client's errors
-    /// (`max_local_error_reset_streams`), floods of tiny DATA frames.
-    EnhanceYourCalm,
-    /// Any other connection error h2 found in what the client sent (GOAWAY `PROTOCOL_ERROR`,
-    /// `FRAME_SIZE_ERROR`, `COMPRESSION_ERROR`, …).
-    ProtocolError,
-}
-
-impl Cut {
-    pub const ALL: [Cut; 4] = [
-        Cut::ResetsPerSecond,
-        Cut::HeaderBlock,
-        Cut::EnhanceYourCalm,
-        Cut::ProtocolError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cut::ResetsPerSecond => "resets_per_second",
-            Cut::HeaderBlock => "header_block",
-            Cut::EnhanceYourCalm => "enhance_your_calm",
-            Cut::ProtocolError => "protocol_error",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Client HTTP/2 connections cut, by [`Cut`].
-#[derive(Debug, Default)]
-pub struct Http2Cuts([AtomicU64; Cut::ALL.len()]);
-
-impl Http2Cuts {
-    pub fn count(&self, cut: Cut) {
-        crate::metrics::inc(&self.0[cut.index()]);
-    }
-
-    pub fn render(&self, e: &mut Exposition) {
-        e.family(
-            "lbd_http2_connections_cut_total",
-            "counter",
-            "Client HTTP/2 connections ended for abuse (resets_per_second, header_block: \
-             CONTINUATION flood or oversized header block, enhance_your_calm, protocol_error).",
-        );
-        for c in Cut::ALL {
-            e.sample(
-                "lbd_http2_connections_cut_total",
-                &[("cause", c.as_str())],
-                get(&self.0[c.index()]),
-            );
-        }
-    }
-}
-
 /// What a guarded connection tells its owner once hyper is done with it.
 #[derive(Debug, Default)]
 pub struct Watch {
@@ -119,9 +54,9 @@ pub struct Watch {
 
 impl Watch {
     /// Why the connection that ended with `end` was cut, if it was cut for abuse.
-    pub fn cut(&self, end: &hyper::Error) -> Option<Cut> {
+    pub fn cut(&self, end: &hyper::Error) -> Option<Http2Cut> {
         if self.resets_tripped.load(Ordering::Relaxed) {
-            return Some(Cut::ResetsPerSecond);
+            return Some(Http2Cut::ResetsPerSecond);
         }
         let h2 = h2_error(end)?;
         if !(h2.is_go_away() && h2.is_library()) {
@@ -129,11 +64,11 @@ impl Watch {
         }
         let calm = h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
         Some(if self.header_block_open.load(Ordering::Relaxed) {
-            Cut::HeaderBlock
+            Http2Cut::HeaderBlock
         } else if calm {
-            Cut::EnhanceYourCalm
+            Http2Cut::EnhanceYourCalm
         } else {
-            Cut::ProtocolError
+            Http2Cut::ProtocolError
         })
     }
 }

@@ -8,12 +8,17 @@
 //! - [`dispatch`] the request steps both HTTP paths share: route and rate-limit, pick and
 //!   queue, retry, passive health, local-answer accounting.
 //! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
+//! - [`client`]  a client connection as both paths see it ([`client::ConnCtx`]) and what it
+//!   holds while open.
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
 //!   connection, release the backend and the gate, count, access log).
+//! - [`request_body`] a client's streamed request body on its way to the backend, capped
+//!   at the route's `max_request_body_bytes`.
 //! - [`grpc`]    recognising gRPC requests, `te: trailers` towards HTTP/2 backends, the refusal
 //!   of gRPC to an HTTP/1.1 pool (pure).
 //! - [`headers`] hop-by-hop stripping, forwarding headers and the real client address (pure).
 //! - [`path`]    request path normalisation before routing (pure).
+//! - [`syntax`]  HTTP syntax rules config validation and the request path share (pure).
 //! - [`attempts`] one request's attempts at a backend: what a failed connect or send means
 //!   (resend after the keep-alive race, retry elsewhere, or fail), the one policy both HTTP
 //!   paths drive (pure).
@@ -27,6 +32,7 @@
 
 pub mod attempts;
 pub mod body;
+pub mod client;
 pub mod dispatch;
 pub mod fast;
 pub mod framing;
@@ -36,7 +42,9 @@ pub mod headers;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;
+pub mod request_body;
 pub mod retry;
 pub mod router;
 pub mod sticky;
+pub mod syntax;
 pub mod timer;

@@ -59,14 +59,16 @@ use tracing::{debug, Instrument};
 
 use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
-use super::body::{CappedBody, Finish, Inner, LogInfo, RequestBodyState, Stall};
+use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
     client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
     note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
     send_failed, Lease, Local,
 };
+use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
+use crate::l7::client::ConnCtx;
 use crate::l7::framing::Suspect;
 use crate::l7::grpc;
 use crate::l7::headers;
@@ -74,9 +76,9 @@ use crate::l7::ratelimit::{retry_after_secs, Denied};
 use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
-use crate::listener::ConnCtx;
 use crate::metrics::inc;
-use crate::server::{Shared, Snapshot};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::backend::{Backend, BackendId};
 use crate::upstream::balance::PickContext;
 use crate::upstream::conns::{BackendConns, Sender, UpstreamBody};

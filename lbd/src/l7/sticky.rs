@@ -39,8 +39,8 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
+use crate::clock;
 use crate::config::{StickyConfig, StickyMode};
-use crate::server::clock;
 use crate::softstate::SoftState;
 use crate::upstream::backend::Backend;
 use crate::upstream::balance::{find_cookie, hash};
@@ -267,7 +267,7 @@ impl StickyRt {
                 },
                 Some(value) => RequestPin {
                     target: soft
-                        .sticky_lookup(pool, value, clock())
+                        .sticky_lookup(pool, value, clock::now())
                         .and_then(|addr| self.backend_of(&addr)),
                     learn_value: Some(value.to_vec()),
                     key_too_long: false,
@@ -303,7 +303,7 @@ impl StickyRt {
                     .or_else(|| pin.and_then(|p| p.learn_value.as_deref()));
                 match value {
                     Some(v) if v.len() <= self.max_key_bytes => {
-                        soft.sticky_learn(pool, v, addr, self.ttl, clock());
+                        soft.sticky_learn(pool, v, addr, self.ttl, clock::now());
                     }
                     Some(_) => soft.count_sticky_key_too_long(),
                     None if pin.is_some_and(|p| p.key_too_long) => {

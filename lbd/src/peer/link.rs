@@ -35,7 +35,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{LinkView, PeerHandle, Replicator};
-use crate::server::{clock, Shared};
+use crate::clock;
+use crate::server::Shared;
 
 /// Ask the replicator for more frames only while fewer bytes than this wait for the socket.
 const OUT_HIGH: usize = 256 * 1024;
@@ -154,7 +155,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
         let backpressured = link.conn.as_ref().is_some_and(|c| c.out.len() >= OUT_HIGH);
         let mut wake = repl
             .poll_timeout()
-            .map(|at| Instant::now() + at.saturating_sub(clock()));
+            .map(|at| Instant::now() + at.saturating_sub(clock::now()));
         if backpressured {
             // The replicator has frames ready but we won't take them until the socket drains
             // (the writable branch); its deadlines (idle, handshake) can wait a little.
@@ -249,7 +250,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
                 }
             }
             _ = sleep_until_opt(wake) => {
-                if let Err(e) = repl.handle_timeout(clock()) {
+                if let Err(e) = repl.handle_timeout(clock::now()) {
                     link.fail(&mut repl, &e);
                     next_dial = Instant::now() + cfg.reconnect;
                 }
@@ -425,7 +426,7 @@ impl Link {
         let _ = stream.set_nodelay(true);
         debug!(%remote, ?role, "peer link: connection up, sending HELLO");
         let nonce: [u8; 32] = rand::random();
-        repl.connect(role, nonce, clock());
+        repl.connect(role, nonce, clock::now());
         self.conn = Some(Conn {
             stream,
             role,
@@ -450,7 +451,7 @@ impl Link {
         let Some(conn) = self.conn.take() else { return };
         let was = conn.established;
         self.tickets_sent = None;
-        repl.disconnected(clock());
+        repl.disconnected(clock::now());
         if let Some(r) = reject {
             self.peer.reject(r);
             warn!(remote = %conn.remote, reason = r, error = reason, "peer link: connection refused");
@@ -485,7 +486,7 @@ impl Link {
     /// the connection if it refused them.
     fn feed(&mut self, repl: &mut Replicator, bytes: &[u8]) {
         self.stats.bytes_received += bytes.len() as u64;
-        let now = clock();
+        let now = clock::now();
         let before = repl.status(now).entries_received;
         let result = {
             let mut store = self.shared.soft.lock();
@@ -525,7 +526,7 @@ impl Link {
     }
 
     fn check_established(&mut self, repl: &Replicator) {
-        let connected = repl.status(clock()).connected;
+        let connected = repl.status(clock::now()).connected;
         if let Some(conn) = self.conn.as_mut() {
             if connected && !conn.established {
                 conn.established = true;
@@ -558,7 +559,7 @@ impl Link {
         while conn.out.len() < OUT_HIGH {
             let bytes = {
                 let store = self.shared.soft.lock();
-                repl.poll_transmit(&store, clock())
+                repl.poll_transmit(&store, clock::now())
             };
             match bytes {
                 Some(b) => conn.out.extend_from_slice(&b),
@@ -574,7 +575,7 @@ impl Link {
 
     fn note_local_changes(&mut self, repl: &mut Replicator) {
         let mut store = self.shared.soft.lock();
-        repl.note_local_changes(&mut store, clock());
+        repl.note_local_changes(&mut store, clock::now());
     }
 
     /// Apply operator drains the peer told us about to the local backends, exactly as
@@ -621,7 +622,7 @@ impl Link {
     }
 
     fn publish(&mut self, repl: &Replicator) {
-        let s = repl.status(clock());
+        let s = repl.status(clock::now());
         if s.phase != self.last_phase {
             info!(
                 "peer link: phase {} -> {}",

@@ -69,7 +69,7 @@ use tokio::sync::Notify;
 
 use crate::config::peer::PeerConfig;
 use crate::metrics::Exposition;
-use crate::server::Shared;
+use crate::softstate::SoftState;
 
 pub use shared::peer::replicator::Replicator;
 use shared::peer::{Phase, ProtocolError};
@@ -227,12 +227,6 @@ impl PeerHandle {
         &self.inner.cfg
     }
 
-    /// Start the link task on the current runtime (the control runtime: call from
-    /// `Server::start`). It runs until a fast shutdown or the process ends.
-    pub fn spawn(&self, shared: Arc<Shared>) {
-        tokio::spawn(link::run(shared, self.clone()));
-    }
-
     /// Push local changes to the peer now (an operator drain) instead of at the next tick.
     pub fn kick(&self) {
         self.inner.kick.notify_one();
@@ -280,16 +274,21 @@ impl PeerHandle {
     }
 }
 
-/// The `"peer"` section of `/status`.
-pub fn status_value(shared: &Shared) -> serde_json::Value {
-    let Some(peer) = shared.peer.as_ref() else {
+/// The `"peer"` section of `/status`: `peer` (`None` without `[peer]`), the soft state it
+/// replicates, and its readiness condition (`ready_condition`, by the caller, which knows the
+/// readiness rules).
+pub fn status_value(
+    peer: Option<&PeerHandle>,
+    soft: &SoftState,
+    ready: Option<impl Serialize>,
+) -> serde_json::Value {
+    let Some(peer) = peer else {
         return serde_json::json!({ "configured": false });
     };
     let cfg = peer.config();
     let view = peer.view();
-    let digest = shared.soft.digest();
-    let tables: serde_json::Map<String, serde_json::Value> = shared
-        .soft
+    let digest = soft.digest();
+    let tables: serde_json::Map<String, serde_json::Value> = soft
         .len_by_table()
         .into_iter()
         .map(|(t, n)| (t.as_str().to_string(), serde_json::json!(n)))
@@ -299,7 +298,6 @@ pub fn status_value(shared: &Shared) -> serde_json::Value {
         .into_iter()
         .map(|(r, n)| (r.to_string(), serde_json::json!(n)))
         .collect();
-    let ready = crate::coupling::readiness::ready_peer(shared);
     serde_json::json!({
         "configured": true,
         "node_id": cfg.node_id,
@@ -334,8 +332,8 @@ pub fn status_value(shared: &Shared) -> serde_json::Value {
 }
 
 /// The `lbd_peer_*` families (nothing when no `[peer]` is configured).
-pub fn render_metrics(shared: &Shared, e: &mut Exposition) {
-    let Some(peer) = shared.peer.as_ref() else {
+pub fn render_metrics(peer: Option<&PeerHandle>, e: &mut Exposition) {
+    let Some(peer) = peer else {
         return;
     };
     let v = peer.view();

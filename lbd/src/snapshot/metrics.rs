@@ -20,7 +20,11 @@ impl Snapshot {
         self.render_tls(e);
         self.render_pools(e);
         self.render_backends(e);
-        crate::upstream::tls::render_metrics(e, &self.pools);
+        let backends = self
+            .pools
+            .iter()
+            .flat_map(|p| p.conns.iter().map(move |c| (p.name(), &**c)));
+        crate::upstream::tls::render_metrics(e, backends);
     }
 
     /// Seconds until each TLS certificate expires (negative once expired).
@@ -444,7 +448,7 @@ mod tests {
             .denied
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
         let mut e = Exposition::new();
-        let soft = crate::softstate::SoftState::new("a", crate::server::soft_limits(&rt.config));
+        let soft = crate::softstate::SoftState::new("a", crate::snapshot::soft_limits(&rt.config));
         rt.render_metrics(&soft, &mut e);
         let out = e.finish();
         for line in [

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 mod metrics;
 
 use crate::access_log::AccessLog;
+use crate::clock;
 use crate::config::LbConfig;
 use crate::config::StickyMode;
 use crate::l7::ratelimit::Limiters;
@@ -20,7 +21,6 @@ use crate::l7::retry::RetryBudget;
 use crate::l7::router::Router;
 use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::metrics::PoolStats;
-use crate::server::clock;
 use crate::tls::TlsSlot;
 use crate::upstream::backend::{Backend, BackendId, Pool};
 use crate::upstream::conns::BackendConns;
@@ -142,7 +142,7 @@ impl Snapshot {
         let router =
             Router::new(config.routes.clone(), config.default_pool).map_err(BuildError::Router)?;
         let mut pools = Vec::with_capacity(config.pools.len());
-        let now = clock();
+        let now = clock::now();
         let cookie_key = match &config.global.cookie_secret {
             Some(secret) => CookieKey::new(&secret.0)?,
             None => CookieKey::process_random()?,
@@ -244,7 +244,7 @@ impl Snapshot {
                 sticky,
             });
         }
-        let now_ms = clock().as_millis() as u64;
+        let now_ms = clock::now().as_millis() as u64;
         let limiters = Limiters::new(
             &config.rate_limits,
             config.routes.len(),

@@ -15,7 +15,7 @@
 //!   clock conversion; `digest`: the fixed, order-independent hash.
 //!
 //! Everything here is pure and synchronous: time is the `now` passed in (lbd's monotonic
-//! `server::clock()`), never read inside, so tests drive it directly. Each table has its own
+//! `clock::now()`), never read inside, so tests drive it directly. Each table has its own
 //! `std::sync::Mutex`, held only for one operation (a lookup is one hash probe on a borrowed
 //! key, no allocation on a hit beyond the returned `String`).
 //!

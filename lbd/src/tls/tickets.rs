@@ -59,14 +59,15 @@ use tracing::info;
 use crate::config::TlsConfig;
 
 /// `global.tls_ticket_rotate_s` when the config does not say.
-pub const DEFAULT_ROTATE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_ROTATE: Duration = crate::config::DEFAULT_TLS_TICKET_ROTATE;
 /// Local keys held at most: the next one, the current one, the previous one still accepted,
 /// and room for a rotation period shortened by a reload.
 pub const MAX_LOCAL_KEYS: usize = 4;
 /// Peer keys held at most (what one TICKET_KEYS frame can carry).
 pub const MAX_PEER_KEYS: usize = MAX_TICKET_KEYS;
 /// The longest a peer key is kept, whatever the peer says: twice the longest rotation.
-pub const MAX_PEER_KEEP: Duration = Duration::from_secs(2 * 86_400);
+pub const MAX_PEER_KEEP: Duration =
+    Duration::from_secs(2 * crate::config::MAX_TLS_TICKET_ROTATE.as_secs());
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = TICKET_KEY_ID_LEN + NONCE_LEN;

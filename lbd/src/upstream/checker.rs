@@ -24,9 +24,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
+use crate::clock;
 use crate::config::{HealthCheckConfig, ProbeKind};
 use crate::metrics::inc;
-use crate::server::{clock, log_health_change, start, Snapshot};
+use crate::snapshot::{log_health_change, Snapshot};
 use crate::upstream::backend::Backend;
 use crate::upstream::conns::BackendConns;
 use crate::upstream::grpc_health::{self, GrpcProbeError};
@@ -69,7 +70,7 @@ async fn run(
             wake = wake.min(next_probe);
         }
         if let Some(d) = backend.health_deadline() {
-            wake = wake.min(start() + d);
+            wake = wake.min(clock::start() + d);
         }
         tokio::select! {
             _ = retired.cancelled() => return,
@@ -79,7 +80,7 @@ async fn run(
             _ = conns.idle_activity() => {}
         }
         conns.reap();
-        if let Some(change) = backend.poll_health(clock()) {
+        if let Some(change) = backend.poll_health(clock::now()) {
             log_health_change(&pool, &backend, change);
         }
         if hc.kind == ProbeKind::None || Instant::now() < next_probe {
@@ -93,7 +94,7 @@ async fn run(
         if !ok {
             inc(&conns.stats.probe_failures);
         }
-        for change in backend.record_probe(ok, clock()) {
+        for change in backend.record_probe(ok, clock::now()) {
             log_health_change(&pool, &backend, change);
         }
     }

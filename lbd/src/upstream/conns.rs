@@ -59,7 +59,7 @@ use crate::upstream::backend::{Backend, ConnGuard};
 
 /// The request body lbd sends upstream: buffered (replayable) or streamed from the client
 /// (under the route's body limit).
-pub type UpstreamBody = Either<Full<Bytes>, crate::l7::body::CappedBody>;
+pub type UpstreamBody = Either<Full<Bytes>, crate::l7::request_body::CappedBody>;
 
 /// How long a pooled connection may take to become ready before it is given up.
 const READY_WAIT: Duration = Duration::from_millis(100);

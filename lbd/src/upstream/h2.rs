@@ -32,9 +32,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::clock;
 use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::{inc, BackendStats, DiscardReason};
-use crate::server::clock;
 use crate::sync::lock;
 use crate::upstream::backend::Backend;
 use crate::upstream::conns::{BackendConns, UpstreamBody};
@@ -81,7 +81,7 @@ struct H2Conn {
     tx: H2Sender,
     peer: Arc<PeerSettings>,
     in_flight: AtomicU32,
-    /// `clock()` in ms when the last stream ended (or the connection opened).
+    /// `clock::now()` in ms when the last stream ended (or the connection opened).
     idle_since_ms: AtomicU64,
 }
 
@@ -123,7 +123,7 @@ impl Drop for StreamSlot {
         if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conn
                 .idle_since_ms
-                .store(clock().as_millis() as u64, Ordering::Relaxed);
+                .store(clock::now().as_millis() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -194,7 +194,7 @@ impl H2Conns {
 
     /// Close connections that ended or had no stream for `idle_timeout`.
     pub fn reap(&self, idle_timeout: Duration) {
-        let now = clock().as_millis() as u64;
+        let now = clock::now().as_millis() as u64;
         let timeout = idle_timeout.as_millis() as u64;
         lock(&self.conns).retain(|c| {
             c.open()
@@ -255,7 +255,7 @@ where
         tx,
         peer,
         in_flight: AtomicU32::new(0),
-        idle_since_ms: AtomicU64::new(clock().as_millis() as u64),
+        idle_since_ms: AtomicU64::new(clock::now().as_millis() as u64),
     })
 }
 

@@ -484,13 +484,14 @@ impl AsyncWrite for UpstreamIo {
     }
 }
 
-/// `lbd_upstream_tls_errors_total{pool,backend,reason}` for every backend of a TLS pool.
-pub fn render_metrics(e: &mut crate::metrics::Exposition, pools: &[crate::server::PoolState]) {
-    let mut tls_backends = pools.iter().flat_map(|p| {
-        p.conns
-            .iter()
-            .filter_map(move |c| c.tls.as_ref().map(|t| (p.name(), c.addr, t)))
-    });
+/// `lbd_upstream_tls_errors_total{pool,backend,reason}` for every backend of a TLS pool, of
+/// `backends` as (pool name, its connections).
+pub fn render_metrics<'a>(
+    e: &mut crate::metrics::Exposition,
+    backends: impl Iterator<Item = (&'a str, &'a crate::upstream::conns::BackendConns)>,
+) {
+    let mut tls_backends =
+        backends.filter_map(|(pool, c)| c.tls.as_ref().map(|t| (pool, c.addr, t)));
     let Some(first) = tls_backends.next() else {
         return;
     };

@@ -11,6 +11,7 @@ mod balance_health;
 mod balance_maglev;
 mod configs;
 mod health;
+mod layers;
 mod lifecycle;
 mod peer;
 mod proxy;

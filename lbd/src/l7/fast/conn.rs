@@ -30,8 +30,8 @@ use tracing::debug;
 use super::exchange::{self, Bufs, Next};
 use super::head::{self, Parsed};
 use super::MAX_BODY;
+use crate::l7::client::ConnCtx;
 use crate::l7::timer::LazyDeadline;
-use crate::listener::ConnCtx;
 use crate::server::Shared;
 
 /// Bytes read from the client per read call while a head or body is incomplete.

@@ -25,10 +25,12 @@ use tracing::{debug, warn};
 
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
+use crate::clock;
 use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
+use crate::l7::client::ConnCtx;
 use crate::l7::dispatch::{
     client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
     note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
@@ -40,9 +42,9 @@ use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
-use crate::listener::ConnCtx;
 use crate::metrics::{inc, DiscardReason};
-use crate::server::{start, Shared, Snapshot};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
 use crate::upstream::conns::{BackendConns, RawConn};
@@ -425,7 +427,7 @@ async fn forward(
         } else {
             Outcome::Success
         };
-        report_at(pool, &backend, outcome, answered - start());
+        report_at(pool, &backend, outcome, answered - clock::start());
 
         let mut cookies = HeaderMap::new();
         if let Some(st) = &pool.sticky {
