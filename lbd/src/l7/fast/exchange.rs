@@ -216,7 +216,9 @@ pub(super) async fn serve(
 /// path, as [`forward`] routes; every pool the matched rule may choose counts, so asking
 /// never takes a split's turn.
 pub(super) fn routes_to_hyper_pool(shared: &Shared, req: &RequestHead) -> bool {
-    let rt = shared.snapshot();
+    // Asked of every request the fast path parses: a guard, not an `Arc` clone (`serve`
+    // takes its own snapshot), so a config without such pools costs one atomic load here.
+    let rt = shared.snapshot.load();
     if !rt.hyper_only_pools {
         return false;
     }
