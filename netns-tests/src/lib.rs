@@ -28,6 +28,7 @@ pub mod cmd;
 pub mod forge;
 pub mod lan;
 pub mod pair;
+pub mod stall;
 pub mod topology;
 pub mod vrrp;
 pub mod wait;

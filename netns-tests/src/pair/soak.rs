@@ -19,6 +19,7 @@ use super::load::Summary;
 use super::{PairConfig, PairTopology};
 use crate::burners::{Burners, NicedThread};
 use crate::lan::NodeId;
+use crate::stall::{StallMeter, StallReport};
 use crate::wait;
 
 /// Busy threads per core: more than one, so the daemons compete with a queue, not a peer.
@@ -57,6 +58,8 @@ pub struct SoakOutcome {
     pub late_timers: [u64; 2],
     pub keepalive: Summary,
     pub fresh: Summary,
+    /// Whether the node as a whole was held up, and when (see `crate::stall`).
+    pub stalls: StallReport,
 }
 
 impl SoakOutcome {
@@ -98,7 +101,7 @@ impl SoakOutcome {
     pub fn one_line(&self) -> String {
         format!(
             "{:?} at {} cs, burners at nice {}: {} polls, VIP off A at {}; transitions A={} B={}; \
-             late timers A={} B={}; keep-alive: {}; fresh: {}",
+             late timers A={} B={}; keep-alive: {}; fresh: {}; node: {}",
             self.plan.load,
             self.plan.advert_cs,
             self.plan.burner_nice,
@@ -109,7 +112,8 @@ impl SoakOutcome {
             self.late_timers[0],
             self.late_timers[1],
             self.keepalive.one_line(),
-            self.fresh.one_line()
+            self.fresh.one_line(),
+            self.stalls.one_line()
         )
     }
 }
@@ -131,8 +135,10 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
     }
     let before = [counters(&pair, NodeId::A)?, counters(&pair, NodeId::B)?];
     let (mut polls, mut vip_moved) = (0u32, 0u32);
+    let stalls;
     {
         let _burners = Burners::start(BURNERS_PER_CPU, plan.burner_nice, plan.load * 3)?;
+        let meter = StallMeter::start(plan.load * 2)?;
         // Started after the burners, which would inherit it (`crate::burners`).
         let _watcher = NicedThread::enter(WATCHER_NICE)?;
         // `always_for` bounds the watch; the condition never fails, the moves are counted.
@@ -143,8 +149,12 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
             }
             Ok(true)
         })?;
+        stalls = meter.finish()?;
     }
     print_state_changes(&pair);
+    for line in stalls.stalled_lines() {
+        eprintln!("[node stall] {line}");
+    }
     let keepalive = pair.finish_load(keepalive, Duration::from_secs(10))?;
     let fresh = pair.finish_load(fresh, Duration::from_secs(10))?;
     // Read once the CPUs are free: the counters only grow, so a flap shows whenever read.
@@ -159,6 +169,7 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
         late_timers: delta(|c| c.late_timers),
         keepalive: keepalive.summary(),
         fresh: fresh.summary(),
+        stalls,
     })
 }
 
