@@ -43,6 +43,9 @@ pub struct Window {
     pub oversleep: Duration,
     /// Steal time in the window, summed over all CPUs.
     pub steal: Duration,
+    /// The most any one CPU lost to steal in the window: near the window's length, a vCPU
+    /// stopped outright, with whatever ran on it.
+    pub worst_cpu_steal: Duration,
 }
 
 impl Window {
@@ -61,7 +64,7 @@ impl StallMeter {
     /// Starts the sampling thread, for at most `max` (a bound on the loop, whatever happens
     /// to the caller).
     pub fn start(max: Duration) -> Result<StallMeter> {
-        steal_total().context("the stall meter reads /proc/stat")?;
+        steal_per_cpu().context("the stall meter reads /proc/stat")?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -101,7 +104,7 @@ fn sample(stop: &AtomicBool, max: Duration) -> Result<Vec<Window>> {
     let _nice = NicedThread::enter(NICE)?;
     let started = Instant::now();
     let mut windows = Vec::with_capacity((max.as_millis() / WINDOW.as_millis()) as usize + 1);
-    let mut steal_before = steal_total()?;
+    let mut steal_before = steal_per_cpu()?;
     let mut window_start = Instant::now();
     let mut oversleep = Duration::ZERO;
     while !stop.load(Ordering::Acquire) && started.elapsed() < max {
@@ -110,11 +113,17 @@ fn sample(stop: &AtomicBool, max: Duration) -> Result<Vec<Window>> {
         let excess = asked.elapsed().saturating_sub(Duration::from_millis(1));
         oversleep = oversleep.max(excess);
         if window_start.elapsed() >= WINDOW {
-            let steal_now = steal_total()?;
+            let steal_now = steal_per_cpu()?;
+            let lost: Vec<u64> = steal_now
+                .iter()
+                .zip(&steal_before)
+                .map(|(now, before)| now.saturating_sub(*before))
+                .collect();
             windows.push(Window {
                 end: SystemTime::now(),
                 oversleep,
-                steal: ticks(steal_now.saturating_sub(steal_before)),
+                steal: ticks(lost.iter().sum()),
+                worst_cpu_steal: ticks(lost.iter().copied().max().unwrap_or(0)),
             });
             steal_before = steal_now;
             window_start = Instant::now();
@@ -128,16 +137,22 @@ fn ticks(n: u64) -> Duration {
     Duration::from_millis(n * 1000 / USER_HZ)
 }
 
-/// The `steal` column of the aggregate `cpu` line of `/proc/stat`, in ticks.
-fn steal_total() -> Result<u64> {
+/// The `steal` column of each `cpuN` line of `/proc/stat`, in ticks.
+fn steal_per_cpu() -> Result<Vec<u64>> {
     let stat = std::fs::read_to_string("/proc/stat")?;
-    parse_steal(&stat).ok_or_else(|| anyhow!("no steal column in /proc/stat"))
+    let steal = parse_steal_per_cpu(&stat);
+    if steal.is_empty() {
+        return Err(anyhow!("no per-CPU steal column in /proc/stat"));
+    }
+    Ok(steal)
 }
 
-fn parse_steal(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    // user nice system idle iowait irq softirq steal ...
-    line.split_whitespace().nth(8)?.parse().ok()
+fn parse_steal_per_cpu(stat: &str) -> Vec<u64> {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        // cpuN user nice system idle iowait irq softirq steal ...
+        .filter_map(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .collect()
 }
 
 /// Every window of a run, and what they add up to.
@@ -182,10 +197,11 @@ impl StallReport {
         self.stalled()
             .map(|w| {
                 format!(
-                    "window ending {}: oversleep {:?}, steal {:?}",
+                    "window ending {}: oversleep {:?}, steal {:?} (at most {:?} on one CPU)",
                     utc(w.end),
                     w.oversleep,
-                    w.steal
+                    w.steal,
+                    w.worst_cpu_steal
                 )
             })
             .collect()
@@ -213,11 +229,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steal_is_the_eighth_number_of_the_cpu_line() {
+    fn steal_is_the_eighth_number_of_each_cpu_line() {
         let stat = "cpu  2760544 57500 506289 2823672 11059 0 112577 3272 0 0\n\
-                    cpu0 1 2 3 4 5 6 7 8 9 10\n";
-        assert_eq!(parse_steal(stat), Some(3272));
-        assert_eq!(parse_steal("cpu0 1 2 3\n"), None);
+                    cpu0 1 2 3 4 5 6 7 8 9 10\n\
+                    cpu1 1 2 3 4 5 6 7 80 9 10\n\
+                    intr 5 6 7 8 9 10 11 12 13\n";
+        assert_eq!(parse_steal_per_cpu(stat), vec![8, 80]);
+        assert!(parse_steal_per_cpu("cpu0 1 2 3\n").is_empty());
     }
 
     #[test]
@@ -226,6 +244,7 @@ mod tests {
             end: SystemTime::UNIX_EPOCH,
             oversleep: Duration::from_millis(o),
             steal: Duration::from_millis(s),
+            worst_cpu_steal: Duration::from_millis(s),
         };
         assert!(!w(5, 10).stalled());
         assert!(w(25, 0).stalled());
