@@ -46,16 +46,17 @@
 //! | 2 | config | `config` | |
 //! | 3 | components: access log, upstream pool and checker, headers, rate limit, sticky, TLS, the peer handle | `access_log`, `upstream::conns`, `upstream::h2`, `upstream::tls`, `upstream::grpc_health`, `upstream::checker`, `l7::headers`, `l7::ratelimit`, `l7::sticky`, `l7::retry`, `tls`, `park`, `client_cap`, `peer`, `coupling::gate` | `peer` is the handle (its `peer::link` is a control task); `coupling::gate` is the listener gates the request engine holds, below the rest of `coupling` |
 //! | 4 | the config snapshot | `snapshot` | |
-//! | 5 | the request engine | `l7::client`, `l7::attempts`, `l7::dispatch`, `l7::body`, `l7::proxy`, `l7::fast` | both HTTP paths: hyper's (`l7::proxy`) and lbd's own HTTP/1 engine (`l7::fast`) |
+//! | 5 | the request engine | `l7::ctx`, `l7::client`, `l7::attempts`, `l7::dispatch`, `l7::body`, `l7::proxy`, `l7::fast` | both HTTP paths: hyper's (`l7::proxy`) and lbd's own HTTP/1 engine (`l7::fast`) |
 //! | 6 | the listener | `listener`, `l7::h2guard` | `l7::h2guard` guards the listener's HTTP/2 connections |
 //! | 7 | the vrrpd coupling | `coupling` | |
-//! | 8 | the server: phase, reload, drain | `server` | also, for now, the process-wide `Shared` |
+//! | 8 | the server: phase, reload, drain | `server` | holds the contexts `app` built; implements `coupling::Host` |
 //! | 9 | control tasks: admin, vrrpd link, peer link | `admin`, `coupling::link`, `peer::link` | |
-//! | 10 | wiring | | no `app` module yet: `server` and `main.rs` (the binary, a crate of its own) wire |
+//! | 10 | wiring | `app` | builds every context and spawns every long-lived task; `main.rs` (the binary, a crate of its own) calls it |
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod client_cap;
 pub mod clock;
 pub mod config;

@@ -23,10 +23,10 @@ use super::dispatch::Lease;
 use crate::access_log::{now_rfc3339, Record};
 use crate::coupling::gate::GateGuard;
 use crate::l7::client::ActiveRequest;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::request_body::RequestBodyState;
 use crate::l7::timer::LazyDeadline;
 use crate::metrics::{inc, status_class};
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::conns::{BackendConns, Sender};
 use crate::upstream::h2::StreamSlot;
@@ -45,7 +45,7 @@ pub(super) struct LogInfo {
 /// What to do when a response body ends: pool the connection, release the backend, count,
 /// and log.
 pub(super) struct Finish {
-    pub(super) shared: Arc<Shared>,
+    pub(super) engine: Arc<ProxyCtx>,
     /// Keeps the request's snapshot alive until the body ends.
     pub(super) rt: Arc<Snapshot>,
     pub(super) active: ActiveRequest,
@@ -80,7 +80,7 @@ impl Finish {
         let conn_peer = self.active.conn().peer;
         drop(self.active);
         drop(self.gate);
-        inc(&self.shared.stats.responses[status_class(self.status)]);
+        inc(&self.engine.stats.responses[status_class(self.status)]);
         if let Some(log) = self.log {
             self.rt.access_log.write(&Record {
                 time: now_rfc3339(),

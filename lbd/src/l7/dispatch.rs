@@ -29,16 +29,17 @@ use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::Blame;
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::path::normalize_path_str;
 use crate::l7::ratelimit::{Denied, RequestKeys};
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::metrics::inc;
-use crate::server::Shared;
-use crate::snapshot::{log_health_change, PoolState, Snapshot};
+use crate::snapshot::{PoolState, Snapshot};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
+use crate::upstream::checker::log_health_change;
 use crate::upstream::conns::BackendConns;
 use crate::upstream::health::Outcome;
 
@@ -59,7 +60,7 @@ pub fn note_rate_limited(rt: &Snapshot, conn: &ConnCtx, denied: &Denied) {
 /// Count and log a request answered with an error, saying which side failed (both HTTP
 /// paths).
 pub fn note_error(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &Snapshot,
     e: &ProxyError,
     pool: Option<usize>,
@@ -76,7 +77,7 @@ pub fn note_error(
             warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
         }
     }
-    shared.stats.error(e.kind);
+    engine.stats.error(e.kind);
 }
 
 /// The client address lbd believes for this request ([`headers::real_client`]): the peer, or
@@ -114,7 +115,7 @@ pub fn normalized_path(
 /// empty-slice check. Returns the pool's index, the pool, the matched rule's index
 /// (`None`: the default pool) and the route's request body limit.
 pub fn route_and_limit<'r>(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &'r Snapshot,
     client: IpAddr,
     view: &RequestView<'_>,
@@ -131,7 +132,7 @@ pub fn route_and_limit<'r>(
         };
         if let Some(denied) = rt
             .limiters
-            .check(&shared.soft, applicable, &keys, clock::now())
+            .check(&engine.soft, applicable, &keys, clock::now())
         {
             return Err(Local::RateLimited(denied));
         }
@@ -246,7 +247,7 @@ pub async fn pick(
 /// May a failed attempt go to another backend? Within `retries.attempts`, while one is
 /// usable, and when the retry budget has one (counted either way).
 pub fn may_retry(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &Snapshot,
     pool: &PoolState,
     retries: u32,
@@ -260,10 +261,10 @@ pub fn may_retry(
         .try_withdraw(clock::now().as_millis() as u64)
     {
         inc(&pool.stats.retries);
-        inc(&shared.stats.retries_total);
+        inc(&engine.stats.retries_total);
         true
     } else {
-        inc(&shared.stats.retry_budget_exhausted);
+        inc(&engine.stats.retry_budget_exhausted);
         false
     }
 }

@@ -33,6 +33,7 @@
 pub mod attempts;
 pub mod body;
 pub mod client;
+pub mod ctx;
 pub mod dispatch;
 pub mod fast;
 pub mod framing;

@@ -7,7 +7,7 @@
 //! each dropped once idle longer than `idle_timeout`.
 //!
 //! Per worker: the stack is split into one slot per worker thread
-//! ([`crate::server::spawn_workers`]), and a worker only takes from and returns to its own
+//! ([`crate::app::spawn_workers`]), and a worker only takes from and returns to its own
 //! slot. A connection's driver task runs on the worker that opened it, so keeping it on that
 //! worker keeps every hand-off between the request and the connection on one thread (no
 //! cross-thread wake-up per request). `idle_max` bounds each slot. The slot mutexes are

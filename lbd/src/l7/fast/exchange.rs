@@ -31,6 +31,7 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::dispatch::{
     client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
     note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
@@ -43,7 +44,6 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
 use crate::metrics::{inc, DiscardReason};
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
@@ -113,16 +113,16 @@ pub(super) enum Next {
 
 /// Serve one request and write its response to `client`.
 pub(super) async fn serve(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     conn: &Arc<ConnCtx>,
     client: &mut TcpStream,
     mut req: Box<RequestHead>,
     body: Bytes,
     bufs: &mut Bufs,
 ) -> Next {
-    let rt = shared.snapshot();
-    inc(&shared.stats.requests_total);
-    inc(&shared.stats.fast_path_requests_total);
+    let rt = engine.snapshot();
+    inc(&engine.stats.requests_total);
+    inc(&engine.stats.fast_path_requests_total);
     rt.retry_budget.deposit();
     let log = rt.access_log.enabled().then(|| LogInfo {
         started: Instant::now(),
@@ -131,7 +131,7 @@ pub(super) async fn serve(
         client: None,
     });
     let mut fin = Finish {
-        shared: Arc::clone(shared),
+        engine: Arc::clone(engine),
         rt: Arc::clone(&rt),
         active: conn.begin(),
         status: 0,
@@ -142,11 +142,11 @@ pub(super) async fn serve(
         pool: None,
         backend: None,
         error: "-",
-        gate: shared.vrrp.gates.enter(&conn.listener),
+        gate: engine.gates.enter(&conn.listener),
         request_body: None,
         h2_stream: None,
     };
-    let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
+    let forwarded = forward(engine, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
         mut up,
         answered,
@@ -161,7 +161,7 @@ pub(super) async fn serve(
                 close: req.close,
                 head: req.method == http::Method::HEAD,
             };
-            return answer_locally(shared, &rt, conn, client, local, asked, bufs, fin).await;
+            return answer_locally(engine, &rt, conn, client, local, asked, bufs, fin).await;
         }
     };
     let stall = relay::Stall {
@@ -215,10 +215,10 @@ pub(super) async fn serve(
 /// if it had come first. Asked only when the config has such a pool, on the normalised
 /// path, as [`forward`] routes; every pool the matched rule may choose counts, so asking
 /// never takes a split's turn.
-pub(super) fn routes_to_hyper_pool(shared: &Shared, req: &RequestHead) -> bool {
+pub(super) fn routes_to_hyper_pool(engine: &ProxyCtx, req: &RequestHead) -> bool {
     // Asked of every request the fast path parses: a guard, not an `Arc` clone (`serve`
     // takes its own snapshot), so a config without such pools costs one atomic load here.
-    let rt = shared.snapshot.load();
+    let rt = engine.snapshot.load();
     if !rt.hyper_only_pools {
         return false;
     }
@@ -257,7 +257,7 @@ struct Forwarded {
 /// Route, limit, pick and send; on success the client's response head is in
 /// `bufs.response` and the backend's body bytes that came with it in `bufs.upstream`.
 async fn forward(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     rt: &Arc<Snapshot>,
     conn: &ConnCtx,
     req: &mut RequestHead,
@@ -287,7 +287,7 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    let (pool_index, pool, rule, max_body) = route_and_limit(shared, rt, client, &view)?;
+    let (pool_index, pool, rule, max_body) = route_and_limit(engine, rt, client, &view)?;
     https_redirect(rt, conn, rule, &req.method, view.host, req.target.as_str())?;
     fin.pool = Some(pool_index);
     // The whole body is already read (it is at most MAX_BODY): over the route's limit, it
@@ -299,7 +299,7 @@ async fn forward(
     let pin: Option<RequestPin> = pool
         .sticky
         .as_ref()
-        .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
+        .map(|st| st.request_pin(pool.name(), &req.headers, &engine.soft));
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
     rewrite_request_headers(&mut req.headers, rt, conn, client, host, false);
@@ -317,7 +317,7 @@ async fn forward(
     let request_is_head = req.method == http::Method::HEAD;
     let mut attempts = Attempts::new();
     let may_retry =
-        |retries: u32, exclude: &[BackendId]| may_retry(shared, rt, pool, retries, exclude);
+        |retries: u32, exclude: &[BackendId]| may_retry(engine, rt, pool, retries, exclude);
     loop {
         let ctx = PickContext::new(client)
             .with_headers(&req.headers)
@@ -439,14 +439,14 @@ async fn forward(
                 pin.as_ref(),
                 backend.id.0,
                 &mut cookies,
-                &shared.soft,
+                &engine.soft,
             );
         }
         let policy = &cfg.headers;
         let draining = fin.gate.as_ref().is_some_and(|g| g.is_draining());
         let close = req.close
             || draining
-            || shared.shutdown.is_triggered()
+            || engine.shutdown.is_triggered()
             || resp.framing == head::Framing::UntilClose;
         bufs.response.clear();
         bufs.response.reserve(HEAD_CAPACITY);
@@ -485,7 +485,7 @@ struct Asked {
 /// Answer an error or a 429 from lbd itself.
 #[allow(clippy::too_many_arguments)]
 async fn answer_locally(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     rt: &Snapshot,
     conn: &ConnCtx,
     client: &mut TcpStream,
@@ -510,7 +510,7 @@ async fn answer_locally(
             )
         }
         Local::Error(e) => {
-            note_error(shared, rt, &e, fin.pool, fin.backend);
+            note_error(engine, rt, &e, fin.pool, fin.backend);
             fin.error = e.kind.as_str();
             (
                 e.kind.status(),
@@ -529,7 +529,7 @@ async fn answer_locally(
     let close = client_fault
         || asked.close
         || h.contains_key(header::CONNECTION)
-        || shared.shutdown.is_triggered();
+        || engine.shutdown.is_triggered();
     h.remove(header::CONNECTION);
     bufs.response.clear();
     head::write_local_response(&mut bufs.response, status, &h, body, close);
