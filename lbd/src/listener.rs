@@ -13,7 +13,7 @@
 //!    read (counted, and logged at most once a second);
 //! 2. gets a tracing span carrying `client.addr` and the listener name;
 //! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1: by
-//!    lbd's own engine ([`crate::l7::fast`], unless `global.http1_fast_path = false`) until a
+//!    lbd's own engine ([`crate::l7::plain`], unless `global.http1_fast_path = false`) until a
 //!    request it does not take, and from then on (or from the start) by hyper with its header
 //!    read timeout (slowloris), `max_header_size` (431) and upgrades, through [`FramingIo`],
 //!    which records the request framing hyper hides (CL+TE) for the proxy;
@@ -48,9 +48,9 @@ use crate::client_cap::{AtCap, ClientConns, ClientSlot};
 use crate::config::ListenerConfig;
 use crate::l7::client::{ActiveGauge, ConnCtx, ConnHold};
 use crate::l7::ctx::ProxyCtx;
-use crate::l7::fast::conn::{ConnLimits, Served};
-use crate::l7::fast::prefixed::Prefixed;
 use crate::l7::framing::FramingIo;
+use crate::l7::plain::conn::{ConnLimits, Served};
+use crate::l7::plain::prefixed::Prefixed;
 use crate::tls::ListenerTls;
 
 const BACKLOG: i32 = 1024;
@@ -552,7 +552,7 @@ const PARK_AFTER: Duration = Duration::from_millis(250);
 /// The fast path, until the connection closes, hands over to hyper, or is parked.
 async fn serve_fast(engine: Arc<ProxyCtx>, stream: TcpStream, mut held: Held) {
     let closing = AtomicBool::new(false);
-    let served = crate::l7::fast::conn::serve(
+    let served = crate::l7::plain::conn::serve(
         &engine,
         &held.ctx,
         stream,
@@ -703,7 +703,7 @@ fn service(
     service_fn(move |req| {
         let engine = Arc::clone(&engine);
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(crate::l7::proxy::handle(engine, ctx, req).await) }
+        async move { Ok::<_, Infallible>(crate::l7::general::handle(engine, ctx, req).await) }
     })
 }
 

@@ -1,5 +1,5 @@
 //! The steps of a proxied request that both HTTP paths take, so the hyper service
-//! ([`super::proxy`]) and lbd's own HTTP/1 engine ([`super::fast`]) route, limit, pick,
+//! ([`super::general`]) and lbd's own HTTP/1 engine ([`super::plain`]) route, limit, pick,
 //! queue, retry, feed passive health and account for local answers the same way.
 //!
 //! - [`client_of`], [`normalized_path`]: the real client address and the normalised path,

@@ -64,7 +64,7 @@ pub struct Snapshot {
     pub tls: HashMap<String, Arc<TlsSlot>>,
     /// Some pool speaks TLS (`[pool.tls]`) or HTTP/2 (`protocol = "h2"`) to its backends:
     /// the fast path then checks where each request goes, since it speaks plain HTTP/1
-    /// upstream only (`l7::fast::exchange::routes_to_hyper_pool`).
+    /// upstream only (`l7::plain::exchange::routes_to_hyper_pool`).
     pub hyper_only_pools: bool,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.

@@ -14,7 +14,7 @@
 //! therefore uncontended on the request path; the checker's reaping and a reload's clearing
 //! take them from the control thread.
 //!
-//! The HTTP/1 fast path ([`crate::l7::fast`]) speaks HTTP/1 on the socket itself, so its idle
+//! The HTTP/1 fast path ([`crate::l7::plain`]) speaks HTTP/1 on the socket itself, so its idle
 //! connections are plain [`RawConn`]s in a second set of per-worker stacks, under the same
 //! `idle_max` / `idle_timeout` (each set is bounded on its own).
 //!

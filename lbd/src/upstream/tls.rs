@@ -18,7 +18,7 @@
 //! A failed handshake is a backend-side connect failure (a 502, or a retry under the pool's
 //! policy, and a failure for passive health), counted by reason and logged at most once a
 //! second per backend. The HTTP/1 fast path speaks plain TCP only: requests routed to a TLS
-//! pool are handed to hyper (`crate::l7::fast::exchange`).
+//! pool are handed to hyper (`crate::l7::plain::exchange`).
 
 use std::io;
 use std::net::SocketAddr;

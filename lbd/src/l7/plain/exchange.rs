@@ -1,6 +1,6 @@
 //! One fast-path request, from its parsed head to the last byte of the response.
 //!
-//! The order of checks and the retry rules are those of [`crate::l7::proxy`] (its module docs
+//! The order of checks and the retry rules are those of [`crate::l7::general`] (its module docs
 //! list them), and the same functions do the work: the router, the rate limiters, sticky
 //! pins, `acquire` and its queue, passive health `report`, the retry budget, header hygiene,
 //! `pair_headers`, and `Finish` for metrics, the access log and releasing the backend and

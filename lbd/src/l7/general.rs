@@ -1,4 +1,7 @@
-//! The HTTP reverse proxy: one client request in, one backend exchange out.
+//! The general path: hyper's service for every request the plain path ([`super::plain`])
+//! does not take (HTTP/2 and h2c, upgrades and WebSocket, TLS listeners, TLS or h2 pools,
+//! odd framing), or every request when `global.http1_fast_path = false`: one client request
+//! in, one backend exchange out.
 //!
 //! [`handle`] is the hyper service. For each request it:
 //! 1. loads the snapshot once (kept until the response body ends, so a reload never
