@@ -147,6 +147,21 @@ pub fn route_and_limit<'r>(
     Ok((index, pool, rule, rt.config.body_limit(matched.rule)))
 }
 
+/// The picked backend's connections, with the request counted on them (and as a sticky one
+/// when the pin chose the backend); `None` when the pool has no connections for it.
+pub fn backend_conns<'p>(
+    pool: &'p PoolState,
+    backend: &Backend,
+    pinned: bool,
+) -> Option<&'p Arc<BackendConns>> {
+    let conns = pool.conns.get(backend.id.0)?;
+    inc(&conns.stats.requests);
+    if pinned {
+        inc(&conns.stats.sticky_requests);
+    }
+    Some(conns)
+}
+
 /// A connect to `backend` failed: count it and tell passive health (both HTTP paths; the
 /// request's [`Attempts`](crate::l7::attempts::Attempts) keeps it off that backend).
 pub fn connect_failed(pool: &PoolState, conns: &BackendConns, backend: &Backend, e: &ProxyError) {

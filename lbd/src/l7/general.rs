@@ -64,9 +64,9 @@ use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
-    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
-    note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
-    send_failed, Lease, Local,
+    backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
+    note_error, note_rate_limited, pair_headers, pick, report, rewrite_request_headers,
+    route_and_limit, send_failed, Lease, Local,
 };
 use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
@@ -120,22 +120,10 @@ pub async fn handle(
         client: meta.client,
         ..l
     });
-    let mut fin = Finish {
-        engine: Arc::clone(&engine),
-        rt: Arc::clone(&rt),
-        active,
-        status: 0,
-        bytes: 0,
-        upstream: None,
-        lease: None,
-        log,
-        pool: meta.pool,
-        backend: meta.backend,
-        error: "-",
-        gate,
-        request_body: meta.request_body.take(),
-        h2_stream: None,
-    };
+    let mut fin = Finish::begin(&engine, &rt, active, gate, log);
+    fin.pool = meta.pool;
+    fin.backend = meta.backend;
+    fin.request_body = meta.request_body.take();
     match result {
         Ok(f) => {
             let (mut parts, body) = f.resp.into_parts();
@@ -576,13 +564,9 @@ async fn forward(
         };
         meta.backend = Some(backend.addr);
         meta.backend_index = Some(backend.id.0);
-        let Some(conns) = pool.conns.get(backend.id.0) else {
+        let Some(conns) = backend_conns(pool, &backend, pinned) else {
             return Err(Local::from(ProxyError::new(ErrorKind::NoHealthyBackend)));
         };
-        inc(&conns.stats.requests);
-        if pinned {
-            inc(&conns.stats.sticky_requests);
-        }
         let fresh = attempts.needs_fresh_connection();
         let (mut leg, reused) =
             match Leg::get(conns, &backend, cfg.timeouts.connect, fresh, h2).await {

@@ -33,8 +33,8 @@ use crate::l7::body::{Finish, LogInfo};
 use crate::l7::client::ConnCtx;
 use crate::l7::ctx::ProxyCtx;
 use crate::l7::dispatch::{
-    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
-    note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
+    backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
+    note_error, note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
     route_and_limit, send_failed, Local,
 };
 use crate::l7::headers;
@@ -130,22 +130,9 @@ pub(super) async fn serve(
         path: req.target.as_str().to_string(),
         client: None,
     });
-    let mut fin = Finish {
-        engine: Arc::clone(engine),
-        rt: Arc::clone(&rt),
-        active: conn.begin(),
-        status: 0,
-        bytes: 0,
-        upstream: None,
-        lease: None,
-        log,
-        pool: None,
-        backend: None,
-        error: "-",
-        gate: engine.gates.enter(&conn.listener),
-        request_body: None,
-        h2_stream: None,
-    };
+    let active = conn.begin();
+    let gate = engine.gates.enter(&conn.listener);
+    let mut fin = Finish::begin(engine, &rt, active, gate, log);
     let forwarded = forward(engine, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
         mut up,
@@ -327,13 +314,9 @@ async fn forward(
             Err(e) => return Err(attempts.pick_failed(e).into()),
         };
         fin.backend = Some(backend.addr);
-        let Some(conns) = pool.conns.get(backend.id.0) else {
+        let Some(conns) = backend_conns(pool, &backend, pinned) else {
             return Err(ProxyError::new(ErrorKind::NoHealthyBackend).into());
         };
-        inc(&conns.stats.requests);
-        if pinned {
-            inc(&conns.stats.sticky_requests);
-        }
         // One clock reading serves the pool's idle check and the latency's start.
         let mut sent_at = Instant::now();
         let fresh = attempts.needs_fresh_connection();
