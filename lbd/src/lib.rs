@@ -54,7 +54,7 @@
 //! | layer | name | modules | notes |
 //! |------:|------|---------|-------|
 //! | 1 | leaves: clock, errors, metrics atoms, soft state, parsers, router, health, backend, balance | `clock`, `error`, `metrics`, `sync`, `log_limit`, `softstate`, `l7`, `l7::path`, `l7::syntax`, `l7::request_body`, `l7::framing`, `l7::plain::head`, `l7::plain::chunked`, `l7::grpc`, `l7::timer`, `l7::router`, `upstream`, `upstream::backend`, `upstream::balance`, `upstream::health` | `l7` and `upstream` only declare their submodules; the HTTP/1 parsers `l7::plain::head` and `l7::plain::chunked` sit below the rest of `l7::plain` |
-//! | 2 | config | `config` | |
+//! | 2 | config | `config`, `tls::pem`, `upstream::tls::setup` | reading certificate and key files (`tls::pem`) and a pool's TLS client setup (`upstream::tls::setup`) sit with the config, whose validation checks `[pool.tls]`'s files with them |
 //! | 3 | components: access log, upstream pool and checker, headers, rate limit, sticky, TLS, the peer handle | `access_log`, `upstream::conns`, `upstream::h2`, `upstream::tls`, `upstream::grpc_health`, `upstream::checker`, `l7::headers`, `l7::ratelimit`, `l7::sticky`, `l7::retry`, `tls`, `park`, `client_cap`, `peer`, `coupling::gate` | `peer` is the handle (its `peer::link` is a control task); `coupling::gate` is the listener gates the request engine holds, below the rest of `coupling` |
 //! | 4 | the config snapshot | `snapshot` | |
 //! | 5 | the request engine | `l7::ctx`, `l7::client`, `l7::attempts`, `l7::dispatch`, `l7::body`, `l7::general`, `l7::plain` | `l7::ctx` is the engine's context; both HTTP paths: `l7::plain` (lbd's own HTTP/1 engine, plain keep-alive requests) and `l7::general` (hyper, every other request) |

@@ -19,15 +19,7 @@ use std::path::Path;
 /// Imports from a lower layer to a higher one that lbd still has, as (from module, to module,
 /// why it is still there). The check fails on any other, and on an entry that no longer
 /// matches an import: remove it when its import goes.
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
-    // Config validation reads `[pool.tls]`'s CA bundle and client pair with upstream::tls's
-    // loader, so a bad file is a config error at its key. Next: the PEM loading as a leaf.
-    (
-        "config::upstream_tls",
-        "upstream::tls",
-        "loads the CA bundle and client pair",
-    ),
-];
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[];
 
 /// The layer table: every module named in it, with its layer. A module not named is in the
 /// layer of its closest named ancestor.
