@@ -48,8 +48,8 @@
 //! Imports go one way: a module uses modules of its own layer and of the layers below it,
 //! never above. A module's submodules are in its layer unless the table names them (some sit
 //! lower than their parent, one higher). `tests/it/layers.rs` reads this table (this one
-//! copy) and fails on an import upwards, except the ones lbd still has, which it lists with
-//! the reason each is still there; that list only shrinks.
+//! copy) and fails on an import upwards; its list of allowed exceptions is empty, and an
+//! entry added there must say why it has to stay.
 //!
 //! | layer | name | modules | notes |
 //! |------:|------|---------|-------|
