@@ -4,8 +4,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use lbd::l7::fast::chunked::ChunkedScanner;
-use lbd::l7::fast::head::{
+use lbd::l7::plain::chunked::ChunkedScanner;
+use lbd::l7::plain::head::{
     header_slots, parse_request, parse_response, write_request_head, Parsed, ResponseEdits,
 };
 use libfuzzer_sys::fuzz_target;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use lbd::clock;
 use lbd::config::LbConfig;
-use lbd::server::{Server, Shared};
+use lbd::server::Server;
 
 #[derive(Parser, Debug)]
 #[command(about = "lbd peer-link replication benchmark (two in-process nodes on loopback)")]
@@ -60,7 +60,7 @@ const BACKEND: &str = "127.0.0.1:9";
 
 /// One node: its server (for the shared state) and the thread running its runtime.
 struct Node {
-    shared: Arc<Shared>,
+    server: Arc<Server>,
     tid: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -95,12 +95,12 @@ impl Node {
                             return;
                         }
                     };
-                    match Server::start(&config, config_value, Vec::new()).await {
+                    match lbd::app::start(&config, config_value, Vec::new()).await {
                         Ok(server) => {
-                            let _ = ready_tx.send(Ok((Arc::clone(&server.shared), tid)));
+                            let _ = ready_tx.send(Ok((Arc::clone(&server), tid)));
                             let _ = stop_rx.await;
                             server
-                                .shared
+                                .engine()
                                 .shutdown
                                 .trigger(shared::shutdown::ShutdownMode::Fast);
                         }
@@ -111,11 +111,11 @@ impl Node {
                 });
             })
             .map_err(|e| format!("thread: {e}"))?;
-        let (shared, tid) = ready_rx
+        let (server, tid) = ready_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|e| format!("node {name} did not start: {e}"))??;
         Ok(Node {
-            shared,
+            server,
             tid,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -128,7 +128,7 @@ impl Node {
     }
 
     fn phase(&self) -> &'static str {
-        self.shared
+        self.server
             .peer
             .as_ref()
             .map_or("none", |p| p.view().phase.as_str())
@@ -250,13 +250,13 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
     let start = Instant::now();
     let (cpu_a0, cpu_b0) = (a.cpu(), b.cpu());
     let received0 = b
-        .shared
+        .server
         .peer
         .as_ref()
         .map_or(0, |p| p.view().entries_received);
 
     let load = {
-        let soft = Arc::clone(&a.shared.soft);
+        let soft = Arc::clone(&a.server.engine().soft);
         let watched = Arc::clone(&watched);
         let written = Arc::clone(&written);
         let done = Arc::clone(&done);
@@ -285,7 +285,7 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
     // Watch every 10th key appear on B, in order.
     let mut lags = Vec::new();
     let mut unseen = 0;
-    let soft_b = Arc::clone(&b.shared.soft);
+    let soft_b = Arc::clone(&b.server.engine().soft);
     let mut next = 0u64;
     let hard_stop = start + Duration::from_secs(seconds + 30);
     while next < total && Instant::now() < hard_stop {
@@ -309,11 +309,11 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
     let _ = load.join();
     let elapsed = start.elapsed();
     let converged = wait_for(Duration::from_secs(10), || {
-        a.shared.soft.digest() == b.shared.soft.digest()
+        a.server.engine().soft.digest() == b.server.engine().soft.digest()
     });
     let (cpu_a, cpu_b) = (a.cpu() - cpu_a0, b.cpu() - cpu_b0);
     let replicated = b
-        .shared
+        .server
         .peer
         .as_ref()
         .map_or(0, |p| p.view().entries_received)
@@ -395,11 +395,12 @@ fn run(args: &Args) -> Result<bool, String> {
         let ttl = Duration::from_secs(3600);
         for i in 0..args.resync_entries {
             let key = format!("resync-{i}");
-            a.shared
+            a.server
+                .engine()
                 .soft
                 .sticky_learn(POOL, key.as_bytes(), BACKEND, ttl, clock::now());
         }
-        let want = a.shared.soft.digest();
+        let want = a.server.engine().soft.digest();
         println!(
             "resync: node A holds {} entries (filled in {:.2} s)",
             want.count,
@@ -409,7 +410,7 @@ fn run(args: &Args) -> Result<bool, String> {
         // take in the changes of the last two seconds (they wait in its dirty set, since no
         // peer is connected). That is not part of the resync, so it is timed apart.
         let absorb = Instant::now();
-        let dirty = |n: &Node| n.shared.peer.as_ref().map_or(0, |p| p.view().dirty_len);
+        let dirty = |n: &Node| n.server.peer.as_ref().map_or(0, |p| p.view().dirty_len);
         let mut last = (dirty(&a), Instant::now());
         let _ = wait_for(Duration::from_secs(30), || {
             let d = dirty(&a);
@@ -432,8 +433,8 @@ fn run(args: &Args) -> Result<bool, String> {
         let took = wait_for(Duration::from_secs(60), || {
             if args.progress && last_print.elapsed() >= Duration::from_millis(250) {
                 last_print = Instant::now();
-                let va = a.shared.peer.as_ref().map(|p| p.view());
-                let vb = b.shared.peer.as_ref().map(|p| p.view());
+                let va = a.server.peer.as_ref().map(|p| p.view());
+                let vb = b.server.peer.as_ref().map(|p| p.view());
                 println!(
                     "  {:>6.2} s: A connected {} sent {}; B {} connected {} received {}",
                     started.elapsed().as_secs_f64(),
@@ -444,7 +445,7 @@ fn run(args: &Args) -> Result<bool, String> {
                     vb.as_ref().map_or(0, |v| v.entries_received)
                 );
             }
-            b.phase() == "warm" && b.shared.soft.digest() == want
+            b.phase() == "warm" && b.server.engine().soft.digest() == want
         })
         .map(|_| started.elapsed());
         let (cpu_a, cpu_b) = (a.cpu() - cpu_a0, b.cpu() - cpu_b0);
@@ -460,7 +461,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 println!(
                     "resync: B NOT converged after 60 s (phase {}, {} of {} entries)",
                     b.phase(),
-                    b.shared.soft.digest().count,
+                    b.server.engine().soft.digest().count,
                     want.count
                 );
                 ok = false;

@@ -35,10 +35,10 @@ use tracing::{debug, warn};
 
 use crate::config::AdminToken;
 use crate::metrics::{get, AdminRejection, Exposition};
-use crate::server::{Phase, Shared};
+use crate::server::{Phase, Server};
 
 /// Bind the admin listener and serve it in the background; returns the bound address.
-pub async fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+pub async fn start(server: Arc<Server>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
@@ -51,11 +51,11 @@ pub async fn start(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Soc
                     continue;
                 }
             };
-            let shared = Arc::clone(&shared);
+            let server = Arc::clone(&server);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(route(&shared, &req, peer)) }
+                    let server = Arc::clone(&server);
+                    async move { Ok::<_, Infallible>(route(&server, &req, peer)) }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -146,11 +146,11 @@ fn tokens_equal(expected: &[u8], presented: &[u8]) -> bool {
 static REFUSED_LOG: crate::log_limit::LogLimiter = crate::log_limit::LogLimiter::new();
 
 /// Reads are open; any other method must pass [`authorize`] first.
-fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+fn route(server: &Server, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let rt = shared.snapshot();
+        let rt = server.snapshot();
         if let Err(why) = authorize(rt.config.global.admin_token.as_ref(), req.headers()) {
-            crate::metrics::inc(&shared.stats.admin_rejected[why.index()]);
+            crate::metrics::inc(&server.engine().stats.admin_rejected[why.index()]);
             REFUSED_LOG.note(|suppressed| {
                 warn!(client = %peer, method = %req.method(), path = req.uri().path(), reason = why.as_str(), suppressed, "admin write request refused")
             });
@@ -158,26 +158,26 @@ fn route(shared: &Shared, req: &Request<Incoming>, peer: SocketAddr) -> Response
         }
     }
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/backends/drain") => set_drained(shared, req.uri().query(), true),
-        (&Method::POST, "/backends/undrain") => set_drained(shared, req.uri().query(), false),
-        (_, "/backends") => text(StatusCode::OK, backends(shared)),
-        (_, path) => route_get(shared, path),
+        (&Method::POST, "/backends/drain") => set_drained(server, req.uri().query(), true),
+        (&Method::POST, "/backends/undrain") => set_drained(server, req.uri().query(), false),
+        (_, "/backends") => text(StatusCode::OK, backends(server)),
+        (_, path) => route_get(server, path),
     }
 }
 
-fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
+fn route_get(server: &Server, path: &str) -> Response<Full<Bytes>> {
     match path {
-        "/metrics" => text(StatusCode::OK, render(shared)),
+        "/metrics" => text(StatusCode::OK, render(server)),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/status" => {
-            let mut r = text(StatusCode::OK, status_json(shared));
+            let mut r = text(StatusCode::OK, status_json(server));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
             );
             r
         }
-        "/readyz" => match *shared.phase.borrow() {
+        "/readyz" => match *server.phase.borrow() {
             Phase::Serving => text(StatusCode::OK, "serving\n"),
             p => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -189,18 +189,18 @@ fn route_get(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// `/status`: the node, the lifecycle phase and the vrrpd coupling, as one JSON object.
-pub fn status_json(shared: &Shared) -> String {
-    let rt = shared.snapshot();
-    let phase = format!("{:?}", *shared.phase.borrow()).to_lowercase();
+pub fn status_json(server: &Server) -> String {
+    let rt = server.snapshot();
+    let phase = format!("{:?}", *server.phase.borrow()).to_lowercase();
     let body = serde_json::json!({
         "node": rt.config.global.node_name,
         "phase": phase,
         "generation": rt.generation,
-        "vrrp": shared.vrrp.status(),
+        "vrrp": server.vrrp.status(),
         "peer": crate::peer::status_value(
-            shared.peer.as_ref(),
-            &shared.soft,
-            crate::coupling::readiness::ready_peer(shared),
+            server.peer.as_ref(),
+            &server.engine().soft,
+            crate::coupling::readiness::ready_peer(server.peer.as_ref()),
         ),
     });
     let mut out = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
@@ -209,8 +209,8 @@ pub fn status_json(shared: &Shared) -> String {
 }
 
 /// One line per backend: pool, address and its state flags.
-fn backends(shared: &Shared) -> String {
-    let rt = shared.snapshot();
+fn backends(server: &Server) -> String {
+    let rt = server.snapshot();
     let mut out = String::from("pool backend up healthy ejected drained in_flight\n");
     for p in &rt.pools {
         for b in &p.pool.backends {
@@ -231,7 +231,7 @@ fn backends(shared: &Shared) -> String {
 
 /// `POST /backends/drain?pool=P&backend=ADDR`: stop sending new requests to a backend (in-flight
 /// ones finish); `/backends/undrain` reverses it. `pool` may be omitted to act on every pool.
-fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<Full<Bytes>> {
+fn set_drained(server: &Server, query: Option<&str>, drained: bool) -> Response<Full<Bytes>> {
     let mut pool = None;
     let mut backend = None;
     for pair in query.unwrap_or("").split('&') {
@@ -247,7 +247,7 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
             "usage: POST /backends/drain?pool=NAME&backend=IP:PORT\n",
         );
     };
-    let rt = shared.snapshot();
+    let rt = server.snapshot();
     let mut changed = 0;
     for p in rt
         .pools
@@ -258,9 +258,12 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
             b.set_drained(drained);
             // Recorded in the soft state too, so the peer node (and this node's next
             // incarnation, through the peer) drains the same backend.
-            shared
-                .soft
-                .set_drained(p.name(), &b.addr.to_string(), drained, crate::clock::now());
+            server.engine().soft.set_drained(
+                p.name(),
+                &b.addr.to_string(),
+                drained,
+                crate::clock::now(),
+            );
             tracing::info!(pool = p.name(), backend = %b.addr, drained, "admin changed backend drain state");
             changed += 1;
         }
@@ -268,7 +271,7 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
     if changed == 0 {
         return text(StatusCode::NOT_FOUND, "no such backend\n");
     }
-    if let Some(peer) = &shared.peer {
+    if let Some(peer) = &server.peer {
         peer.kick();
     }
     let verb = if drained { "drained" } else { "undrained" };
@@ -276,18 +279,20 @@ fn set_drained(shared: &Shared, query: Option<&str>, drained: bool) -> Response<
 }
 
 /// The Prometheus text exposition of every metric: each owner renders its own families.
-pub fn render(shared: &Shared) -> String {
+pub fn render(server: &Server) -> String {
     let mut e = Exposition::new();
-    shared.stats.render(&mut e);
+    server.engine().stats.render(&mut e);
     crate::park::render_metrics(&mut e);
     crate::access_log::render_metrics(&mut e);
     crate::tls::render_metrics(&mut e);
     crate::tls::tickets::render_metrics(crate::tls::tickets::ring(), &mut e);
-    shared.stats.http2_cuts.render(&mut e);
-    render_rejections(&shared.stats, &mut e);
-    shared.vrrp.status().render_metrics(&mut e);
-    crate::peer::render_metrics(shared.peer.as_ref(), &mut e);
-    shared.snapshot().render_metrics(&shared.soft, &mut e);
+    server.engine().stats.http2_cuts.render(&mut e);
+    render_rejections(&server.engine().stats, &mut e);
+    server.vrrp.status().render_metrics(&mut e);
+    crate::peer::render_metrics(server.peer.as_ref(), &mut e);
+    server
+        .snapshot()
+        .render_metrics(&server.engine().soft, &mut e);
     e.finish()
 }
 

@@ -13,7 +13,7 @@
 //!    read (counted, and logged at most once a second);
 //! 2. gets a tracing span carrying `client.addr` and the listener name;
 //! 3. is sniffed for the HTTP/2 prior-knowledge preface (h2c), else served as HTTP/1.1: by
-//!    lbd's own engine ([`crate::l7::fast`], unless `global.http1_fast_path = false`) until a
+//!    lbd's own engine ([`crate::l7::plain`], unless `global.http1_fast_path = false`) until a
 //!    request it does not take, and from then on (or from the start) by hyper with its header
 //!    read timeout (slowloris), `max_header_size` (431) and upgrades, through [`FramingIo`],
 //!    which records the request framing hyper hides (CL+TE) for the proxy;
@@ -40,17 +40,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::client_cap::{AtCap, ClientSlot};
+use crate::client_cap::{AtCap, ClientConns, ClientSlot};
 use crate::config::ListenerConfig;
 use crate::l7::client::{ActiveGauge, ConnCtx, ConnHold};
-use crate::l7::fast::conn::{ConnLimits, Served};
-use crate::l7::fast::prefixed::Prefixed;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::framing::FramingIo;
-use crate::server::Shared;
+use crate::l7::plain::conn::{ConnLimits, Served};
+use crate::l7::plain::prefixed::Prefixed;
 use crate::tls::ListenerTls;
 
 const BACKLOG: i32 = 1024;
@@ -106,7 +106,20 @@ impl Drop for RunningListener {
     }
 }
 
-/// Bind and spawn the accept loops: one per worker runtime ([`Shared::workers`]), or one on
+/// What the listener reads besides its config: the request engine its connections run on, the
+/// process-wide connection limits, and the worker runtimes it accepts on. `app` builds it.
+pub struct ListenerCtx {
+    pub engine: Arc<ProxyCtx>,
+    /// `global.max_client_conns`, taken before each accept.
+    pub conn_limit: Arc<Semaphore>,
+    /// Open connections per client IP, for `global.max_conns_per_client`.
+    pub client_conns: Arc<ClientConns>,
+    /// The worker runtimes client connections run on; empty means the runtime that starts
+    /// the listener (tests, embedding).
+    pub workers: Vec<tokio::runtime::Handle>,
+}
+
+/// Bind and spawn the accept loops: one per worker runtime ([`ListenerCtx::workers`]), or one on
 /// the current runtime when there are none.
 ///
 /// All workers accept from the *same* socket (one `dup` each, registered in each worker's
@@ -116,7 +129,7 @@ impl Drop for RunningListener {
 /// another worker's socket waited, unaccepted, for a permit. One shared accept queue has no
 /// such corner, and binding once keeps address conflicts an error as before. Connections are
 /// long-lived keep-alives, so the accept wake-ups it shares between workers are rare.
-pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<RunningListener> {
+pub fn start(ctx: Arc<ListenerCtx>, cfg: ListenerConfig) -> std::io::Result<RunningListener> {
     let listener = bind(&cfg)?;
     let local_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
@@ -124,8 +137,8 @@ pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<Runnin
     let (closed_tx, closed) = tokio::sync::watch::channel(());
     // Every accept loop holds a clone; the channel closes once the last loop has returned.
     let closed_tx = Arc::new(closed_tx);
-    if shared.workers.is_empty() {
-        let accepting = accept_loop(Arc::clone(&shared), listener, name, stop.clone());
+    if ctx.workers.is_empty() {
+        let accepting = accept_loop(Arc::clone(&ctx), listener, name, stop.clone());
         tokio::spawn(async move {
             // accept_loop owns the socket: it is closed when the loop returns.
             accepting.await;
@@ -133,8 +146,8 @@ pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<Runnin
         });
     } else {
         let std_listener = listener.into_std()?;
-        let mut per_worker = Vec::with_capacity(shared.workers.len());
-        for handle in &shared.workers {
+        let mut per_worker = Vec::with_capacity(ctx.workers.len());
+        for handle in &ctx.workers {
             let dup = std_listener.try_clone()?;
             // Registers the socket with this worker's reactor.
             let _entered = handle.enter();
@@ -142,7 +155,7 @@ pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<Runnin
         }
         drop(std_listener);
         for (handle, l) in per_worker {
-            let accepting = accept_loop(Arc::clone(&shared), l, Arc::clone(&name), stop.clone());
+            let accepting = accept_loop(Arc::clone(&ctx), l, Arc::clone(&name), stop.clone());
             let closed_tx = Arc::clone(&closed_tx);
             handle.spawn(async move {
                 accepting.await;
@@ -159,30 +172,30 @@ pub fn start(shared: Arc<Shared>, cfg: ListenerConfig) -> std::io::Result<Runnin
 }
 
 async fn accept_loop(
-    shared: Arc<Shared>,
+    ctx: Arc<ListenerCtx>,
     listener: TcpListener,
     name: Arc<str>,
     stop: CancellationToken,
 ) {
-    let shutdown = shared.shutdown.clone();
+    let shutdown = ctx.engine.shutdown.clone();
     loop {
         let permit = tokio::select! {
-            p = Arc::clone(&shared.conn_limit).acquire_owned() => match p {
+            p = Arc::clone(&ctx.conn_limit).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = stop.cancelled() => return drain_backlog(&shared, &listener, &name),
-            _ = shutdown.triggered() => return drain_backlog(&shared, &listener, &name),
+            _ = stop.cancelled() => return drain_backlog(&ctx, &listener, &name),
+            _ = shutdown.triggered() => return drain_backlog(&ctx, &listener, &name),
         };
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = stop.cancelled() => return drain_backlog(&shared, &listener, &name),
-            _ = shutdown.triggered() => return drain_backlog(&shared, &listener, &name),
+            _ = stop.cancelled() => return drain_backlog(&ctx, &listener, &name),
+            _ = shutdown.triggered() => return drain_backlog(&ctx, &listener, &name),
         };
         match accepted {
             Ok((stream, peer)) => {
-                if let Some(slot) = admit(&shared, peer, &name) {
-                    spawn_connection(&shared, stream, peer, &name, permit, slot);
+                if let Some(slot) = admit(&ctx, peer, &name) {
+                    spawn_connection(&ctx, stream, peer, &name, permit, slot);
                 }
             }
             Err(e) => {
@@ -196,12 +209,18 @@ async fn accept_loop(
 
 /// The connection's slot under `global.max_conns_per_client`, or `None` when its address is
 /// at the cap: the caller then drops (closes) the stream unread.
-fn admit(shared: &Shared, peer: SocketAddr, listener: &str) -> Option<ClientSlot> {
-    let cap = shared.snapshot.load().config.global.max_conns_per_client;
-    match shared.client_conns.try_acquire(peer.ip(), cap) {
+fn admit(ctx: &ListenerCtx, peer: SocketAddr, listener: &str) -> Option<ClientSlot> {
+    let cap = ctx
+        .engine
+        .snapshot
+        .load()
+        .config
+        .global
+        .max_conns_per_client;
+    match ctx.client_conns.try_acquire(peer.ip(), cap) {
         Ok(slot) => Some(slot),
         Err(AtCap) => {
-            crate::metrics::inc(&shared.stats.client_conns_over_cap);
+            crate::metrics::inc(&ctx.engine.stats.client_conns_over_cap);
             OVER_CAP_LOG.note(|suppressed| {
                 warn!(client = %peer.ip(), listener, cap, suppressed, "client at max_conns_per_client: connection closed")
             });
@@ -219,7 +238,7 @@ fn conn_span(peer: SocketAddr, listener: &str) -> tracing::Span {
 }
 
 fn spawn_connection(
-    shared: &Arc<Shared>,
+    ctx: &ListenerCtx,
     stream: TcpStream,
     peer: SocketAddr,
     name: &Arc<str>,
@@ -228,9 +247,9 @@ fn spawn_connection(
 ) {
     let span = conn_span(peer, name);
     // The slot lives as long as the connection (in its `Held`), whichever way it ends.
-    shared.tracker.spawn(
+    ctx.engine.tracker.spawn(
         serve_connection(
-            Arc::clone(shared),
+            Arc::clone(&ctx.engine),
             stream,
             peer,
             Arc::clone(name),
@@ -248,18 +267,18 @@ const BACKLOG_DRAIN_MAX: usize = 1024;
 /// it with them queued would reset them. (vrrpd removes the VIP before it tells lbd to stop,
 /// so no new ones arrive meanwhile.) They are served like any other, and get
 /// `Connection: close` from the drain.
-fn drain_backlog(shared: &Arc<Shared>, listener: &TcpListener, name: &Arc<str>) {
+fn drain_backlog(ctx: &ListenerCtx, listener: &TcpListener, name: &Arc<str>) {
     let mut taken = 0;
     while taken < BACKLOG_DRAIN_MAX {
         let Some(Ok((stream, peer))) = listener.accept().now_or_never() else {
             break;
         };
         // Over the global cap there is nothing better to do than let it go.
-        let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&ctx.conn_limit).try_acquire_owned() else {
             break;
         };
-        if let Some(slot) = admit(shared, peer, name) {
-            spawn_connection(shared, stream, peer, name, permit, slot);
+        if let Some(slot) = admit(ctx, peer, name) {
+            spawn_connection(ctx, stream, peer, name, permit, slot);
         }
         taken += 1;
     }
@@ -335,10 +354,10 @@ enum Drive<T> {
 /// is called with the pinned future to ask it to close gracefully. Evaluates to the future's
 /// output, or `None` after SIGINT dropped it.
 macro_rules! drive {
-    ($conn:expr, $shared:expr, $ctx:expr, $idle:expr, $graceful:expr) => {{
+    ($conn:expr, $engine:expr, $ctx:expr, $idle:expr, $graceful:expr) => {{
         let conn = $conn;
         let mut conn = pin!(conn);
-        let shutdown = $shared.shutdown.clone();
+        let shutdown = $engine.shutdown.clone();
         let mut triggered = pin!(shutdown.triggered());
         let mut fast = pin!(shutdown.fast());
         let mut idle = pin!(idle_expired(&$ctx, $idle));
@@ -414,21 +433,21 @@ pub struct Held {
 /// HTTP/1 after a hand-off) are boxed, and a fast-path connection that stays idle leaves its
 /// task altogether ([`crate::park`]).
 async fn serve_connection(
-    shared: Arc<Shared>,
+    engine: Arc<ProxyCtx>,
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
     permit: OwnedSemaphorePermit,
     slot: ClientSlot,
 ) {
-    shared
+    engine
         .stats
         .client_conns_active
         .fetch_add(1, Ordering::Relaxed);
-    crate::metrics::inc(&shared.stats.client_conns_total);
-    let gauge = ActiveGauge::new(Arc::clone(&shared));
+    crate::metrics::inc(&engine.stats.client_conns_total);
+    let gauge = ActiveGauge::new(Arc::clone(&engine));
     let _ = stream.set_nodelay(true);
-    let rt = shared.snapshot();
+    let rt = engine.snapshot();
     let timeouts = rt.config.timeouts.clone();
     let limits = rt.config.limits.clone();
     let fast_path = rt.config.global.http1_fast_path;
@@ -458,7 +477,7 @@ async fn serve_connection(
     };
     if let Some(tls) = tls {
         let handshake_timeout = timeouts.request_header;
-        return serve_tls(&shared, stream, &tls, handshake_timeout, |cert| {
+        return serve_tls(&engine, stream, &tls, handshake_timeout, |cert| {
             held("https", cert)
         })
         .await;
@@ -476,11 +495,11 @@ async fn serve_connection(
     };
     let held = held("http", None);
     if is_h2 {
-        serve_h2(&shared, stream, &held).await;
+        serve_h2(&engine, stream, &held).await;
     } else if fast_path {
-        serve_fast(shared, stream, held).await;
+        serve_fast(engine, stream, held).await;
     } else {
-        serve_hyper_http1(&shared, stream, Bytes::new(), &held).await;
+        serve_hyper_http1(&engine, stream, Bytes::new(), &held).await;
     }
 }
 
@@ -488,7 +507,7 @@ async fn serve_connection(
 /// HTTP/1.1 on hyper as ALPN chose (lbd's fast path works on plain sockets only). `held`
 /// makes the connection's context once the client certificate, if any, is known.
 async fn serve_tls(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     stream: TcpStream,
     tls: &ListenerTls,
     timeout: Duration,
@@ -498,17 +517,17 @@ async fn serve_tls(
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            crate::metrics::inc(&shared.stats.tls_handshake_failures);
+            crate::metrics::inc(&engine.stats.tls_handshake_failures);
             debug!(error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            crate::metrics::inc(&shared.stats.tls_handshake_failures);
+            crate::metrics::inc(&engine.stats.tls_handshake_failures);
             debug!("no TLS handshake within the header timeout, closing");
             return;
         }
     };
-    crate::metrics::inc(&shared.stats.tls_handshakes);
+    crate::metrics::inc(&engine.stats.tls_handshakes);
     crate::tls::tickets::ring().note_handshake(stream.get_ref().1);
     let client_cert = tls.subject_header.as_ref().map(|header| {
         Box::new(crate::tls::ClientCert {
@@ -518,9 +537,9 @@ async fn serve_tls(
     });
     let held = held(client_cert);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(shared, stream, &held).await;
+        serve_h2(engine, stream, &held).await;
     } else {
-        serve_hyper_http1(shared, stream, Bytes::new(), &held).await;
+        serve_hyper_http1(engine, stream, Bytes::new(), &held).await;
     }
 }
 
@@ -531,10 +550,10 @@ async fn serve_tls(
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The fast path, until the connection closes, hands over to hyper, or is parked.
-async fn serve_fast(shared: Arc<Shared>, stream: TcpStream, mut held: Held) {
+async fn serve_fast(engine: Arc<ProxyCtx>, stream: TcpStream, mut held: Held) {
     let closing = AtomicBool::new(false);
-    let served = crate::l7::fast::conn::serve(
-        &shared,
+    let served = crate::l7::plain::conn::serve(
+        &engine,
         &held.ctx,
         stream,
         &closing,
@@ -542,13 +561,13 @@ async fn serve_fast(shared: Arc<Shared>, stream: TcpStream, mut held: Held) {
         held.head_deadline.take(),
     );
     let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
-    match drive!(served, shared, held.ctx, held.client_idle, graceful) {
+    match drive!(served, engine, held.ctx, held.client_idle, graceful) {
         Some(Served::Fallback { stream, buffered }) => {
-            serve_hyper_http1(&shared, stream, buffered, &held).await
+            serve_hyper_http1(&engine, stream, buffered, &held).await
         }
         Some(Served::Parked { stream, deadline }) => {
             held.head_deadline = Some(deadline);
-            park(&shared, stream, held, deadline);
+            park(&engine, stream, held, deadline);
         }
         Some(Served::Closed) | None => {}
     }
@@ -562,11 +581,11 @@ thread_local! {
 
 /// Leave an idle fast-path connection in this worker's lot until its client speaks again
 /// (then it is served by a new task, under a new span) or its `deadline` passes.
-fn park(shared: &Arc<Shared>, stream: TcpStream, held: Held, deadline: tokio::time::Instant) {
+fn park(engine: &Arc<ProxyCtx>, stream: TcpStream, held: Held, deadline: tokio::time::Instant) {
     let lot = LOT.with(|lot| {
         let mut lot = lot.borrow_mut();
         if lot.is_none() {
-            *lot = new_lot(shared);
+            *lot = new_lot(engine);
         }
         lot.clone()
     });
@@ -574,25 +593,25 @@ fn park(shared: &Arc<Shared>, stream: TcpStream, held: Held, deadline: tokio::ti
         Some(lot) => {
             lot.park(stream, held, deadline);
         }
-        None => wait_unparked(shared, stream, held, deadline),
+        None => wait_unparked(engine, stream, held, deadline),
     }
 }
 
 /// Without a lot (its epoll instance could not be made: out of file descriptors), an idle
 /// connection waits for its next request in a task of its own, as it did before parking.
 fn wait_unparked(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     stream: TcpStream,
     held: Held,
     deadline: tokio::time::Instant,
 ) {
-    let shared = Arc::clone(shared);
+    let engine = Arc::clone(engine);
     let span = conn_span(held.ctx.peer, &held.ctx.listener);
-    let tracker = shared.tracker.clone();
+    let tracker = engine.tracker.clone();
     tracker.spawn(
         async move {
             if let Ok(Ok(())) = tokio::time::timeout_at(deadline, stream.readable()).await {
-                serve_fast(shared, stream, held).await;
+                serve_fast(engine, stream, held).await;
             }
         }
         .instrument(span),
@@ -601,14 +620,14 @@ fn wait_unparked(
 
 /// A lot for this worker, and its task (tracked, so a drain waits for it; it closes every
 /// parked connection once shutdown begins: they are between requests).
-fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
-    let resume_shared = Arc::clone(shared);
+fn new_lot(engine: &Arc<ProxyCtx>) -> Option<Arc<crate::park::Lot<Held>>> {
+    let resume_engine = Arc::clone(engine);
     let made = crate::park::Lot::new(Box::new(move |stream, held: Held| {
         let span = conn_span(held.ctx.peer, &held.ctx.listener);
-        let shared = Arc::clone(&resume_shared);
-        resume_shared
+        let engine = Arc::clone(&resume_engine);
+        resume_engine
             .tracker
-            .spawn(serve_fast(shared, stream, held).instrument(span));
+            .spawn(serve_fast(engine, stream, held).instrument(span));
     }));
     let lot = match made {
         Ok(lot) => lot,
@@ -618,8 +637,8 @@ fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
         }
     };
     let driver = Arc::clone(&lot);
-    let shutdown = shared.shutdown.clone();
-    shared.tracker.spawn(async move {
+    let shutdown = engine.shutdown.clone();
+    engine.tracker.spawn(async move {
         driver
             .run(async {
                 shutdown.triggered().await;
@@ -629,12 +648,12 @@ fn new_lot(shared: &Arc<Shared>) -> Option<Arc<crate::park::Lot<Held>>> {
     Some(lot)
 }
 
-async fn serve_h2<S>(shared: &Arc<Shared>, stream: S, held: &Held)
+async fn serve_h2<S>(engine: &Arc<ProxyCtx>, stream: S, held: &Held)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &held.limits;
-    let h2 = shared.snapshot().config.http2.clone();
+    let h2 = engine.snapshot().config.http2.clone();
     let watch = Arc::new(crate::l7::h2guard::Watch::default());
     let io = TokioIo::new(crate::l7::h2guard::H2Guard::new(
         stream,
@@ -652,9 +671,9 @@ where
             .initial_connection_window_size(h2.initial_connection_window)
             .max_pending_accept_reset_streams(h2.max_pending_reset_streams as usize)
             .max_local_error_reset_streams(h2.max_local_error_reset_streams as usize)
-            .serve_connection(io, service(shared, &held.ctx)),
+            .serve_connection(io, service(engine, &held.ctx)),
     );
-    let end = drive!(conn, shared, held.ctx, held.client_idle, |c: Pin<
+    let end = drive!(conn, engine, held.ctx, held.client_idle, |c: Pin<
         &mut Pin<Box<http2::Connection<_, _, _>>>,
     >| {
         c.get_mut().as_mut().graceful_shutdown()
@@ -662,7 +681,7 @@ where
     if let Some(Err(e)) = &end {
         if let Some(cut) = watch.cut(e) {
             debug!(cause = cut.as_str(), "client HTTP/2 connection cut");
-            shared.stats.http2_cuts.count(cut);
+            engine.stats.http2_cuts.count(cut);
         }
     }
     log_end(end);
@@ -670,7 +689,7 @@ where
 
 /// The hyper service every hyper connection of this client uses.
 fn service(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     ctx: &Arc<ConnCtx>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -679,18 +698,18 @@ fn service(
     Future = impl Future<Output = Result<hyper::Response<crate::l7::body::ProxyBody>, Infallible>>
                  + Send,
 > + Clone {
-    let shared = Arc::clone(shared);
+    let engine = Arc::clone(engine);
     let ctx = Arc::clone(ctx);
     service_fn(move |req| {
-        let shared = Arc::clone(&shared);
+        let engine = Arc::clone(&engine);
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(crate::l7::proxy::handle(shared, ctx, req).await) }
+        async move { Ok::<_, Infallible>(crate::l7::general::handle(engine, ctx, req).await) }
     })
 }
 
 /// hyper's HTTP/1 for the rest of the connection, starting with `buffered` (what the fast
 /// path read but did not take).
-async fn serve_hyper_http1<S>(shared: &Arc<Shared>, stream: S, buffered: Bytes, held: &Held)
+async fn serve_hyper_http1<S>(engine: &Arc<ProxyCtx>, stream: S, buffered: Bytes, held: &Held)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -707,17 +726,17 @@ where
             .header_read_timeout(held.request_header)
             .max_header_size(max_head)
             .keep_alive(true)
-            .serve_connection(io, service(shared, &held.ctx))
+            .serve_connection(io, service(engine, &held.ctx))
             .with_upgrades(),
     );
-    let end = drive!(conn, shared, held.ctx, held.client_idle, |c: Pin<
+    let end = drive!(conn, engine, held.ctx, held.client_idle, |c: Pin<
         &mut Pin<Box<hyper::server::conn::http1::UpgradeableConnection<_, _>>>,
     >| c
         .get_mut()
         .as_mut()
         .graceful_shutdown());
     if let Some(Err(e)) = &end {
-        count_hyper_rejection(shared, e);
+        count_hyper_rejection(engine, e);
     }
     log_end(end);
 }
@@ -726,7 +745,7 @@ where
 /// malformed request line or header, a `Transfer-Encoding` whose final coding is not
 /// `chunked`, a bad `Content-Length`) and ends the connection with that error; the service
 /// never sees the request, so it is counted here as the client error it is.
-fn count_hyper_rejection(shared: &Shared, e: &hyper::Error) {
+fn count_hyper_rejection(engine: &ProxyCtx, e: &hyper::Error) {
     if !e.is_parse() {
         return;
     }
@@ -736,7 +755,7 @@ fn count_hyper_rejection(shared: &Shared, e: &hyper::Error) {
         crate::error::ErrorKind::BadRequest
     };
     debug!(error = %e, "request refused by hyper's parser");
-    shared.stats.error(kind);
+    engine.stats.error(kind);
 }
 
 #[cfg(test)]

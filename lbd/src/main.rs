@@ -2,7 +2,7 @@
 //! TLS certificate files) and exits;
 //! `lbd status [--json]` prints the admin listener's `/status` (node, phase, vrrpd coupling).
 //!
-//! `run` starts the worker threads first ([`lbd::server::spawn_workers`]), then serves the
+//! `run` starts the worker threads first ([`lbd::app::spawn_workers`]), then serves the
 //! control side (signals, admin, health checks, vrrpd) on a current_thread runtime on the
 //! main thread.
 #![forbid(unsafe_code)]
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, workers } => {
-            // Load once up front for the log settings; `server::run` loads again so the
+            // Load once up front for the log settings; `app::run` loads again so the
             // same code path serves startup and reload.
             let cfg = match LbConfig::load(&config) {
                 Ok(c) => c,
@@ -234,9 +234,9 @@ fn main() -> ExitCode {
             // --workers, else `global.workers`, else one per CPU.
             let n = workers
                 .or(cfg.global.workers)
-                .unwrap_or_else(lbd::server::default_workers)
+                .unwrap_or_else(lbd::app::default_workers)
                 .max(1);
-            let worker_handles = match lbd::server::spawn_workers(n) {
+            let worker_handles = match lbd::app::spawn_workers(n) {
                 Ok(h) => h,
                 Err(e) => {
                     eprintln!("cannot start the worker threads: {e}");
@@ -244,7 +244,7 @@ fn main() -> ExitCode {
                 }
             };
             // The control runtime: signals, admin, health checks, the vrrpd link. Client
-            // connections never run here (see `server::spawn_workers`).
+            // connections never run here (see `app::spawn_workers`).
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -255,7 +255,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let code = runtime.block_on(lbd::server::run(&config, worker_handles));
+            let code = runtime.block_on(lbd::app::run(&config, worker_handles));
             // Don't wait for detached tasks (upstream connections, health checks); the worker
             // threads end with the process.
             runtime.shutdown_background();

@@ -254,7 +254,7 @@ pub struct GlobalStats {
     /// Upgrade requests whose protocols no route allows (`h2c`, …): forwarded as plain
     /// requests without `Upgrade`.
     pub upgrades_stripped_total: AtomicU64,
-    /// Requests served by the HTTP/1 fast path (`l7::fast`).
+    /// Requests served by the HTTP/1 fast path (`l7::plain`).
     pub fast_path_requests_total: AtomicU64,
     /// Connections the fast path handed to hyper (a request it does not take).
     pub fast_path_handoffs_total: AtomicU64,

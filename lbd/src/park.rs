@@ -5,7 +5,7 @@
 //! future's whole state, a task header, its timer and its tracing span: about 5 KiB here,
 //! against under 1 KiB in nginx and HAProxy, whose idle connections are a socket in the
 //! event loop and a small struct. So a connection that has waited a while for its next
-//! request with no buffer (see `l7::fast::conn`) ends its task and leaves its socket and a few
+//! request with no buffer (see `l7::plain::conn`) ends its task and leaves its socket and a few
 //! handles here ([`Lot::park`]), on the worker thread that served it.
 //!
 //! How: each worker thread has one [`Lot`] and one task driving it. The lot has an epoll

@@ -20,36 +20,29 @@
 //! `global.admin_token_file` (a bad one, like any error, keeps the old config and token).
 //!
 //! ## Soft state
-//! [`Shared::soft`] holds the sticky learn table, the rate-limit buckets and operator drains
-//! (`crate::softstate`), created once at startup with the bounds of the first config
-//! ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
-//! replicated state rather than config. A task sweeps expired entries every second. The
-//! per-snapshot views of it ([`PoolState::sticky`](crate::snapshot::PoolState::sticky) with each backend's cookie precomputed,
-//! [`Snapshot::limiters`] listed per route) are rebuilt on every reload; the insert-mode cookie
-//! key comes from `global.cookie_secret_file`, else a random key kept for the process.
+//! The engine's soft state ([`ProxyCtx::soft`]: sticky learn table, rate-limit buckets,
+//! operator drains, `crate::softstate`) is created once at startup with the bounds of the first
+//! config ([`soft_limits`]; changing them needs a restart) and kept across reloads, since it is
+//! replicated state rather than config. The per-snapshot views of it
+//! ([`PoolState::sticky`](crate::snapshot::PoolState::sticky) with each backend's cookie
+//! precomputed, [`Snapshot::limiters`] listed per route) are rebuilt on every reload; the
+//! insert-mode cookie key comes from `global.cookie_secret_file`, else a random key kept for the
+//! process.
 //!
 //! ## Lifecycle
 //! [`Phase`] is published on a watch channel (Starting → Serving → Draining → Stopped) and on
 //! `/readyz`. SIGTERM stops accepting, lets in-flight requests finish up to
-//! `global.drain_timeout_ms`, then exits 0; SIGINT exits at once.
+//! `global.drain_timeout_ms`, then exits 0; SIGINT exits at once. [`Server::serve`] also
+//! pings systemd's watchdog once every worker runtime has run a task.
 //!
-//! ## Threads
-//! `lbd run` starts `--workers N` worker threads (default: the CPUs the process may run on),
-//! each a single-threaded tokio runtime ([`spawn_workers`]), and serves everything else on a
-//! single-threaded control runtime on the main thread: signals, reload, the admin listener,
-//! health checks and the vrrpd link. Every listener socket is accepted from on every worker
-//! ([`crate::listener::start`]); a client connection, its requests and the upstream
-//! connections they use then stay on that worker, and each worker keeps its own idle
-//! upstream connections ([`crate::upstream::conns`]). What is shared between threads is only
-//! what has to be: the snapshot behind the `ArcSwap`, backend health and load (atomics and
-//! short locks), metrics, the global client connection semaphore, the sharded per-client
-//! connection counts, the shutdown and vrrp gate signals.
+//! The server builds nothing of the layers below it and starts no long-lived task: `app`
+//! builds the contexts and spawns the control tasks and, per snapshot, the
+//! [`SnapshotTasks`] it hands in.
 //!
 //! ## Seams for later issues
 //! Listeners are started and stopped at runtime ([`Server::start_listener`],
 //! [`Server::stop_listener`]) and can bind with IP_FREEBIND, which is what serving a VIP only
-//! while vrrpd is Master needs. TLS would wrap the accepted stream in `listener.rs` before
-//! hyper sees it; an L4 listener would replace `serve_connection` with a copy loop.
+//! while vrrpd is Master needs (the coupling does it through [`Host`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,19 +50,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use shared::config::ConfigError;
-use shared::shutdown::{Shutdown, ShutdownMode, Signal, Signals, TaskTracker};
+use shared::shutdown::{ShutdownMode, Signal, Signals};
 use shared::systemd;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::clock;
 use crate::config::{LbConfig, ListenerConfig};
-use crate::listener::RunningListener;
-use crate::metrics::GlobalStats;
-use crate::softstate::SoftState;
-
+use crate::coupling::{Coupling, Host, ListenerClosed};
+use crate::l7::ctx::ProxyCtx;
+use crate::listener::{ListenerCtx, RunningListener};
+use crate::peer::PeerHandle;
 use crate::snapshot::warn_cookie_key;
 use crate::snapshot::{soft_limits, BuildError, Snapshot};
 
@@ -82,50 +73,9 @@ pub enum Phase {
     Stopped,
 }
 
-/// Drop expired sticky entries and refilled rate buckets once a second, so memory returns
-/// after a burst of distinct keys even when no further traffic sweeps them. Ends with the
-/// soft state.
-fn spawn_soft_sweeper(soft: &Arc<SoftState>) {
-    let soft = Arc::downgrade(soft);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(soft) = soft.upgrade() else { return };
-            soft.sweep(clock::now());
-        }
-    });
-}
-
-/// State shared by every task of the process.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub stats: GlobalStats,
-    pub shutdown: Shutdown,
-    /// Client connections and tunnels: what a drain waits for.
-    pub tracker: TaskTracker,
-    /// `global.max_client_conns`, taken before each accept.
-    pub conn_limit: Arc<Semaphore>,
-    /// Open connections per client IP, for `global.max_conns_per_client`.
-    pub client_conns: Arc<crate::client_cap::ClientConns>,
-    pub phase: watch::Sender<Phase>,
-    /// The coupling to vrrpd (inert without `[vrrp]`): listener gates, status.
-    pub vrrp: crate::coupling::Coupling,
-    /// The worker runtimes client connections run on (see [`spawn_workers`]); empty means
-    /// the runtime that starts the listener (tests, embedding).
-    pub workers: Vec<tokio::runtime::Handle>,
-    /// Sticky tables, rate-limit buckets and operator drains, replicated to the peer node.
-    pub soft: Arc<SoftState>,
-    /// The link to the peer node (`None` without `[peer]`): status, metrics, readiness.
-    pub peer: Option<crate::peer::PeerHandle>,
-}
-
-impl Shared {
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-}
+/// What to start for each snapshot the server stores (health checkers, certificate
+/// watchers): tasks that end when the snapshot is retired. `app` says which.
+pub type SnapshotTasks = fn(&Arc<Snapshot>);
 
 /// Why a reload was rejected (the previous config keeps running).
 #[derive(Debug, thiserror::Error)]
@@ -143,122 +93,49 @@ pub enum ReloadError {
     },
 }
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{0}")]
-    Build(#[from] BuildError),
-    #[error("listener {name:?}: cannot bind {addr}: {source}")]
-    Bind {
-        name: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("admin listener: cannot bind {addr}: {source}")]
-    Admin {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot install signal handlers: {0}")]
-    Signals(#[source] std::io::Error),
-}
-
-/// The proxy process.
+/// The proxy process: its phase, its listeners, and the contexts of the layers below it,
+/// which `app` builds and hands over.
 pub struct Server {
-    pub shared: Arc<Shared>,
+    /// The listener's context, which holds the request engine's.
+    listen: Arc<ListenerCtx>,
+    pub phase: watch::Sender<Phase>,
+    /// The coupling to vrrpd (inert without `[vrrp]`): active instances, status.
+    pub vrrp: Coupling,
+    /// The link to the peer node (`None` without `[peer]`): status, metrics, readiness.
+    pub peer: Option<PeerHandle>,
     config_path: PathBuf,
     listeners: Mutex<HashMap<String, RunningListener>>,
-    admin_addr: SocketAddr,
+    snapshot_tasks: SnapshotTasks,
 }
 
 impl Server {
-    /// Build the first snapshot, bind the admin and proxy listeners, start health checks.
-    pub async fn start(
+    /// A server in phase Starting, serving the engine's snapshot on no listener yet.
+    pub fn new(
         config_path: &Path,
-        config: LbConfig,
-        workers: Vec<tokio::runtime::Handle>,
-    ) -> Result<Server, StartError> {
-        let _ = clock::start();
-        let listener_cfgs = config.listeners.clone();
-        let admin = config.global.admin;
-        let max_conns = config.global.max_client_conns as usize;
-        let vrrp = crate::coupling::Coupling::new(config.vrrp.as_ref());
-        // The soft state's merges tell nodes apart by id: with a peer link that must be the
-        // id the peer knows us by (two nodes may share a hostname, hence a node_name).
-        let soft = Arc::new(SoftState::new(
-            config
-                .peer
-                .as_ref()
-                .map_or(&config.global.node_name, |p| &p.node_id),
-            soft_limits(&config),
-        ));
-        // Cold until the peer link's first resync (or its warm timeout): see SoftState.
-        soft.set_cold(config.peer.is_some());
-        warn_cookie_key(&config);
-        let tickets = crate::tls::tickets::ring();
-        tickets.set_rotation(config.global.tls_ticket_rotate);
-        let snapshot = Arc::new(Snapshot::build(config, None, 1)?);
+        listen: Arc<ListenerCtx>,
+        vrrp: Coupling,
+        peer: Option<PeerHandle>,
+        snapshot_tasks: SnapshotTasks,
+    ) -> Server {
         let (phase, _) = watch::channel(Phase::Starting);
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::new(Arc::clone(&snapshot)),
-            stats: GlobalStats::default(),
-            shutdown: Shutdown::new(),
-            tracker: TaskTracker::new(),
-            conn_limit: Arc::new(Semaphore::new(max_conns)),
-            client_conns: Arc::default(),
+        Server {
+            listen,
             phase,
             vrrp,
-            workers,
-            soft,
-            peer: crate::peer::PeerHandle::from_config(snapshot.config.peer.as_ref()),
-        });
-        let admin_addr = crate::admin::start(Arc::clone(&shared), admin)
-            .await
-            .map_err(|source| StartError::Admin {
-                addr: admin,
-                source,
-            })?;
-        crate::upstream::checker::spawn_all(&snapshot);
-        snapshot.spawn_tls_watchers();
-        spawn_soft_sweeper(&shared.soft);
-        // Runs as long as the control runtime, like the soft-state sweeper.
-        tokio::spawn(crate::tls::tickets::run(Arc::clone(tickets)));
-        // The peer link runs until a fast shutdown or the process ends.
-        if let Some(peer) = &shared.peer {
-            tokio::spawn(crate::peer::link::run(Arc::clone(&shared), peer.clone()));
-        }
-        let server = Server {
-            shared,
+            peer,
             config_path: config_path.to_path_buf(),
             listeners: Mutex::new(HashMap::new()),
-            admin_addr,
-        };
-        // A VIP listener is bound only once vrrpd says Master (crate::coupling).
-        for l in listener_cfgs.iter().filter(|l| l.vrrp_instance.is_none()) {
-            server
-                .start_listener(l)
-                .map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.address,
-                    source,
-                })?;
+            snapshot_tasks,
         }
-        server.shared.phase.send_replace(Phase::Serving);
-        info!(
-            listeners = listener_cfgs.len(),
-            admin = %admin_addr,
-            pools = snapshot.pools.len(),
-            "lbd serving"
-        );
-        Ok(server)
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+    /// The request engine's context: snapshot, stats, soft state, shutdown, gates.
+    pub fn engine(&self) -> &Arc<ProxyCtx> {
+        &self.listen.engine
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.engine().snapshot()
     }
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningListener>> {
@@ -278,7 +155,7 @@ impl Server {
         if let Some(old) = map.remove(&cfg.name) {
             old.stop();
         }
-        let running = crate::listener::start(Arc::clone(&self.shared), cfg.clone())?;
+        let running = crate::listener::start(Arc::clone(&self.listen), cfg.clone())?;
         let addr = running.local_addr;
         info!(listener = %cfg.name, address = %addr, "listening");
         map.insert(cfg.name.clone(), running);
@@ -312,11 +189,11 @@ impl Server {
         let result = self.try_reload();
         match &result {
             Ok(generation) => {
-                crate::metrics::inc(&self.shared.stats.reloads_ok);
+                crate::metrics::inc(&self.engine().stats.reloads_ok);
                 info!(generation, path = %self.config_path.display(), "config reloaded");
             }
             Err(e) => {
-                crate::metrics::inc(&self.shared.stats.reloads_failed);
+                crate::metrics::inc(&self.engine().stats.reloads_failed);
                 error!("config reload rejected, still serving the previous config:\n{e}");
             }
         }
@@ -325,7 +202,7 @@ impl Server {
 
     fn try_reload(&self) -> Result<u64, ReloadError> {
         let config = LbConfig::load(&self.config_path)?;
-        let old = self.shared.snapshot();
+        let old = self.snapshot();
         for (what, changed) in [
             (
                 "global.admin",
@@ -367,7 +244,7 @@ impl Server {
         // Bind new listeners before swapping so a bind failure keeps the old config whole.
         // The vrrp task starts and stops VIP listeners under this same lock, so the set of
         // instances it serves can't change under the reconciliation.
-        let vrrp_active = self.shared.vrrp.active();
+        let vrrp_active = self.vrrp.active();
         let wanted = |l: &ListenerConfig| {
             l.vrrp_instance
                 .as_ref()
@@ -389,7 +266,7 @@ impl Server {
         }
         let generation = new.generation;
         crate::tls::tickets::ring().set_rotation(new.config.global.tls_ticket_rotate);
-        self.shared.snapshot.store(Arc::clone(&new));
+        self.engine().snapshot.store(Arc::clone(&new));
         old.retired.cancel();
         // Backends that disappeared: close their idle connections now.
         for op in &old.pools {
@@ -403,8 +280,7 @@ impl Server {
                 }
             }
         }
-        crate::upstream::checker::spawn_all(&new);
-        new.spawn_tls_watchers();
+        (self.snapshot_tasks)(&new);
         for (name, _) in running {
             if !listeners.iter().any(|l| l.name == name && wanted(l)) {
                 self.stop_listener(&name);
@@ -426,7 +302,7 @@ impl Server {
                 signal = signals.recv() => signal,
                 _ = ticker.tick() => {
                     let patience = watchdog.map_or(Duration::from_secs(1), |w| w.period);
-                    if workers_respond(&self.shared.workers, patience).await {
+                    if workers_respond(&self.listen.workers, patience).await {
                         systemd::watchdog_ping();
                     } else {
                         warn!("a worker runtime did not run a task in time; not pinging the watchdog");
@@ -453,8 +329,8 @@ impl Server {
                 Signal::Interrupt => {
                     info!("SIGINT: exiting now");
                     systemd::stopping("exiting");
-                    self.shared.shutdown.trigger(ShutdownMode::Fast);
-                    self.shared.phase.send_replace(Phase::Stopped);
+                    self.engine().shutdown.trigger(ShutdownMode::Fast);
+                    self.phase.send_replace(Phase::Stopped);
                     return 130;
                 }
             }
@@ -463,24 +339,24 @@ impl Server {
 
     /// Stop accepting, let in-flight requests finish up to the drain timeout.
     pub async fn drain(&self) -> i32 {
-        self.shared.phase.send_replace(Phase::Draining);
+        self.phase.send_replace(Phase::Draining);
         // Coupled to vrrpd: keep serving the VIPs until vrrpd has moved them away, so no
         // client meets a VIP whose listener is already closed.
-        if let Some(v) = self.shared.snapshot().config.vrrp.as_ref() {
-            if !self.shared.vrrp.hand_over(v.drain_timeout).await {
+        if let Some(v) = self.snapshot().config.vrrp.as_ref() {
+            if !self.vrrp.hand_over(v.drain_timeout).await {
                 warn!(
                     timeout_ms = v.drain_timeout.as_millis() as u64,
                     "vrrpd did not release the VIPs in time; stopping anyway"
                 );
             }
         }
-        self.shared.shutdown.trigger(ShutdownMode::Graceful);
+        self.engine().shutdown.trigger(ShutdownMode::Graceful);
         let names: Vec<String> = self.listeners().keys().cloned().collect();
         for name in names {
             self.stop_listener(&name);
         }
-        let grace = self.shared.snapshot().config.global.drain_timeout;
-        let clean = shared::shutdown::drain(&self.shared.tracker, grace).await;
+        let grace = self.snapshot().config.global.drain_timeout;
+        let clean = shared::shutdown::drain(&self.engine().tracker, grace).await;
         if clean {
             info!("drained, exiting");
         } else {
@@ -489,8 +365,35 @@ impl Server {
                 "drain timeout: closing remaining connections"
             );
         }
-        self.shared.phase.send_replace(Phase::Stopped);
+        self.phase.send_replace(Phase::Stopped);
         0
+    }
+}
+
+/// What the vrrpd coupling asks of the server.
+impl Host for Server {
+    fn engine(&self) -> &ProxyCtx {
+        Server::engine(self)
+    }
+
+    fn coupling(&self) -> &Coupling {
+        &self.vrrp
+    }
+
+    fn peer(&self) -> Option<&PeerHandle> {
+        self.peer.as_ref()
+    }
+
+    fn start_listener(&self, cfg: &ListenerConfig) -> std::io::Result<SocketAddr> {
+        Server::start_listener(self, cfg)
+    }
+
+    fn listener_running(&self, name: &str) -> bool {
+        Server::listener_running(self, name)
+    }
+
+    fn stop_listener_closed(&self, name: &str) -> Option<ListenerClosed> {
+        Server::stop_listener_closed(self, name).map(|closed| Box::pin(closed) as ListenerClosed)
     }
 }
 
@@ -500,81 +403,6 @@ async fn workers_respond(workers: &[tokio::runtime::Handle], patience: Duration)
     tokio::time::timeout(patience, futures::future::join_all(probes))
         .await
         .is_ok_and(|done| done.iter().all(Result::is_ok))
-}
-
-/// `lbd run`: load, start, serve until a signal. Returns the exit code.
-pub async fn run(
-    config_path: &Path,
-    workers: Vec<tokio::runtime::Handle>,
-) -> Result<i32, StartError> {
-    let config = LbConfig::load(config_path)?;
-    let signals = Signals::install().map_err(StartError::Signals)?;
-    let vrrp = config.vrrp.clone();
-    let server = Arc::new(Server::start(config_path, config, workers).await?);
-    if let Some(cfg) = vrrp {
-        tokio::spawn(crate::coupling::link::run(Arc::clone(&server), cfg));
-    }
-    Ok(server.serve(signals).await)
-}
-
-/// How many tasks a worker runs between two non-blocking checks for I/O events (tokio's
-/// default is 61). Under load every check is an `epoll_wait` that finds a few events; checking
-/// less often finds more per call. 256 measured 1.6% less CPU per request on the L7
-/// benchmark (4 of 4 interleaved rounds); a worker still checks as soon as it runs out of
-/// tasks, so an idle or lightly loaded worker reacts as before.
-const EVENT_INTERVAL: u32 = 256;
-
-/// The default worker count: the CPUs this process may run on (`sched_getaffinity`, which
-/// `available_parallelism` reads on Linux), so a proxy pinned with `taskset -c 1` gets one.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-/// Start `n` worker threads, each running its own single-threaded tokio runtime, and return
-/// their handles.
-///
-/// Why one current_thread runtime per thread rather than one multi_thread runtime: a client
-/// connection, the requests on it and the upstream connections they use then stay on one
-/// thread, so the hand-offs between hyper's server task, its client dispatch channel and the
-/// upstream connection task are same-thread wake-ups with no work stealing or cross-CPU
-/// notification. Measured on the L7 benchmark (BENCHMARKS.md): multi_thread with one
-/// worker cost about 18% more CPU per request than current_thread, and made wrk and the
-/// backend spend more too. Every listener socket is served by all workers (see
-/// [`crate::listener::start`]), and each worker keeps its own idle upstream connections
-/// ([`crate::upstream::conns`]).
-///
-/// The threads run until the process exits: `main` returns without joining them.
-pub fn spawn_workers(n: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
-    let n = n.max(1);
-    crate::upstream::conns::set_worker_count(n);
-    let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("lbd-worker-{i}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .event_interval(EVENT_INTERVAL)
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                crate::upstream::conns::set_worker_slot(i);
-                let _ = tx.send(Ok(rt.handle().clone()));
-                // block_on is what drives this runtime's tasks; nothing ever completes it.
-                rt.block_on(std::future::pending::<()>());
-            })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("worker thread ended during startup"))??;
-        handles.push(handle);
-    }
-    Ok(handles)
 }
 
 /// Wait until `phase` reaches `want` (tests, embedding).

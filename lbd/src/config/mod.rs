@@ -153,7 +153,7 @@ pub struct GlobalConfig {
     pub rate_limit_max_keys: usize,
     /// Bound on the rate-limit table's estimated bytes.
     pub rate_limit_max_bytes: usize,
-    /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::fast`])
+    /// Serve plain HTTP/1.1 keep-alive requests on lbd's own HTTP/1 path ([`crate::l7::plain`])
     /// and hand anything else to hyper; `false`: hyper serves every HTTP/1 connection.
     pub http1_fast_path: bool,
     /// How often TLS session-ticket keys rotate; also the ticket lifetime announced to

@@ -7,7 +7,7 @@ use super::*;
 use shared::config::Validator;
 
 use super::validate::required;
-use crate::upstream::tls::UpstreamTls;
+use crate::upstream::tls::setup::UpstreamTls;
 
 /// `[pool.tls]` at `key` (`pool[i].tls`); `None` when unusable (the errors are reported).
 pub(super) fn validate_upstream_tls(

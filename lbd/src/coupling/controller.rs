@@ -16,9 +16,8 @@ use tracing::{info, warn};
 
 use super::gate::{Gate, Gates};
 use super::readiness::{self, Condition, Readiness};
-use super::{Coupling, InstanceView};
+use super::{Coupling, Host, InstanceView};
 use crate::config::{ListenerConfig, VrrpConfig, DEFAULT_VRRP_LOST_TIMEOUT_MS};
-use crate::server::{Server, Shared};
 
 /// `reason` of the events vrrpd sends as the snapshot after a subscribe.
 pub const SNAPSHOT_REASON: &str = "snapshot";
@@ -57,7 +56,7 @@ struct Instance {
 
 /// The coupling's state machine, owned by the link task.
 pub struct Controller {
-    server: Arc<Server>,
+    host: Arc<dyn Host>,
     cfg: VrrpConfig,
     instances: BTreeMap<String, Instance>,
     /// Test-bind results of listeners that aren't bound: (when, problem).
@@ -69,9 +68,9 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(server: Arc<Server>, cfg: VrrpConfig) -> Controller {
+    pub fn new(host: Arc<dyn Host>, cfg: VrrpConfig) -> Controller {
         Controller {
-            server,
+            host,
             cfg,
             instances: BTreeMap::new(),
             probes: HashMap::new(),
@@ -88,18 +87,18 @@ impl Controller {
         &self.cfg
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.server.shared
+    pub fn host(&self) -> &Arc<dyn Host> {
+        &self.host
     }
 
     fn coupling(&self) -> &Coupling {
-        &self.server.shared.vrrp
+        self.host.coupling()
     }
 
     /// The listeners of `instance` in the current config.
     fn listeners_of(&self, instance: &str) -> Vec<ListenerConfig> {
-        self.server
-            .shared
+        self.host
+            .engine()
             .snapshot()
             .config
             .listeners
@@ -112,7 +111,7 @@ impl Controller {
     fn gates_of(&self, instance: &str) -> Vec<Arc<Gate>> {
         self.listeners_of(instance)
             .iter()
-            .map(|l| self.coupling().gates.get(&l.name))
+            .map(|l| self.host.engine().gates.get(&l.name))
             .collect()
     }
 
@@ -175,7 +174,7 @@ impl Controller {
 
     /// Bind every listener of `instance` (idempotent).
     fn start(&mut self, instance: &str) {
-        if self.server.shared.shutdown.is_triggered() || self.coupling().is_leaving() {
+        if self.host.engine().shutdown.is_triggered() || self.coupling().is_leaving() {
             warn!(
                 instance,
                 "shutting down: not binding the instance's listeners"
@@ -189,8 +188,8 @@ impl Controller {
             active.insert(instance.to_string());
             for l in &listeners {
                 // Master: keep-alive on, even while a switchover waits for requests.
-                self.coupling().gates.get(&l.name).set_draining(false);
-                if let Err(e) = self.server.start_listener(l) {
+                self.host.engine().gates.get(&l.name).set_draining(false);
+                if let Err(e) = self.host.start_listener(l) {
                     warn!(instance, listener = %l.name, address = %l.address, error = %e, "cannot bind VIP listener");
                     errors.push(format!(
                         "listener {:?}: cannot bind {}: {e}",
@@ -221,8 +220,8 @@ impl Controller {
             let mut active = self.coupling().active();
             active.remove(instance);
             for l in &listeners {
-                self.coupling().gates.get(&l.name).set_draining(true);
-                closing.extend(self.server.stop_listener_closed(&l.name));
+                self.host.engine().gates.get(&l.name).set_draining(true);
+                closing.extend(self.host.stop_listener_closed(&l.name));
             }
         }
         let all = futures::future::join_all(closing);
@@ -384,7 +383,7 @@ impl Controller {
 
     /// Is the instance's every listener bound (as reported in heartbeats)?
     fn serving(&self) -> Vec<String> {
-        if self.server.shared.shutdown.is_triggered() {
+        if self.host.engine().shutdown.is_triggered() {
             return Vec::new();
         }
         self.instances
@@ -397,7 +396,7 @@ impl Controller {
     /// Can `l` be bound now? Bound listeners can; others are test-bound, at most every
     /// [`PROBE_INTERVAL`].
     fn probe(&mut self, l: &ListenerConfig, now: Instant) -> Option<String> {
-        if self.server.listener_running(&l.name) {
+        if self.host.listener_running(&l.name) {
             return None;
         }
         if let Some((at, result)) = self.probes.get(&l.name) {
@@ -415,10 +414,10 @@ impl Controller {
     /// Evaluate the conditions and build the next heartbeat.
     pub fn heartbeat(&mut self) -> Heartbeat {
         let now = Instant::now();
-        let rt = self.server.shared.snapshot();
+        let rt = self.host.engine().snapshot();
         let mut able = Readiness::default();
         able.conditions.push(
-            if self.server.shared.shutdown.is_triggered() || self.coupling().is_leaving() {
+            if self.host.engine().shutdown.is_triggered() || self.coupling().is_leaving() {
                 Condition::failing("shutdown", "lbd is shutting down")
             } else {
                 Condition::ok("shutdown")
@@ -448,7 +447,7 @@ impl Controller {
         ready.conditions.push(readiness::ready_backends(&rt));
         ready
             .conditions
-            .extend(readiness::ready_peer(&self.server.shared));
+            .extend(readiness::ready_peer(self.host.peer()));
 
         let reasons: Vec<String> = able.reasons().chain(ready.reasons()).collect();
         let hb = Heartbeat {

@@ -36,8 +36,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::controller::{Controller, Drain, Next};
+use super::Host;
 use crate::config::VrrpConfig;
-use crate::server::Server;
 
 /// When vrrpd last said anything on this session, and whether it ever said `alive`.
 #[derive(Debug, Default)]
@@ -93,10 +93,10 @@ pub enum LinkError {
     Shutdown,
 }
 
-/// Follow vrrpd until fast shutdown. Spawned by `server::run` when `[vrrp]` is configured.
-pub async fn run(server: Arc<Server>, cfg: VrrpConfig) {
-    let mut ctl = Controller::new(server, cfg);
-    let shutdown = ctl.shared().shutdown.clone();
+/// Follow vrrpd until fast shutdown. Spawned by `app` when `[vrrp]` is configured.
+pub async fn run(host: Arc<dyn Host>, cfg: VrrpConfig) {
+    let mut ctl = Controller::new(host, cfg);
+    let shutdown = ctl.host().engine().shutdown.clone();
     // Start of the current outage (None before the first attempt and while subscribed).
     let mut down_since: Option<Instant> = None;
     loop {
@@ -108,7 +108,7 @@ pub async fn run(server: Arc<Server>, cfg: VrrpConfig) {
         if matches!(e, LinkError::SeqGap { .. }) {
             ctl.update_status(|s| s.seq_gaps += 1);
         }
-        let was_connected = ctl.shared().vrrp.status().connected;
+        let was_connected = ctl.host().coupling().status().connected;
         if was_connected || down_since.is_none() {
             // Logged once per outage, not on every retry.
             warn!(error = %e, socket = %ctl.config().socket.display(), "vrrpd link down");
@@ -180,7 +180,7 @@ async fn session(ctl: &mut Controller) -> LinkError {
 }
 
 async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, LinkError> {
-    let shutdown = ctl.shared().shutdown.clone();
+    let shutdown = ctl.host().engine().shutdown.clone();
     let socket = ctl.config().socket.clone();
     let stream = watched(ctl, UnixStream::connect(&socket))
         .await?
@@ -245,8 +245,8 @@ async fn subscribed(ctl: &mut Controller) -> Result<std::convert::Infallible, Li
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     watchdog.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut drain: Option<(u64, Drain)> = None;
-    let shared = Arc::clone(ctl.shared());
-    let kick = &shared.vrrp;
+    let host = Arc::clone(ctl.host());
+    let kick = host.coupling();
     loop {
         tokio::select! {
             msg = rx.recv() => {

@@ -16,10 +16,16 @@
 //!   `master_down_ms` stops serving, because by then the peer has taken the VIP over; a
 //!   quicker vrrpd restart keeps serving, and the new subscription's snapshot tells the
 //!   truth.
-//! - [`gate`]       per-listener drain flag and in-flight counts, read by the proxy.
+//! - [`gate`]       per-listener drain flag and in-flight counts: the request engine owns
+//!   them ([`crate::l7::ctx::ProxyCtx::gates`]) and enters one per request; the controller
+//!   flips and waits on them.
 //! - [`readiness`]  the named conditions behind the heartbeat's `able` and `ready`.
 //!
-//! [`Coupling`] is what the rest of lbd sees: the gates (proxy), the set of instances whose
+//! The coupling reaches the server only through [`Host`] (start and stop a VIP's listeners,
+//! read the engine, the peer handle and this [`Coupling`]), which `server::Server`
+//! implements, so the coupling sits below the server rather than importing it.
+//!
+//! [`Coupling`] is what the rest of lbd sees: the set of instances whose
 //! listeners should be bound (reload reconciles listeners against it), a status snapshot
 //! (`/status` on the admin listener, `lbd status`), and [`Coupling::hand_over`]: on SIGTERM
 //! lbd first reports itself unable and keeps serving until vrrpd has moved the VIPs away
@@ -31,6 +37,9 @@ pub mod link;
 pub mod readiness;
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -40,15 +49,33 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::VrrpConfig;
-use gate::Gates;
+use crate::config::{ListenerConfig, VrrpConfig};
+use crate::l7::ctx::ProxyCtx;
+use crate::peer::PeerHandle;
 use readiness::Condition;
 
-/// The coupling state shared with the proxy, the admin listener and reload.
+/// Resolves once a stopped listener's socket is closed.
+pub type ListenerClosed = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the coupling needs from the server it runs in: the VIP listeners to start and stop,
+/// and the state its heartbeat reports on. `server::Server` implements it; `app` hands it to
+/// the vrrpd link.
+pub trait Host: Send + Sync + 'static {
+    /// The request engine: the snapshot (listeners, pools), the shutdown, the listener gates.
+    fn engine(&self) -> &ProxyCtx;
+    fn coupling(&self) -> &Coupling;
+    /// The peer link's handle (`None` without `[peer]`), for the `peer_warm` readiness.
+    fn peer(&self) -> Option<&PeerHandle>;
+    /// Start accepting on a listener (idempotent for an identical running listener).
+    fn start_listener(&self, cfg: &ListenerConfig) -> std::io::Result<SocketAddr>;
+    fn listener_running(&self, name: &str) -> bool;
+    /// Stop accepting on a listener (`None` when it wasn't running).
+    fn stop_listener_closed(&self, name: &str) -> Option<ListenerClosed>;
+}
+
+/// The coupling state shared with the admin listener and reload.
 #[derive(Debug, Default)]
 pub struct Coupling {
-    /// Drain flags and in-flight counts of VRRP listeners.
-    pub gates: Gates,
     /// Instances whose listeners should be bound now. Held while listeners of an instance
     /// are started or stopped, so a concurrent reload never undoes the vrrp task's work.
     active: Mutex<BTreeSet<String>>,

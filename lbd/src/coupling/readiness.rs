@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::config::UnableWhen;
-use crate::server::Shared;
+use crate::peer::PeerHandle;
 use crate::snapshot::Snapshot;
 
 /// One named check.
@@ -115,8 +115,8 @@ pub fn ready_backends(rt: &Snapshot) -> Condition {
 /// full resync) is not ready, so its vrrpd does not preempt and break every pinned session.
 /// The reason is the phase. After `peer.warm_timeout_ms` with no reachable peer the link
 /// reports warm anyway (logged), so a lone node is not kept out forever.
-pub fn ready_peer(shared: &Shared) -> Option<Condition> {
-    let peer = shared.peer.as_ref()?;
+pub fn ready_peer(peer: Option<&PeerHandle>) -> Option<Condition> {
+    let peer = peer?;
     Some(peer_condition(peer.view().phase))
 }
 

@@ -1,6 +1,6 @@
 //! One request's attempts at a backend: the one retry policy both HTTP paths drive.
 //!
-//! Both paths (`l7::proxy` on hyper, `l7::fast` on raw sockets) run the same loop: pick a
+//! Both paths (`l7::general` on hyper, `l7::plain` on raw sockets) run the same loop: pick a
 //! backend, get a connection, send, read the response head. This module decides what a
 //! failure in that loop means, so the two paths cannot drift apart:
 //!

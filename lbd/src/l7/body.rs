@@ -23,10 +23,10 @@ use super::dispatch::Lease;
 use crate::access_log::{now_rfc3339, Record};
 use crate::coupling::gate::GateGuard;
 use crate::l7::client::ActiveRequest;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::request_body::RequestBodyState;
 use crate::l7::timer::LazyDeadline;
 use crate::metrics::{inc, status_class};
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::conns::{BackendConns, Sender};
 use crate::upstream::h2::StreamSlot;
@@ -45,7 +45,7 @@ pub(super) struct LogInfo {
 /// What to do when a response body ends: pool the connection, release the backend, count,
 /// and log.
 pub(super) struct Finish {
-    pub(super) shared: Arc<Shared>,
+    pub(super) engine: Arc<ProxyCtx>,
     /// Keeps the request's snapshot alive until the body ends.
     pub(super) rt: Arc<Snapshot>,
     pub(super) active: ActiveRequest,
@@ -67,6 +67,36 @@ pub(super) struct Finish {
 }
 
 impl Finish {
+    /// The one way both HTTP paths begin a request's `Finish`: nothing sent, no backend yet.
+    /// `active` and `gate` are taken by the caller when the request starts, since a path may
+    /// begin the `Finish` only once the request has been forwarded. Inlined: it runs on every
+    /// request of the plain path, which built this in place before.
+    #[inline]
+    pub(super) fn begin(
+        engine: &Arc<ProxyCtx>,
+        rt: &Arc<Snapshot>,
+        active: ActiveRequest,
+        gate: Option<GateGuard>,
+        log: Option<LogInfo>,
+    ) -> Finish {
+        Finish {
+            engine: Arc::clone(engine),
+            rt: Arc::clone(rt),
+            active,
+            status: 0,
+            bytes: 0,
+            upstream: None,
+            lease: None,
+            log,
+            pool: None,
+            backend: None,
+            error: "-",
+            gate,
+            request_body: None,
+            h2_stream: None,
+        }
+    }
+
     pub(super) fn run(self, complete: bool) {
         // A connection whose request body was cut off (or is still being written) is never
         // pooled: the backend may still be reading a request that will never end.
@@ -80,7 +110,7 @@ impl Finish {
         let conn_peer = self.active.conn().peer;
         drop(self.active);
         drop(self.gate);
-        inc(&self.shared.stats.responses[status_class(self.status)]);
+        inc(&self.engine.stats.responses[status_class(self.status)]);
         if let Some(log) = self.log {
             self.rt.access_log.write(&Record {
                 time: now_rfc3339(),

@@ -11,8 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::client_cap::ClientSlot;
 use crate::clock;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::framing::FramingVerdicts;
-use crate::server::Shared;
 
 /// Per-connection state the proxy updates (for the idle timeout and the access log).
 #[derive(Debug)]
@@ -123,12 +123,12 @@ impl Drop for ActiveRequest {
 }
 
 /// Decrements the active client connection gauge on drop.
-pub struct ActiveGauge(Arc<Shared>);
+pub struct ActiveGauge(Arc<ProxyCtx>);
 
 impl ActiveGauge {
     /// The gauge for a connection already counted in `client_conns_active`.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        ActiveGauge(shared)
+    pub fn new(engine: Arc<ProxyCtx>) -> Self {
+        ActiveGauge(engine)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The steps of a proxied request that both HTTP paths take, so the hyper service
-//! ([`super::proxy`]) and lbd's own HTTP/1 engine ([`super::fast`]) route, limit, pick,
+//! ([`super::general`]) and lbd's own HTTP/1 engine ([`super::plain`]) route, limit, pick,
 //! queue, retry, feed passive health and account for local answers the same way.
 //!
 //! - [`client_of`], [`normalized_path`]: the real client address and the normalised path,
@@ -29,16 +29,17 @@ use crate::config::PoolConfig;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::Blame;
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::headers::{self, ForwardCtx};
 use crate::l7::path::normalize_path_str;
 use crate::l7::ratelimit::{Denied, RequestKeys};
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::metrics::inc;
-use crate::server::Shared;
-use crate::snapshot::{log_health_change, PoolState, Snapshot};
+use crate::snapshot::{PoolState, Snapshot};
 use crate::upstream::backend::{Backend, BackendId, InFlightGuard};
 use crate::upstream::balance::{eligible, PickContext};
+use crate::upstream::checker::log_health_change;
 use crate::upstream::conns::BackendConns;
 use crate::upstream::health::Outcome;
 
@@ -59,7 +60,7 @@ pub fn note_rate_limited(rt: &Snapshot, conn: &ConnCtx, denied: &Denied) {
 /// Count and log a request answered with an error, saying which side failed (both HTTP
 /// paths).
 pub fn note_error(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &Snapshot,
     e: &ProxyError,
     pool: Option<usize>,
@@ -76,7 +77,7 @@ pub fn note_error(
             warn!(side = e.side.as_str(), kind = e.kind.as_str(), pool, backend, error = %e, "request failed")
         }
     }
-    shared.stats.error(e.kind);
+    engine.stats.error(e.kind);
 }
 
 /// The client address lbd believes for this request ([`headers::real_client`]): the peer, or
@@ -114,7 +115,7 @@ pub fn normalized_path(
 /// empty-slice check. Returns the pool's index, the pool, the matched rule's index
 /// (`None`: the default pool) and the route's request body limit.
 pub fn route_and_limit<'r>(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &'r Snapshot,
     client: IpAddr,
     view: &RequestView<'_>,
@@ -131,7 +132,7 @@ pub fn route_and_limit<'r>(
         };
         if let Some(denied) = rt
             .limiters
-            .check(&shared.soft, applicable, &keys, clock::now())
+            .check(&engine.soft, applicable, &keys, clock::now())
         {
             return Err(Local::RateLimited(denied));
         }
@@ -144,6 +145,21 @@ pub fn route_and_limit<'r>(
         .get(index)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
     Ok((index, pool, rule, rt.config.body_limit(matched.rule)))
+}
+
+/// The picked backend's connections, with the request counted on them (and as a sticky one
+/// when the pin chose the backend); `None` when the pool has no connections for it.
+pub fn backend_conns<'p>(
+    pool: &'p PoolState,
+    backend: &Backend,
+    pinned: bool,
+) -> Option<&'p Arc<BackendConns>> {
+    let conns = pool.conns.get(backend.id.0)?;
+    inc(&conns.stats.requests);
+    if pinned {
+        inc(&conns.stats.sticky_requests);
+    }
+    Some(conns)
 }
 
 /// A connect to `backend` failed: count it and tell passive health (both HTTP paths; the
@@ -246,7 +262,7 @@ pub async fn pick(
 /// May a failed attempt go to another backend? Within `retries.attempts`, while one is
 /// usable, and when the retry budget has one (counted either way).
 pub fn may_retry(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &Snapshot,
     pool: &PoolState,
     retries: u32,
@@ -260,10 +276,10 @@ pub fn may_retry(
         .try_withdraw(clock::now().as_millis() as u64)
     {
         inc(&pool.stats.retries);
-        inc(&shared.stats.retries_total);
+        inc(&engine.stats.retries_total);
         true
     } else {
-        inc(&shared.stats.retry_budget_exhausted);
+        inc(&engine.stats.retry_budget_exhausted);
         false
     }
 }

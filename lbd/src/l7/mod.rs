@@ -3,11 +3,13 @@
 //! - [`framing`] follows HTTP/1 request framing on the client's bytes to catch what hyper
 //!   hides (Content-Length with Transfer-Encoding, duplicate Content-Length) (sans-IO + wrapper).
 //! - [`router`] ordered host/path/header/method rules mapping a request to a backend pool.
-//! - [`fast`]    lbd's own HTTP/1 engine for plain keep-alive requests; hands anything else
-//!   to hyper.
+//! - [`plain`]   the plain path: lbd's own HTTP/1 engine for plain keep-alive requests, the
+//!   common case (the "fast path" of `global.http1_fast_path`); hands anything else to hyper.
 //! - [`dispatch`] the request steps both HTTP paths share: route and rate-limit, pick and
 //!   queue, retry, passive health, local-answer accounting.
-//! - [`proxy`]   the hyper service: route, pick, forward, retry, tunnel (runtime side).
+//! - [`general`] the general path: hyper's service for every other request (h2/h2c, upgrades
+//!   and WebSocket, TLS, TLS or h2 pools, odd framing): route, pick, forward, retry, tunnel.
+//! - [`ctx`]     [`ctx::ProxyCtx`], what both paths read besides the request.
 //! - [`client`]  a client connection as both paths see it ([`client::ConnCtx`]) and what it
 //!   holds while open.
 //! - [`body`]    the response body handed to hyper, and what runs when it ends (pool the
@@ -33,14 +35,15 @@
 pub mod attempts;
 pub mod body;
 pub mod client;
+pub mod ctx;
 pub mod dispatch;
-pub mod fast;
 pub mod framing;
+pub mod general;
 pub mod grpc;
 pub mod h2guard;
 pub mod headers;
 pub mod path;
-pub mod proxy;
+pub mod plain;
 pub mod ratelimit;
 pub mod request_body;
 pub mod retry;

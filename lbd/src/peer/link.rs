@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::{LinkView, PeerHandle, Replicator};
 use crate::clock;
-use crate::server::Shared;
+use crate::l7::ctx::ProxyCtx;
 
 /// Ask the replicator for more frames only while fewer bytes than this wait for the socket.
 const OUT_HIGH: usize = 256 * 1024;
@@ -86,7 +86,7 @@ struct Conn {
 }
 
 /// The link task: runs until a fast shutdown or the end of the process.
-pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
+pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle) {
     let cfg = peer.config().clone();
     let boot_id: u64 = rand::random();
     let mut rc = ReplicatorConfig::new(
@@ -118,7 +118,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
         }
     };
     let mut link = Link {
-        shared,
+        engine,
         peer,
         lower: cfg.node_id.as_bytes() < cfg.peer_node_id.as_bytes(),
         last_phase: Phase::Cold,
@@ -163,7 +163,7 @@ pub async fn run(shared: Arc<Shared>, peer: PeerHandle) {
         }
         let can_dial = link.conn.is_none() && !dialing;
         tokio::select! {
-            _ = link.shared.shutdown.fast() => break,
+            _ = link.engine.shutdown.fast() => break,
             _ = tokio::time::sleep_until(next_bind), if listener.is_none() => {
                 match TcpListener::bind(cfg.listen).await {
                     Ok(l) => {
@@ -305,7 +305,7 @@ struct Counters {
 }
 
 struct Link {
-    shared: Arc<Shared>,
+    engine: Arc<ProxyCtx>,
     peer: PeerHandle,
     /// Our node id sorts below the peer's: connections we dial win the tie-break.
     lower: bool,
@@ -489,7 +489,7 @@ impl Link {
         let now = clock::now();
         let before = repl.status(now).entries_received;
         let result = {
-            let mut store = self.shared.soft.lock();
+            let mut store = self.engine.soft.lock();
             repl.handle_bytes(bytes, &mut store, now)
         };
         // Records merged before a failing frame stay merged (each was authenticated).
@@ -558,7 +558,7 @@ impl Link {
         };
         while conn.out.len() < OUT_HIGH {
             let bytes = {
-                let store = self.shared.soft.lock();
+                let store = self.engine.soft.lock();
                 repl.poll_transmit(&store, clock::now())
             };
             match bytes {
@@ -574,7 +574,7 @@ impl Link {
     }
 
     fn note_local_changes(&mut self, repl: &mut Replicator) {
-        let mut store = self.shared.soft.lock();
+        let mut store = self.engine.soft.lock();
         repl.note_local_changes(&mut store, clock::now());
     }
 
@@ -582,7 +582,7 @@ impl Link {
     /// `POST /backends/drain|undrain` would. The soft state hands out only the drains a merge
     /// *changed*, so a local operator action is never undone by a stale copy.
     fn apply_drains(&mut self) {
-        let changes = self.shared.soft.take_remote_admin_changes();
+        let changes = self.engine.soft.take_remote_admin_changes();
         self.set_backends_drained(&changes);
     }
 
@@ -590,12 +590,12 @@ impl Link {
     /// (here or on the peer) drained its address; the soft state knows, so apply all of it.
     /// Backends the reload kept already carry their drain flag over.
     fn reapply_drains_after_reload(&mut self) {
-        let generation = self.shared.snapshot().generation;
+        let generation = self.engine.snapshot().generation;
         if generation == self.generation {
             return;
         }
         self.generation = generation;
-        let all = self.shared.soft.drained();
+        let all = self.engine.soft.drained();
         self.set_backends_drained(&all);
     }
 
@@ -603,7 +603,7 @@ impl Link {
         if drains.is_empty() {
             return;
         }
-        let rt = self.shared.snapshot();
+        let rt = self.engine.snapshot();
         for (pool, backend, drained) in drains {
             for p in rt.pools.iter().filter(|p| p.name() == pool) {
                 for b in p
@@ -631,7 +631,7 @@ impl Link {
             );
             self.last_phase = s.phase;
             if s.phase == Phase::Warm {
-                self.shared.soft.set_cold(false);
+                self.engine.soft.set_cold(false);
             }
         }
         self.peer.publish(LinkView {

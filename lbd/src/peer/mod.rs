@@ -46,7 +46,7 @@
 //! new config adds starts drained if an operator drained its address on either node.
 //!
 //! ## Lifecycle
-//! The task starts with the server (`Server::start`, on the control runtime) and keeps
+//! The task starts with the server (`crate::app::start` spawns it on the control runtime) and keeps
 //! replicating through a graceful drain, since requests still in flight may learn sticky
 //! entries; it ends at a fast shutdown (sending CLOSE when it can) or with the process.
 //! Each process start draws a random boot id, so a restarted node is always resynced

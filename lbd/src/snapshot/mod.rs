@@ -23,8 +23,9 @@ use crate::l7::sticky::{CookieKey, StickyRt};
 use crate::metrics::PoolStats;
 use crate::tls::TlsSlot;
 use crate::upstream::backend::{Backend, BackendId, Pool};
+use crate::upstream::checker::log_health_change;
 use crate::upstream::conns::BackendConns;
-use crate::upstream::health::{Change, HealthTracker};
+use crate::upstream::health::HealthTracker;
 use crate::upstream::tls::{BackendTls, UpstreamTls};
 
 /// One pool in a snapshot: the core [`Pool`] plus what the proxy adds per backend.
@@ -63,7 +64,7 @@ pub struct Snapshot {
     pub tls: HashMap<String, Arc<TlsSlot>>,
     /// Some pool speaks TLS (`[pool.tls]`) or HTTP/2 (`protocol = "h2"`) to its backends:
     /// the fast path then checks where each request goes, since it speaks plain HTTP/1
-    /// upstream only (`l7::fast::exchange::routes_to_hyper_pool`).
+    /// upstream only (`l7::plain::exchange::routes_to_hyper_pool`).
     pub hyper_only_pools: bool,
     pub generation: u64,
     /// Cancelled when this snapshot is replaced; stops its health-check tasks.
@@ -274,6 +275,23 @@ impl Snapshot {
         })
     }
 
+    /// Start a health checker for every backend of every pool, each until this snapshot is
+    /// retired.
+    pub fn spawn_health_checks(&self) {
+        for pool in &self.pools {
+            let hc = &self.pool_config(pool).health;
+            for (backend, conns) in pool.pool.backends.iter().zip(&pool.conns) {
+                crate::upstream::checker::spawn(
+                    pool.name(),
+                    Arc::clone(backend),
+                    Arc::clone(conns),
+                    hc.clone(),
+                    self.retired.clone(),
+                );
+            }
+        }
+    }
+
     /// Watch each TLS listener's files (on the current runtime) until this snapshot is
     /// replaced; the next snapshot watches its own.
     pub fn spawn_tls_watchers(&self) {
@@ -351,29 +369,5 @@ pub(crate) fn warn_cookie_key(config: &LbConfig) {
              process, so they won't survive a restart or a failover to the peer node; give both \
              nodes the same key file"
         );
-    }
-}
-
-/// Log a backend's health change at info (transitions are operator-relevant events).
-pub fn log_health_change(pool: &str, backend: &Backend, change: Change) {
-    match change {
-        Change::BecameHealthy { probes } => {
-            info!(pool, backend = %backend.addr, probes, "backend is healthy")
-        }
-        Change::BecameUnhealthy { probes } => {
-            warn!(pool, backend = %backend.addr, probes, "backend is unhealthy")
-        }
-        Change::Ejected {
-            duration,
-            ejections,
-            ..
-        } => warn!(
-            pool,
-            backend = %backend.addr,
-            eject_ms = duration.as_millis() as u64,
-            ejections,
-            "backend ejected after consecutive failures"
-        ),
-        Change::Reinstated => info!(pool, backend = %backend.addr, "backend ejection ended"),
     }
 }

@@ -22,38 +22,32 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::clock;
 use crate::config::{HealthCheckConfig, ProbeKind};
 use crate::metrics::inc;
-use crate::snapshot::{log_health_change, Snapshot};
 use crate::upstream::backend::Backend;
 use crate::upstream::conns::BackendConns;
 use crate::upstream::grpc_health::{self, GrpcProbeError};
+use crate::upstream::health::Change;
 use crate::upstream::tls::{secure, BackendTls, HandshakeError};
 
 /// How often the loop wakes at least (idle connection reaping).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// Spawn the checkers of every backend of a snapshot.
-pub fn spawn_all(rt: &Arc<Snapshot>) {
-    for pool in &rt.pools {
-        let hc = rt.pool_config(pool).health.clone();
-        for (backend, conns) in pool.pool.backends.iter().zip(&pool.conns) {
-            let span = tracing::info_span!("health", pool = %pool.name(), backend = %backend.addr);
-            tokio::spawn(
-                run(
-                    pool.name().to_string(),
-                    Arc::clone(backend),
-                    Arc::clone(conns),
-                    hc.clone(),
-                    rt.retired.clone(),
-                )
-                .instrument(span),
-            );
-        }
-    }
+/// Spawn the checker of one backend of pool `pool`, probing per `hc` until `retired` (its
+/// snapshot's) is cancelled. Takes the pieces rather than the snapshot, so the checker sits
+/// below it ([`crate::snapshot::Snapshot::spawn_health_checks`] walks the pools).
+pub fn spawn(
+    pool: &str,
+    backend: Arc<Backend>,
+    conns: Arc<BackendConns>,
+    hc: HealthCheckConfig,
+    retired: CancellationToken,
+) {
+    let span = tracing::info_span!("health", pool = %pool, backend = %backend.addr);
+    tokio::spawn(run(pool.to_string(), backend, conns, hc, retired).instrument(span));
 }
 
 async fn run(
@@ -190,5 +184,29 @@ async fn probe_inner(
             low: expect.0,
             high: expect.1,
         })
+    }
+}
+
+/// Log a backend's health change at info (transitions are operator-relevant events).
+pub fn log_health_change(pool: &str, backend: &Backend, change: Change) {
+    match change {
+        Change::BecameHealthy { probes } => {
+            info!(pool, backend = %backend.addr, probes, "backend is healthy")
+        }
+        Change::BecameUnhealthy { probes } => {
+            warn!(pool, backend = %backend.addr, probes, "backend is unhealthy")
+        }
+        Change::Ejected {
+            duration,
+            ejections,
+            ..
+        } => warn!(
+            pool,
+            backend = %backend.addr,
+            eject_ms = duration.as_millis() as u64,
+            ejections,
+            "backend ejected after consecutive failures"
+        ),
+        Change::Reinstated => info!(pool, backend = %backend.addr, "backend ejection ended"),
     }
 }

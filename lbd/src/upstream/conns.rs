@@ -7,14 +7,14 @@
 //! each dropped once idle longer than `idle_timeout`.
 //!
 //! Per worker: the stack is split into one slot per worker thread
-//! ([`crate::server::spawn_workers`]), and a worker only takes from and returns to its own
+//! ([`crate::app::spawn_workers`]), and a worker only takes from and returns to its own
 //! slot. A connection's driver task runs on the worker that opened it, so keeping it on that
 //! worker keeps every hand-off between the request and the connection on one thread (no
 //! cross-thread wake-up per request). `idle_max` bounds each slot. The slot mutexes are
 //! therefore uncontended on the request path; the checker's reaping and a reload's clearing
 //! take them from the control thread.
 //!
-//! The HTTP/1 fast path ([`crate::l7::fast`]) speaks HTTP/1 on the socket itself, so its idle
+//! The HTTP/1 fast path ([`crate::l7::plain`]) speaks HTTP/1 on the socket itself, so its idle
 //! connections are plain [`RawConn`]s in a second set of per-worker stacks, under the same
 //! `idle_max` / `idle_timeout` (each set is bounded on its own).
 //!

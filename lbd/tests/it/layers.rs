@@ -19,62 +19,7 @@ use std::path::Path;
 /// Imports from a lower layer to a higher one that lbd still has, as (from module, to module,
 /// why it is still there). The check fails on any other, and on an entry that no longer
 /// matches an import: remove it when its import goes.
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
-    // Config validation reads `[pool.tls]`'s CA bundle and client pair with upstream::tls's
-    // loader, so a bad file is a config error at its key. Next: the PEM loading as a leaf.
-    (
-        "config::upstream_tls",
-        "upstream::tls",
-        "loads the CA bundle and client pair",
-    ),
-    // The checker walks a snapshot's pools and logs health changes with the snapshot's
-    // helper. Next: spawn it with the (pool, backend, connections) lists it probes.
-    (
-        "upstream::checker",
-        "snapshot",
-        "spawn_all takes a Snapshot",
-    ),
-    // The request engine takes the process-wide `Shared` (snapshot, stats, soft state,
-    // shutdown, tracker, vrrpd coupling, peer). Next: a narrow context of its own
-    // (`ProxyCtx { snapshots, stats, soft, gates, shutdown, tracker }`), built by app.rs.
-    (
-        "l7::client",
-        "server",
-        "ActiveGauge holds Shared for the open-connections gauge",
-    ),
-    ("l7::body", "server", "Finish holds Shared"),
-    (
-        "l7::dispatch",
-        "server",
-        "route, pick, health reports read Shared",
-    ),
-    ("l7::proxy", "server", "the hyper service holds Shared"),
-    ("l7::fast::exchange", "server", "the fast path reads Shared"),
-    (
-        "l7::fast::conn",
-        "server",
-        "the fast-path connection holds Shared",
-    ),
-    // The accept loop takes `Shared` (limits, snapshot, stats, shutdown). Next: a listener
-    // context.
-    ("listener", "server", "the accept loop holds Shared"),
-    // The coupling starts and stops VIP listeners through `Server` and reads `Shared` for
-    // readiness. Next: a narrow interface the server implements, handed in by app.rs.
-    (
-        "coupling::controller",
-        "server",
-        "starts and stops listeners through Server",
-    ),
-    (
-        "coupling::readiness",
-        "server",
-        "reads Shared (phase, peer, snapshot)",
-    ),
-    // The server starts the control tasks itself: there is no app.rs wiring yet.
-    ("server", "admin", "starts the admin listener"),
-    ("server", "coupling::link", "spawns the vrrpd link"),
-    ("server", "peer::link", "spawns the peer link"),
-];
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[];
 
 /// The layer table: every module named in it, with its layer. A module not named is in the
 /// layer of its closest named ancestor.

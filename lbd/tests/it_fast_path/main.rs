@@ -1,5 +1,5 @@
 //! HTTP/1 framing end to end, over raw TCP: the behaviours lbd's own HTTP/1 fast path
-//! (`l7::fast`) must get right, and that hyper already gets right.
+//! (`l7::plain`) must get right, and that hyper already gets right.
 //!
 //! Everything here is plain HTTP/1.1 semantics (pipelining, chunked and close-delimited
 //! bodies, bodiless responses, upstream keep-alive, stale pooled connections, upgrades,
@@ -93,7 +93,7 @@ async fn start_with(global: &str, web: &RawBackend) -> Lbd {
     Lbd::start(&config(global, &raw_pool("web", &[web.addr]))).await
 }
 
-/// The debug line `l7::fast::conn` writes when it hands a connection to hyper.
+/// The debug line `l7::plain::conn` writes when it hands a connection to hyper.
 const HANDOFF_LOG: &str = "handing the connection to hyper";
 
 /// For scenarios of plain requests only: on the fast path, requests were served by it and no

@@ -1,4 +1,7 @@
-//! The HTTP reverse proxy: one client request in, one backend exchange out.
+//! The general path: hyper's service for every request the plain path ([`super::plain`])
+//! does not take (HTTP/2 and h2c, upgrades and WebSocket, TLS listeners, TLS or h2 pools,
+//! odd framing), or every request when `global.http1_fast_path = false`: one client request
+//! in, one backend exchange out.
 //!
 //! [`handle`] is the hyper service. For each request it:
 //! 1. loads the snapshot once (kept until the response body ends, so a reload never
@@ -61,14 +64,15 @@ use super::attempts::{Attempts, SendFailed, Step};
 pub use super::body::ProxyBody;
 use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
-    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
-    note_rate_limited, pair_headers, pick, report, rewrite_request_headers, route_and_limit,
-    send_failed, Lease, Local,
+    backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
+    note_error, note_rate_limited, pair_headers, pick, report, rewrite_request_headers,
+    route_and_limit, send_failed, Lease, Local,
 };
 use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::framing::Suspect;
 use crate::l7::grpc;
 use crate::l7::headers;
@@ -77,7 +81,6 @@ use crate::l7::retry::is_idempotent;
 use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::metrics::inc;
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::backend::{Backend, BackendId};
 use crate::upstream::balance::PickContext;
@@ -87,17 +90,17 @@ use crate::upstream::health::Outcome;
 
 /// The hyper service: never fails; every error becomes a short response.
 pub async fn handle(
-    shared: Arc<Shared>,
+    engine: Arc<ProxyCtx>,
     conn: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let rt = shared.snapshot();
-    inc(&shared.stats.requests_total);
+    let rt = engine.snapshot();
+    inc(&engine.stats.requests_total);
     rt.retry_budget.deposit();
     // Dropped with the future if the client abandons the request, so the connection's idle
     // accounting never leaks.
     let active = conn.begin();
-    let gate = shared.vrrp.gates.enter(&conn.listener);
+    let gate = engine.gates.enter(&conn.listener);
     // Only the access log needs the request's start time, method and path.
     let log = rt.access_log.enabled().then(|| LogInfo {
         started: Instant::now(),
@@ -112,27 +115,15 @@ pub async fn handle(
     // otherwise write an HTTP/1.0 backend's status line to an HTTP/1.1 client).
     let client_version = req.version();
     let mut meta = Meta::default();
-    let result = forward(&shared, &rt, &conn, req, &mut meta).await;
+    let result = forward(&engine, &rt, &conn, req, &mut meta).await;
     let log = log.map(|l| LogInfo {
         client: meta.client,
         ..l
     });
-    let mut fin = Finish {
-        shared: Arc::clone(&shared),
-        rt: Arc::clone(&rt),
-        active,
-        status: 0,
-        bytes: 0,
-        upstream: None,
-        lease: None,
-        log,
-        pool: meta.pool,
-        backend: meta.backend,
-        error: "-",
-        gate,
-        request_body: meta.request_body.take(),
-        h2_stream: None,
-    };
+    let mut fin = Finish::begin(&engine, &rt, active, gate, log);
+    fin.pool = meta.pool;
+    fin.backend = meta.backend;
+    fin.request_body = meta.request_body.take();
     match result {
         Ok(f) => {
             let (mut parts, body) = f.resp.into_parts();
@@ -141,7 +132,7 @@ pub async fn handle(
             if let (Some(p), Some(served)) = (sticky_pool, meta.backend_index) {
                 if let Some(st) = &p.sticky {
                     let pin = meta.pin.as_ref();
-                    st.on_response(p.name(), pin, served, &mut parts.headers, &shared.soft);
+                    st.on_response(p.name(), pin, served, &mut parts.headers, &engine.soft);
                 }
             }
             // hyper decoded a transfer coding, so the backend's length is not the body's
@@ -215,7 +206,7 @@ pub async fn handle(
             resp
         }
         Err(Local::Error(e)) => {
-            note_error(&shared, &rt, &e, meta.pool, meta.backend);
+            note_error(&engine, &rt, &e, meta.pool, meta.backend);
             fin.status = e.kind.status().as_u16();
             fin.error = e.kind.as_str();
             let mut h = HeaderMap::new();
@@ -393,7 +384,7 @@ fn client_body_failed(e: &hyper::Error) -> bool {
 /// the route's `upgrades`); an offer with nothing allowed is counted and stripped, and the
 /// request goes on as a plain one.
 fn tunnelled_upgrade(
-    shared: &Shared,
+    engine: &ProxyCtx,
     rt: &Snapshot,
     rule: Option<usize>,
     offer: &HeaderValue,
@@ -404,7 +395,7 @@ fn tunnelled_upgrade(
     let allowed = headers::allowed_upgrade(offer, extra);
     if allowed.is_none() {
         debug!(offer = ?offer, "upgrade not allowed on this route, stripped");
-        inc(&shared.stats.upgrades_stripped_total);
+        inc(&engine.stats.upgrades_stripped_total);
     }
     allowed
 }
@@ -420,7 +411,7 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 async fn forward(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     rt: &Arc<Snapshot>,
     conn: &Arc<ConnCtx>,
     req: Request<Incoming>,
@@ -470,7 +461,7 @@ async fn forward(
     let client = client_of(rt, conn, &parts.headers);
     meta.client = Some(client);
     let view = RequestView::from_parts(&parts);
-    let (pool_index, pool, rule, max_body) = route_and_limit(shared, rt, client, &view)?;
+    let (pool_index, pool, rule, max_body) = route_and_limit(engine, rt, client, &view)?;
     meta.pool = Some(pool_index);
     meta.rule = rule;
     let target = parts.uri.path_and_query().map_or("/", |t| t.as_str());
@@ -491,7 +482,7 @@ async fn forward(
     let te_trailers = h2 && grpc::asks_trailers(&parts.headers);
     // Read the pin before the headers are rewritten; a pool without stickiness skips it.
     if let Some(st) = &pool.sticky {
-        meta.pin = Some(st.request_pin(pool.name(), &parts.headers, &shared.soft));
+        meta.pin = Some(st.request_pin(pool.name(), &parts.headers, &engine.soft));
     }
 
     // The router matched the URI authority when there is one (absolute-form, HTTP/2), so
@@ -513,7 +504,7 @@ async fn forward(
             // What `hyper::upgrade::on` takes from a request; a stripped upgrade drops it,
             // so the client's connection stays HTTP/1.
             let on_upgrade = parts.extensions.remove::<OnUpgrade>();
-            tunnelled_upgrade(shared, rt, rule, &offer).and_then(|allowed| {
+            tunnelled_upgrade(engine, rt, rule, &offer).and_then(|allowed| {
                 headers::set_upgrade(&mut parts.headers, allowed);
                 on_upgrade
             })
@@ -559,7 +550,7 @@ async fn forward(
     let mut pending = Some((parts, body));
     let mut attempts = Attempts::new();
     let may_retry =
-        |retries: u32, exclude: &[BackendId]| may_retry(shared, rt, pool, retries, exclude);
+        |retries: u32, exclude: &[BackendId]| may_retry(engine, rt, pool, retries, exclude);
     loop {
         let Some((parts, body)) = pending.take() else {
             return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
@@ -573,13 +564,9 @@ async fn forward(
         };
         meta.backend = Some(backend.addr);
         meta.backend_index = Some(backend.id.0);
-        let Some(conns) = pool.conns.get(backend.id.0) else {
+        let Some(conns) = backend_conns(pool, &backend, pinned) else {
             return Err(Local::from(ProxyError::new(ErrorKind::NoHealthyBackend)));
         };
-        inc(&conns.stats.requests);
-        if pinned {
-            inc(&conns.stats.sticky_requests);
-        }
         let fresh = attempts.needs_fresh_connection();
         let (mut leg, reused) =
             match Leg::get(conns, &backend, cfg.timeouts.connect, fresh, h2).await {
@@ -637,12 +624,12 @@ async fn forward(
                         ));
                     };
                     let upstream = hyper::upgrade::on(&mut resp);
-                    inc(&shared.stats.upgrades_total);
+                    inc(&engine.stats.upgrades_total);
                     // The tunnel outlives the HTTP connection's task: it keeps the client
                     // connection's context, and with it the connection's places under
                     // `max_client_conns` and `max_conns_per_client` (`ConnHold`).
                     let client_conn = Arc::clone(conn);
-                    shared.tracker.spawn(
+                    engine.tracker.spawn(
                         async move {
                             let _lease = lease;
                             let _client_conn = client_conn;

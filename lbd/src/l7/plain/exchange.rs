@@ -1,6 +1,6 @@
 //! One fast-path request, from its parsed head to the last byte of the response.
 //!
-//! The order of checks and the retry rules are those of [`crate::l7::proxy`] (its module docs
+//! The order of checks and the retry rules are those of [`crate::l7::general`] (its module docs
 //! list them), and the same functions do the work: the router, the rate limiters, sticky
 //! pins, `acquire` and its queue, passive health `report`, the retry budget, header hygiene,
 //! `pair_headers`, and `Finish` for metrics, the access log and releasing the backend and
@@ -31,9 +31,10 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::l7::attempts::{Attempts, SendFailed, Step};
 use crate::l7::body::{Finish, LogInfo};
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::dispatch::{
-    client_of, connect_failed, https_redirect, may_retry, normalized_path, note_error,
-    note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
+    backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
+    note_error, note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
     route_and_limit, send_failed, Local,
 };
 use crate::l7::headers;
@@ -43,7 +44,6 @@ use crate::l7::router::RequestView;
 use crate::l7::sticky::RequestPin;
 use crate::l7::timer::LazyDeadline;
 use crate::metrics::{inc, DiscardReason};
-use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::backend::BackendId;
 use crate::upstream::balance::PickContext;
@@ -113,16 +113,16 @@ pub(super) enum Next {
 
 /// Serve one request and write its response to `client`.
 pub(super) async fn serve(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     conn: &Arc<ConnCtx>,
     client: &mut TcpStream,
     mut req: Box<RequestHead>,
     body: Bytes,
     bufs: &mut Bufs,
 ) -> Next {
-    let rt = shared.snapshot();
-    inc(&shared.stats.requests_total);
-    inc(&shared.stats.fast_path_requests_total);
+    let rt = engine.snapshot();
+    inc(&engine.stats.requests_total);
+    inc(&engine.stats.fast_path_requests_total);
     rt.retry_budget.deposit();
     let log = rt.access_log.enabled().then(|| LogInfo {
         started: Instant::now(),
@@ -130,23 +130,10 @@ pub(super) async fn serve(
         path: req.target.as_str().to_string(),
         client: None,
     });
-    let mut fin = Finish {
-        shared: Arc::clone(shared),
-        rt: Arc::clone(&rt),
-        active: conn.begin(),
-        status: 0,
-        bytes: 0,
-        upstream: None,
-        lease: None,
-        log,
-        pool: None,
-        backend: None,
-        error: "-",
-        gate: shared.vrrp.gates.enter(&conn.listener),
-        request_body: None,
-        h2_stream: None,
-    };
-    let forwarded = forward(shared, &rt, conn, &mut req, body, bufs, &mut fin).await;
+    let active = conn.begin();
+    let gate = engine.gates.enter(&conn.listener);
+    let mut fin = Finish::begin(engine, &rt, active, gate, log);
+    let forwarded = forward(engine, &rt, conn, &mut req, body, bufs, &mut fin).await;
     let Forwarded {
         mut up,
         answered,
@@ -161,7 +148,7 @@ pub(super) async fn serve(
                 close: req.close,
                 head: req.method == http::Method::HEAD,
             };
-            return answer_locally(shared, &rt, conn, client, local, asked, bufs, fin).await;
+            return answer_locally(engine, &rt, conn, client, local, asked, bufs, fin).await;
         }
     };
     let stall = relay::Stall {
@@ -215,10 +202,10 @@ pub(super) async fn serve(
 /// if it had come first. Asked only when the config has such a pool, on the normalised
 /// path, as [`forward`] routes; every pool the matched rule may choose counts, so asking
 /// never takes a split's turn.
-pub(super) fn routes_to_hyper_pool(shared: &Shared, req: &RequestHead) -> bool {
+pub(super) fn routes_to_hyper_pool(engine: &ProxyCtx, req: &RequestHead) -> bool {
     // Asked of every request the fast path parses: a guard, not an `Arc` clone (`serve`
     // takes its own snapshot), so a config without such pools costs one atomic load here.
-    let rt = shared.snapshot.load();
+    let rt = engine.snapshot.load();
     if !rt.hyper_only_pools {
         return false;
     }
@@ -257,7 +244,7 @@ struct Forwarded {
 /// Route, limit, pick and send; on success the client's response head is in
 /// `bufs.response` and the backend's body bytes that came with it in `bufs.upstream`.
 async fn forward(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     rt: &Arc<Snapshot>,
     conn: &ConnCtx,
     req: &mut RequestHead,
@@ -287,7 +274,7 @@ async fn forward(
         path: req.target.path(),
         headers: &req.headers,
     };
-    let (pool_index, pool, rule, max_body) = route_and_limit(shared, rt, client, &view)?;
+    let (pool_index, pool, rule, max_body) = route_and_limit(engine, rt, client, &view)?;
     https_redirect(rt, conn, rule, &req.method, view.host, req.target.as_str())?;
     fin.pool = Some(pool_index);
     // The whole body is already read (it is at most MAX_BODY): over the route's limit, it
@@ -299,7 +286,7 @@ async fn forward(
     let pin: Option<RequestPin> = pool
         .sticky
         .as_ref()
-        .map(|st| st.request_pin(pool.name(), &req.headers, &shared.soft));
+        .map(|st| st.request_pin(pool.name(), &req.headers, &engine.soft));
 
     // Header hygiene, then the upstream request, serialised once for every attempt.
     rewrite_request_headers(&mut req.headers, rt, conn, client, host, false);
@@ -317,7 +304,7 @@ async fn forward(
     let request_is_head = req.method == http::Method::HEAD;
     let mut attempts = Attempts::new();
     let may_retry =
-        |retries: u32, exclude: &[BackendId]| may_retry(shared, rt, pool, retries, exclude);
+        |retries: u32, exclude: &[BackendId]| may_retry(engine, rt, pool, retries, exclude);
     loop {
         let ctx = PickContext::new(client)
             .with_headers(&req.headers)
@@ -327,13 +314,9 @@ async fn forward(
             Err(e) => return Err(attempts.pick_failed(e).into()),
         };
         fin.backend = Some(backend.addr);
-        let Some(conns) = pool.conns.get(backend.id.0) else {
+        let Some(conns) = backend_conns(pool, &backend, pinned) else {
             return Err(ProxyError::new(ErrorKind::NoHealthyBackend).into());
         };
-        inc(&conns.stats.requests);
-        if pinned {
-            inc(&conns.stats.sticky_requests);
-        }
         // One clock reading serves the pool's idle check and the latency's start.
         let mut sent_at = Instant::now();
         let fresh = attempts.needs_fresh_connection();
@@ -439,14 +422,14 @@ async fn forward(
                 pin.as_ref(),
                 backend.id.0,
                 &mut cookies,
-                &shared.soft,
+                &engine.soft,
             );
         }
         let policy = &cfg.headers;
         let draining = fin.gate.as_ref().is_some_and(|g| g.is_draining());
         let close = req.close
             || draining
-            || shared.shutdown.is_triggered()
+            || engine.shutdown.is_triggered()
             || resp.framing == head::Framing::UntilClose;
         bufs.response.clear();
         bufs.response.reserve(HEAD_CAPACITY);
@@ -485,7 +468,7 @@ struct Asked {
 /// Answer an error or a 429 from lbd itself.
 #[allow(clippy::too_many_arguments)]
 async fn answer_locally(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     rt: &Snapshot,
     conn: &ConnCtx,
     client: &mut TcpStream,
@@ -510,7 +493,7 @@ async fn answer_locally(
             )
         }
         Local::Error(e) => {
-            note_error(shared, rt, &e, fin.pool, fin.backend);
+            note_error(engine, rt, &e, fin.pool, fin.backend);
             fin.error = e.kind.as_str();
             (
                 e.kind.status(),
@@ -529,7 +512,7 @@ async fn answer_locally(
     let close = client_fault
         || asked.close
         || h.contains_key(header::CONNECTION)
-        || shared.shutdown.is_triggered();
+        || engine.shutdown.is_triggered();
     h.remove(header::CONNECTION);
     bufs.response.clear();
     head::write_local_response(&mut bufs.response, status, &h, body, close);

@@ -31,8 +31,8 @@ use super::exchange::{self, Bufs, Next};
 use super::head::{self, Parsed};
 use super::MAX_BODY;
 use crate::l7::client::ConnCtx;
+use crate::l7::ctx::ProxyCtx;
 use crate::l7::timer::LazyDeadline;
-use crate::server::Shared;
 
 /// Bytes read from the client per read call while a head or body is incomplete.
 const READ_BUF: usize = 4096;
@@ -85,7 +85,7 @@ enum Read {
 /// Serve HTTP/1.1 requests on `stream` until it closes, fails, is asked to close, or meets
 /// a request for hyper.
 pub async fn serve(
-    shared: &Arc<Shared>,
+    engine: &Arc<ProxyCtx>,
     ctx: &Arc<ConnCtx>,
     mut stream: TcpStream,
     closing: &AtomicBool,
@@ -105,21 +105,21 @@ pub async fn serve(
         let req = loop {
             if !buf.is_empty() {
                 match head::parse_request(&mut buf, MAX_BODY) {
-                    Parsed::Fast(r) if exchange::routes_to_hyper_pool(shared, &r) => {
+                    Parsed::Fast(r) if exchange::routes_to_hyper_pool(engine, &r) => {
                         // The fast path speaks plain HTTP/1 upstream only: hyper takes the
                         // connection, from this request's head on.
                         let mut all = BytesMut::with_capacity(r.raw.len() + buf.len());
                         all.extend_from_slice(&r.raw);
                         all.extend_from_slice(&buf);
-                        return fallback(shared, stream, all, "routed to a TLS or HTTP/2 pool");
+                        return fallback(engine, stream, all, "routed to a TLS or HTTP/2 pool");
                     }
                     Parsed::Fast(r) => break r,
                     Parsed::Partial if buf.len() <= limits.max_head => {}
-                    Parsed::Partial => return fallback(shared, stream, buf, "head over the limit"),
-                    Parsed::Fallback(why) => return fallback(shared, stream, buf, why),
+                    Parsed::Partial => return fallback(engine, stream, buf, "head over the limit"),
+                    Parsed::Fallback(why) => return fallback(engine, stream, buf, why),
                     Parsed::Bad(why) => {
                         debug!(why, "malformed request");
-                        bad_request(shared, &mut stream).await;
+                        bad_request(engine, &mut stream).await;
                         return Served::Closed;
                     }
                 }
@@ -181,7 +181,7 @@ pub async fn serve(
             }
             buf.split_to(req.content_length).freeze()
         };
-        match exchange::serve(shared, ctx, &mut stream, req, body, &mut bufs).await {
+        match exchange::serve(engine, ctx, &mut stream, req, body, &mut bufs).await {
             Next::KeepAlive => {
                 // A pipelined next request keeps the buffers. A connection about to wait gives
                 // them back first, as nginx does: a waiting client then holds no buffer, and
@@ -201,9 +201,9 @@ pub async fn serve(
     }
 }
 
-fn fallback(shared: &Shared, stream: TcpStream, buf: BytesMut, why: &'static str) -> Served {
+fn fallback(engine: &ProxyCtx, stream: TcpStream, buf: BytesMut, why: &'static str) -> Served {
     debug!(why, "handing the connection to hyper");
-    crate::metrics::inc(&shared.stats.fast_path_handoffs_total);
+    crate::metrics::inc(&engine.stats.fast_path_handoffs_total);
     Served::Fallback {
         stream,
         buffered: buf.freeze(),
@@ -264,9 +264,9 @@ async fn read_some(
 }
 
 /// Answer a head that cannot be a valid request (400) and close.
-async fn bad_request(shared: &Arc<Shared>, stream: &mut TcpStream) {
+async fn bad_request(engine: &Arc<ProxyCtx>, stream: &mut TcpStream) {
     let kind = crate::error::ErrorKind::BadRequest;
-    shared.stats.error(kind);
+    engine.stats.error(kind);
     let mut out = Vec::new();
     let status: StatusCode = kind.status();
     head::write_local_response(

@@ -1,4 +1,7 @@
-//! The HTTP/1 fast path: lbd's own engine for plain keep-alive HTTP/1.1 requests.
+//! The plain path: lbd's own engine for plain keep-alive HTTP/1.1 requests, the common case.
+//! Operators know it as the *fast path* (`global.http1_fast_path`, the
+//! `lbd_http1_fast_path_*` metrics), names that stay; the module is named for the requests it
+//! takes, next to [`super::general`], which takes every other one.
 //!
 //! Why: behind hyper, a proxied request crossed two dispatchers (hyper's server and client
 //! connections), a channel and a task hop to the upstream connection's task, and two
