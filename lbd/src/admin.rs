@@ -288,6 +288,7 @@ pub fn render(shared: &Shared) -> String {
     shared.vrrp.status().render_metrics(&mut e);
     crate::peer::render_metrics(shared.peer.as_ref(), &mut e);
     shared.snapshot().render_metrics(&shared.soft, &mut e);
+    crate::softstate::persist::render_metrics(&shared.soft, &mut e);
     e.finish()
 }
 

@@ -165,6 +165,8 @@ pub enum StartError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    SoftStateFile(#[from] crate::softstate::persist::FileError),
 }
 
 /// The proxy process.
@@ -198,6 +200,11 @@ impl Server {
         ));
         // Cold until the peer link's first resync (or its warm timeout): see SoftState.
         soft.set_cold(config.peer.is_some());
+        // The state file: loaded before serving and before the peer link starts, then kept
+        // up to date by its own thread (softstate::persist).
+        if let Some(path) = &config.global.soft_state_file {
+            crate::softstate::persist::start(path, config.global.soft_state_flush, &soft)?;
+        }
         warn_cookie_key(&config);
         let tickets = crate::tls::tickets::ring();
         tickets.set_rotation(config.global.tls_ticket_rotate);
