@@ -200,15 +200,16 @@ impl Server {
         ));
         // Cold until the peer link's first resync (or its warm timeout): see SoftState.
         soft.set_cold(config.peer.is_some());
-        // The state file: loaded before serving and before the peer link starts, then kept
-        // up to date by its own thread (softstate::persist).
-        if let Some(path) = &config.global.soft_state_file {
-            crate::softstate::persist::start(path, config.global.soft_state_flush, &soft)?;
-        }
         warn_cookie_key(&config);
         let tickets = crate::tls::tickets::ring();
         tickets.set_rotation(config.global.tls_ticket_rotate);
         let snapshot = Arc::new(Snapshot::build(config, None, 1)?);
+        // The state file (softstate::persist): loaded before serving and before the peer link
+        // starts, its drains applied to the backends, then kept up to date by its own thread.
+        if let Some(path) = &snapshot.config.global.soft_state_file {
+            crate::softstate::persist::start(path, snapshot.config.global.soft_state_flush, &soft)?;
+            snapshot.apply_drains(&soft.take_remote_admin_changes());
+        }
         let (phase, _) = watch::channel(Phase::Starting);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::new(Arc::clone(&snapshot)),

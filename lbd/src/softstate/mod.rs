@@ -13,6 +13,9 @@
 //!   probationary segment and only keys used again are protected, so a flood of new keys
 //!   evicts only other new keys; `codec`: key layout, bounds-checked reader,
 //!   clock conversion; `digest`: the fixed, order-independent hash.
+//! - [`persist`]: the state file (`global.soft_state_file`): loaded at start, journaled by a
+//!   background thread from `changes`, each table's second change feed (local writes and
+//!   merges), so the soft state survives a restart of lbd on the same node.
 //!
 //! Everything here is pure and synchronous: time is the `now` passed in (lbd's monotonic
 //! `clock::now()`), never read inside, so tests drive it directly. Each table has its own
@@ -24,7 +27,8 @@
 //! TTL); the receiver converts them with its own `now`. Each merge is a join (a maximum in a
 //! total order per key), hence commutative, associative and idempotent. Local mutations go
 //! into a per-table coalescing changed set (`take_changes`); merges don't (the peer already
-//! has them), which is also what stops updates echoing back and forth.
+//! has them), which is also what stops updates echoing back and forth. A full resync reads
+//! the keys most recently changed first (`keys`).
 //!
 //! The peer driver reads drains that changed through merges with
 //! [`SoftState::take_remote_admin_changes`] (alias [`SoftState::remote_changes`]) and applies
