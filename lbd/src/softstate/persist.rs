@@ -492,9 +492,9 @@ struct Journal {
     size: u64,
     /// The file's size right after the last compaction: the live table's.
     live: u64,
-    /// A write failed: the file may end in a partial batch, so rewrite it before appending.
-    broken: bool,
-    last_attempt: Duration,
+    /// A write failed: the file may end in a partial batch, so the next write is a full
+    /// rewrite, not before this time (on lbd's clock).
+    retry_at: Option<Duration>,
 }
 
 impl Journal {
@@ -505,7 +505,7 @@ impl Journal {
         self.file = file;
         self.size = size;
         self.live = size;
-        self.broken = false;
+        self.retry_at = None;
         let stats = soft.file_stats();
         add(&stats.compactions, 1);
         stats.size_bytes.store(size, Ordering::Relaxed);
@@ -532,11 +532,13 @@ impl Journal {
     fn flush(&mut self, soft: &SoftState) {
         let keys = soft.take_file_changes();
         let now = clock::now();
-        let result = if self.broken || self.wants_compaction() {
-            if self.broken && now.saturating_sub(self.last_attempt) < RETRY_AFTER {
+        let result = if let Some(at) = self.retry_at {
+            if now < at {
+                // The keys taken are not lost: the rewrite reads the whole table.
                 return;
             }
-            self.last_attempt = now;
+            self.compact(soft)
+        } else if self.wants_compaction() {
             self.compact(soft)
         } else if keys.is_empty() {
             return;
@@ -545,7 +547,7 @@ impl Journal {
             self.append(soft, &records)
         };
         if let Err(e) = result {
-            self.broken = true;
+            self.retry_at = Some(now + RETRY_AFTER);
             add(&soft.file_stats().write_errors, 1);
             warn!(path = %self.path.display(), error = %e, "cannot write the soft state file; retrying by a full rewrite");
         }
@@ -644,8 +646,7 @@ pub fn start(path: &Path, flush: Duration, soft: &Arc<SoftState>) -> Result<Load
         boot_id,
         size,
         live: size,
-        broken: false,
-        last_attempt: Duration::ZERO,
+        retry_at: None,
     };
     spawn_writer(journal, flush, Arc::downgrade(soft)).map_err(|source| FileError::Io {
         path: shown(path),

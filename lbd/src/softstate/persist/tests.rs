@@ -38,8 +38,7 @@ fn journal(path: &Path, soft: &SoftState) -> Journal {
         boot_id,
         size,
         live: size,
-        broken: false,
-        last_attempt: Duration::ZERO,
+        retry_at: None,
     }
 }
 
@@ -275,6 +274,37 @@ fn journal_is_compacted_when_it_outgrows_the_table() {
 }
 
 #[test]
+fn a_failed_write_is_counted_and_repaired_by_a_rewrite() {
+    let dir = private_dir();
+    let path = dir.path().join("softstate");
+    let a = SoftState::new("a", Limits::default());
+    let mut j = journal(&path, &a);
+    // A handle that cannot write stands in for a full disk.
+    j.file = File::open(&path).expect("open read-only");
+    let now = clock::now();
+    a.sticky_learn("app", b"LOST-WRITE", "10.0.0.1:80", 60 * S, now);
+    j.flush(&a);
+    assert_eq!(get(&a.file_stats().write_errors), 1);
+    assert!(j.retry_at.is_some());
+    // Changes go on; nothing is written until the retry time.
+    a.sticky_learn("app", b"DURING", "10.0.0.2:80", 60 * S, now);
+    j.flush(&a);
+    let (b, _) = load(&path, "a");
+    assert!(b.sticky_lookup("app", b"DURING", clock::now()).is_none());
+    // The retry rewrites the whole table: both writes are back.
+    j.retry_at = Some(Duration::ZERO);
+    j.flush(&a);
+    assert_eq!(j.retry_at, None);
+    assert_eq!(get(&a.file_stats().write_errors), 1);
+    let (b, r) = load(&path, "a");
+    assert_eq!(r.merged, 2);
+    assert!(b
+        .sticky_lookup("app", b"LOST-WRITE", clock::now())
+        .is_some());
+    assert!(b.sticky_lookup("app", b"DURING", clock::now()).is_some());
+}
+
+#[test]
 fn expiry_is_judged_across_the_restart() {
     let dir = private_dir();
     let path = dir.path().join("softstate");
@@ -326,8 +356,16 @@ fn unsafe_permissions_are_refused() {
         "{msg}"
     );
 
-    // A symlink to a private file is not followed.
+    // A private file of another user (only root can make one to test with).
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
+        let err = start(&path, DEFAULT_FLUSH, &soft).expect_err("another owner is refused");
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&path, Some(0), None).expect("chown back");
+    }
+
+    // A symlink to a private file is not followed.
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&path, &link).expect("symlink");
     let err = start(&link, DEFAULT_FLUSH, &soft).expect_err("symlink refused");
