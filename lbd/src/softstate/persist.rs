@@ -512,9 +512,10 @@ impl Journal {
         Ok(())
     }
 
-    fn append(&mut self, soft: &SoftState, records: &[Record]) -> io::Result<()> {
+    /// Append `records`, encoded relative to the moment `clocks` were read.
+    fn append(&mut self, soft: &SoftState, records: &[Record], clocks: Clocks) -> io::Result<()> {
         let mut buf = Vec::new();
-        encode_batches(&mut buf, records, read_clocks());
+        encode_batches(&mut buf, records, clocks);
         self.file.write_all(&buf)?;
         self.size += buf.len() as u64;
         let stats = soft.file_stats();
@@ -531,7 +532,7 @@ impl Journal {
     /// One flush: append what changed (or rewrite the file after a failed write).
     fn flush(&mut self, soft: &SoftState) {
         let keys = soft.take_file_changes();
-        let now = clock::now();
+        let (now, clocks) = (clock::now(), read_clocks());
         let result = if let Some(at) = self.retry_at {
             if now < at {
                 // The keys taken are not lost: the rewrite reads the whole table.
@@ -544,7 +545,7 @@ impl Journal {
             return;
         } else {
             let records = current_records(soft, &keys, now);
-            self.append(soft, &records)
+            self.append(soft, &records, clocks)
         };
         if let Err(e) = result {
             self.retry_at = Some(now + RETRY_AFTER);
@@ -580,11 +581,13 @@ fn write_snapshot(
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let now = clock::now();
+    // The records are encoded relative to `now`, however long reading them takes: the batch
+    // clocks must be read at that same moment.
+    let (now, clocks) = (clock::now(), read_clocks());
     let keys = soft.lock().keys();
     let records = current_records(soft, &keys, now);
     let mut buf = header(boot_id);
-    encode_batches(&mut buf, &records, read_clocks());
+    encode_batches(&mut buf, &records, clocks);
     let written = file.write_all(&buf).and_then(|()| file.sync_all());
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
