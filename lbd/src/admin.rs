@@ -293,6 +293,7 @@ pub fn render(server: &Server) -> String {
     server
         .snapshot()
         .render_metrics(&server.engine().soft, &mut e);
+    crate::softstate::persist::render_metrics(&server.engine().soft, &mut e);
     e.finish()
 }
 

@@ -62,6 +62,8 @@ pub enum StartError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    SoftStateFile(#[from] crate::softstate::persist::FileError),
 }
 
 /// `lbd run`: load, start, serve until a signal. Returns the exit code.
@@ -145,7 +147,7 @@ pub async fn start(
 
 /// The request engine's context on the first snapshot of `config`, with the soft state the
 /// process keeps across reloads.
-fn engine(config: LbConfig) -> Result<ProxyCtx, BuildError> {
+fn engine(config: LbConfig) -> Result<ProxyCtx, StartError> {
     // The soft state's merges tell nodes apart by id: with a peer link that must be the
     // id the peer knows us by (two nodes may share a hostname, hence a node_name).
     let soft = Arc::new(SoftState::new(
@@ -160,6 +162,12 @@ fn engine(config: LbConfig) -> Result<ProxyCtx, BuildError> {
     warn_cookie_key(&config);
     crate::tls::tickets::ring().set_rotation(config.global.tls_ticket_rotate);
     let snapshot = Arc::new(Snapshot::build(config, None, 1)?);
+    // The state file (softstate::persist): loaded before serving and before the peer link
+    // starts, its drains applied to the backends, then kept up to date by its own thread.
+    if let Some(path) = &snapshot.config.global.soft_state_file {
+        crate::softstate::persist::start(path, snapshot.config.global.soft_state_flush, &soft)?;
+        snapshot.apply_drains(&soft.take_remote_admin_changes());
+    }
     Ok(ProxyCtx::new(snapshot, soft))
 }
 

@@ -60,6 +60,10 @@ pub struct FileGlobal {
     pub http1_fast_path: Option<bool>,
     /// Seconds between TLS session-ticket key rotations (also the ticket lifetime).
     pub tls_ticket_rotate_s: Option<u64>,
+    /// Where the soft state survives a restart (absent: it does not).
+    pub soft_state_file: Option<String>,
+    /// Milliseconds between the state file's journal flushes.
+    pub soft_state_flush_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -122,6 +122,24 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         1,
         MAX_TLS_TICKET_ROTATE_S,
     );
+    let soft_state_file = g.soft_state_file.as_deref().and_then(|f| {
+        if f.trim().is_empty() {
+            v.error(
+                "global.soft_state_file",
+                "must not be empty (remove it to keep the soft state in memory only)",
+            );
+            return None;
+        }
+        Some(config_relative(v, f))
+    });
+    let soft_state_flush = check_ms(
+        v,
+        "global.soft_state_flush_ms",
+        g.soft_state_flush_ms,
+        DEFAULT_SOFT_STATE_FLUSH_MS,
+        1,
+        MAX_SOFT_STATE_FLUSH_MS,
+    );
     GlobalConfig {
         log_format,
         log_level,
@@ -138,6 +156,8 @@ pub(super) fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalCo
         rate_limit_max_bytes,
         http1_fast_path: g.http1_fast_path.unwrap_or(true),
         tls_ticket_rotate: Duration::from_secs(tls_ticket_rotate_s),
+        soft_state_file,
+        soft_state_flush,
     }
 }
 

@@ -115,6 +115,11 @@ pub const MIN_COOKIE_SECRET_BYTES: usize = 16;
 /// Shortest accepted `global.admin_token_file` content (after trimming whitespace).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
+/// `global.soft_state_flush_ms` when the config does not say.
+pub const DEFAULT_SOFT_STATE_FLUSH_MS: u64 = 20;
+/// The longest `global.soft_state_flush_ms`: a second of changes lost to a crash at most.
+pub const MAX_SOFT_STATE_FLUSH_MS: u64 = 1000;
+
 const MS_MAX: u64 = 3_600_000;
 const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
 const ALGORITHMS: &str = "\"round_robin\", \"weighted_round_robin\" (alias \"swrr\"), \
@@ -160,6 +165,12 @@ pub struct GlobalConfig {
     /// clients (a key is drawn one period ahead and erased two periods after it started
     /// sealing): `crate::tls::tickets`.
     pub tls_ticket_rotate: Duration,
+    /// `soft_state_file`, resolved against the config file's directory: the soft state is
+    /// loaded from it at start and journaled to it ([`crate::softstate::persist`]). Read at
+    /// start only; a reload does not change it.
+    pub soft_state_file: Option<PathBuf>,
+    /// How often the state file's journal is flushed.
+    pub soft_state_flush: Duration,
 }
 
 /// Key material for the sticky cookie MAC; `Debug` never prints it.

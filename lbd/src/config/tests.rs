@@ -871,6 +871,54 @@ fn tls_ticket_rotation_defaults_to_an_hour_and_is_bounded() {
 }
 
 #[test]
+fn soft_state_file_is_optional_relative_to_the_config_and_its_flush_bounded() {
+    let c = load(SOFT_BASE).expect("valid");
+    assert_eq!(c.global.soft_state_file, None, "no file by default");
+    assert_eq!(c.global.soft_state_flush, Duration::from_millis(20));
+    let c = load(&format!(
+        "[global]\nsoft_state_file = \"/var/lib/lbd/softstate\"\nsoft_state_flush_ms = 5\n\
+         {SOFT_BASE}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.global.soft_state_file.as_deref(),
+        Some(Path::new("/var/lib/lbd/softstate"))
+    );
+    assert_eq!(c.global.soft_state_flush, Duration::from_millis(5));
+    // Relative to the config file's directory, like the other files; not checked here (the
+    // directory may not exist yet where the config is checked): lbd checks it at start.
+    let src = Source::from_text(
+        "/etc/lbpair/lbd.toml",
+        format!("[global]\nsoft_state_file = \"state/soft\"\n{SOFT_BASE}"),
+    );
+    let c = LbConfig::from_source(&src).expect("valid");
+    assert_eq!(
+        c.global.soft_state_file.as_deref(),
+        Some(Path::new("/etc/lbpair/state/soft"))
+    );
+    let e = errors(&format!("[global]\nsoft_state_file = \" \"\n{SOFT_BASE}"));
+    assert!(
+        e.contains("`global.soft_state_file`: must not be empty"),
+        "{e}"
+    );
+    for (bad, want) in [
+        (
+            "0",
+            "`global.soft_state_flush_ms`: 0 is out of range (valid: 1..=1000)",
+        ),
+        (
+            "1001",
+            "`global.soft_state_flush_ms`: 1001 is out of range (valid: 1..=1000)",
+        ),
+    ] {
+        let e = errors(&format!(
+            "[global]\nsoft_state_flush_ms = {bad}\n{SOFT_BASE}"
+        ));
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
 fn idle_connections_are_bounded_by_max_conns_unless_set() {
     let text = "default_pool = \"web\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\
 [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\nmax_conns = 300\n\

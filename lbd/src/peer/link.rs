@@ -600,24 +600,8 @@ impl Link {
     }
 
     fn set_backends_drained(&self, drains: &[(String, String, bool)]) {
-        if drains.is_empty() {
-            return;
-        }
-        let rt = self.engine.snapshot();
-        for (pool, backend, drained) in drains {
-            for p in rt.pools.iter().filter(|p| p.name() == pool) {
-                for b in p
-                    .pool
-                    .backends
-                    .iter()
-                    .filter(|b| b.addr.to_string() == *backend)
-                {
-                    if b.is_drained() != *drained {
-                        b.set_drained(*drained);
-                        info!(pool = %pool, backend = %backend, drained, "drain state from the soft state applied");
-                    }
-                }
-            }
+        if !drains.is_empty() {
+            self.engine.snapshot().apply_drains(drains);
         }
     }
 

@@ -310,6 +310,27 @@ impl Snapshot {
         }
     }
 
+    /// Set backends drained or not, as `POST /backends/drain|undrain` would, from the soft
+    /// state's (pool, backend address, drained) entries: the peer's drains, or the ones the
+    /// state file restored at start. Entries naming no backend of this config are ignored.
+    pub fn apply_drains(&self, drains: &[(String, String, bool)]) {
+        for (pool, backend, drained) in drains {
+            for p in self.pools.iter().filter(|p| p.name() == pool) {
+                for b in p
+                    .pool
+                    .backends
+                    .iter()
+                    .filter(|b| b.addr.to_string() == *backend)
+                {
+                    if b.is_drained() != *drained {
+                        b.set_drained(*drained);
+                        info!(pool = %pool, backend = %backend, drained, "drain state from the soft state applied");
+                    }
+                }
+            }
+        }
+    }
+
     pub fn pool_config(&self, pool: &PoolState) -> &crate::config::PoolConfig {
         &self.config.pools[pool.index]
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use shared::peer::{Digest, MergeError, Table};
 
+use super::changes::ChangeSets;
 use super::codec::{
     age, decode_key, encode_key, encode_key_into, malformed, put_node_id, stamp, NodeIds, Reader,
     Stamp, VALUE_VERSION,
@@ -48,7 +49,7 @@ struct Entry {
 pub(crate) struct AdminTable {
     map: LruMap<Entry>,
     nodes: NodeIds,
-    changed: HashSet<Box<[u8]>>,
+    changed: ChangeSets,
     remote: HashSet<Box<[u8]>>,
     scratch: Vec<u8>,
     /// The node has not finished its first resync from the peer (see the module docs).
@@ -69,7 +70,7 @@ impl AdminTable {
         AdminTable {
             map: LruMap::new(max_entries),
             nodes: NodeIds::new(node_id),
-            changed: HashSet::new(),
+            changed: ChangeSets::default(),
             remote: HashSet::new(),
             scratch: Vec::new(),
             cold: false,
@@ -85,7 +86,7 @@ impl AdminTable {
     }
 
     fn evicted(&mut self, k: &[u8]) {
-        self.changed.remove(k);
+        self.changed.gone(k);
         self.remote.remove(k);
     }
 
@@ -107,9 +108,7 @@ impl AdminTable {
         for (k, _) in self.map.insert(&key, entry) {
             self.evicted(&k);
         }
-        if !self.changed.contains(&key[..]) {
-            self.changed.insert(key[..].into());
-        }
+        self.changed.local(&key);
         self.scratch = key;
     }
 
@@ -196,6 +195,9 @@ impl AdminTable {
         if was != Some(drained) && !self.remote.contains(key) {
             self.remote.insert(key.into());
         }
+        if self.map.contains(key) {
+            self.changed.merged(key);
+        }
         Ok(true)
     }
 
@@ -206,14 +208,16 @@ impl AdminTable {
             return false;
         };
         e.version = incoming.saturating_add(1);
-        if !self.changed.contains(key) {
-            self.changed.insert(key.into());
-        }
+        self.changed.local(key);
         true
     }
 
-    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
-        self.map.iter().map(|(k, _)| k.to_vec()).collect()
+    /// Keys with the time of their write (for a most-recent-first resync).
+    pub(crate) fn keys_by_recency(&self) -> Vec<(Stamp, Vec<u8>)> {
+        self.map
+            .iter()
+            .map(|(k, e)| (e.written, k.to_vec()))
+            .collect()
     }
 
     /// Per entry: key and drained flag.
@@ -228,8 +232,31 @@ impl AdminTable {
     }
 
     pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
-        self.changed.drain().map(|k| k.into_vec()).collect()
+        self.changed.take_peer()
     }
+
+    pub(crate) fn file_changes(&mut self) -> &mut ChangeSets {
+        &mut self.changed
+    }
+}
+
+/// `value` as it would have been encoded `elapsed` ns later (an older write; drains don't
+/// expire). For records kept in the state file across a restart.
+pub(crate) fn aged(value: &[u8], elapsed: i64) -> Result<Option<Vec<u8>>, MergeError> {
+    let mut r = Reader::new(TABLE, value);
+    r.version()?;
+    let drained = r.u8()?;
+    let writer = r.node_id()?;
+    let version = r.u64()?;
+    let age = r.age()?;
+    r.finish()?;
+    let mut v = Vec::with_capacity(value.len());
+    v.push(VALUE_VERSION);
+    v.push(drained);
+    put_node_id(&mut v, writer);
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(&age.saturating_add(elapsed).to_be_bytes());
+    Ok(Some(v))
 }
 
 /// Encode an admin key (for callers building a [`shared::peer::RecordKey`]).

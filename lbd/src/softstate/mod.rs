@@ -13,6 +13,9 @@
 //!   probationary segment and only keys used again are protected, so a flood of new keys
 //!   evicts only other new keys; `codec`: key layout, bounds-checked reader,
 //!   clock conversion; `digest`: the fixed, order-independent hash.
+//! - [`persist`]: the state file (`global.soft_state_file`): loaded at start, journaled by a
+//!   background thread from `changes`, each table's second change feed (local writes and
+//!   merges), so the soft state survives a restart of lbd on the same node.
 //!
 //! Everything here is pure and synchronous: time is the `now` passed in (lbd's monotonic
 //! `clock::now()`), never read inside, so tests drive it directly. Each table has its own
@@ -24,16 +27,19 @@
 //! TTL); the receiver converts them with its own `now`. Each merge is a join (a maximum in a
 //! total order per key), hence commutative, associative and idempotent. Local mutations go
 //! into a per-table coalescing changed set (`take_changes`); merges don't (the peer already
-//! has them), which is also what stops updates echoing back and forth.
+//! has them), which is also what stops updates echoing back and forth. A full resync reads
+//! the keys most recently changed first (`keys`).
 //!
 //! The peer driver reads drains that changed through merges with
 //! [`SoftState::take_remote_admin_changes`] (alias [`SoftState::remote_changes`]) and applies
 //! them to the data path.
 
 pub mod admin;
+mod changes;
 mod codec;
 mod digest;
 mod lru;
+pub mod persist;
 pub mod ratelimit;
 pub mod sticky;
 
@@ -122,6 +128,8 @@ pub struct SoftState {
     sticky: Mutex<StickyTable>,
     rate: Mutex<RateTable>,
     admin: Mutex<AdminTable>,
+    /// The state file's counters (idle without `global.soft_state_file`).
+    file_stats: persist::FileStats,
 }
 
 impl SoftState {
@@ -145,6 +153,7 @@ impl SoftState {
                 limits.rate_max_key_bytes,
             )),
             admin: Mutex::new(AdminTable::new(node_id, limits.admin_max_entries)),
+            file_stats: persist::FileStats::default(),
         }
     }
 
@@ -302,6 +311,41 @@ impl SoftState {
         ])
     }
 
+    // --- the state file's change feed ([`persist`]) ---
+
+    /// Start (or stop) noting every change, local or merged, for the state file.
+    pub(crate) fn set_file_feed(&self, on: bool) {
+        lock(&self.sticky).file_changes().set_file_feed(on);
+        lock(&self.rate).file_changes().set_file_feed(on);
+        lock(&self.admin).file_changes().set_file_feed(on);
+    }
+
+    /// Keys changed locally or by merge since the last call (coalesced; empty while the file
+    /// feed is off). Independent of [`ReplicaStore::take_changes`], the peer driver's feed.
+    pub(crate) fn take_file_changes(&self) -> Vec<RecordKey> {
+        let mut out = Vec::new();
+        let tagged = |table: Table, keys: Vec<Vec<u8>>| {
+            keys.into_iter().map(move |key| RecordKey { table, key })
+        };
+        out.extend(tagged(
+            Table::Sticky,
+            lock(&self.sticky).file_changes().take_file(),
+        ));
+        out.extend(tagged(
+            Table::RateLimit,
+            lock(&self.rate).file_changes().take_file(),
+        ));
+        out.extend(tagged(
+            Table::Admin,
+            lock(&self.admin).file_changes().take_file(),
+        ));
+        out
+    }
+
+    pub fn file_stats(&self) -> &persist::FileStats {
+        &self.file_stats
+    }
+
     /// Entries held per table (may include expired entries not yet swept).
     pub fn len_by_table(&self) -> Vec<(Table, usize)> {
         vec![
@@ -341,16 +385,21 @@ impl ReplicaStore for SoftStateGuard<'_> {
         }
     }
 
+    /// Most recently changed first, whatever the table: what a restarted peer most likely
+    /// lacks (its state file holds everything older than its last flush) arrives first, so a
+    /// resync cut short by a second failure still leaves it nearly whole.
     fn keys(&self) -> Vec<RecordKey> {
         let s = self.state;
         let mut out = Vec::new();
-        let tagged = |table: Table, keys: Vec<Vec<u8>>| {
-            keys.into_iter().map(move |key| RecordKey { table, key })
+        let tagged = |table: Table, keys: Vec<(codec::Stamp, Vec<u8>)>| {
+            keys.into_iter()
+                .map(move |(at, key)| (at, RecordKey { table, key }))
         };
-        out.extend(tagged(Table::Sticky, lock(&s.sticky).keys()));
-        out.extend(tagged(Table::RateLimit, lock(&s.rate).keys()));
-        out.extend(tagged(Table::Admin, lock(&s.admin).keys()));
-        out
+        out.extend(tagged(Table::Sticky, lock(&s.sticky).keys_by_recency()));
+        out.extend(tagged(Table::RateLimit, lock(&s.rate).keys_by_recency()));
+        out.extend(tagged(Table::Admin, lock(&s.admin).keys_by_recency()));
+        out.sort_unstable_by_key(|(at, _)| std::cmp::Reverse(*at));
+        out.into_iter().map(|(_, k)| k).collect()
     }
 
     fn digest(&self) -> Digest {
@@ -445,6 +494,57 @@ mod tests {
             vec![("web".into(), "10.0.0.2:80".into(), true)]
         );
         assert_eq!(b.node_id(), "b");
+    }
+
+    #[test]
+    fn resync_sends_the_most_recently_changed_first() {
+        let a = SoftState::new("a", Limits::default());
+        let b = SoftState::new("b", Limits::default());
+        // Slow enough that no bucket refills (and leaves the resync) during the test.
+        let spec = RateSpec {
+            rate_per_s: 0.01,
+            burst: 4,
+        };
+        a.sticky_learn("web", b"old", "10.0.0.1:80", 60 * S, S);
+        assert_eq!(a.rate_check("rl", b"k", spec, 2 * S), RateDecision::Allow);
+        a.set_drained("web", "10.0.0.2:80", true, 3 * S);
+        // A merge is a change too: b's bucket, merged at 4 s.
+        assert_eq!(b.rate_check("rl", b"peer", spec, S), RateDecision::Allow);
+        let r = b.lock().record(
+            &RecordKey {
+                table: Table::RateLimit,
+                key: ratelimit::key("rl", b"peer"),
+            },
+            S,
+        );
+        if let Some(r) = r {
+            assert_eq!(a.lock().merge(&r, 4 * S), Ok(true));
+        }
+        a.sticky_learn("web", b"new", "10.0.0.1:80", 60 * S, 5 * S);
+        let order: Vec<RecordKey> = a.lock().keys();
+        let expected = vec![
+            RecordKey {
+                table: Table::Sticky,
+                key: sticky::key("web", b"new"),
+            },
+            RecordKey {
+                table: Table::RateLimit,
+                key: ratelimit::key("rl", b"peer"),
+            },
+            RecordKey {
+                table: Table::Admin,
+                key: admin::key("web", "10.0.0.2:80"),
+            },
+            RecordKey {
+                table: Table::RateLimit,
+                key: ratelimit::key("rl", b"k"),
+            },
+            RecordKey {
+                table: Table::Sticky,
+                key: sticky::key("web", b"old"),
+            },
+        ];
+        assert_eq!(order, expected);
     }
 
     #[test]

@@ -52,12 +52,12 @@
 //! Value layout (after the version byte): `n (u8) | n x (node id (u8 len) | remaining ns u64
 //! | count u64)`; components already refilled are not sent.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 use shared::peer::{Digest, MergeError, Table};
 
+use super::changes::ChangeSets;
 use super::codec::{
     decode_key, encode_key, encode_key_into, malformed, non_negative_diff, offset, put_node_id,
     stamp, NodeIds, Reader, Stamp, MAX_NODES, VALUE_VERSION,
@@ -114,6 +114,9 @@ struct Component {
 
 struct Bucket {
     parts: Vec<Component>,
+    /// When this node last took a token from it or merged a change into it: a full resync
+    /// sends the most recently changed entries first (see `SoftState`'s `keys`).
+    changed: Stamp,
 }
 
 impl Bucket {
@@ -156,7 +159,7 @@ fn interval_ns(rate_per_s: f64) -> i64 {
 pub(crate) struct RateTable {
     map: LruMap<Bucket>,
     nodes: NodeIds,
-    changed: HashSet<Box<[u8]>>,
+    changed: ChangeSets,
     last_now: Stamp,
     scratch: Vec<u8>,
     /// Longest client key stored raw; longer ones are hashed ([`bounded_key`]).
@@ -168,7 +171,7 @@ impl RateTable {
         RateTable {
             map: LruMap::with_bounds(bounds),
             nodes: NodeIds::new(node_id),
-            changed: HashSet::new(),
+            changed: ChangeSets::default(),
             last_now: i64::MIN,
             scratch: Vec::new(),
             max_key_bytes: max_key_bytes.max(HASHED_KEY_LEN),
@@ -232,6 +235,7 @@ impl RateTable {
                         count: 1,
                     }),
                 }
+                bucket.changed = now;
             }
             None => {
                 let bucket = Bucket {
@@ -240,14 +244,15 @@ impl RateTable {
                         zero_at: now.saturating_add(interval),
                         count: 1,
                     }],
+                    changed: now,
                 };
                 for (k, _) in self.map.insert(&self.scratch, bucket) {
-                    self.changed.remove(&k);
+                    self.changed.gone(&k);
                 }
             }
         }
-        if self.map.contains(&self.scratch) && !self.changed.contains(&self.scratch[..]) {
-            self.changed.insert(self.scratch[..].into());
+        if self.map.contains(&self.scratch) {
+            self.changed.local(&self.scratch);
         }
         self.sweep(now, SWEEP_PER_WRITE);
         RateDecision::Allow
@@ -260,7 +265,7 @@ impl RateTable {
             let Some((k, _)) = self.map.pop_dead(|b| b.is_full(now)) else {
                 break;
             };
-            self.changed.remove(&k);
+            self.changed.gone(&k);
             n += 1;
         }
         n
@@ -349,6 +354,7 @@ impl RateTable {
             }
             let bucket = Bucket {
                 parts: parts.to_vec(),
+                changed: now,
             };
             // A component that took two tokens or more: a client that came back.
             let evicted = if parts.iter().any(|c| c.count > 1) {
@@ -357,7 +363,10 @@ impl RateTable {
                 self.map.insert(key, bucket)
             };
             for (k, _) in evicted {
-                self.changed.remove(&k);
+                self.changed.gone(&k);
+            }
+            if self.map.contains(key) {
+                self.changed.merged(key);
             }
             return Ok(true);
         };
@@ -376,14 +385,28 @@ impl RateTable {
                 }
             }
         }
+        if changed {
+            bucket.changed = now;
+            self.changed.merged(key);
+        }
         Ok(changed)
     }
 
+    #[cfg(test)]
     pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
         self.map
             .iter()
             .filter(|(_, b)| !b.is_full(self.last_now))
             .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    /// Live keys with when each last changed here (for a most-recent-first resync).
+    pub(crate) fn keys_by_recency(&self) -> Vec<(Stamp, Vec<u8>)> {
+        self.map
+            .iter()
+            .filter(|(_, b)| !b.is_full(self.last_now))
+            .map(|(k, b)| (b.changed, k.to_vec()))
             .collect()
     }
 
@@ -412,8 +435,46 @@ impl RateTable {
     }
 
     pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
-        self.changed.drain().map(|k| k.into_vec()).collect()
+        self.changed.take_peer()
     }
+
+    pub(crate) fn file_changes(&mut self) -> &mut ChangeSets {
+        &mut self.changed
+    }
+}
+
+/// `value` as it would have been encoded `elapsed` ns later: components that have refilled
+/// by then are dropped; `None` if none is left. For records kept in the state file across a
+/// restart.
+pub(crate) fn aged(value: &[u8], elapsed: i64) -> Result<Option<Vec<u8>>, MergeError> {
+    let mut r = Reader::new(TABLE, value);
+    r.version()?;
+    let n = r.u8()? as usize;
+    if n > MAX_NODES {
+        return Err(malformed(TABLE, format!("{n} components")));
+    }
+    let mut parts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let node = r.node_id()?;
+        let remaining = offset(r.u64()?).saturating_sub(elapsed);
+        let count = r.u64()?;
+        if remaining > 0 {
+            parts.push((node, remaining as u64, count));
+        }
+    }
+    r.finish()?;
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let mut v = Vec::with_capacity(value.len());
+    v.push(VALUE_VERSION);
+    v.push(parts.len() as u8);
+    for (node, remaining, count) in parts {
+        put_node_id(&mut v, node);
+        v.extend_from_slice(&remaining.to_be_bytes());
+        v.extend_from_slice(&count.to_be_bytes());
+    }
+    Ok(Some(v))
 }
 
 /// Encode a rate-limit key (for callers building a [`shared::peer::RecordKey`]).

@@ -33,11 +33,12 @@
 //! Value layout (after the format version byte): `writer node id (u8 len) | version u64 |
 //! age ns i64 | remaining TTL ns u64 | backend (u16 len, UTF-8; empty = tombstone)`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use shared::peer::{Digest, MergeError, Table};
 
+use super::changes::ChangeSets;
 use super::codec::{
     age, decode_key, encode_key, encode_key_into, malformed, nanos, non_negative_diff, offset,
     put_node_id, stamp, NodeIds, Reader, Stamp, VALUE_VERSION,
@@ -67,7 +68,7 @@ struct Entry {
 pub(crate) struct StickyTable {
     map: LruMap<Entry>,
     nodes: NodeIds,
-    changed: HashSet<Box<[u8]>>,
+    changed: ChangeSets,
     /// Latest `now` seen: the time `keys` and `digest` (which get none) judge expiry by.
     last_now: Stamp,
     scratch: Vec<u8>,
@@ -84,7 +85,7 @@ impl StickyTable {
         StickyTable {
             map: LruMap::with_bounds(bounds),
             nodes: NodeIds::new(node_id),
-            changed: HashSet::new(),
+            changed: ChangeSets::default(),
             last_now: i64::MIN,
             scratch: Vec::new(),
             max_key_bytes,
@@ -131,7 +132,7 @@ impl StickyTable {
 
     /// Drop what an evicted or removed key left behind.
     fn gone(&mut self, key: &[u8]) {
-        self.changed.remove(key);
+        self.changed.gone(key);
         self.account(key, false);
     }
 
@@ -244,8 +245,8 @@ impl StickyTable {
         };
         let key = std::mem::take(&mut self.scratch);
         self.store(&key, entry, false);
-        if self.map.contains(&key) && !self.changed.contains(&key[..]) {
-            self.changed.insert(key[..].into());
+        if self.map.contains(&key) {
+            self.changed.local(&key);
         }
         self.scratch = key;
         self.sweep(now, SWEEP_PER_WRITE);
@@ -343,14 +344,18 @@ impl StickyTable {
         // A peer's newer write of a known key, or a key the peer wrote more than once, was
         // used again over there: established, like a second request here.
         self.store(key, entry, version > 1);
+        if self.map.contains(key) {
+            self.changed.merged(key);
+        }
         Ok(true)
     }
 
-    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+    /// Live keys with the time of their write (for a most-recent-first resync).
+    pub(crate) fn keys_by_recency(&self) -> Vec<(Stamp, Vec<u8>)> {
         self.map
             .iter()
             .filter(|(_, e)| e.expires > self.last_now)
-            .map(|(k, _)| k.to_vec())
+            .map(|(k, e)| (e.written, k.to_vec()))
             .collect()
     }
 
@@ -367,8 +372,39 @@ impl StickyTable {
     }
 
     pub(crate) fn take_changes(&mut self) -> Vec<Vec<u8>> {
-        self.changed.drain().map(|k| k.into_vec()).collect()
+        self.changed.take_peer()
     }
+
+    pub(crate) fn file_changes(&mut self) -> &mut ChangeSets {
+        &mut self.changed
+    }
+}
+
+/// `value` as it would have been encoded `elapsed` ns later (older write, less time left);
+/// `None` if it has expired by then. For records kept in the state file across a restart.
+pub(crate) fn aged(value: &[u8], elapsed: i64) -> Result<Option<Vec<u8>>, MergeError> {
+    let mut r = Reader::new(TABLE, value);
+    r.version()?;
+    let writer = r.node_id()?;
+    let version = r.u64()?;
+    let age = r.age()?;
+    let remaining = offset(r.u64()?);
+    let blen = r.u16()? as usize;
+    let backend = r.bytes(blen)?;
+    r.finish()?;
+    let remaining = remaining.saturating_sub(elapsed);
+    if remaining <= 0 {
+        return Ok(None);
+    }
+    let mut v = Vec::with_capacity(value.len());
+    v.push(VALUE_VERSION);
+    put_node_id(&mut v, writer);
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(&age.saturating_add(elapsed).to_be_bytes());
+    v.extend_from_slice(&(remaining as u64).to_be_bytes());
+    v.extend_from_slice(&(blen as u16).to_be_bytes());
+    v.extend_from_slice(backend);
+    Ok(Some(v))
 }
 
 /// Encode a sticky key (for callers building a [`shared::peer::RecordKey`]).

@@ -497,22 +497,33 @@ impl Lbd {
         let (listen, admin) = two_free_addrs();
         let text = config_with(listen, admin, body) + listener_extra;
         let dir = tempfile::tempdir().expect("tempdir");
+        Lbd::start_text_in(dir, listen, admin, &text, env).await
+    }
+
+    /// [`Lbd::start`] in `dir` (prepared by the caller, e.g. with a state directory) on these
+    /// addresses.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        body: &str,
+    ) -> Lbd {
+        let text = config_with(listen, admin, body);
+        Lbd::start_text_in(dir, listen, admin, &text, &[]).await
+    }
+
+    async fn start_text_in(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        text: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Lbd {
         let config = dir.path().join("lbd.toml");
         std::fs::write(&config, text).expect("write config");
         write_mode(&dir.path().join(ADMIN_TOKEN_FILE), ADMIN_TOKEN, 0o600);
         let log = dir.path().join("lbd.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let access = std::fs::File::create(dir.path().join("access.log")).expect("access log");
-        let child = Command::new(env!("CARGO_BIN_EXE_lbd"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("LBPAIR_LOG", "info,lbd=debug")
-            .envs(env.iter().copied())
-            .stdout(access)
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn lbd");
+        let child = spawn_lbd(&config, &log, dir.path(), env);
         let mut lbd = Lbd {
             child,
             dir,
@@ -521,20 +532,37 @@ impl Lbd {
             listen,
             log,
         };
+        lbd.await_ready().await;
+        lbd
+    }
+
+    /// Wait for `/readyz` (panics with the log if lbd exits or takes too long).
+    async fn await_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10) * patience();
         loop {
-            if let Ok(Some(status)) = lbd.child.try_wait() {
-                panic!("lbd exited during startup ({status}):\n{}", lbd.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("lbd exited during startup ({status}):\n{}", self.log_text());
             }
-            if get(admin, "/readyz").await.is_ok_and(|r| r.status == 200) {
+            if get(self.admin, "/readyz")
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
                 break;
             }
             if Instant::now() > deadline {
-                panic!("lbd did not become ready:\n{}", lbd.log_text());
+                panic!("lbd did not become ready:\n{}", self.log_text());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        lbd
+    }
+
+    /// SIGKILL this lbd (no drain, no flush) and start it again with the same config and
+    /// directory, so whatever it keeps in files (a state file) is there for the new process.
+    pub async fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_lbd(&self.config, &self.log, self.dir.path(), &[]);
+        self.await_ready().await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -604,6 +632,32 @@ impl Lbd {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// `lbd run --config CONFIG`, its log appended to `log`, its access log to `dir/access.log`.
+fn spawn_lbd(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
+    let open = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .expect("log file")
+    };
+    Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("LBPAIR_LOG", "info,lbd=debug")
+        .envs(env.iter().copied())
+        .stdout(open(&dir.join("access.log")))
+        .stderr(open(log))
+        .spawn()
+        .expect("spawn lbd")
 }
 
 impl Drop for Lbd {

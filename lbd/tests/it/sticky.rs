@@ -6,6 +6,7 @@ use crate::common;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -495,4 +496,151 @@ async fn learn_table_bounds_hold_under_a_flood_on_the_fast_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learn_table_bounds_hold_under_a_flood_on_the_hyper_path() {
     learn_table_holds_its_bounds_under_a_session_id_flood(false).await;
+}
+
+/// `global.soft_state_file`: learned pins, an emptied rate-limit bucket and a drain survive
+/// a kill -9 of lbd, restarted with the same file.
+async fn soft_state_survives_kill_9(fast_path: bool) {
+    let apps = [
+        AppBackend::start("a").await,
+        AppBackend::start("b").await,
+        AppBackend::start("c").await,
+    ];
+    let mut body = format!(
+        "default_pool = \"app\"\n[global]\n#GLOBAL\nhttp1_fast_path = {fast_path}\n\
+         soft_state_file = \"state/softstate\"\nsoft_state_flush_ms = 10\n\
+         [[rate_limit]]\nname = \"api-key\"\nkey = \"header:x-api-key\"\nrate = 0.01\nburst = 2\n\
+         [[pool]]\nname = \"app\"\n[pool.sticky]\nmode = \"learn\"\ncookie = \"JSESSIONID\"\nttl_s = 600\n"
+    );
+    for a in &apps {
+        body.push_str(&format!("[[pool.backend]]\naddress = \"{}\"\n", a.addr));
+    }
+    // The state directory must exist and be private (lbd creates the file, not the
+    // directory: a packaged install gets it from systemd's StateDirectory=).
+    let (listen, admin) = two_free_addrs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let mut lbd = Lbd::start_in(dir, listen, admin, &body).await;
+    let file = state.join("softstate");
+    let mode = std::fs::metadata(&file).expect("created at start").mode() & 0o777;
+    assert_eq!(mode, 0o600, "created private");
+
+    // c is drained first: the sessions land on a and b (a drained backend's sessions move).
+    let drained = admin_post(
+        lbd.admin,
+        &format!("/backends/drain?pool=app&backend={}", apps[2].addr),
+    )
+    .await
+    .expect("drain");
+    assert_eq!(drained.status, 200, "{drained:?}");
+    let mut owners = Vec::new();
+    for i in 0..12 {
+        let id = format!("s{i}");
+        let login = get(lbd.listen, &format!("/login/{id}"))
+            .await
+            .expect("login");
+        assert_eq!(login.status, 200);
+        owners.push((id, login.backend().to_string()));
+    }
+    let distinct: HashSet<&str> = owners.iter().map(|(_, o)| o.as_str()).collect();
+    assert!(distinct.len() >= 2, "sessions spread: {owners:?}");
+    let api = |addr| async move {
+        request(addr, "GET", "/", &[("x-api-key", "KEY-1")])
+            .await
+            .expect("request")
+            .status
+    };
+    assert_eq!(api(lbd.listen).await, 200);
+    assert_eq!(api(lbd.listen).await, 200);
+    assert_eq!(api(lbd.listen).await, 429, "the bucket is empty");
+    // Everything reached the file. Any flush that ends after `written` was read carries
+    // every change made before it; one more change makes sure such a flush happens.
+    let written = "lbd_soft_state_file_records_written_total";
+    let before = metric(lbd.admin, written).await.unwrap_or(0.0);
+    assert_eq!(
+        get(lbd.listen, "/login/one-more")
+            .await
+            .expect("login")
+            .status,
+        200
+    );
+    eventually("the writer flushed", Duration::from_secs(5), || async {
+        metric(lbd.admin, written).await.is_some_and(|n| n > before)
+    })
+    .await;
+
+    lbd.kill9_and_restart().await;
+    let loaded = metric(
+        lbd.admin,
+        "lbd_soft_state_file_loaded_records{outcome=\"merged\"}",
+    )
+    .await;
+    assert!(loaded.is_some_and(|n| n >= 14.0), "loaded {loaded:?}");
+    for (id, owner) in &owners {
+        let r = get_with_cookie(lbd.listen, "/page", &format!("JSESSIONID={id}")).await;
+        assert_eq!(
+            r.backend(),
+            owner,
+            "session {id} kept its backend across the kill -9"
+        );
+    }
+    assert_eq!(api(lbd.listen).await, 429, "the bucket is still empty");
+    // The drain survived too: new clients never reach c.
+    let before = apps[2].hits.load(Ordering::SeqCst);
+    for _ in 0..9 {
+        assert_eq!(get(lbd.listen, "/").await.expect("get").status, 200);
+    }
+    assert_eq!(
+        apps[2].hits.load(Ordering::SeqCst),
+        before,
+        "c stays drained"
+    );
+    assert_eq!(
+        metric(lbd.admin, "lbd_soft_state_file_write_errors_total").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_state_survives_kill_9_on_the_fast_path() {
+    soft_state_survives_kill_9(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_state_survives_kill_9_on_the_hyper_path() {
+    soft_state_survives_kill_9(false).await;
+}
+
+/// A state file others can read is refused at start, naming the file and its mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_readable_state_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_mode(&dir.path().join("softstate"), "", 0o644);
+    write_mode(&dir.path().join(ADMIN_TOKEN_FILE), ADMIN_TOKEN, 0o600);
+    let (listen, admin) = two_free_addrs();
+    let config = dir.path().join("lbd.toml");
+    std::fs::write(
+        &config,
+        config_with(
+            listen,
+            admin,
+            "default_pool = \"p\"\n[global]\n#GLOBAL\nsoft_state_file = \"softstate\"\n\
+             [[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:9\"\n",
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run lbd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown = dir.path().join("softstate").display().to_string();
+    assert!(
+        err.contains(&format!("soft state file {shown}: has mode 0644")),
+        "{err}"
+    );
 }

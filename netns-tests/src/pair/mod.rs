@@ -852,7 +852,7 @@ pub fn lbd_toml(
         "default_pool = \"app\"\n\n[global]\nlog_format = \"plain\"\nlog_level = \"info\"\n\
          admin = \"127.0.0.1:9100\"\naccess_log = \"off\"\ndrain_timeout_ms = 2000\n\
          node_name = \"{r}\"\n{}\n[headers]\nvia_name = \"{r}\"\n\n",
-        softstate::lbd_toml_global(lan, cfg)
+        softstate::lbd_toml_global(lan, cfg, id)
     );
     if cfg.coupled {
         // As vrrpd's `[lbd] drain_timeout_ms` (see `vrrpd_toml`).

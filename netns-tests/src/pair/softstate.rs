@@ -171,6 +171,11 @@ pub fn cookie_secret_path(dir: &Path) -> PathBuf {
     dir.join("cookie.secret")
 }
 
+/// Node `id`'s lbd state file (`global.soft_state_file`).
+pub fn soft_state_path(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("lbd-{}.softstate", super::role(id)))
+}
+
 /// The bearer token of lbd's admin write endpoints (`[global] admin_token_file`).
 pub fn admin_token_path(dir: &Path) -> PathBuf {
     dir.join("admin.token")
@@ -207,14 +212,17 @@ pub fn peer_addr(lan: &Lan, id: NodeId) -> Ipv4Addr {
 
 /// Lines for lbd's `[global]` table: the admin token (the drain helper sends it) and, for
 /// insert-mode stickiness, the cookie secret.
-pub(super) fn lbd_toml_global(lan: &Lan, cfg: &PairConfig) -> String {
+pub(super) fn lbd_toml_global(lan: &Lan, cfg: &PairConfig, id: NodeId) -> String {
     let Some(s) = &cfg.softstate else {
         return String::new();
     };
     let dir = lan.topo.dir();
+    // Each node's soft state survives its lbd's restart (a kill -9 included): the file lives
+    // in the test's own directory, so a restarted backup reloads it before its resync.
     let mut t = format!(
-        "admin_token_file = \"{}\"\n",
-        admin_token_path(dir).display()
+        "admin_token_file = \"{}\"\nsoft_state_file = \"{}\"\n",
+        admin_token_path(dir).display(),
+        soft_state_path(dir, id).display()
     );
     if s.insert_pool
         || s.sticky

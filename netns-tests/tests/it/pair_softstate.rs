@@ -442,30 +442,19 @@ fn failover_promise_kill_50ms_after_a_burst_of_sessions() -> Result<()> {
     assert_failover_promise(&o)
 }
 
-/// A kill while the backup, just restarted, is still receiving its resync is a double
-/// fault: what the master had not streamed yet exists nowhere else. The promise there is
-/// that nothing the backup had is lost: the sessions that moved and the buckets beyond one
-/// interval are no more than the records the backup lacked at the kill (a moved session
-/// whose pin was missing may still land on its backend by chance, never the other way).
+/// A kill of the master while the backup, its lbd just restarted (kill -9), is still
+/// receiving the resync. The backup reloaded its state file (`global.soft_state_file`)
+/// before the resync started, so it holds what the master would still have to stream: the
+/// same promise as for the other two moments.
 #[test]
-fn failover_kill_during_resync_loses_only_what_had_not_arrived() -> Result<()> {
+fn failover_promise_kill_during_resync() -> Result<()> {
     let o = failover_promise_run("s7-promise-resync", KillMoment::Resync)?;
-    let missing = o.master_records.saturating_sub(o.backup_records) as usize;
-    let moved = (o.learn.old - o.learn.old_kept) + (o.learn.young - o.learn.young_kept);
-    let off = RateFigures::beyond_one_interval(&o.rate.first_burst_errors);
     ensure!(
-        o.insert.meets_promise() && o.insert.young == o.insert.young_kept,
+        o.insert.young == o.insert.young_kept,
         "insert mode needs no table, yet sessions moved: {:?}",
         o.insert
     );
-    ensure!(
-        moved + off <= missing + o.learn.allowed_moves(),
-        "{moved} learn sessions moved and {off} buckets are off by more than one interval, \
-         but the backup lacked only {missing} records at the kill (it had {}, the master {})",
-        o.backup_records,
-        o.master_records
-    );
-    Ok(())
+    assert_failover_promise(&o)
 }
 
 /// Issue 13: a client that got a TLS session from A through the VIP resumes it on B after A
