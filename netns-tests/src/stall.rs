@@ -7,7 +7,10 @@
 //!   milliseconds, so a long oversleep means the CPU it ran on was not running this kernel's
 //!   tasks at all (or interrupts held it);
 //! - **steal**: the `steal` column of `/proc/stat`, the time the hypervisor ran something else
-//!   while this VM's vCPUs wanted to run (USER_HZ ticks, 10 ms each).
+//!   while this VM's vCPUs wanted to run (USER_HZ ticks, 10 ms each), in all and per CPU;
+//! - **memory pressure**: the `full` line of `/proc/pressure/memory` (where the kernel has
+//!   PSI), the time every runnable task waited on reclaim or compaction at once: builds that
+//!   fill the page cache make allocations, page faults included, wait like that.
 //!
 //! A VRRP timer fired 90 ms late by a SCHED_FIFO vrrpd, in a window where this thread also
 //! overslept by about as much, or where steal rose, is a stall of the node, not a scheduling
@@ -30,6 +33,7 @@ const NICE: i32 = -20;
 /// A window counts as stalled from this oversleep, or this much steal.
 const STALLED_OVERSLEEP: Duration = Duration::from_millis(20);
 const STALLED_STEAL: Duration = Duration::from_millis(20);
+const STALLED_MEMORY: Duration = Duration::from_millis(20);
 /// Kernel ticks per second for `/proc/stat` (USER_HZ, 100 on every Linux architecture lbpair
 /// runs on).
 const USER_HZ: u64 = 100;
@@ -46,11 +50,15 @@ pub struct Window {
     /// The most any one CPU lost to steal in the window: near the window's length, a vCPU
     /// stopped outright, with whatever ran on it.
     pub worst_cpu_steal: Duration,
+    /// Time all non-idle tasks were stalled on memory at once (PSI `full`); zero without PSI.
+    pub memory_full: Duration,
 }
 
 impl Window {
     pub fn stalled(&self) -> bool {
-        self.oversleep >= STALLED_OVERSLEEP || self.steal >= STALLED_STEAL
+        self.oversleep >= STALLED_OVERSLEEP
+            || self.steal >= STALLED_STEAL
+            || self.memory_full >= STALLED_MEMORY
     }
 }
 
@@ -105,6 +113,7 @@ fn sample(stop: &AtomicBool, max: Duration) -> Result<Vec<Window>> {
     let started = Instant::now();
     let mut windows = Vec::with_capacity((max.as_millis() / WINDOW.as_millis()) as usize + 1);
     let mut steal_before = steal_per_cpu()?;
+    let mut memory_before = memory_full_total();
     let mut window_start = Instant::now();
     let mut oversleep = Duration::ZERO;
     while !stop.load(Ordering::Acquire) && started.elapsed() < max {
@@ -114,6 +123,7 @@ fn sample(stop: &AtomicBool, max: Duration) -> Result<Vec<Window>> {
         oversleep = oversleep.max(excess);
         if window_start.elapsed() >= WINDOW {
             let steal_now = steal_per_cpu()?;
+            let memory_now = memory_full_total();
             let lost: Vec<u64> = steal_now
                 .iter()
                 .zip(&steal_before)
@@ -124,8 +134,10 @@ fn sample(stop: &AtomicBool, max: Duration) -> Result<Vec<Window>> {
                 oversleep,
                 steal: ticks(lost.iter().sum()),
                 worst_cpu_steal: ticks(lost.iter().copied().max().unwrap_or(0)),
+                memory_full: memory_now.saturating_sub(memory_before),
             });
             steal_before = steal_now;
+            memory_before = memory_now;
             window_start = Instant::now();
             oversleep = Duration::ZERO;
         }
@@ -155,6 +167,23 @@ fn parse_steal_per_cpu(stat: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The cumulative `full` stall time of `/proc/pressure/memory`; zero where the kernel has no
+/// PSI (the witness then rests on the other two measures).
+fn memory_full_total() -> Duration {
+    std::fs::read_to_string("/proc/pressure/memory")
+        .ok()
+        .and_then(|s| parse_psi_full(&s))
+        .unwrap_or_default()
+}
+
+fn parse_psi_full(pressure: &str) -> Option<Duration> {
+    let line = pressure.lines().find(|l| l.starts_with("full "))?;
+    let total = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    Some(Duration::from_micros(total.parse().ok()?))
+}
+
 /// Every window of a run, and what they add up to.
 #[derive(Debug, Default)]
 pub struct StallReport {
@@ -181,14 +210,17 @@ impl StallReport {
     pub fn one_line(&self) -> String {
         format!(
             "{} windows of {:?}: max oversleep of a nice {NICE} 1 ms sleep {:?}, steal {:?} \
-             in all, {} windows stalled (oversleep >= {:?} or steal >= {:?})",
+             in all, memory stall (PSI full) {:?} in all, {} windows stalled (oversleep >= \
+             {:?}, steal >= {:?} or memory stall >= {:?})",
             self.windows.len(),
             WINDOW,
             self.max_oversleep(),
             self.total_steal(),
+            self.windows.iter().map(|w| w.memory_full).sum::<Duration>(),
             self.stalled().count(),
             STALLED_OVERSLEEP,
-            STALLED_STEAL
+            STALLED_STEAL,
+            STALLED_MEMORY
         )
     }
 
@@ -197,11 +229,13 @@ impl StallReport {
         self.stalled()
             .map(|w| {
                 format!(
-                    "window ending {}: oversleep {:?}, steal {:?} (at most {:?} on one CPU)",
+                    "window ending {}: oversleep {:?}, steal {:?} (at most {:?} on one CPU), \
+                     memory stall (PSI full) {:?}",
                     utc(w.end),
                     w.oversleep,
                     w.steal,
-                    w.worst_cpu_steal
+                    w.worst_cpu_steal,
+                    w.memory_full
                 )
             })
             .collect()
@@ -245,10 +279,24 @@ mod tests {
             oversleep: Duration::from_millis(o),
             steal: Duration::from_millis(s),
             worst_cpu_steal: Duration::from_millis(s),
+            memory_full: Duration::ZERO,
         };
         assert!(!w(5, 10).stalled());
         assert!(w(25, 0).stalled());
         assert!(w(0, 20).stalled());
+        let memory = Window {
+            memory_full: Duration::from_millis(30),
+            ..w(0, 0)
+        };
+        assert!(memory.stalled());
+    }
+
+    #[test]
+    fn psi_full_total_is_in_microseconds() {
+        let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=30328770\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=12026833\n";
+        assert_eq!(parse_psi_full(psi), Some(Duration::from_micros(12_026_833)));
+        assert_eq!(parse_psi_full("some total=5\n"), None);
     }
 
     #[test]
