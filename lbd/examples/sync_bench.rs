@@ -1,5 +1,5 @@
-//! The peer link's benchmark (issue 5): replication throughput, lag and CPU at a steady
-//! update rate, and the time of a full resync of many entries.
+//! The peer link's benchmark: replication throughput, lag and CPU at a steady update
+//! rate, and the time of a full resync of many entries.
 //!
 //! Two real lbd servers run in this process, each on its own thread with a current-thread
 //! tokio runtime: that thread is the node's control runtime, where lbd runs its peer link
