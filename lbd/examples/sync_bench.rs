@@ -1,5 +1,5 @@
-//! The peer link's benchmark (issue 5): replication throughput, lag and CPU at a steady
-//! update rate, and the time of a full resync of many entries.
+//! The peer link's benchmark: replication throughput, lag and CPU at a steady update
+//! rate, and the time of a full resync of many entries.
 //!
 //! Two real lbd servers run in this process, each on its own thread with a current-thread
 //! tokio runtime: that thread is the node's control runtime, where lbd runs its peer link
@@ -55,6 +55,9 @@ struct Args {
     progress: bool,
 }
 
+/// A failure to set up or run the benchmark, printed on exit.
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
 const POOL: &str = "web";
 const BACKEND: &str = "127.0.0.1:9";
 
@@ -67,8 +70,9 @@ struct Node {
 }
 
 impl Node {
-    fn start(name: &str, config: PathBuf) -> Result<Node, String> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    fn start(name: &str, config: PathBuf) -> Result<Node, BenchError> {
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<(Arc<Server>, String), BenchError>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("node-{name}"))
@@ -83,7 +87,7 @@ impl Node {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                        let _ = ready_tx.send(Err(format!("runtime: {e}").into()));
                         return;
                     }
                 };
@@ -91,7 +95,7 @@ impl Node {
                     let config_value = match LbConfig::load(&config) {
                         Ok(c) => c,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("config: {e}")));
+                            let _ = ready_tx.send(Err(format!("config: {e}").into()));
                             return;
                         }
                     };
@@ -105,7 +109,7 @@ impl Node {
                                 .trigger(shared::shutdown::ShutdownMode::Fast);
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(format!("start: {e}")));
+                            let _ = ready_tx.send(Err(format!("start: {e}").into()));
                         }
                     }
                 });
@@ -154,9 +158,9 @@ fn thread_cpu(tid: &str) -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
-fn free_port() -> Result<SocketAddr, String> {
+fn free_port() -> Result<SocketAddr, BenchError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map_err(|e| format!("addr: {e}"))
+    Ok(l.local_addr().map_err(|e| format!("addr: {e}"))?)
 }
 
 struct Setup {
@@ -165,7 +169,7 @@ struct Setup {
     b: PathBuf,
 }
 
-fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Setup, String> {
+fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Setup, BenchError> {
     // The table's byte cap (32 MiB by default, ~200k of these entries) must not be what
     // limits the run: 256 bytes an entry is ample.
     let max_bytes = (max_entries * 256).clamp(64 << 10, 16 << 30);
@@ -180,7 +184,7 @@ fn write_configs(dir: &Path, resync_rate: u32, max_entries: usize) -> Result<Set
     let (peer_a, peer_b) = (free_port()?, free_port()?);
     let node = |id: &str, other: &str, listen: SocketAddr, peer: SocketAddr| {
         let (http, admin) = (free_port()?, free_port()?);
-        Ok::<String, String>(format!(
+        Ok::<String, BenchError>(format!(
             "default_pool = \"{POOL}\"\n[global]\nadmin = \"{admin}\"\naccess_log = \"off\"\n\
              log_level = \"warn\"\nnode_name = \"{id}\"\n\n\
              [peer]\nnode_id = \"{id}\"\npeer_node_id = \"{other}\"\ncluster_id = \"bench\"\n\
@@ -331,7 +335,7 @@ fn live_run(a: &Node, b: &Node, rate: u64, seconds: u64) -> Live {
     }
 }
 
-fn run(args: &Args) -> Result<bool, String> {
+fn run(args: &Args) -> Result<bool, BenchError> {
     let tmp = std::env::temp_dir().join(format!("lbd-sync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let max_entries = (args.resync_entries + 1000).max((args.rate * args.seconds) as usize + 1000);
@@ -346,11 +350,7 @@ fn run(args: &Args) -> Result<bool, String> {
     })
     .is_none()
     {
-        return Err(format!(
-            "the nodes did not link up: a {} b {}",
-            a.phase(),
-            b.phase()
-        ));
+        return Err(format!("the nodes did not link up: a {} b {}", a.phase(), b.phase()).into());
     }
     let live = live_run(&a, &b, args.rate, args.seconds);
     let secs = live.elapsed.as_secs_f64();

@@ -1,5 +1,5 @@
 //! A hostile host on the LAN: the `forge-vrrp` binary run in the client's namespace, sending
-//! forged adverts with any source address (issue 10, `tests/it/vrrp_hostile.rs`).
+//! forged adverts with any source address (the scenarios are in `tests/it/vrrp_hostile.rs`).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

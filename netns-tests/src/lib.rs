@@ -12,7 +12,7 @@
 //! - [`wait`]     deadlines and polling, scaled by `NETNS_PATIENCE`; `assert_eventually!`.
 //! - [`cmd`]      running `ip` and friends with errors that name the command.
 //! - [`pair`]     the vrrpd+lbd pair with backends, supervisors, load client and report
-//!   (issue 4's failover suite, `tests/pair_*.rs`).
+//!   (the failover suite, `tests/pair_*.rs`).
 //!
 //! The scenarios live in `tests/vrrp_*.rs`; `src/bin/measure-vrrp-failover.rs` measures the
 //! failover gap a client sees. Topologies are serialised by a process-wide lock, so the

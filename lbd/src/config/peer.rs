@@ -31,7 +31,7 @@ use shared::config::Validator;
 
 use ipnet::IpNet;
 
-use super::global::read_private_file;
+use super::global::{read_private_file, PrivateFileError};
 use super::validate::{check_ms, parse_addr, required};
 
 /// 1M entries (a full sticky table) in about 2 s, ~30 MB/s on the peer link.
@@ -116,26 +116,46 @@ fn check_id(v: &mut Validator<'_>, key: &str, value: &Option<String>) -> Option<
 const PSK_VALID: &str = "valid: at least 32 hex digits, e.g. `openssl rand -hex 32`, or exactly \
      32 random bytes, e.g. `head -c 32 /dev/urandom`";
 
+/// Why a key file's content is not a usable PSK.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PskError {
+    #[error("hex key has {digits} digits, under 128 bits ({PSK_VALID})")]
+    ShortHex { digits: usize },
+    #[error("hex key has an odd number of digits ({digits})")]
+    OddHex { digits: usize },
+    #[error("holds {len} bytes of text that is not hex: a passphrase is refused ({PSK_VALID})")]
+    Passphrase { len: usize },
+    #[error("holds {len} bytes of binary; a raw key is exactly {PSK_RAW_BYTES} ({PSK_VALID})")]
+    RawLength { len: usize },
+}
+
+/// Why `peer.psk_file` gave no key: unreadable or exposed, or holding no usable key.
+#[derive(Debug, thiserror::Error)]
+pub enum PskFileError {
+    #[error(transparent)]
+    File(#[from] PrivateFileError),
+    #[error("{}: {source}", .path.display())]
+    Content { path: PathBuf, source: PskError },
+}
+
 /// Decode a key file: all hex digits (surrounding whitespace trimmed) is a hex key of at
 /// least [`PSK_MIN_HEX_CHARS`] digits; otherwise the file must be exactly [`PSK_RAW_BYTES`]
 /// bytes of binary. Text that is not hex (a passphrase) is refused whatever its length: a
 /// typed phrase has far fewer than 128 bits of entropy, and the HELLO's MAC would let anyone
 /// who captures one guess it offline.
-pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, PskError> {
     let trimmed = content.trim_ascii();
     let is_hex = !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_hexdigit);
     if is_hex {
         if trimmed.len() < PSK_MIN_HEX_CHARS {
-            return Err(format!(
-                "hex key has {} digits, under 128 bits ({PSK_VALID})",
-                trimmed.len()
-            ));
+            return Err(PskError::ShortHex {
+                digits: trimmed.len(),
+            });
         }
         if !trimmed.len().is_multiple_of(2) {
-            return Err(format!(
-                "hex key has an odd number of digits ({})",
-                trimmed.len()
-            ));
+            return Err(PskError::OddHex {
+                digits: trimmed.len(),
+            });
         }
         let nibble = |b: u8| match b {
             b'0'..=b'9' => b - b'0',
@@ -151,25 +171,22 @@ pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, String> {
         .iter()
         .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
     if is_text {
-        return Err(format!(
-            "holds {} bytes of text that is not hex: a passphrase is refused ({PSK_VALID})",
-            content.len()
-        ));
+        return Err(PskError::Passphrase { len: content.len() });
     }
     if content.len() != PSK_RAW_BYTES {
-        return Err(format!(
-            "holds {} bytes of binary; a raw key is exactly {PSK_RAW_BYTES} ({PSK_VALID})",
-            content.len()
-        ));
+        return Err(PskError::RawLength { len: content.len() });
     }
     Ok(content.to_vec())
 }
 
 /// Read the key file: private to lbd's user (mode 0600 or stricter, owned by it) and decoded
 /// by [`decode_psk`].
-fn read_psk(path: &Path) -> Result<Vec<u8>, String> {
+fn read_psk(path: &Path) -> Result<Vec<u8>, PskFileError> {
     let content = read_private_file(path, PSK_MAX_FILE_BYTES)?;
-    decode_psk(&content).map_err(|e| format!("{}: {e}", path.display()))
+    decode_psk(&content).map_err(|source| PskFileError::Content {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `peer.allow_from`: IPs and CIDRs; by default the peer's own address.
@@ -294,7 +311,7 @@ pub fn validate_peer(file: &FilePeer, v: &mut Validator<'_>) -> Option<PeerConfi
 mod tests {
     use super::super::LbConfig;
     use super::*;
-    use shared::config::Source;
+    use shared::config::{ConfigError, Source};
 
     const BASE: &str = r#"
 [[listener]]
@@ -328,16 +345,16 @@ address = "127.0.0.1:9001"
             p
         }
 
-        fn load(&self, peer: &str) -> Result<LbConfig, String> {
+        fn load(&self, peer: &str) -> Result<LbConfig, ConfigError> {
             let text = format!("{BASE}\n[peer]\n{peer}\n");
             let path = self.dir.path().join("lbd.toml");
-            LbConfig::from_source(&Source::from_text(path, text)).map_err(|e| e.to_string())
+            LbConfig::from_source(&Source::from_text(path, text))
         }
 
         fn errors(&self, peer: &str) -> String {
             match self.load(peer) {
                 Ok(_) => panic!("[peer] was accepted:\n{peer}"),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The peer link between two real lbd processes on 127.0.0.1 (issue 5): replication latency,
+//! The peer link between two real lbd processes on 127.0.0.1: replication latency,
 //! kill -9 and resync, authentication (wrong key, wrong cluster, forged and replayed frames),
 //! and the cold → warm readiness.
 //!
@@ -886,8 +886,8 @@ async fn a_drain_set_on_a_cold_node_survives_its_resync() {
     assert!(!is_drained(a.admin, fx.backends[1].addr).await);
 }
 
-/// A peer's record with a key over this node's cap (issue 9; here the nodes' configs differ)
-/// is refused and counted, stores nothing, and the link and the other records carry on.
+/// A peer's record with a key over this node's cap (here the nodes' configs differ) is
+/// refused and counted, stores nothing, and the link and the other records carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_record_over_the_key_cap_is_refused_and_counted() {
     let mut fx = Fixture::new(2).await;

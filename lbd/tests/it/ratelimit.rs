@@ -199,7 +199,7 @@ async fn limiters_follow_a_reload() {
     .await;
 }
 
-/// Header keys far over `max_key_bytes` (issue 9): an 8 KiB key is limited like any other
+/// Header keys far over `max_key_bytes`: an 8 KiB key is limited like any other
 /// (hashed, not dodged by padding), and a flood of distinct long keys keeps the table within
 /// its byte bound without resetting a returning client's debt.
 async fn long_header_keys_are_hashed_and_the_table_stays_bounded(fast_path: bool) {

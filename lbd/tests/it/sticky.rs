@@ -404,7 +404,7 @@ async fn learn_mode_follows_the_application_session() {
     );
 }
 
-/// A learn-mode pool under a flood of invented session ids (issue 9): 8 KiB ids are served
+/// A learn-mode pool under a flood of invented session ids: 8 KiB ids are served
 /// but never learned, 200-byte ids fill the table only up to its byte bound (evicting each
 /// other), and a session used twice before the flood keeps its backend throughout.
 async fn learn_table_holds_its_bounds_under_a_session_id_flood(fast_path: bool) {

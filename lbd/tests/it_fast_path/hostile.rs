@@ -1,4 +1,4 @@
-//! Hostile framing from either side (issue 9): malformed chunked request bodies, transfer
+//! Hostile framing from either side: malformed chunked request bodies, transfer
 //! codings lbd does not implement, backend response heads with bare CR, bare LF, obsolete
 //! line folding or NUL, and upgrades to protocols a route does not allow.
 //!
@@ -52,7 +52,8 @@ fn touchy_pool(name: &str, addr: SocketAddr) -> String {
 const CHUNKED_HEAD: &str =
     "POST /up HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n";
 
-/// The malformed chunk lines issue 9 names, after a good first chunk or as the first.
+/// Malformed chunk lines (a `0x` prefix, a sign, over 64 bits, stray whitespace, bare LF, a
+/// non-hex digit, an empty size line), after a good first chunk or as the first.
 const BAD_CHUNK_LINES: [(&str, &str); 8] = [
     ("0x prefix", "0x5\r\nhello\r\n0\r\n\r\n"),
     ("negative", "-1\r\nx\r\n0\r\n\r\n"),

@@ -1,4 +1,4 @@
-//! Issue 11's failover promise, measured from outside (run by
+//! The soft state's failover promise, measured from outside (run by
 //! `scripts/bench-failover-softstate.sh`, as root): in the real pair, clients hold sticky
 //! sessions (learn and insert mode) and rate-limit buckets, the master is lost (kill -9 of
 //! vrrpd and lbd, link down) at a random moment (steady updates, during a resync, 50 ms

@@ -1,5 +1,5 @@
 //! A hostile host on the LAN: sends forged VRRPv3 adverts, built with the shared wire codec,
-//! over a raw socket with a chosen IPv4 source (issue 10's `tests/it/vrrp_hostile.rs`).
+//! over a raw socket with a chosen IPv4 source (for `tests/it/vrrp_hostile.rs`).
 //!
 //! ```text
 //! forge-vrrp src=10.77.1.10 dst=224.0.0.18[,10.77.1.2] vrid=51 priority=255 interval=4095 \

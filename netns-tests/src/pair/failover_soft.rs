@@ -1,4 +1,4 @@
-//! Issue 11's failover promise, measured from outside: many clients hold sticky sessions
+//! The soft state's failover promise, measured from outside: many clients hold sticky sessions
 //! (learn mode in pool `app`, insert mode in pool `ins`) and rate-limit buckets (one per
 //! `x-api-key`), the master is lost (kill -9 of vrrpd and lbd, link down: the pair's
 //! power-off) at a random moment, and after the backup has taken over every client comes

@@ -1,5 +1,5 @@
 //! The pair: vrrpd + lbd on two nodes, three HTTP backends and a load client, supervised
-//! the way the systemd units supervise them, for the failover scenarios of issue 4.
+//! the way the systemd units supervise them, for the failover scenarios.
 //!
 //! ```text
 //!   <pfx>-a   eth0 10.77.S.1  ──va──┐            <pfx>-a peer0 10.78.S.1/30
@@ -25,9 +25,9 @@
 //! - [`keepalived`] keepalived + HAProxy in place of vrrpd + lbd, for the report's
 //!   keepalived column.
 //! - [`shipped`]    the shipped `configs/node-{a,b}` files, given the namespaces' addresses.
-//! - [`softstate`]  issue 5: sticky sessions, rate limits and the peer link (`[peer]` on
+//! - [`softstate`]  sticky sessions, rate limits and the peer link (`[peer]` on
 //!   `peer0`), off unless [`PairConfig::softstate`] is set; HTTP from inside a namespace.
-//! - [`failover_soft`] issue 11: the soft-state promise across a kill -9 of the master,
+//! - [`failover_soft`] the soft-state promise across a kill -9 of the master,
 //!   measured from outside (the benchmark `bench-failover-softstate` and its test).
 
 pub mod failover_soft;
@@ -74,8 +74,8 @@ pub const INTERVALS: [u16; 2] = [100, 10];
 
 /// Requests a preemption may fail: a new connection whose handshake straddles the MAC move
 /// (SYN answered by the yielding master, the request sent to the new one after its GARP,
-/// and reset there). Nothing on the nodes can save it; issue 10's target of none is not met
-/// (README, "Preemption, repeated").
+/// and reset there). Nothing on the nodes can save it; the target of none is not met (README,
+/// "Preemption, repeated").
 pub const MAX_CUT_HANDSHAKES: usize = 1;
 
 /// How the pair is configured.
@@ -93,8 +93,8 @@ pub struct PairConfig {
     pub preempt_delay_ms: u64,
     /// vrrpd `[lbd] heartbeat_timeout_ms`.
     pub heartbeat_timeout_ms: u64,
-    /// Issue 5's sticky sessions, rate limits and peer link. `None`: none of it, lbd's
-    /// config exactly as issue 4's scenarios had it.
+    /// Sticky sessions, rate limits and the peer link. `None`: none of it, lbd's config
+    /// exactly as the plain failover scenarios have it.
     pub softstate: Option<SoftStateOpts>,
     /// vrrpd `[lbd] startup_grace_ms`.
     pub startup_grace_ms: u64,

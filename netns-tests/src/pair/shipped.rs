@@ -1,7 +1,7 @@
 //! The shipped node configs (`configs/node-a`, `configs/node-b`) in the pair topology.
 //!
-//! Issue 10 asks that the main failover scenarios also run with what an operator installs,
-//! not only with the suite's own configs (multicast, 800 ms heartbeat timeout, lbd niced).
+//! The main failover scenarios also run with what an operator installs, not only with the
+//! suite's own configs (multicast, 800 ms heartbeat timeout, lbd niced).
 //! The files are loaded as they are and only what the namespaces need is replaced:
 //!
 //! - vrrpd: the control socket path, the instance's interface, `unicast_peers` and

@@ -1,8 +1,8 @@
-//! The pair soak (issue 10, "Steady under load, with the shipped configs"): the shipped
-//! node configs at a short advert interval, a keep-alive client and a fresh-connection
-//! client each sending a request every 5 ms, and every core kept busy by other work for a
-//! while. Nothing may move: no VRRP transition on either node, A the VIP's only holder at
-//! every poll, and no failed request.
+//! The pair soak, steady under load with the shipped configs: the shipped node configs at a
+//! short advert interval, a keep-alive client and a fresh-connection client each sending a
+//! request every 5 ms, and every core kept busy by other work for a while. Nothing may move:
+//! no VRRP transition on either node, A the VIP's only holder at every poll, and no failed
+//! request.
 //!
 //! The "other work" is busy threads at niceness 0 by default, which is what other jobs on
 //! a node are: the fair scheduler then still wakes lbd and vrrpd within milliseconds. At

@@ -1,4 +1,4 @@
-//! Soft state in the pair (issue 5): sticky sessions, rate limits, and the peer link that
+//! Soft state in the pair: sticky sessions, rate limits, and the peer link that
 //! replicates them between the two lbd nodes; the config the pair emits for them and what
 //! the scenarios observe of them.
 //!
@@ -10,7 +10,7 @@
 //!
 //! Layout:
 //! - [`SoftStateOpts`] and friends: what [`super::PairConfig::softstate`] turns on; off by
-//!   default, so issue 4's scenarios run unchanged.
+//!   default, so the plain failover scenarios run unchanged.
 //! - `lbd_toml_*`: the pieces [`super::lbd_toml`] splices into lbd's config.
 //! - [`in_netns`] + [`http`]: a plain HTTP/1.1 client run on a thread that has entered a
 //!   node's namespace. One thread per call, no process per request, so a scenario can pin
@@ -98,7 +98,7 @@ pub struct RateLimitOpts {
     pub routes: Vec<String>,
 }
 
-/// What issue 5 adds to the pair. `None` in [`PairConfig::softstate`]: none of it.
+/// Soft state in the pair. `None` in [`PairConfig::softstate`]: none of it.
 #[derive(Debug, Clone)]
 pub struct SoftStateOpts {
     pub sticky: Option<StickyOpts>,
@@ -119,7 +119,7 @@ pub struct SoftStateOpts {
     /// kernel lacks): each lbd dials its own relay, which connects to the other lbd.
     pub peer_delay_ms: Option<u32>,
     /// A second pool, `ins`, with insert-mode stickiness, on the route `INSERT_PREFIX`
-    /// (the same backends): one pair then holds sessions of both modes (issue 11's
+    /// (the same backends): one pair then holds sessions of both modes (for the soft-state
     /// failover benchmark). Its cookie is [`INSERT_COOKIE`].
     pub insert_pool: bool,
     /// An HTTPS listener on VIP 0 (`pair::tls`), the same certificate files on both nodes,

@@ -1,4 +1,4 @@
-//! TLS in the pair (issue 13): an HTTPS listener on VIP 0 with the same certificate files on
+//! TLS in the pair: an HTTPS listener on VIP 0 with the same certificate files on
 //! both nodes, and a client that keeps its TLS sessions across connections, to see whether a
 //! session from one node resumes on the other after a failover (the ticket keys travel over
 //! the peer link, see lbd's `tls::tickets`).

@@ -166,9 +166,9 @@ const CUT_HANDSHAKE_OUTAGE: Duration = Duration::from_millis(50);
 /// A returns after a power-off and takes the VIP back from B (preemption, once its lbd is
 /// ready) while two clients run: a keep-alive client and a client opening a new connection
 /// per request, each sending a request every 5 ms. No request in flight at the yield may be
-/// lost (no timeout), at most one handshake straddling the MAC move may fail (issue 10's
-/// target of none is not met, README), the VIP never has two masters, and B's residual copy
-/// after it yields is bounded ([`ResidualCopy`]). Never retried (`.config/nextest.toml`).
+/// lost (no timeout), at most one handshake straddling the MAC move may fail (the target of
+/// none is not met, README), the VIP never has two masters, and B's residual copy after it
+/// yields is bounded ([`ResidualCopy`]). Never retried (`.config/nextest.toml`).
 /// The report table shows the 100 and 10 cs rows; 2 cs is in the test's output.
 #[test]
 fn returning_master_preempts_once_ready_without_failures() -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! Faults on the peer link (issue 5): loss and delay (`tc netem`) while state changes flow
+//! Faults on the peer link: loss and delay (`tc netem`) while state changes flow
 //! must not lose converged state, and a partition of the peer link alone, while both nodes
 //! keep creating state, heals to equal digests within 5 s.
 //!
@@ -251,7 +251,7 @@ fn long_peer_link_partition_heals_to_equal_digests_within_5s() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 11: the link is encrypted and strangers cannot keep the pair from getting warm.
+// Secrecy: the link is encrypted and strangers cannot keep the pair from getting warm.
 
 /// What the link carries in these runs: a learn-mode session cookie and an API key (a
 /// `header:x-api-key` limiter's bucket key), both replicated.

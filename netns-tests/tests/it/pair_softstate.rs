@@ -1,18 +1,18 @@
-//! Issue 5's soft state across a failover, in the real pair: sticky clients keep their
-//! backend, a rate-limited client stays limited, and a returning node takes its VIP back
-//! only once its lbd has resynced from the peer (warm).
+//! Soft state across a failover, in the real pair: sticky clients keep their backend, a
+//! rate-limited client stays limited, and a returning node takes its VIP back only once its
+//! lbd has resynced from the peer (warm).
 //!
-//! The `failover_promise_*` tests assert issue 11's promise with 1000 sessions per sticky
-//! mode and a kill at a random moment (`pair::failover_soft`, the method of
-//! `scripts/bench-failover-softstate.sh`): ≥ 99.9% of sessions older than 200 ms keep their
-//! backend, rate limits stay within one refill interval.
+//! The `failover_promise_*` tests assert the soft state's failover promise with 1000
+//! sessions per sticky mode and a kill at a random moment (`pair::failover_soft`, the method
+//! of `scripts/bench-failover-softstate.sh`): ≥ 99.9% of sessions older than 200 ms keep
+//! their backend, rate limits stay within one refill interval.
 //!
-//! `tls_sessions_resume_on_the_survivor_after_a_power_off` is issue 13's resumption across a
+//! `tls_sessions_resume_on_the_survivor_after_a_power_off` checks TLS resumption across a
 //! failover: a TLS session from A, through the VIP, resumes on B once A is gone, because A's
 //! ticket keys reached B over the peer link (`pair::tls`).
 //!
 //! Node loss is the pair's power-off (`PairTopology::power_off`: vrrpd and lbd SIGKILLed,
-//! no restart, the LAN link down), the "kill -9 of the active node" of the issue. Adverts
+//! no restart, the LAN link down), a "kill -9 of the active node". Adverts
 //! at 0.1 s, so a failover takes a few hundred ms and the figures are about soft state,
 //! not VRRP timers.
 #![allow(clippy::disallowed_types)]
@@ -358,7 +358,7 @@ fn returning_node_preempts_only_once_warm() -> Result<()> {
     Ok(())
 }
 
-/// Issue 11's promise, one kill per moment: 1000 sessions per sticky mode (so 99.9% lets at
+/// The failover promise, one kill per moment: 1000 sessions per sticky mode (so 99.9% lets at
 /// most one move), 100 buckets (20 of whose clients keep sending through the failover).
 fn failover_promise_opts() -> failover_soft::Opts {
     failover_soft::Opts {
@@ -457,7 +457,7 @@ fn failover_promise_kill_during_resync() -> Result<()> {
     assert_failover_promise(&o)
 }
 
-/// Issue 13: a client that got a TLS session from A through the VIP resumes it on B after A
+/// TLS resumption: a client that got a TLS session from A through the VIP resumes it on B after A
 /// is powered off (kill -9 of both daemons, link down), for TLS 1.3 and 1.2. The ticket was
 /// sealed by A's key, which B holds because A sent it over the peer link.
 #[test]

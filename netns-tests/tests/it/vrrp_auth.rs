@@ -1,4 +1,4 @@
-//! Authenticated adverts (`auth_key_file`, issue 10): two vrrpd nodes with the same key
+//! Authenticated adverts (`auth_key_file`): two vrrpd nodes with the same key
 //! elect and fail over as usual, and a third host on the LAN (the client namespace) can't
 //! move the VIP with
 //! (a) a forged priority-255 advert without a trailer,

@@ -1,4 +1,4 @@
-//! A hostile host on the LAN (issue 10): the client namespace forges VRRP adverts with the
+//! A hostile host on the LAN: the client namespace forges VRRP adverts with the
 //! shared wire codec over a raw socket (`forge-vrrp`), and the pair must hold.
 //!
 //! - With `accept_from` (the default with unicast peers): forged priority 255, a forged

@@ -1,4 +1,4 @@
-//! SIGHUP reload (issue 2): unchanged instances keep their state (no re-election, no VIP
+//! SIGHUP reload: unchanged instances keep their state (no re-election, no VIP
 //! flap), changed ones restart, removed ones hand their VIPs to the backup, and a bad
 //! config is rejected while the old one keeps running.
 //!

@@ -1,4 +1,4 @@
-//! CPU starvation (issue 2): under load, late scheduling must not cause false failovers.
+//! CPU starvation: under load, late scheduling must not cause false failovers.
 //! With `realtime = true` (SCHED_FIFO + mlockall) a short advert interval survives every
 //! core being busy.
 //!
@@ -291,8 +291,8 @@ fn without_realtime_under_cpu_load_measurement_only() -> Result<()> {
 /// The whole pair as shipped (`configs/node-{a,b}`: unicast, vrrpd realtime, lbd not
 /// niced) at 2 cs adverts, under a keep-alive and a fresh-connection client, with every
 /// core busy with other work (nice 0) for [`load()`]: no VRRP transition, A the VIP's only
-/// holder throughout, and no failed request (issue 10's soak target; `scripts/soak-pair.sh`
-/// runs it for 10 minutes). See `netns_tests::pair::soak`.
+/// holder throughout, and no failed request (the soak's target; `scripts/soak-pair.sh` runs
+/// it for 10 minutes). See `netns_tests::pair::soak`.
 #[test]
 fn shipped_pair_serves_through_cpu_load_without_moving() -> Result<()> {
     let plan = SoakPlan {

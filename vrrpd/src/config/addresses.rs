@@ -152,36 +152,49 @@ fn parse_vip_address(v: &mut Validator<'_>, key: &str, s: &str) -> Option<(Ipv4A
     }
 }
 
+/// The form of a VIP, for [`CidrError`]'s messages.
+const CIDR_FORM: &str =
+    "(valid: an IPv4 address with a prefix length 1..=32, e.g. \"192.0.2.10/24\")";
+
+/// Why a string is not a VIP; the messages follow the quoted string in a config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("has no prefix length {CIDR_FORM}")]
+    NoPrefixLength,
+    #[error("is not an IPv4 address {CIDR_FORM}")]
+    NotIpv4,
+    #[error("has a bad prefix length {0:?} {CIDR_FORM}")]
+    BadPrefixLength(String),
+    #[error("is {0} (valid: a unicast IPv4 address)")]
+    NotUnicast(&'static str),
+    #[error("is the network address of its /{0} subnet (valid: a host address in the subnet)")]
+    NetworkAddress(u8),
+    #[error("is the broadcast address of its /{0} subnet (valid: a host address in the subnet)")]
+    BroadcastAddress(u8),
+}
+
 /// `a.b.c.d/len` with len 1..=32, a unicast address that is not its subnet's network or
 /// broadcast address.
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    const FORM: &str =
-        "(valid: an IPv4 address with a prefix length 1..=32, e.g. \"192.0.2.10/24\")";
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), CidrError> {
     let Some((addr, len)) = s.split_once('/') else {
-        return Err(format!("has no prefix length {FORM}"));
+        return Err(CidrError::NoPrefixLength);
     };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("is not an IPv4 address {FORM}"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| CidrError::NotIpv4)?;
     let len: u8 = match len.parse() {
         Ok(l) if (1..=32).contains(&l) => l,
-        _ => return Err(format!("has a bad prefix length {len:?} {FORM}")),
+        _ => return Err(CidrError::BadPrefixLength(len.to_string())),
     };
     if let Some(why) = not_unicast(addr) {
-        return Err(format!("is {why} (valid: a unicast IPv4 address)"));
+        return Err(CidrError::NotUnicast(why));
     }
     if len <= 30 {
         let mask = u32::MAX << (32 - u32::from(len));
         let bits = u32::from(addr);
         if bits & !mask == 0 {
-            return Err(format!(
-                "is the network address of its /{len} subnet (valid: a host address in the subnet)"
-            ));
+            return Err(CidrError::NetworkAddress(len));
         }
         if bits & !mask == !mask {
-            return Err(format!(
-                "is the broadcast address of its /{len} subnet (valid: a host address in the subnet)"
-            ));
+            return Err(CidrError::BroadcastAddress(len));
         }
     }
     Ok((addr, len))
@@ -360,26 +373,40 @@ pub(super) fn check_ifname(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Why a VIP's `label` is refused; the messages follow the quoted label in a config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum LabelError {
+    /// `example` is the interface name, or "eth0" if there is none.
+    #[error("is {len} bytes long (valid: 1..={MAX_IFNAME_LEN} bytes, e.g. \"{example}:vip\")")]
+    Length { len: usize, example: String },
+    #[error("contains whitespace or non-ASCII characters (valid: printable ASCII)")]
+    NotPrintable,
+    #[error(
+        "does not start with the interface name {interface:?} (valid: e.g. \"{interface}:vip\")"
+    )]
+    WrongPrefix { interface: String },
+}
+
 /// See the module docs for why the interface-name prefix is required.
-fn check_label(label: &str, interface: &str) -> Result<(), String> {
+fn check_label(label: &str, interface: &str) -> Result<(), LabelError> {
     if label.is_empty() || label.len() > MAX_IFNAME_LEN {
-        return Err(format!(
-            "is {} bytes long (valid: 1..={MAX_IFNAME_LEN} bytes, e.g. \"{}:vip\")",
-            label.len(),
-            if interface.is_empty() {
-                "eth0"
-            } else {
-                interface
-            }
-        ));
+        let example = if interface.is_empty() {
+            "eth0"
+        } else {
+            interface
+        };
+        return Err(LabelError::Length {
+            len: label.len(),
+            example: example.to_string(),
+        });
     }
     if !label.chars().all(|c| c.is_ascii_graphic()) {
-        return Err("contains whitespace or non-ASCII characters (valid: printable ASCII)".into());
+        return Err(LabelError::NotPrintable);
     }
     if !interface.is_empty() && !label.starts_with(interface) {
-        return Err(format!(
-            "does not start with the interface name {interface:?} (valid: e.g. \"{interface}:vip\")"
-        ));
+        return Err(LabelError::WrongPrefix {
+            interface: interface.to_string(),
+        });
     }
     Ok(())
 }

@@ -11,10 +11,9 @@
 //! either at least 64 hex digits (an even number, decoded) or, if it is not all hex, at
 //! least 32 raw bytes, e.g. `openssl rand -hex 32 > FILE` or `head -c 32 /dev/urandom`.
 //!
-//! There is no config setting that marks a peer as keepalived or FRR, so the refusal the
-//! issue asks for ("not together with an interop peer") can't be a check here; the
-//! reference says the key is for two lbpair nodes only, and a peer that sends no trailer
-//! shows up as `auth_missing` in `vrrpd status`.
+//! There is no config setting that marks a peer as keepalived or FRR, so "not together with
+//! an interop peer" can't be a check here; the reference says the key is for two lbpair
+//! nodes only, and a peer that sends no trailer shows up as `auth_missing` in `vrrpd status`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -62,51 +61,109 @@ pub(super) fn validate_auth(v: &mut Validator<'_>, key: &str, file: &str) -> Opt
     }
 }
 
-fn read_key(path: &Path) -> Result<Key, String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+/// Why `auth_key_file` gave no key; each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file", .path.display())]
+    NotRegular { path: PathBuf },
+    #[error(
+        "{} has mode {mode:04o}; a key must not be readable by group or others \
+         (valid: 0600 or 0400): chmod 600 {}",
+        .path.display(),
+        .path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error(
+        "{} is owned by uid {owner}; a key must be owned by uid {me}, the user vrrpd runs as",
+        .path.display()
+    )]
+    WrongOwner { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{} is {len} bytes, too large for a key (at most {MAX_KEY_FILE_BYTES})",
+        .path.display()
+    )]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("{}: {source}", .path.display())]
+    Content { path: PathBuf, source: KeyError },
+    #[error("{}: {source}", .path.display())]
+    Key {
+        path: PathBuf,
+        source: shared::wire::auth::Error,
+    },
+}
+
+/// Why a key file's content is not a usable key; each message says what a key file may hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "the hex key has {digits} digits (valid: at least {MIN_KEY_HEX_DIGITS} hex digits, or at \
+         least {MIN_KEY_LEN} raw bytes, e.g. `openssl rand -hex 32 > FILE`; an even number of \
+         digits)"
+    )]
+    HexLength { digits: usize },
+    #[error(
+        "the key has {len} bytes (valid: at least {MIN_KEY_HEX_DIGITS} hex digits, or at least \
+         {MIN_KEY_LEN} raw bytes, e.g. `openssl rand -hex 32 > FILE`)"
+    )]
+    RawLength { len: usize },
+}
+
+fn read_key(path: &Path) -> Result<Key, KeyFileError> {
+    let path_buf = || path.to_path_buf();
+    let read_error = |source| KeyFileError::Read {
+        path: path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
     if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
+        return Err(KeyFileError::NotRegular { path: path_buf() });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown} has mode {mode:04o}; a key must not be readable by group or others \
-             (valid: 0600 or 0400): chmod 600 {shown}"
-        ));
+        return Err(KeyFileError::Exposed {
+            path: path_buf(),
+            mode,
+        });
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(format!(
-            "{shown} is owned by uid {}; a key must be owned by uid {me}, the user vrrpd runs as",
-            meta.uid()
-        ));
+        return Err(KeyFileError::WrongOwner {
+            path: path_buf(),
+            owner: meta.uid(),
+            me,
+        });
     }
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "{shown} is {} bytes, too large for a key (at most {MAX_KEY_FILE_BYTES})",
-            meta.len()
-        ));
+        return Err(KeyFileError::TooLarge {
+            path: path_buf(),
+            len: meta.len(),
+        });
     }
-    let content = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let material = decode_key(&content).map_err(|e| format!("{shown}: {e}"))?;
-    Key::new(&material).map_err(|e| format!("{shown}: {e}"))
+    let content = std::fs::read(path).map_err(read_error)?;
+    let material = decode_key(&content).map_err(|source| KeyFileError::Content {
+        path: path_buf(),
+        source,
+    })?;
+    Key::new(&material).map_err(|source| KeyFileError::Key {
+        path: path_buf(),
+        source,
+    })
 }
 
 /// Hex if every (trimmed) byte is a hex digit, else raw bytes.
-pub fn decode_key(content: &[u8]) -> Result<Vec<u8>, String> {
-    let valid = format!(
-        "valid: at least {MIN_KEY_HEX_DIGITS} hex digits, or at least {MIN_KEY_LEN} raw bytes, \
-         e.g. `openssl rand -hex 32 > FILE`"
-    );
+pub fn decode_key(content: &[u8]) -> Result<Vec<u8>, KeyError> {
     let trimmed = content.trim_ascii();
     let is_hex = !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_hexdigit);
     if is_hex {
         if trimmed.len() < MIN_KEY_HEX_DIGITS || !trimmed.len().is_multiple_of(2) {
-            return Err(format!(
-                "the hex key has {} digits ({valid}; an even number of digits)",
-                trimmed.len()
-            ));
+            return Err(KeyError::HexLength {
+                digits: trimmed.len(),
+            });
         }
         return Ok(trimmed
             .chunks_exact(2)
@@ -114,7 +171,7 @@ pub fn decode_key(content: &[u8]) -> Result<Vec<u8>, String> {
             .collect());
     }
     if trimmed.len() < MIN_KEY_LEN {
-        return Err(format!("the key has {} bytes ({valid})", trimmed.len()));
+        return Err(KeyError::RawLength { len: trimmed.len() });
     }
     Ok(trimmed.to_vec())
 }
@@ -144,14 +201,18 @@ mod tests {
 
     #[test]
     fn short_or_odd_keys_are_refused_with_the_rule() {
-        let e = decode_key("00112233".as_bytes()).expect_err("8 digits");
+        let e = decode_key("00112233".as_bytes())
+            .expect_err("8 digits")
+            .to_string();
         assert!(
             e.contains("8 digits") && e.contains("at least 64 hex digits"),
             "{e}"
         );
         let odd = "0".repeat(65);
         assert!(decode_key(odd.as_bytes()).is_err());
-        let e = decode_key(b"not a long key").expect_err("14 raw bytes");
+        let e = decode_key(b"not a long key")
+            .expect_err("14 raw bytes")
+            .to_string();
         assert!(e.contains("14 bytes"), "{e}");
         assert!(decode_key(b"   \n").is_err());
     }

@@ -42,11 +42,11 @@ mod addresses;
 mod auth;
 mod control;
 mod pair;
-pub use addresses::parse_cidr;
 use addresses::{
     check_cross_instance, check_ifname, validate_accept_from, validate_peers, validate_vips,
 };
-pub use auth::{decode_key, AuthConfig, MAX_KEY_FILE_BYTES, MIN_KEY_HEX_DIGITS};
+pub use addresses::{parse_cidr, CidrError};
+pub use auth::{decode_key, AuthConfig, KeyError, MAX_KEY_FILE_BYTES, MIN_KEY_HEX_DIGITS};
 pub use control::*;
 pub use pair::*;
 
@@ -409,19 +409,30 @@ fn validate_global(v: &mut Validator<'_>, g: &FileGlobal) -> GlobalConfig {
 /// A bare word must be a level (a typo like "infoo" would otherwise be read by env-filter
 /// as "everything from target `infoo`", silently logging nothing); anything else must parse
 /// as an env-filter.
-fn check_log_filter(s: &str) -> Result<(), String> {
+fn check_log_filter(s: &str) -> Result<(), LogFilterError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("it is empty".into());
+        return Err(LogFilterError::Empty);
     }
     let is_word = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if is_word && !LOG_LEVELS.contains(&s.to_ascii_lowercase().as_str()) {
-        return Err("not a level".into());
+        return Err(LogFilterError::NotALevel);
     }
     tracing_subscriber::EnvFilter::builder()
         .parse(s)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(LogFilterError::Invalid)
+}
+
+/// Why `global.log_level` is not a usable filter.
+#[derive(Debug, thiserror::Error)]
+enum LogFilterError {
+    #[error("it is empty")]
+    Empty,
+    #[error("not a level")]
+    NotALevel,
+    #[error("{0}")]
+    Invalid(tracing_subscriber::filter::ParseError),
 }
 
 fn validate_instance(

@@ -353,8 +353,8 @@ async fn accept_loop(
                                     .instrument(span),
                             );
                         }
-                        Err(message) => {
-                            tokio::spawn(refuse(stream, message));
+                        Err(why) => {
+                            tokio::spawn(refuse(stream, why.to_string()));
                         }
                     }
                 }
@@ -387,38 +387,52 @@ pub(crate) struct Admission {
     _pool: Option<OwnedSemaphorePermit>,
 }
 
-/// Identify the peer and take its slots, or say why not (counted and logged).
-fn admit(stream: &UnixStream, ctx: &ConnCtx, pool: &Arc<Semaphore>) -> Result<Admission, String> {
-    let peer = match Peer::of(stream) {
-        Ok(p) => p,
-        Err(e) => {
-            let why = format!("cannot identify the peer (SO_PEERCRED): {e}");
-            ctx.refusals.record(Refusal::PeerCredentials, None, &why);
-            return Err(why);
+/// Why a connection was refused at accept; the message is sent to the client.
+#[derive(Debug, thiserror::Error)]
+enum AdmitError {
+    #[error("cannot identify the peer (SO_PEERCRED): {0}")]
+    PeerCredentials(std::io::Error),
+    #[error("uid {uid} already holds {max} control connections; try again later")]
+    UidLimit { uid: u32, max: usize },
+    #[error("too many control connections; try again later")]
+    ConnectionLimit,
+}
+
+impl AdmitError {
+    /// The reason counted in `vrrpd status`.
+    fn refusal(&self) -> Refusal {
+        match self {
+            AdmitError::PeerCredentials(_) => Refusal::PeerCredentials,
+            AdmitError::UidLimit { .. } => Refusal::UidLimit,
+            AdmitError::ConnectionLimit => Refusal::ConnectionLimit,
         }
+    }
+}
+
+/// Identify the peer and take its slots, or say why not (counted and logged).
+fn admit(
+    stream: &UnixStream,
+    ctx: &ConnCtx,
+    pool: &Arc<Semaphore>,
+) -> Result<Admission, AdmitError> {
+    let refused = |why: AdmitError, peer: Option<&Peer>| {
+        ctx.refusals.record(why.refusal(), peer, &why.to_string());
+        why
     };
+    let peer = Peer::of(stream).map_err(|e| refused(AdmitError::PeerCredentials(e), None))?;
     let max = ctx.policy.max_per_uid;
     let Some(uid_slot) = ctx.slots.take(peer.uid, max) else {
-        let why = format!(
-            "uid {} already holds {max} control connections; try again later",
-            peer.uid
-        );
-        ctx.refusals.record(Refusal::UidLimit, Some(&peer), &why);
-        return Err(why);
+        let uid = peer.uid;
+        return Err(refused(AdmitError::UidLimit { uid, max }, Some(&peer)));
     };
     // Root and lbd have reserved room: other users can't crowd them out.
     let pool = if ctx.policy.has_reserved_slots(&peer) {
         None
     } else {
-        match Arc::clone(pool).try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let why = "too many control connections; try again later".to_string();
-                ctx.refusals
-                    .record(Refusal::ConnectionLimit, Some(&peer), &why);
-                return Err(why);
-            }
-        }
+        let permit = Arc::clone(pool)
+            .try_acquire_owned()
+            .map_err(|_| refused(AdmitError::ConnectionLimit, Some(&peer)))?;
+        Some(permit)
     };
     Ok(Admission {
         peer,

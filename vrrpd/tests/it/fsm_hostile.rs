@@ -1,4 +1,4 @@
-//! The state machine against forged or flooding adverts (issue 10): the adopted advert
+//! The state machine against forged or flooding adverts: the adopted advert
 //! interval stays inside the adopt window, so one forged Max Adver Int can't hold the VIP
 //! with nobody, and a Master answers worse adverts at most once per interval.
 

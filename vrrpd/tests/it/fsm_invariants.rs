@@ -15,7 +15,7 @@
 //! - the counters agree with the actions that came out;
 //! - a Backup's learned interval stays inside the adopt window, and its master-down deadline
 //!   is never further than our own Master_Down_Interval (at the lowest priority) from now,
-//!   whatever interval the adverts carried (issue 10).
+//!   whatever interval the adverts carried (so forged adverts can't stretch it).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The HA pair's additions to the state machine (issue 4), driven with injected time: the
+//! The HA pair's additions to the state machine, driven with injected time: the
 //! readiness gate on preemption, resuming after a restart, and the existing behaviours the
 //! pair relies on (a Master advertises a priority drop at once, a local fault sends priority 0
 //! first, fast takeover on priority 0). The switchover is in `fsm_switchover.rs`. Times are

@@ -1,4 +1,4 @@
-//! The make-before-break switchover (issue 4), driven with injected time: priority 0 while
+//! The make-before-break switchover, driven with injected time: priority 0 while
 //! resigning with the VIPs kept, completion on the new master's advert, the abort after
 //! Master_Down_Interval + one interval, the preemption hold, shutdown and faults while
 //! resigning, and two machines back to back checking make-before-break. Times are
