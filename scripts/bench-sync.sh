@@ -16,4 +16,4 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p lbd --example sync_bench
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' + working tree')"
 echo "machine: $(nproc) CPUs, $(uname -r)"
-exec target/release/examples/sync_bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/examples/sync_bench" "$@"
