@@ -119,7 +119,7 @@ pub fn route_and_limit<'r>(
     rt: &'r Snapshot,
     client: IpAddr,
     view: &RequestView<'_>,
-) -> Result<(usize, &'r PoolState, Option<usize>, u64), Local> {
+) -> Result<(usize, &'r PoolState, Option<usize>, u64), LocalAnswer> {
     let matched = rt.router.route(view);
     let applicable = rt
         .limiters
@@ -134,7 +134,7 @@ pub fn route_and_limit<'r>(
             .limiters
             .check(&engine.soft, applicable, &keys, clock::now())
         {
-            return Err(Local::RateLimited(denied));
+            return Err(LocalAnswer::RateLimited(denied));
         }
     }
     let rule = matched.as_ref().and_then(|m| m.rule);
@@ -296,8 +296,10 @@ pub(super) fn pair_headers(h: &mut HeaderMap, rt: &Snapshot, fin: &Finish, versi
     }
 }
 
-/// Why a request was answered locally.
-pub enum Local {
+/// Why lbd answers a request itself, without a backend response: the one type both HTTP
+/// paths return from the request steps; each writes it in its own way (a hyper `Response`,
+/// or bytes straight into the client's buffer).
+pub enum LocalAnswer {
     Error(ProxyError),
     RateLimited(Denied),
     /// The route sends plain-HTTP clients to HTTPS.
@@ -323,7 +325,7 @@ pub fn https_redirect(
     method: &http::Method,
     host: Option<&str>,
     target: &str,
-) -> Result<(), Local> {
+) -> Result<(), LocalAnswer> {
     let Some(port) = rt.config.route_https(rule).and_then(|h| h.redirect) else {
         return Ok(());
     };
@@ -345,12 +347,12 @@ pub fn https_redirect(
     } else {
         http::StatusCode::PERMANENT_REDIRECT
     };
-    Err(Local::Redirect(Redirect { status, location }))
+    Err(LocalAnswer::Redirect(Redirect { status, location }))
 }
 
-impl From<ProxyError> for Local {
-    fn from(e: ProxyError) -> Local {
-        Local::Error(e)
+impl From<ProxyError> for LocalAnswer {
+    fn from(e: ProxyError) -> LocalAnswer {
+        LocalAnswer::Error(e)
     }
 }
 

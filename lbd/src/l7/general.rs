@@ -66,7 +66,7 @@ use super::body::{Finish, Inner, LogInfo, Stall};
 use super::dispatch::{
     backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
     note_error, note_rate_limited, pair_headers, pick, report, rewrite_request_headers,
-    route_and_limit, send_failed, Lease, Local,
+    route_and_limit, send_failed, Lease, LocalAnswer,
 };
 use super::request_body::{CappedBody, RequestBodyState};
 use crate::config::UpstreamProtocol;
@@ -181,7 +181,7 @@ pub async fn handle(
                 },
             )
         }
-        Err(Local::RateLimited(denied)) => {
+        Err(LocalAnswer::RateLimited(denied)) => {
             note_rate_limited(&rt, &conn, &denied);
             fin.status = StatusCode::TOO_MANY_REQUESTS.as_u16();
             fin.error = "rate_limited";
@@ -191,7 +191,7 @@ pub async fn handle(
             resp.headers_mut().extend(h);
             resp
         }
-        Err(Local::Redirect(r)) => {
+        Err(LocalAnswer::Redirect(r)) => {
             fin.status = r.status.as_u16();
             let mut h = HeaderMap::new();
             pair_headers(&mut h, &rt, &fin, client_version);
@@ -205,7 +205,7 @@ pub async fn handle(
             resp.headers_mut().extend(h);
             resp
         }
-        Err(Local::Error(e)) => {
+        Err(LocalAnswer::Error(e)) => {
             note_error(&engine, &rt, &e, meta.pool, meta.backend);
             fin.status = e.kind.status().as_u16();
             fin.error = e.kind.as_str();
@@ -416,25 +416,27 @@ async fn forward(
     conn: &Arc<ConnCtx>,
     req: Request<Incoming>,
     meta: &mut Meta,
-) -> Result<Forwarded, Local> {
+) -> Result<Forwarded, LocalAnswer> {
     let cfg = &rt.config;
     // Framing hyper accepted but hid (CL+TE, duplicate CL, extra codings, a bad chunk line
     // that came with the head): asked once per request, in order.
     if let Some(why) = conn.framing().next_request() {
-        return Err(Local::from(
+        return Err(LocalAnswer::from(
             ProxyError::new(refusal_kind(why)).with_source(why.as_str()),
         ));
     }
     if req.method() == Method::CONNECT {
-        return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
+        return Err(LocalAnswer::from(ProxyError::new(ErrorKind::BadRequest)));
     }
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req.uri().authority().map_or(0, |a| a.as_str().len());
     if target_len > cfg.limits.max_request_line {
-        return Err(Local::from(ProxyError::new(ErrorKind::UriTooLong)));
+        return Err(LocalAnswer::from(ProxyError::new(ErrorKind::UriTooLong)));
     }
     if headers::head_size(req.headers()) > cfg.limits.max_header_bytes {
-        return Err(Local::from(ProxyError::new(ErrorKind::HeadersTooLarge)));
+        return Err(LocalAnswer::from(ProxyError::new(
+            ErrorKind::HeadersTooLarge,
+        )));
     }
     let asks_upgrade = wants_upgrade(&req);
     let (mut parts, body) = req.into_parts();
@@ -446,7 +448,7 @@ async fn forward(
             && parts.version == Version::HTTP_11
             && parts.uri.authority().is_none())
     {
-        return Err(Local::from(ProxyError::new(ErrorKind::BadRequest)));
+        return Err(LocalAnswer::from(ProxyError::new(ErrorKind::BadRequest)));
     }
 
     // What the router, the limiters and the backend see.
@@ -469,14 +471,14 @@ async fn forward(
     // A declared length over the limit is refused before anything goes upstream (and before
     // hyper sends a `100 Continue` for it); a chunked body is cut off as it passes the limit.
     if body.size_hint().lower() > max_body {
-        return Err(Local::from(ProxyError::new(ErrorKind::BodyTooLarge)));
+        return Err(LocalAnswer::from(ProxyError::new(ErrorKind::BodyTooLarge)));
     }
     let pcfg = rt.pool_config(pool);
     let h2 = pcfg.protocol == UpstreamProtocol::H2;
     // gRPC is HTTP/2 only (an HTTP/1.1 request with that content type is forwarded like any
     // other, as the fast path does).
     if !h2 && parts.version == Version::HTTP_2 && grpc::is_grpc(&parts.headers) {
-        return Err(Local::from(ProxyError::new(ErrorKind::GrpcNeedsH2)));
+        return Err(LocalAnswer::from(ProxyError::new(ErrorKind::GrpcNeedsH2)));
     }
     // Read before the hop-by-hop headers go.
     let te_trailers = h2 && grpc::asks_trailers(&parts.headers);
@@ -533,11 +535,11 @@ async fn forward(
         let bytes = match tokio::time::timeout(cfg.timeouts.client_idle, collect).await {
             Ok(Ok(c)) => c.to_bytes(),
             Ok(Err(e)) => {
-                return Err(Local::from(
+                return Err(LocalAnswer::from(
                     ProxyError::new(ErrorKind::ClientBody).with_source(e),
                 ));
             }
-            Err(_) => return Err(Local::from(ProxyError::new(ErrorKind::ClientBody))),
+            Err(_) => return Err(LocalAnswer::from(ProxyError::new(ErrorKind::ClientBody))),
         };
         (Either::Left(Full::new(bytes.clone())), Some(bytes))
     } else {
@@ -553,19 +555,21 @@ async fn forward(
         |retries: u32, exclude: &[BackendId]| may_retry(engine, rt, pool, retries, exclude);
     loop {
         let Some((parts, body)) = pending.take() else {
-            return Err(Local::from(ProxyError::new(ErrorKind::BackendIo)));
+            return Err(LocalAnswer::from(ProxyError::new(ErrorKind::BackendIo)));
         };
         let ctx = PickContext::new(client)
             .with_headers(&parts.headers)
             .with_exclude(attempts.excluded());
         let (backend, lease, pinned) = match pick(pool, pcfg, meta.pin.as_ref(), &ctx).await {
             Ok(p) => p,
-            Err(e) => return Err(Local::from(attempts.pick_failed(e))),
+            Err(e) => return Err(LocalAnswer::from(attempts.pick_failed(e))),
         };
         meta.backend = Some(backend.addr);
         meta.backend_index = Some(backend.id.0);
         let Some(conns) = backend_conns(pool, &backend, pinned) else {
-            return Err(Local::from(ProxyError::new(ErrorKind::NoHealthyBackend)));
+            return Err(LocalAnswer::from(ProxyError::new(
+                ErrorKind::NoHealthyBackend,
+            )));
         };
         let fresh = attempts.needs_fresh_connection();
         let (mut leg, reused) =
@@ -579,7 +583,7 @@ async fn forward(
                             pending = Some((parts, body));
                             continue;
                         }
-                        Step::Fail(e) => return Err(Local::from(e)),
+                        Step::Fail(e) => return Err(LocalAnswer::from(e)),
                     }
                 }
             };
@@ -618,7 +622,7 @@ async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     // A 101 nobody asked for would leave the connection in an unknown protocol.
                     let Some(client) = client_upgrade else {
-                        return Err(Local::from(
+                        return Err(LocalAnswer::from(
                             ProxyError::new(ErrorKind::BackendIo)
                                 .with_source("unsolicited 101 Switching Protocols"),
                         ));
@@ -669,7 +673,7 @@ async fn forward(
                 if meta.request_body.as_ref().is_some_and(|b| b.is_too_large()) {
                     // The client's body passed the limit: hyper aborted the request and closes
                     // that connection. Not the backend's failure.
-                    return Err(Local::from(
+                    return Err(LocalAnswer::from(
                         ProxyError::new(ErrorKind::BodyTooLarge).with_source(e.into_error()),
                     ));
                 }
@@ -677,7 +681,7 @@ async fn forward(
                 let unsent = e.take_message().map(|r| r.into_parts());
                 let err = e.into_error();
                 if unsent.is_none() && client_body_failed(&err) {
-                    return Err(Local::from(
+                    return Err(LocalAnswer::from(
                         ProxyError::new(ErrorKind::ClientBody).with_source(err),
                     ));
                 }
@@ -694,14 +698,14 @@ async fn forward(
                         pending = unsent.or(replay);
                         continue;
                     }
-                    Step::Fail(e) => return Err(Local::from(e)),
+                    Step::Fail(e) => return Err(LocalAnswer::from(e)),
                 }
             }
             Err(_) => {
                 inc(&conns.stats.failures);
                 report(pool, &backend, Outcome::Timeout);
                 match attempts.on_timeout() {
-                    Step::Fail(e) => return Err(Local::from(e)),
+                    Step::Fail(e) => return Err(LocalAnswer::from(e)),
                     Step::Again => continue,
                 }
             }

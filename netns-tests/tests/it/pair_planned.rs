@@ -149,7 +149,7 @@ fn switchover_under_load(id: &str, keepalive: bool, cfgs: &[PairConfig]) -> anyh
 }
 
 /// The keep-alive switchover with the shipped configs/node-{a,b} (see
-/// `netns_tests::pair::shipped`). Not retried (see .config/nextest.toml).
+/// `netns_tests::pair::shipped`). One retry, with its measured reason, in .config/nextest.toml.
 #[test]
 fn switchover_with_the_shipped_configs_fails_no_request() -> anyhow::Result<()> {
     switchover_under_load("06s-switchover-shipped", true, &[PairConfig::shipped()?])

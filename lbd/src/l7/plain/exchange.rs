@@ -35,7 +35,7 @@ use crate::l7::ctx::ProxyCtx;
 use crate::l7::dispatch::{
     backend_conns, client_of, connect_failed, https_redirect, may_retry, normalized_path,
     note_error, note_rate_limited, pair_headers, pick, report, report_at, rewrite_request_headers,
-    route_and_limit, send_failed, Local,
+    route_and_limit, send_failed, LocalAnswer,
 };
 use crate::l7::headers;
 use crate::l7::ratelimit::retry_after_secs;
@@ -251,7 +251,7 @@ async fn forward(
     body: Bytes,
     bufs: &mut Bufs,
     fin: &mut Finish,
-) -> Result<Forwarded, Local> {
+) -> Result<Forwarded, LocalAnswer> {
     let cfg = &rt.config;
     if req.target.as_str().len() > cfg.limits.max_request_line {
         return Err(ProxyError::new(ErrorKind::UriTooLong).into());
@@ -472,14 +472,14 @@ async fn answer_locally(
     rt: &Snapshot,
     conn: &ConnCtx,
     client: &mut TcpStream,
-    local: Local,
+    local: LocalAnswer,
     asked: Asked,
     bufs: &mut Bufs,
     mut fin: Finish,
 ) -> Next {
     let mut h = HeaderMap::new();
     let (status, body, client_fault): (StatusCode, &'static [u8], bool) = match local {
-        Local::RateLimited(denied) => {
+        LocalAnswer::RateLimited(denied) => {
             note_rate_limited(rt, conn, &denied);
             fin.error = "rate_limited";
             h.insert(
@@ -492,7 +492,7 @@ async fn answer_locally(
                 false,
             )
         }
-        Local::Error(e) => {
+        LocalAnswer::Error(e) => {
             note_error(engine, rt, &e, fin.pool, fin.backend);
             fin.error = e.kind.as_str();
             (
@@ -501,7 +501,7 @@ async fn answer_locally(
                 e.kind.side() == Side::Client,
             )
         }
-        Local::Redirect(r) => {
+        LocalAnswer::Redirect(r) => {
             h.insert(header::LOCATION, r.location);
             (r.status, b"", false)
         }
