@@ -58,7 +58,8 @@ pub struct SoakOutcome {
     pub late_timers: [u64; 2],
     pub keepalive: Summary,
     pub fresh: Summary,
-    /// Whether the node as a whole was held up, and when (see `crate::stall`).
+    /// Whether the node as a whole was held up, and when (see `crate::stall`), from the
+    /// pair's start to the end of the load.
     pub stalls: StallReport,
 }
 
@@ -121,6 +122,23 @@ impl SoakOutcome {
 /// Runs the soak: the shipped pair at `plan.advert_cs`, both clients, the burners for
 /// `plan.load`.
 pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
+    // The witness covers the start-up too: a pair that can't settle before the load says
+    // as much about the node as a flap under it.
+    let meter = StallMeter::start(plan.load * 2 + SETUP_BOUND)?;
+    let result = run_watched(tag, plan);
+    let stalls = meter.finish()?;
+    for line in stalls.stalled_lines() {
+        eprintln!("[node stall] {line}");
+    }
+    let mut out = result?;
+    out.stalls = stalls;
+    Ok(out)
+}
+
+/// How long the pair and its clients may take to start, for the witness's bound.
+const SETUP_BOUND: Duration = Duration::from_secs(60);
+
+fn run_watched(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
     let mut cfg = PairConfig::shipped()?;
     cfg.advert_cs = plan.advert_cs;
     let mut pair = PairTopology::new(tag, cfg)?;
@@ -135,10 +153,8 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
     }
     let before = [counters(&pair, NodeId::A)?, counters(&pair, NodeId::B)?];
     let (mut polls, mut vip_moved) = (0u32, 0u32);
-    let stalls;
     {
         let _burners = Burners::start(BURNERS_PER_CPU, plan.burner_nice, plan.load * 3)?;
-        let meter = StallMeter::start(plan.load * 2)?;
         // Started after the burners, which would inherit it (`crate::burners`).
         let _watcher = NicedThread::enter(WATCHER_NICE)?;
         // `always_for` bounds the watch; the condition never fails, the moves are counted.
@@ -149,12 +165,8 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
             }
             Ok(true)
         })?;
-        stalls = meter.finish()?;
     }
     print_state_changes(&pair);
-    for line in stalls.stalled_lines() {
-        eprintln!("[node stall] {line}");
-    }
     let keepalive = pair.finish_load(keepalive, Duration::from_secs(10))?;
     let fresh = pair.finish_load(fresh, Duration::from_secs(10))?;
     // Read once the CPUs are free: the counters only grow, so a flap shows whenever read.
@@ -169,7 +181,7 @@ pub fn run(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
         late_timers: delta(|c| c.late_timers),
         keepalive: keepalive.summary(),
         fresh: fresh.summary(),
-        stalls,
+        stalls: StallReport::default(),
     })
 }
 
