@@ -41,7 +41,7 @@ for run in $(seq 1 "$RUNS"); do
   NETNS_SOAK_SECS=$SECONDS_LOAD NETNS_SOAK_ADV_CS=$ADV NETNS_BURNER_NICE=$NICE \
     cargo nextest run -p netns-tests --no-capture --test-threads 1 \
     -E 'test(=vrrp_starvation::shipped_pair_serves_through_cpu_load_without_moving)' >"$log" 2>&1 || rc=$?
-  grep -E "pair soak:|^- |\[node stall\]|PASS|FAIL" "$log" | sort -u || true
+  grep -E "pair soak:|^- |\[node stall\]|\[failed request\]|PASS|FAIL" "$log" | sort -u || true
   if [[ $rc -ne 0 ]]; then
     failed=$((failed + 1))
     echo "(the run's whole output, daemon logs included: $log)"

@@ -243,7 +243,7 @@ impl StallReport {
 }
 
 /// `HH:MM:SS.mmm` UTC, the daemons' log format's time of day.
-fn utc(t: SystemTime) -> String {
+pub fn utc(t: SystemTime) -> String {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()

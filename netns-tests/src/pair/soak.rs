@@ -15,11 +15,13 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
-use super::load::Summary;
+use std::time::UNIX_EPOCH;
+
+use super::load::{LoadRun, Summary};
 use super::{PairConfig, PairTopology};
 use crate::burners::{Burners, NicedThread};
 use crate::lan::NodeId;
-use crate::stall::{StallMeter, StallReport};
+use crate::stall::{utc, StallMeter, StallReport};
 use crate::wait;
 
 /// Busy threads per core: more than one, so the daemons compete with a queue, not a peer.
@@ -169,6 +171,7 @@ fn run_watched(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
     print_state_changes(&pair);
     let keepalive = pair.finish_load(keepalive, Duration::from_secs(10))?;
     let fresh = pair.finish_load(fresh, Duration::from_secs(10))?;
+    print_failed_requests(&[&keepalive, &fresh]);
     // Read once the CPUs are free: the counters only grow, so a flap shows whenever read.
     let after = [counters(&pair, NodeId::A)?, counters(&pair, NodeId::B)?];
     let delta =
@@ -183,6 +186,23 @@ fn run_watched(tag: &str, plan: SoakPlan) -> Result<SoakOutcome> {
         fresh: fresh.summary(),
         stalls: StallReport::default(),
     })
+}
+
+/// Every failed request with its UTC send time, to set beside the stall witness's windows
+/// and the daemons' logs.
+fn print_failed_requests(runs: &[&LoadRun]) {
+    for run in runs {
+        for r in run.records.iter().filter(|r| !r.outcome.is_ok()) {
+            let sent = UNIX_EPOCH
+                + Duration::from_micros(run.header.start_unix_us)
+                + Duration::from_secs_f64(r.t_ms.max(0.0) / 1000.0);
+            eprintln!(
+                "[failed request] {} client, sent {}: {r:?}",
+                run.header.mode,
+                utc(sent)
+            );
+        }
+    }
 }
 
 /// The daemons' log lines that say why something moved (state changes, lbd or vrrpd
