@@ -64,6 +64,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
+use crate::l7::syntax::hex_digit;
+
 /// hyper's default limit on header lines; more is a 431 from hyper, and a stop here.
 const MAX_HEADERS: usize = 100;
 
@@ -602,15 +604,6 @@ enum ChunkEnd {
     Bad,
 }
 
-fn hex(b: u8) -> Option<u64> {
-    match b {
-        b'0'..=b'9' => Some(u64::from(b - b'0')),
-        b'a'..=b'f' => Some(u64::from(b - b'a' + 10)),
-        b'A'..=b'F' => Some(u64::from(b - b'A' + 10)),
-        _ => None,
-    }
-}
-
 /// Follow a chunked body through `data`; returns the bytes used and whether it ended.
 fn feed_chunked(c: &mut Chunk, data: &[u8]) -> (usize, ChunkEnd) {
     use Chunk::*;
@@ -626,11 +619,11 @@ fn feed_chunked(c: &mut Chunk, data: &[u8]) -> (usize, ChunkEnd) {
         }
         i += 1;
         *c = match (*c, b) {
-            (Start, b) => match hex(b) {
+            (Start, b) => match hex_digit(b) {
                 Some(v) => Size(v),
                 None => return (i, ChunkEnd::Bad),
             },
-            (Size(n), b) => match hex(b) {
+            (Size(n), b) => match hex_digit(b) {
                 Some(v) => match n.checked_mul(16).and_then(|n| n.checked_add(v)) {
                     Some(n) => Size(n),
                     None => return (i, ChunkEnd::Bad),

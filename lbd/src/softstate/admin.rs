@@ -195,7 +195,7 @@ impl AdminTable {
         if was != Some(drained) && !self.remote.contains(key) {
             self.remote.insert(key.into());
         }
-        if self.map.contains(key) {
+        if self.changed.feeds_file() && self.map.contains(key) {
             self.changed.merged(key);
         }
         Ok(true)

@@ -35,6 +35,12 @@ impl ChangeSets {
         self.file.remove(key);
     }
 
+    /// Whether merges are wanted at all: lets a table skip its membership check per merge
+    /// when no state file is configured.
+    pub(crate) fn feeds_file(&self) -> bool {
+        self.file_on
+    }
+
     pub(crate) fn take_peer(&mut self) -> Vec<Vec<u8>> {
         self.peer.drain().map(|k| k.into_vec()).collect()
     }

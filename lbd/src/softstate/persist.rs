@@ -498,6 +498,21 @@ struct Journal {
 }
 
 impl Journal {
+    /// The journal of a file just compacted to `size` bytes (all of it live).
+    fn compacted(path: &Path, dir: PathBuf, file: File, boot_id: BootId, size: u64) -> Journal {
+        Journal {
+            path: path.to_path_buf(),
+            dir,
+            file,
+            boot_id,
+            size,
+            live: size,
+            retry_at: None,
+        }
+    }
+}
+
+impl Journal {
     /// Write the live table to `FILE.tmp`, fsync it, rename it over the file, fsync the
     /// directory; the temporary file becomes the journal.
     fn compact(&mut self, soft: &SoftState) -> io::Result<()> {
@@ -642,15 +657,7 @@ pub fn start(path: &Path, flush: Duration, soft: &Arc<SoftState>) -> Result<Load
         truncated_bytes = report.truncated_bytes,
         "soft state file loaded"
     );
-    let journal = Journal {
-        path: path.to_path_buf(),
-        dir,
-        file,
-        boot_id,
-        size,
-        live: size,
-        retry_at: None,
-    };
+    let journal = Journal::compacted(path, dir, file, boot_id, size);
     spawn_writer(journal, flush, Arc::downgrade(soft)).map_err(|source| FileError::Io {
         path: shown(path),
         op: "start its writer thread",

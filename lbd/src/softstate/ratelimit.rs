@@ -365,7 +365,7 @@ impl RateTable {
             for (k, _) in evicted {
                 self.changed.gone(&k);
             }
-            if self.map.contains(key) {
+            if self.changed.feeds_file() && self.map.contains(key) {
                 self.changed.merged(key);
             }
             return Ok(true);

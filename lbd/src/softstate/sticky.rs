@@ -344,7 +344,7 @@ impl StickyTable {
         // A peer's newer write of a known key, or a key the peer wrote more than once, was
         // used again over there: established, like a second request here.
         self.store(key, entry, version > 1);
-        if self.map.contains(key) {
+        if self.changed.feeds_file() && self.map.contains(key) {
             self.changed.merged(key);
         }
         Ok(true)

@@ -41,6 +41,8 @@
 //! 0x20 except HTAB, and DEL), and trailer lines must look like `name:value`; their meaning is
 //! the client's business, since they are forwarded untouched.
 
+use crate::l7::syntax::hex_digit;
+
 /// Longest chunk-size line accepted, size digits and extensions, not counting the CRLF.
 pub const MAX_SIZE_LINE: usize = 4096;
 
@@ -153,15 +155,6 @@ impl Default for ChunkedScanner {
     }
 }
 
-fn hex(b: u8) -> Option<u64> {
-    match b {
-        b'0'..=b'9' => Some(u64::from(b - b'0')),
-        b'a'..=b'f' => Some(u64::from(b - b'a' + 10)),
-        b'A'..=b'F' => Some(u64::from(b - b'A' + 10)),
-        _ => None,
-    }
-}
-
 /// A control character other than HTAB (CR and LF are handled before this is asked).
 fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
@@ -246,13 +239,13 @@ impl ChunkedScanner {
         use ChunkedError::*;
         Ok(match state {
             State::SizeStart => {
-                let v = hex(b).ok_or(BadSize)?;
+                let v = hex_digit(b).ok_or(BadSize)?;
                 self.line_len = 0;
                 self.size_line_byte()?;
                 State::Size { size: v, digits: 1 }
             }
             State::Size { size, digits } => {
-                if let Some(v) = hex(b) {
+                if let Some(v) = hex_digit(b) {
                     if digits >= MAX_SIZE_DIGITS {
                         return Err(SizeOverflow);
                     }

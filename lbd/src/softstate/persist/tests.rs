@@ -31,15 +31,7 @@ fn journal(path: &Path, soft: &SoftState) -> Journal {
     let boot_id = read_boot_id();
     let (file, size) = write_snapshot(path, &dir, &boot_id, soft).expect("snapshot");
     soft.set_file_feed(true);
-    Journal {
-        path: path.to_path_buf(),
-        dir,
-        file,
-        boot_id,
-        size,
-        live: size,
-        retry_at: None,
-    }
+    Journal::compacted(path, dir, file, boot_id, size)
 }
 
 fn load(path: &Path, node: &str) -> (SoftState, LoadReport) {
