@@ -153,8 +153,12 @@ impl Controller {
             // master took over): vrrpd keeps the VIP until the ack.
             "backup" if HANDED_OVER_REASONS.contains(&ev.reason.as_str()) => {
                 inst.unconfirmed_since = None;
-                self.stop(&ev.instance, &ev.state).await;
-                self.ack_when_idle(&ev.instance)
+                if ev.handoff_ms > 0 {
+                    self.hand_off(&ev.instance, Duration::from_millis(ev.handoff_ms))
+                } else {
+                    self.stop(&ev.instance, &ev.state).await;
+                    self.ack_when_idle(&ev.instance)
+                }
             }
             "backup" | "fault" | "initialize" => {
                 inst.unconfirmed_since = None;
@@ -265,6 +269,61 @@ impl Controller {
             } else {
                 warn!(instance = %instance, timeout_ms = limit.as_millis() as u64,
                     "backup: requests still in flight at the drain timeout; acking anyway");
+            }
+            idle
+        }))
+    }
+
+    /// Backup for a new master, with a hand-off window: the new master sends us, for
+    /// `window`, the packets of connections it doesn't know (a handshake whose SYN reached
+    /// us just before clients moved, a request on one of our keep-alive connections). So
+    /// the listeners keep accepting for the window (responses say `Connection: close`),
+    /// then lbd waits until no request is in flight (at most `drain_timeout`), closes the
+    /// listeners and acks; vrrpd removes the VIP on that ack.
+    fn hand_off(&mut self, instance: &str, window: Duration) -> Next {
+        let names: Vec<String> = self
+            .listeners_of(instance)
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let gates = self.gates_of(instance);
+        {
+            let mut active = self.coupling().active();
+            active.remove(instance);
+            for g in &gates {
+                g.set_draining(true);
+            }
+        }
+        let inst = self.instances.entry(instance.to_string()).or_default();
+        inst.serving = false;
+        inst.draining_until = None;
+        inst.errors.clear();
+        info!(
+            instance,
+            window_ms = window.as_millis() as u64,
+            "backup: the new master hands our connections back for the hand-off window"
+        );
+        let host = Arc::clone(&self.host);
+        let limit = self.cfg.drain_timeout;
+        let instance = instance.to_string();
+        Next::AckAfter(Box::pin(async move {
+            tokio::time::sleep(window).await;
+            let idle = Gates::wait_idle(&gates, limit).await;
+            let closing: Vec<_> = names
+                .iter()
+                .filter_map(|n| host.stop_listener_closed(n))
+                .collect();
+            if tokio::time::timeout(CLOSE_TIMEOUT, futures::future::join_all(closing))
+                .await
+                .is_err()
+            {
+                warn!(instance = %instance, "accept loops did not stop in time");
+            }
+            if idle {
+                info!(instance = %instance, "backup: hand-off over, no request in flight; stopped the VIP listeners");
+            } else {
+                warn!(instance = %instance, timeout_ms = limit.as_millis() as u64,
+                    "backup: requests still in flight at the drain timeout; stopped the VIP listeners anyway");
             }
             idle
         }))

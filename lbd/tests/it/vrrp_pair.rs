@@ -104,6 +104,7 @@ fn event(seq: u64, instance: &str, state: &str, draining: bool, master_down_ms: 
         reason: "test".into(),
         draining,
         master_down_ms,
+        handoff_ms: 0,
     }
 }
 
@@ -543,6 +544,63 @@ async fn backup_for_a_better_master_acks_once_idle() {
             "{reason}: the backup ack waited for the timeout ({waited:?}), not for the request"
         );
     }
+}
+
+/// A handover with a hand-off window (`handoff_ms`): the new master forwards the packets
+/// of our connections to us for that long, so lbd keeps accepting on the VIP for the
+/// window (a handshake that straddled the MAC move completes here), answers with
+/// `Connection: close`, acks only after the window and once idle, and stops accepting then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_with_a_handoff_window_keeps_accepting_for_the_window() {
+    let mut p = pair("", false).await;
+    let mut conn = p.fake.next_conn(WAIT).await;
+    let seq = conn.state("web", "master", 3000).await;
+    conn.wait_ack(seq, WAIT).await;
+    let mut handed_over = event(0, "web", "backup", false, 3000);
+    handed_over.reason = "higher_priority_advert".into();
+    handed_over.handoff_ms = 800;
+    let sent = Instant::now();
+    let seq = conn.send(handed_over).await;
+    // Inside the window: a new connection is still accepted and answered, and once the
+    // event is handled its response closes the connection.
+    let vip = p.vip;
+    eventually(
+        "backup in the window: accepted, then closed",
+        WAIT,
+        || async move {
+            let r = get(vip, "/straddler")
+                .await
+                .expect("accepted during the hand-off window");
+            r.status == 200
+                && r.headers.get("connection").map(|v| v.as_bytes()) == Some(&b"close"[..])
+        },
+    )
+    .await;
+    assert!(
+        sent.elapsed() < Duration::from_millis(800),
+        "the check ran inside the window"
+    );
+    // A request accepted in the window and still in flight at its end holds the ack.
+    let slow_sent = Instant::now();
+    let slow = in_flight(&p, client(p.vip).await, "/slow/900").await;
+    let acked = conn.wait_ack(seq, WAIT).await;
+    let waited = acked.duration_since(sent);
+    assert!(
+        waited >= Duration::from_millis(800),
+        "acked after {waited:?}, inside the hand-off window"
+    );
+    let (complete, _) = slow.await.expect("join");
+    assert!(complete, "the request in flight was answered whole");
+    assert!(
+        acked.duration_since(slow_sent) >= Duration::from_millis(900),
+        "acked before the request accepted in the window was answered"
+    );
+    eventually(
+        "after the ack: no new connection is accepted",
+        WAIT,
+        || async move { refused(vip).await },
+    )
+    .await;
 }
 
 /// Master again while lbd still waits for the requests of a handover to finish: the new

@@ -107,6 +107,8 @@ pub struct PairConfig {
     pub shipped: bool,
     /// keepalived + HAProxy instead of vrrpd + lbd (see [`keepalived`]).
     pub keepalived: bool,
+    /// vrrpd `[lbd] handoff_ms`; `None`: vrrpd's default (the shipped configs set none).
+    pub handoff_ms: Option<u64>,
 }
 
 impl PairConfig {
@@ -132,6 +134,7 @@ impl PairConfig {
             nice_lbd: true,
             shipped: false,
             keepalived: false,
+            handoff_ms: None,
         }
     }
 
@@ -812,9 +815,13 @@ pub fn vrrpd_toml(lan: &Lan, cfg: &PairConfig, id: NodeId, socket: &Path) -> Str
         // The switchover drain outlasts the 2 s request of pair_planned's slow-request test.
         t.push_str(&format!(
             "[lbd]\nheartbeat_timeout_ms = {}\nack_timeout_ms = 500\nstartup_grace_ms = {STARTUP_GRACE_MS}\n\
-             drain_timeout_ms = 4000\n\n",
+             drain_timeout_ms = 4000\n",
             cfg.heartbeat_timeout_ms
         ));
+        if let Some(ms) = cfg.handoff_ms {
+            t.push_str(&format!("handoff_ms = {ms}\n"));
+        }
+        t.push('\n');
     }
     let count = if cfg.active_active { 2 } else { 1 };
     for (n, (name, vrid)) in INSTANCES.iter().take(count).enumerate() {

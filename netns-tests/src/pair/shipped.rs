@@ -132,6 +132,7 @@ pub fn config() -> Result<PairConfig> {
         nice_lbd: false,
         shipped: true,
         keepalived: false,
+        handoff_ms: None,
     })
 }
 

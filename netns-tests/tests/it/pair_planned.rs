@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use netns_tests::pair::load::Outcome;
 use netns_tests::pair::scenario::{self, measure, Verdict};
 use netns_tests::pair::{PairConfig, PairTopology, INTERVALS, VIP_PORT};
-use netns_tests::{cmd, margin, scaled, wait, NodeId, Signal};
+use netns_tests::{cmd, margin, scaled, wait, NodeId, Signal, LAN_IF};
 
 #[test]
 fn sigterm_of_vrrpd_on_the_master_hands_over_within_skew_time() -> anyhow::Result<()> {
@@ -232,6 +232,69 @@ fn slow_requests_in_flight_across_the_switchover_complete() -> anyhow::Result<()
     verdict.check(released.is_ok(), || {
         "B should be the only holder once the slow requests are done".to_string()
     });
+    verdict.finish()
+}
+
+/// A handshake that straddles the MAC move, made to happen every run: the client's ARP
+/// entry for the VIP is pinned to A's MAC across the switchover, so its SYN and handshake
+/// go to A (now backup, keeping its copy of the VIP and its listener for the hand-off
+/// window); then the entry moves to B's MAC, as B's gratuitous ARP moves it, and the request
+/// goes to B. B knows no such connection: without the hand-off it resets it; with it, B
+/// hands the packets to A, and A answers (`x-lbpair-node: a`). Never retried.
+#[test]
+fn a_handshake_straddling_the_mac_move_is_answered_by_the_old_master() -> anyhow::Result<()> {
+    use std::io::Read;
+    let id = "06-switchover-straddle";
+    let cfg = PairConfig {
+        fast_takeover: true,
+        // Room for the steps below on a loaded machine; the mechanism is the same at the
+        // default 200 ms, which the loaded switchover tests run with.
+        handoff_ms: Some(1500),
+        ..PairConfig::coupled(100)
+    };
+    let pair = PairTopology::new(id, cfg)?;
+    let vip = pair.vip(0);
+    pair.await_past_startup_grace();
+    pair.await_answer(vip, NodeId::A, Duration::from_secs(3))?;
+    let client_ns = pair.lan.node(NodeId::Client).ns.clone();
+    let neigh = |mac: &str, nud: &str| {
+        let vip = vip.to_string();
+        cmd::ip(&[
+            "-n", &client_ns, "neigh", "replace", &vip, "lladdr", mac, "dev", LAN_IF, "nud", nud,
+        ])
+    };
+    neigh(&pair.lan.node(NodeId::A).mac, "permanent")?;
+    pair.switchover(NodeId::A)?;
+    pair.await_state(NodeId::A, "web", "backup", Duration::from_secs(2))?;
+    let moved = std::time::Instant::now();
+    let target = std::net::SocketAddr::from((vip, VIP_PORT));
+    let mut stream = netns_tests::pair::softstate::in_netns(&client_ns, || {
+        Ok(std::net::TcpStream::connect_timeout(
+            &target,
+            Duration::from_secs(1),
+        )?)
+    })
+    .context("the handshake with A, the old master, in its hand-off window")?;
+    neigh(&pair.lan.node(NodeId::B).mac, "reachable")?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: straddle.test\r\nConnection: close\r\n\r\n")?;
+    let sent_after = moved.elapsed();
+    stream.set_read_timeout(Some(scaled(Duration::from_secs(3))))?;
+    let mut response = String::new();
+    let read = stream.read_to_string(&mut response);
+    eprintln!("request sent {sent_after:?} after A turned backup; read: {read:?}\n{response}");
+    let mut verdict = Verdict::default();
+    verdict.check(sent_after < Duration::from_millis(1500), || {
+        format!("the request went out {sent_after:?} after the handover, past the window")
+    });
+    verdict.check(response.starts_with("HTTP/1.1 200"), || {
+        format!("the straddling request should be answered 200: {read:?} {response:?}")
+    });
+    verdict.check(
+        response
+            .to_ascii_lowercase()
+            .contains("x-lbpair-node: a\r\n"),
+        || format!("A, the old master, should answer it: {response:?}"),
+    );
     verdict.finish()
 }
 

@@ -7,6 +7,8 @@
 //! heartbeat_timeout_ms = 300  # lbd silent this long counts as down
 //! startup_grace_ms = 3000     # at startup, lbd may take this long to connect
 //! drain_timeout_ms = 5000     # a switchover waits this long for lbd to drain
+//! handoff_ms = 200            # after a handover: the new master forwards strays to the
+//!                             # old one this long, and the old one keeps serving them
 //! user = "lbpair"             # who may subscribe as lbd (see control.rs)
 //!
 //! [[instance]]
@@ -31,6 +33,8 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 300;
 pub const DEFAULT_STARTUP_GRACE_MS: u64 = 3000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5000;
+pub const DEFAULT_HANDOFF_MS: u64 = 200;
+pub const MAX_HANDOFF_MS: u64 = 10_000;
 pub const MIN_TIMEOUT_MS: u64 = 10;
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 pub const DEFAULT_TRACK_WEIGHT: u8 = 50;
@@ -45,6 +49,7 @@ pub struct FileLbd {
     pub heartbeat_timeout_ms: Option<i64>,
     pub startup_grace_ms: Option<i64>,
     pub drain_timeout_ms: Option<i64>,
+    pub handoff_ms: Option<i64>,
     /// The user lbd runs as (see `control.rs`); kept out of [`LbdConfig`] because it is an
     /// access rule of the control socket, not a coupling setting.
     pub user: Option<String>,
@@ -57,6 +62,12 @@ pub struct LbdConfig {
     pub heartbeat_timeout: Duration,
     pub startup_grace: Duration,
     pub drain_timeout: Duration,
+    /// The hand-off window of a handover between two lbpair nodes (0: none). The new
+    /// master forwards the packets of connections it doesn't know to the old master for
+    /// this long (`net::handoff`), and the old master's lbd keeps accepting and answering
+    /// on the VIP at least this long before vrrpd removes its copy (doc/vrrpd-LIFECYCLE.md,
+    /// "The hand-off window").
+    pub handoff: Duration,
 }
 
 /// What an instance does while its lbd is down (disconnected, silent, or unable).
@@ -137,6 +148,14 @@ pub(super) fn validate_lbd(v: &mut Validator<'_>, f: &FileLbd) -> LbdConfig {
             f.drain_timeout_ms,
             DEFAULT_DRAIN_TIMEOUT_MS,
         ),
+        handoff: Duration::from_millis(int_or_default(
+            v,
+            "lbd.handoff_ms",
+            f.handoff_ms,
+            DEFAULT_HANDOFF_MS,
+            0,
+            MAX_HANDOFF_MS,
+        )),
     }
 }
 

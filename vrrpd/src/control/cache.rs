@@ -100,6 +100,7 @@ impl StateCache {
                     reason: SNAPSHOT_REASON.into(),
                     draining: e.draining,
                     master_down_ms: e.master_down_ms,
+                    handoff_ms: e.handoff_ms,
                 },
                 None => StateEvent {
                     seq: 0,
@@ -112,6 +113,7 @@ impl StateCache {
                     reason: SNAPSHOT_REASON.into(),
                     draining: false,
                     master_down_ms: 0,
+                    handoff_ms: 0,
                 },
             };
             out.push(ev);

@@ -233,9 +233,11 @@ impl Fsm {
             if self.master_addr == Some(adv.src) {
                 self.master_addr = None;
             }
-            // Whoever we were about to preempt resigned: what follows is a plain takeover.
+            // Whoever we were about to preempt resigned: what follows is a plain takeover,
+            // from a router that is still up (it keeps its VIPs for the hand-off window).
             self.preempting = false;
             self.last_discard = None;
+            self.live_predecessor = Some(adv.src);
             if self.cfg.fast_takeover_on_zero {
                 self.transition(
                     StateKind::Master,
@@ -258,6 +260,7 @@ impl Fsm {
             // Lower priority and we may preempt: let the master-down timer run out.
             self.counters.preempt_discards += 1;
             self.preempting = true;
+            self.live_predecessor = Some(adv.src);
             self.last_discard = Some(Discarded {
                 at: now,
                 src: adv.src,
@@ -274,6 +277,7 @@ impl Fsm {
         self.master_addr = Some(src);
         self.preempting = false;
         self.last_discard = None;
+        self.live_predecessor = None;
         self.reset_master_down_timer(at);
     }
 

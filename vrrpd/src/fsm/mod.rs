@@ -127,6 +127,12 @@ pub struct Fsm {
     preempting: bool,
     /// The last advert discarded while `preempting`.
     last_discard: Option<Discarded>,
+    /// While Backup: a master that is about to be replaced while still alive (it resigned
+    /// with priority 0, or we are preempting it). Taken by the transition to Master.
+    live_predecessor: Option<Ipv4Addr>,
+    /// While Master: the router we took over from while it was alive (see
+    /// [`Fsm::taken_over_from`]).
+    taken_over_from: Option<Ipv4Addr>,
     /// The local services are ready (lbd): a Backup may preempt. True by default, so a vrrpd
     /// without lbd behaves as plain VRRP.
     ready: bool,
@@ -166,6 +172,8 @@ impl Fsm {
             preempt_not_before: Duration::ZERO,
             preempting: false,
             last_discard: None,
+            live_predecessor: None,
+            taken_over_from: None,
             ready: true,
             switchover_hold: false,
             actions: VecDeque::new(),
@@ -192,6 +200,14 @@ impl Fsm {
     /// when Backup, `None` when unknown (no advert yet, the master resigned, or not running).
     pub fn master_addr(&self) -> Option<Ipv4Addr> {
         self.master_addr
+    }
+
+    /// While Master: the router we took over from while it was still alive (it resigned
+    /// with priority 0, or we preempted it), `None` after a takeover from a silent master
+    /// and in every other state. That router keeps its copy of the VIPs for a moment (the
+    /// hand-off window), so the shell can send it the packets of its connections.
+    pub fn taken_over_from(&self) -> Option<Ipv4Addr> {
+        self.taken_over_from
     }
 
     /// Master_Adver_Interval in centiseconds: learned while Backup, ours otherwise.
@@ -352,6 +368,8 @@ impl Fsm {
         self.state_since = now;
         self.preempting = false;
         self.last_discard = None;
+        let predecessor = self.live_predecessor.take();
+        self.taken_over_from = None;
         // Entry actions.
         self.state = match to {
             StateKind::Initialize => {
@@ -377,6 +395,7 @@ impl Fsm {
                 self.counters.became_master += 1;
                 self.master_addr = Some(self.cfg.primary_addr);
                 self.master_adver_interval_cs = self.cfg.advert_interval_cs;
+                self.taken_over_from = predecessor.filter(|p| *p != self.cfg.primary_addr);
                 // Claim, then announce: the VIP is up and clients are told our MAC before
                 // the advert that makes the old master let go, so a preemption leaves no
                 // instant in which nobody answers (make-before-break; RFC 5798 §6.4.2 lists

@@ -65,6 +65,9 @@ impl Driver {
         // would stop serving a hung vrrpd's VIP before the peer could have taken it.
         let master_down =
             timers::longest_backup_master_down_interval(self.fsm.master_adver_interval_cs());
+        let handed_over =
+            state == StateKind::Backup && shared::control::HANDED_OVER_REASONS.contains(&reason);
+        let handoff = self.handoff_window_for(handed_over);
         // No subscriber is fine: the control server snapshots state for late joiners.
         let _ = self.shared.events.send(StateEvent {
             seq: self.last_event_id,
@@ -77,6 +80,7 @@ impl Driver {
             reason: reason.to_string(),
             draining,
             master_down_ms: master_down.as_millis() as u64,
+            handoff_ms: handoff.as_millis() as u64,
         });
     }
 

@@ -39,6 +39,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 mod announce;
 mod auth;
+mod handoff;
 mod pair;
 
 use crate::config::InstanceConfig;
@@ -250,6 +251,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> Result<InstanceHan
     let links = shared.links.subscribe();
     let span =
         info_span!("vrrp", instance = %config.name, vrid = config.vrid, iface = %config.interface);
+    let driver_lbd_config = shared.lbd.as_ref().map(|l| l.config.clone());
     let mut driver = Driver {
         config: config.clone(),
         ifindex: iface.index,
@@ -275,6 +277,12 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> Result<InstanceHan
             .as_ref()
             .map(|a| crate::auth::Authenticator::new(a.key.clone())),
         discard_log: rx::DiscardLog::new(DISCARD_LOG_EVERY),
+        handoff: handoff::Handoff::configured(
+            driver_lbd_config.as_ref(),
+            &config.interface,
+            iface.index,
+            config.vrid,
+        ),
     };
     let task = tokio::spawn(
         async move {
@@ -282,6 +290,8 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> Result<InstanceHan
             if !resume {
                 driver.clear_stale_vips().await;
             }
+            // A hand-off table a crash left behind would keep forwarding.
+            driver.end_handoff().await;
             driver.start(iface.up, resume).await;
             driver.run(cmd_rx, links).await;
         }
@@ -336,6 +346,8 @@ struct Driver {
     auth: Option<crate::auth::Authenticator>,
     /// Rate limit of the discard log lines.
     discard_log: rx::DiscardLog,
+    /// The hand-off window after a takeover from a live master (`[lbd] handoff_ms`).
+    handoff: Option<handoff::Handoff>,
 }
 
 impl Driver {
@@ -618,8 +630,9 @@ impl Driver {
         self.fsm.handle_shutdown(now);
         self.apply_actions().await;
         self.await_lbd_idle_before_stop().await;
-        // Whatever the state, no VIP may outlive the instance.
+        // Whatever the state, no VIP (and no hand-off table) may outlive the instance.
         self.remove_vips().await;
+        self.end_handoff().await;
         self.publish_status();
         // Let the final STOP hook run, but never hold up the exit for long.
         if let Some(notifier) = &self.notifier {
@@ -637,7 +650,13 @@ impl Driver {
                 Action::AddVips => {
                     // Master again before lbd went idle: the VIPs are ours to keep.
                     self.vip_release = None;
+                    // Taking over from a live master: its connections go to it, not to
+                    // resets, from before the VIPs are ours (loaded while lbd acks).
+                    let handoff = self.prepare_handoff();
                     self.wait_lbd_ack().await;
+                    if let Some(loaded) = handoff {
+                        let _ = loaded.await;
+                    }
                     self.add_vips().await;
                 }
                 Action::RemoveVips => {

@@ -141,10 +141,15 @@ impl Driver {
     }
 
     /// Send ourselves `then` once lbd has acked the last event published, or after
-    /// `drain_timeout + ack_timeout` (logging `late`), without holding up the instance.
+    /// `drain_timeout + ack_timeout` (plus the hand-off window lbd was told to keep serving)
+    /// (logging `late`), without holding up the instance.
     fn after_lbd_ack(&self, lbd: LbdShared, then: Command, late: &'static str) {
         let id = self.last_event_id;
-        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout;
+        let handoff = match then {
+            Command::LbdIdle { .. } => self.handoff_window_for(true),
+            _ => Duration::ZERO,
+        };
+        let limit = lbd.config.drain_timeout + lbd.config.ack_timeout + handoff;
         let commands = self.commands.clone();
         tokio::spawn(async move {
             if tokio::time::timeout(limit, lbd.subscribers.wait_acked(LBD_CLIENT, id))

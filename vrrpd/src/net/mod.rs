@@ -5,6 +5,8 @@
 //!   224.0.0.18, TTL 255, no multicast loop, IPv4 header built by us (IP_HDRINCL).
 //! - [`vip`]: virtual addresses added and removed over rtnetlink (never by running `ip`).
 //! - [`garp`]: gratuitous ARP frames sent over an AF_PACKET socket.
+//! - [`handoff`]: the nftables table that forwards an old master's connections to it for
+//!   a moment after a takeover.
 //! - [`link`]: interface facts (index, MAC, up, primary address) and link up/down events
 //!   from the rtnetlink multicast groups.
 //! - [`realtime`]: SCHED_FIFO and mlockall, so advert timing survives a loaded machine.
@@ -17,6 +19,7 @@
 use std::net::Ipv4Addr;
 
 pub mod garp;
+pub mod handoff;
 pub mod link;
 pub mod realtime;
 pub mod socket;

@@ -62,6 +62,7 @@ fn event(id: u64, name: &str, vrid: u8, state: &str) -> StateEvent {
         reason: "test".into(),
         draining: false,
         master_down_ms: 0,
+        handoff_ms: 0,
     }
 }
 

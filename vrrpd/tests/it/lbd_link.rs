@@ -23,6 +23,7 @@ fn lbd_config(startup_grace: Duration) -> LbdConfig {
         heartbeat_timeout: Duration::from_millis(150),
         startup_grace,
         drain_timeout: Duration::from_secs(1),
+        handoff: Duration::ZERO,
     }
 }
 

@@ -18,6 +18,7 @@ mod config_errors;
 mod config_examples;
 mod config_fuzz;
 mod control_server;
+mod fsm_handoff;
 mod fsm_hostile;
 mod fsm_invariants;
 mod fsm_pair;

@@ -1,0 +1,189 @@
+//! The hand-off window: after taking over from a router that is still up, send it the
+//! TCP packets of connections this host doesn't know.
+//!
+//! Why: the MAC of the VIP moves with the new master's gratuitous ARP, but clients don't
+//! all move at the same instant as the connections they have open. A client whose SYN
+//! reached the old master just before the ARP update sends the rest of its handshake and
+//! its request to the new one, which knows no such connection and answers with a reset;
+//! so does a client that sends its next request on a keep-alive connection to the old
+//! master. The old master is still up and (for the hand-off window) keeps its copy of the
+//! VIP and its listeners, so the new master hands it those packets instead of resetting
+//! them.
+//!
+//! How: one nftables table per instance, for the window only. In prerouting, a TCP packet
+//! to a VIP on the instance's interface that is not a SYN and that conntrack has seen no
+//! reply for (`ct state new`: nothing on this host ever answered its connection) is
+//! duplicated to the old master's address (`dup to`: the same IP packet, sent to that
+//! router's MAC) and dropped here. Connections opened here start with a SYN and are
+//! answered, so they never match. Conntrack runs in the namespace only while a table that
+//! needs it exists, and a TCP connection it first sees mid-stream is tracked as new as long
+//! as the kernel's default `nf_conntrack_tcp_loose = 1` holds; with it off such packets
+//! are `invalid`, don't match, and get the reset they would have got without this.
+//!
+//! The table is loaded with the `nft` program (package `nftables`) in one transaction, as
+//! keepalived does with its own nftables rules through libnftnl. There is no well-kept Rust
+//! crate for nftables over netlink, and the two calls per handover are off the
+//! advert path.
+
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The longest `nft` may take; a takeover doesn't wait longer for its hand-off table.
+pub const NFT_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("interface name {0:?} can't be used in an nftables rule")]
+    InterfaceName(String),
+    #[error("cannot run nft: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft did not finish within {} ms", NFT_TIMEOUT.as_millis())]
+    Timeout,
+    #[error("nft failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+}
+
+/// One instance's hand-off table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffTable {
+    name: String,
+    interface: String,
+}
+
+impl HandoffTable {
+    /// The table of instance `vrid` on `interface` (index `ifindex`: table names are
+    /// unique per interface and VRID within the namespace).
+    pub fn new(interface: &str, ifindex: u32, vrid: u8) -> Result<HandoffTable, HandoffError> {
+        if !is_plain_interface_name(interface) {
+            return Err(HandoffError::InterfaceName(interface.to_string()));
+        }
+        Ok(HandoffTable {
+            name: format!("lbpair_handoff_{ifindex}_{vrid}"),
+            interface: interface.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ruleset that forwards strays for `vips` to `to`, replacing any earlier table of
+    /// the same name in the same transaction.
+    pub fn ruleset(&self, vips: &[Ipv4Addr], to: Ipv4Addr) -> String {
+        let vips: Vec<String> = vips.iter().map(Ipv4Addr::to_string).collect();
+        format!(
+            "table ip {name}\n\
+             delete table ip {name}\n\
+             table ip {name} {{\n\
+             \tchain strays {{\n\
+             \t\ttype filter hook prerouting priority mangle; policy accept;\n\
+             \t\tiifname \"{ifname}\" ip daddr {{ {vips} }} tcp flags & syn == 0 ct state new \
+             counter dup to {to} device \"{ifname}\" drop\n\
+             \t}}\n\
+             }}\n",
+            name = self.name,
+            ifname = self.interface,
+            vips = vips.join(", "),
+        )
+    }
+
+    /// Load the table: from now on strays for `vips` go to `to`.
+    pub async fn install(&self, vips: &[Ipv4Addr], to: Ipv4Addr) -> Result<(), HandoffError> {
+        run_nft(&self.ruleset(vips, to)).await
+    }
+
+    /// Remove the table (absent already is fine).
+    pub async fn remove(&self) -> Result<(), HandoffError> {
+        let name = &self.name;
+        run_nft(&format!("table ip {name}\ndelete table ip {name}\n")).await
+    }
+}
+
+/// Letters, digits and `.-_` only: nothing that could end the quoted name in a rule.
+fn is_plain_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Run `nft -f -` with `script` on its standard input, bounded by [`NFT_TIMEOUT`].
+async fn run_nft(script: &str) -> Result<(), HandoffError> {
+    let run = async {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(HandoffError::Spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .map_err(HandoffError::Spawn)?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(HandoffError::Spawn)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HandoffError::Failed {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    };
+    tokio::time::timeout(NFT_TIMEOUT, run)
+        .await
+        .map_err(|_| HandoffError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_names_the_interface_vips_and_old_master() {
+        let t = HandoffTable::new("veth-a", 7, 51).expect("plain name");
+        let rules = t.ruleset(
+            &[Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)],
+            Ipv4Addr::new(10, 0, 0, 2),
+        );
+        assert!(rules
+            .starts_with("table ip lbpair_handoff_7_51\ndelete table ip lbpair_handoff_7_51\n"));
+        assert!(rules.contains(
+            "iifname \"veth-a\" ip daddr { 10.0.0.100, 10.0.0.101 } tcp flags & syn == 0 \
+             ct state new counter dup to 10.0.0.2 device \"veth-a\" drop"
+        ));
+    }
+
+    #[test]
+    fn interface_names_that_could_break_the_rule_are_refused() {
+        for bad in [
+            "",
+            "eth0\"",
+            "a b",
+            "eth0;x",
+            "x\n",
+            "averyveryverylongname",
+        ] {
+            assert!(
+                matches!(
+                    HandoffTable::new(bad, 1, 1),
+                    Err(HandoffError::InterfaceName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(HandoffTable::new("eth0.100", 1, 1).is_ok());
+    }
+}
