@@ -127,11 +127,12 @@ pub struct StateEvent {
     /// serving a VIP if it loses vrrpd for this long, because by then the peer holds it.
     #[serde(default)]
     pub master_down_ms: u64,
-    /// For a `backup` that hands the VIP to a new master (`HANDED_OVER_REASONS`): the new
-    /// master forwards to us, for this long, the packets of connections it doesn't know
-    /// (handshakes that straddled the MAC move, keep-alive connections of ours), so lbd keeps
-    /// accepting and answering on the VIP listeners at least this long before it acks.
-    /// 0: no hand-off window (stop accepting at once).
+    /// For a `backup` that hands the VIP to a new master (`HANDED_OVER_REASONS`): the hold.
+    /// The new master forwards to us, for a little less than this (vrrpd's `[lbd]
+    /// handoff_ms`), the packets of connections it doesn't know (handshakes that straddled
+    /// the MAC move, keep-alive connections of ours), so lbd keeps accepting and answering
+    /// on the VIP listeners this long before it acks. 0: no hand-off window (stop accepting
+    /// at once).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub handoff_ms: u64,
 }

@@ -9,9 +9,11 @@
 //! - [`controller`] per-instance state and the actions: `master` binds the instance's
 //!   listeners (IP_FREEBIND) before the ack, because vrrpd adds the VIP on that ack;
 //!   `master` + `draining` (a switchover) acks once the requests in flight have finished
-//!   (bounded), keep-alive staying on; `backup` at the end of a switchover stops accepting
-//!   and acks once *no* request is in flight (bounded by `drain_timeout`), because vrrpd
-//!   keeps the VIP until that ack; other `backup`s, `fault` and `initialize` stop accepting
+//!   (bounded), keep-alive staying on; `backup` for a new master (the end of a switchover,
+//!   a preemption) keeps accepting for the event's hand-off window (the new master hands
+//!   back the packets of our connections meanwhile), then stops accepting and acks once
+//!   *no* request is in flight (bounded by `drain_timeout`), because vrrpd keeps the VIP
+//!   until that ack; other `backup`s, `fault` and `initialize` stop accepting
 //!   (vrrpd removes the VIP at once). Losing vrrpd for longer than the instance's
 //!   `master_down_ms` stops serving, because by then the peer has taken the VIP over; a
 //!   quicker vrrpd restart keeps serving, and the new subscription's snapshot tells the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use netns_tests::pair::report::{self, Row};
 use netns_tests::pair::scenario::Verdict;
-use netns_tests::pair::{PairConfig, PairTopology, INTERVALS};
+use netns_tests::pair::{PairConfig, PairTopology, HANDOFF_HOLD, INTERVALS};
 use netns_tests::{eventually_until, margin, NodeId};
 
 #[test]
@@ -52,7 +52,8 @@ fn partition_then_heal_leaves_one_master_that_reannounces() -> anyhow::Result<()
         let t_heal = SystemTime::now();
         let i_heal = Instant::now();
         pair.partition(false)?;
-        let bound = cfg.advert() + margin(Duration::from_millis(200));
+        // B yields at A's next advert and keeps its copy for the hand-off hold.
+        let bound = cfg.advert() + HANDOFF_HOLD + margin(Duration::from_millis(200));
         let one = eventually_until(i_heal, i_heal + bound, Duration::from_millis(5), || {
             Ok(pair.holders(vip)? == [NodeId::A])
         })

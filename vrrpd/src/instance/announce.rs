@@ -67,7 +67,7 @@ impl Driver {
             timers::longest_backup_master_down_interval(self.fsm.master_adver_interval_cs());
         let handed_over =
             state == StateKind::Backup && shared::control::HANDED_OVER_REASONS.contains(&reason);
-        let handoff = self.handoff_window_for(handed_over);
+        let handoff = self.handoff_hold(handed_over);
         // No subscriber is fine: the control server snapshots state for late joiners.
         let _ = self.shared.events.send(StateEvent {
             seq: self.last_event_id,

@@ -3,11 +3,11 @@
 //!
 //! - **New master.** Taking over from a router that is still up (it resigned, or we
 //!   preempted it: `Fsm::taken_over_from`), the instance loads its hand-off table before
-//!   the VIPs go up, so no packet of the old master's connections is reset here, and
-//!   removes it `[lbd] handoff_ms` later.
-//! - **Old master.** Its `backup` event carries the window (`StateEvent::handoff_ms`); lbd
-//!   keeps accepting and answering on the VIP that long before it acks, and the VIPs stay
-//!   until that ack (`pair.rs`, release after idle).
+//!   the VIPs go up, so no packet of the old master's connections is reset here for
+//!   `[lbd] handoff_ms` (the kernel ends the window), and removes it a second later.
+//! - **Old master.** Its `backup` event carries the hold, the window and a margin
+//!   (`StateEvent::handoff_ms`); lbd keeps accepting and answering on the VIP that long
+//!   before it acks, and the VIPs stay until that ack (`pair.rs`, release after idle).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -17,6 +17,15 @@ use tracing::{info, warn};
 
 use super::Driver;
 use crate::net::handoff::HandoffTable;
+
+/// How much longer the old master keeps serving than the new one forwards: the old one's
+/// hold begins only when it hears the new master's advert, after the table was loaded, so
+/// it outlasts the forwarding already; this covers a packet forwarded at the last moment.
+const HOLD_MARGIN: Duration = Duration::from_millis(50);
+
+/// The table outlives its window by this much before it is removed (its set is empty by
+/// then): removal is cleanup, and conntrack runs in the namespace until it is done.
+const TABLE_LINGER: Duration = Duration::from_secs(1);
 
 /// A configured hand-off window.
 pub(super) struct Handoff {
@@ -49,17 +58,18 @@ impl Handoff {
         }
     }
 
-    pub(super) fn window(&self) -> Duration {
-        self.window
+    /// How long the old master keeps serving after a handover: the window and a margin.
+    pub(super) fn hold(&self) -> Duration {
+        self.window + HOLD_MARGIN
     }
 }
 
 impl Driver {
-    /// The hand-off window to announce with a `backup` event for `reason`: the configured
-    /// one when the VIPs go to a new master that is up, 0 otherwise.
-    pub(super) fn handoff_window_for(&self, handed_over: bool) -> Duration {
+    /// How long lbd keeps serving after a `backup` event (`StateEvent::handoff_ms`): the
+    /// hold when the VIPs went to a new master that is up (`handed_over`), 0 otherwise.
+    pub(super) fn handoff_hold(&self, handed_over: bool) -> Duration {
         match &self.handoff {
-            Some(h) if handed_over => h.window(),
+            Some(h) if handed_over => h.hold(),
             _ => Duration::ZERO,
         }
     }
@@ -78,7 +88,7 @@ impl Driver {
         let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
         let (installed_tx, installed_rx) = tokio::sync::oneshot::channel();
         handoff.expiry = Some(tokio::spawn(async move {
-            let installed = table.install(&vips, to).await;
+            let installed = table.install(&vips, to, window).await;
             let ok = installed.is_ok();
             match installed {
                 Ok(()) => info!(table = table.name(), old_master = %to,
@@ -89,7 +99,7 @@ impl Driver {
             }
             let _ = installed_tx.send(());
             if ok {
-                tokio::time::sleep(window).await;
+                tokio::time::sleep(window + TABLE_LINGER).await;
                 match table.remove().await {
                     Ok(()) => info!(table = table.name(), "hand-off: window over"),
                     Err(e) => {

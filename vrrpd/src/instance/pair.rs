@@ -146,7 +146,7 @@ impl Driver {
     fn after_lbd_ack(&self, lbd: LbdShared, then: Command, late: &'static str) {
         let id = self.last_event_id;
         let handoff = match then {
-            Command::LbdIdle { .. } => self.handoff_window_for(true),
+            Command::LbdIdle { .. } => self.handoff_hold(true),
             _ => Duration::ZERO,
         };
         let limit = lbd.config.drain_timeout + lbd.config.ack_timeout + handoff;

@@ -10,15 +10,17 @@
 //! VIP and its listeners, so the new master hands it those packets instead of resetting
 //! them.
 //!
-//! How: one nftables table per instance, for the window only. In prerouting, a TCP packet
-//! to a VIP on the instance's interface that is not a SYN and that conntrack has seen no
-//! reply for (`ct state new`: nothing on this host ever answered its connection) is
-//! duplicated to the old master's address (`dup to`: the same IP packet, sent to that
-//! router's MAC) and dropped here. Connections opened here start with a SYN and are
-//! answered, so they never match. Conntrack runs in the namespace only while a table that
-//! needs it exists, and a TCP connection it first sees mid-stream is tracked as new as long
-//! as the kernel's default `nf_conntrack_tcp_loose = 1` holds; with it off such packets
-//! are `invalid`, don't match, and get the reset they would have got without this.
+//! How: one nftables table per instance. In prerouting, a TCP packet to a VIP on the
+//! instance's interface that is not a SYN and that conntrack has seen no reply for (`ct
+//! state new`: nothing on this host ever answered its connection) is duplicated to the old
+//! master's address (`dup to`: the same IP packet, sent to that router's MAC) and dropped
+//! here. Connections opened here start with a SYN and are answered, so they never match.
+//! The VIPs are elements of a set with a timeout, so the kernel ends the window on time;
+//! the table itself is removed a little later (conntrack runs in the namespace only while
+//! a table that needs it exists). A TCP connection conntrack first sees mid-stream is
+//! tracked as new as long as the kernel's default `nf_conntrack_tcp_loose = 1` holds; with
+//! it off such packets are `invalid`, don't match, and get the reset they would have got
+//! without this.
 //!
 //! The table is loaded with the `nft` program (package `nftables`) in one transaction, as
 //! keepalived does with its own nftables rules through libnftnl. There is no well-kept Rust
@@ -71,29 +73,41 @@ impl HandoffTable {
         &self.name
     }
 
-    /// The ruleset that forwards strays for `vips` to `to`, replacing any earlier table of
-    /// the same name in the same transaction.
-    pub fn ruleset(&self, vips: &[Ipv4Addr], to: Ipv4Addr) -> String {
-        let vips: Vec<String> = vips.iter().map(Ipv4Addr::to_string).collect();
+    /// The ruleset that forwards strays for `vips` to `to` for `window`, replacing any
+    /// earlier table of the same name in the same transaction. The window is kept by the
+    /// kernel (the VIPs are set elements with a timeout), not by a second `nft` run, so it
+    /// ends exactly `window` after the transaction, however late the removal runs.
+    pub fn ruleset(&self, vips: &[Ipv4Addr], to: Ipv4Addr, window: Duration) -> String {
+        let ms = window.as_millis();
+        let elements: Vec<String> = vips.iter().map(|v| format!("{v} timeout {ms}ms")).collect();
         format!(
             "table ip {name}\n\
              delete table ip {name}\n\
              table ip {name} {{\n\
+             \tset vips {{\n\
+             \t\ttype ipv4_addr; flags timeout;\n\
+             \t\telements = {{ {elements} }}\n\
+             \t}}\n\
              \tchain strays {{\n\
              \t\ttype filter hook prerouting priority mangle; policy accept;\n\
-             \t\tiifname \"{ifname}\" ip daddr {{ {vips} }} tcp flags & syn == 0 ct state new \
+             \t\tiifname \"{ifname}\" ip daddr @vips tcp flags & syn == 0 ct state new \
              counter dup to {to} device \"{ifname}\" drop\n\
              \t}}\n\
              }}\n",
             name = self.name,
             ifname = self.interface,
-            vips = vips.join(", "),
+            elements = elements.join(", "),
         )
     }
 
-    /// Load the table: from now on strays for `vips` go to `to`.
-    pub async fn install(&self, vips: &[Ipv4Addr], to: Ipv4Addr) -> Result<(), HandoffError> {
-        run_nft(&self.ruleset(vips, to)).await
+    /// Load the table: from now on, for `window`, strays for `vips` go to `to`.
+    pub async fn install(
+        &self,
+        vips: &[Ipv4Addr],
+        to: Ipv4Addr,
+        window: Duration,
+    ) -> Result<(), HandoffError> {
+        run_nft(&self.ruleset(vips, to, window)).await
     }
 
     /// Remove the table (absent already is fine).
@@ -152,16 +166,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ruleset_names_the_interface_vips_and_old_master() {
+    fn the_ruleset_names_the_interface_vips_window_and_old_master() {
         let t = HandoffTable::new("veth-a", 7, 51).expect("plain name");
         let rules = t.ruleset(
             &[Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)],
             Ipv4Addr::new(10, 0, 0, 2),
+            Duration::from_millis(200),
         );
         assert!(rules
             .starts_with("table ip lbpair_handoff_7_51\ndelete table ip lbpair_handoff_7_51\n"));
+        assert!(rules.contains("elements = { 10.0.0.100 timeout 200ms, 10.0.0.101 timeout 200ms }"));
         assert!(rules.contains(
-            "iifname \"veth-a\" ip daddr { 10.0.0.100, 10.0.0.101 } tcp flags & syn == 0 \
+            "iifname \"veth-a\" ip daddr @vips tcp flags & syn == 0 \
              ct state new counter dup to 10.0.0.2 device \"veth-a\" drop"
         ));
     }
