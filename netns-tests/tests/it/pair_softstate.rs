@@ -295,9 +295,9 @@ fn returning_node_preempts_only_once_warm() -> Result<()> {
                 warm_at.get_or_insert(t_view);
             }
         }
-        let holders = pair.holders(vip)?;
-        ensure!(holders.len() < 2, "two VIP holders at {:?}", t0.elapsed());
-        if holders == [NodeId::A] {
+        // A holding the VIP at all is the preemption (B keeps its copy for the hand-off
+        // hold; pair_node_loss's preemption test bounds that residual copy).
+        if pair.holders(vip)?.contains(&NodeId::A) {
             vip_at = Some(t0.elapsed());
             if warm_at.is_none() {
                 // Warm may have come between the two reads: look once more. Still cold

@@ -33,6 +33,8 @@ pub(super) struct Handoff {
     window: Duration,
     /// Removes the table when the window ends.
     expiry: Option<JoinHandle<()>>,
+    /// The resets table is loaded (an old master that can't serve holds its VIPs).
+    resets_loaded: bool,
 }
 
 impl Handoff {
@@ -50,6 +52,7 @@ impl Handoff {
                 table,
                 window,
                 expiry: None,
+                resets_loaded: false,
             }),
             Err(e) => {
                 warn!(error = %e, "no hand-off window for this instance");
@@ -111,7 +114,52 @@ impl Driver {
         Some(installed_rx)
     }
 
-    /// Stop forwarding now (the instance stops) and remove a table a crash left behind.
+    /// Leaving Master when our lbd can't answer for the VIPs (a fault, or lbd gone): the
+    /// new master can't tell this from a switchover (both resign with priority 0), so it
+    /// may forward our connections' packets to us for its window. Keep the VIPs for the
+    /// hold with every TCP packet to them answered by a reset (what the new master would
+    /// have answered without the window), then let them go (`Command::LbdIdle`, as after a
+    /// handover). False when there is no window or the table could not be loaded: then the
+    /// caller removes the VIPs at once.
+    pub(super) async fn hold_vips_with_resets(&mut self) -> bool {
+        let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
+        let Some(handoff) = self.handoff.as_mut() else {
+            return false;
+        };
+        if let Err(e) = handoff.table.install_resets(&vips).await {
+            warn!(error = %e, "hand-off: could not load the resets table; removing the VIPs now");
+            return false;
+        }
+        handoff.resets_loaded = true;
+        let hold = handoff.hold();
+        let id = self.last_event_id;
+        self.vip_release = Some(id);
+        info!(
+            hold_ms = hold.as_millis() as u64,
+            "keeping the VIPs for the hand-off hold, resetting every connection to them"
+        );
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            if let Some(tx) = commands.upgrade() {
+                let _ = tx.send(super::Command::LbdIdle { event_id: id }).await;
+            }
+        });
+        true
+    }
+
+    /// Unload the resets table, if loaded (the VIPs went, or are ours again).
+    pub(super) async fn drop_resets(&mut self) {
+        let Some(handoff) = self.handoff.as_mut().filter(|h| h.resets_loaded) else {
+            return;
+        };
+        handoff.resets_loaded = false;
+        if let Err(e) = handoff.table.remove_resets().await {
+            warn!(error = %e, "hand-off: could not remove the resets table");
+        }
+    }
+
+    /// Stop forwarding now (the instance stops) and remove tables a crash left behind.
     pub(super) async fn end_handoff(&mut self) {
         let Some(handoff) = self.handoff.as_mut() else {
             return;
@@ -119,8 +167,14 @@ impl Driver {
         if let Some(task) = handoff.expiry.take() {
             task.abort();
         }
-        if let Err(e) = handoff.table.remove().await {
-            warn!(table = handoff.table.name(), error = %e, "hand-off: could not remove the table");
+        handoff.resets_loaded = false;
+        for removed in [
+            handoff.table.remove().await,
+            handoff.table.remove_resets().await,
+        ] {
+            if let Err(e) = removed {
+                warn!(table = handoff.table.name(), error = %e, "hand-off: could not remove a table");
+            }
         }
     }
 }

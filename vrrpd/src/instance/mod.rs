@@ -78,7 +78,8 @@ pub enum Command {
     /// Internal: lbd has drained (or the drain timed out); resign now.
     Drained { event_id: u64 },
     /// Internal: lbd has answered every request in flight on the VIPs this node just handed
-    /// to the new master (or the wait timed out); remove them now.
+    /// to the new master (or the wait timed out), or a fault's hand-off hold is over;
+    /// remove them now.
     LbdIdle { event_id: u64 },
 }
 
@@ -650,6 +651,8 @@ impl Driver {
                 Action::AddVips => {
                     // Master again before lbd went idle: the VIPs are ours to keep.
                     self.vip_release = None;
+                    // Master again within a fault's hold: the VIPs serve again.
+                    self.drop_resets().await;
                     // Taking over from a live master: its connections go to it, not to
                     // resets, from before the VIPs are ours (loaded while lbd acks).
                     let handoff = self.prepare_handoff();

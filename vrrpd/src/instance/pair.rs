@@ -116,8 +116,10 @@ impl Driver {
     /// another router has become master (the end of a planned switchover, or a better
     /// master: preemption, a healed partition) it holds the VIPs and clients are already
     /// sent there by its GARP; ours only serve the requests lbd still has in flight, so they
-    /// go once lbd has acked the `backup` event just published (it acks when idle). Anything
-    /// else (fault, link down, shutdown): at once (see doc/vrrpd-LIFECYCLE.md).
+    /// go once lbd has acked the `backup` event just published (it acks when idle). A fault
+    /// (or a handover with lbd gone) with a hand-off window: kept for the hold, answering
+    /// with resets (`hold_vips_with_resets`). Anything else (link down, shutdown): at once
+    /// (see doc/vrrpd-LIFECYCLE.md).
     pub(super) async fn release_vips(&mut self, why: Option<TransitionReason>) {
         let lbd = self
             .shared
@@ -128,6 +130,12 @@ impl Driver {
             && self.fsm.state() == StateKind::Backup;
         let Some(lbd) = lbd.filter(|_| handed_over) else {
             self.vip_release = None;
+            let peer_may_forward = why.is_some_and(|w| {
+                matches!(w, TransitionReason::Fault(_)) || w.hands_over_to_new_master()
+            });
+            if peer_may_forward && self.hold_vips_with_resets().await {
+                return;
+            }
             self.remove_vips().await;
             return;
         };
@@ -193,9 +201,13 @@ impl Driver {
         }
         self.vip_release = None;
         if self.fsm.state() != StateKind::Master {
-            info!(event = event_id, "lbd is idle: removing the VIPs");
+            info!(
+                event = event_id,
+                "lbd is idle (or the hold is over): removing the VIPs"
+            );
             self.remove_vips().await;
         }
+        self.drop_resets().await;
     }
 
     /// At startup: are this instance's VIPs still up and served by lbd (vrrpd crashed and

@@ -49,10 +49,12 @@ pub enum HandoffError {
     Failed { status: String, stderr: String },
 }
 
-/// One instance's hand-off table.
+/// One instance's hand-off tables: the new master's forwarding table, and the table an old
+/// master that can't serve (a fault) answers the forwarded packets with resets from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandoffTable {
     name: String,
+    resets_name: String,
     interface: String,
 }
 
@@ -65,6 +67,7 @@ impl HandoffTable {
         }
         Ok(HandoffTable {
             name: format!("lbpair_handoff_{ifindex}_{vrid}"),
+            resets_name: format!("lbpair_resets_{ifindex}_{vrid}"),
             interface: interface.to_string(),
         })
     }
@@ -110,11 +113,45 @@ impl HandoffTable {
         run_nft(&self.ruleset(vips, to, window)).await
     }
 
-    /// Remove the table (absent already is fine).
+    /// Remove the forwarding table (absent already is fine).
     pub async fn remove(&self) -> Result<(), HandoffError> {
-        let name = &self.name;
-        run_nft(&format!("table ip {name}\ndelete table ip {name}\n")).await
+        run_nft(&delete_script(&self.name)).await
     }
+
+    /// The ruleset that answers every TCP packet to `vips` with a reset: what an old master
+    /// that can't serve (its lbd is dead or hung) loads while it keeps the VIPs for the
+    /// hold, so the packets a new master forwards to it get the reset they would have got
+    /// there, rather than vanish (or, for a hung lbd, wait on sockets nobody reads).
+    pub fn resets_ruleset(&self, vips: &[Ipv4Addr]) -> String {
+        let vips: Vec<String> = vips.iter().map(Ipv4Addr::to_string).collect();
+        format!(
+            "table ip {name}\n\
+             delete table ip {name}\n\
+             table ip {name} {{\n\
+             \tchain resets {{\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tip daddr {{ {vips} }} meta l4proto tcp counter reject with tcp reset\n\
+             \t}}\n\
+             }}\n",
+            name = self.resets_name,
+            vips = vips.join(", "),
+        )
+    }
+
+    pub async fn install_resets(&self, vips: &[Ipv4Addr]) -> Result<(), HandoffError> {
+        run_nft(&self.resets_ruleset(vips)).await
+    }
+
+    /// Remove the resets table (absent already is fine).
+    pub async fn remove_resets(&self) -> Result<(), HandoffError> {
+        run_nft(&delete_script(&self.resets_name)).await
+    }
+}
+
+/// Delete table `name` whether or not it exists (declaring it first makes the delete
+/// succeed either way, in one transaction).
+fn delete_script(name: &str) -> String {
+    format!("table ip {name}\ndelete table ip {name}\n")
 }
 
 /// Letters, digits and `.-_` only: nothing that could end the quoted name in a rule.
@@ -180,6 +217,18 @@ mod tests {
             "iifname \"veth-a\" ip daddr @vips tcp flags & syn == 0 \
              ct state new counter dup to 10.0.0.2 device \"veth-a\" drop"
         ));
+    }
+
+    #[test]
+    fn the_resets_ruleset_resets_tcp_to_the_vips_on_input() {
+        let t = HandoffTable::new("eth0", 3, 9).expect("plain name");
+        let rules = t.resets_ruleset(&[Ipv4Addr::new(10, 0, 0, 100)]);
+        assert!(
+            rules.starts_with("table ip lbpair_resets_3_9\ndelete table ip lbpair_resets_3_9\n")
+        );
+        assert!(rules.contains("type filter hook input priority filter;"));
+        assert!(rules
+            .contains("ip daddr { 10.0.0.100 } meta l4proto tcp counter reject with tcp reset"));
     }
 
     #[test]
