@@ -129,6 +129,25 @@ impl Fixture {
     }
 }
 
+/// Connect to a node's peer listener. lbd is ready (`/readyz`) before its peer link task has
+/// bound that listener (the link binds it, and retries every second when it can't), so a
+/// refused connection right after start means "not bound yet": retry until the deadline.
+async fn connect_peer_listener(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(5) * patience();
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("connect to the peer listener {addr}: {e}"),
+        }
+    }
+}
+
 async fn status(admin: SocketAddr) -> serde_json::Value {
     let r = get(admin, "/status").await.expect("GET /status");
     serde_json::from_str(&r.body).expect("/status is JSON")
@@ -993,7 +1012,7 @@ async fn a_silent_stranger_gets_no_byte_and_is_closed_after_1s() {
     let (na, _) = fx.pair();
     let a = fx.start(&na).await;
     let before = rejected(a.admin, "first_message_timeout").await;
-    let mut s = TcpStream::connect(na.listen).await.expect("connect");
+    let mut s = connect_peer_listener(na.listen).await;
     let t0 = Instant::now();
     let (got, closed) = common::read_until_close(&mut s, Duration::from_secs(5) * patience()).await;
     let took = t0.elapsed();
@@ -1019,7 +1038,7 @@ async fn a_source_outside_allow_from_is_closed_unanswered() {
     na.peer_extra = "allow_from = [\"127.0.0.2\"]".into();
     let a = fx.start(&na).await;
     // A valid first message, from 127.0.0.1: refused before it is even read.
-    let mut s = TcpStream::connect(na.listen).await.expect("connect");
+    let mut s = connect_peer_listener(na.listen).await;
     let t0 = Instant::now();
     let (got, closed) = common::read_until_close(&mut s, Duration::from_secs(5) * patience()).await;
     assert!(closed && got.is_empty(), "closed {closed}, got {got:?}");
@@ -1052,7 +1071,7 @@ async fn a_replayed_first_message_is_refused_unanswered() {
     })
     .await;
     // The same bytes again, as a recording would replay them.
-    let mut r = TcpStream::connect(na.listen).await.expect("connect");
+    let mut r = connect_peer_listener(na.listen).await;
     r.write_all(&first).await.expect("replay");
     let (got, closed) = common::read_until_close(&mut r, Duration::from_secs(5) * patience()).await;
     assert!(closed, "a replayed first message is closed");
