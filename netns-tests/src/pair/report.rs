@@ -479,23 +479,21 @@ mod tests {
     }
 
     #[test]
-    fn a_second_window_fails_unless_it_is_one_cut_handshake() {
+    fn a_second_window_fails_even_as_a_cut_handshake() {
         let mut r = row("03-x", 10, 70.0);
         assert!(r.violations().is_empty());
         r.windows = 2;
         assert_eq!(r.violations().len(), 1, "a second outage window");
+        // A single reset at the return's preemption is named for what it is, and fails: the
+        // hand-off window removed it (MAX_CUT_HANDSHAKES is 0).
         r.cut_handshakes = 1;
-        assert!(r.violations().is_empty(), "the return's cut handshake");
+        let v = r.violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("handshakes cut"), "{v:?}");
         r.windows = 3;
-        assert_eq!(r.violations().len(), 1, "a third window is an outage");
-        r.cut_handshakes = 2;
-        assert_eq!(
-            r.violations().len(),
-            1,
-            "two cut handshakes are over the limit"
-        );
+        assert_eq!(r.violations().len(), 2, "a third window is an outage too");
         r.outage_ms = 501.0;
-        assert_eq!(r.violations().len(), 2, "and the bound still holds");
+        assert_eq!(r.violations().len(), 3, "and the bound still holds");
     }
 
     #[test]
