@@ -129,7 +129,8 @@ impl Fixture {
     }
 }
 
-/// Connect to a node's peer listener. lbd is ready (`/readyz`) before its peer link task has
+/// Connect to a node's peer listener (every test that speaks to one directly goes through
+/// here). lbd is ready (`/readyz`) before its peer link task has
 /// bound that listener (the link binds it, and retries every second when it can't), so a
 /// refused connection right after start means "not bound yet": retry until the deadline.
 async fn connect_peer_listener(addr: SocketAddr) -> TcpStream {
@@ -523,7 +524,7 @@ async fn a_wrong_cluster_id_is_rejected_and_changes_nothing() {
 
 /// Write `bytes` to `addr` and wait for the peer to close; returns whether it did.
 async fn send_and_wait_close(addr: SocketAddr, bytes: &[u8]) -> bool {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut s = connect_peer_listener(addr).await;
     let _ = s.write_all(bytes).await;
     let (_, closed) = common::read_until_close(&mut s, Duration::from_secs(5) * patience()).await;
     closed
@@ -981,7 +982,7 @@ async fn fake_peer(
         resume: None,
     };
     let first = seal_hello(&hello, &MacKey::hello(&psk_bytes(), "pair-1")).expect("HELLO");
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut s = connect_peer_listener(addr).await;
     s.write_all(&first).await.expect("write HELLO");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
