@@ -117,9 +117,15 @@ pub async fn start(
     tokio::spawn(crate::tls::tickets::run(Arc::clone(
         crate::tls::tickets::ring(),
     )));
-    // The peer link runs until a fast shutdown or the process ends.
+    // The peer link runs until a fast shutdown or the process ends. Its listener is bound
+    // here, before lbd reports ready, so a peer (or a test) that waits for /readyz finds it.
     if let Some(peer) = &server.peer {
-        tokio::spawn(crate::peer::link::run(Arc::clone(&engine), peer.clone()));
+        let bound = crate::peer::link::bind_listener(peer).await;
+        tokio::spawn(crate::peer::link::run(
+            Arc::clone(&engine),
+            peer.clone(),
+            bound,
+        ));
     }
     // A VIP listener is bound only once vrrpd says Master (crate::coupling).
     for l in listener_cfgs.iter().filter(|l| l.vrrp_instance.is_none()) {

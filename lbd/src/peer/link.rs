@@ -85,8 +85,22 @@ struct Conn {
     established: bool,
 }
 
-/// The link task: runs until a fast shutdown or the end of the process.
-pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle) {
+/// Bind the peer listener, before lbd reports ready (so `/readyz` means it is up). A
+/// failure is logged and returned as `None`: the link task then retries every second.
+pub async fn bind_listener(peer: &PeerHandle) -> Option<TcpListener> {
+    let listen = peer.config().listen;
+    match TcpListener::bind(listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(%listen, error = %e, "peer link: cannot listen yet; retrying every second");
+            None
+        }
+    }
+}
+
+/// The link task: runs until a fast shutdown or the end of the process. `bound` is the
+/// listener [`bind_listener`] got, if any.
+pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle, bound: Option<TcpListener>) {
     let cfg = peer.config().clone();
     let boot_id: u64 = rand::random();
     let mut rc = ReplicatorConfig::new(
@@ -144,7 +158,16 @@ pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle) {
     let mut idle_ticks = 0u32;
     // Not listening (the port is taken) only stops the peer from dialing us; we still dial
     // it, and the warm timeout still runs. The bind is retried every second.
-    let mut listener: Option<TcpListener> = None;
+    let mut listener: Option<TcpListener> = bound;
+    if listener.is_some() {
+        info!(
+            node_id = %cfg.node_id,
+            peer_node_id = %cfg.peer_node_id,
+            listen = %cfg.listen,
+            peer = %cfg.peer,
+            "peer link listening"
+        );
+    }
     let mut next_bind = Instant::now();
     let mut bind_failures = 0u32;
     let mut accept_pause_until = Instant::now();

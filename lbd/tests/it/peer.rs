@@ -130,22 +130,25 @@ impl Fixture {
 }
 
 /// Connect to a node's peer listener (every test that speaks to one directly goes through
-/// here). lbd is ready (`/readyz`) before its peer link task has
-/// bound that listener (the link binds it, and retries every second when it can't), so a
-/// refused connection right after start means "not bound yet": retry until the deadline.
+/// here). lbd binds it before it reports ready (`/readyz`, which `Lbd::start` waits for),
+/// so a refused connection is a failure: two CI runs caught lbd ready before the link task
+/// had bound it.
 async fn connect_peer_listener(addr: SocketAddr) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(5) * patience();
-    loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return s,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("connect to the peer listener {addr}: {e}"),
-        }
+    TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the peer listener {addr} of a ready lbd: {e}"))
+}
+
+/// `/readyz` says 200 only once the peer listener is bound: a peer, or an operator's check,
+/// that waits for readiness finds it listening. Repeated, since the race it guards against
+/// was a matter of scheduling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_listener_is_bound_once_lbd_is_ready() {
+    let fx = Fixture::new(1).await;
+    for _ in 0..5 {
+        let (na, _) = fx.pair();
+        let _a = fx.start(&na).await;
+        drop(connect_peer_listener(na.listen).await);
     }
 }
 
