@@ -13,6 +13,7 @@
 pub mod config;
 pub mod control;
 pub mod peer;
+pub mod private_file;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;

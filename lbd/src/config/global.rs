@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use http::HeaderValue;
 use shared::config::Validator;
+use shared::private_file::read_private_file;
 use shared::telemetry::LogFormat;
 
 use super::pools::hostname;
@@ -228,7 +229,7 @@ fn read_admin_token(v: &mut Validator<'_>, file: &str) -> Option<AdminToken> {
         return None;
     }
     let path = config_relative(v, file);
-    match read_private_file(&path, ADMIN_TOKEN_MAX_FILE_BYTES) {
+    match read_private_file(&path, ADMIN_TOKEN_MAX_FILE_BYTES, "lbd") {
         Ok(bytes) => {
             let token = bytes.trim_ascii();
             if token.len() < MIN_ADMIN_TOKEN_BYTES {
@@ -250,110 +251,6 @@ fn read_admin_token(v: &mut Validator<'_>, file: &str) -> Option<AdminToken> {
             None
         }
     }
-}
-
-/// Why a secret file (the admin token, the peer PSK) could not be read; each message names
-/// the file.
-#[derive(Debug, thiserror::Error)]
-pub enum PrivateFileError {
-    #[error("cannot read {}: {source} (a symlink is not followed)", .path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a regular file", .path.display())]
-    NotRegular { path: PathBuf },
-    #[error(
-        "{} has mode {mode:04o}; it must be 0600 or stricter (no group or other access): \
-         chmod 600 {}",
-        .path.display(),
-        .path.display()
-    )]
-    Exposed { path: PathBuf, mode: u32 },
-    #[error(
-        "{} is owned by uid {owner}; it must be owned by uid {me}, the user lbd runs as",
-        .path.display()
-    )]
-    WrongOwner { path: PathBuf, owner: u32, me: u32 },
-    #[error(
-        "{} is {len} bytes, too large for a secret (at most {max_bytes})",
-        .path.display()
-    )]
-    TooLarge {
-        path: PathBuf,
-        len: u64,
-        max_bytes: u64,
-    },
-    #[error("{} grew past {max_bytes} bytes while being read", .path.display())]
-    Grew { path: PathBuf, max_bytes: u64 },
-}
-
-/// Read a secret file that only its owner, the user lbd runs as, may read. The checks are
-/// made on the opened file (not the path, which could be swapped between a check and the
-/// read), a FIFO or device can't block a reload (opened non-blocking, then refused as not a
-/// regular file), and no symlink is followed at the last component.
-pub(super) fn read_private_file(
-    path: &std::path::Path,
-    max_bytes: u64,
-) -> Result<Vec<u8>, PrivateFileError> {
-    use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let path_buf = || path.to_path_buf();
-    let read_error = |source| PrivateFileError::Read {
-        path: path_buf(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|source| PrivateFileError::Open {
-            path: path_buf(),
-            source,
-        })?;
-    let meta = file.metadata().map_err(read_error)?;
-    if !meta.file_type().is_file() {
-        return Err(PrivateFileError::NotRegular { path: path_buf() });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(PrivateFileError::Exposed {
-            path: path_buf(),
-            mode,
-        });
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(PrivateFileError::WrongOwner {
-            path: path_buf(),
-            owner: meta.uid(),
-            me,
-        });
-    }
-    if meta.len() > max_bytes {
-        return Err(PrivateFileError::TooLarge {
-            path: path_buf(),
-            len: meta.len(),
-            max_bytes,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.by_ref()
-        .take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(PrivateFileError::Grew {
-            path: path_buf(),
-            max_bytes,
-        });
-    }
-    Ok(bytes)
 }
 
 /// `[timeouts]`: every phase must be at least 1 ms (0 would fail every request).

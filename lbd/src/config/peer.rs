@@ -31,8 +31,8 @@ use shared::config::Validator;
 
 use ipnet::IpNet;
 
-use super::global::{read_private_file, PrivateFileError};
 use super::validate::{check_ms, parse_addr, required};
+use shared::private_file::{read_private_file, PrivateFileError};
 
 /// 1M entries (a full sticky table) in about 2 s, ~30 MB/s on the peer link.
 pub const DEFAULT_PEER_RESYNC_RATE: u32 = 500_000;
@@ -182,7 +182,7 @@ pub fn decode_psk(content: &[u8]) -> Result<Vec<u8>, PskError> {
 /// Read the key file: private to lbd's user (mode 0600 or stricter, owned by it) and decoded
 /// by [`decode_psk`].
 fn read_psk(path: &Path) -> Result<Vec<u8>, PskFileError> {
-    let content = read_private_file(path, PSK_MAX_FILE_BYTES)?;
+    let content = read_private_file(path, PSK_MAX_FILE_BYTES, "lbd")?;
     decode_psk(&content).map_err(|source| PskFileError::Content {
         path: path.to_path_buf(),
         source,

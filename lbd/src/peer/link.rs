@@ -98,6 +98,16 @@ pub async fn bind_listener(peer: &PeerHandle) -> Option<TcpListener> {
     }
 }
 
+fn log_listening(cfg: &crate::config::peer::PeerConfig) {
+    info!(
+        node_id = %cfg.node_id,
+        peer_node_id = %cfg.peer_node_id,
+        listen = %cfg.listen,
+        peer = %cfg.peer,
+        "peer link listening"
+    );
+}
+
 /// The link task: runs until a fast shutdown or the end of the process. `bound` is the
 /// listener [`bind_listener`] got, if any.
 pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle, bound: Option<TcpListener>) {
@@ -160,13 +170,7 @@ pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle, bound: Option<TcpListe
     // it, and the warm timeout still runs. The bind is retried every second.
     let mut listener: Option<TcpListener> = bound;
     if listener.is_some() {
-        info!(
-            node_id = %cfg.node_id,
-            peer_node_id = %cfg.peer_node_id,
-            listen = %cfg.listen,
-            peer = %cfg.peer,
-            "peer link listening"
-        );
+        log_listening(&cfg);
     }
     let mut next_bind = Instant::now();
     let mut bind_failures = 0u32;
@@ -190,13 +194,7 @@ pub async fn run(engine: Arc<ProxyCtx>, peer: PeerHandle, bound: Option<TcpListe
             _ = tokio::time::sleep_until(next_bind), if listener.is_none() => {
                 match TcpListener::bind(cfg.listen).await {
                     Ok(l) => {
-                        info!(
-                            node_id = %cfg.node_id,
-                            peer_node_id = %cfg.peer_node_id,
-                            listen = %cfg.listen,
-                            peer = %cfg.peer,
-                            "peer link listening"
-                        );
+                        log_listening(&cfg);
                         listener = Some(l);
                     }
                     Err(e) => {

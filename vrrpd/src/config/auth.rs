@@ -5,8 +5,9 @@
 //! pair point their instance at files with the same key.
 //!
 //! The file is read at validation, so `check-config` and a reload catch a missing, short or
-//! exposed key. Its rules are those of lbd's admin token: a regular file owned by the user
-//! vrrpd runs as, no group or other access (mode 0600 or 0400), at most
+//! exposed key. Its rules are those of lbd's admin token, checked by the same reader
+//! (`shared::private_file`): a regular file (no symlink) owned by the user vrrpd runs as,
+//! no group or other access (mode 0600 or 0400), at most
 //! [`MAX_KEY_FILE_BYTES`]; surrounding whitespace is not part of the key. The content is
 //! either at least 64 hex digits (an even number, decoded) or, if it is not all hex, at
 //! least 32 raw bytes, e.g. `openssl rand -hex 32 > FILE` or `head -c 32 /dev/urandom`.
@@ -15,10 +16,10 @@
 //! an interop peer" can't be a check here; the reference says the key is for two lbpair
 //! nodes only, and a peer that sends no trailer shows up as `auth_missing` in `vrrpd status`.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use shared::config::Validator;
+use shared::private_file::{read_private_file, PrivateFileError};
 use shared::wire::auth::{Key, MIN_KEY_LEN};
 
 /// A key of [`MIN_KEY_LEN`] bytes written as hex.
@@ -64,30 +65,9 @@ pub(super) fn validate_auth(v: &mut Validator<'_>, key: &str, file: &str) -> Opt
 /// Why `auth_key_file` gave no key; each message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a regular file", .path.display())]
-    NotRegular { path: PathBuf },
-    #[error(
-        "{} has mode {mode:04o}; a key must not be readable by group or others \
-         (valid: 0600 or 0400): chmod 600 {}",
-        .path.display(),
-        .path.display()
-    )]
-    Exposed { path: PathBuf, mode: u32 },
-    #[error(
-        "{} is owned by uid {owner}; a key must be owned by uid {me}, the user vrrpd runs as",
-        .path.display()
-    )]
-    WrongOwner { path: PathBuf, owner: u32, me: u32 },
-    #[error(
-        "{} is {len} bytes, too large for a key (at most {MAX_KEY_FILE_BYTES})",
-        .path.display()
-    )]
-    TooLarge { path: PathBuf, len: u64 },
+    /// Unreadable, not private to vrrpd's user, not a regular file, or too large.
+    #[error(transparent)]
+    File(#[from] PrivateFileError),
     #[error("{}: {source}", .path.display())]
     Content { path: PathBuf, source: KeyError },
     #[error("{}: {source}", .path.display())]
@@ -115,36 +95,7 @@ pub enum KeyError {
 
 fn read_key(path: &Path) -> Result<Key, KeyFileError> {
     let path_buf = || path.to_path_buf();
-    let read_error = |source| KeyFileError::Read {
-        path: path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_error)?;
-    if !meta.is_file() {
-        return Err(KeyFileError::NotRegular { path: path_buf() });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::Exposed {
-            path: path_buf(),
-            mode,
-        });
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(KeyFileError::WrongOwner {
-            path: path_buf(),
-            owner: meta.uid(),
-            me,
-        });
-    }
-    if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(KeyFileError::TooLarge {
-            path: path_buf(),
-            len: meta.len(),
-        });
-    }
-    let content = std::fs::read(path).map_err(read_error)?;
+    let content = read_private_file(path, MAX_KEY_FILE_BYTES, "vrrpd")?;
     let material = decode_key(&content).map_err(|source| KeyFileError::Content {
         path: path_buf(),
         source,
