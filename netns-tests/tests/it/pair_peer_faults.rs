@@ -14,7 +14,7 @@
 #![allow(clippy::disallowed_types)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{SocketAddrV4, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,10 +277,23 @@ fn secrets_pair(id: &str) -> Result<PairTopology> {
 }
 
 /// `tcpdump` on node `id`'s peer interface, writing everything on the peer port to a pcap.
+/// A tcpdump of one node's peer link, written packet by packet (`-U`).
+///
+/// Stopping tcpdump loses whatever its ring buffer still holds (a CI run once wrote 8 of
+/// the 13 packets its filter had taken, the resync among the lost). So `finish` first sends
+/// a marker datagram over the same link from the other node and waits until the file holds
+/// it: the kernel hands the interface's packets to tcpdump in order, so everything the link
+/// carried before the marker is on disk by then.
 struct Capture {
     child: Child,
     path: PathBuf,
+    /// The other node's namespace (the marker's sender) and this node's peer address.
+    marker_from: String,
+    marker_to: SocketAddrV4,
 }
+
+/// The UDP port the end-of-capture marker goes to (nothing listens; the filter takes it).
+const MARKER_PORT: u16 = 9;
 
 impl Capture {
     fn start(pair: &PairTopology, id: NodeId, name: &str) -> Result<Capture> {
@@ -288,6 +301,13 @@ impl Capture {
         let path = pair.lan.topo.dir().join(name);
         let log = std::fs::File::create(path.with_extension("log")).context("tcpdump log")?;
         let ns = pair.lan.node(id).ns.clone();
+        let other = if id == NodeId::A {
+            NodeId::B
+        } else {
+            NodeId::A
+        };
+        let marker_from = pair.lan.node(other).ns.clone();
+        let marker_to = SocketAddrV4::new(peer_addr(&pair.lan, id), MARKER_PORT);
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -304,7 +324,7 @@ impl Capture {
             ])
             .arg("-w")
             .arg(&path)
-            .arg(format!("tcp port {PEER_PORT}"))
+            .arg(format!("tcp port {PEER_PORT} or udp port {MARKER_PORT}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -315,11 +335,29 @@ impl Capture {
             Ok(std::fs::metadata(&path).is_ok_and(|m| m.len() >= 24))
         })
         .context("tcpdump never started capturing")?;
-        Ok(Capture { child, path })
+        Ok(Capture {
+            child,
+            path,
+            marker_from,
+            marker_to,
+        })
     }
 
-    /// Stops the capture (SIGINT: tcpdump flushes) and returns the pcap's bytes.
+    /// Waits until the capture holds everything sent so far (see the type's doc), stops it
+    /// and returns the pcap's bytes.
     fn finish(mut self) -> Result<Vec<u8>> {
+        let marker = format!("END-OF-CAPTURE-{:016x}", random_u64());
+        let to = self.marker_to;
+        in_netns(&self.marker_from, || {
+            let s = UdpSocket::bind("0.0.0.0:0").context("marker socket")?;
+            s.send_to(marker.as_bytes(), to)
+                .context("sending the marker")?;
+            Ok(())
+        })?;
+        eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+            Ok(contains(&std::fs::read(&self.path)?, marker.as_bytes()))
+        })
+        .context("the end-of-capture marker never reached the pcap")?;
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).context("stopping tcpdump")?;
         self.child.wait().context("waiting for tcpdump")?;
         let said = std::fs::read_to_string(self.path.with_extension("log")).unwrap_or_default();
