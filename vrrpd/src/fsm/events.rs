@@ -291,9 +291,7 @@ impl Fsm {
             if !self.may_reply(now) {
                 return;
             }
-            self.actions.push_back(super::Action::SendGarp);
-            self.send_advert(self.priority);
-            self.reset_advert_timer(now);
+            self.reannounce_over(adv.src, now);
             return;
         }
         let reason = if adv.priority > self.priority {
@@ -330,10 +328,21 @@ impl Fsm {
                 if !self.may_reply(now) {
                     return;
                 }
-                self.actions.push_back(super::Action::SendGarp);
-                self.send_advert(self.priority);
-                self.reset_advert_timer(now);
+                self.reannounce_over(adv.src, now);
             }
         }
+    }
+
+    /// Two masters (a split healing): re-announce the VIPs and advertise now. The other
+    /// master (`other`) held the VIPs too and keeps them for its hold as it steps down, so
+    /// the connections our GARP brings here that are its own go to it for the hand-off
+    /// window (`Action::HandOff`), as after a takeover from a live master.
+    fn reannounce_over(&mut self, other: Ipv4Addr, now: Duration) {
+        if other != self.cfg.primary_addr {
+            self.actions.push_back(super::Action::HandOff { to: other });
+        }
+        self.actions.push_back(super::Action::SendGarp);
+        self.send_advert(self.priority);
+        self.reset_advert_timer(now);
     }
 }

@@ -69,6 +69,11 @@ pub enum Action {
     RemoveVips,
     /// Send gratuitous ARP for every virtual address (after `AddVips`).
     SendGarp,
+    /// Still Master, about to re-announce the VIPs that another master (`to`, which is
+    /// stepping down or resigned) also held during a split: for the hand-off window, send
+    /// it the packets of its connections that our GARP brings here. Comes before the
+    /// `SendGarp` it precedes.
+    HandOff { to: Ipv4Addr },
     /// The state changed; emitted first, before the exit actions (so lbd is told before the
     /// VIPs go) and the entry actions.
     Transition {

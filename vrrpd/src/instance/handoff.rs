@@ -5,6 +5,10 @@
 //!   preempted it: `Fsm::taken_over_from`), the instance loads its hand-off table before
 //!   the VIPs go up, so no packet of the old master's connections is reset here for
 //!   `[lbd] handoff_ms` (the kernel ends the window), and removes it a second later.
+//! - **A split healing.** A master that hears another master (a worse one, or one that
+//!   resigns as it yields to us) re-announces the VIPs with GARP; the FSM asks for the same
+//!   table towards that master first (`Action::HandOff`), since it held the VIPs too and
+//!   keeps them for its hold as it steps down.
 //! - **Old master.** Its `backup` event carries the hold, the window and a margin
 //!   (`StateEvent::handoff_ms`); lbd keeps accepting and answering on the VIP that long
 //!   before it acks, and the VIPs stay until that ack (`pair.rs`, release after idle).
@@ -82,6 +86,18 @@ impl Driver {
     /// The receiver resolves once the table is loaded (or loading failed).
     pub(super) fn prepare_handoff(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let to = self.fsm.taken_over_from()?;
+        self.hand_off_to(to)
+    }
+
+    /// Load the table that sends `to` the packets of its connections for the window (and
+    /// removes it after): before a takeover's VIPs go up, or before a master re-announces
+    /// VIPs that another master held during a split (`Action::HandOff`). Loading again
+    /// replaces the table and restarts the window. The receiver resolves once the table is
+    /// loaded (or loading failed).
+    pub(super) fn hand_off_to(
+        &mut self,
+        to: Ipv4Addr,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let handoff = self.handoff.as_mut()?;
         if let Some(old) = handoff.expiry.take() {
             old.abort();

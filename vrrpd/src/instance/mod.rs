@@ -667,6 +667,12 @@ impl Driver {
                     self.release_vips(reason).await;
                 }
                 Action::SendGarp => self.start_garp(),
+                Action::HandOff { to } => {
+                    // Loaded before the GARP that follows moves the other master's clients.
+                    if let Some(loaded) = self.hand_off_to(to) {
+                        let _ = loaded.await;
+                    }
+                }
                 Action::Transition {
                     from,
                     to,

@@ -5,7 +5,7 @@
 use crate::fsm_support;
 
 use fsm_support::*;
-use vrrpd::fsm::{FsmConfig, StateKind};
+use vrrpd::fsm::{Action, FsmConfig, StateKind};
 
 fn fast(p: u8) -> FsmConfig {
     FsmConfig {
@@ -81,4 +81,41 @@ fn leaving_master_forgets_the_old_master() {
     f.handle_advert(&adv(HIGHER_ADDR, 200), ms(2100));
     assert_eq!(f.state(), StateKind::Backup);
     assert_eq!(f.taken_over_from(), None);
+}
+
+/// A split healing: the other master held the VIPs too. Whichever advert crosses first (its
+/// worse advert, or the priority 0 it sends as it yields to us), the re-announce that
+/// brings its clients back is preceded by a hand-off to it; a suppressed reply (at most one
+/// per interval) asks for none.
+#[test]
+fn a_master_that_hears_another_master_hands_it_its_connections_before_the_garp() {
+    for (other, priority) in [(LOWER_ADDR, 50), (HIGHER_ADDR, 0), (LOWER_ADDR, 100)] {
+        let (mut f, since) = master(100);
+        let now = since + ms(300);
+        f.handle_advert(&adv(other, priority), now);
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                Action::HandOff { to: other },
+                Action::SendGarp,
+                Action::SendAdvert { priority: 100 }
+            ],
+            "advert p{priority} from {other}"
+        );
+        f.handle_advert(&adv(other, 0), now + ms(10));
+        assert_eq!(drain(&mut f), vec![], "within the interval: suppressed");
+        assert_eq!(f.state(), StateKind::Master);
+    }
+}
+
+#[test]
+fn a_better_master_gets_no_hand_off_from_us() {
+    let (mut f, since) = master(100);
+    f.handle_advert(&adv(HIGHER_ADDR, 200), since + ms(300));
+    let actions = drain(&mut f);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::HandOff { .. })),
+        "we yield: {actions:?}"
+    );
+    assert_eq!(f.state(), StateKind::Backup);
 }

@@ -109,7 +109,13 @@ impl Observer {
     fn drain(&mut self, f: &mut Fsm) -> Result<(), TestCaseError> {
         let mut pending_zero = false;
         let mut nonzero_advert = false;
+        let mut handing_off = false;
         while let Some(a) = f.poll_action() {
+            // A hand-off is asked for only right before the re-announce it prepares.
+            prop_assert!(
+                !handing_off || a == Action::SendGarp,
+                "{a:?} after a hand-off instead of the GARP"
+            );
             match a {
                 Action::Transition { from, to, reason } => {
                     match reason {
@@ -158,6 +164,15 @@ impl Observer {
                     // holds them (a partition healing): never for VIPs we don't hold.
                     prop_assert!(self.vips, "GARP for VIPs not held");
                     prop_assert_eq!(self.state, StateKind::Master);
+                    handing_off = false;
+                }
+                Action::HandOff { to } => {
+                    // Only a master that holds the VIPs hands another router its
+                    // connections, and never to itself.
+                    prop_assert!(self.vips, "hand-off without the VIPs");
+                    prop_assert_eq!(self.state, StateKind::Master);
+                    prop_assert_ne!(to, f.config().primary_addr);
+                    handing_off = true;
                 }
                 Action::SendAdvert { priority } => {
                     self.adverts += 1;

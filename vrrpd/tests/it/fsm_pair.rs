@@ -191,7 +191,11 @@ fn resumed_master_keeps_mastership_against_a_worse_one() {
     f.handle_advert(&adv(HIGHER_ADDR, 90), ms(5));
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+        vec![
+            Action::HandOff { to: HIGHER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 100 }
+        ]
     );
     assert_eq!(f.state(), StateKind::Master);
 }

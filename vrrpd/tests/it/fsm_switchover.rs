@@ -112,7 +112,11 @@ fn switchover_aborts_when_nobody_takes_over() {
     f.handle_advert(&adv(LOWER_ADDR, 50), deadline + ms(10));
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+        vec![
+            Action::HandOff { to: LOWER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 100 }
+        ]
     );
 }
 

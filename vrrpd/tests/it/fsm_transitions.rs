@@ -308,7 +308,11 @@ fn master_answers_priority_zero_at_once() {
     // The resigner may have been master on the other side of a partition: re-announce.
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+        vec![
+            Action::HandOff { to: HIGHER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 100 }
+        ]
     );
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)));
     assert_eq!(f.state(), StateKind::Master);
@@ -389,7 +393,11 @@ fn master_answers_equal_priority_with_lower_address_and_stays() {
     // Answered at once, and the VIP re-announced: two masters means a split segment.
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+        vec![
+            Action::HandOff { to: LOWER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 100 }
+        ]
     );
     assert_eq!(f.state(), StateKind::Master);
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)));
@@ -403,7 +411,11 @@ fn master_answers_lower_priority_at_once_rfc9568() {
     // Answered at once, and the VIP re-announced: two masters means a split segment.
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 100 }]
+        vec![
+            Action::HandOff { to: HIGHER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 100 }
+        ]
     );
     assert_eq!(f.state(), StateKind::Master);
     assert_eq!(f.poll_timeout(), Some(now + ms(1000)), "advert timer reset");
@@ -420,7 +432,11 @@ fn owner_stays_master_against_254() {
     // Answered at once, and the VIP re-announced: two masters means a split segment.
     assert_eq!(
         drain(&mut f),
-        vec![Action::SendGarp, Action::SendAdvert { priority: 255 }]
+        vec![
+            Action::HandOff { to: HIGHER_ADDR },
+            Action::SendGarp,
+            Action::SendAdvert { priority: 255 }
+        ]
     );
 }
 

@@ -225,7 +225,10 @@ impl Sim {
                 Action::Transition { from, to, reason } => {
                     self.note(format!("n{i} {from} -> {to} ({reason})"));
                 }
-                Action::AddVips | Action::RemoveVips | Action::SendGarp => {}
+                Action::AddVips
+                | Action::RemoveVips
+                | Action::SendGarp
+                | Action::HandOff { .. } => {}
             }
         }
     }
