@@ -477,10 +477,12 @@ async fn serve_connection(
     };
     if let Some(tls) = tls {
         let handshake_timeout = timeouts.request_header;
-        return serve_tls(&engine, stream, &tls, handshake_timeout, |cert| {
-            held("https", cert)
-        })
-        .await;
+        let handshake = TlsHandshake {
+            tls: &tls,
+            timeout: handshake_timeout,
+            fast_path,
+        };
+        return serve_tls(&engine, stream, handshake, |cert| held("https", cert)).await;
     }
     let is_h2 = match tokio::time::timeout(timeouts.request_header, sniff_h2(&stream)).await {
         Ok(Ok(h2)) => h2,
@@ -503,16 +505,29 @@ async fn serve_connection(
     }
 }
 
-/// A TLS client connection: the handshake (within the header timeout), then HTTP/2 or
-/// HTTP/1.1 on hyper as ALPN chose (lbd's fast path works on plain sockets only). `held`
+/// How a TLS client connection starts.
+struct TlsHandshake<'a> {
+    tls: &'a ListenerTls,
+    /// For the handshake (the header timeout).
+    timeout: Duration,
+    /// HTTP/1.1 goes to the fast path (`global.http1_fast_path`).
+    fast_path: bool,
+}
+
+/// A TLS client connection: the handshake (within the header timeout), then HTTP/2 on hyper
+/// or HTTP/1.1 on the fast path (or hyper with the fast path off) as ALPN chose. `held`
 /// makes the connection's context once the client certificate, if any, is known.
 async fn serve_tls(
     engine: &Arc<ProxyCtx>,
     stream: TcpStream,
-    tls: &ListenerTls,
-    timeout: Duration,
+    start: TlsHandshake<'_>,
     held: impl FnOnce(Option<Box<crate::tls::ClientCert>>) -> Held,
 ) {
+    let TlsHandshake {
+        tls,
+        timeout,
+        fast_path,
+    } = start;
     let handshake = tls.acceptor.accept(stream);
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
@@ -538,8 +553,28 @@ async fn serve_tls(
     let held = held(client_cert);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(engine, stream, &held).await;
+    } else if fast_path {
+        serve_fast_tls(engine, stream, &held).await;
     } else {
         serve_hyper_http1(engine, stream, Bytes::new(), &held).await;
+    }
+}
+
+/// An HTTPS/1.1 connection on the fast path, until it closes or hands over to hyper. It is
+/// never parked (the lot watches plain sockets): it waits for its next request in its task.
+async fn serve_fast_tls(
+    engine: &Arc<ProxyCtx>,
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    held: &Held,
+) {
+    let closing = AtomicBool::new(false);
+    let served =
+        crate::l7::plain::conn::serve(engine, &held.ctx, stream, &closing, held.limits, None);
+    let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
+    if let Some(Served::Fallback { stream, buffered }) =
+        drive!(served, engine, held.ctx, held.client_idle, graceful)
+    {
+        serve_hyper_http1(engine, stream, buffered, held).await;
     }
 }
 

@@ -900,3 +900,89 @@ async fn hsts_goes_on_https_responses_and_https_is_not_redirected() {
         Some("max-age=31536000; includeSubDomains")
     );
 }
+
+/// HTTPS/1.1 is served by the fast path, the same engine as plain HTTP/1.1, over the TLS
+/// stream: pipelined requests (both in one TLS record, so the second waits decrypted in the
+/// session, where no socket readiness announces it), a 1 MiB response (many flushed writes
+/// under backpressure), the route's HSTS in place of the backend's, and a request the fast
+/// path does not take (a chunked upload) handed to hyper with the bytes already read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http1_is_served_by_the_fast_path_and_hands_over_to_hyper() {
+    let big = pattern(MIB, 13);
+    let big_reply = big.clone();
+    let web = RawBackend::start(move |req, _| match req.target.as_str() {
+        "/big" => Reply::KeepAlive(ok(&big_reply, "")),
+        "/hsts" => Reply::KeepAlive(ok(b"x", "Strict-Transport-Security: max-age=1\r\n")),
+        _ => Reply::KeepAlive(echo(req)),
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pair = Ca::new().issue(dir.path(), "a", &["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n{}\n[[route]]\nname = \"secure\"\n\
+         host = \"a.test\"\npool = \"web\"\nhsts_max_age_s = 600\n",
+        raw_pool("web", &[web.addr])
+    );
+    let lbd = Lbd::start_with_listener(&body, &tls_table(&[&pair], "")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    let s = handshake(lbd.listen, Some("a.test"), &c)
+        .await
+        .expect("handshake");
+    let mut w = Wire { s, buf: Vec::new() };
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n").into_bytes();
+
+    let mut two = get("/one");
+    two.extend_from_slice(&get("/two"));
+    w.send(&two).await;
+    for path in ["/one", "/two"] {
+        let r = w.response(path, "GET").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.text(), echo_text("GET", path, 0), "{path}");
+    }
+    let r = w.exchange("/big", "GET", &get("/big")).await;
+    assert_eq!(sha(&r.body), sha(&big), "the 1 MiB body arrived whole");
+    let r = w.exchange("/hsts", "GET", &get("/hsts")).await;
+    let hsts: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "strict-transport-security")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        hsts,
+        ["max-age=600"],
+        "the route's HSTS replaces the backend's"
+    );
+
+    let fast = metric(lbd.admin, "lbd_http1_fast_path_requests_total").await;
+    assert_eq!(
+        fast,
+        Some(4.0),
+        "every HTTPS/1.1 request so far took the fast path"
+    );
+    assert_eq!(
+        metric(lbd.admin, "lbd_http1_fast_path_handoffs_total")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+
+    let upload = b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   5\r\nhello\r\n0\r\n\r\n";
+    let r = w.exchange("chunked upload", "POST", upload).await;
+    assert_eq!(
+        r.text(),
+        echo_text("POST", "/up", 5),
+        "hyper served the upload"
+    );
+    let r = w
+        .exchange("after the hand-off", "GET", &get("/three"))
+        .await;
+    assert_eq!(r.text(), echo_text("GET", "/three", 0));
+    assert_eq!(
+        metric(lbd.admin, "lbd_http1_fast_path_handoffs_total").await,
+        Some(1.0),
+        "the chunked upload handed the connection to hyper"
+    );
+    assert!(web.errors.lock().expect("errors").is_empty());
+}

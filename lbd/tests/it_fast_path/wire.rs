@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -128,9 +128,9 @@ pub(crate) fn framing_of(
     }
 }
 
-/// One side of a TCP connection, read with exact HTTP/1 framing.
-pub(crate) struct Wire {
-    pub(crate) s: TcpStream,
+/// One side of a connection (TCP, or TLS over it), read with exact HTTP/1 framing.
+pub(crate) struct Wire<S = TcpStream> {
+    pub(crate) s: S,
     /// Read but not yet consumed: after a complete message, anything here is the start of
     /// the next one (or a framing bug).
     pub(crate) buf: Vec<u8>,
@@ -141,9 +141,13 @@ impl Wire {
         let s = TcpStream::connect(addr).await.expect("connect to lbd");
         Wire { s, buf: Vec::new() }
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).await.expect("write to lbd");
+        // A TLS stream may hold the records back until flushed.
+        self.s.flush().await.expect("flush to lbd");
     }
 
     /// Read more bytes into `buf`; `Ok(0)` at end of stream.

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::client_io::ClientIo;
 use super::exchange::{self, Bufs, Next};
 use super::head::{self, Parsed};
 use super::MAX_BODY;
@@ -41,16 +42,17 @@ const READ_BUF: usize = 4096;
 const LINGER: Duration = Duration::from_millis(500);
 
 /// How the connection ended.
-pub enum Served {
+pub enum Served<S> {
     Closed,
     /// Serve the rest with hyper: `buffered` are the bytes read but not consumed, starting
     /// with the head of the request the fast path did not take.
     Fallback {
-        stream: TcpStream,
+        stream: S,
         buffered: Bytes,
     },
     /// Idle for `park_after` between requests, holding no buffer: the caller parks the
-    /// socket until the client speaks again or `deadline` (its next head's) passes.
+    /// socket until the client speaks again or `deadline` (its next head's) passes. Only a
+    /// transport that parks ([`ClientIo::PARKS`]) ends so.
     Parked {
         stream: TcpStream,
         deadline: Instant,
@@ -67,7 +69,7 @@ pub struct ConnLimits {
     /// For reading a request body.
     pub body_timeout: Duration,
     /// A connection that has waited this long for its next request is parked
-    /// ([`Served::Parked`]; see `crate::park`).
+    /// ([`Served::Parked`]; see `crate::park`), if its transport parks.
     pub park_after: Duration,
 }
 
@@ -84,14 +86,14 @@ enum Read {
 
 /// Serve HTTP/1.1 requests on `stream` until it closes, fails, is asked to close, or meets
 /// a request for hyper.
-pub async fn serve(
+pub async fn serve<S: ClientIo>(
     engine: &Arc<ProxyCtx>,
     ctx: &Arc<ConnCtx>,
-    mut stream: TcpStream,
+    mut stream: S,
     closing: &AtomicBool,
     limits: ConnLimits,
     first_head_deadline: Option<Instant>,
-) -> Served {
+) -> Served<S> {
     // No buffer until the first bytes arrive (`read_some`).
     let mut buf = BytesMut::new();
     // A connection back from the lot keeps the head deadline it had when it was parked.
@@ -125,23 +127,25 @@ pub async fn serve(
                 }
             }
             // A graceful close only ever interrupts the wait *between* requests.
-            let may_close = buf.is_empty();
-            let park_at = may_close.then(|| Instant::now() + limits.park_after);
+            let between = buf.is_empty();
+            let park_at = (between && S::PARKS).then(|| Instant::now() + limits.park_after);
             let read = read_some(
                 &mut stream,
                 &mut buf,
                 &mut bufs.timer,
                 head_deadline,
-                closing,
-                park_at,
+                Between::new(between, closing, park_at),
             );
             match read.await {
                 Read::Bytes => {}
                 Read::Park => {
-                    return Served::Parked {
-                        stream,
-                        deadline: head_deadline,
-                    }
+                    return match stream.into_parkable() {
+                        Some(stream) => Served::Parked {
+                            stream,
+                            deadline: head_deadline,
+                        },
+                        None => Served::Closed,
+                    };
                 }
                 Read::Eof | Read::Closing => return Served::Closed,
                 Read::Timeout => {
@@ -168,8 +172,7 @@ pub async fn serve(
                     &mut buf,
                     &mut bufs.timer,
                     body_deadline,
-                    closing,
-                    None,
+                    Between::No,
                 );
                 match read.await {
                     Read::Bytes => {}
@@ -188,7 +191,7 @@ pub async fn serve(
                 // the allocator's thread cache hands them out again for the next request
                 // (keeping them measured ~1.4 KiB more RSS per idle client, in memory the
                 // allocator keeps after the connection is parked).
-                if buf.is_empty() && !readable_now(&stream) {
+                if buf.is_empty() && !stream.input_waiting() {
                     buf = BytesMut::new();
                     bufs.release();
                 }
@@ -201,7 +204,7 @@ pub async fn serve(
     }
 }
 
-fn fallback(engine: &ProxyCtx, stream: TcpStream, buf: BytesMut, why: &'static str) -> Served {
+fn fallback<S>(engine: &ProxyCtx, stream: S, buf: BytesMut, why: &'static str) -> Served<S> {
     debug!(why, "handing the connection to hyper");
     crate::metrics::inc(&engine.stats.fast_path_handoffs_total);
     Served::Fallback {
@@ -210,31 +213,51 @@ fn fallback(engine: &ProxyCtx, stream: TcpStream, buf: BytesMut, why: &'static s
     }
 }
 
-/// Has the client sent something already (by the reactor's readiness, no syscall)?
-fn readable_now(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    stream.poll_read_ready(&mut cx).is_ready()
+/// Whether a read waits *between* requests, where a graceful close may end it and an idle
+/// connection may be parked.
+#[derive(Clone, Copy)]
+enum Between<'a> {
+    No,
+    Yes {
+        closing: &'a AtomicBool,
+        /// `None`: the transport does not park.
+        park_at: Option<Instant>,
+    },
 }
 
-/// Read what is there into `buf`, waiting until `deadline`. Between requests (`park_at` is
-/// set) a graceful close ends the wait too, and so does `park_at` (the connection is then
-/// parked).
-async fn read_some(
-    stream: &mut TcpStream,
+impl<'a> Between<'a> {
+    fn new(between: bool, closing: &'a AtomicBool, park_at: Option<Instant>) -> Self {
+        if between {
+            Between::Yes { closing, park_at }
+        } else {
+            Between::No
+        }
+    }
+}
+
+/// Read what is there into `buf`, waiting until `deadline`. Between requests a graceful
+/// close ends the wait too, and so does `park_at` (the connection is then parked).
+async fn read_some<S: ClientIo>(
+    stream: &mut S,
     buf: &mut BytesMut,
     timer: &mut LazyDeadline,
     deadline: Instant,
-    closing: &AtomicBool,
-    park_at: Option<Instant>,
+    between: Between<'_>,
 ) -> Read {
+    let (is_between, park_at) = match between {
+        Between::No => (false, None),
+        Between::Yes { park_at, .. } => (true, park_at),
+    };
     poll_fn(|cx| {
-        if park_at.is_some() && closing.load(Ordering::Acquire) {
-            return Poll::Ready(Read::Closing);
+        if let Between::Yes { closing, .. } = between {
+            if closing.load(Ordering::Acquire) {
+                return Poll::Ready(Read::Closing);
+            }
         }
-        if park_at.is_some() || buf.capacity() == 0 {
+        if is_between || buf.capacity() == 0 {
             // Between requests, or no buffer yet: wait until there are bytes (a readiness
             // check, no syscall) before reading or taking memory for them.
-            match stream.poll_read_ready(cx) {
+            match stream.poll_input(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Read::Error(e)),
                 Poll::Pending => {
@@ -264,7 +287,7 @@ async fn read_some(
 }
 
 /// Answer a head that cannot be a valid request (400) and close.
-async fn bad_request(engine: &Arc<ProxyCtx>, stream: &mut TcpStream) {
+async fn bad_request<S: ClientIo>(engine: &Arc<ProxyCtx>, stream: &mut S) {
     let kind = crate::error::ErrorKind::BadRequest;
     engine.stats.error(kind);
     let mut out = Vec::new();
@@ -282,7 +305,7 @@ async fn bad_request(engine: &Arc<ProxyCtx>, stream: &mut TcpStream) {
 
 /// Close after the last response without resetting it: FIN first, then read and drop
 /// whatever the client still sends, for a bounded time.
-async fn linger_close(mut stream: TcpStream) {
+async fn linger_close<S: ClientIo>(mut stream: S) {
     if stream.shutdown().await.is_err() {
         return;
     }

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Version};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::client_io::ClientIo;
 use super::head::{self, RequestHead, ResponseEdits};
 use super::relay::{self, HeadError};
 use crate::clock;
@@ -112,10 +112,10 @@ pub(super) enum Next {
 }
 
 /// Serve one request and write its response to `client`.
-pub(super) async fn serve(
+pub(super) async fn serve<S: ClientIo>(
     engine: &Arc<ProxyCtx>,
     conn: &Arc<ConnCtx>,
-    client: &mut TcpStream,
+    client: &mut S,
     mut req: Box<RequestHead>,
     body: Bytes,
     bufs: &mut Bufs,
@@ -440,6 +440,7 @@ async fn forward(
                 node: policy.node_header.as_ref().map(|(n, v)| (n, v)),
                 close,
                 set_cookies: pool.sticky.is_some().then_some(&cookies),
+                hsts: hsts(rt, conn, rule),
             },
         );
         fin.status = resp.status;
@@ -457,6 +458,14 @@ async fn forward(
     }
 }
 
+/// The route's HSTS header, for a client on HTTPS (RFC 6797 §7.2: never over plain HTTP).
+fn hsts<'a>(rt: &'a Snapshot, conn: &ConnCtx, rule: Option<usize>) -> Option<&'a HeaderValue> {
+    if conn.proto != "https" {
+        return None;
+    }
+    rt.config.route_https(rule).and_then(|h| h.hsts.as_ref())
+}
+
 /// What the request asked of the response's form.
 struct Asked {
     /// `Connection: close`.
@@ -467,11 +476,11 @@ struct Asked {
 
 /// Answer an error or a 429 from lbd itself.
 #[allow(clippy::too_many_arguments)]
-async fn answer_locally(
+async fn answer_locally<S: ClientIo>(
     engine: &Arc<ProxyCtx>,
     rt: &Snapshot,
     conn: &ConnCtx,
-    client: &mut TcpStream,
+    client: &mut S,
     local: LocalAnswer,
     asked: Asked,
     bufs: &mut Bufs,
@@ -521,7 +530,7 @@ async fn answer_locally(
         bufs.response.truncate(bufs.response.len() - body.len());
     }
     fin.bytes = if asked.head { 0 } else { body.len() as u64 };
-    let written = tokio::io::AsyncWriteExt::write_all(client, &bufs.response).await;
+    let written = write_all_flushed(client, &bufs.response).await;
     bufs.trim();
     fin.run(written.is_ok());
     if close || written.is_err() {
@@ -529,4 +538,11 @@ async fn answer_locally(
     } else {
         Next::KeepAlive
     }
+}
+
+/// Write `data` to the client and flush it (a TLS stream may hold records back).
+async fn write_all_flushed<S: ClientIo>(client: &mut S, data: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    client.write_all(data).await?;
+    client.flush().await
 }

@@ -10,13 +10,14 @@
 //! with httparse, writes the rewritten head straight into the upstream buffer, drives a
 //! pooled upstream socket itself and relays the response bytes as they are.
 //!
-//! What it takes: HTTP/1.1 requests in origin form with one `Host`, no `Transfer-Encoding`,
-//! no `Expect`, no upgrade, at most one `Content-Length` up to [`MAX_BODY`] (the body is
-//! buffered, so a retry can replay it), routed to a pool without `[pool.tls]` (the fast path
-//! speaks plain TCP upstream). The first request that is anything else hands the
-//! connection, with the bytes already read, to hyper for the rest of its life
-//! ([`conn::Served::Fallback`]); hyper and the framing tracker then answer it exactly as they
-//! answer every request when `global.http1_fast_path = false`.
+//! What it takes, from plain and TLS (HTTPS/1.1) clients alike: HTTP/1.1 requests in
+//! origin form with one `Host`, no `Transfer-Encoding`, no `Expect`, no upgrade, at most one
+//! `Content-Length` up to [`MAX_BODY`] (the body is buffered, so a retry can replay it),
+//! routed to a pool without `[pool.tls]` (the fast path speaks plain TCP upstream). The
+//! first request that is anything else hands the connection, with the bytes already read,
+//! to hyper for the rest of its life ([`conn::Served::Fallback`]); hyper and the framing
+//! tracker then answer it exactly as they answer every request when
+//! `global.http1_fast_path = false`.
 //!
 //! Everything the hyper path does per request happens here too, through the same code:
 //! routing, limits (414/431, and 413 for a body over the route's `max_request_body_bytes`,
@@ -28,6 +29,8 @@
 //! Layout:
 //! - [`conn`]     the client connection loop: head reads under the header/idle deadline,
 //!   graceful close, the hand-off to hyper.
+//! - [`client_io`] the client transports the loop serves: a plain socket, or a TLS stream
+//!   after its handshake (what differs: waiting for input, parking, flushing).
 //! - [`exchange`] one request: route, limit, pick, send, retry, answer.
 //! - [`relay`]    the upstream side: write the request, read the response head, relay the
 //!   body (Content-Length, chunked or close-delimited) to the client.
@@ -37,6 +40,7 @@
 //! - [`prefixed`] an IO wrapper that replays buffered bytes to hyper after a hand-off.
 
 pub mod chunked;
+pub mod client_io;
 pub mod conn;
 mod exchange;
 pub mod head;

@@ -14,6 +14,7 @@ use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -151,9 +152,9 @@ pub(super) struct Relayed {
 
 /// Send `head` (the client's response head, already written) and the body that follows the
 /// backend's head in `buf`, reading the rest from `up`.
-pub(super) async fn relay_body(
+pub(super) async fn relay_body<C: AsyncWrite + Unpin>(
     up: &mut TcpStream,
-    client: &mut TcpStream,
+    client: &mut C,
     head: &mut Vec<u8>,
     buf: &mut BytesMut,
     framing: Framing,
@@ -214,8 +215,8 @@ pub(super) async fn relay_body(
 
 /// Write all of `data` to the client; once it stops taking bytes, wait at most `limit` for
 /// it to take more.
-async fn write_within(
-    client: &mut TcpStream,
+async fn write_within<C: AsyncWrite + Unpin>(
+    client: &mut C,
     data: &[u8],
     timer: &mut LazyDeadline,
     limit: Duration,
@@ -249,35 +250,47 @@ enum Stopped {
     Expired,
 }
 
-/// Write all of `data`; whenever the socket stops taking bytes, wait for it until
-/// `deadline()`. The common case (the socket takes it all) reads no clock.
-async fn write_by(
-    stream: &mut TcpStream,
+/// Write all of `data` and flush it (a TLS stream may hold records back); whenever the
+/// stream stops taking bytes, wait for it until `deadline()`. The common case (the socket
+/// takes it all) reads no clock.
+async fn write_by<W: AsyncWrite + Unpin>(
+    stream: &mut W,
     mut data: &[u8],
     timer: &mut LazyDeadline,
     deadline: impl Fn() -> Instant,
 ) -> Result<(), Stopped> {
-    while !data.is_empty() {
-        match stream.try_write(data) {
-            Ok(n) => {
-                data = &data[n..];
-                continue;
+    // Set when the stream first stops taking bytes, cleared by progress: the limit bounds
+    // each stall, not the whole write.
+    let mut stalled_until: Option<Instant> = None;
+    poll_fn(|cx| loop {
+        let progress = if data.is_empty() {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Stopped::Io(e))),
+                Poll::Pending => false,
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(Stopped::Io(e)),
+        } else {
+            match Pin::new(&mut *stream).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Stopped::Io(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => {
+                    data = &data[n..];
+                    true
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Stopped::Io(e))),
+                Poll::Pending => false,
+            }
+        };
+        if progress {
+            stalled_until = None;
+            continue;
         }
-        let deadline = deadline();
-        poll_fn(|cx| match stream.poll_write_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Stopped::Io(e))),
-            Poll::Pending => {
-                ready!(timer.poll_expired(cx, deadline));
-                Poll::Ready(Err(Stopped::Expired))
-            }
-        })
-        .await?;
-    }
-    Ok(())
+        let until = *stalled_until.get_or_insert_with(&deadline);
+        ready!(timer.poll_expired(cx, until));
+        return Poll::Ready(Err(Stopped::Expired));
+    })
+    .await
 }
 
 /// Read what is there into `buf`, waiting for it until `deadline`. `poll_read` (not

@@ -153,6 +153,9 @@ pub struct ResponseEdits<'a> {
     /// Sticky pools: the response's `Set-Cookie` lines as lbd decided them (the backend's,
     /// plus an insert-mode cookie); the backend's own lines are then not copied.
     pub set_cookies: Option<&'a HeaderMap>,
+    /// The route's `Strict-Transport-Security` (HTTPS clients only): it replaces the
+    /// backend's, as on the hyper path.
+    pub hsts: Option<&'a HeaderValue>,
 }
 
 impl ResponseHead<'_, '_> {
@@ -207,6 +210,9 @@ impl ResponseHead<'_, '_> {
             if edits.set_cookies.is_some() && name.eq_ignore_ascii_case(b"set-cookie") {
                 continue;
             }
+            if edits.hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security") {
+                continue;
+            }
             write_field(out, name, h.value);
         }
         if let Some(cookies) = edits.set_cookies {
@@ -225,6 +231,9 @@ impl ResponseHead<'_, '_> {
         }
         if let Some((name, value)) = edits.node {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some(hsts) = edits.hsts {
+            write_field(out, b"strict-transport-security", hsts.as_bytes());
         }
         // RFC 9110 §6.6.1: a proxy with a clock adds the Date an origin left out.
         if !self.has_date {

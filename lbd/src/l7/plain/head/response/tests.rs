@@ -178,6 +178,7 @@ fn the_client_head_drops_hop_by_hop_and_adds_lbds_edits() {
             node: Some((&node.0, &node.1)),
             close: true,
             set_cookies: None,
+            hsts: None,
         },
     );
     assert_eq!(
