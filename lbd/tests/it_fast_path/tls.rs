@@ -986,3 +986,78 @@ async fn https_http1_is_served_by_the_fast_path_and_hands_over_to_hyper() {
     );
     assert!(web.errors.lock().expect("errors").is_empty());
 }
+
+/// An HTTPS/1.1 connection on the fast path keeps the bounds of a plain one, and ends like a
+/// TLS connection should: a malformed head gets 400 and the close; a head that stalls is
+/// closed at the header timeout; an idle keep-alive connection waits in its task (never
+/// parked) and is closed at its deadline with a `close_notify`, so the client reads a clean
+/// end of stream rather than a truncation; SIGTERM closes idle HTTPS connections the same
+/// way and lbd exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_on_the_fast_path_keeps_its_bounds_and_closes_with_close_notify() {
+    let web = RawBackend::start(|req, _| Reply::KeepAlive(echo(req))).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pair = Ca::new().issue(dir.path(), "a", &["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let body = format!(
+        "default_pool = \"web\"\n[global]\n#GLOBAL\n{}\n[timeouts]\nrequest_header_ms = 1500\n",
+        raw_pool("web", &[web.addr])
+    );
+    let mut lbd = Lbd::start_with_listener(&body, &tls_table(&[&pair], "")).await;
+    let c = connector(&[b"http/1.1"], ring());
+    let connect = || async {
+        let s = handshake(lbd.listen, Some("a.test"), &c)
+            .await
+            .expect("handshake");
+        Wire { s, buf: Vec::new() }
+    };
+    let get = b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+    let mut bad = connect().await;
+    let r = bad
+        .exchange(
+            "malformed",
+            "GET",
+            b"GET /x HTTP/1.1\r\nHost a.test\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    bad.expect_closed("after the 400").await;
+
+    let mut stalled = connect().await;
+    stalled.send(b"GET /x HTTP/1.1\r\nHost: a.").await;
+    let t0 = tokio::time::Instant::now();
+    let rest = stalled.until_close(deadline()).await;
+    assert_eq!(
+        rest.as_deref(),
+        Ok(&b""[..]),
+        "a clean close of the stalled head"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "closed at the header timeout"
+    );
+
+    let mut idle = connect().await;
+    assert_eq!(idle.exchange("first", "GET", get).await.status, 200);
+    // An absence: past the 250 ms after which a plain connection would have been parked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(lbd.admin, "lbd_client_connections_parked").await,
+        Some(0.0),
+        "an HTTPS connection is not parked"
+    );
+    let rest = idle.until_close(deadline()).await;
+    assert_eq!(
+        rest.as_deref(),
+        Ok(&b""[..]),
+        "close_notify at the keep-alive deadline"
+    );
+
+    let mut draining = connect().await;
+    assert_eq!(draining.exchange("before", "GET", get).await.status, 200);
+    lbd.signal("TERM");
+    let rest = draining.until_close(deadline()).await;
+    assert_eq!(rest.as_deref(), Ok(&b""[..]), "close_notify on SIGTERM");
+    let status = lbd.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", lbd.log_text());
+}

@@ -12,14 +12,19 @@
 //!   the reactor only when the session holds none.
 //! - **Parking.** Only a plain socket leaves its task while idle (`crate::park` watches raw
 //!   sockets); a TLS connection waits in its task.
+//! - **Closing between requests.** A plain socket is just closed (FIN). A TLS stream sends
+//!   its `close_notify` first, so the client can tell an idle close from a cut response; that
+//!   write is bounded ([`CLOSE_NOTIFY_WAIT`]), since a client that stopped reading must not
+//!   hold a drain.
 //! - **Flushing.** A TLS write encrypts into the session and may leave records unsent when
 //!   the socket is full, so every write the loop makes ends with a flush (a no-op on a
 //!   plain socket).
 
 use std::io;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -37,7 +42,13 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
     /// The plain socket, for the parking lot. `None` for a transport that does not park.
     fn into_parkable(self) -> Option<TcpStream>;
+
+    /// Close between requests (idle, timed out, the client closed, or a graceful close).
+    fn close(self) -> impl std::future::Future<Output = ()> + Send;
 }
+
+/// How long a TLS connection closing between requests may take to send its `close_notify`.
+pub const CLOSE_NOTIFY_WAIT: Duration = Duration::from_millis(500);
 
 impl ClientIo for TcpStream {
     const PARKS: bool = true;
@@ -53,6 +64,10 @@ impl ClientIo for TcpStream {
 
     fn into_parkable(self) -> Option<TcpStream> {
         Some(self)
+    }
+
+    async fn close(self) {
+        // Dropped: the kernel sends the FIN.
     }
 }
 
@@ -76,6 +91,11 @@ impl ClientIo for TlsStream<TcpStream> {
 
     fn into_parkable(self) -> Option<TcpStream> {
         None
+    }
+
+    async fn close(mut self) {
+        // close_notify, flushed, then the FIN.
+        let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, self.shutdown()).await;
     }
 }
 

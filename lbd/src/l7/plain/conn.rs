@@ -147,12 +147,16 @@ pub async fn serve<S: ClientIo>(
                         None => Served::Closed,
                     };
                 }
-                Read::Eof | Read::Closing => return Served::Closed,
+                Read::Eof | Read::Closing => {
+                    stream.close().await;
+                    return Served::Closed;
+                }
                 Read::Timeout => {
                     debug!(
                         partial = !buf.is_empty(),
                         "no request head within the header timeout, closing"
                     );
+                    stream.close().await;
                     return Served::Closed;
                 }
                 Read::Error(e) => {
