@@ -27,27 +27,33 @@ use serde::Serialize;
 use crate::config::AccessLogFormat;
 use crate::sync::lock;
 
-/// What one access log line says.
+/// What one access log line says. Borrowed, so a line costs no allocation before it is
+/// written into the thread's batch.
 #[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    pub time: String,
+pub struct Record<'a> {
+    /// When the exchange ended, since the Unix epoch; written as RFC 3339 UTC with
+    /// milliseconds.
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub time: Duration,
     /// The real client (`headers.trusted_proxies`: the first untrusted X-Forwarded-For hop).
     pub client: IpAddr,
     /// The TCP peer the request came from (the client itself, or a proxy in front).
     pub peer: SocketAddr,
-    pub method: String,
-    pub path: String,
+    pub method: &'a str,
+    pub path: &'a str,
     pub status: u16,
     pub bytes: u64,
-    pub pool: String,
-    /// Backend address, or "-" when lbd answered itself.
-    pub backend: String,
+    /// The pool's name, or "-" when no route chose one.
+    pub pool: &'a str,
+    /// Backend address; "-" (`None`) when lbd answered itself.
+    #[serde(serialize_with = "backend_or_dash")]
+    pub backend: Option<SocketAddr>,
     pub duration_ms: f64,
     /// Error kind when lbd produced the response, else "-".
     pub error: &'static str,
 }
 
-impl Record {
+impl Record<'_> {
     #[cfg(test)]
     fn plain(&self) -> String {
         let mut out = Vec::new();
@@ -57,21 +63,23 @@ impl Record {
 
     /// Append the plain line (newline included) to `out`.
     fn write_plain(&self, out: &mut Vec<u8>) {
+        write_rfc3339(out, self.time);
         // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            " {} \"{} {}\" {} {} pool={} backend=",
+            self.client, self.method, self.path, self.status, self.bytes, self.pool,
+        );
+        match self.backend {
+            Some(b) => {
+                let _ = write!(out, "{b}");
+            }
+            None => out.push(b'-'),
+        }
         let _ = writeln!(
             out,
-            "{} {} \"{} {}\" {} {} pool={} backend={} duration_ms={:.3} error={} peer={}",
-            self.time,
-            self.client,
-            self.method,
-            self.path,
-            self.status,
-            self.bytes,
-            self.pool,
-            self.backend,
-            self.duration_ms,
-            self.error,
-            self.peer,
+            " duration_ms={:.3} error={} peer={}",
+            self.duration_ms, self.error, self.peer,
         );
     }
 
@@ -244,26 +252,76 @@ pub fn flush(timeout: Duration) {
     }
 }
 
-/// Wall-clock time as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T08:16:04.123Z`.
-pub fn now_rfc3339() -> String {
-    let since = SystemTime::now()
+/// Wall-clock time since the Unix epoch (the access log's `time`).
+pub fn now_since_epoch() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    rfc3339(since)
+        .unwrap_or(Duration::ZERO)
 }
 
+#[cfg(test)]
 fn rfc3339(since_epoch: Duration) -> String {
+    let mut out = Vec::new();
+    write_rfc3339(&mut out, since_epoch);
+    String::from_utf8(out).expect("ascii")
+}
+
+thread_local! {
+    /// The last second formatted on this thread and its `YYYY-MM-DDTHH:MM:SS`: under load
+    /// every line of a second shares it, so a line formats only its milliseconds (nginx
+    /// caches its log time the same way).
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// Append `since_epoch` as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T08:16:04.123Z`.
+fn write_rfc3339(out: &mut Vec<u8>, since_epoch: Duration) {
     let secs = since_epoch.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        prefix = second_prefix(secs);
+        SECOND.set((secs, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    let ms = since_epoch.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch.
+fn second_prefix(secs: u64) -> [u8; 19] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+    let text = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        since_epoch.subsec_millis()
-    )
+    );
+    let mut prefix = [b'?'; 19];
+    // A year past 9999 would not fit: its line shows `?`s rather than a wrong date.
+    if text.len() == prefix.len() {
+        prefix.copy_from_slice(text.as_bytes());
+    }
+    prefix
+}
+
+fn time_as_rfc3339<S: serde::Serializer>(t: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339(&mut out, *t);
+    s.serialize_str(std::str::from_utf8(&out).unwrap_or("?"))
+}
+
+fn backend_or_dash<S: serde::Serializer>(b: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.collect_str(b),
+        None => s.serialize_str("-"),
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
@@ -292,27 +350,46 @@ mod tests {
             rfc3339(Duration::from_millis(1_709_210_096_789)),
             "2024-02-29T12:34:56.789Z"
         );
+        // The cached second is reused within it and replaced by the next one.
+        assert_eq!(
+            rfc3339(Duration::from_millis(1_709_210_096_005)),
+            "2024-02-29T12:34:56.005Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_millis(1_709_210_097_000)),
+            "2024-02-29T12:34:57.000Z"
+        );
+        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]
     fn plain_and_json_lines() {
-        let r = Record {
-            time: "t".into(),
+        let mut r = Record {
+            time: Duration::from_millis(1_709_210_096_789),
             client: "192.0.2.9".parse().expect("ip"),
             peer: "127.0.0.1:5000".parse().expect("addr"),
-            method: "GET".into(),
-            path: "/a?b".into(),
+            method: "GET",
+            path: "/a?b",
             status: 200,
             bytes: 12,
-            pool: "web".into(),
-            backend: "127.0.0.1:9001".into(),
+            pool: "web",
+            backend: Some("127.0.0.1:9001".parse().expect("addr")),
             duration_ms: 1.5,
             error: "-",
         };
         assert_eq!(
             r.plain(),
-            "t 192.0.2.9 \"GET /a?b\" 200 12 pool=web backend=127.0.0.1:9001 duration_ms=1.500 error=- peer=127.0.0.1:5000\n"
+            "2024-02-29T12:34:56.789Z 192.0.2.9 \"GET /a?b\" 200 12 pool=web backend=127.0.0.1:9001 duration_ms=1.500 error=- peer=127.0.0.1:5000\n"
         );
+        let j: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
+        assert_eq!(j["time"], "2024-02-29T12:34:56.789Z");
+        r.backend = None;
+        assert!(r.plain().contains(" backend=- "), "{}", r.plain());
+        let j: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
+        assert_eq!(j["backend"], "-");
+        r.backend = Some("127.0.0.1:9001".parse().expect("addr"));
         let j: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
         assert_eq!(j["status"], 200);

@@ -20,7 +20,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
 
 use super::dispatch::Lease;
-use crate::access_log::{now_rfc3339, Record};
+use crate::access_log::{now_since_epoch, Record};
 use crate::coupling::gate::GateGuard;
 use crate::l7::client::ActiveRequest;
 use crate::l7::ctx::ProxyCtx;
@@ -113,20 +113,18 @@ impl Finish {
         inc(&self.engine.stats.responses[status_class(self.status)]);
         if let Some(log) = self.log {
             self.rt.access_log.write(&Record {
-                time: now_rfc3339(),
+                time: now_since_epoch(),
                 client: log.client.unwrap_or(conn_peer.ip()),
                 peer: conn_peer,
-                method: log.method,
-                path: log.path,
+                method: &log.method,
+                path: &log.path,
                 status: self.status,
                 bytes: self.bytes,
                 pool: self
                     .pool
                     .and_then(|i| self.rt.pools.get(i))
-                    .map_or_else(|| "-".to_string(), |p| p.name().to_string()),
-                backend: self
-                    .backend
-                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
+                    .map_or("-", |p| p.name()),
+                backend: self.backend,
                 duration_ms: log.started.elapsed().as_secs_f64() * 1000.0,
                 error: self.error,
             });
