@@ -76,10 +76,15 @@ impl Record<'_> {
             }
             None => out.push(b'-'),
         }
+        // Three decimals from whole microseconds: integer formatting, not a float's.
+        let micros = (self.duration_ms * 1000.0).round().max(0.0) as u64;
         let _ = writeln!(
             out,
-            " duration_ms={:.3} error={} peer={}",
-            self.duration_ms, self.error, self.peer,
+            " duration_ms={}.{:03} error={} peer={}",
+            micros / 1000,
+            micros % 1000,
+            self.error,
+            self.peer,
         );
     }
 
@@ -390,6 +395,21 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
         assert_eq!(j["backend"], "-");
         r.backend = Some("127.0.0.1:9001".parse().expect("addr"));
+        for (ms, text) in [
+            (0.0, "0.000"),
+            (0.0004, "0.000"),
+            (0.0006, "0.001"),
+            (12.3456, "12.346"),
+            (1000.0, "1000.000"),
+        ] {
+            r.duration_ms = ms;
+            assert!(
+                r.plain().contains(&format!(" duration_ms={text} ")),
+                "{ms}: {}",
+                r.plain()
+            );
+        }
+        r.duration_ms = 1.5;
         let j: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("parse");
         assert_eq!(j["status"], 200);
