@@ -240,6 +240,10 @@ pub struct InstanceCounters {
     /// advert interval ago (so a flood is not amplified).
     #[serde(default)]
     pub replies_suppressed: u64,
+    /// Hand-off tables loaded: takeovers from a live master, and re-announces over another
+    /// master as a split heals (at most one per window and linger).
+    #[serde(default)]
+    pub handoff_tables: u64,
 }
 
 /// Errors of the control protocol.

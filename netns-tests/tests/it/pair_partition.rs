@@ -128,3 +128,70 @@ fn partition_then_heal_leaves_one_master_that_reannounces() -> anyhow::Result<()
     report::record(id, &rows)?;
     verdict.finish()
 }
+
+/// `instances[name=web].counters.<key>` of `vrrpd status --json` on node `id`.
+fn web_counter(pair: &PairTopology, id: NodeId, key: &str) -> anyhow::Result<u64> {
+    let st = pair.status(id)?;
+    let web = st["instances"]
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i["name"] == "web"))
+        .ok_or_else(|| anyhow::anyhow!("no instance web: {st}"))?;
+    Ok(web["counters"][key].as_u64().unwrap_or(0))
+}
+
+/// What the split-heal hand-off must not become: a host on the LAN floods the coupled master
+/// with forged worse adverts (10k/s for 3 s). Each reply the master allows itself (one per
+/// advert interval) is a re-announce over "another master", so it asks for a hand-off
+/// table; it loads at most one per window and linger, the `nft` runs never hold up its
+/// adverts (the VIP never moves), and the client loses nothing.
+#[test]
+fn a_flood_of_worse_adverts_loads_few_hand_off_tables_and_moves_nothing() -> anyhow::Result<()> {
+    let cs = 10;
+    let cfg = PairConfig {
+        fast_takeover: true,
+        ..PairConfig::coupled(cs)
+    };
+    let mut pair = PairTopology::new("10-flood-handoff", cfg.clone())?;
+    let vip = pair.vip(0);
+    pair.await_past_startup_grace();
+    let load = pair.start_load(vip, false, Duration::from_secs(20))?;
+    pair.await_load_answer(&load, NodeId::A, Duration::from_secs(3))?;
+    let tables0 = web_counter(&pair, NodeId::A, "handoff_tables")?;
+    let t0 = Instant::now();
+    let flood = netns_tests::Forgery {
+        src: pair.lan.node(NodeId::Client).addr,
+        dsts: vec![std::net::Ipv4Addr::new(224, 0, 0, 18)],
+        vrid: 51,
+        priority: 50,
+        interval_cs: cs,
+        vips: vec![vip],
+        count: 30_000,
+        rate: 10_000,
+    };
+    let forger = pair.lan.start_forger(&flood)?;
+    pair.lan
+        .assert_stays_sole_holder(vip, NodeId::A, flood.duration())?;
+    let report = pair.lan.await_forger(forger, &flood)?;
+    let elapsed = t0.elapsed();
+    let tables = web_counter(&pair, NodeId::A, "handoff_tables")? - tables0;
+    let suppressed = web_counter(&pair, NodeId::A, "replies_suppressed")?;
+    let run = pair.finish_load(load, Duration::from_secs(5))?;
+    let s = run.summary_from(run.header.at(SystemTime::now() - elapsed));
+    // Window (200 ms) and linger (1 s) per table: at most one per 1.2 s, and one to start.
+    let most = (elapsed.as_secs_f64() / 1.2).ceil() as u64 + 1;
+    eprintln!(
+        "flood ({report}) over {elapsed:?}: {tables} hand-off tables loaded (at most {most}), \
+         {suppressed} replies suppressed; client: {}",
+        s.one_line()
+    );
+    anyhow::ensure!(
+        (1..=most).contains(&tables),
+        "{tables} hand-off tables in {elapsed:?}"
+    );
+    anyhow::ensure!(s.failed == 0, "the client lost requests: {}", s.one_line());
+    anyhow::ensure!(
+        pair.state(NodeId::B, "web")? == "backup",
+        "B took over during the flood"
+    );
+    Ok(())
+}

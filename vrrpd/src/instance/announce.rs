@@ -15,7 +15,9 @@ use crate::timers;
 
 impl Driver {
     /// Send the GARP burst (and the optional periodic refresh) in a task of its own, so the
-    /// spacing between GARPs never delays an advert.
+    /// spacing between GARPs never delays an advert. A re-announce that a hand-off table must
+    /// precede (`Action::HandOff` set `garp_after`) waits for it in that task, not in the
+    /// instance's loop, so our adverts never wait for `nft`.
     pub(super) fn start_garp(&mut self) {
         self.stop_garp();
         let count = self.config.garp_count;
@@ -25,11 +27,19 @@ impl Driver {
         let (ifindex, mac) = (self.ifindex, self.mac);
         let vips: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.addr).collect();
         self.counters.garps_sent += u64::from(count) * vips.len() as u64;
-        // The first round goes out now, before the advert that follows it in the FSM's
-        // actions: clients must learn our MAC before the old master lets go of the VIP.
-        send_garps(&garp, ifindex, mac, &vips);
+        let table_loaded = self.garp_after.take();
+        if table_loaded.is_none() {
+            // The first round goes out now, before the advert that follows it in the FSM's
+            // actions: clients must learn our MAC before the old master lets go of the VIP.
+            send_garps(&garp, ifindex, mac, &vips);
+        }
         self.garp_task = Some(tokio::spawn(
             async move {
+                if let Some(loaded) = table_loaded {
+                    // Loaded, or loading failed: either way the VIPs are re-announced.
+                    let _ = loaded.await;
+                    send_garps(&garp, ifindex, mac, &vips);
+                }
                 for _ in 1..count {
                     tokio::time::sleep(interval).await;
                     send_garps(&garp, ifindex, mac, &vips);

@@ -89,6 +89,26 @@ impl Driver {
         self.hand_off_to(to)
     }
 
+    /// [`Driver::hand_off_to`] for a split healing (`Action::HandOff`), unless a table is
+    /// already in (its window and linger not over): a flood of worse adverts, answered once
+    /// per interval, then runs `nft` at most once per window and linger, not once per
+    /// interval, and a genuine heal happens once.
+    pub(super) fn hand_off_once(
+        &mut self,
+        to: Ipv4Addr,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let busy = self
+            .handoff
+            .as_ref()?
+            .expiry
+            .as_ref()
+            .is_some_and(|task| !task.is_finished());
+        if busy {
+            return None;
+        }
+        self.hand_off_to(to)
+    }
+
     /// Load the table that sends `to` the packets of its connections for the window (and
     /// removes it after): before a takeover's VIPs go up, or before a master re-announces
     /// VIPs that another master held during a split (`Action::HandOff`). Loading again
@@ -99,6 +119,7 @@ impl Driver {
         to: Ipv4Addr,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let handoff = self.handoff.as_mut()?;
+        self.counters.handoff_tables += 1;
         if let Some(old) = handoff.expiry.take() {
             old.abort();
         }

@@ -266,6 +266,7 @@ pub async fn spawn(config: InstanceConfig, shared: Shared) -> Result<InstanceHan
         status: status_tx,
         counters: InstanceCounters::default(),
         garp_task: None,
+        garp_after: None,
         last_published: None,
         last_event_id: 0,
         notifier: config.pair.notify.clone().map(Notifier::new),
@@ -328,6 +329,8 @@ struct Driver {
     /// Counters the shell owns (discards, GARPs, late timers); the FSM owns the rest.
     counters: InstanceCounters,
     garp_task: Option<JoinHandle<()>>,
+    /// Set by `Action::HandOff`: the next GARP burst waits until this resolves.
+    garp_after: Option<oneshot::Receiver<()>>,
     /// The state last published as an event, so only real changes are streamed.
     last_published: Option<StateKind>,
     /// The daemon-wide id of the last event published; lbd acks it before VIPs go up.
@@ -668,10 +671,9 @@ impl Driver {
                 }
                 Action::SendGarp => self.start_garp(),
                 Action::HandOff { to } => {
-                    // Loaded before the GARP that follows moves the other master's clients.
-                    if let Some(loaded) = self.hand_off_to(to) {
-                        let _ = loaded.await;
-                    }
+                    // The GARP that follows waits for the table in its own task: the loop
+                    // (and our adverts) never waits for `nft`.
+                    self.garp_after = self.hand_off_once(to);
                 }
                 Action::Transition {
                     from,
