@@ -49,6 +49,7 @@ use crate::config::ListenerConfig;
 use crate::l7::client::{ActiveGauge, ConnCtx, ConnHold};
 use crate::l7::ctx::ProxyCtx;
 use crate::l7::framing::FramingIo;
+use crate::l7::plain::client_io::ClientIo;
 use crate::l7::plain::conn::{ConnLimits, Served};
 use crate::l7::plain::prefixed::Prefixed;
 use crate::tls::ListenerTls;
@@ -554,27 +555,9 @@ async fn serve_tls(
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(engine, stream, &held).await;
     } else if fast_path {
-        serve_fast_tls(engine, stream, &held).await;
+        serve_fast(Arc::clone(engine), stream, held).await;
     } else {
         serve_hyper_http1(engine, stream, Bytes::new(), &held).await;
-    }
-}
-
-/// An HTTPS/1.1 connection on the fast path, until it closes or hands over to hyper. It is
-/// never parked (the lot watches plain sockets): it waits for its next request in its task.
-async fn serve_fast_tls(
-    engine: &Arc<ProxyCtx>,
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    held: &Held,
-) {
-    let closing = AtomicBool::new(false);
-    let served =
-        crate::l7::plain::conn::serve(engine, &held.ctx, stream, &closing, held.limits, None);
-    let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
-    if let Some(Served::Fallback { stream, buffered }) =
-        drive!(served, engine, held.ctx, held.client_idle, graceful)
-    {
-        serve_hyper_http1(engine, stream, buffered, held).await;
     }
 }
 
@@ -584,8 +567,9 @@ async fn serve_fast_tls(
 /// entry.
 const PARK_AFTER: Duration = Duration::from_millis(250);
 
-/// The fast path, until the connection closes, hands over to hyper, or is parked.
-async fn serve_fast(engine: Arc<ProxyCtx>, stream: TcpStream, mut held: Held) {
+/// The fast path, until the connection closes, hands over to hyper, or is parked (plain
+/// connections only: an HTTPS one waits for its next request in its task).
+async fn serve_fast<S: ClientIo>(engine: Arc<ProxyCtx>, stream: S, mut held: Held) {
     let closing = AtomicBool::new(false);
     let served = crate::l7::plain::conn::serve(
         &engine,

@@ -453,8 +453,8 @@ impl PairTopology {
         serde_json::from_slice(&out.stdout).context("vrrpd status is not JSON")
     }
 
-    /// The state of instance `inst` on node `id`.
-    pub fn state(&self, id: NodeId, inst: &str) -> Result<String> {
+    /// Instance `inst` of node `id`'s `vrrpd status --json` (its state, counters, ...).
+    pub fn instance_status(&self, id: NodeId, inst: &str) -> Result<Value> {
         let st = self.status(id)?;
         st.get("instances")
             .and_then(Value::as_array)
@@ -462,10 +462,17 @@ impl PairTopology {
                 l.iter()
                     .find(|i| i.get("name").and_then(Value::as_str) == Some(inst))
             })
-            .and_then(|i| i.get("state"))
+            .cloned()
+            .ok_or_else(|| anyhow!("no instance {inst} in {st}"))
+    }
+
+    /// The state of instance `inst` on node `id`.
+    pub fn state(&self, id: NodeId, inst: &str) -> Result<String> {
+        let i = self.instance_status(id, inst)?;
+        i.get("state")
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase)
-            .ok_or_else(|| anyhow!("no state of {inst} in {st}"))
+            .ok_or_else(|| anyhow!("no state of {inst} in {i}"))
     }
 
     /// Waits (`timeout` × patience) for `state` of `inst` on `id`.

@@ -129,13 +129,9 @@ fn partition_then_heal_leaves_one_master_that_reannounces() -> anyhow::Result<()
     verdict.finish()
 }
 
-/// `instances[name=web].counters.<key>` of `vrrpd status --json` on node `id`.
+/// Counter `key` of instance "web" on node `id`.
 fn web_counter(pair: &PairTopology, id: NodeId, key: &str) -> anyhow::Result<u64> {
-    let st = pair.status(id)?;
-    let web = st["instances"]
-        .as_array()
-        .and_then(|l| l.iter().find(|i| i["name"] == "web"))
-        .ok_or_else(|| anyhow::anyhow!("no instance web: {st}"))?;
+    let web = pair.instance_status(id, "web")?;
     Ok(web["counters"][key].as_u64().unwrap_or(0))
 }
 

@@ -38,7 +38,10 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
     /// Input is known to be waiting now (no syscall): a pipelined request.
-    fn input_waiting(&mut self) -> bool;
+    fn input_waiting(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        self.poll_input(&mut cx).is_ready()
+    }
 
     /// The plain socket, for the parking lot. `None` for a transport that does not park.
     fn into_parkable(self) -> Option<TcpStream>;
@@ -55,11 +58,6 @@ impl ClientIo for TcpStream {
 
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
-    }
-
-    fn input_waiting(&mut self) -> bool {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        self.poll_read_ready(&mut cx).is_ready()
     }
 
     fn into_parkable(self) -> Option<TcpStream> {
@@ -79,14 +77,6 @@ impl ClientIo for TlsStream<TcpStream> {
             return Poll::Ready(Ok(()));
         }
         self.get_ref().0.poll_read_ready(cx)
-    }
-
-    fn input_waiting(&mut self) -> bool {
-        if session_has_plaintext(self) {
-            return true;
-        }
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        self.get_ref().0.poll_read_ready(&mut cx).is_ready()
     }
 
     fn into_parkable(self) -> Option<TcpStream> {
